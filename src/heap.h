@@ -1,0 +1,40 @@
+/* Host heaps (IHostMalloc) of the built-in manager. Internal to hostmem.
+ *
+ * A heap draws its memory from a page source (the manager's own VirtualAlloc in practice, so the budget and the
+ * critical level of each request cover heap memory too) and never from malloc for user blocks. */
+#ifndef HOSTMEM_SRC_HEAP_H
+#define HOSTMEM_SRC_HEAP_H
+
+#include <hostmem/hostmem.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct hm_page_source {
+    void *ctx;
+    /* size: a multiple of 64 KiB. On success *out is 64 KiB-aligned, committed PAGE_READWRITE and zeroed.
+     * Fails with E_OUTOFMEMORY (budget, critical level) or another HRESULT; then *out is NULL. */
+    HRESULT (*alloc)(void *ctx, size_t size, EMemoryCriticalLevel level, void **out);
+    /* Returns what alloc gave (same address and size). */
+    void (*release)(void *ctx, void *addr, size_t size);
+    /* Tells the source the heap is gone, with its leak report (n entries, possibly 0). The entries' strings
+     * are valid only during the call. Called once, from the heap's last Release. */
+    void (*on_destroy)(void *ctx, const hm_leak *leaks, size_t n);
+    /* Optional: called with +1 / -1 as heaps' live blocks and bytes change, for statistics. May be NULL. */
+    void (*on_usage)(void *ctx, int64_t blocks, int64_t bytes);
+} hm_page_source;
+
+/* Creates a heap with one reference. malloc_type: MALLOC_THREADSAFE (1) and/or MALLOC_EXECUTABLE (2); other bits
+ * give E_INVALIDARG. A single-threaded heap takes no locks (the caller serializes, as the contract says). */
+HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out);
+
+/* True when heap is one of ours (its vtable is the built-in heap's). */
+bool hm_heap_is_builtin(IHostMalloc *heap);
+
+/* Live blocks by (file, line); see HostMemHeapLeaks. */
+size_t hm_heap_leaks(IHostMalloc *heap, hm_leak *out, size_t max);
+
+/* Checks the heap's invariants (free lists, block headers, no overlaps); 0 when sound, else -1 and a message. */
+int hm_heap_check(IHostMalloc *heap, char *msg, size_t msglen);
+
+#endif

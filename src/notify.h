@@ -1,0 +1,44 @@
+/* Memory-pressure notifications of the built-in manager. Internal to hostmem.
+ *
+ * Keeps the registered ICLRMemoryNotificationCallback objects (each AddRef'd; released by hm_notify_destroy)
+ * and a pressure state, low / neutral / high, driven by the memory load:
+ *   load >= low_at                      -> eMemoryAvailableLow
+ *   load <= high_at                     -> eMemoryAvailableHigh
+ *   otherwise                           -> eMemoryAvailableNeutral
+ * with hysteresis: leaving a state needs the load to cross its threshold by `hysteresis` points
+ * (Low is left when load < low_at - hysteresis; High when load > high_at + hysteresis).
+ * Every state change calls OnMemoryNotification(new state) on every callback, once, in registration order.
+ *
+ * Callbacks are called with no lock held, on the thread whose call changed the load, after that call has
+ * finished its own work, so a callback may call back into the manager. A change made while callbacks are
+ * running (from any thread, including from inside a callback) is delivered after them, in order: never
+ * concurrently, never reentrantly, never lost. */
+#ifndef HOSTMEM_SRC_NOTIFY_H
+#define HOSTMEM_SRC_NOTIFY_H
+
+#include <hostmem/hostmem.h>
+
+#include <pthread.h>
+#include <stdint.h>
+
+typedef struct hm_notify hm_notify;
+
+/* Thresholds in percent; defaults when a value is out of range: low_at 90, high_at 50, hysteresis 5. */
+hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis);
+void hm_notify_destroy(hm_notify *n); /* releases every callback */
+
+/* E_POINTER for NULL; registering the same object twice keeps one registration. The callback is told the
+ * current state at once only if it is not neutral. */
+HRESULT hm_notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb);
+
+/* Feeds a new load figure; delivers any resulting notification before returning (see above). */
+void hm_notify_update(hm_notify *n, unsigned load);
+
+/* Sends `state` to every callback now, whatever the load (used by fault-injected pressure). */
+void hm_notify_force(hm_notify *n, EMemoryAvailable state);
+
+EMemoryAvailable hm_notify_state(hm_notify *n);
+uint64_t hm_notify_count(hm_notify *n); /* OnMemoryNotification calls made */
+size_t hm_notify_callbacks(hm_notify *n);
+
+#endif
