@@ -1,0 +1,35 @@
+/* hostmem bench: one table of measurements, each against a baseline measured in the same run. */
+#ifndef HOSTMEM_BENCH_H
+#define HOSTMEM_BENCH_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef struct hm_bench {
+    FILE *out;
+    bool json;
+    double scale;       /* 1.0 normal; --quick uses 0.1: every part scales its iteration counts by it */
+    int rows;           /* rows printed so far */
+    int goals_missed;   /* rows whose goal was not met */
+} hm_bench;
+
+/* One row: `value` of what we measure vs `baseline` of the reference, in `unit` (e.g. "ns/op", "Mops/s").
+ * ratio = value / baseline when lower_is_better, else baseline / value, so ratio <= 1 is "as good or better"
+ * and goal_ratio is the most the goal allows (0 for no goal). */
+void hm_bench_row(hm_bench *b, const char *group, const char *name, double value, const char *baseline_name,
+                  double baseline, const char *unit, bool lower_is_better, double goal_ratio);
+/* A row without baseline (e.g. an absolute figure like "ns per VirtualQuery at 1M reservations"). goal is an
+ * absolute bound in unit (0 for none). */
+void hm_bench_value(hm_bench *b, const char *group, const char *name, double value, const char *unit,
+                    bool lower_is_better, double goal);
+
+/* Monotonic clock in nanoseconds. */
+double hm_bench_now_ns(void);
+
+/* The parts (each in its own file). */
+void hm_bench_vm(hm_bench *b);
+void hm_bench_heap(hm_bench *b);   /* bench_heap.c */
+void hm_bench_faults(hm_bench *b); /* bench_faults.c */
+void hm_bench_trace(hm_bench *b);  /* bench_trace.c */
+
+#endif

@@ -1,0 +1,34 @@
+/* The hostmem command: shared pieces of its subcommands. */
+#ifndef HOSTMEM_CLI_H
+#define HOSTMEM_CLI_H
+
+#include <hostmem/hostmem.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit codes every subcommand uses. */
+enum { HM_EXIT_OK = 0, HM_EXIT_FAIL = 1, HM_EXIT_USAGE = 2 };
+
+/* A subcommand: argv[0] is the subcommand's name. Returns an exit code. */
+typedef int (*hm_cmd_fn)(int argc, char **argv);
+
+/* Options every subcommand that talks to a host accepts: --host LIB.so, --host-options S, --faults SPEC.
+ * hm_cli_take_host_option() consumes argv[*i] (and its value) when it is one of them and returns true;
+ * false when argv[*i] is something else; on a missing value it prints an error and sets *error. */
+typedef struct hm_host_choice {
+    const char *library;  /* NULL: the built-in manager */
+    const char *options;  /* passed to the factory */
+    const char *faults;   /* NULL: none (HOSTMEM_FAULTS still applies to the built-in factory) */
+} hm_host_choice;
+bool hm_cli_take_host_option(hm_host_choice *choice, int argc, char **argv, int *i, bool *error);
+
+/* Creates the chosen manager (loading the plugin when library is set, then wrapping it in the fault layer when
+ * faults is set). On failure prints a clear message naming the library, symbol or option to stderr and returns
+ * the HRESULT. The plugin stays loaded for the life of the process. */
+HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out);
+
+/* Parses "123", "64K", "1M", "2G" (binary suffixes); returns false on anything else. */
+bool hm_cli_parse_size(const char *text, unsigned long long *out);
+
+#endif
