@@ -18,7 +18,8 @@ typedef struct hm_page_source {
     /* Returns what alloc gave (same address and size). */
     void (*release)(void *ctx, void *addr, size_t size);
     /* Tells the source the heap is gone, with its leak report (n entries, possibly 0). The entries' strings
-     * are valid only during the call. Called once, from the heap's last Release. */
+     * are valid only during the call. Called once, from the heap's last Release, as the very last use of the
+     * source: AFTER every chunk has been returned with release() (the source may free ctx here). */
     void (*on_destroy)(void *ctx, const hm_leak *leaks, size_t n);
     /* Optional: called with +1 / -1 as heaps' live blocks and bytes change, for statistics. May be NULL. */
     void (*on_usage)(void *ctx, int64_t blocks, int64_t bytes);

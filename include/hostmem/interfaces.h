@@ -17,11 +17,11 @@ extern "C" {
 #endif
 
 /* The real IIDs (mscoree_i.c). Defined once in the library; hostmem.h exports them. */
-extern const IID IID_IUnknown;
-extern const IID IID_IHostMemoryManager;
-extern const IID IID_IHostMalloc;
-extern const IID IID_ICLRMemoryNotificationCallback;
-extern const IID IID_IHostMemoryNeededCallback; /* older name, same value as ICLRMemoryNotificationCallback */
+extern HM_API const IID IID_IUnknown;
+extern HM_API const IID IID_IHostMemoryManager;
+extern HM_API const IID IID_IHostMalloc;
+extern HM_API const IID IID_ICLRMemoryNotificationCallback;
+extern HM_API const IID IID_IHostMemoryNeededCallback; /* older name, same value as ICLRMemoryNotificationCallback */
 
 typedef struct IUnknown IUnknown;
 typedef struct IHostMalloc IHostMalloc;

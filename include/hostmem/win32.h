@@ -14,6 +14,11 @@
 extern "C" {
 #endif
 
+/* Marks what libhostmem exports (it is built with hidden visibility). */
+#ifndef HM_API
+#define HM_API __attribute__((visibility("default")))
+#endif
+
 typedef int32_t HRESULT;
 typedef uint32_t DWORD;
 typedef uint32_t ULONG;

@@ -1,0 +1,94 @@
+/* The hostmem command: one binary, one subcommand per job. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int hm_cmd_bench(int argc, char **argv);
+/* Subcommands that live in their own files; weak so the command still builds while one is missing. */
+#define HM_OPTIONAL __attribute__((weak))
+HM_OPTIONAL int hm_cmd_explore(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_replay(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_reduce(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_trace(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_record(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_conform(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_stress(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_fuzz_to_trace(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_demo(int argc, char **argv);
+
+static int cmd_options(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    printf("Options of the built-in manager (HostMemCreateManager, --host-options), as key=value,...:\n%s",
+           HostMemOptionsHelp());
+    return HM_EXIT_OK;
+}
+
+typedef struct command {
+    const char *name;
+    hm_cmd_fn fn;
+    const char *summary;
+} command;
+
+static const command *commands(size_t *n)
+{
+    static command table[16];
+    static size_t count;
+    if (!count) {
+        const command all[] = {
+            {"demo", hm_cmd_demo, "the main job: conformance, stress with faults and an OOM replay, one report"},
+            {"conform", hm_cmd_conform, "check a host against every rule of the contract"},
+            {"stress", hm_cmd_stress, "hammer a host from many threads, verifying every answer"},
+            {"replay", hm_cmd_replay, "re-execute a recorded trace against a host and compare"},
+            {"reduce", hm_cmd_reduce, "shrink a trace to the calls that still show its failure"},
+            {"explore", hm_cmd_explore, "fail the 1st, 2nd, ... allocation of a scenario, checking each run"},
+            {"record", hm_cmd_record, "record a program's (or a built-in workload's) calls into a trace"},
+            {"trace", hm_cmd_trace, "convert, print or summarise traces"},
+            {"fuzz-to-trace", hm_cmd_fuzz_to_trace, "turn a fuzzer input into a readable trace"},
+            {"bench", hm_cmd_bench, "measure the manager against raw syscalls and malloc, as ratios"},
+            {"options", cmd_options, "list the built-in manager's options"},
+        };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i].fn)
+                table[count++] = all[i];
+    }
+    *n = count;
+    return table;
+}
+
+static void usage(FILE *f)
+{
+    size_t n;
+    const command *c = commands(&n);
+    fprintf(f, "hostmem %s: test hosts of the CLR hosting memory contract\n\nusage: hostmem COMMAND [ARGS]\n\n",
+            HOSTMEM_VERSION_STRING);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "  %-14s %s\n", c[i].name, c[i].summary);
+    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so, --host-options S and --faults SPEC.\n"
+               "'hostmem COMMAND --help' tells more. Exit codes: 0 success, 1 a check failed, 2 bad usage or input.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return HM_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return HM_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
+        return HM_EXIT_OK;
+    }
+    size_t n;
+    const command *c = commands(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(argv[1], c[i].name) == 0)
+            return c[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "hostmem: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return HM_EXIT_USAGE;
+}

@@ -1,0 +1,495 @@
+/* The built-in IHostMemoryManager: COM plumbing over the VM books (vm.c), the budget (budget.c), heaps (heap.c),
+ * notifications (notify.c) and the address-space ledger (ledger.c). */
+#include "manager.h"
+
+#include "budget.h"
+#include "error.h"
+#include "heap.h"
+#include "ledger.h"
+#include "notify.h"
+#include "options.h"
+#include "procmaps.h"
+#include "vm.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A leak report kept after its heap is gone. */
+typedef struct kept_leak {
+    char *file;
+    int line;
+    uint64_t blocks, bytes;
+} kept_leak;
+
+struct hm_manager {
+    IHostMemoryManager IHostMemoryManager_iface;
+    _Atomic ULONG ref;
+    hm_options options;
+    hm_vm *vm;
+    hm_budget budget;
+    hm_notify *notify;
+    hm_ledger *ledger;
+    _Atomic uint64_t calls[HM_METHOD_COUNT], failures[HM_METHOD_COUNT];
+    _Atomic uint64_t heap_count;
+    _Atomic int64_t heap_live_blocks, heap_live_bytes;
+    pthread_mutex_t leaks_lock;
+    kept_leak *leaks;
+    size_t nleaks, cap_leaks;
+};
+
+/* What a heap's page source points at: the manager (which the heap keeps a reference on) and the heap's kind. */
+typedef struct heap_binding {
+    hm_manager *manager;
+    DWORD protect;
+} heap_binding;
+
+static inline hm_manager *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, hm_manager, IHostMemoryManager_iface);
+}
+
+static HRESULT count(hm_manager *m, hm_method method, HRESULT hr)
+{
+    atomic_fetch_add_explicit(&m->calls[method], 1, memory_order_relaxed);
+    if (FAILED(hr))
+        atomic_fetch_add_explicit(&m->failures[method], 1, memory_order_relaxed);
+    return hr;
+}
+
+/* Feeds the current load to the notifier, which calls callbacks (outside every lock) when the state changes. */
+static void update_pressure(hm_manager *m)
+{
+    DWORD load;
+    SIZE_T available;
+    hm_budget_load(&m->budget, &load, &available);
+    hm_notify_update(m->notify, load);
+}
+
+/* ---- IUnknown ------------------------------------------------------------------------------------------------ */
+
+static HRESULT STDMETHODCALLTYPE manager_QueryInterface(IHostMemoryManager *iface, REFIID riid, void **ppv)
+{
+    if (!ppv)
+        return E_POINTER;
+    if (!riid) {
+        *ppv = NULL;
+        return E_POINTER;
+    }
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMemoryManager)) {
+        *ppv = iface;
+        IHostMemoryManager_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE manager_AddRef(IHostMemoryManager *iface)
+{
+    return atomic_fetch_add(&impl_from_IHostMemoryManager(iface)->ref, 1) + 1;
+}
+
+static void manager_destroy(hm_manager *m)
+{
+    hm_notify_destroy(m->notify);
+    hm_ledger_destroy(m->ledger);
+    hm_vm_destroy(m->vm);
+    for (size_t i = 0; i < m->nleaks; i++)
+        free(m->leaks[i].file);
+    free(m->leaks);
+    pthread_mutex_destroy(&m->leaks_lock);
+    free(m);
+}
+
+static ULONG STDMETHODCALLTYPE manager_Release(IHostMemoryManager *iface)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    ULONG left = atomic_fetch_sub(&m->ref, 1) - 1;
+    if (left == 0)
+        manager_destroy(m);
+    return left;
+}
+
+/* ---- Heaps ------------------------------------------------------------------------------------------------- */
+
+static HRESULT heap_source_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, void **out)
+{
+    heap_binding *b = ctx;
+    uintptr_t base;
+    HRESULT hr = hm_vm_alloc(b->manager->vm, 0, size, MEM_RESERVE | MEM_COMMIT, b->protect, level, &base);
+    *out = SUCCEEDED(hr) ? (void *)base : NULL;
+    if (SUCCEEDED(hr))
+        update_pressure(b->manager);
+    return hr;
+}
+
+static void heap_source_release(void *ctx, void *addr, size_t size)
+{
+    heap_binding *b = ctx;
+    (void)size;
+    hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE);
+    update_pressure(b->manager);
+}
+
+static void heap_source_usage(void *ctx, int64_t blocks, int64_t bytes)
+{
+    heap_binding *b = ctx;
+    atomic_fetch_add_explicit(&b->manager->heap_live_blocks, blocks, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->manager->heap_live_bytes, bytes, memory_order_relaxed);
+}
+
+/* The heap's last act: keep its leak report, drop the reference it held on the manager. */
+static void heap_source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
+{
+    heap_binding *b = ctx;
+    hm_manager *m = b->manager;
+    pthread_mutex_lock(&m->leaks_lock);
+    for (size_t i = 0; i < n; i++) {
+        if (m->nleaks == m->cap_leaks) {
+            size_t cap = m->cap_leaks ? m->cap_leaks * 2 : 16;
+            kept_leak *grown = realloc(m->leaks, cap * sizeof *grown);
+            if (!grown)
+                break;
+            m->leaks = grown;
+            m->cap_leaks = cap;
+        }
+        char *file = strdup(leaks[i].file ? leaks[i].file : "(null)");
+        if (!file)
+            break;
+        m->leaks[m->nleaks++] = (kept_leak){file, leaks[i].line, leaks[i].blocks, leaks[i].bytes};
+    }
+    pthread_mutex_unlock(&m->leaks_lock);
+    atomic_fetch_sub(&m->heap_count, 1);
+    free(b);
+    IHostMemoryManager_Release(&m->IHostMemoryManager_iface);
+}
+
+static HRESULT STDMETHODCALLTYPE manager_CreateMalloc(IHostMemoryManager *iface, DWORD type, IHostMalloc **ppMalloc)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    if (!ppMalloc)
+        return count(m, HM_METHOD_CREATE_MALLOC, E_POINTER);
+    *ppMalloc = NULL;
+    if (type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE))
+        return count(m, HM_METHOD_CREATE_MALLOC, E_INVALIDARG);
+    heap_binding *b = malloc(sizeof *b);
+    if (!b)
+        return count(m, HM_METHOD_CREATE_MALLOC, E_OUTOFMEMORY);
+    b->manager = m;
+    b->protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
+    hm_page_source source = {b, heap_source_alloc, heap_source_release, heap_source_destroyed, heap_source_usage};
+    IHostMemoryManager_AddRef(iface); /* the heap's reference, dropped in heap_source_destroyed */
+    HRESULT hr = hm_heap_create(&source, type, ppMalloc);
+    if (FAILED(hr)) {
+        free(b);
+        IHostMemoryManager_Release(iface);
+        *ppMalloc = NULL;
+    } else {
+        atomic_fetch_add(&m->heap_count, 1);
+    }
+    return count(m, HM_METHOD_CREATE_MALLOC, hr);
+}
+
+/* ---- Virtual memory ------------------------------------------------------------------------------------------ */
+
+static bool valid_level(EMemoryCriticalLevel level)
+{
+    return (unsigned)level <= (unsigned)eProcessCritical;
+}
+
+static HRESULT STDMETHODCALLTYPE manager_VirtualAlloc(IHostMemoryManager *iface, void *pAddress, SIZE_T dwSize,
+                                                      DWORD flAllocationType, DWORD flProtect,
+                                                      EMemoryCriticalLevel eCriticalLevel, void **ppMem)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    if (!ppMem)
+        return count(m, HM_METHOD_VIRTUAL_ALLOC, E_POINTER);
+    *ppMem = NULL;
+    if (!valid_level(eCriticalLevel))
+        return count(m, HM_METHOD_VIRTUAL_ALLOC, E_INVALIDARG);
+    uintptr_t base = 0;
+    HRESULT hr = hm_vm_alloc(m->vm, (uintptr_t)pAddress, dwSize, flAllocationType, flProtect, eCriticalLevel, &base);
+    if (SUCCEEDED(hr)) {
+        *ppMem = (void *)base;
+        if (flAllocationType & MEM_COMMIT)
+            update_pressure(m);
+    }
+    return count(m, HM_METHOD_VIRTUAL_ALLOC, hr);
+}
+
+/* Whether an address is mapped in the process but not by this manager: VirtualFree's documented
+ * HOST_E_INVALIDOPERATION case ("memory not allocated through the host"). */
+static bool foreign_mapping(hm_manager *m, uintptr_t address)
+{
+    if (!address || hm_vm_owns(m->vm, address))
+        return false;
+    MEMORY_BASIC_INFORMATION info;
+    return hm_procmaps_query(address, &info) == S_OK && info.State != MEM_FREE;
+}
+
+static HRESULT STDMETHODCALLTYPE manager_VirtualFree(IHostMemoryManager *iface, LPVOID lpAddress, SIZE_T dwSize,
+                                                     DWORD dwFreeType)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    HRESULT hr = hm_vm_free(m->vm, (uintptr_t)lpAddress, dwSize, dwFreeType);
+    if (hr == HM_E_INVALID_ADDRESS && foreign_mapping(m, (uintptr_t)lpAddress))
+        hr = HOST_E_INVALIDOPERATION;
+    if (SUCCEEDED(hr))
+        update_pressure(m);
+    return count(m, HM_METHOD_VIRTUAL_FREE, hr);
+}
+
+static HRESULT STDMETHODCALLTYPE manager_VirtualQuery(IHostMemoryManager *iface, void *lpAddress, void *lpBuffer,
+                                                      SIZE_T dwLength, SIZE_T *pResult)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    if (!pResult)
+        return count(m, HM_METHOD_VIRTUAL_QUERY, E_POINTER);
+    *pResult = 0;
+    if (!lpBuffer)
+        return count(m, HM_METHOD_VIRTUAL_QUERY, E_POINTER);
+    if (dwLength < sizeof(MEMORY_BASIC_INFORMATION))
+        return count(m, HM_METHOD_VIRTUAL_QUERY, HM_E_BAD_LENGTH);
+    uintptr_t address = (uintptr_t)lpAddress;
+    if (address >= HM_MAX_ADDRESS)
+        return count(m, HM_METHOD_VIRTUAL_QUERY, HM_E_INVALID_PARAMETER);
+    /* Filled locally and copied after the books' lock is gone: the buffer may itself be a guard page. */
+    MEMORY_BASIC_INFORMATION info;
+    HRESULT hr = hm_vm_query(m->vm, address, &info);
+    if (hr == S_FALSE)
+        hr = hm_procmaps_query(address, &info);
+    if (SUCCEEDED(hr)) {
+        memcpy(lpBuffer, &info, sizeof info);
+        *pResult = sizeof info;
+        hr = S_OK;
+    }
+    return count(m, HM_METHOD_VIRTUAL_QUERY, hr);
+}
+
+static HRESULT STDMETHODCALLTYPE manager_VirtualProtect(IHostMemoryManager *iface, void *lpAddress, SIZE_T dwSize,
+                                                        DWORD flNewProtect, DWORD *pflOldProtect)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    if (!pflOldProtect)
+        return count(m, HM_METHOD_VIRTUAL_PROTECT, E_POINTER);
+    DWORD old;
+    HRESULT hr = hm_vm_protect(m->vm, (uintptr_t)lpAddress, dwSize, flNewProtect, &old);
+    *pflOldProtect = old;
+    return count(m, HM_METHOD_VIRTUAL_PROTECT, hr);
+}
+
+/* ---- Load, notifications, address-space ledger ------------------------------------------------------------ */
+
+static HRESULT STDMETHODCALLTYPE manager_GetMemoryLoad(IHostMemoryManager *iface, DWORD *pMemoryLoad,
+                                                       SIZE_T *pAvailableBytes)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    if (!pMemoryLoad || !pAvailableBytes)
+        return count(m, HM_METHOD_GET_MEMORY_LOAD, E_POINTER);
+    DWORD load;
+    SIZE_T available;
+    hm_budget_load(&m->budget, &load, &available);
+    *pMemoryLoad = load;
+    *pAvailableBytes = available;
+    hm_notify_update(m->notify, load);
+    return count(m, HM_METHOD_GET_MEMORY_LOAD, S_OK);
+}
+
+static HRESULT STDMETHODCALLTYPE manager_RegisterMemoryNotificationCallback(IHostMemoryManager *iface,
+                                                                            ICLRMemoryNotificationCallback *pCallback)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    return count(m, HM_METHOD_REGISTER_CALLBACK, hm_notify_register(m->notify, pCallback));
+}
+
+static HRESULT STDMETHODCALLTYPE manager_NeedsVirtualAddressSpace(IHostMemoryManager *iface, LPVOID startAddress,
+                                                                  SIZE_T size)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    return count(m, HM_METHOD_NEEDS_VAS, hm_ledger_needs(m->ledger, (uintptr_t)startAddress, size));
+}
+
+static HRESULT STDMETHODCALLTYPE manager_AcquiredVirtualAddressSpace(IHostMemoryManager *iface, LPVOID startAddress,
+                                                                     SIZE_T size)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    HRESULT hr = hm_ledger_acquired(m->ledger, (uintptr_t)startAddress, size);
+    if (SUCCEEDED(hr))
+        update_pressure(m);
+    return count(m, HM_METHOD_ACQUIRED_VAS, hr);
+}
+
+static HRESULT STDMETHODCALLTYPE manager_ReleasedVirtualAddressSpace(IHostMemoryManager *iface, LPVOID startAddress)
+{
+    hm_manager *m = impl_from_IHostMemoryManager(iface);
+    HRESULT hr = hm_ledger_released(m->ledger, (uintptr_t)startAddress);
+    if (SUCCEEDED(hr))
+        update_pressure(m);
+    return count(m, HM_METHOD_RELEASED_VAS, hr);
+}
+
+static const IHostMemoryManagerVtbl manager_vtbl = {
+    manager_QueryInterface,
+    manager_AddRef,
+    manager_Release,
+    manager_CreateMalloc,
+    manager_VirtualAlloc,
+    manager_VirtualFree,
+    manager_VirtualQuery,
+    manager_VirtualProtect,
+    manager_GetMemoryLoad,
+    manager_RegisterMemoryNotificationCallback,
+    manager_NeedsVirtualAddressSpace,
+    manager_AcquiredVirtualAddressSpace,
+    manager_ReleasedVirtualAddressSpace,
+};
+
+/* ---- Construction ------------------------------------------------------------------------------------------ */
+
+HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManager **ppManager)
+{
+    if (!ppManager)
+        return E_POINTER;
+    *ppManager = NULL;
+    hm_clear_error();
+    hm_manager *m = calloc(1, sizeof *m);
+    if (!m)
+        return E_OUTOFMEMORY;
+    HRESULT hr = hm_options_parse(options, &m->options);
+    if (FAILED(hr)) {
+        free(m);
+        return hr;
+    }
+    m->IHostMemoryManager_iface.lpVtbl = &manager_vtbl;
+    atomic_init(&m->ref, 1);
+    pthread_mutex_init(&m->leaks_lock, NULL);
+    hm_budget_init(&m->budget, m->options.limit, m->options.reserve_process, m->options.reserve_appdomain);
+    hm_vm_config config = {
+        .os = m->options.sim ? &hm_os_sim : &hm_os_linux,
+        .budget = &m->budget,
+        .span_size = m->options.span,
+        .base = m->options.base,
+        .deterministic = m->options.deterministic,
+    };
+    hr = hm_vm_create(&config, &m->vm);
+    if (SUCCEEDED(hr)) {
+        m->notify = hm_notify_create(m->options.notify_low, m->options.notify_high, m->options.notify_hysteresis);
+        m->ledger = hm_ledger_create(&m->budget);
+        if (!m->notify || !m->ledger)
+            hr = E_OUTOFMEMORY;
+    }
+    if (FAILED(hr)) {
+        manager_destroy(m);
+        return hr;
+    }
+    *ppManager = &m->IHostMemoryManager_iface;
+    return S_OK;
+}
+
+HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)
+{
+    IHostMemoryManager *manager;
+    HRESULT hr = HostMemCreateBuiltinManager(options, &manager);
+    if (FAILED(hr))
+        return hr;
+    return hm_manager_wrap_from_environment(manager, ppManager);
+}
+
+/* ---- Diagnostics ------------------------------------------------------------------------------------------- */
+
+hm_manager *hm_manager_from(IHostMemoryManager *iface)
+{
+    for (int depth = 0; iface && depth < 16; depth++) {
+        if (iface->lpVtbl == &manager_vtbl)
+            return impl_from_IHostMemoryManager(iface);
+        iface = hm_decorator_inner(iface);
+    }
+    return NULL;
+}
+
+HM_API HRESULT HostMemGetStats(IHostMemoryManager *manager, hm_stats *out)
+{
+    if (!out)
+        return E_POINTER;
+    hm_manager *m = hm_manager_from(manager);
+    if (!m)
+        return E_NOINTERFACE;
+    memset(out, 0, sizeof *out);
+    hm_vm_stats vs;
+    hm_vm_get_stats(m->vm, &vs);
+    out->reservations = vs.reservations;
+    out->reserved_bytes = vs.reserved_bytes;
+    out->committed_bytes = vs.committed_bytes;
+    out->peak_committed_bytes = vs.peak_committed_bytes;
+    out->guard_trips = vs.guard_trips;
+    out->spans = vs.spans;
+    out->heap_count = atomic_load(&m->heap_count);
+    int64_t blocks = atomic_load(&m->heap_live_blocks), bytes = atomic_load(&m->heap_live_bytes);
+    out->heap_live_blocks = blocks > 0 ? (uint64_t)blocks : 0;
+    out->heap_live_bytes = bytes > 0 ? (uint64_t)bytes : 0;
+    out->ledger_ranges = hm_ledger_ranges(m->ledger);
+    out->ledger_bytes = hm_ledger_bytes(m->ledger);
+    out->budget_bytes = m->budget.limit;
+    out->notifications = hm_notify_count(m->notify);
+    SIZE_T available;
+    DWORD load;
+    hm_budget_load(&m->budget, &load, &available);
+    out->memory_load = load;
+    for (int i = 0; i < HM_METHOD_COUNT; i++) {
+        out->calls[i] = atomic_load(&m->calls[i]);
+        out->failures[i] = atomic_load(&m->failures[i]);
+    }
+    return S_OK;
+}
+
+HM_API HRESULT HostMemCheckConsistency(IHostMemoryManager *manager, char *msg, size_t msglen)
+{
+    hm_manager *m = hm_manager_from(manager);
+    if (!m)
+        return E_NOINTERFACE;
+    char scratch[256];
+    if (!msg || !msglen)
+        msg = scratch, msglen = sizeof scratch;
+    msg[0] = '\0';
+    if (hm_vm_check(m->vm, msg, msglen) != 0 || hm_ledger_check(m->ledger, msg, msglen) != 0)
+        return E_FAIL;
+    /* The budget is charged by commits and by the ledger, and by nothing else. */
+    hm_vm_stats vs;
+    hm_vm_get_stats(m->vm, &vs);
+    uint64_t charged = atomic_load(&m->budget.charged), expected = vs.committed_bytes + hm_ledger_bytes(m->ledger);
+    if (charged != expected) {
+        snprintf(msg, msglen, "budget charged %llu bytes, but commits and ledger hold %llu",
+                 (unsigned long long)charged, (unsigned long long)expected);
+        return E_FAIL;
+    }
+    return S_OK;
+}
+
+HM_API size_t HostMemHeapLeaks(IHostMalloc *heap, hm_leak *out, size_t max)
+{
+    if (!heap || !hm_heap_is_builtin(heap))
+        return 0;
+    return hm_heap_leaks(heap, out, max);
+}
+
+HM_API uint64_t HostMemPrintLeaks(IHostMemoryManager *manager, FILE *f, int include_live)
+{
+    (void)include_live; /* live heaps are not tracked by the manager; use HostMemHeapLeaks on them */
+    hm_manager *m = hm_manager_from(manager);
+    if (!m)
+        return 0;
+    uint64_t blocks = 0;
+    pthread_mutex_lock(&m->leaks_lock);
+    for (size_t i = 0; i < m->nleaks; i++) {
+        const kept_leak *k = &m->leaks[i];
+        fprintf(f, "leak: %llu block(s), %llu byte(s) allocated at %s:%d\n", (unsigned long long)k->blocks,
+                (unsigned long long)k->bytes, k->file, k->line);
+        blocks += k->blocks;
+    }
+    pthread_mutex_unlock(&m->leaks_lock);
+    return blocks;
+}
+
+hm_notify *hm_manager_notify(hm_manager *m) { return m->notify; }

@@ -1,0 +1,27 @@
+/* The built-in manager, as the rest of hostmem sees it. Internal to hostmem. */
+#ifndef HOSTMEM_SRC_MANAGER_H
+#define HOSTMEM_SRC_MANAGER_H
+
+#include "notify.h"
+
+#include <hostmem/hostmem.h>
+
+typedef struct hm_manager hm_manager;
+
+/* The built-in manager behind iface, seeing through hostmem's own decorators (fault layer, recorder); NULL when
+ * there is none (a third-party host). */
+hm_manager *hm_manager_from(IHostMemoryManager *iface);
+hm_notify *hm_manager_notify(hm_manager *m);
+
+/* Decorators (faults/, the recorder) register how to find their inner manager, so diagnostics see through them.
+ * Registering the same vtable again is harmless. */
+typedef IHostMemoryManager *(*hm_inner_fn)(IHostMemoryManager *outer);
+void hm_decorator_register(const IHostMemoryManagerVtbl *vtbl, hm_inner_fn inner);
+/* The manager a registered decorator wraps, or NULL. */
+IHostMemoryManager *hm_decorator_inner(IHostMemoryManager *outer);
+
+/* HostMemCreateManager's last step: wraps `manager` (taking over its reference) in the fault layer when
+ * HOSTMEM_FAULTS is set and in a recorder when HOSTMEM_TRACE is set. */
+HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemoryManager **out);
+
+#endif

@@ -1,0 +1,214 @@
+/* Options of the built-in manager (documented in docs/options.md; keep the table below and that page in step). */
+#include "options.h"
+
+#include "error.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum { OPT_BOOL, OPT_SIZE, OPT_ADDRESS, OPT_PERCENT, OPT_BACKEND } option_kind;
+
+typedef struct option_desc {
+    const char *key;
+    option_kind kind;
+    size_t offset;
+    const char *default_text;
+    const char *help;
+} option_desc;
+
+#define FIELD(f) offsetof(hm_options, f)
+static const option_desc option_table[] = {
+    {"backend", OPT_BACKEND, FIELD(sim), "os",
+     "os: real protections (mmap/mprotect); sim: protections are bookkeeping only (fast, for fuzzing and replay)"},
+    {"deterministic", OPT_BOOL, FIELD(deterministic), "0",
+     "1: the same calls give the same addresses on every run (spans at a fixed base, in order)"},
+    {"base", OPT_ADDRESS, FIELD(base), "0",
+     "address of the first span (implies deterministic placement); 0: 0x7e9000000000 when deterministic"},
+    {"span", OPT_SIZE, FIELD(span), "16G", "address space reserved from the OS at a time, carved into reservations"},
+    {"limit", OPT_SIZE, FIELD(limit), "0", "commit budget in bytes (K/M/G); 0: the cgroup's limit or physical memory"},
+    {"reserve.process", OPT_SIZE, FIELD(reserve_process), "limit/32",
+     "the last part of the budget, usable only by eProcessCritical requests"},
+    {"reserve.appdomain", OPT_SIZE, FIELD(reserve_appdomain), "limit/32",
+     "the part below it that eAppDomainCritical requests may use and eTaskCritical ones may not"},
+    {"notify.low", OPT_PERCENT, FIELD(notify_low), "90", "memory load (%) at which eMemoryAvailableLow is sent"},
+    {"notify.high", OPT_PERCENT, FIELD(notify_high), "50", "memory load (%) at or below which eMemoryAvailableHigh is sent"},
+    {"notify.hysteresis", OPT_PERCENT, FIELD(notify_hysteresis), "5",
+     "points the load must move back past a threshold before the state changes again"},
+};
+#define OPTION_COUNT (sizeof option_table / sizeof option_table[0])
+
+bool hm_parse_size(const char *text, size_t len, uint64_t *out)
+{
+    char buf[40];
+    if (len == 0 || len >= sizeof buf)
+        return false;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    if (!isdigit((unsigned char)buf[0]))
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(buf, &end, 0);
+    if (errno)
+        return false;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case '\0': break;
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    case 'T': shift = 40; end++; break;
+    default: return false;
+    }
+    if (shift && (*end == 'B' || *end == 'b'))
+        end++;
+    if (*end != '\0')
+        return false;
+    if (shift && v > (UINT64_MAX >> shift))
+        return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+static bool parse_bool(const char *v, size_t n, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strlen(yes[i]) == n && strncasecmp(v, yes[i], n) == 0)
+            return *out = true, true;
+        if (strlen(no[i]) == n && strncasecmp(v, no[i], n) == 0)
+            return *out = false, true;
+    }
+    return false;
+}
+
+static const char *kind_expectation(option_kind kind)
+{
+    switch (kind) {
+    case OPT_BOOL: return "0 or 1";
+    case OPT_SIZE: return "a size such as 4096, 64K, 512M or 2G";
+    case OPT_ADDRESS: return "an address such as 0x7e9000000000, a multiple of 64 KiB";
+    case OPT_PERCENT: return "a percentage from 0 to 100";
+    case OPT_BACKEND: return "os or sim";
+    }
+    return "?";
+}
+
+static bool apply(const option_desc *d, const char *v, size_t n, hm_options *o)
+{
+    char *field = (char *)o + d->offset;
+    uint64_t x;
+    bool b;
+    switch (d->kind) {
+    case OPT_BOOL:
+        if (!parse_bool(v, n, &b))
+            return false;
+        *(bool *)field = b;
+        return true;
+    case OPT_SIZE:
+        if (!hm_parse_size(v, n, &x))
+            return false;
+        *(uint64_t *)field = x;
+        return true;
+    case OPT_ADDRESS:
+        if (!hm_parse_size(v, n, &x) || x % 0x10000 != 0 || x >= 0x7ffffffff000ull)
+            return false;
+        *(uint64_t *)field = x;
+        return true;
+    case OPT_PERCENT:
+        if (!hm_parse_size(v, n, &x) || x > 100)
+            return false;
+        *(unsigned *)field = (unsigned)x;
+        return true;
+    case OPT_BACKEND:
+        if (n == 2 && strncmp(v, "os", 2) == 0)
+            *(bool *)field = false;
+        else if (n == 3 && strncmp(v, "sim", 3) == 0)
+            *(bool *)field = true;
+        else
+            return false;
+        return true;
+    }
+    return false;
+}
+
+static void trim(const char **s, size_t *n)
+{
+    while (*n && isspace((unsigned char)**s))
+        (*s)++, (*n)--;
+    while (*n && isspace((unsigned char)(*s)[*n - 1]))
+        (*n)--;
+}
+
+HRESULT hm_options_parse(const char *text, hm_options *out)
+{
+    memset(out, 0, sizeof *out);
+    out->notify_low = 90;
+    out->notify_high = 50;
+    out->notify_hysteresis = 5;
+    if (!text)
+        return S_OK;
+    const char *p = text;
+    while (*p) {
+        const char *item = p;
+        size_t n = strcspn(p, ",");
+        p += n;
+        if (*p == ',')
+            p++;
+        trim(&item, &n);
+        if (n == 0)
+            continue; /* tolerate "a=1,,b=2" and a trailing comma */
+        const char *eq = memchr(item, '=', n);
+        if (!eq) {
+            hm_set_error("option '%.*s': expected key=value", (int)n, item);
+            return E_INVALIDARG;
+        }
+        const char *key = item, *value = eq + 1;
+        size_t klen = (size_t)(eq - item), vlen = n - klen - 1;
+        trim(&key, &klen);
+        trim(&value, &vlen);
+        const option_desc *d = NULL;
+        for (size_t i = 0; i < OPTION_COUNT; i++)
+            if (strlen(option_table[i].key) == klen && strncmp(option_table[i].key, key, klen) == 0)
+                d = &option_table[i];
+        if (!d) {
+            hm_set_error("unknown option '%.*s' (known: backend, deterministic, base, span, limit, reserve.process, "
+                         "reserve.appdomain, notify.low, notify.high, notify.hysteresis)",
+                         (int)klen, key);
+            return E_INVALIDARG;
+        }
+        if (!apply(d, value, vlen, out)) {
+            hm_set_error("option '%s': bad value '%.*s' (expected %s)", d->key, (int)vlen, value,
+                         kind_expectation(d->kind));
+            return E_INVALIDARG;
+        }
+    }
+    if (out->notify_high >= out->notify_low) {
+        hm_set_error("options notify.high (%u) and notify.low (%u): high must be below low", out->notify_high,
+                     out->notify_low);
+        return E_INVALIDARG;
+    }
+    return S_OK;
+}
+
+static char help_text[4096];
+
+static void build_help(void)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < OPTION_COUNT && at < sizeof help_text; i++)
+        at += (size_t)snprintf(help_text + at, sizeof help_text - at, "  %-18s default %-9s %s\n",
+                               option_table[i].key, option_table[i].default_text, option_table[i].help);
+}
+
+HM_API const char *HostMemOptionsHelp(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_help);
+    return help_text;
+}

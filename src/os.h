@@ -1,0 +1,54 @@
+/* The OS layer: the only code that maps, protects and discards memory. Internal to hostmem.
+ *
+ * Contract (model: mimalloc's prim.h): addresses and sizes are multiples of the 4 KiB page, sizes are
+ * non-zero, and every primitive returns 0 or an errno value, changing nothing it can avoid changing on failure.
+ * Policy (which error becomes which HRESULT, budgets, bookkeeping) lives above this line, in vm.c.
+ *
+ * Two backends:
+ *   hm_os_linux  real protections with mmap/mprotect: reserved pages fault, PAGE_GUARD traps.
+ *   hm_os_sim    deterministic and cheap: spans are mapped read-write once, protections are bookkeeping only
+ *                (no mprotect, no VMA splits, no kernel limits), decommit still zeroes. For fuzzing, replay and
+ *                benchmarks of the bookkeeping; a program that touches reserved pages is not caught. */
+#ifndef HOSTMEM_SRC_OS_H
+#define HOSTMEM_SRC_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HM_PAGE_SIZE ((size_t)0x1000)
+#define HM_GRANULARITY ((size_t)0x10000)
+/* Lowest address a reservation may use (Windows never allocates the first 64 KiB) and the end of Linux x86-64
+ * user space. */
+#define HM_MIN_ADDRESS ((uintptr_t)0x10000)
+#define HM_MAX_ADDRESS ((uintptr_t)0x7ffffffff000)
+
+/* Unix protections, as the backend applies them. */
+enum { HM_PROT_NONE = 0, HM_PROT_READ = 1, HM_PROT_WRITE = 2, HM_PROT_EXEC = 4 };
+
+typedef struct hm_os {
+    const char *name;
+    bool enforces_protection;
+    /* Maps `size` bytes of reserved (inaccessible, uncharged) address space aligned to 64 KiB.
+     * fixed: exactly at `hint`, failing with EEXIST when anything is mapped there; otherwise `hint` is a hint
+     * only (0: anywhere). */
+    int (*map_span)(uintptr_t hint, size_t size, bool fixed, uintptr_t *out);
+    int (*unmap_span)(uintptr_t addr, size_t size);
+    /* Makes pages accessible with `prot`; their contents stay (fresh pages read as zero). */
+    int (*commit)(uintptr_t addr, size_t size, int prot);
+    /* Discards pages: inaccessible again, and zero when next committed. */
+    int (*decommit)(uintptr_t addr, size_t size);
+    /* Changes the protection of committed pages, keeping contents. */
+    int (*protect)(uintptr_t addr, size_t size, int prot);
+    /* Tells the OS the contents are not needed; the pages stay committed and accessible. */
+    int (*reset)(uintptr_t addr, size_t size);
+} hm_os;
+
+/* Maps size bytes at a 64 KiB boundary with unix protection `unix_prot` (over-reserving one granule and
+ * trimming both ends, since mmap only promises page alignment). Shared by both backends. */
+int hm_os_map_aligned(uintptr_t hint, size_t size, bool fixed, int unix_prot, uintptr_t *out);
+
+extern const hm_os hm_os_linux;
+extern const hm_os hm_os_sim;
+
+#endif

@@ -1,0 +1,74 @@
+/* Virtual memory with Windows' semantics: reservations, page states, regions, protections. Internal to hostmem.
+ *
+ * Address space comes from the OS layer in spans (large reserved mappings); reservations are carved from them
+ * at 64 KiB granularity without a system call, so a million reservations cost no kernel mappings. A request at
+ * an address outside every span (or larger than a span) gets a dedicated span of its own.
+ *
+ * Books: spans sorted by address; in each shared span, one owner pointer per 64 KiB granule (O(1) lookup of the
+ * reservation holding an address) and a bitmap of used granules (placement); per reservation, its pages as
+ * runs of equal protection (0 = reserved, else the committed protection, PAGE_GUARD included), so VirtualQuery
+ * is two lookups and a binary search, with no system call.
+ *
+ * Every function is thread-safe (one read-write lock per vm; queries share it). A function that fails changes
+ * nothing: neither the books nor the mappings. Results are HRESULTs as the contract wants them. */
+#ifndef HOSTMEM_SRC_VM_H
+#define HOSTMEM_SRC_VM_H
+
+#include "budget.h"
+#include "os.h"
+
+#include <hostmem/hostmem.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct hm_vm hm_vm;
+
+typedef struct hm_vm_config {
+    const hm_os *os;          /* &hm_os_linux or &hm_os_sim */
+    hm_budget *budget;        /* commits are charged here at the caller's critical level; NULL: no budget */
+    size_t span_size;         /* bytes per shared span (rounded to 64 KiB); 0: 16 GiB */
+    uintptr_t base;           /* where the first span should go (0: anywhere; the kernel decides) */
+    bool deterministic;       /* spans at `base` (a fixed default when 0) and next to each other, so the same
+                                 calls give the same addresses on every run */
+} hm_vm_config;
+
+/* The address deterministic mode uses when no base is given: far from where Linux puts libraries, heaps and
+ * stacks, and inside the application range of ASan and TSan. */
+#define HM_VM_DETERMINISTIC_BASE ((uintptr_t)0x7e9000000000)
+
+HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out);
+/* Releases every reservation and span. */
+void hm_vm_destroy(hm_vm *vm);
+
+/* VirtualAlloc: *out gets the reservation base (reserve) or the page-rounded address (commit, reset). */
+HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
+                    uintptr_t *out);
+/* VirtualFree. */
+HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type);
+/* VirtualProtect. On failure *old is PAGE_NOACCESS (as current Windows writes). */
+HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old);
+/* VirtualQuery for an address inside one of the vm's spans: S_OK with *info filled. S_FALSE when the address is
+ * in none of them (the caller answers from the process map). */
+HRESULT hm_vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info);
+/* Whether address lies in one of the vm's spans. */
+bool hm_vm_owns(hm_vm *vm, uintptr_t address);
+
+/* A fault at address: if it is a PAGE_GUARD page of this vm, clears the guard on that page, restores its
+ * protection and returns true (the access can be retried); false otherwise. Called from the SIGSEGV handler. */
+bool hm_vm_handle_guard_fault(hm_vm *vm, uintptr_t address);
+
+typedef struct hm_vm_stats {
+    uint64_t reservations, reserved_bytes, committed_bytes, peak_committed_bytes, guard_trips;
+    uint32_t spans;
+} hm_vm_stats;
+void hm_vm_get_stats(hm_vm *vm, hm_vm_stats *out);
+
+/* Checks every invariant of the books; 0 when sound, else -1 with a message. */
+int hm_vm_check(hm_vm *vm, char *msg, size_t msglen);
+
+/* Win32 protection helpers (exposed for the tests and the conformance harness). */
+bool hm_protect_is_valid(DWORD protect);
+int hm_protect_to_unix(DWORD protect); /* HM_PROT_* bits; PAGE_GUARD pages are HM_PROT_NONE */
+
+#endif
