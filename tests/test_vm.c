@@ -5,6 +5,7 @@
  * step the manager's books must be consistent, and after every failing step nothing may have changed. */
 #include <hostmem/hostmem.h>
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -691,6 +692,72 @@ static void test_guard_page(void **state)
     assert_int_equal(IHostMemoryManager_VirtualFree(f->m, p, 0, MEM_RELEASE), S_OK);
 }
 
+/* Many threads reserving, committing, writing, querying, protecting and releasing at once: every answer is the
+ * one a single thread would get for its own reservations, and the books stay consistent. */
+typedef struct thread_arg {
+    IHostMemoryManager *m;
+    int id;
+    int failures;
+} thread_arg;
+
+static void *vm_worker(void *p)
+{
+    thread_arg *a = p;
+    for (int i = 0; i < 1500; i++) {
+        size_t pages = 1 + (size_t)((i * 7 + a->id) % 24);
+        char *base;
+        void *c;
+        MEMORY_BASIC_INFORMATION mbi;
+        SIZE_T n;
+        DWORD old;
+        if (IHostMemoryManager_VirtualAlloc(a->m, NULL, pages << 12, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                            (void **)&base) != S_OK ||
+            IHostMemoryManager_VirtualAlloc(a->m, base, 0x1000, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &c) != S_OK) {
+            a->failures++;
+            continue;
+        }
+        if (((char *)c)[0] != 0)
+            a->failures++;
+        memset(c, a->id, 0x1000);
+        if (IHostMemoryManager_VirtualQuery(a->m, base + 0x800, &mbi, sizeof mbi, &n) != S_OK ||
+            mbi.AllocationBase != base || mbi.State != MEM_COMMIT || mbi.RegionSize != 0x1000)
+            a->failures++;
+        if (pages > 1 && (IHostMemoryManager_VirtualQuery(a->m, base + 0x1000, &mbi, sizeof mbi, &n) != S_OK ||
+                          mbi.State != MEM_RESERVE || mbi.RegionSize != (pages - 1) << 12))
+            a->failures++;
+        if (IHostMemoryManager_VirtualProtect(a->m, base, 0x1000, PAGE_READONLY, &old) != S_OK || old != PAGE_READWRITE)
+            a->failures++;
+        if (((char *)c)[4095] != (char)a->id)
+            a->failures++;
+        if (IHostMemoryManager_VirtualFree(a->m, base, 0x1000, MEM_DECOMMIT) != S_OK ||
+            IHostMemoryManager_VirtualFree(a->m, base, 0, MEM_RELEASE) != S_OK)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    fixture *f = *state;
+    enum { THREADS = 4 };
+    pthread_t t[THREADS];
+    thread_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (thread_arg){f->m, i + 1, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, vm_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    char msg[256];
+    assert_int_equal(HostMemCheckConsistency(f->m, msg, sizeof msg), S_OK);
+    hm_stats st;
+    assert_int_equal(HostMemGetStats(f->m, &st), S_OK);
+    assert_int_equal(st.reservations, 0);
+    assert_int_equal(st.committed_bytes, 0);
+}
+
 #define BOTH(fn) cmocka_unit_test_setup_teardown(fn, setup_os, teardown), \
                  cmocka_unit_test_setup_teardown(fn, setup_sim, teardown)
 
@@ -710,6 +777,7 @@ int main(void)
         BOTH(test_large_reservation),
         BOTH(test_many_reservations),
         BOTH(test_guard_page),
+        BOTH(test_threads),
         cmocka_unit_test_setup_teardown(test_access_faults, setup_os, teardown),
         cmocka_unit_test(test_deterministic),
     };
