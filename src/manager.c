@@ -390,6 +390,9 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
 
 HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)
 {
+    if (!ppManager)
+        return E_POINTER;
+    *ppManager = NULL;
     IHostMemoryManager *manager;
     HRESULT hr = HostMemCreateBuiltinManager(options, &manager);
     if (FAILED(hr))

@@ -1,0 +1,313 @@
+/* The built-in manager as a whole: COM rules, the budget per critical level, memory load, notifications, heaps
+ * drawing on the budget, the address-space ledger, and the factory's environment variables. */
+#include <hostmem/hostmem.h>
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define MB(x) ((size_t)(x) << 20)
+
+static IHostMemoryManager *create(const char *options)
+{
+    IHostMemoryManager *m = NULL;
+    HRESULT hr = HostMemCreateBuiltinManager(options, &m);
+    if (hr != S_OK)
+        fail_msg("HostMemCreateBuiltinManager(%s): %s %s", options, hm_hr_name(hr), HostMemLastError());
+    return m;
+}
+
+/* ---- A notification callback that records what it is told ------------------------------------------------ */
+typedef struct recorder_cb {
+    ICLRMemoryNotificationCallback iface;
+    atomic_int ref;
+    int count;
+    EMemoryAvailable seen[64];
+    IHostMemoryManager *reenter; /* when set, the callback calls back into the manager */
+} recorder_cb;
+
+static recorder_cb *cb_from(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, recorder_cb, iface); }
+
+static HRESULT STDMETHODCALLTYPE cb_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
+        *ppv = i;
+        atomic_fetch_add(&cb_from(i)->ref, 1);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_from(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_from(i)->ref, 1) - 1; }
+static HRESULT STDMETHODCALLTYPE cb_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
+{
+    recorder_cb *cb = cb_from(i);
+    if (cb->count < 64)
+        cb->seen[cb->count] = e;
+    cb->count++;
+    if (cb->reenter) { /* must not deadlock: callbacks run with no lock held */
+        DWORD load;
+        SIZE_T avail;
+        assert_int_equal(IHostMemoryManager_GetMemoryLoad(cb->reenter, &load, &avail), S_OK);
+        void *p;
+        if (IHostMemoryManager_VirtualAlloc(cb->reenter, NULL, 4096, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p) == S_OK)
+            IHostMemoryManager_VirtualFree(cb->reenter, p, 0, MEM_RELEASE);
+    }
+    return S_OK;
+}
+static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QueryInterface, cb_AddRef, cb_Release,
+                                                            cb_OnMemoryNotification};
+
+/* ---- COM ------------------------------------------------------------------------------------------------ */
+
+/* QueryInterface answers IUnknown and IHostMemoryManager with the same pointer and a new reference; anything
+ * else is E_NOINTERFACE with *ppv NULL; Release returns the count and the last one destroys. */
+static void test_com_rules(void **state)
+{
+    IHostMemoryManager *m = create(NULL);
+    void *p = (void *)1;
+    assert_int_equal(IHostMemoryManager_QueryInterface(m, &IID_IUnknown, &p), S_OK);
+    assert_ptr_equal(p, m);
+    assert_int_equal(IHostMemoryManager_QueryInterface(m, &IID_IHostMemoryManager, &p), S_OK);
+    assert_ptr_equal(p, m);
+    assert_int_equal(IHostMemoryManager_QueryInterface(m, &IID_IHostMalloc, &p), E_NOINTERFACE);
+    assert_null(p);
+    assert_int_equal(IHostMemoryManager_QueryInterface(m, &IID_IUnknown, NULL), E_POINTER);
+    assert_int_equal(IHostMemoryManager_AddRef(m), 4);
+    assert_int_equal(IHostMemoryManager_Release(m), 3);
+    assert_int_equal(IHostMemoryManager_Release(m), 2);
+    assert_int_equal(IHostMemoryManager_Release(m), 1);
+    assert_int_equal(IHostMemoryManager_Release(m), 0);
+    assert_int_equal(HostMemCreateBuiltinManager(NULL, NULL), E_POINTER);
+}
+
+/* ---- Budget and critical levels ----------------------------------------------------------------------- */
+
+typedef struct level_case {
+    EMemoryCriticalLevel level;
+    size_t ceiling; /* with limit=16M, reserve.process=2M, reserve.appdomain=2M */
+} level_case;
+
+/* Each level commits exactly up to its ceiling: task 12M, appdomain 14M, process 16M; one page more fails with
+ * E_OUTOFMEMORY and changes nothing. */
+static void test_budget_per_level(void **state)
+{
+    static const level_case cases[] = {
+        {eTaskCritical, MB(12)}, {eAppDomainCritical, MB(14)}, {eProcessCritical, MB(16)}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        IHostMemoryManager *m = create("limit=16M,reserve.process=2M,reserve.appdomain=2M,backend=sim");
+        void *big, *more = (void *)1;
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, MB(32), MEM_RESERVE, PAGE_READWRITE, cases[i].level, &big),
+                         S_OK);
+        void *c;
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, big, cases[i].ceiling, MEM_COMMIT, PAGE_READWRITE,
+                                                         cases[i].level, &c),
+                         S_OK);
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, (char *)big + cases[i].ceiling, 4096, MEM_COMMIT,
+                                                         PAGE_READWRITE, cases[i].level, &more),
+                         E_OUTOFMEMORY);
+        assert_null(more);
+        hm_stats st;
+        assert_int_equal(HostMemGetStats(m, &st), S_OK);
+        assert_int_equal(st.committed_bytes, cases[i].ceiling);
+        /* A lower level fails where a higher one would still succeed. */
+        if (cases[i].level != eTaskCritical)
+            assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 4096, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &more),
+                             E_OUTOFMEMORY);
+        /* Recommitting committed pages costs nothing. */
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, big, 4096, MEM_COMMIT, PAGE_READONLY, cases[i].level, &c),
+                         S_OK);
+        /* Decommit gives the budget back. */
+        assert_int_equal(IHostMemoryManager_VirtualFree(m, big, MB(1), MEM_DECOMMIT), S_OK);
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, (char *)big + cases[i].ceiling, MB(1), MEM_COMMIT,
+                                                         PAGE_READWRITE, cases[i].level, &c),
+                         S_OK);
+        char msg[256];
+        assert_int_equal(HostMemCheckConsistency(m, msg, sizeof msg), S_OK);
+        assert_int_equal(IHostMemoryManager_VirtualFree(m, big, 0, MEM_RELEASE), S_OK);
+        IHostMemoryManager_Release(m);
+    }
+}
+
+/* GetMemoryLoad reports the percentage of the budget in use and the bytes left. */
+static void test_memory_load(void **state)
+{
+    IHostMemoryManager *m = create("limit=100M,backend=sim");
+    DWORD load = 99;
+    SIZE_T avail = 0;
+    assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &avail), S_OK);
+    assert_int_equal(load, 0);
+    assert_int_equal(avail, MB(100));
+    void *p;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, MB(50), MEM_COMMIT, PAGE_READWRITE, eProcessCritical, &p),
+                     S_OK);
+    assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &avail), S_OK);
+    assert_int_equal(load, 50);
+    assert_int_equal(avail, MB(50));
+    /* The ledger counts too. */
+    assert_int_equal(IHostMemoryManager_AcquiredVirtualAddressSpace(m, (void *)0x50000000, MB(25)), S_OK);
+    assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &avail), S_OK);
+    assert_int_equal(load, 75);
+    assert_int_equal(IHostMemoryManager_ReleasedVirtualAddressSpace(m, (void *)0x50000000), S_OK);
+    assert_int_equal(IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+    assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &avail), S_OK);
+    assert_int_equal(load, 0);
+    IHostMemoryManager_Release(m);
+}
+
+/* Crossing the thresholds sends Low and then High; the registered callback gets one reference, released with the
+ * manager, and may call back into the manager. */
+static void test_notifications(void **state)
+{
+    IHostMemoryManager *m = create("limit=100M,backend=sim,notify.low=80,notify.high=40,notify.hysteresis=5");
+    recorder_cb cb = {.iface = {&cb_vtbl}, .ref = 1};
+    cb.reenter = m;
+    assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
+    assert_int_equal(atomic_load(&cb.ref), 2);
+    assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, NULL), E_POINTER);
+    void *p, *q;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, MB(85), MEM_COMMIT, PAGE_READWRITE, eProcessCritical, &p),
+                     S_OK);
+    int low_at = cb.count;
+    assert_true(low_at >= 1);
+    assert_int_equal(cb.seen[low_at - 1], eMemoryAvailableLow);
+    /* Inside the hysteresis band nothing changes. */
+    assert_int_equal(IHostMemoryManager_VirtualFree(m, p, MB(8), MEM_DECOMMIT), S_OK);
+    assert_int_equal(cb.count, low_at);
+    /* Far below: High. */
+    assert_int_equal(IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+    assert_true(cb.count > low_at);
+    assert_int_equal(cb.seen[cb.count - 1], eMemoryAvailableHigh);
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, MB(10), MEM_COMMIT, PAGE_READWRITE, eProcessCritical, &q),
+                     S_OK);
+    assert_int_equal(IHostMemoryManager_VirtualFree(m, q, 0, MEM_RELEASE), S_OK);
+    hm_stats st;
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.notifications, (uint64_t)cb.count);
+    assert_int_equal(IHostMemoryManager_Release(m), 0);
+    assert_int_equal(atomic_load(&cb.ref), 1);
+}
+
+/* Heaps draw their memory through the manager's VirtualAlloc at the caller's level, keep a reference on the
+ * manager, and report leaks when their last reference goes. */
+static void test_heaps(void **state)
+{
+    IHostMemoryManager *m = create("limit=64M,backend=sim");
+    IHostMalloc *h = NULL;
+    assert_int_equal(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE | MALLOC_EXECUTABLE, &h), S_OK);
+    assert_non_null(h);
+    assert_int_equal(IHostMalloc_Release(h), 0);
+    assert_int_equal(IHostMemoryManager_CreateMalloc(m, 0x10, &h), E_INVALIDARG);
+    assert_null(h);
+    assert_int_equal(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &h), S_OK);
+    void *blocks[100];
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(IHostMalloc_Alloc(h, 100 + (size_t)i, eTaskCritical, &blocks[i]), S_OK);
+    hm_stats st;
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_true(st.committed_bytes > 0);
+    assert_int_equal(st.heap_count, 1);
+    for (int i = 0; i < 99; i++)
+        assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
+    void *leak;
+    assert_int_equal(IHostMalloc_DebugAlloc(h, 48, eAppDomainCritical, (char *)"leaky.c", 42, &leak), S_OK);
+    hm_leak leaks[4];
+    size_t n = HostMemHeapLeaks(h, leaks, 4);
+    assert_int_equal(n, 2);
+    /* The manager outlives its release while a heap holds it. */
+    IHostMemoryManager_AddRef(m);
+    assert_int_equal(IHostMemoryManager_Release(m), 2);
+    assert_int_equal(IHostMalloc_Release(h), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(HostMemPrintLeaks(m, f, 0), 2);
+    fclose(f);
+    assert_non_null(strstr(text, "leaky.c:42"));
+    free(text);
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.heap_count, 0);
+    assert_int_equal(st.committed_bytes, 0);
+    assert_int_equal(IHostMemoryManager_Release(m), 0);
+}
+
+/* A heap under budget pressure fails its allocations with E_OUTOFMEMORY at the lower levels first. */
+static void test_heap_budget(void **state)
+{
+    IHostMemoryManager *m = create("limit=4M,reserve.process=1M,reserve.appdomain=1M,backend=sim");
+    IHostMalloc *h;
+    assert_int_equal(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &h), S_OK);
+    void *p = NULL;
+    size_t task = 0;
+    while (IHostMalloc_Alloc(h, 60000, eTaskCritical, &p) == S_OK)
+        task++;
+    assert_null(p);
+    assert_true(task > 0);
+    assert_int_equal(IHostMalloc_Alloc(h, 60000, eProcessCritical, &p), S_OK);
+    assert_non_null(p);
+    IHostMalloc_Release(h);
+    IHostMemoryManager_Release(m);
+}
+
+/* The ledger: inconsistent calls are refused with HOST_E_INVALIDOPERATION, consistent ones charge the budget. */
+static void test_ledger(void **state)
+{
+    IHostMemoryManager *m = create("limit=64M,backend=sim");
+    assert_int_equal(IHostMemoryManager_NeedsVirtualAddressSpace(m, NULL, MB(1)), S_OK);
+    assert_int_equal(IHostMemoryManager_NeedsVirtualAddressSpace(m, NULL, MB(1024)), E_OUTOFMEMORY);
+    assert_int_equal(IHostMemoryManager_AcquiredVirtualAddressSpace(m, (void *)0x60000000, MB(1)), S_OK);
+    assert_int_equal(IHostMemoryManager_AcquiredVirtualAddressSpace(m, (void *)0x60080000, MB(1)),
+                     HOST_E_INVALIDOPERATION);
+    assert_int_equal(IHostMemoryManager_ReleasedVirtualAddressSpace(m, (void *)0x70000000), HOST_E_INVALIDOPERATION);
+    hm_stats st;
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.ledger_ranges, 1);
+    assert_int_equal(st.ledger_bytes, MB(1));
+    assert_int_equal(IHostMemoryManager_ReleasedVirtualAddressSpace(m, (void *)0x60000000), S_OK);
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.ledger_ranges, 0);
+    assert_int_equal(st.failures[HM_METHOD_RELEASED_VAS], 1);
+    IHostMemoryManager_Release(m);
+}
+
+/* The factory honours HOSTMEM_FAULTS: the wrapped manager fails as the spec says, and diagnostics see through
+ * the wrapper. A malformed spec fails the factory with a message. */
+static void test_factory_environment(void **state)
+{
+    setenv("HOSTMEM_FAULTS", "VirtualAlloc,nth=2", 1);
+    IHostMemoryManager *m;
+    assert_int_equal(HostMemCreateManager("backend=sim", &m), S_OK);
+    void *p, *q = (void *)1;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 4096, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 4096, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q),
+                     E_OUTOFMEMORY);
+    assert_null(q);
+    hm_stats st;
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.reservations, 1);
+    assert_int_equal(IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+    IHostMemoryManager_Release(m);
+    setenv("HOSTMEM_FAULTS", "VirtualAlloc,bogus=1", 1);
+    m = (IHostMemoryManager *)1;
+    assert_int_equal(HostMemCreateManager(NULL, &m), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "bogus"));
+    unsetenv("HOSTMEM_FAULTS");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_com_rules),     cmocka_unit_test(test_budget_per_level),
+        cmocka_unit_test(test_memory_load),   cmocka_unit_test(test_notifications),
+        cmocka_unit_test(test_heaps),         cmocka_unit_test(test_heap_budget),
+        cmocka_unit_test(test_ledger),        cmocka_unit_test(test_factory_environment),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
