@@ -990,8 +990,11 @@ HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, 
     uintptr_t first = page_down(address), end;
     if (size > UINTPTR_MAX - address || !page_up(address + size, &end))
         return HM_E_INVALID_PARAMETER;
-    if (end == first)
-        end = first + HM_PAGE_SIZE; /* size 0: the page holding address is looked at, and left unchanged */
+    /* Every page [addr, addr+size) touches changes; an empty range (size 0 at a page boundary) changes nothing but
+     * still looks at its page, which must be committed, for the old protection (Wine 8 does the same). */
+    bool empty = end == first;
+    if (empty)
+        end = first + HM_PAGE_SIZE;
 
     pthread_rwlock_wrlock(&vm->lock);
     HRESULT hr = S_OK;
@@ -1008,7 +1011,7 @@ HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, 
             DWORD previous = reported_protect(r, r->runs[run_index(r, p0)].protect);
             uint32_t stored = protect & ~(uint32_t)CACHE_MODIFIERS;
             int err = 0;
-            if (size != 0) {
+            if (!empty) {
                 err = runs_reserve(r);
                 if (!err)
                     err = vm->os->protect(first, end - first, hm_protect_to_unix(stored));
