@@ -35,6 +35,8 @@ uint64_t hm_budget_system_limit(void);
 /* Charges bytes at level; false (and nothing charged) when that would exceed the level's ceiling. */
 bool hm_budget_charge(hm_budget *b, EMemoryCriticalLevel level, uint64_t bytes);
 void hm_budget_uncharge(hm_budget *b, uint64_t bytes);
+/* Charges memory that is already taken (the ledger's acquired ranges): never refused, may exceed the limit. */
+void hm_budget_charge_always(hm_budget *b, uint64_t bytes);
 
 /* The ceiling for a level, as above. */
 uint64_t hm_budget_ceiling(const hm_budget *b, EMemoryCriticalLevel level);

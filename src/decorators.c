@@ -8,6 +8,11 @@
 
 #define MAX_DECORATORS 8
 
+/* The fault layer and the recorder are separate modules; until both are linked in, their environment variables
+ * are refused with a message rather than ignored. */
+#pragma weak HostMemWrapFaults
+#pragma weak HostMemWrapRecorder
+
 typedef struct decorator_kind {
     _Atomic(const IHostMemoryManagerVtbl *) vtbl;
     _Atomic(hm_inner_fn) inner;
@@ -50,6 +55,11 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemor
     const char *trace = getenv("HOSTMEM_TRACE");
     HRESULT hr;
     if (faults && *faults) {
+        if (!HostMemWrapFaults) {
+            IHostMemoryManager_Release(manager);
+            hm_set_error("HOSTMEM_FAULTS is set, but this build of hostmem has no fault layer");
+            return E_NOTIMPL;
+        }
         IHostMemoryManager *wrapped;
         hr = HostMemWrapFaults(manager, faults, &wrapped);
         IHostMemoryManager_Release(manager); /* the wrapper holds its own reference */
@@ -58,6 +68,11 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemor
         manager = wrapped;
     }
     if (trace && *trace) {
+        if (!HostMemWrapRecorder) {
+            IHostMemoryManager_Release(manager);
+            hm_set_error("HOSTMEM_TRACE is set, but this build of hostmem has no recorder");
+            return E_NOTIMPL;
+        }
         IHostMemoryManager *wrapped;
         hr = HostMemWrapRecorder(manager, trace, &wrapped);
         IHostMemoryManager_Release(manager);

@@ -21,7 +21,7 @@ hm_ledger *hm_ledger_create(hm_budget *budget);
 void hm_ledger_destroy(hm_ledger *l); /* uncharges what is left */
 
 /* Needs: size 0 means unknown (whole file): S_OK. Otherwise S_OK when size fits the budget at
- * eAppDomainCritical's ceiling, else E_OUTOFMEMORY. Remembers the request so a matching Acquired is expected. */
+ * eAppDomainCritical's ceiling, else E_OUTOFMEMORY. */
 HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size);
 /* Acquired: start NULL or size 0 -> E_INVALIDARG (logged); overlap with an acquired range -> HOST_E_INVALIDOPERATION
  * (logged, nothing recorded). Otherwise recorded and charged (eProcessCritical: the memory is already taken,

@@ -27,8 +27,8 @@ typedef struct hm_notify hm_notify;
 hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis);
 void hm_notify_destroy(hm_notify *n); /* releases every callback */
 
-/* E_POINTER for NULL; registering the same object twice keeps one registration. The callback is told the
- * current state at once only if it is not neutral. */
+/* E_POINTER for NULL; registering the same object twice keeps one registration. A callback hears of the changes
+ * that happen after it registered. */
 HRESULT hm_notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb);
 
 /* Feeds a new load figure; delivers any resulting notification before returning (see above). */

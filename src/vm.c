@@ -95,7 +95,7 @@ static size_t table_bytes(size_t n, size_t item) { return (n * item + HM_PAGE_SI
 
 static inline uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(HM_PAGE_SIZE - 1); }
 static inline uintptr_t granule_down(uintptr_t a) { return a & ~(uintptr_t)(HM_GRANULARITY - 1); }
-static inline uintptr_t region_end(const region *r) { return r->base + (r->pages << PAGE_SHIFT); }
+static inline uintptr_t region_end(const region *r) { return r->base + ((uintptr_t)r->pages << PAGE_SHIFT); }
 
 /* Rounds up to a page; false when that overflows. */
 static inline bool page_up(uintptr_t a, uintptr_t *out)

@@ -1,0 +1,44 @@
+/* Telling ASan and Valgrind about heap blocks (model: mimalloc's track.h), so a use-after-free in a heap's user
+ * is reported. Everything here compiles to nothing when neither tool is present. Internal to hostmem. */
+#ifndef HOSTMEM_SRC_TRACK_H
+#define HOSTMEM_SRC_TRACK_H
+
+#include <stddef.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HM_TRACK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HM_TRACK_ASAN 1
+#endif
+#endif
+
+#if defined(HM_TRACK_ASAN)
+#include <sanitizer/asan_interface.h>
+#define hm_track_poison(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define hm_track_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define hm_track_poison(p, n) ((void)(p), (void)(n))
+#define hm_track_unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>) && !defined(HM_TRACK_ASAN)
+#include <valgrind/memcheck.h>
+#define HM_TRACK_VALGRIND 1
+#endif
+#endif
+
+#if defined(HM_TRACK_VALGRIND)
+#define hm_track_malloc(p, n) VALGRIND_MALLOCLIKE_BLOCK((p), (n), 0, 0)
+#define hm_track_free(p) VALGRIND_FREELIKE_BLOCK((p), 0)
+#define hm_track_noaccess(p, n) VALGRIND_MAKE_MEM_NOACCESS((p), (n))
+#define hm_track_defined(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
+#else
+#define hm_track_malloc(p, n) ((void)(p), (void)(n))
+#define hm_track_free(p) ((void)(p))
+#define hm_track_noaccess(p, n) ((void)(p), (void)(n))
+#define hm_track_defined(p, n) ((void)(p), (void)(n))
+#endif
+
+#endif
