@@ -1,0 +1,137 @@
+/* hostmem demo: the main job. Runs each stage that this build has against the built-in host (or --host) and
+ * ends with a one-screen report. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HM_OPTIONAL __attribute__((weak))
+HM_OPTIONAL int hm_cmd_conform(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_stress(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_replay(int argc, char **argv);
+HM_OPTIONAL int hm_cmd_explore(int argc, char **argv);
+
+typedef struct stage {
+    const char *name;
+    const char *what;
+    int status; /* -1 not built, else exit code */
+    double seconds;
+} stage;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int run_stage(stage *s, hm_cmd_fn fn, int argc, char **argv)
+{
+    printf("\n---- %s: %s\n", s->name, s->what);
+    fflush(stdout);
+    if (!fn) {
+        s->status = -1;
+        printf("(not in this build)\n");
+        return 0;
+    }
+    double t0 = now_s();
+    s->status = fn(argc, argv);
+    s->seconds = now_s() - t0;
+    fflush(stdout);
+    return s->status;
+}
+
+/* A quick check of the contract on the built-in host that needs no other module: the manager, a heap, the budget. */
+static int builtin_smoke(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    IHostMemoryManager *m;
+    if (HostMemCreateManager("limit=64M,backend=os", &m) != S_OK) {
+        fprintf(stderr, "cannot create the built-in manager: %s\n", HostMemLastError());
+        return HM_EXIT_FAIL;
+    }
+    int failed = 0, passed = 0;
+#define EXPECT(desc, cond)                                                                                        \
+    do {                                                                                                          \
+        if (cond) {                                                                                               \
+            passed++;                                                                                             \
+        } else {                                                                                                  \
+            failed++;                                                                                             \
+            printf("  FAIL %s\n", desc);                                                                          \
+        }                                                                                                         \
+    } while (0)
+    void *p = NULL, *c = NULL;
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n;
+    EXPECT("reserve 64 KiB", IHostMemoryManager_VirtualAlloc(m, NULL, 0x10000, MEM_RESERVE, PAGE_READWRITE,
+                                                             eTaskCritical, &p) == S_OK);
+    EXPECT("64 KiB aligned", ((uintptr_t)p & 0xFFFF) == 0);
+    EXPECT("commit a page", IHostMemoryManager_VirtualAlloc(m, (char *)p + 0x1000, 0x1000, MEM_COMMIT, PAGE_READWRITE,
+                                                            eTaskCritical, &c) == S_OK);
+    EXPECT("fresh page reads zero", c && ((char *)c)[100] == 0);
+    EXPECT("query splits regions", IHostMemoryManager_VirtualQuery(m, p, &mbi, sizeof mbi, &n) == S_OK &&
+                                       mbi.State == MEM_RESERVE && mbi.RegionSize == 0x1000);
+    EXPECT("release not at base fails", IHostMemoryManager_VirtualFree(m, c, 0, MEM_RELEASE) ==
+                                            HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    EXPECT("release", IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE) == S_OK);
+    void *big = NULL;
+    EXPECT("task-critical commit over the budget fails", IHostMemoryManager_VirtualAlloc(m, NULL, 63 << 20, MEM_COMMIT,
+                                                             PAGE_READWRITE, eTaskCritical, &big) == E_OUTOFMEMORY);
+    IHostMalloc *h = NULL;
+    void *b = NULL;
+    EXPECT("heap", IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &h) == S_OK &&
+                       IHostMalloc_Alloc(h, 100, eTaskCritical, &b) == S_OK);
+    EXPECT("double free refused", h && IHostMalloc_Free(h, b) == S_OK &&
+                                      IHostMalloc_Free(h, b) == HOST_E_INVALIDOPERATION);
+    if (h)
+        IHostMalloc_Release(h);
+    char msg[256];
+    EXPECT("books consistent", HostMemCheckConsistency(m, msg, sizeof msg) == S_OK);
+    IHostMemoryManager_Release(m);
+    printf("  %d passed, %d failed\n", passed, failed);
+    return failed ? HM_EXIT_FAIL : HM_EXIT_OK;
+}
+
+int hm_cmd_demo(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: hostmem demo\n\nThe main job: conformance, a short stress with faults and an OOM replay "
+                   "against the built-in host, then a report. Exit 0 when every stage passed.\n");
+            return HM_EXIT_OK;
+        }
+        fprintf(stderr, "hostmem demo: unknown argument '%s'\n", argv[i]);
+        return HM_EXIT_USAGE;
+    }
+    printf("hostmem %s: the built-in host, checked end to end\n", HOSTMEM_VERSION_STRING);
+    stage stages[] = {
+        {"smoke", "the contract's basics on the built-in host", 0, 0},
+        {"conformance", "every rule of the contract and of Windows' virtual memory", 0, 0},
+        {"stress", "2 threads for 3 s with injected faults, every answer verified", 0, 0},
+        {"replay", "corpus/traces/oom-task.trace: the recorded out-of-memory reproduces", 0, 0},
+    };
+    char *smoke_argv[] = {"smoke", NULL};
+    char *conform_argv[] = {"conform", NULL};
+    char *stress_argv[] = {"stress", "--threads", "2", "--seconds", "3", "--seed", "1", "--faults",
+                           "VirtualAlloc,op=commit,probability=2%,seed=1;heap,probability=1%,seed=2", NULL};
+    char *replay_argv[] = {"replay", "corpus/traces/oom-task.trace", NULL};
+    run_stage(&stages[0], builtin_smoke, 1, smoke_argv);
+    run_stage(&stages[1], hm_cmd_conform, 1, conform_argv);
+    run_stage(&stages[2], hm_cmd_stress, 9, stress_argv);
+    run_stage(&stages[3], hm_cmd_replay, 2, replay_argv);
+
+    int failed = 0, skipped = 0;
+    printf("\n==== report ====\n");
+    for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) {
+        const char *verdict = stages[i].status == -1 ? "not built" : stages[i].status == 0 ? "passed" : "FAILED";
+        printf("  %-12s %-10s %6.1f s  %s\n", stages[i].name, verdict, stages[i].seconds, stages[i].what);
+        failed += stages[i].status > 0;
+        skipped += stages[i].status == -1;
+    }
+    if (failed)
+        printf("\n%d stage(s) failed: see their output above.\n", failed);
+    else
+        printf("\nEverything this build has passed%s.\n", skipped ? " (stages marked 'not built' were skipped)" : "");
+    return failed ? HM_EXIT_FAIL : HM_EXIT_OK;
+}
