@@ -8,9 +8,8 @@
 
 #define MAX_DECORATORS 8
 
-/* The fault layer and the recorder are separate modules; until both are linked in, their environment variables
- * are refused with a message rather than ignored. */
-#pragma weak HostMemWrapFaults
+/* The recorder is a separate module; until it is linked in, HOSTMEM_TRACE is refused with a message rather than
+ * ignored. */
 #pragma weak HostMemWrapRecorder
 
 typedef struct decorator_kind {
@@ -55,11 +54,6 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemor
     const char *trace = getenv("HOSTMEM_TRACE");
     HRESULT hr;
     if (faults && *faults) {
-        if (!HostMemWrapFaults) {
-            IHostMemoryManager_Release(manager);
-            hm_set_error("HOSTMEM_FAULTS is set, but this build of hostmem has no fault layer");
-            return E_NOTIMPL;
-        }
         IHostMemoryManager *wrapped;
         hr = HostMemWrapFaults(manager, faults, &wrapped);
         IHostMemoryManager_Release(manager); /* the wrapper holds its own reference */

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#pragma weak HostMemWrapFaults
-
 bool hm_cli_take_host_option(hm_host_choice *choice, int argc, char **argv, int *i, bool *error)
 {
     const char *arg = argv[*i];
@@ -71,11 +69,6 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
         /* The plugin stays loaded: its objects may outlive any scope we could close it in. */
     }
     if (choice->faults) {
-        if (!HostMemWrapFaults) {
-            fprintf(stderr, "hostmem: --faults: this build has no fault layer\n");
-            IHostMemoryManager_Release(manager);
-            return E_NOTIMPL;
-        }
         IHostMemoryManager *wrapped;
         hr = HostMemWrapFaults(manager, choice->faults, &wrapped);
         IHostMemoryManager_Release(manager);

@@ -128,6 +128,11 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
                               hm_explore_result *result);
 HM_API void HostMemExploreFree(hm_explore_result *result);
 
+/* The built-in scenario: a runtime starting up (a GC segment, a heap), allocating at every critical level, and
+ * shutting down, undoing what it did whenever a call fails. S_OK when it coped; E_UNEXPECTED when the host gave
+ * an answer no runtime could cope with (a wrong query result, a heap block that lost its contents). */
+HM_API HRESULT hm_scenario_builtin(IHostMemoryManager *manager, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,367 @@
+/* Host heaps (src/heap.c) over a test page source built on plain mmap, which counts what it hands out and can be
+ * told to fail. Run with `--uaf` to use a freed block on purpose (registered under ASan, see test_heap.cmake). */
+#include "heap.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <cmocka.h>
+
+typedef struct test_source {
+    size_t live_bytes, chunks;
+    int fail_after;                 /* fail the allocation after this many more; -1: never */
+    EMemoryCriticalLevel last_level;
+    int destroyed;
+    hm_leak report[8];
+    char report_files[8][64];
+    size_t report_count;
+    int64_t usage_blocks, usage_bytes;
+} test_source;
+
+static HRESULT source_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, void **out)
+{
+    test_source *s = ctx;
+    s->last_level = level;
+    if (s->fail_after == 0) {
+        *out = NULL;
+        return E_OUTOFMEMORY;
+    }
+    if (s->fail_after > 0)
+        s->fail_after--;
+    /* 64 KiB alignment by over-mapping and trimming, as the manager guarantees. */
+    char *p = mmap(NULL, size + 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    uintptr_t aligned = ((uintptr_t)p + 0xFFFF) & ~(uintptr_t)0xFFFF;
+    if (aligned > (uintptr_t)p)
+        munmap(p, aligned - (uintptr_t)p);
+    size_t tail = (uintptr_t)p + size + 0x10000 - (aligned + size);
+    if (tail)
+        munmap((void *)(aligned + size), tail);
+    s->live_bytes += size;
+    s->chunks++;
+    *out = (void *)aligned;
+    return S_OK;
+}
+
+static void source_release(void *ctx, void *addr, size_t size)
+{
+    test_source *s = ctx;
+    assert_int_equal((uintptr_t)addr & 0xFFFF, 0);
+    munmap(addr, size);
+    s->live_bytes -= size;
+    s->chunks--;
+}
+
+static void source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
+{
+    test_source *s = ctx;
+    s->destroyed++;
+    assert_int_equal(s->live_bytes, 0); /* every chunk went back first */
+    s->report_count = n;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        s->report[i] = leaks[i];
+        snprintf(s->report_files[i], sizeof s->report_files[i], "%s", leaks[i].file);
+        s->report[i].file = s->report_files[i];
+    }
+}
+
+static void source_usage(void *ctx, int64_t blocks, int64_t bytes)
+{
+    test_source *s = ctx;
+    s->usage_blocks += blocks;
+    s->usage_bytes += bytes;
+}
+
+static IHostMalloc *make_heap(test_source *s, DWORD type)
+{
+    memset(s, 0, sizeof *s);
+    s->fail_after = -1;
+    hm_page_source src = {s, source_alloc, source_release, source_destroyed, source_usage};
+    IHostMalloc *h = NULL;
+    assert_int_equal(hm_heap_create(&src, type, &h), S_OK);
+    return h;
+}
+
+static void check(IHostMalloc *h)
+{
+    char msg[256];
+    if (hm_heap_check(h, msg, sizeof msg) != 0)
+        fail_msg("heap inconsistent: %s", msg);
+}
+
+/* Every size class: blocks are 16-aligned, never overlap, keep their contents, and free cleanly. */
+static void test_sizes_and_contents(void **state)
+{
+    static const size_t sizes[] = {0, 1, 7, 8, 15, 16, 17, 100, 1000, 1024, 1025, 4000, 4096, 20000, 32768, 32769,
+                                   65536, 100000, 1 << 20};
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+    enum { PER = 20 };
+    void *blocks[sizeof sizes / sizeof sizes[0]][PER];
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (int k = 0; k < PER; k++) {
+            assert_int_equal(IHostMalloc_Alloc(h, sizes[i], eTaskCritical, &blocks[i][k]), S_OK);
+            assert_int_equal((uintptr_t)blocks[i][k] % 16, 0);
+            memset(blocks[i][k], (int)(i * PER + k) & 0xFF, sizes[i] ? sizes[i] : 1);
+        }
+    check(h);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (int k = 0; k < PER; k++) {
+            const unsigned char *b = blocks[i][k];
+            size_t n = sizes[i] ? sizes[i] : 1;
+            for (size_t j = 0; j < n; j += 1 + n / 64)
+                if (b[j] != (unsigned char)((i * PER + k) & 0xFF))
+                    fail_msg("size %zu block %d byte %zu overwritten", sizes[i], k, j);
+        }
+    assert_int_equal(s.usage_blocks, (int64_t)(PER * (sizeof sizes / sizeof sizes[0])));
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (int k = 0; k < PER; k++)
+            assert_int_equal(IHostMalloc_Free(h, blocks[i][k]), S_OK);
+    check(h);
+    assert_int_equal(s.usage_blocks, 0);
+    assert_int_equal(s.usage_bytes, 0);
+    assert_int_equal(IHostMalloc_Release(h), 0);
+    assert_int_equal(s.destroyed, 1);
+    assert_int_equal(s.report_count, 0);
+    assert_int_equal(s.chunks, 0);
+}
+
+typedef enum { PTR_NULL, PTR_STACK, PTR_GLOBAL, PTR_INTERIOR, PTR_OTHER_HEAP, PTR_FREED, PTR_HEADER, PTR_PAST_END } ptr_kind;
+
+typedef struct ownership_case {
+    const char *what;
+    ptr_kind kind;
+    HRESULT expect;
+} ownership_case;
+
+static int a_global;
+
+/* Free of anything that is not a live block of this heap is refused with HOST_E_INVALIDOPERATION and changes
+ * nothing; Free(NULL) is S_OK. */
+static void test_ownership_errors(void **state)
+{
+    static const ownership_case cases[] = {
+        {"NULL", PTR_NULL, S_OK},
+        {"a stack address", PTR_STACK, HOST_E_INVALIDOPERATION},
+        {"a global", PTR_GLOBAL, HOST_E_INVALIDOPERATION},
+        {"inside a block", PTR_INTERIOR, HOST_E_INVALIDOPERATION},
+        {"another heap's block", PTR_OTHER_HEAP, HOST_E_INVALIDOPERATION},
+        {"a freed block (double free)", PTR_FREED, HOST_E_INVALIDOPERATION},
+        {"a block's header", PTR_HEADER, HOST_E_INVALIDOPERATION},
+        {"a never-handed-out slot", PTR_PAST_END, HOST_E_INVALIDOPERATION},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        test_source s, s2;
+        IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+        IHostMalloc *other = make_heap(&s2, 0);
+        void *live, *freed, *foreign;
+        int local;
+        assert_int_equal(IHostMalloc_Alloc(h, 64, eTaskCritical, &live), S_OK);
+        assert_int_equal(IHostMalloc_Alloc(h, 64, eTaskCritical, &freed), S_OK);
+        assert_int_equal(IHostMalloc_Free(h, freed), S_OK);
+        assert_int_equal(IHostMalloc_Alloc(other, 64, eTaskCritical, &foreign), S_OK);
+        memset(live, 0x3C, 64);
+        void *p = NULL;
+        switch (cases[i].kind) {
+        case PTR_NULL: p = NULL; break;
+        case PTR_STACK: p = &local; break;
+        case PTR_GLOBAL: p = &a_global; break;
+        case PTR_INTERIOR: p = (char *)live + 16; break;
+        case PTR_OTHER_HEAP: p = foreign; break;
+        case PTR_FREED: p = freed; break;
+        case PTR_HEADER: p = (char *)live - 16; break;
+        case PTR_PAST_END: p = (char *)live + 64 * 80; break;
+        }
+        HRESULT hr = IHostMalloc_Free(h, p);
+        if (hr != cases[i].expect)
+            fail_msg("Free(%s): %s, expected %s", cases[i].what, hm_hr_name(hr), hm_hr_name(cases[i].expect));
+        check(h);
+        for (int k = 0; k < 64; k++)
+            assert_int_equal(((unsigned char *)live)[k], 0x3C);
+        assert_int_equal(s.usage_blocks, 1);
+        assert_int_equal(IHostMalloc_Free(h, live), S_OK);
+        assert_int_equal(IHostMalloc_Free(other, foreign), S_OK);
+        IHostMalloc_Release(h);
+        IHostMalloc_Release(other);
+    }
+}
+
+/* A failing page source gives E_OUTOFMEMORY with *ppMem NULL and nothing allocated; the level is passed through. */
+static void test_source_failure_and_levels(void **state)
+{
+    static const EMemoryCriticalLevel levels[] = {eTaskCritical, eAppDomainCritical, eProcessCritical};
+    for (size_t i = 0; i < 3; i++) {
+        test_source s;
+        IHostMalloc *h = make_heap(&s, 0);
+        void *p = (void *)1;
+        assert_int_equal(IHostMalloc_Alloc(h, 48, levels[i], &p), S_OK);
+        assert_int_equal(s.last_level, levels[i]);
+        s.fail_after = 0;
+        void *big = (void *)1;
+        assert_int_equal(IHostMalloc_Alloc(h, 100000, levels[i], &big), E_OUTOFMEMORY);
+        assert_null(big);
+        assert_int_equal(s.last_level, levels[i]);
+        assert_int_equal(s.usage_blocks, 1);
+        check(h);
+        assert_int_equal(IHostMalloc_Free(h, p), S_OK);
+        IHostMalloc_Release(h);
+    }
+}
+
+/* Argument errors: NULL out-pointer, invalid level, sizes that cannot be satisfied, bad heap types. */
+static void test_argument_errors(void **state)
+{
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+    void *p = (void *)1;
+    assert_int_equal(IHostMalloc_Alloc(h, 8, eTaskCritical, NULL), E_POINTER);
+    assert_int_equal(IHostMalloc_Alloc(h, 8, (EMemoryCriticalLevel)3, &p), E_INVALIDARG);
+    assert_null(p);
+    p = (void *)1;
+    assert_int_equal(IHostMalloc_Alloc(h, SIZE_MAX, eTaskCritical, &p), E_OUTOFMEMORY);
+    assert_null(p);
+    assert_int_equal(IHostMalloc_Alloc(h, (size_t)1 << 41, eTaskCritical, &p), E_OUTOFMEMORY);
+    assert_int_equal(IHostMalloc_DebugAlloc(h, 8, eTaskCritical, NULL, 1, NULL), E_POINTER);
+    IHostMalloc_Release(h);
+    hm_page_source src = {&s, source_alloc, source_release, source_destroyed, NULL};
+    IHostMalloc *bad = (IHostMalloc *)1;
+    assert_int_equal(hm_heap_create(&src, 0x4, &bad), E_INVALIDARG);
+    assert_null(bad);
+    assert_int_equal(hm_heap_create(NULL, 0, &bad), E_INVALIDARG);
+}
+
+/* COM: QueryInterface gives IHostMalloc and IUnknown only; references count. */
+static void test_refcounts(void **state)
+{
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE | MALLOC_EXECUTABLE);
+    void *q = (void *)1;
+    assert_int_equal(IHostMalloc_QueryInterface(h, &IID_IHostMalloc, &q), S_OK);
+    assert_ptr_equal(q, h);
+    assert_int_equal(IHostMalloc_QueryInterface(h, &IID_IUnknown, &q), S_OK);
+    assert_int_equal(IHostMalloc_QueryInterface(h, &IID_IHostMemoryManager, &q), E_NOINTERFACE);
+    assert_null(q);
+    assert_int_equal(IHostMalloc_AddRef(h), 4);
+    assert_int_equal(IHostMalloc_Release(h), 3);
+    assert_int_equal(IHostMalloc_Release(h), 2);
+    assert_int_equal(IHostMalloc_Release(h), 1);
+    assert_int_equal(s.destroyed, 0);
+    assert_true(hm_heap_is_builtin(h));
+    assert_int_equal(IHostMalloc_Release(h), 0);
+    assert_int_equal(s.destroyed, 1);
+}
+
+/* DebugAlloc remembers file and line (copying the name); the report groups live blocks by site, biggest first,
+ * and is handed to the source once, when the last reference goes. */
+static void test_leak_report(void **state)
+{
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+    char file[32];
+    strcpy(file, "gc.cpp");
+    void *p;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(IHostMalloc_DebugAlloc(h, 100, eTaskCritical, file, 10, &p), S_OK);
+    strcpy(file, "clobbered"); /* the heap copied the name */
+    assert_int_equal(IHostMalloc_DebugAlloc(h, 5000, eTaskCritical, (char *)"jit.cpp", 7, &p), S_OK);
+    void *freed;
+    assert_int_equal(IHostMalloc_DebugAlloc(h, 10, eTaskCritical, (char *)"freed.cpp", 1, &freed), S_OK);
+    assert_int_equal(IHostMalloc_Free(h, freed), S_OK);
+    assert_int_equal(IHostMalloc_Alloc(h, 1, eTaskCritical, &p), S_OK);
+    hm_leak leaks[8];
+    size_t n = hm_heap_leaks(h, leaks, 8);
+    assert_int_equal(n, 3);
+    assert_string_equal(leaks[0].file, "jit.cpp");
+    assert_int_equal(leaks[0].line, 7);
+    assert_int_equal(leaks[0].blocks, 1);
+    assert_int_equal(leaks[0].bytes, 5000);
+    assert_string_equal(leaks[1].file, "gc.cpp");
+    assert_int_equal(leaks[1].blocks, 3);
+    assert_int_equal(leaks[1].bytes, 300);
+    assert_string_equal(leaks[2].file, "(Alloc)");
+    assert_int_equal(IHostMalloc_Release(h), 0);
+    assert_int_equal(s.destroyed, 1);
+    assert_int_equal(s.report_count, 3);
+    assert_string_equal(s.report[1].file, "gc.cpp");
+    assert_int_equal(s.chunks, 0);
+}
+
+/* Four threads allocating, writing, checking and freeing on one thread-safe heap. */
+static IHostMalloc *shared_heap;
+
+static void *heap_worker(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    void *live[64] = {0};
+    uint64_t seed = id * 7919;
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        int slot = (int)((seed >> 33) % 64);
+        if (live[slot]) {
+            if (*(uintptr_t *)live[slot] != id + (uintptr_t)slot)
+                return (void *)1;
+            if (IHostMalloc_Free(shared_heap, live[slot]) != S_OK)
+                return (void *)1;
+            live[slot] = NULL;
+        } else {
+            size_t size = 8 + (size_t)((seed >> 20) % 1000);
+            if (IHostMalloc_Alloc(shared_heap, size, eTaskCritical, &live[slot]) != S_OK)
+                return (void *)1;
+            *(uintptr_t *)live[slot] = id + (uintptr_t)slot;
+        }
+    }
+    for (int s = 0; s < 64; s++)
+        if (live[s] && IHostMalloc_Free(shared_heap, live[s]) != S_OK)
+            return (void *)1;
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    test_source s;
+    shared_heap = make_heap(&s, MALLOC_THREADSAFE);
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, heap_worker, (void *)(i + 1)), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    check(shared_heap);
+    assert_int_equal(s.usage_blocks, 0);
+    IHostMalloc_Release(shared_heap);
+}
+
+/* Deliberately uses a freed block, for the sanitizer test (the heap poisons free blocks). */
+static int use_after_free(void)
+{
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+    void *keep, *p;
+    IHostMalloc_Alloc(h, 64, eTaskCritical, &keep); /* keeps the chunk alive */
+    IHostMalloc_Alloc(h, 64, eTaskCritical, &p);
+    IHostMalloc_Free(h, p);
+    volatile char c = ((volatile char *)p)[8];
+    printf("read %d from a freed block: not caught\n", c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--uaf") == 0)
+        return use_after_free();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sizes_and_contents), cmocka_unit_test(test_ownership_errors),
+        cmocka_unit_test(test_source_failure_and_levels), cmocka_unit_test(test_argument_errors),
+        cmocka_unit_test(test_refcounts), cmocka_unit_test(test_leak_report),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
