@@ -73,8 +73,19 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
     if (!o.transient && !o.persistent)
         o.transient = o.persistent = 1;
     char check[256];
-    if (HostMemFaultSpecCheck(o.match, check, sizeof check) != S_OK || strchr(o.match, ';')) {
-        hm_set_error("explore: --match must be one rule without triggers: %s", check);
+    fault_rule *rules;
+    size_t nrules;
+    if (hm_fault_spec_parse(o.match, &rules, &nrules, check, sizeof check) != S_OK) {
+        hm_set_error("explore: bad --match: %s", check);
+        return E_INVALIDARG;
+    }
+    const fault_rule *r = rules;
+    bool plain = nrules == 1 && !r->pressure && !r->nth && !r->every && !r->call && !r->has_after &&
+                 !r->has_after_bytes && !r->has_times && !r->has_probability;
+    free(rules);
+    if (!plain) {
+        hm_set_error("explore: --match must be one rule without triggers (no nth, every, after, after-bytes, call, "
+                     "times or probability): '%s'", o.match);
         return E_INVALIDARG;
     }
     /* The counting run: a rule that matches and never fires. */

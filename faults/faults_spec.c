@@ -307,6 +307,8 @@ static HRESULT parse_rule(parser *ps, fault_rule *r)
         if (key[klen] != '=')
             return fail_at(ps, key + klen, "expected '=' after '%.*s'", (int)klen, key);
         const char *value = key + klen + 1;
+        while (*value == ' ')
+            value++;
         size_t vlen = strcspn(value, ",;");
         size_t kl = klen, vl = vlen;
         while (kl && key[kl - 1] == ' ')

@@ -3,6 +3,7 @@
 #include "heap.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +22,7 @@ typedef struct test_source {
     hm_leak report[8];
     char report_files[8][64];
     size_t report_count;
-    int64_t usage_blocks, usage_bytes;
+    _Atomic int64_t usage_blocks, usage_bytes; /* on_usage is called outside the heap's lock */
 } test_source;
 
 static HRESULT source_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, void **out)
@@ -74,8 +75,8 @@ static void source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
 static void source_usage(void *ctx, int64_t blocks, int64_t bytes)
 {
     test_source *s = ctx;
-    s->usage_blocks += blocks;
-    s->usage_bytes += bytes;
+    atomic_fetch_add(&s->usage_blocks, blocks);
+    atomic_fetch_add(&s->usage_bytes, bytes);
 }
 
 static IHostMalloc *make_heap(test_source *s, DWORD type)
