@@ -108,7 +108,9 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
         int persistent = flavour;
         if ((persistent && !o.persistent) || (!persistent && !o.transient))
             continue;
-        for (uint64_t k = 1; k <= limit + 1 && result->runs < cap; k++) {
+        /* One past the last matching call proves the end was reached (nothing injected), unless --max cut it short. */
+        uint64_t last = limit < result->matching_calls ? limit : limit + 1;
+        for (uint64_t k = 1; k <= last && result->runs < cap; k++) {
             snprintf(spec, sizeof spec, "%s,%s=%llu,return=0x%08X", o.match, persistent ? "after" : "nth",
                      (unsigned long long)(persistent ? k - 1 : k), (unsigned)o.fault_result);
             hm_explore_point *p = &result->points[result->runs];
