@@ -10,6 +10,7 @@
 #include "track.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,27 +98,47 @@ struct heap {
     hm_page_source source;
     DWORD type;
     bool threadsafe;
-    pthread_mutex_t lock;
+    atomic_int lock; /* a spin lock: critical sections are a few dozen instructions, and a futex convoy under
+                        contention costs far more than spinning on them */
     chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots */
     chunk **chunks;              /* every chunk, sorted by address */
     size_t nchunks, cap_chunks;
+    chunk **table;               /* open-addressing hash of chunk bases >> 16, for O(1) ownership checks */
+    size_t table_mask;           /* table size - 1 (a power of two, at least twice the chunk count) */
     site *sites;
     size_t nsites, cap_sites;
-    uint64_t live_blocks, live_bytes;
+    /* Written only under the heap's lock (or by its one user), read by statistics from anywhere: relaxed atomics
+     * cost no locked instruction. */
+    _Atomic uint64_t live_blocks, live_bytes;
 };
+
+/* Only the lock holder writes: a relaxed load and store, no locked instruction. */
+static inline void counter_add(_Atomic uint64_t *counter, uint64_t delta)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + delta, memory_order_relaxed);
+}
 
 static inline heap *impl_from_IHostMalloc(IHostMalloc *iface) { return HM_CONTAINER_OF(iface, heap, IHostMalloc_iface); }
 
 static void heap_lock(heap *h)
 {
-    if (h->threadsafe)
-        pthread_mutex_lock(&h->lock);
+    if (!h->threadsafe)
+        return;
+    for (unsigned spins = 0;; spins++) {
+        if (atomic_load_explicit(&h->lock, memory_order_relaxed) == 0 &&
+            atomic_exchange_explicit(&h->lock, 1, memory_order_acquire) == 0)
+            return;
+        if (spins < 64)
+            __builtin_ia32_pause();
+        else
+            sched_yield(); /* the holder may be descheduled: let it run */
+    }
 }
 
 static void heap_unlock(heap *h)
 {
     if (h->threadsafe)
-        pthread_mutex_unlock(&h->lock);
+        atomic_store_explicit(&h->lock, 0, memory_order_release);
 }
 
 static block_header *header_of(chunk *c, uint32_t slot)
@@ -135,8 +156,59 @@ static size_t chunk_header_size(uint32_t slots)
     return (sizeof(chunk) + ((slots + 63) / 64) * sizeof(uint64_t) + 15) & ~(size_t)15;
 }
 
+static size_t slot_of(const heap *h, uintptr_t base) { return (size_t)((base >> 16) * 0x9E3779B97F4A7C15ull >> 7) & h->table_mask; }
+
+static int table_grow(heap *h)
+{
+    size_t size = h->table ? (h->table_mask + 1) * 2 : 64;
+    chunk **table = calloc(size, sizeof *table);
+    if (!table)
+        return -1;
+    chunk **old = h->table;
+    size_t old_size = old ? h->table_mask + 1 : 0;
+    h->table = table;
+    h->table_mask = size - 1;
+    for (size_t i = 0; i < old_size; i++)
+        if (old[i]) {
+            size_t k = slot_of(h, (uintptr_t)old[i]);
+            while (h->table[k])
+                k = (k + 1) & h->table_mask;
+            h->table[k] = old[i];
+        }
+    free(old);
+    return 0;
+}
+
+static void table_insert(heap *h, chunk *c)
+{
+    size_t k = slot_of(h, (uintptr_t)c);
+    while (h->table[k])
+        k = (k + 1) & h->table_mask;
+    h->table[k] = c;
+}
+
+/* Linear-probing removal by shifting later entries back, so lookups never need tombstones. */
+static void table_remove(heap *h, chunk *c)
+{
+    size_t k = slot_of(h, (uintptr_t)c);
+    while (h->table[k] != c)
+        k = (k + 1) & h->table_mask;
+    h->table[k] = NULL;
+    for (size_t j = (k + 1) & h->table_mask; h->table[j]; j = (j + 1) & h->table_mask) {
+        size_t want = slot_of(h, (uintptr_t)h->table[j]);
+        /* Move entry j into the hole at k if its home is not in (k, j]. */
+        if ((j > k && (want <= k || want > j)) || (j < k && (want <= k && want > j))) {
+            h->table[k] = h->table[j];
+            h->table[j] = NULL;
+            k = j;
+        }
+    }
+}
+
 static int chunk_index_insert(heap *h, chunk *c)
 {
+    if ((h->nchunks + 1) * 2 > (h->table ? h->table_mask + 1 : 0) && table_grow(h) != 0)
+        return -1;
     if (h->nchunks == h->cap_chunks) {
         size_t cap = h->cap_chunks ? h->cap_chunks * 2 : 16;
         chunk **grown = realloc(h->chunks, cap * sizeof *grown);
@@ -152,24 +224,21 @@ static int chunk_index_insert(heap *h, chunk *c)
     }
     h->chunks[i] = c;
     h->nchunks++;
+    table_insert(h, c);
     return 0;
 }
 
-/* The chunk of this heap that holds p, or NULL. */
+/* The chunk of this heap that holds block pointer p, or NULL. Every block starts in the first 64 KiB of its chunk
+ * (chunks are 64 KiB-aligned), so p's granule is the chunk's base when p is a block of ours; anything else misses. */
 static chunk *chunk_find(heap *h, uintptr_t p)
 {
-    size_t lo = 0, hi = h->nchunks;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if ((uintptr_t)h->chunks[mid] <= p)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == 0)
+    if (!h->table)
         return NULL;
-    chunk *c = h->chunks[lo - 1];
-    return p - (uintptr_t)c < c->bytes ? c : NULL;
+    uintptr_t base = p & ~(uintptr_t)(CHUNK_SIZE - 1);
+    for (size_t k = slot_of(h, base); h->table[k]; k = (k + 1) & h->table_mask)
+        if ((uintptr_t)h->table[k] == base)
+            return h->table[k];
+    return NULL;
 }
 
 static void partial_push(heap *h, chunk *c)
@@ -240,6 +309,7 @@ static void chunk_release(heap *h, chunk *c)
         i++;
     memmove(&h->chunks[i], &h->chunks[i + 1], (h->nchunks - i - 1) * sizeof *h->chunks);
     h->nchunks--;
+    table_remove(h, c);
     if (c->in_partial)
         partial_remove(h, c);
     size_t bytes = c->bytes;
@@ -330,14 +400,12 @@ static HRESULT heap_allocate(heap *h, SIZE_T size, EMemoryCriticalLevel level, c
     hdr->next_free = NO_SLOT;
     bit_flip(c, index);
     c->live++;
-    h->live_blocks++;
-    h->live_bytes += request;
+    counter_add(&h->live_blocks, 1);
+    counter_add(&h->live_bytes, request);
     heap_unlock(h);
     void *p = (char *)hdr + BLOCK_HEADER;
     hm_track_unpoison(p, request);
     hm_track_malloc(p, request);
-    if (h->source.on_usage)
-        h->source.on_usage(h->source.ctx, 1, (int64_t)request);
     *ppMem = p;
     return S_OK;
 }
@@ -396,8 +464,8 @@ static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
     hm_track_free(pMem);
     bit_flip(c, slot);
     c->live--;
-    h->live_blocks--;
-    h->live_bytes -= size;
+    counter_add(&h->live_blocks, (uint64_t)-1);
+    counter_add(&h->live_bytes, (uint64_t)0 - size);
     if (c->cls == LARGE_CLASS) {
         chunk_release(h, c);
     } else {
@@ -412,8 +480,6 @@ static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
             chunk_release(h, c);
     }
     heap_unlock(h);
-    if (h->source.on_usage)
-        h->source.on_usage(h->source.ctx, -1, -(int64_t)size);
     return S_OK;
 }
 
@@ -488,8 +554,6 @@ static void heap_destroy(heap *h)
                 hm_track_free((char *)(c->cls == LARGE_CLASS ? (block_header *)c->first_slot : header_of(c, s)) +
                               BLOCK_HEADER);
     }
-    if (h->source.on_usage && h->live_blocks)
-        h->source.on_usage(h->source.ctx, -(int64_t)h->live_blocks, -(int64_t)h->live_bytes);
     while (h->nchunks)
         chunk_release(h, h->chunks[h->nchunks - 1]);
     hm_page_source source = h->source;
@@ -500,8 +564,7 @@ static void heap_destroy(heap *h)
         free(h->sites[i].file);
     free(h->sites);
     free(h->chunks);
-    if (h->threadsafe)
-        pthread_mutex_destroy(&h->lock);
+    free(h->table);
     free(h);
 }
 
@@ -557,8 +620,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     h->source = *source;
     h->type = malloc_type;
     h->threadsafe = (malloc_type & MALLOC_THREADSAFE) != 0;
-    if (h->threadsafe)
-        pthread_mutex_init(&h->lock, NULL);
+
     h->sites = sites;
     h->cap_sites = 8;
     h->sites[0] = (site){(char *)"(Alloc)", 0};
@@ -568,6 +630,13 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
 }
 
 bool hm_heap_is_builtin(IHostMalloc *iface) { return iface && iface->lpVtbl == &heap_vtbl; }
+
+void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
+{
+    heap *h = impl_from_IHostMalloc(iface);
+    *blocks = atomic_load_explicit(&h->live_blocks, memory_order_relaxed);
+    *bytes = atomic_load_explicit(&h->live_bytes, memory_order_relaxed);
+}
 
 int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
 {
@@ -610,9 +679,9 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
         }
         blocks += live;
     }
-    if (!bad && blocks != h->live_blocks) {
+    if (!bad && blocks != atomic_load_explicit(&h->live_blocks, memory_order_relaxed)) {
         snprintf(msg, msglen, "%llu live blocks found, %llu counted", (unsigned long long)blocks,
-                 (unsigned long long)h->live_blocks);
+                 (unsigned long long)atomic_load_explicit(&h->live_blocks, memory_order_relaxed));
         bad = 1;
     }
     heap_unlock(h);

@@ -21,8 +21,6 @@ typedef struct hm_page_source {
      * are valid only during the call. Called once, from the heap's last Release, as the very last use of the
      * source: AFTER every chunk has been returned with release() (the source may free ctx here). */
     void (*on_destroy)(void *ctx, const hm_leak *leaks, size_t n);
-    /* Optional: called with +1 / -1 as heaps' live blocks and bytes change, for statistics. May be NULL. */
-    void (*on_usage)(void *ctx, int64_t blocks, int64_t bytes);
 } hm_page_source;
 
 /* Creates a heap with one reference. malloc_type: MALLOC_THREADSAFE (1) and/or MALLOC_EXECUTABLE (2); other bits
@@ -31,6 +29,9 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
 
 /* True when heap is one of ours (its vtable is the built-in heap's). */
 bool hm_heap_is_builtin(IHostMalloc *heap);
+
+/* Live blocks and their requested bytes, read without stopping the heap's users (relaxed counters). */
+void hm_heap_usage(IHostMalloc *heap, uint64_t *blocks, uint64_t *bytes);
 
 /* Live blocks by (file, line); see HostMemHeapLeaks. */
 size_t hm_heap_leaks(IHostMalloc *heap, hm_leak *out, size_t max);

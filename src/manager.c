@@ -33,16 +33,19 @@ struct hm_manager {
     hm_ledger *ledger;
     _Atomic uint64_t calls[HM_METHOD_COUNT], failures[HM_METHOD_COUNT];
     _Atomic uint64_t heap_count;
-    _Atomic int64_t heap_live_blocks, heap_live_bytes;
-    pthread_mutex_t leaks_lock;
+    pthread_mutex_t leaks_lock; /* the heap list and the kept leak reports */
+    struct heap_binding *heaps;
     kept_leak *leaks;
     size_t nleaks, cap_leaks;
 };
 
-/* What a heap's page source points at: the manager (which the heap keeps a reference on) and the heap's kind. */
+/* What a heap's page source points at: the manager (which the heap keeps a reference on), the heap's kind, and
+ * the heap itself, listed so statistics can sum the heaps' counters without any cost per allocation. */
 typedef struct heap_binding {
     hm_manager *manager;
     DWORD protect;
+    IHostMalloc *heap;
+    struct heap_binding *next, **prev_next;
 } heap_binding;
 
 static inline hm_manager *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
@@ -133,19 +136,17 @@ static void heap_source_release(void *ctx, void *addr, size_t size)
     update_pressure(b->manager);
 }
 
-static void heap_source_usage(void *ctx, int64_t blocks, int64_t bytes)
-{
-    heap_binding *b = ctx;
-    atomic_fetch_add_explicit(&b->manager->heap_live_blocks, blocks, memory_order_relaxed);
-    atomic_fetch_add_explicit(&b->manager->heap_live_bytes, bytes, memory_order_relaxed);
-}
-
 /* The heap's last act: keep its leak report, drop the reference it held on the manager. */
 static void heap_source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
 {
     heap_binding *b = ctx;
     hm_manager *m = b->manager;
     pthread_mutex_lock(&m->leaks_lock);
+    if (b->prev_next) { /* listed once CreateMalloc finished */
+        *b->prev_next = b->next;
+        if (b->next)
+            b->next->prev_next = b->prev_next;
+    }
     for (size_t i = 0; i < n; i++) {
         if (m->nleaks == m->cap_leaks) {
             size_t cap = m->cap_leaks ? m->cap_leaks * 2 : 16;
@@ -177,9 +178,8 @@ static HRESULT STDMETHODCALLTYPE manager_CreateMalloc(IHostMemoryManager *iface,
     heap_binding *b = malloc(sizeof *b);
     if (!b)
         return count(m, HM_METHOD_CREATE_MALLOC, E_OUTOFMEMORY);
-    b->manager = m;
-    b->protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
-    hm_page_source source = {b, heap_source_alloc, heap_source_release, heap_source_destroyed, heap_source_usage};
+    *b = (heap_binding){.manager = m, .protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE};
+    hm_page_source source = {b, heap_source_alloc, heap_source_release, heap_source_destroyed};
     IHostMemoryManager_AddRef(iface); /* the heap's reference, dropped in heap_source_destroyed */
     HRESULT hr = hm_heap_create(&source, type, ppMalloc);
     if (FAILED(hr)) {
@@ -188,6 +188,14 @@ static HRESULT STDMETHODCALLTYPE manager_CreateMalloc(IHostMemoryManager *iface,
         *ppMalloc = NULL;
     } else {
         atomic_fetch_add(&m->heap_count, 1);
+        b->heap = *ppMalloc;
+        pthread_mutex_lock(&m->leaks_lock);
+        b->next = m->heaps;
+        if (b->next)
+            b->next->prev_next = &b->next;
+        m->heaps = b;
+        b->prev_next = &m->heaps;
+        pthread_mutex_unlock(&m->leaks_lock);
     }
     return count(m, HM_METHOD_CREATE_MALLOC, hr);
 }
@@ -429,9 +437,14 @@ HM_API HRESULT HostMemGetStats(IHostMemoryManager *manager, hm_stats *out)
     out->guard_trips = vs.guard_trips;
     out->spans = vs.spans;
     out->heap_count = atomic_load(&m->heap_count);
-    int64_t blocks = atomic_load(&m->heap_live_blocks), bytes = atomic_load(&m->heap_live_bytes);
-    out->heap_live_blocks = blocks > 0 ? (uint64_t)blocks : 0;
-    out->heap_live_bytes = bytes > 0 ? (uint64_t)bytes : 0;
+    pthread_mutex_lock(&m->leaks_lock);
+    for (heap_binding *b = m->heaps; b; b = b->next) {
+        uint64_t blocks, bytes;
+        hm_heap_usage(b->heap, &blocks, &bytes);
+        out->heap_live_blocks += blocks;
+        out->heap_live_bytes += bytes;
+    }
+    pthread_mutex_unlock(&m->leaks_lock);
     out->ledger_ranges = hm_ledger_ranges(m->ledger);
     out->ledger_bytes = hm_ledger_bytes(m->ledger);
     out->budget_bytes = m->budget.limit;

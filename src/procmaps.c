@@ -3,10 +3,18 @@
 
 #include "os.h"
 
+#include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
+#include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
+
+/* Big enough for any line the kernel writes (about 75 columns before the path, PATH_MAX of path, " (deleted)").
+ * A longer line is parsed from its first MAPS_CHUNK bytes, which is all that matters except the path's tail. */
+#define MAPS_CHUNK 8192
+
+/* ---- Parsing one line ------------------------------------------------------------------------------------- */
 
 static bool parse_hex(const char **p, const char *end, uint64_t *out)
 {
@@ -24,7 +32,7 @@ static bool parse_hex(const char **p, const char *end, uint64_t *out)
         else
             break;
         if (digits >= 16)
-            return false;
+            return false; /* more than 64 bits */
         v = v * 16 + (uint64_t)d;
     }
     if (!digits)
@@ -34,17 +42,28 @@ static bool parse_hex(const char **p, const char *end, uint64_t *out)
     return true;
 }
 
-static void skip_spaces(const char **p, const char *end)
+static bool parse_decimal(const char **p, const char *end, uint64_t *out)
 {
-    while (*p < end && **p == ' ')
-        (*p)++;
+    uint64_t v = 0;
+    const char *s = *p;
+    for (; s < end && *s >= '0' && *s <= '9'; s++) {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (s == *p)
+        return false;
+    *p = s;
+    *out = v;
+    return true;
 }
 
-/* A field of non-spaces. */
-static bool skip_field(const char **p, const char *end)
+/* Fields are separated by one or more spaces; false when there is none. */
+static bool skip_spaces(const char **p, const char *end)
 {
     const char *s = *p;
-    while (s < end && *s != ' ')
+    while (s < end && *s == ' ')
         s++;
     if (s == *p)
         return false;
@@ -55,31 +74,29 @@ static bool skip_field(const char **p, const char *end)
 bool hm_procmaps_parse_line(const char *line, size_t len, hm_map_entry *out)
 {
     const char *p = line, *end = line + len;
-    uint64_t start, stop, inode = 0;
+    uint64_t start, stop, offset, major, minor, inode;
     if (!parse_hex(&p, end, &start) || p >= end || *p++ != '-' || !parse_hex(&p, end, &stop) || stop <= start)
         return false;
-    skip_spaces(&p, end);
-    if (end - p < 4)
+    /* The kernel maps whole pages; anything else is not a maps line, and would break RegionSize arithmetic. */
+    if ((start | stop) & (HM_PAGE_SIZE - 1) || stop > UINTPTR_MAX)
+        return false;
+    if (!skip_spaces(&p, end) || end - p < 4)
+        return false;
+    if ((p[0] != 'r' && p[0] != '-') || (p[1] != 'w' && p[1] != '-') || (p[2] != 'x' && p[2] != '-') ||
+        (p[3] != 'p' && p[3] != 's'))
         return false;
     memcpy(out->perms, p, 4);
     out->perms[4] = '\0';
-    for (int i = 0; i < 3; i++)
-        if (out->perms[i] != "rwx"[i] && out->perms[i] != '-')
-            return false;
     p += 4;
-    skip_spaces(&p, end);
-    if (!skip_field(&p, end)) /* offset */
+    if (!skip_spaces(&p, end) || !parse_hex(&p, end, &offset))
         return false;
-    skip_spaces(&p, end);
-    if (!skip_field(&p, end)) /* device */
+    if (!skip_spaces(&p, end) || !parse_hex(&p, end, &major) || p >= end || *p++ != ':' ||
+        !parse_hex(&p, end, &minor))
         return false;
-    skip_spaces(&p, end);
-    const char *inode_start = p;
-    while (p < end && *p >= '0' && *p <= '9')
-        inode = inode * 10 + (uint64_t)(*p++ - '0');
-    if (p == inode_start)
+    if (!skip_spaces(&p, end) || !parse_decimal(&p, end, &inode))
         return false;
-    skip_spaces(&p, end);
+    if (p < end && !skip_spaces(&p, end))
+        return false; /* "123abc" is no inode */
     out->start = (uintptr_t)start;
     out->end = (uintptr_t)stop;
     out->inode = inode;
@@ -88,165 +105,271 @@ bool hm_procmaps_parse_line(const char *line, size_t len, hm_map_entry *out)
     return true;
 }
 
-static DWORD protect_of(const hm_map_entry *e)
+/* ---- Reading a map: from a text, or from a file in pieces ------------------------------------------------ */
+
+typedef bool (*entry_fn)(const hm_map_entry *e, void *ctx); /* false: stop */
+
+typedef struct maps_source {
+    const char *text; /* when fd < 0 */
+    size_t len;
+    int fd;
+} maps_source;
+
+/* Calls fn for a line when it parses; false when fn asked to stop. */
+static bool visit_line(const char *line, size_t len, entry_fn fn, void *ctx)
 {
-    bool r = e->perms[0] == 'r', w = e->perms[1] == 'w', x = e->perms[2] == 'x';
-    if (x)
-        return w ? PAGE_EXECUTE_READWRITE : r ? PAGE_EXECUTE_READ : PAGE_EXECUTE;
-    if (w)
-        return PAGE_READWRITE;
-    return r ? PAGE_READONLY : PAGE_NOACCESS;
+    hm_map_entry e;
+    return !hm_procmaps_parse_line(line, len, &e) || fn(&e, ctx);
 }
 
-static bool is_file(const hm_map_entry *e) { return e->path_len > 0 && e->path[0] == '/'; }
-
-static bool same_file(const hm_map_entry *a, const hm_map_entry *b)
-{
-    return is_file(a) && is_file(b) && a->inode == b->inode && a->path_len == b->path_len &&
-           memcmp(a->path, b->path, a->path_len) == 0;
-}
-
-/* Calls fn for each well-formed line in order; stops when it returns false. */
-typedef bool (*entry_fn)(const hm_map_entry *e, void *ctx);
-static void for_each_entry(const char *text, size_t len, entry_fn fn, void *ctx)
+static void scan_text(const char *text, size_t len, entry_fn fn, void *ctx)
 {
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = nl ? nl : end;
-        hm_map_entry e;
-        if (hm_procmaps_parse_line(p, (size_t)(line_end - p), &e) && !fn(&e, ctx))
+        if (!visit_line(p, (size_t)(line_end - p), fn, ctx))
             return;
         p = nl ? nl + 1 : end;
     }
 }
 
+/* Reads the file from its start through a stack buffer, carrying a partial line over to the next read.
+ * Returns 0, or -1 when the file cannot be read. */
+static int scan_fd(int fd, entry_fn fn, void *ctx)
+{
+    char buf[MAPS_CHUNK];
+    size_t have = 0;
+    bool skipping = false; /* dropping the tail of a line longer than the buffer */
+    if (lseek(fd, 0, SEEK_SET) != 0)
+        return -1;
+    for (;;) {
+        ssize_t n = read(fd, buf + have, sizeof buf - have);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        have += (size_t)n;
+        size_t pos = 0;
+        for (;;) {
+            char *nl = memchr(buf + pos, '\n', have - pos);
+            if (!nl)
+                break;
+            size_t line_len = (size_t)(nl - (buf + pos));
+            if (!skipping && !visit_line(buf + pos, line_len, fn, ctx))
+                return 0;
+            skipping = false;
+            pos += line_len + 1;
+        }
+        if (n == 0) { /* end of file: a last line without its newline */
+            if (pos < have && !skipping)
+                visit_line(buf + pos, have - pos, fn, ctx);
+            return 0;
+        }
+        memmove(buf, buf + pos, have - pos);
+        have -= pos;
+        if (have == sizeof buf) {
+            if (!skipping && !visit_line(buf, have, fn, ctx))
+                return 0;
+            skipping = true;
+            have = 0;
+        }
+    }
+}
+
+static int scan(const maps_source *src, entry_fn fn, void *ctx)
+{
+    if (src->fd < 0) {
+        scan_text(src->text, src->len, fn, ctx);
+        return 0;
+    }
+    return scan_fd(src->fd, fn, ctx);
+}
+
+/* ---- What a mapping is ------------------------------------------------------------------------------------ */
+
+/* Which file a mapping maps. The path is hashed rather than copied, so the answer needs no buffer of PATH_MAX
+ * besides the read buffer; inode and length go with it. */
+typedef struct file_id {
+    uint64_t inode, hash;
+    size_t path_len;
+} file_id;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* "[heap]", "[stack]", "[vdso]", "[anon:name]" and anon_inode:... are not files; paths are absolute. */
+static bool is_file(const hm_map_entry *e) { return e->path_len > 0 && e->path[0] == '/'; }
+
+static file_id id_of(const hm_map_entry *e) { return (file_id){e->inode, fnv1a(e->path, e->path_len), e->path_len}; }
+
+static bool same_id(file_id a, file_id b) { return a.inode == b.inode && a.hash == b.hash && a.path_len == b.path_len; }
+
+static DWORD protect_of(const char *perms)
+{
+    bool r = perms[0] == 'r', w = perms[1] == 'w', x = perms[2] == 'x';
+    if (x)
+        return w ? PAGE_EXECUTE_READWRITE : r ? PAGE_EXECUTE_READ : PAGE_EXECUTE;
+    if (w)
+        return PAGE_READWRITE; /* -w- cannot be expressed on Windows; writable implies readable there */
+    return r ? PAGE_READONLY : PAGE_NOACCESS;
+}
+
+/* ---- The query -------------------------------------------------------------------------------------------- */
+
 typedef struct query_state {
-    uintptr_t address;
+    uintptr_t page;
+    /* First pass: the mapping holding the page, or the next mapping above it. */
     bool found;
-    hm_map_entry hit;          /* the mapping holding the address */
-    uintptr_t next_start;      /* free: the first mapping above the address */
-    bool image;                /* the hit's file has an executable mapping */
+    uintptr_t hit_start, hit_end;
+    char hit_perms[5];
+    bool hit_file;
+    file_id hit_id;
+    uintptr_t next_start;
+    uintptr_t file_run_end; /* end of the adjacent mappings of the hit's file with its perms */
+    bool run_open;
+    /* Second pass, for files: the file's first mapping, and whether any mapping of it is executable. */
     bool have_first;
-    hm_map_entry first;        /* the hit's file's first mapping */
-    uintptr_t run_end;         /* end of the run of alike mappings from the hit */
+    uintptr_t first_start;
+    char first_perms[5];
+    bool any_exec;
 } query_state;
 
+/* Relies on the kernel's order (ascending addresses) to stop early. */
 static bool find_hit(const hm_map_entry *e, void *ctx)
 {
     query_state *q = ctx;
-    if (e->start <= q->address && q->address < e->end) {
-        q->hit = *e;
-        q->found = true;
-        return false;
+    if (!q->found) {
+        if (e->start <= q->page && q->page < e->end) {
+            q->found = true;
+            q->hit_start = e->start;
+            q->hit_end = q->file_run_end = e->end;
+            memcpy(q->hit_perms, e->perms, sizeof q->hit_perms);
+            q->hit_file = is_file(e);
+            q->hit_id = q->hit_file ? id_of(e) : (file_id){0, 0, 0};
+            q->run_open = q->hit_file;
+            return q->run_open;
+        }
+        if (e->start > q->page) {
+            q->next_start = e->start;
+            return false;
+        }
+        return true;
     }
-    if (e->start > q->address) {
-        q->next_start = e->start;
-        return false;
+    /* Mappings of one image differ only by protection, so alike neighbours belong to the same region. */
+    if (e->start == q->file_run_end && is_file(e) && memcmp(e->perms, q->hit_perms, 4) == 0 &&
+        same_id(id_of(e), q->hit_id)) {
+        q->file_run_end = e->end;
+        return true;
     }
-    return true;
+    return false;
 }
 
 static bool find_file_facts(const hm_map_entry *e, void *ctx)
 {
     query_state *q = ctx;
-    if (same_file(e, &q->hit)) {
-        if (!q->have_first) {
-            q->first = *e;
-            q->have_first = true;
-        }
-        if (e->perms[2] == 'x')
-            q->image = true;
+    if (!is_file(e) || !same_id(id_of(e), q->hit_id))
+        return true;
+    if (!q->have_first || e->start < q->first_start) {
+        q->have_first = true;
+        q->first_start = e->start;
+        memcpy(q->first_perms, e->perms, sizeof q->first_perms);
     }
+    if (e->perms[2] == 'x')
+        q->any_exec = true;
     return true;
 }
 
-static bool extend_run(const hm_map_entry *e, void *ctx)
+static HRESULT query_source(const maps_source *src, const file_id *main_binary, uintptr_t address,
+                            MEMORY_BASIC_INFORMATION *out)
 {
-    query_state *q = ctx;
-    if (e->end <= q->hit.start)
-        return true;
-    if (e->start == q->hit.start)
-        return true; /* the hit itself */
-    if (e->start != q->run_end || strncmp(e->perms, q->hit.perms, 3) != 0 || e->inode != q->hit.inode ||
-        e->path_len != q->hit.path_len || memcmp(e->path, q->hit.path, e->path_len) != 0)
-        return false;
-    q->run_end = e->end;
-    return true;
+    if (address >= HM_MAX_ADDRESS)
+        return HM_E_INVALID_PARAMETER;
+    query_state q = {.page = address & ~(uintptr_t)(HM_PAGE_SIZE - 1), .next_start = HM_MAX_ADDRESS};
+    if (scan(src, find_hit, &q) != 0)
+        return E_FAIL;
+    memset(out, 0, sizeof *out);
+    out->BaseAddress = (void *)q.page;
+    if (!q.found) {
+        /* [vsyscall] lies beyond user space: the top of user space ends the last gap. */
+        uintptr_t next = q.next_start < HM_MAX_ADDRESS ? q.next_start : HM_MAX_ADDRESS;
+        out->State = MEM_FREE;
+        out->Protect = PAGE_NOACCESS;
+        out->RegionSize = next - q.page;
+        return S_OK;
+    }
+    if (q.hit_file && scan(src, find_file_facts, &q) != 0)
+        return E_FAIL;
+    DWORD protect = protect_of(q.hit_perms);
+    bool reserved = protect == PAGE_NOACCESS && !q.hit_file;
+    bool image = q.hit_file && (q.any_exec || (main_binary && main_binary->hash == q.hit_id.hash &&
+                                                main_binary->path_len == q.hit_id.path_len));
+    uintptr_t run_end = image ? q.file_run_end : q.hit_end;
+    if (run_end > HM_MAX_ADDRESS)
+        run_end = HM_MAX_ADDRESS;
+    out->State = reserved ? MEM_RESERVE : MEM_COMMIT;
+    out->Protect = reserved ? 0 : protect;
+    out->Type = image ? MEM_IMAGE : q.hit_file ? MEM_MAPPED : MEM_PRIVATE;
+    if (image && q.have_first) {
+        out->AllocationBase = (void *)q.first_start;
+        out->AllocationProtect = protect_of(q.first_perms);
+    } else {
+        out->AllocationBase = (void *)q.hit_start;
+        out->AllocationProtect = reserved ? PAGE_NOACCESS : protect;
+    }
+    out->RegionSize = run_end - q.page;
+    return S_OK;
 }
 
 HRESULT hm_procmaps_query_text(const char *text, size_t len, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
-    if (address >= HM_MAX_ADDRESS)
-        return HM_E_INVALID_PARAMETER;
-    uintptr_t page = address & ~(uintptr_t)(HM_PAGE_SIZE - 1);
-    query_state q = {.address = page, .next_start = HM_MAX_ADDRESS};
-    for_each_entry(text, len, find_hit, &q);
-    memset(out, 0, sizeof *out);
-    out->BaseAddress = (void *)page;
-    if (!q.found) {
-        out->State = MEM_FREE;
-        out->Protect = PAGE_NOACCESS;
-        out->RegionSize = q.next_start - page;
-        return S_OK;
-    }
-    DWORD protect = protect_of(&q.hit);
-    bool reserved = protect == PAGE_NOACCESS && !is_file(&q.hit);
-    uintptr_t alloc_base = q.hit.start;
-    DWORD alloc_protect = reserved ? PAGE_NOACCESS : protect;
-    out->Type = MEM_PRIVATE;
-    if (is_file(&q.hit)) {
-        for_each_entry(text, len, find_file_facts, &q);
-        out->Type = q.image ? MEM_IMAGE : MEM_MAPPED;
-        if (q.have_first) {
-            alloc_base = q.first.start;
-            alloc_protect = protect_of(&q.first);
-        }
-    }
-    q.run_end = q.hit.end;
-    for_each_entry(text, len, extend_run, &q);
-    out->AllocationBase = (void *)alloc_base;
-    out->AllocationProtect = alloc_protect;
-    out->State = reserved ? MEM_RESERVE : MEM_COMMIT;
-    out->Protect = reserved ? 0 : protect;
-    out->RegionSize = q.run_end - page;
-    return S_OK;
+    maps_source src = {.text = text, .len = len, .fd = -1};
+    return query_source(&src, NULL, address, out);
+}
+
+HRESULT hm_procmaps_query_fd(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+{
+    if (fd < 0)
+        return E_FAIL;
+    maps_source src = {.fd = fd};
+    return query_source(&src, NULL, address, out);
+}
+
+/* The main binary's path, as /proc/self/exe and the map both name it; found once. Matched by path alone: on
+ * overlay file systems stat() and the map may disagree on the inode. */
+static pthread_once_t main_binary_once = PTHREAD_ONCE_INIT;
+static file_id main_binary_id;
+static bool main_binary_known;
+
+static void find_main_binary(void)
+{
+    char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path);
+    if (n <= 0 || (size_t)n >= sizeof path)
+        return;
+    main_binary_id = (file_id){0, fnv1a(path, (size_t)n), (size_t)n};
+    main_binary_known = true;
 }
 
 HRESULT hm_procmaps_query(uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     if (address >= HM_MAX_ADDRESS)
         return HM_E_INVALID_PARAMETER;
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    pthread_once(&main_binary_once, find_main_binary);
+    int fd;
+    do
+        fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return E_FAIL;
-    size_t cap = 64 << 10, len = 0;
-    char *buf = malloc(cap);
-    HRESULT hr = S_OK;
-    for (;;) {
-        if (!buf) {
-            hr = E_OUTOFMEMORY;
-            break;
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0) {
-            hr = E_FAIL;
-            break;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        if (len == cap) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown)
-                free(buf);
-            buf = grown;
-            cap *= 2;
-        }
-    }
+    maps_source src = {.fd = fd};
+    HRESULT hr = query_source(&src, main_binary_known ? &main_binary_id : NULL, address, out);
     close(fd);
-    if (hr == S_OK)
-        hr = hm_procmaps_query_text(buf, len, address, out);
-    free(buf);
     return hr;
 }

@@ -22,7 +22,6 @@ typedef struct test_source {
     hm_leak report[8];
     char report_files[8][64];
     size_t report_count;
-    _Atomic int64_t usage_blocks, usage_bytes; /* on_usage is called outside the heap's lock */
 } test_source;
 
 static HRESULT source_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, void **out)
@@ -72,18 +71,26 @@ static void source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
     }
 }
 
-static void source_usage(void *ctx, int64_t blocks, int64_t bytes)
+/* Live blocks as the heap counts them. */
+static int64_t live_blocks(IHostMalloc *h)
 {
-    test_source *s = ctx;
-    atomic_fetch_add(&s->usage_blocks, blocks);
-    atomic_fetch_add(&s->usage_bytes, bytes);
+    uint64_t blocks, bytes;
+    hm_heap_usage(h, &blocks, &bytes);
+    return (int64_t)blocks;
+}
+
+static int64_t live_bytes(IHostMalloc *h)
+{
+    uint64_t blocks, bytes;
+    hm_heap_usage(h, &blocks, &bytes);
+    return (int64_t)bytes;
 }
 
 static IHostMalloc *make_heap(test_source *s, DWORD type)
 {
     memset(s, 0, sizeof *s);
     s->fail_after = -1;
-    hm_page_source src = {s, source_alloc, source_release, source_destroyed, source_usage};
+    hm_page_source src = {s, source_alloc, source_release, source_destroyed};
     IHostMalloc *h = NULL;
     assert_int_equal(hm_heap_create(&src, type, &h), S_OK);
     return h;
@@ -120,13 +127,13 @@ static void test_sizes_and_contents(void **state)
                 if (b[j] != (unsigned char)((i * PER + k) & 0xFF))
                     fail_msg("size %zu block %d byte %zu overwritten", sizes[i], k, j);
         }
-    assert_int_equal(s.usage_blocks, (int64_t)(PER * (sizeof sizes / sizeof sizes[0])));
+    assert_int_equal(live_blocks(h), (int64_t)(PER * (sizeof sizes / sizeof sizes[0])));
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (int k = 0; k < PER; k++)
             assert_int_equal(IHostMalloc_Free(h, blocks[i][k]), S_OK);
     check(h);
-    assert_int_equal(s.usage_blocks, 0);
-    assert_int_equal(s.usage_bytes, 0);
+    assert_int_equal(live_blocks(h), 0);
+    assert_int_equal(live_bytes(h), 0);
     assert_int_equal(IHostMalloc_Release(h), 0);
     assert_int_equal(s.destroyed, 1);
     assert_int_equal(s.report_count, 0);
@@ -185,7 +192,7 @@ static void test_ownership_errors(void **state)
         check(h);
         for (int k = 0; k < 64; k++)
             assert_int_equal(((unsigned char *)live)[k], 0x3C);
-        assert_int_equal(s.usage_blocks, 1);
+        assert_int_equal(live_blocks(h), 1);
         assert_int_equal(IHostMalloc_Free(h, live), S_OK);
         assert_int_equal(IHostMalloc_Free(other, foreign), S_OK);
         IHostMalloc_Release(h);
@@ -208,7 +215,7 @@ static void test_source_failure_and_levels(void **state)
         assert_int_equal(IHostMalloc_Alloc(h, 100000, levels[i], &big), E_OUTOFMEMORY);
         assert_null(big);
         assert_int_equal(s.last_level, levels[i]);
-        assert_int_equal(s.usage_blocks, 1);
+        assert_int_equal(live_blocks(h), 1);
         check(h);
         assert_int_equal(IHostMalloc_Free(h, p), S_OK);
         IHostMalloc_Release(h);
@@ -230,7 +237,7 @@ static void test_argument_errors(void **state)
     assert_int_equal(IHostMalloc_Alloc(h, (size_t)1 << 41, eTaskCritical, &p), E_OUTOFMEMORY);
     assert_int_equal(IHostMalloc_DebugAlloc(h, 8, eTaskCritical, NULL, 1, NULL), E_POINTER);
     IHostMalloc_Release(h);
-    hm_page_source src = {&s, source_alloc, source_release, source_destroyed, NULL};
+    hm_page_source src = {&s, source_alloc, source_release, source_destroyed};
     IHostMalloc *bad = (IHostMalloc *)1;
     assert_int_equal(hm_heap_create(&src, 0x4, &bad), E_INVALIDARG);
     assert_null(bad);
@@ -336,7 +343,7 @@ static void test_threads(void **state)
         assert_null(r);
     }
     check(shared_heap);
-    assert_int_equal(s.usage_blocks, 0);
+    assert_int_equal(live_blocks(shared_heap), 0);
     IHostMalloc_Release(shared_heap);
 }
 

@@ -1,8 +1,24 @@
-/* hostmem record and replay: traces of the calls a runtime makes to its host (docs/trace-format.md). */
+/* hostmem record and replay: traces of the calls a runtime makes to its host (docs/trace-format.md).
+ *
+ * A trace is a sequence of calls. Each call names its method, its arguments and what the host answered.
+ * Addresses are relocatable: the n-th allocation the host returned is handle @n (a VirtualAlloc region) or #n
+ * (a heap block), and an address inside it is written @n+offset, so a trace replays against a host that places
+ * memory elsewhere. Heaps are h1, h2, ... and notification callbacks c1, c2, ... in order of creation.
+ *
+ * Three encodings carry the same calls:
+ *   text    "hostmem-trace 1": one call per line, for people, diff and editing (the reference form);
+ *   binary  "hostmem-trace-bin 1": the same calls as varints, about 5x smaller and faster to read;
+ *   raw     what the recorder writes: fixed 64-byte slots in a shared mapping, raw addresses, survives SIGKILL
+ *           of the recording process. The reader relocates it; `hostmem trace convert` turns it into either
+ *           of the others.
+ * Every reader entry point accepts all three and tells them apart by their first bytes. */
 #ifndef HOSTMEM_TRACE_H
 #define HOSTMEM_TRACE_H
 
-#include "interfaces.h"
+#include "hostmem.h" /* hm_method; includes this header back at its end, harmlessly */
+
+#include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -12,8 +28,164 @@ extern "C" {
 #define HM_API __attribute__((visibility("default")))
 #endif
 
-/* Wraps inner (taking one reference) in a recorder that appends every call to the trace at path. */
+/* ---- Recording -------------------------------------------------------------------------------------------
+ * Wraps inner (the wrapper takes its own reference) in a recorder that writes every call to the trace at path
+ * (created or truncated; raw encoding). Heaps created through the wrapper and callbacks registered through it
+ * are wrapped too, so Alloc/DebugAlloc/Free, a heap's final Release and OnMemoryNotification are recorded.
+ * Each call is in the file (the page cache) before it returns to its caller, so a SIGKILL loses at most the
+ * calls in flight. The file is cut to its real length when the last reference to the recorder goes. */
 HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, IHostMemoryManager **ppOuter);
+/* The inner manager of a recorder (no reference added), or NULL when outer is not one. */
+HM_API IHostMemoryManager *HostMemRecorderInner(IHostMemoryManager *outer);
+/* Calls recorded so far by the recorder `outer` belongs to (heap and callback calls included). */
+HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer);
+
+/* ---- Calls -------------------------------------------------------------------------------------------------- */
+/* The methods of a trace: hm_method (hostmem.h), plus two calls that are not host methods but change what later
+ * calls mean: the CLR's callback being notified, and the final Release of a heap. */
+enum {
+    HM_TRACE_ON_NOTIFICATION = HM_METHOD_COUNT, /* ICLRMemoryNotificationCallback::OnMemoryNotification */
+    HM_TRACE_HEAP_RELEASE,                      /* the last IHostMalloc::Release of heap hN */
+    HM_TRACE_METHOD_COUNT
+};
+/* "VirtualAlloc", ..., "OnMemoryNotification", "Release"; NULL when out of range. */
+HM_API const char *hm_trace_method_name(int method);
+
+/* A relocatable address: raw (value is the address), or handle @n / #n plus value as the offset. */
+typedef enum hm_trace_ref_kind { HM_REF_RAW = 0, HM_REF_ALLOC = 1, HM_REF_BLOCK = 2 } hm_trace_ref_kind;
+typedef struct hm_trace_ref {
+    uint64_t value;  /* the address (raw) or the offset from the handle's start */
+    uint32_t handle; /* n of @n or #n (1-based); 0 for raw */
+    uint32_t kind;   /* hm_trace_ref_kind */
+} hm_trace_ref;
+
+/* Out-pointers the caller passed as NULL (the first / second out-parameter of the method). */
+#define HM_TRACE_NULL_OUT1 0x1u /* ppMalloc, ppMem, lpBuffer, pflOldProtect, pMemoryLoad */
+#define HM_TRACE_NULL_OUT2 0x2u /* pResult, pAvailableBytes */
+#define HM_TRACE_FILE_MAX 192   /* DebugAlloc file names are kept up to this many bytes (with the NUL) */
+
+typedef struct hm_trace_call {
+    uint64_t seq;      /* 1, 2, ... in trace order (global over threads) */
+    uint32_t thread;   /* 1, 2, ... in order of first appearance */
+    int method;        /* hm_method or HM_TRACE_ON_NOTIFICATION / HM_TRACE_HEAP_RELEASE */
+    uint32_t nulls;    /* HM_TRACE_NULL_OUT* */
+    /* arguments (which ones a method has: docs/trace-format.md) */
+    hm_trace_ref addr; /* pAddress, lpAddress, startAddress, pMem */
+    uint64_t size;     /* dwSize, cbSize, size, dwLength */
+    uint32_t type;     /* flAllocationType, dwFreeType, dwMallocType */
+    uint32_t prot;     /* flProtect, flNewProtect */
+    int level;         /* EMemoryCriticalLevel, -1 when the method has none */
+    uint32_t heap;     /* hN of heap methods; the heap CreateMalloc made (0 when it failed) */
+    uint32_t callback; /* cN: the callback registered or notified (0 for NULL) */
+    int available;     /* EMemoryAvailable of OnMemoryNotification */
+    int line;          /* DebugAlloc's iLineNo */
+    char file[HM_TRACE_FILE_MAX]; /* DebugAlloc's pszFileName ("" for NULL, see has_file) */
+    int has_file;
+    /* results */
+    HRESULT result;
+    hm_trace_ref mem;       /* *ppMem */
+    uint32_t old_prot;      /* *pflOldProtect */
+    uint64_t query_result;  /* *pResult of VirtualQuery */
+    int has_mbi;            /* the MEMORY_BASIC_INFORMATION below was written */
+    hm_trace_ref mbi_base, mbi_alloc_base;
+    uint32_t mbi_alloc_protect, mbi_state, mbi_protect, mbi_type;
+    uint64_t mbi_region_size;
+    uint32_t load;          /* *pMemoryLoad */
+    uint64_t available_bytes; /* *pAvailableBytes */
+} hm_trace_call;
+
+/* One call as its text line, without newline. Returns the length it needs (like snprintf). */
+HM_API size_t hm_trace_format_call(const hm_trace_call *call, char *buf, size_t len);
+
+/* ---- Reading (streaming: memory is bounded by the live allocations, not by the trace length) ---------------- */
+typedef enum hm_trace_encoding { HM_TRACE_TEXT = 0, HM_TRACE_BINARY = 1, HM_TRACE_RAW = 2 } hm_trace_encoding;
+typedef struct hm_trace_reader hm_trace_reader;
+
+/* Opens path ("-" for stdin, text or binary only). E_INVALIDARG for a file that is not a trace (wrong magic or
+ * version), E_FAIL when it cannot be read; HostMemLastError() says which, naming the file. */
+HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out);
+/* The next call: 1 and *call filled, 0 at the end, -1 on malformed input (hm_trace_error has
+ * "FILE:LINE: field 'F': what", and so has HostMemLastError()). After -1 every call returns -1. */
+HM_API int hm_trace_next(hm_trace_reader *reader, hm_trace_call *call);
+HM_API const char *hm_trace_error(const hm_trace_reader *reader);
+HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *reader);
+/* Raw traces only: slots found empty between calls (calls in flight when the recorder was killed). */
+HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *reader);
+HM_API void hm_trace_close(hm_trace_reader *reader);
+
+/* A whole trace in memory (the reducer and exploration need random access). */
+typedef struct hm_trace {
+    hm_trace_call *calls;
+    size_t count;
+} hm_trace;
+HM_API HRESULT hm_trace_load(const char *path, hm_trace **out);
+HM_API void hm_trace_free(hm_trace *trace);
+
+/* ---- Writing ------------------------------------------------------------------------------------------------ */
+typedef struct hm_trace_writer hm_trace_writer;
+/* path "-" is stdout. Only text and binary can be written (raw is the recorder's alone). */
+HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding, hm_trace_writer **out);
+HM_API HRESULT hm_trace_write(hm_trace_writer *writer, const hm_trace_call *call);
+/* A "# ..." line (text only; ignored by the binary encoding). */
+HM_API HRESULT hm_trace_write_comment(hm_trace_writer *writer, const char *comment);
+/* Flushes and closes; E_FAIL when anything could not be written. */
+HM_API HRESULT hm_trace_writer_close(hm_trace_writer *writer);
+
+/* ---- Replay ------------------------------------------------------------------------------------------------- */
+typedef struct hm_replay_options {
+    /* Makes a fresh manager for each run. NULL: HostMemCreateBuiltinManager("deterministic=1"). */
+    hm_manager_factory_fn factory;
+    void *factory_ctx;
+    /* Recorded E_OUTOFMEMORY (and timeouts, CLR-not-available, ...) of allocating calls are reproduced by
+     * failing those calls through the fault layer (call=N rules) rather than compared. 0 turns that off. */
+    int no_inject;
+    int compare_load;    /* compare GetMemoryLoad's figures too (machine-dependent; off by default) */
+    int context;         /* trace lines shown before a divergence (default 4) */
+    int emit_faults;     /* build fault_spec (below) */
+} hm_replay_options;
+
+typedef struct hm_replay_result {
+    uint64_t calls;          /* trace lines replayed */
+    uint64_t host_calls;     /* calls made to the host (what fault rules count) */
+    uint64_t injected;       /* recorded failures reproduced by injection */
+    uint64_t notifications_recorded, notifications_seen;
+    uint64_t lost;           /* raw traces: calls lost in flight */
+    int diverged;            /* 1 when a result differed */
+    uint64_t divergence_seq; /* the trace's sequence number of the first divergent call */
+    int divergence_method;
+    char field[32];          /* "result", "mem", "old", "base", "state", ... */
+    char expected[80], actual[80];
+    char report[4096];       /* the divergence: context lines, the call, expected vs actual */
+    char *fault_spec;        /* emit_faults: a spec failing the same calls in a rerun of the real program */
+    char error[512];         /* bad input: FILE:LINE: field 'F': ... */
+} hm_replay_result;
+
+/* Replays the trace at path (streamed) or in memory. S_OK when it ran to the end or to a divergence (see
+ * result->diverged); E_INVALIDARG for a malformed trace (result->error); the factory's HRESULT when no manager
+ * could be made. Free fault_spec with HostMemReplayFree. */
+HM_API HRESULT HostMemReplay(const char *path, const hm_replay_options *opts, hm_replay_result *result);
+HM_API HRESULT HostMemReplayTrace(const hm_trace *trace, const hm_replay_options *opts, hm_replay_result *result);
+HM_API void HostMemReplayFree(hm_replay_result *result);
+
+/* ---- Reduction ---------------------------------------------------------------------------------------------- */
+typedef struct hm_reduce_stats {
+    size_t original_calls, reduced_calls;
+    uint64_t replays;        /* replays made to test candidates */
+    char failure[256];       /* the failure kept: "VirtualAlloc result: expected S_OK, got E_OUTOFMEMORY" */
+} hm_reduce_stats;
+
+/* Shrinks trace to a 1-minimal subset (ddmin over calls) that replays with the same failure: the same divergence
+ * (method, field, and for results the same expected and actual HRESULTs), or, for a trace that replays cleanly
+ * but recorded an OOM, the host itself reaching that OOM (same method and level) with injection off. Dropping a
+ * call drops every call using a handle it created. E_INVALIDARG when the trace shows no failure. */
+HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opts, hm_trace **reduced,
+                             hm_reduce_stats *stats);
+
+/* ---- Exploration ------------------------------------------------------------------------------------------- *
+ * A scenario (faults.h) that replays a trace without comparing: ctx is a `const hm_trace *` (hm_trace_load).
+ * Calls whose handles failed to appear are skipped; at the end every heap block, heap, reservation and ledger
+ * range the replay still holds is released. Returns S_OK. */
+HM_API HRESULT hm_trace_scenario(IHostMemoryManager *manager, void *ctx);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,132 @@
+/* Record and replay: what the trace modules share. Internal to hostmem.
+ *
+ * trace_format.c   the call model: per-method fields, text lines and binary records of one call, names of flags
+ * trace_reader.c   the three encodings in, relocation of raw traces, validation of handles
+ * trace_writer.c   text and binary out
+ * recorder.c       the decorator writing raw traces
+ * replay.c         the replayer (also the exploration scenario), reduce.c the reducer */
+#ifndef HOSTMEM_HARNESS_TRACE_INTERNAL_H
+#define HOSTMEM_HARNESS_TRACE_INTERNAL_H
+
+#include <hostmem/hostmem.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HM_TRACE_TEXT_MAGIC "hostmem-trace"
+#define HM_TRACE_TEXT_VERSION 1
+#define HM_TRACE_BIN_MAGIC "hostmem-trace-bin 1\n"
+#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 1\n"
+/* A text line longer than this is malformed (a real line is under 400 bytes). */
+#define HM_TRACE_LINE_MAX 4096
+/* A binary record is never longer than this (the file name dominates). */
+#define HM_TRACE_BIN_RECORD_MAX 640
+
+/* ---- The raw encoding (recorder.c writes it, trace_reader.c reads it) -------------------------------------
+ * A 64-byte header (magic, then zeros), then 64-byte slots. A call takes one slot, or more when it carries a
+ * MEMORY_BASIC_INFORMATION (VirtualQuery: +1) or a file name (DebugAlloc: up to +3). Slot i starts with
+ * commit = HM_RAW_COMMIT_TAG | (i + 1), stored last with release order, so a slot whose commit word is not that
+ * value was never finished: the reader skips it (a call in flight when the recorder died), and zeros to the end
+ * of the file are the end of the trace. */
+#define HM_RAW_SLOT 64
+#define HM_RAW_HEADER 64
+#define HM_RAW_COMMIT_TAG 0x484d540000000000ull /* "HMT" in the top bytes: a zero or stale word never matches */
+#define HM_RAW_COMMIT_MASK 0x0000ffffffffffffull
+#define HM_RAW_HAS_MBI 0x1u
+#define HM_RAW_HAS_FILE 0x2u
+#define HM_RAW_NO_LEVEL 0xffu
+
+typedef struct hm_raw_record {
+    uint64_t commit;
+    uint32_t thread;
+    uint8_t method;
+    uint8_t nslots;  /* 1 + the extra slots that follow */
+    uint8_t level;   /* HM_RAW_NO_LEVEL when the method has none */
+    uint8_t nulls;   /* HM_TRACE_NULL_OUT* */
+    int32_t result;
+    uint32_t a32;    /* type / available (notification) / line */
+    uint64_t addr;
+    uint64_t size;
+    uint64_t out;    /* *ppMem, old protection, *pResult, *pAvailableBytes */
+    uint32_t b32;    /* prot, *pMemoryLoad */
+    uint32_t id;     /* heap or callback */
+    uint32_t flags;  /* HM_RAW_HAS_* */
+    uint32_t reserved;
+} hm_raw_record;
+_Static_assert(sizeof(hm_raw_record) == HM_RAW_SLOT, "a raw record is one slot");
+
+/* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
+/* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */
+int hm_trace_parse_line(const char *line, size_t len, hm_trace_call *call, char *err, size_t errlen);
+/* The binary record of a call: returns its length (at most HM_TRACE_BIN_RECORD_MAX). */
+size_t hm_trace_encode_binary(const hm_trace_call *call, uint8_t *buf);
+/* Decodes one binary record from [p, p+len): returns the bytes used, 0 when more input is needed, -1 on error
+ * (message in err). */
+long hm_trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *call, char *err, size_t errlen);
+
+/* Zeroes a call and sets the "none" values (level -1). */
+void hm_trace_call_init(hm_trace_call *call);
+bool hm_trace_method_has_level(int method);
+bool hm_trace_is_host_method(int method); /* a call made to the host (not a notification or a Release) */
+
+/* The handles a call uses (in its arguments) and the one it creates (a successful VirtualAlloc returning a fresh
+ * @n, Alloc/DebugAlloc's #n, CreateMalloc's hN, a registered cN). Kinds: HM_REF_ALLOC, HM_REF_BLOCK, and: */
+enum { HM_HANDLE_HEAP = 3, HM_HANDLE_CALLBACK = 4 };
+typedef struct hm_trace_handle {
+    uint32_t kind, handle;
+} hm_trace_handle;
+/* Fills uses (up to 4) and returns how many; *created gets the created handle (kind 0 when none). Whether a
+ * VirtualAlloc's mem=@n creates @n is for the caller to say (it is a creation when @n is not known yet). */
+size_t hm_trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, hm_trace_handle *created);
+
+/* ---- Handle tables (reader validation, replay relocation) ------------------------------------------------ */
+/* An open-addressing map from (kind, handle) to what the replay host gave for it. Dead entries (freed) stay
+ * resolvable so later calls may still name them (VirtualQuery after release), up to a bound, past which all
+ * dead entries are dropped at once: memory follows the live state, not the trace length. */
+typedef struct hm_handle_entry {
+    uint64_t key;   /* kind << 32 | handle; 0 = empty */
+    uint64_t address;
+    uint64_t size;
+    uint32_t heap;  /* blocks: their heap */
+    uint8_t live;
+} hm_handle_entry;
+typedef struct hm_handle_map {
+    hm_handle_entry *slots;
+    size_t capacity, count, dead, dead_limit;
+} hm_handle_map;
+void hm_handle_map_init(hm_handle_map *map, size_t dead_limit);
+void hm_handle_map_destroy(hm_handle_map *map);
+hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle);
+/* Inserts or revives; NULL when out of memory. */
+hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle);
+void hm_handle_map_kill(hm_handle_map *map, hm_handle_entry *entry);
+void hm_handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle);
+
+/* ---- Varints (binary encoding) ----------------------------------------------------------------------------- */
+static inline size_t hm_varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Returns the bytes used, 0 when the input ends inside the varint, -1 when it is longer than 10 bytes. */
+static inline long hm_varint_get(const uint8_t *p, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < len && i < 10; i++) {
+        v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *out = v;
+            return (long)i + 1;
+        }
+    }
+    return len >= 10 ? -1 : 0;
+}
+
+#endif

@@ -1,0 +1,662 @@
+/* Reading traces: text, binary and raw, streamed, strict about everything.
+ *
+ * Text and binary traces are already relocated; the reader checks that every handle they name was created
+ * before (and not twice). Raw traces (the recorder's) hold real addresses: the reader relocates them, giving
+ * each region a VirtualAlloc returns @n and each heap block #n in order, and writing later addresses inside
+ * them as handle+offset. Either way memory follows the allocations alive at a point of the trace. */
+#include "error.h"
+#include "trace_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK (256 * 1024)
+/* Dead handles kept resolvable (see hm_handle_map); past this many they are forgotten in one sweep. */
+#define DEAD_HANDLES_KEPT (1u << 20)
+#define DEAD_SPANS_KEPT (1u << 16)
+
+/* A region or block of a raw trace, by its recorded address. */
+typedef struct span {
+    uint64_t start, end; /* [start, end) */
+    uint32_t handle;
+    uint8_t live;
+} span;
+typedef struct span_set {
+    span *v;
+    size_t count, capacity, dead;
+    uint32_t next_handle;
+} span_set;
+
+struct hm_trace_reader {
+    FILE *file;
+    bool own_file;
+    char *path;
+    hm_trace_encoding encoding;
+    uint8_t *buf;
+    size_t start, end; /* unread bytes buf[start, end) */
+    bool eof;
+    uint64_t line;     /* text: line number of the last line; binary: record number; raw: slot number */
+    uint64_t last_seq;
+    int failed;
+    char error[512];
+    /* text and binary: handles seen */
+    hm_handle_map known;
+    /* raw: relocation */
+    span_set regions, blocks;
+    uint32_t *threads; /* recorded thread id -> 1-based order of appearance (index: recorded id) */
+    size_t thread_count;
+    uint32_t next_thread;
+    uint64_t lost;
+    uint64_t slot;
+};
+
+static int reader_fail(hm_trace_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int reader_fail(hm_trace_reader *r, const char *fmt, ...)
+{
+    int n;
+    if (r->encoding == HM_TRACE_TEXT)
+        n = snprintf(r->error, sizeof r->error, "%s:%" PRIu64 ": ", r->path, r->line);
+    else if (r->encoding == HM_TRACE_BINARY)
+        n = snprintf(r->error, sizeof r->error, "%s: record %" PRIu64 ": ", r->path, r->line);
+    else
+        n = snprintf(r->error, sizeof r->error, "%s: slot %" PRIu64 ": ", r->path, r->line);
+    if (n > 0 && (size_t)n < sizeof r->error) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->error + n, sizeof r->error - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    r->failed = 1;
+    hm_set_error("%s", r->error);
+    return -1;
+}
+
+/* Makes at least `want` bytes available in buf[start, end) unless the file ends first. */
+static void fill(hm_trace_reader *r, size_t want)
+{
+    if (r->end - r->start >= want || r->eof)
+        return;
+    memmove(r->buf, r->buf + r->start, r->end - r->start);
+    r->end -= r->start;
+    r->start = 0;
+    while (r->end < want && !r->eof) {
+        size_t n = fread(r->buf + r->end, 1, READ_CHUNK - r->end, r->file);
+        r->end += n;
+        if (n == 0)
+            r->eof = true;
+    }
+}
+
+HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
+{
+    *out = NULL;
+    hm_trace_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->buf = malloc(READ_CHUNK)) || !(r->path = strdup(path))) {
+        if (r)
+            free(r->buf);
+        free(r);
+        hm_set_error("out of memory opening trace '%s'", path);
+        return E_OUTOFMEMORY;
+    }
+    if (strcmp(path, "-") == 0) {
+        r->file = stdin;
+    } else {
+        r->file = fopen(path, "rb");
+        r->own_file = true;
+    }
+    if (!r->file) {
+        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        free(r->buf);
+        free(r->path);
+        free(r);
+        return E_FAIL;
+    }
+    hm_handle_map_init(&r->known, DEAD_HANDLES_KEPT);
+    fill(r, HM_RAW_HEADER);
+    size_t have = r->end - r->start;
+    const char *head = (const char *)r->buf;
+    size_t raw_len = strlen(HM_TRACE_RAW_MAGIC), bin_len = strlen(HM_TRACE_BIN_MAGIC);
+    if (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0) {
+        r->encoding = HM_TRACE_RAW;
+        if (have < HM_RAW_HEADER) {
+            hm_set_error("%s: raw trace header cut short", path);
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
+        r->start = HM_RAW_HEADER;
+    } else if (have >= bin_len && memcmp(head, HM_TRACE_BIN_MAGIC, bin_len) == 0) {
+        r->encoding = HM_TRACE_BINARY;
+        r->start = bin_len;
+    } else {
+        r->encoding = HM_TRACE_TEXT;
+        /* "hostmem-trace VERSION" then a newline. */
+        size_t mlen = strlen(HM_TRACE_TEXT_MAGIC);
+        const char *nl = memchr(head, '\n', have);
+        size_t llen = nl ? (size_t)(nl - head) : have;
+        r->line = 1;
+        if (llen < mlen + 2 || memcmp(head, HM_TRACE_TEXT_MAGIC, mlen) != 0 || head[mlen] != ' ') {
+            hm_set_error("%s:1: field 'version': not a hostmem trace (expected '%s %d' on the first line)", path,
+                         HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION);
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
+        if (llen != mlen + 2 || head[mlen + 1] != '0' + HM_TRACE_TEXT_VERSION) {
+            hm_set_error("%s:1: field 'version': unsupported version '%.*s' (this hostmem reads version %d)", path,
+                         (int)(llen - mlen - 1 > 20 ? 20 : llen - mlen - 1), head + mlen + 1, HM_TRACE_TEXT_VERSION);
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
+        r->start = llen + 1;
+    }
+    *out = r;
+    return S_OK;
+}
+
+HM_API void hm_trace_close(hm_trace_reader *r)
+{
+    if (!r)
+        return;
+    if (r->own_file && r->file)
+        fclose(r->file);
+    hm_handle_map_destroy(&r->known);
+    free(r->regions.v);
+    free(r->blocks.v);
+    free(r->threads);
+    free(r->buf);
+    free(r->path);
+    free(r);
+}
+
+HM_API const char *hm_trace_error(const hm_trace_reader *r) { return r->error; }
+HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *r) { return r->encoding; }
+HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *r) { return r->lost; }
+
+/* ---- Handle checks (text and binary) ----------------------------------------------------------------------- */
+static const char *kind_name(uint32_t kind)
+{
+    switch (kind) {
+    case HM_REF_ALLOC: return "@";
+    case HM_REF_BLOCK: return "#";
+    case HM_HANDLE_HEAP: return "h";
+    default: return "c";
+    }
+}
+
+static const char *use_field(const hm_trace_call *c, uint32_t kind)
+{
+    if (kind == HM_HANDLE_HEAP)
+        return "heap";
+    if (kind == HM_HANDLE_CALLBACK)
+        return "callback";
+    return c->method == HM_METHOD_HEAP_FREE || c->addr.kind != HM_REF_RAW ? "addr" : "mem";
+}
+
+static int check_handles(hm_trace_reader *r, const hm_trace_call *c)
+{
+    hm_trace_handle uses[4], created;
+    size_t n = hm_trace_call_handles(c, uses, &created);
+    for (size_t i = 0; i < n; i++) {
+        if (!hm_handle_map_find(&r->known, uses[i].kind, uses[i].handle))
+            return reader_fail(r, "field '%s': unknown handle '%s%" PRIu32 "'", use_field(c, uses[i].kind),
+                               kind_name(uses[i].kind), uses[i].handle);
+    }
+    /* What a call returns: a fresh handle, or an address inside a known one. */
+    bool ok = SUCCEEDED(c->result);
+    if ((c->method == HM_METHOD_VIRTUAL_ALLOC || c->method == HM_METHOD_HEAP_ALLOC ||
+         c->method == HM_METHOD_HEAP_DEBUG_ALLOC) && c->mem.kind != HM_REF_RAW) {
+        hm_handle_entry *e = hm_handle_map_find(&r->known, c->mem.kind, c->mem.handle);
+        bool fresh = c->mem.value == 0 && (!e || !e->live) && ok;
+        if (!fresh && !e)
+            return reader_fail(r, "field 'mem': unknown handle '%s%" PRIu32 "'", kind_name(c->mem.kind), c->mem.handle);
+        if (c->method != HM_METHOD_VIRTUAL_ALLOC && !fresh)
+            return reader_fail(r, "field 'mem': heap block '#%" PRIu32 "' returned twice", c->mem.handle);
+        if (fresh && e && c->method == HM_METHOD_VIRTUAL_ALLOC && c->mem.kind == HM_REF_ALLOC &&
+            c->addr.kind == HM_REF_ALLOC && c->addr.handle == c->mem.handle)
+            fresh = false; /* committing in a region named by its own (dead) handle: not a new region */
+        if (fresh && e)
+            return reader_fail(r, "field 'mem': handle '%s%" PRIu32 "' created twice", kind_name(c->mem.kind),
+                               c->mem.handle);
+    }
+    if (c->has_mbi) {
+        const hm_trace_ref *refs[2] = {&c->mbi_base, &c->mbi_alloc_base};
+        const char *names[2] = {"base", "allocbase"};
+        for (int i = 0; i < 2; i++)
+            if (refs[i]->kind != HM_REF_RAW && !hm_handle_map_find(&r->known, refs[i]->kind, refs[i]->handle))
+                return reader_fail(r, "field '%s': unknown handle '%s%" PRIu32 "'", names[i], kind_name(refs[i]->kind),
+                                   refs[i]->handle);
+    }
+    if (created.kind) {
+        hm_handle_entry *e = hm_handle_map_find(&r->known, created.kind, created.handle);
+        if (e && (created.kind == HM_HANDLE_HEAP || created.kind == HM_HANDLE_CALLBACK))
+            return reader_fail(r, "field '%s': handle '%s%" PRIu32 "' created twice",
+                               created.kind == HM_HANDLE_HEAP ? "heap" : "callback", kind_name(created.kind),
+                               created.handle);
+        if (!e && !hm_handle_map_put(&r->known, created.kind, created.handle))
+            return reader_fail(r, "out of memory");
+    }
+    /* What a call ends. */
+    hm_handle_entry *dead = NULL;
+    if (ok && c->method == HM_METHOD_VIRTUAL_FREE && (c->type & MEM_RELEASE) && c->addr.kind == HM_REF_ALLOC)
+        dead = hm_handle_map_find(&r->known, HM_REF_ALLOC, c->addr.handle);
+    else if (ok && c->method == HM_METHOD_HEAP_FREE && c->addr.kind == HM_REF_BLOCK)
+        dead = hm_handle_map_find(&r->known, HM_REF_BLOCK, c->addr.handle);
+    else if (c->method == HM_TRACE_HEAP_RELEASE)
+        dead = hm_handle_map_find(&r->known, HM_HANDLE_HEAP, c->heap);
+    if (dead)
+        hm_handle_map_kill(&r->known, dead);
+    return 0;
+}
+
+static int check_call(hm_trace_reader *r, const hm_trace_call *c)
+{
+    if (c->seq <= r->last_seq)
+        return reader_fail(r, "field 'seq': %" PRIu64 " does not follow %" PRIu64, c->seq, r->last_seq);
+    r->last_seq = c->seq;
+    return check_handles(r, c);
+}
+
+/* ---- Text --------------------------------------------------------------------------------------------------- */
+static int next_text(hm_trace_reader *r, hm_trace_call *c)
+{
+    for (;;) {
+        fill(r, HM_TRACE_LINE_MAX + 1);
+        if (r->start == r->end)
+            return 0;
+        const char *s = (const char *)r->buf + r->start;
+        size_t have = r->end - r->start;
+        const char *nl = memchr(s, '\n', have);
+        r->line++;
+        if (!nl && have > HM_TRACE_LINE_MAX)
+            return reader_fail(r, "field 'line': longer than %d bytes", HM_TRACE_LINE_MAX);
+        /* A last line without newline is a line cut by a crash: read it if it parses, else end there. */
+        bool cut = !nl;
+        size_t len = nl ? (size_t)(nl - s) : have;
+        r->start += nl ? len + 1 : len;
+        if (len && s[len - 1] == '\r')
+            len--;
+        if (len > HM_TRACE_LINE_MAX)
+            return reader_fail(r, "field 'line': longer than %d bytes", HM_TRACE_LINE_MAX);
+        size_t i = 0;
+        while (i < len && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        if (i == len || s[i] == '#')
+            continue;
+        char err[256];
+        if (hm_trace_parse_line(s, len, c, err, sizeof err) != 0) {
+            if (cut)
+                return 0;
+            return reader_fail(r, "%s", err);
+        }
+        return check_call(r, c) ? -1 : 1;
+    }
+}
+
+/* ---- Binary ------------------------------------------------------------------------------------------------- */
+static int next_binary(hm_trace_reader *r, hm_trace_call *c)
+{
+    fill(r, HM_TRACE_BIN_RECORD_MAX);
+    if (r->start == r->end)
+        return 0;
+    r->line++;
+    char err[256];
+    long n = hm_trace_decode_binary(r->buf + r->start, r->end - r->start, c, err, sizeof err);
+    if (n < 0)
+        return reader_fail(r, "%s", err);
+    if (n == 0)
+        return reader_fail(r, "field '?': record cut short (the file ends inside it)");
+    r->start += (size_t)n;
+    return check_call(r, c) ? -1 : 1;
+}
+
+/* ---- Raw: relocation ---------------------------------------------------------------------------------------- */
+/* The last span starting at or before addr, or -1. */
+static long span_floor(const span_set *s, uint64_t addr)
+{
+    long lo = 0, hi = (long)s->count - 1, found = -1;
+    while (lo <= hi) {
+        long mid = lo + (hi - lo) / 2;
+        if (s->v[mid].start <= addr) {
+            found = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    return found;
+}
+
+static span *span_containing(span_set *s, uint64_t addr)
+{
+    long i = span_floor(s, addr);
+    return i >= 0 && addr < s->v[i].end ? &s->v[i] : NULL;
+}
+
+static void span_erase(span_set *s, size_t i)
+{
+    if (!s->v[i].live)
+        s->dead--;
+    memmove(&s->v[i], &s->v[i + 1], (s->count - i - 1) * sizeof *s->v);
+    s->count--;
+}
+
+/* A new span: whatever it overlaps is gone (the host reused the addresses), so it is dropped. */
+static span *span_insert(span_set *s, uint64_t start, uint64_t size)
+{
+    uint64_t end = start + (size ? size : 1);
+    if (end < start)
+        end = UINT64_MAX;
+    long i = span_floor(s, start);
+    if (i >= 0 && s->v[i].end > start)
+        span_erase(s, (size_t)i--);
+    size_t at = (size_t)(i + 1);
+    while (at < s->count && s->v[at].start < end)
+        span_erase(s, at);
+    if (s->count == s->capacity) {
+        size_t capacity = s->capacity ? s->capacity * 2 : 64;
+        span *v = realloc(s->v, capacity * sizeof *v);
+        if (!v)
+            return NULL;
+        s->v = v;
+        s->capacity = capacity;
+    }
+    memmove(&s->v[at + 1], &s->v[at], (s->count - at) * sizeof *s->v);
+    s->count++;
+    s->v[at] = (span){start, end, ++s->next_handle, 1};
+    return &s->v[at];
+}
+
+static void span_kill(span_set *s, span *sp)
+{
+    if (!sp->live)
+        return;
+    sp->live = 0;
+    if (++s->dead > DEAD_SPANS_KEPT) {
+        size_t j = 0;
+        for (size_t i = 0; i < s->count; i++)
+            if (s->v[i].live)
+                s->v[j++] = s->v[i];
+        s->count = j;
+        s->dead = 0;
+    }
+}
+
+static hm_trace_ref relocate(hm_trace_reader *r, uint64_t addr)
+{
+    span *sp = span_containing(&r->blocks, addr);
+    if (sp)
+        return (hm_trace_ref){addr - sp->start, sp->handle, HM_REF_BLOCK};
+    sp = span_containing(&r->regions, addr);
+    if (sp)
+        return (hm_trace_ref){addr - sp->start, sp->handle, HM_REF_ALLOC};
+    return (hm_trace_ref){addr, 0, HM_REF_RAW};
+}
+
+static uint32_t thread_number(hm_trace_reader *r, uint32_t recorded)
+{
+    if (recorded >= r->thread_count) {
+        size_t count = recorded + 16;
+        uint32_t *t = realloc(r->threads, count * sizeof *t);
+        if (!t)
+            return 0;
+        memset(t + r->thread_count, 0, (count - r->thread_count) * sizeof *t);
+        r->threads = t;
+        r->thread_count = count;
+    }
+    if (!r->threads[recorded])
+        r->threads[recorded] = ++r->next_thread;
+    return r->threads[recorded];
+}
+
+static bool slot_committed(const uint8_t *p, uint64_t slot)
+{
+    uint64_t commit;
+    memcpy(&commit, p, sizeof commit);
+    return commit == (HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK));
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+static int next_raw(hm_trace_reader *r, hm_trace_call *c)
+{
+    hm_raw_record rec;
+    for (;;) {
+        fill(r, HM_RAW_SLOT * 4);
+        size_t have = r->end - r->start;
+        if (have < HM_RAW_SLOT)
+            return 0; /* the end, or a slot cut short by a kill */
+        const uint8_t *p = r->buf + r->start;
+        r->line = r->slot + 1;
+        if (!slot_committed(p, r->slot)) {
+            /* Zeros to the end of the file are the unused rest of the recorder's mapping; anything else is a
+             * call that was in flight when the recorder died, or garbage. */
+            if (all_zero(p, HM_RAW_SLOT)) {
+                bool rest_zero = true;
+                while (rest_zero) {
+                    fill(r, READ_CHUNK);
+                    if (r->start == r->end)
+                        return 0;
+                    size_t n = (r->end - r->start) / HM_RAW_SLOT * HM_RAW_SLOT;
+                    if (n == 0)
+                        return 0;
+                    for (size_t off = 0; off < n; off += HM_RAW_SLOT) {
+                        if (!all_zero(r->buf + r->start + off, HM_RAW_SLOT)) {
+                            rest_zero = false;
+                            n = off;
+                            break;
+                        }
+                    }
+                    r->start += n;
+                    r->slot += n / HM_RAW_SLOT;
+                }
+                r->lost++; /* a hole with calls after it */
+                continue;
+            }
+            r->start += HM_RAW_SLOT;
+            r->slot++;
+            r->lost++;
+            continue;
+        }
+        memcpy(&rec, p, sizeof rec);
+        if (rec.nslots < 1 || rec.nslots > 4 || rec.method >= HM_TRACE_METHOD_COUNT)
+            return reader_fail(r, "field '%s': bad value in a committed slot", rec.method >= HM_TRACE_METHOD_COUNT ? "method" : "nslots");
+        if (have < (size_t)rec.nslots * HM_RAW_SLOT)
+            return 0; /* extra slots cut off: the call was in flight */
+        break;
+    }
+    const uint8_t *extra = r->buf + r->start + HM_RAW_SLOT;
+    r->start += (size_t)rec.nslots * HM_RAW_SLOT;
+    r->slot += rec.nslots;
+
+    hm_trace_call_init(c);
+    c->seq = ++r->last_seq;
+    c->thread = thread_number(r, rec.thread);
+    c->method = rec.method;
+    c->nulls = rec.nulls & (HM_TRACE_NULL_OUT1 | HM_TRACE_NULL_OUT2);
+    c->result = rec.result;
+    c->level = hm_trace_method_has_level(c->method) ? (rec.level == HM_RAW_NO_LEVEL ? -1 : rec.level) : -1;
+    bool ok = SUCCEEDED(rec.result);
+    switch (c->method) {
+    case HM_METHOD_CREATE_MALLOC:
+        c->type = rec.a32;
+        c->heap = ok ? rec.id : 0;
+        break;
+    case HM_METHOD_VIRTUAL_ALLOC: {
+        c->addr = relocate(r, rec.addr);
+        c->size = rec.size;
+        c->type = rec.a32;
+        c->prot = rec.b32;
+        if (c->nulls & HM_TRACE_NULL_OUT1)
+            break;
+        span *sp = ok && rec.out ? span_containing(&r->regions, rec.out) : NULL;
+        if (sp && sp->live) {
+            c->mem = (hm_trace_ref){rec.out - sp->start, sp->handle, HM_REF_ALLOC};
+        } else if (ok && rec.out) {
+            sp = span_insert(&r->regions, rec.out, rec.size);
+            if (!sp)
+                return reader_fail(r, "out of memory");
+            c->mem = (hm_trace_ref){0, sp->handle, HM_REF_ALLOC};
+        } else {
+            c->mem = relocate(r, rec.out);
+        }
+        break;
+    }
+    case HM_METHOD_VIRTUAL_FREE: {
+        c->addr = relocate(r, rec.addr);
+        c->size = rec.size;
+        c->type = rec.a32;
+        span *sp = span_containing(&r->regions, rec.addr);
+        if (ok && (rec.a32 & MEM_RELEASE) && sp)
+            span_kill(&r->regions, sp);
+        break;
+    }
+    case HM_METHOD_VIRTUAL_QUERY:
+        c->addr = relocate(r, rec.addr);
+        c->size = rec.size;
+        c->query_result = rec.out;
+        if (rec.flags & HM_RAW_HAS_MBI && rec.nslots >= 2) {
+            MEMORY_BASIC_INFORMATION mbi;
+            memcpy(&mbi, extra, sizeof mbi);
+            c->has_mbi = 1;
+            c->mbi_base = relocate(r, (uint64_t)(uintptr_t)mbi.BaseAddress);
+            c->mbi_alloc_base = relocate(r, (uint64_t)(uintptr_t)mbi.AllocationBase);
+            c->mbi_alloc_protect = mbi.AllocationProtect;
+            c->mbi_region_size = mbi.RegionSize;
+            c->mbi_state = mbi.State;
+            c->mbi_protect = mbi.Protect;
+            c->mbi_type = mbi.Type;
+        }
+        break;
+    case HM_METHOD_VIRTUAL_PROTECT:
+        c->addr = relocate(r, rec.addr);
+        c->size = rec.size;
+        c->prot = rec.b32;
+        c->old_prot = (uint32_t)rec.out;
+        break;
+    case HM_METHOD_GET_MEMORY_LOAD:
+        c->load = rec.b32;
+        c->available_bytes = rec.out;
+        break;
+    case HM_METHOD_REGISTER_CALLBACK:
+        c->callback = rec.id;
+        break;
+    case HM_METHOD_NEEDS_VAS:
+    case HM_METHOD_ACQUIRED_VAS:
+        c->addr = relocate(r, rec.addr);
+        c->size = rec.size;
+        break;
+    case HM_METHOD_RELEASED_VAS:
+        c->addr = relocate(r, rec.addr);
+        break;
+    case HM_METHOD_HEAP_ALLOC:
+    case HM_METHOD_HEAP_DEBUG_ALLOC:
+        c->heap = rec.id;
+        c->size = rec.size;
+        if (c->method == HM_METHOD_HEAP_DEBUG_ALLOC) {
+            c->line = (int)rec.a32;
+            if (rec.flags & HM_RAW_HAS_FILE) {
+                size_t room = (size_t)(rec.nslots - 1) * HM_RAW_SLOT;
+                if (room > HM_TRACE_FILE_MAX - 1)
+                    room = HM_TRACE_FILE_MAX - 1;
+                memcpy(c->file, extra, room);
+                c->file[room] = '\0';
+                c->has_file = 1;
+            }
+        }
+        if (c->nulls & HM_TRACE_NULL_OUT1)
+            break;
+        if (ok && rec.out) {
+            span *sp = span_insert(&r->blocks, rec.out, rec.size);
+            if (!sp)
+                return reader_fail(r, "out of memory");
+            c->mem = (hm_trace_ref){0, sp->handle, HM_REF_BLOCK};
+        } else {
+            c->mem = relocate(r, rec.out);
+        }
+        break;
+    case HM_METHOD_HEAP_FREE: {
+        c->heap = rec.id;
+        c->addr = relocate(r, rec.addr);
+        span *sp = span_containing(&r->blocks, rec.addr);
+        if (ok && sp && sp->start == rec.addr)
+            span_kill(&r->blocks, sp);
+        break;
+    }
+    case HM_TRACE_ON_NOTIFICATION:
+        c->callback = rec.id;
+        c->available = (int)rec.a32;
+        break;
+    case HM_TRACE_HEAP_RELEASE:
+        c->heap = rec.id;
+        break;
+    }
+    return 1;
+}
+
+HM_API int hm_trace_next(hm_trace_reader *r, hm_trace_call *c)
+{
+    if (r->failed)
+        return -1;
+    switch (r->encoding) {
+    case HM_TRACE_TEXT: return next_text(r, c);
+    case HM_TRACE_BINARY: return next_binary(r, c);
+    case HM_TRACE_RAW: return next_raw(r, c);
+    }
+    return -1;
+}
+
+HM_API HRESULT hm_trace_load(const char *path, hm_trace **out)
+{
+    *out = NULL;
+    hm_trace_reader *r;
+    HRESULT hr = hm_trace_open(path, &r);
+    if (FAILED(hr))
+        return hr;
+    hm_trace *t = calloc(1, sizeof *t);
+    size_t capacity = 0;
+    int got = 0;
+    if (!t) {
+        hm_trace_close(r);
+        return E_OUTOFMEMORY;
+    }
+    for (;;) {
+        if (t->count == capacity) {
+            capacity = capacity ? capacity * 2 : 256;
+            hm_trace_call *calls = realloc(t->calls, capacity * sizeof *calls);
+            if (!calls) {
+                hm_set_error("out of memory loading trace '%s'", path);
+                got = -2;
+                break;
+            }
+            t->calls = calls;
+        }
+        got = hm_trace_next(r, &t->calls[t->count]);
+        if (got <= 0)
+            break;
+        t->count++;
+    }
+    hm_trace_close(r); /* keeps HostMemLastError() */
+    if (got < 0) {
+        hm_trace_free(t);
+        return got == -2 ? E_OUTOFMEMORY : E_INVALIDARG;
+    }
+    *out = t;
+    return S_OK;
+}
+
+HM_API void hm_trace_free(hm_trace *t)
+{
+    if (!t)
+        return;
+    free(t->calls);
+    free(t);
+}

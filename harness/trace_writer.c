@@ -1,0 +1,97 @@
+/* Writing traces: text (one line per call) and binary (varints), through stdio buffering. */
+#include "error.h"
+#include "trace_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct hm_trace_writer {
+    FILE *file;
+    bool own_file;
+    hm_trace_encoding encoding;
+    bool failed;
+};
+
+HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding, hm_trace_writer **out)
+{
+    *out = NULL;
+    if (encoding != HM_TRACE_TEXT && encoding != HM_TRACE_BINARY) {
+        hm_set_error("only the recorder writes raw traces");
+        return E_INVALIDARG;
+    }
+    hm_trace_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return E_OUTOFMEMORY;
+    w->encoding = encoding;
+    if (strcmp(path, "-") == 0) {
+        w->file = stdout;
+    } else {
+        w->file = fopen(path, "wb");
+        w->own_file = true;
+    }
+    if (!w->file) {
+        hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+        free(w);
+        return E_FAIL;
+    }
+    if (encoding == HM_TRACE_TEXT)
+        fprintf(w->file, "%s %d\n", HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION);
+    else
+        fputs(HM_TRACE_BIN_MAGIC, w->file);
+    *out = w;
+    return S_OK;
+}
+
+HM_API HRESULT hm_trace_write(hm_trace_writer *w, const hm_trace_call *c)
+{
+    if (c->method < 0 || c->method >= HM_TRACE_METHOD_COUNT)
+        return E_INVALIDARG;
+    if (w->encoding == HM_TRACE_TEXT) {
+        char line[HM_TRACE_LINE_MAX];
+        size_t n = hm_trace_format_call(c, line, sizeof line);
+        if (n >= sizeof line)
+            return E_INVALIDARG; /* cannot happen with HM_TRACE_FILE_MAX names, but never write half a line */
+        line[n++] = '\n';
+        if (fwrite(line, 1, n, w->file) != n)
+            w->failed = true;
+    } else {
+        uint8_t rec[HM_TRACE_BIN_RECORD_MAX];
+        size_t n = hm_trace_encode_binary(c, rec);
+        if (fwrite(rec, 1, n, w->file) != n)
+            w->failed = true;
+    }
+    return w->failed ? E_FAIL : S_OK;
+}
+
+HM_API HRESULT hm_trace_write_comment(hm_trace_writer *w, const char *comment)
+{
+    if (w->encoding != HM_TRACE_TEXT)
+        return S_FALSE;
+    /* One comment line per line of the text, so a newline in it cannot forge a call. */
+    const char *s = comment;
+    do {
+        const char *nl = strchr(s, '\n');
+        int len = nl ? (int)(nl - s) : (int)strlen(s);
+        if (fprintf(w->file, "# %.*s\n", len, s) < 0)
+            w->failed = true;
+        s = nl ? nl + 1 : NULL;
+    } while (s && *s);
+    return w->failed ? E_FAIL : S_OK;
+}
+
+HM_API HRESULT hm_trace_writer_close(hm_trace_writer *w)
+{
+    if (!w)
+        return S_OK;
+    if (fflush(w->file) != 0 || ferror(w->file))
+        w->failed = true;
+    if (w->own_file && fclose(w->file) != 0)
+        w->failed = true;
+    HRESULT hr = w->failed ? E_FAIL : S_OK;
+    if (FAILED(hr))
+        hm_set_error("writing the trace failed: %s", strerror(errno));
+    free(w);
+    return hr;
+}
