@@ -1,0 +1,976 @@
+/* The conformance rules and their runner (see conform.h). Each check works on a fresh manager, states what it
+ * expected and what it got, and stops at the first difference. */
+#include "conform.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INVALID_PARAMETER HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER)
+#define INVALID_ADDRESS HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
+#define BAD_LENGTH HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
+#define KB(x) ((size_t)(x) << 10)
+
+static void verdict(hm_rule_ctx *c, hm_rule_status status, const char *expected, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void verdict(hm_rule_ctx *c, hm_rule_status status, const char *expected, const char *fmt, ...)
+{
+    if (c->result->status != HM_RULE_PASS)
+        return; /* the first difference is the one reported */
+    c->result->status = status;
+    snprintf(c->result->expected, sizeof c->result->expected, "%s", expected);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->result->actual, sizeof c->result->actual, fmt, ap);
+    va_end(ap);
+}
+
+/* A call must return exactly `want`; otherwise the rule fails with both named. */
+#define EXPECT_HR(c, what, call, want)                                                                            \
+    do {                                                                                                          \
+        HRESULT got_ = (call);                                                                                    \
+        if (got_ != (want)) {                                                                                     \
+            char exp_[200];                                                                                       \
+            snprintf(exp_, sizeof exp_, "%s -> %s", what, hm_hr_name(want));                                      \
+            verdict(c, HM_RULE_FAIL, exp_, "%s", hm_hr_name(got_));                                               \
+            return;                                                                                               \
+        }                                                                                                         \
+    } while (0)
+
+#define EXPECT(c, cond, expected, ...)                                                                            \
+    do {                                                                                                          \
+        if (!(cond)) {                                                                                            \
+            verdict(c, HM_RULE_FAIL, expected, __VA_ARGS__);                                                      \
+            return;                                                                                               \
+        }                                                                                                         \
+    } while (0)
+
+static void *reserve(hm_rule_ctx *c, size_t size, DWORD type, DWORD protect)
+{
+    void *p = NULL;
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(c->m, NULL, size, type, protect, eTaskCritical, &p);
+    if (hr != S_OK || !p) {
+        verdict(c, HM_RULE_FAIL, "a plain VirtualAlloc to set the rule up succeeds", "%s", hm_hr_name(hr));
+        return NULL;
+    }
+    return p;
+}
+
+static bool query(hm_rule_ctx *c, void *address, MEMORY_BASIC_INFORMATION *mbi)
+{
+    SIZE_T n = 0;
+    memset(mbi, 0, sizeof *mbi);
+    HRESULT hr = IHostMemoryManager_VirtualQuery(c->m, address, mbi, sizeof *mbi, &n);
+    if (hr != S_OK || n != sizeof *mbi) {
+        verdict(c, HM_RULE_FAIL, "VirtualQuery succeeds and writes 48 bytes", "%s, %zu bytes", hm_hr_name(hr),
+                (size_t)n);
+        return false;
+    }
+    return true;
+}
+
+static void release(hm_rule_ctx *c, void *p) { IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_RELEASE); }
+
+/* Expects the region fields of a query; -1 / (DWORD)-1 skips a field. */
+static bool expect_region(hm_rule_ctx *c, const char *what, void *address, DWORD state, DWORD protect, size_t size,
+                          void *alloc_base, DWORD alloc_protect)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    if (!query(c, address, &mbi))
+        return false;
+    bool ok = mbi.State == state && mbi.Protect == protect && (size == (size_t)-1 || mbi.RegionSize == size) &&
+              mbi.AllocationBase == alloc_base && (alloc_protect == (DWORD)-1 || mbi.AllocationProtect == alloc_protect);
+    if (!ok) {
+        char exp[200];
+        snprintf(exp, sizeof exp, "%s: State %#x Protect %#x RegionSize %#zx AllocationBase %p", what, state, protect,
+                 size, alloc_base);
+        verdict(c, HM_RULE_FAIL, exp, "State %#x Protect %#x RegionSize %#zx AllocationBase %p AllocationProtect %#x",
+                mbi.State, mbi.Protect, (size_t)mbi.RegionSize, mbi.AllocationBase, mbi.AllocationProtect);
+    }
+    return ok;
+}
+
+/* ---- VirtualAlloc argument checks ---------------------------------------------------------------------------- */
+
+typedef struct bad_alloc {
+    const char *id, *what;
+    uintptr_t address;
+    size_t size;
+    DWORD type, protect;
+    HRESULT want;
+} bad_alloc;
+
+static const bad_alloc bad_allocs[] = {
+    {"vm.alloc.size-zero", "VirtualAlloc(NULL, 0, MEM_RESERVE, PAGE_READWRITE)", 0, 0, MEM_RESERVE, PAGE_READWRITE,
+     INVALID_PARAMETER},
+    {"vm.alloc.type-zero", "VirtualAlloc(NULL, 4K, 0, PAGE_READWRITE)", 0, KB(4), 0, PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.type-unknown", "VirtualAlloc(NULL, 4K, MEM_RESERVE|0x40000000, PAGE_READWRITE)", 0, KB(4),
+     MEM_RESERVE | 0x40000000u, PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.type-decommit", "VirtualAlloc(NULL, 4K, MEM_DECOMMIT, PAGE_READWRITE)", 0, KB(4), MEM_DECOMMIT,
+     PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.top-down-alone", "VirtualAlloc(NULL, 4K, MEM_TOP_DOWN, PAGE_READWRITE)", 0, KB(4), MEM_TOP_DOWN,
+     PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.protect-zero-reserve", "VirtualAlloc(NULL, 4K, MEM_RESERVE, 0)", 0, KB(4), MEM_RESERVE, 0,
+     INVALID_PARAMETER},
+    {"vm.alloc.protect-zero-commit", "VirtualAlloc(NULL, 4K, MEM_COMMIT, 0)", 0, KB(4), MEM_COMMIT, 0,
+     INVALID_PARAMETER},
+    {"vm.alloc.protect-two-base", "VirtualAlloc(NULL, 4K, MEM_COMMIT, PAGE_READWRITE|PAGE_READONLY)", 0, KB(4),
+     MEM_COMMIT, PAGE_READWRITE | PAGE_READONLY, INVALID_PARAMETER},
+    {"vm.alloc.protect-writecopy", "VirtualAlloc(NULL, 4K, MEM_COMMIT, PAGE_WRITECOPY)", 0, KB(4), MEM_COMMIT,
+     PAGE_WRITECOPY, INVALID_PARAMETER},
+    {"vm.alloc.reset-combined", "VirtualAlloc(NULL, 4K, MEM_RESERVE|MEM_RESET, PAGE_READWRITE)", 0, KB(4),
+     MEM_RESERVE | MEM_RESET, PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.low-address", "VirtualAlloc(0x1000, 4K, MEM_RESERVE, PAGE_READWRITE)", 0x1000, KB(4), MEM_RESERVE,
+     PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.size-beyond-address-space", "VirtualAlloc(NULL, 2^62, MEM_RESERVE, PAGE_READWRITE)", 0,
+     (size_t)1 << 62, MEM_RESERVE, PAGE_READWRITE, INVALID_PARAMETER},
+    {"vm.alloc.commit-unreserved", "VirtualAlloc(0x10000000, 4K, MEM_COMMIT, PAGE_READWRITE) where nothing is reserved",
+     0x10000000, KB(4), MEM_COMMIT, PAGE_READWRITE, INVALID_ADDRESS},
+};
+
+static void check_bad_alloc(hm_rule_ctx *c, const char *id)
+{
+    for (size_t i = 0; i < sizeof bad_allocs / sizeof bad_allocs[0]; i++) {
+        const bad_alloc *b = &bad_allocs[i];
+        if (strcmp(b->id, id) != 0)
+            continue;
+        void *p = (void *)1;
+        EXPECT_HR(c, b->what, IHostMemoryManager_VirtualAlloc(c->m, (void *)b->address, b->size, b->type, b->protect,
+                                                              eTaskCritical, &p),
+                  b->want);
+        EXPECT(c, p == NULL, "*ppMem is NULL after a failed VirtualAlloc", "%p", p);
+    }
+}
+
+#define BAD_ALLOC_RULE(name, suffix)                                                                              \
+    static void rule_##name(hm_rule_ctx *c) { check_bad_alloc(c, "vm.alloc." suffix); }
+BAD_ALLOC_RULE(size_zero, "size-zero")
+BAD_ALLOC_RULE(type_zero, "type-zero")
+BAD_ALLOC_RULE(type_unknown, "type-unknown")
+BAD_ALLOC_RULE(type_decommit, "type-decommit")
+BAD_ALLOC_RULE(top_down_alone, "top-down-alone")
+BAD_ALLOC_RULE(protect_zero_reserve, "protect-zero-reserve")
+BAD_ALLOC_RULE(protect_zero_commit, "protect-zero-commit")
+BAD_ALLOC_RULE(protect_two_base, "protect-two-base")
+BAD_ALLOC_RULE(protect_writecopy, "protect-writecopy")
+BAD_ALLOC_RULE(reset_combined, "reset-combined")
+BAD_ALLOC_RULE(low_address, "low-address")
+BAD_ALLOC_RULE(huge_size, "size-beyond-address-space")
+BAD_ALLOC_RULE(commit_unreserved, "commit-unreserved")
+
+static void rule_alloc_null_out(hm_rule_ctx *c)
+{
+    EXPECT_HR(c, "VirtualAlloc(..., ppMem = NULL)",
+              IHostMemoryManager_VirtualAlloc(c->m, NULL, KB(4), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, NULL),
+              E_POINTER);
+}
+
+/* ---- Reserving ------------------------------------------------------------------------------------------------ */
+
+static void rule_reserve_granularity(hm_rule_ctx *c)
+{
+    for (int i = 0; i < 8; i++) {
+        void *p = reserve(c, KB(4) * (size_t)(i + 1), MEM_RESERVE, PAGE_READWRITE);
+        if (!p)
+            return;
+        EXPECT(c, ((uintptr_t)p & 0xFFFF) == 0, "reservations at NULL start on a 64 KiB boundary", "%p", p);
+    }
+}
+
+static void rule_reserve_fresh_query(hm_rule_ctx *c)
+{
+    void *p = reserve(c, 0xFFFC, MEM_RESERVE, PAGE_READWRITE);
+    if (p && expect_region(c, "a fresh 0xFFFC-byte reservation", p, MEM_RESERVE, 0, 0x10000, p, PAGE_READWRITE)) {
+        MEMORY_BASIC_INFORMATION mbi;
+        if (query(c, p, &mbi))
+            EXPECT(c, mbi.Type == MEM_PRIVATE, "Type MEM_PRIVATE", "Type %#x", mbi.Type);
+    }
+}
+
+static void rule_reserve_one_page(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE, PAGE_READWRITE);
+    if (!p || !expect_region(c, "a one-page reservation", p, MEM_RESERVE, 0, KB(4), p, PAGE_READWRITE))
+        return;
+    void *q = (void *)1;
+    EXPECT_HR(c, "VirtualAlloc(reservation + 0x1000, 4K, MEM_RESERVE) inside the taken granule",
+              IHostMemoryManager_VirtualAlloc(c->m, p + 0x1000, KB(4), MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q),
+              INVALID_ADDRESS);
+}
+
+static void rule_reserve_conflict(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q;
+    if (p)
+        EXPECT_HR(c, "VirtualAlloc(existing + 0x8000, 64K, MEM_RESERVE)",
+                  IHostMemoryManager_VirtualAlloc(c->m, p + 0x8000, KB(64), MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q),
+                  INVALID_ADDRESS);
+}
+
+static void rule_reserve_reuse(hm_rule_ctx *c)
+{
+    void *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE), *q = NULL;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base, 0, MEM_RELEASE)", IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_RELEASE), S_OK);
+    EXPECT_HR(c, "VirtualAlloc(released base, 4K, MEM_RESERVE|MEM_COMMIT)",
+              IHostMemoryManager_VirtualAlloc(c->m, p, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q),
+              S_OK);
+    EXPECT(c, q == p, "the released base is returned again", "%p instead of %p", q, p);
+}
+
+static void rule_reserve_rounds_down(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(128), MEM_RESERVE, PAGE_READWRITE);
+    void *q = NULL;
+    if (!p)
+        return;
+    release(c, p);
+    EXPECT_HR(c, "VirtualAlloc(base + 0x1234, 4K, MEM_RESERVE)",
+              IHostMemoryManager_VirtualAlloc(c->m, p + 0x1234, KB(4), MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q),
+              S_OK);
+    EXPECT(c, q == p, "the address is rounded down to 64 KiB", "%p for a request at %p", q, (void *)(p + 0x1234));
+    expect_region(c, "reserved up to the end of the request", p, MEM_RESERVE, 0, 0x3000, p, PAGE_READWRITE);
+}
+
+static void rule_reserve_top_down(hm_rule_ctx *c)
+{
+    void *low = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *high = low ? reserve(c, KB(64), MEM_RESERVE | MEM_TOP_DOWN, PAGE_READWRITE) : NULL;
+    if (high)
+        EXPECT(c, (uintptr_t)high > (uintptr_t)low, "a MEM_TOP_DOWN reservation lies above one made before it",
+               "%p below %p", high, low);
+}
+
+/* ---- Committing ------------------------------------------------------------------------------------------------ */
+
+static void rule_commit_at_null(hm_rule_ctx *c)
+{
+    void *p = reserve(c, KB(8), MEM_COMMIT, PAGE_READWRITE);
+    if (p)
+        expect_region(c, "MEM_COMMIT at NULL reserves and commits", p, MEM_COMMIT, PAGE_READWRITE, KB(8), p,
+                      PAGE_READWRITE);
+}
+
+static void rule_commit_zeroed(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q;
+    if (!p)
+        return;
+    EXPECT_HR(c, "commit 16 pages", IHostMemoryManager_VirtualAlloc(c->m, p, KB(64), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    for (size_t i = 0; i < KB(64); i += 511)
+        EXPECT(c, p[i] == 0, "freshly committed pages read as zero", "byte %zu is %#x", i, (unsigned char)p[i]);
+    memset(p, 0x5A, KB(64));
+    EXPECT_HR(c, "decommit", IHostMemoryManager_VirtualFree(c->m, p, KB(64), MEM_DECOMMIT), S_OK);
+    EXPECT_HR(c, "recommit", IHostMemoryManager_VirtualAlloc(c->m, p, KB(64), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    for (size_t i = 0; i < KB(64); i += 509)
+        EXPECT(c, p[i] == 0, "pages read as zero after decommit and recommit", "byte %zu is %#x", i, (unsigned char)p[i]);
+}
+
+static void rule_commit_keeps_contents(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(8), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    void *q;
+    if (!p)
+        return;
+    memset(p, 0x77, KB(8));
+    EXPECT_HR(c, "commit committed pages again", IHostMemoryManager_VirtualAlloc(c->m, p, KB(8), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    EXPECT(c, p[0] == 0x77 && p[KB(8) - 1] == 0x77, "recommitting committed pages keeps their contents", "%#x",
+           (unsigned char)p[0]);
+}
+
+static void rule_commit_sets_protection(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(8), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    void *q;
+    if (!p)
+        return;
+    EXPECT_HR(c, "commit again PAGE_READONLY", IHostMemoryManager_VirtualAlloc(c->m, p, KB(4), MEM_COMMIT, PAGE_READONLY, eTaskCritical, &q), S_OK);
+    expect_region(c, "the recommitted page takes the new protection", p, MEM_COMMIT, PAGE_READONLY, KB(4), p,
+                  PAGE_READWRITE);
+}
+
+static void rule_commit_rounds(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q = NULL;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualAlloc(base + 0x1FFF, 2, MEM_COMMIT)",
+              IHostMemoryManager_VirtualAlloc(c->m, p + 0x1FFF, 2, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    EXPECT(c, q == p + 0x1000, "the page-rounded address is returned", "%p", q);
+    expect_region(c, "both pages the range touches are committed", p + 0x1000, MEM_COMMIT, PAGE_READWRITE, KB(8), p,
+                  PAGE_READWRITE);
+}
+
+static void rule_commit_past_end(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualAlloc(base + 0xF000, 0x2000, MEM_COMMIT) running past the reservation",
+              IHostMemoryManager_VirtualAlloc(c->m, p + 0xF000, 0x2000, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q),
+              INVALID_ADDRESS);
+    expect_region(c, "nothing was committed", p + 0xF000, MEM_RESERVE, 0, KB(4), p, PAGE_READWRITE);
+}
+
+static void rule_commit_noaccess_reported(hm_rule_ctx *c)
+{
+    void *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_NOACCESS);
+    if (p)
+        expect_region(c, "a committed PAGE_NOACCESS page", p, MEM_COMMIT, PAGE_NOACCESS, KB(4), p, PAGE_NOACCESS);
+}
+
+/* ---- Decommit and release ------------------------------------------------------------------------------------- */
+
+static void rule_decommit_rounds(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base + 0x1FFF, 2, MEM_DECOMMIT)", IHostMemoryManager_VirtualFree(c->m, p + 0x1FFF, 2, MEM_DECOMMIT), S_OK);
+    if (!expect_region(c, "page 0 stays committed", p, MEM_COMMIT, PAGE_READWRITE, KB(4), p, PAGE_READWRITE))
+        return;
+    expect_region(c, "pages 1-2 are reserved again", p + 0x1000, MEM_RESERVE, 0, KB(8), p, PAGE_READWRITE);
+}
+
+static void rule_decommit_size0(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base + 0x1001, 0, MEM_DECOMMIT)", IHostMemoryManager_VirtualFree(c->m, p + 0x1001, 0, MEM_DECOMMIT), INVALID_ADDRESS);
+    EXPECT_HR(c, "VirtualFree(base, 0, MEM_DECOMMIT)", IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_DECOMMIT), S_OK);
+    expect_region(c, "size 0 at the base decommits the whole reservation", p, MEM_RESERVE, 0, KB(64), p, PAGE_READWRITE);
+}
+
+static void rule_decommit_past_end(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base, 0x10000, MEM_DECOMMIT) on a one-page reservation",
+              IHostMemoryManager_VirtualFree(c->m, p, KB(64), MEM_DECOMMIT), INVALID_PARAMETER);
+    expect_region(c, "nothing was decommitted", p, MEM_COMMIT, PAGE_READWRITE, KB(4), p, PAGE_READWRITE);
+}
+
+static void rule_decommit_reserved(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    if (p)
+        EXPECT_HR(c, "VirtualFree(reserved pages, MEM_DECOMMIT)", IHostMemoryManager_VirtualFree(c->m, p, KB(16), MEM_DECOMMIT), S_OK);
+}
+
+static void rule_release_size_nonzero(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base, 1, MEM_RELEASE)", IHostMemoryManager_VirtualFree(c->m, p, 1, MEM_RELEASE), INVALID_PARAMETER);
+    expect_region(c, "nothing was released", p, MEM_RESERVE, 0, KB(64), p, PAGE_READWRITE);
+}
+
+static void rule_release_not_base(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(128), MEM_RESERVE, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base + 0x1000, 0, MEM_RELEASE)", IHostMemoryManager_VirtualFree(c->m, p + 0x1000, 0, MEM_RELEASE), INVALID_ADDRESS);
+    EXPECT_HR(c, "VirtualFree(base + 0x10000, 0, MEM_RELEASE)", IHostMemoryManager_VirtualFree(c->m, p + 0x10000, 0, MEM_RELEASE), INVALID_ADDRESS);
+    EXPECT_HR(c, "VirtualFree(base + 0xFFF, 0, MEM_RELEASE) inside the first page", IHostMemoryManager_VirtualFree(c->m, p + 0xFFF, 0, MEM_RELEASE), S_OK);
+}
+
+static void rule_release_twice(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "release", IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_RELEASE), S_OK);
+    EXPECT_HR(c, "release again", IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_RELEASE), INVALID_ADDRESS);
+    expect_region(c, "released memory is free", p, MEM_FREE, PAGE_NOACCESS, (size_t)-1, NULL, 0);
+}
+
+static void rule_free_type(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualFree(base, 0, 0)", IHostMemoryManager_VirtualFree(c->m, p, 0, 0), INVALID_PARAMETER);
+    EXPECT_HR(c, "VirtualFree(base, 0, MEM_DECOMMIT|MEM_RELEASE)", IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_DECOMMIT | MEM_RELEASE), INVALID_PARAMETER);
+    EXPECT_HR(c, "VirtualFree(base, 0, MEM_FREE)", IHostMemoryManager_VirtualFree(c->m, p, 0, MEM_FREE), INVALID_PARAMETER);
+}
+
+/* ---- VirtualProtect ----------------------------------------------------------------------------------------------- */
+
+static void rule_protect_old_first_page(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    DWORD old = 0;
+    if (!p)
+        return;
+    EXPECT_HR(c, "protect page 0 read-only", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), PAGE_READONLY, &old), S_OK);
+    EXPECT_HR(c, "protect all 16 pages", IHostMemoryManager_VirtualProtect(c->m, p, KB(64), PAGE_EXECUTE_READ, &old), S_OK);
+    EXPECT(c, old == PAGE_READONLY, "the old protection is the first page's (PAGE_READONLY)", "%#x", old);
+}
+
+static void rule_protect_splits(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    DWORD old;
+    if (!p)
+        return;
+    EXPECT_HR(c, "protect 3 pages", IHostMemoryManager_VirtualProtect(c->m, p, KB(12), PAGE_READONLY, &old), S_OK);
+    if (expect_region(c, "the 3 pages form a region", p, MEM_COMMIT, PAGE_READONLY, KB(12), p, PAGE_READWRITE))
+        expect_region(c, "the rest another", p + KB(12), MEM_COMMIT, PAGE_READWRITE, KB(52), p, PAGE_READWRITE);
+}
+
+static void rule_protect_uncommitted(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q;
+    DWORD old = 0xDEAD;
+    if (!p)
+        return;
+    EXPECT_HR(c, "commit page 0", IHostMemoryManager_VirtualAlloc(c->m, p, KB(4), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    EXPECT_HR(c, "VirtualProtect(base, 0xFFFC) over uncommitted pages", IHostMemoryManager_VirtualProtect(c->m, p, 0xFFFC, PAGE_READONLY, &old), INVALID_ADDRESS);
+    expect_region(c, "the committed page is unchanged", p, MEM_COMMIT, PAGE_READWRITE, KB(4), p, PAGE_READWRITE);
+}
+
+static void rule_protect_free(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    DWORD old;
+    if (!p)
+        return;
+    release(c, p);
+    EXPECT_HR(c, "VirtualProtect of released memory", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), PAGE_READONLY, &old), INVALID_ADDRESS);
+}
+
+static void rule_protect_invalid(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    DWORD old;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualProtect(..., 0)", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), 0, &old), INVALID_PARAMETER);
+    EXPECT_HR(c, "VirtualProtect(..., PAGE_WRITECOPY)", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), PAGE_WRITECOPY, &old), INVALID_PARAMETER);
+    expect_region(c, "unchanged", p, MEM_COMMIT, PAGE_READWRITE, KB(4), p, PAGE_READWRITE);
+}
+
+static void rule_protect_null_old(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (p)
+        EXPECT_HR(c, "VirtualProtect(..., pflOldProtect = NULL)", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), PAGE_READONLY, NULL), E_POINTER);
+}
+
+static void rule_protect_round_trip(hm_rule_ctx *c)
+{
+    static const DWORD protections[] = {PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_EXECUTE, PAGE_EXECUTE_READ,
+                                        PAGE_EXECUTE_READWRITE};
+    char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    DWORD old, previous = PAGE_READWRITE;
+    if (!p)
+        return;
+    for (size_t i = 0; i < 6; i++) {
+        EXPECT_HR(c, "VirtualProtect to each base protection", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), protections[i], &old), S_OK);
+        EXPECT(c, old == previous, "the previous protection comes back verbatim", "%#x instead of %#x", old, previous);
+        if (!expect_region(c, "the protection is reported verbatim", p, MEM_COMMIT, protections[i], KB(4), p, PAGE_READWRITE))
+            return;
+        previous = protections[i];
+    }
+}
+
+/* ---- VirtualQuery ------------------------------------------------------------------------------------------------- */
+
+static void rule_query_base_rounded(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    MEMORY_BASIC_INFORMATION mbi;
+    if (p && query(c, p + 0x1234, &mbi))
+        EXPECT(c, mbi.BaseAddress == p + 0x1000 && mbi.RegionSize == 0xF000,
+               "BaseAddress is the queried address rounded down to a page, RegionSize from there",
+               "BaseAddress %p RegionSize %#zx", mbi.BaseAddress, (size_t)mbi.RegionSize);
+}
+
+static void rule_query_not_merged(hm_rule_ctx *c)
+{
+    char *a = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    void *b = NULL;
+    if (!a)
+        return;
+    if (IHostMemoryManager_VirtualAlloc(c->m, a + KB(64), KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                        eTaskCritical, &b) != S_OK) {
+        verdict(c, HM_RULE_INFO, "an adjacent reservation could be made to test with", "the host refused one");
+        return;
+    }
+    expect_region(c, "two adjacent alike allocations are separate regions", a, MEM_COMMIT, PAGE_READWRITE, KB(64), a,
+                  PAGE_READWRITE);
+}
+
+static void rule_query_free_region(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE, PAGE_READWRITE);
+    void *q = NULL;
+    if (!p)
+        return;
+    if (IHostMemoryManager_VirtualAlloc(c->m, p + KB(128), KB(4), MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q) != S_OK) {
+        verdict(c, HM_RULE_INFO, "a reservation 128 KiB further could be made", "the host refused one");
+        return;
+    }
+    expect_region(c, "free space runs up to the next allocation", p + KB(4), MEM_FREE, PAGE_NOACCESS, KB(124), NULL, 0);
+}
+
+static void rule_query_short_buffer(hm_rule_ctx *c)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n = 7;
+    EXPECT_HR(c, "VirtualQuery(..., dwLength = 47)", IHostMemoryManager_VirtualQuery(c->m, &mbi, &mbi, sizeof mbi - 1, &n), BAD_LENGTH);
+    EXPECT(c, n == 0, "*pResult is 0 on failure", "%zu", (size_t)n);
+}
+
+static void rule_query_beyond_user_space(hm_rule_ctx *c)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n;
+    EXPECT_HR(c, "VirtualQuery(0xFFFF800000000000)", IHostMemoryManager_VirtualQuery(c->m, (void *)0xFFFF800000000000ull, &mbi, sizeof mbi, &n), INVALID_PARAMETER);
+}
+
+static void rule_query_null_pointers(hm_rule_ctx *c)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n;
+    EXPECT_HR(c, "VirtualQuery(..., lpBuffer = NULL)", IHostMemoryManager_VirtualQuery(c->m, &mbi, NULL, sizeof mbi, &n), E_POINTER);
+    EXPECT_HR(c, "VirtualQuery(..., pResult = NULL)", IHostMemoryManager_VirtualQuery(c->m, &mbi, &mbi, sizeof mbi, NULL), E_POINTER);
+}
+
+static void rule_query_own_stack(hm_rule_ctx *c)
+{
+    int local = 0;
+    MEMORY_BASIC_INFORMATION mbi;
+    if (query(c, &local, &mbi))
+        EXPECT(c, mbi.State == MEM_COMMIT && mbi.Protect == PAGE_READWRITE && mbi.Type == MEM_PRIVATE,
+               "the caller's own stack is MEM_COMMIT, PAGE_READWRITE, MEM_PRIVATE (a runtime queries its stack)",
+               "State %#x Protect %#x Type %#x", mbi.State, mbi.Protect, mbi.Type);
+}
+
+/* ---- MEM_RESET ------------------------------------------------------------------------------------------------------ */
+
+static void rule_reset_stays_committed(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(8), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    void *q;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualAlloc(base, 4K, MEM_RESET, PAGE_NOACCESS)", IHostMemoryManager_VirtualAlloc(c->m, p, KB(4), MEM_RESET, PAGE_NOACCESS, eTaskCritical, &q), S_OK);
+    expect_region(c, "reset pages stay committed with their protection", p, MEM_COMMIT, PAGE_READWRITE, KB(8), p, PAGE_READWRITE);
+}
+
+static void rule_guard_reported(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD);
+    if (p)
+        expect_region(c, "PAGE_GUARD is reported in Protect and AllocationProtect", p, MEM_COMMIT,
+                      PAGE_READWRITE | PAGE_GUARD, KB(4), p, PAGE_READWRITE | PAGE_GUARD);
+}
+
+/* ---- COM --------------------------------------------------------------------------------------------------------- */
+
+static void rule_com_queryinterface(hm_rule_ctx *c)
+{
+    void *p = (void *)1;
+    EXPECT_HR(c, "QueryInterface(IID_IHostMemoryManager)", IHostMemoryManager_QueryInterface(c->m, &IID_IHostMemoryManager, &p), S_OK);
+    EXPECT(c, p == c->m, "the same interface pointer", "%p", p);
+    IHostMemoryManager_Release(c->m);
+    EXPECT_HR(c, "QueryInterface(IID_IUnknown)", IHostMemoryManager_QueryInterface(c->m, &IID_IUnknown, &p), S_OK);
+    IHostMemoryManager_Release(c->m);
+    EXPECT_HR(c, "QueryInterface(IID_IHostMalloc)", IHostMemoryManager_QueryInterface(c->m, &IID_IHostMalloc, &p), E_NOINTERFACE);
+    EXPECT(c, p == NULL, "*ppv is NULL when the interface is not supported", "%p", p);
+}
+
+static void rule_com_refcount(hm_rule_ctx *c)
+{
+    ULONG a = IHostMemoryManager_AddRef(c->m);
+    ULONG b = IHostMemoryManager_AddRef(c->m);
+    ULONG r1 = IHostMemoryManager_Release(c->m);
+    ULONG r2 = IHostMemoryManager_Release(c->m);
+    EXPECT(c, b == a + 1 && r1 == b - 1 && r2 == a - 1, "AddRef and Release return the new count",
+           "AddRef %u, %u; Release %u, %u", a, b, r1, r2);
+}
+
+/* ---- Heaps ---------------------------------------------------------------------------------------------------------- */
+
+static IHostMalloc *make_heap(hm_rule_ctx *c)
+{
+    IHostMalloc *h = NULL;
+    HRESULT hr = IHostMemoryManager_CreateMalloc(c->m, MALLOC_THREADSAFE, &h);
+    if (hr != S_OK || !h) {
+        verdict(c, HM_RULE_FAIL, "CreateMalloc(MALLOC_THREADSAFE) gives a heap", "%s", hm_hr_name(hr));
+        return NULL;
+    }
+    return h;
+}
+
+static void rule_heap_blocks(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    if (!h)
+        return;
+    enum { N = 200 };
+    char *blocks[N];
+    for (int i = 0; i < N; i++) {
+        size_t size = 1 + (size_t)(i * 37 % 2000);
+        if (IHostMalloc_Alloc(h, size, eTaskCritical, (void **)&blocks[i]) != S_OK) {
+            verdict(c, HM_RULE_FAIL, "Alloc of small blocks succeeds", "block %d failed", i);
+            IHostMalloc_Release(h);
+            return;
+        }
+        memset(blocks[i], i & 0xFF, size);
+    }
+    for (int i = 0; i < N; i++) {
+        size_t size = 1 + (size_t)(i * 37 % 2000);
+        for (size_t k = 0; k < size; k += 97)
+            if ((unsigned char)blocks[i][k] != (i & 0xFF)) {
+                verdict(c, HM_RULE_FAIL, "blocks never overlap: each keeps what was written", "block %d byte %zu changed", i, k);
+                IHostMalloc_Release(h);
+                return;
+            }
+    }
+    for (int i = 0; i < N; i++)
+        IHostMalloc_Free(h, blocks[i]);
+    IHostMalloc_Release(h);
+}
+
+static void rule_heap_free_null(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    if (!h)
+        return;
+    HRESULT hr = IHostMalloc_Free(h, NULL);
+    IHostMalloc_Release(h);
+    EXPECT(c, SUCCEEDED(hr), "Free(NULL) succeeds (the CLR passes it through)", "%s", hm_hr_name(hr));
+}
+
+static void rule_heap_free_foreign(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    int local;
+    if (!h)
+        return;
+    HRESULT hr = IHostMalloc_Free(h, &local);
+    IHostMalloc_Release(h);
+    EXPECT(c, hr == HOST_E_INVALIDOPERATION, "Free of a pointer the heap does not own -> HOST_E_INVALIDOPERATION", "%s",
+           hm_hr_name(hr));
+}
+
+static void rule_heap_double_free(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    void *keep, *p;
+    if (!h)
+        return;
+    IHostMalloc_Alloc(h, 64, eTaskCritical, &keep);
+    IHostMalloc_Alloc(h, 64, eTaskCritical, &p);
+    HRESULT first = IHostMalloc_Free(h, p), second = IHostMalloc_Free(h, p);
+    IHostMalloc_Free(h, keep);
+    IHostMalloc_Release(h);
+    EXPECT(c, first == S_OK && second == HOST_E_INVALIDOPERATION, "a double free -> HOST_E_INVALIDOPERATION",
+           "first %s, second %s", hm_hr_name(first), hm_hr_name(second));
+}
+
+static void rule_heap_null_out(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    if (!h)
+        return;
+    HRESULT hr = IHostMalloc_Alloc(h, 16, eTaskCritical, NULL);
+    IHostMalloc_Release(h);
+    EXPECT(c, hr == E_POINTER, "Alloc(..., ppMem = NULL) -> E_POINTER", "%s", hm_hr_name(hr));
+}
+
+/* ---- Load, callbacks, ledger --------------------------------------------------------------------------------------- */
+
+static void rule_load_reported(hm_rule_ctx *c)
+{
+    DWORD load = 999;
+    SIZE_T avail = 0;
+    EXPECT_HR(c, "GetMemoryLoad", IHostMemoryManager_GetMemoryLoad(c->m, &load, &avail), S_OK);
+    EXPECT(c, load <= 100, "the memory load is a percentage", "%u", load);
+    EXPECT(c, avail > 0, "some bytes are available to a fresh host", "%zu", (size_t)avail);
+    EXPECT_HR(c, "GetMemoryLoad(NULL, ...)", IHostMemoryManager_GetMemoryLoad(c->m, NULL, &avail), E_POINTER);
+}
+
+typedef struct counting_cb {
+    ICLRMemoryNotificationCallback iface;
+    atomic_int ref;
+} counting_cb;
+static counting_cb *cb_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_cb, iface); }
+static HRESULT STDMETHODCALLTYPE cb_QI(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
+{
+    (void)i, (void)r;
+    *p = NULL;
+    return E_NOINTERFACE;
+}
+static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_of(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_of(i)->ref, 1) - 1; }
+static HRESULT STDMETHODCALLTYPE cb_On(ICLRMemoryNotificationCallback *i, EMemoryAvailable e) { (void)i, (void)e; return S_OK; }
+static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QI, cb_AddRef, cb_Release, cb_On};
+
+static void rule_callback_reference(hm_rule_ctx *c)
+{
+    static counting_cb cb; /* outlives the manager, which releases it when it goes */
+    cb.iface.lpVtbl = &cb_vtbl;
+    atomic_store(&cb.ref, 1);
+    EXPECT_HR(c, "RegisterMemoryNotificationCallback", IHostMemoryManager_RegisterMemoryNotificationCallback(c->m, &cb.iface), S_OK);
+    EXPECT(c, atomic_load(&cb.ref) >= 2, "the host keeps a reference to the callback", "refcount %d", atomic_load(&cb.ref));
+}
+
+static void rule_ledger_round_trip(hm_rule_ctx *c)
+{
+    EXPECT_HR(c, "AcquiredVirtualAddressSpace(0x60000000, 1M)", IHostMemoryManager_AcquiredVirtualAddressSpace(c->m, (void *)0x60000000, 1 << 20), S_OK);
+    EXPECT_HR(c, "ReleasedVirtualAddressSpace(0x60000000)", IHostMemoryManager_ReleasedVirtualAddressSpace(c->m, (void *)0x60000000), S_OK);
+}
+
+static void rule_ledger_release_unknown(hm_rule_ctx *c)
+{
+    HRESULT hr = IHostMemoryManager_ReleasedVirtualAddressSpace(c->m, (void *)0x61230000);
+    EXPECT(c, FAILED(hr), "ReleasedVirtualAddressSpace of a range never acquired is refused", "%s", hm_hr_name(hr));
+}
+
+/* ---- Failure atomicity and threads ---------------------------------------------------------------------------------- */
+
+static void rule_failed_call_changes_nothing(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q;
+    DWORD old;
+    if (!p)
+        return;
+    EXPECT_HR(c, "commit page 2", IHostMemoryManager_VirtualAlloc(c->m, p + KB(8), KB(4), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    IHostMemoryManager_VirtualAlloc(c->m, p + KB(60), KB(8), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q);
+    IHostMemoryManager_VirtualProtect(c->m, p, KB(16), PAGE_READONLY, &old);
+    IHostMemoryManager_VirtualFree(c->m, p, KB(128), MEM_DECOMMIT);
+    if (!expect_region(c, "after three failing calls, page 0-1 still reserved", p, MEM_RESERVE, 0, KB(8), p, PAGE_READWRITE))
+        return;
+    if (!expect_region(c, "page 2 still committed read-write", p + KB(8), MEM_COMMIT, PAGE_READWRITE, KB(4), p, PAGE_READWRITE))
+        return;
+    expect_region(c, "pages 3-15 still reserved", p + KB(12), MEM_RESERVE, 0, KB(52), p, PAGE_READWRITE);
+}
+
+typedef struct thread_arg {
+    IHostMemoryManager *m;
+    int id;
+    atomic_int *errors;
+} thread_arg;
+
+static void *worker(void *p)
+{
+    thread_arg *a = p;
+    for (int i = 0; i < 500; i++) {
+        char *base;
+        void *q;
+        MEMORY_BASIC_INFORMATION mbi;
+        SIZE_T n;
+        if (IHostMemoryManager_VirtualAlloc(a->m, NULL, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                            (void **)&base) != S_OK) {
+            atomic_fetch_add(a->errors, 1);
+            continue;
+        }
+        base[100] = (char)a->id;
+        if (IHostMemoryManager_VirtualQuery(a->m, base, &mbi, sizeof mbi, &n) != S_OK || mbi.AllocationBase != base ||
+            base[100] != (char)a->id)
+            atomic_fetch_add(a->errors, 1);
+        (void)q;
+        if (IHostMemoryManager_VirtualFree(a->m, base, 0, MEM_RELEASE) != S_OK)
+            atomic_fetch_add(a->errors, 1);
+    }
+    return NULL;
+}
+
+static void rule_threads(hm_rule_ctx *c)
+{
+    atomic_int errors = 0;
+    pthread_t t[4];
+    thread_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (thread_arg){c->m, i + 1, &errors};
+        pthread_create(&t[i], NULL, worker, &args[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    EXPECT(c, atomic_load(&errors) == 0, "4 threads reserving, querying and releasing at once get consistent answers",
+           "%d wrong answers", atomic_load(&errors));
+}
+
+/* ---- Policy (information only) ----------------------------------------------------------------------------------- */
+
+static void rule_policy_levels(hm_rule_ctx *c)
+{
+    void *p = NULL;
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(c->m, NULL, (size_t)1 << 40, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
+    if (SUCCEEDED(hr)) {
+        release(c, p);
+        verdict(c, HM_RULE_INFO, "the host enforces a commit budget", "a 1 TiB eTaskCritical commit succeeded");
+    } else if (hr != E_OUTOFMEMORY) {
+        verdict(c, HM_RULE_FAIL, "an impossible commit fails with E_OUTOFMEMORY", "%s", hm_hr_name(hr));
+    }
+}
+
+/* ---- The catalogue ----------------------------------------------------------------------------------------------- */
+
+#define R(id, statement, ref, fn) {id, statement, ref, fn, false}
+#define POLICY(id, statement, ref, fn) {id, statement, ref, fn, true}
+static const hm_rule rules[] = {
+    R("vm.alloc.size-zero", "VirtualAlloc of size 0 fails with ERROR_INVALID_PARAMETER", "B.1 1", rule_size_zero),
+    R("vm.alloc.type-zero", "allocation type 0 fails with ERROR_INVALID_PARAMETER", "B.1 2", rule_type_zero),
+    R("vm.alloc.type-unknown", "unknown allocation type bits fail with ERROR_INVALID_PARAMETER", "B.1 3", rule_type_unknown),
+    R("vm.alloc.type-decommit", "MEM_DECOMMIT is not an allocation type", "B.1 3", rule_type_decommit),
+    R("vm.alloc.top-down-alone", "MEM_TOP_DOWN without MEM_RESERVE/MEM_COMMIT fails", "B.1 2", rule_top_down_alone),
+    R("vm.alloc.protect-zero-reserve", "protection 0 fails even for a reserve", "B.1 4", rule_protect_zero_reserve),
+    R("vm.alloc.protect-zero-commit", "protection 0 fails for a commit", "B.1 4", rule_protect_zero_commit),
+    R("vm.alloc.protect-two-base", "two base protections fail", "B.1 5", rule_protect_two_base),
+    R("vm.alloc.protect-writecopy", "PAGE_WRITECOPY fails for private memory", "B.1 6", rule_protect_writecopy),
+    R("vm.alloc.reset-combined", "MEM_RESET combined with another type fails", "B.1 9", rule_reset_combined),
+    R("vm.alloc.low-address", "an address in the first 64 KiB fails with ERROR_INVALID_PARAMETER", "B.1 13", rule_low_address),
+    R("vm.alloc.size-beyond-address-space", "a size beyond the address space fails", "B.1 14", rule_huge_size),
+    R("vm.alloc.commit-unreserved", "MEM_COMMIT where nothing is reserved fails with ERROR_INVALID_ADDRESS", "B.3 28", rule_commit_unreserved),
+    R("errors.null-out-pointer", "a NULL out-pointer is E_POINTER, never a crash", "contract.md", rule_alloc_null_out),
+    R("vm.reserve.granularity", "reservations at NULL are 64 KiB aligned", "B.2 16", rule_reserve_granularity),
+    R("vm.reserve.fresh-query", "a fresh reservation queries as MEM_RESERVE, Protect 0, its AllocationProtect, MEM_PRIVATE, size rounded to pages", "B.2 17, 25", rule_reserve_fresh_query),
+    R("vm.reserve.one-page-granule", "a one-page reservation still takes its whole 64 KiB granule", "B.2 17", rule_reserve_one_page),
+    R("vm.reserve.conflict", "reserving over an existing reservation fails with ERROR_INVALID_ADDRESS", "B.2 19", rule_reserve_conflict),
+    R("vm.reserve.reuse-released", "a released base can be reserved again at once", "B.2 21", rule_reserve_reuse),
+    R("vm.reserve.rounds-down", "an explicit address is rounded down to 64 KiB", "B.2 18", rule_reserve_rounds_down),
+    R("vm.reserve.top-down", "MEM_TOP_DOWN places a reservation above an earlier one", "B.2 23", rule_reserve_top_down),
+    R("vm.commit.at-null", "MEM_COMMIT at NULL reserves and commits", "B.3 27", rule_commit_at_null),
+    R("vm.commit.zeroed", "committed pages read as zero, also after decommit and recommit", "B.3 34, B.5 51", rule_commit_zeroed),
+    R("vm.commit.keeps-contents", "recommitting committed pages keeps their contents", "B.3 31", rule_commit_keeps_contents),
+    R("vm.commit.sets-protection", "recommitting sets the new protection", "B.3 33", rule_commit_sets_protection),
+    R("vm.commit.rounds-to-pages", "a commit covers every page its range touches and returns the page-rounded address", "B.3 30", rule_commit_rounds),
+    R("vm.commit.past-end", "a commit running past its reservation fails and commits nothing", "B.3 28", rule_commit_past_end),
+    R("vm.commit.noaccess-reported", "a committed PAGE_NOACCESS page reports PAGE_NOACCESS, not 0", "B.3 35", rule_commit_noaccess_reported),
+    R("vm.decommit.rounds", "a decommit covers every page its range touches", "B.5 44", rule_decommit_rounds),
+    R("vm.decommit.size0", "size 0 decommits the whole reservation at its base, and fails elsewhere", "B.5 46-47", rule_decommit_size0),
+    R("vm.decommit.past-end", "a decommit running past its reservation fails with ERROR_INVALID_PARAMETER", "B.5 48", rule_decommit_past_end),
+    R("vm.decommit.reserved", "decommitting reserved pages succeeds", "B.5 45", rule_decommit_reserved),
+    R("vm.release.size-nonzero", "MEM_RELEASE with a size fails with ERROR_INVALID_PARAMETER", "B.6 55", rule_release_size_nonzero),
+    R("vm.release.not-at-base", "MEM_RELEASE away from the base fails; inside the first page it works", "B.6 56-57", rule_release_not_base),
+    R("vm.release.twice", "releasing twice fails with ERROR_INVALID_ADDRESS; released memory is MEM_FREE", "B.6 58, 62", rule_release_twice),
+    R("vm.free.type", "free type 0, MEM_FREE and MEM_DECOMMIT|MEM_RELEASE fail", "B.6 60-61", rule_free_type),
+    R("vm.protect.old-is-first-page", "VirtualProtect returns the first page's old protection", "B.7 64", rule_protect_old_first_page),
+    R("vm.protect.splits-regions", "protecting part of a run splits it", "B.7 72", rule_protect_splits),
+    R("vm.protect.uncommitted", "any uncommitted page fails the whole VirtualProtect with ERROR_INVALID_ADDRESS", "B.7 66", rule_protect_uncommitted),
+    R("vm.protect.free", "VirtualProtect of free memory fails with ERROR_INVALID_ADDRESS", "B.7 67", rule_protect_free),
+    R("vm.protect.invalid", "an invalid protection fails with ERROR_INVALID_PARAMETER and changes nothing", "B.7 70", rule_protect_invalid),
+    R("vm.protect.null-old", "a NULL pflOldProtect is E_POINTER", "B.7 65", rule_protect_null_old),
+    R("vm.protect.round-trip", "each base protection is reported back verbatim", "B.7 71", rule_protect_round_trip),
+    R("vm.query.base-rounded", "BaseAddress is the queried address rounded down to a page", "B.8 80", rule_query_base_rounded),
+    R("vm.query.not-merged", "regions never run across allocations, even alike adjacent ones", "B.8 81", rule_query_not_merged),
+    R("vm.query.free-region-size", "a free region runs up to the next allocation", "B.8 85", rule_query_free_region),
+    R("vm.query.short-buffer", "a buffer under 48 bytes fails with ERROR_BAD_LENGTH and *pResult 0", "B.8 78", rule_query_short_buffer),
+    R("vm.query.beyond-user-space", "an address beyond user space fails with ERROR_INVALID_PARAMETER", "B.8 79", rule_query_beyond_user_space),
+    R("vm.query.null-pointers", "NULL lpBuffer or pResult is E_POINTER", "contract.md", rule_query_null_pointers),
+    R("vm.query.own-stack", "memory the host does not own (the caller's stack) is answered from the process map", "B.8 87", rule_query_own_stack),
+    R("vm.reset.stays-committed", "MEM_RESET leaves pages committed with their protection", "B.4 38", rule_reset_stays_committed),
+    R("vm.guard.reported", "PAGE_GUARD is reported in Protect and AllocationProtect", "B.9 88", rule_guard_reported),
+    R("atomicity.failed-calls-change-nothing", "failing commits, protects and decommits change no page", "B.11 99", rule_failed_call_changes_nothing),
+    R("com.queryinterface", "QueryInterface gives IHostMemoryManager and IUnknown, E_NOINTERFACE and NULL otherwise", "COM", rule_com_queryinterface),
+    R("com.refcount", "AddRef and Release return the new count", "COM", rule_com_refcount),
+    R("heap.blocks-distinct", "heap blocks never overlap and keep their contents", "contract.md", rule_heap_blocks),
+    R("heap.free-null", "Free(NULL) succeeds", "contract-research.md 7.3", rule_heap_free_null),
+    R("heap.free-foreign-pointer", "Free of a pointer the heap does not own is HOST_E_INVALIDOPERATION", "contract.md", rule_heap_free_foreign),
+    R("heap.double-free", "a double free is HOST_E_INVALIDOPERATION", "contract.md", rule_heap_double_free),
+    R("heap.null-out-pointer", "Alloc with a NULL ppMem is E_POINTER", "contract.md", rule_heap_null_out),
+    R("load.reported", "GetMemoryLoad gives a percentage and available bytes; NULL pointers are E_POINTER", "contract.md", rule_load_reported),
+    R("callback.registered-addref", "a registered callback is kept with a reference", "contract.md", rule_callback_reference),
+    R("ledger.round-trip", "an acquired range can be released", "contract.md", rule_ledger_round_trip),
+    POLICY("ledger.release-unknown", "releasing a range never acquired is refused", "issue 3", rule_ledger_release_unknown),
+    R("threads.concurrent-reserve-release", "concurrent reserve/query/release from 4 threads stay consistent", "B.11 100", rule_threads),
+    POLICY("policy.commit-budget", "an impossible commit fails with E_OUTOFMEMORY", "contract.md", rule_policy_levels),
+};
+
+const hm_rule *hm_conform_rules(size_t *count)
+{
+    *count = sizeof rules / sizeof rules[0];
+    return rules;
+}
+
+/* ---- Running a rule, isolated -------------------------------------------------------------------------------------- */
+
+static void run_in_process(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
+{
+    hm_rule_ctx c = {NULL, out};
+    HRESULT hr = o->factory(o->host_options, &c.m);
+    if (FAILED(hr) || !c.m) {
+        out->status = HM_RULE_FAIL;
+        snprintf(out->expected, sizeof out->expected, "HostMemCreateManager gives a manager");
+        snprintf(out->actual, sizeof out->actual, "%s", hm_hr_name(hr));
+        return;
+    }
+    rule->check(&c);
+    IHostMemoryManager_Release(c.m);
+    if (rule->policy && out->status == HM_RULE_FAIL)
+        out->status = HM_RULE_INFO;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
+{
+    memset(out, 0, sizeof *out);
+    double t0 = now_ms();
+    if (o->no_fork) {
+        run_in_process(rule, o, out);
+        out->ms = now_ms() - t0;
+        return;
+    }
+    int fds[2];
+    if (pipe(fds) != 0) {
+        run_in_process(rule, o, out);
+        out->ms = now_ms() - t0;
+        return;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        alarm(o->timeout_seconds ? o->timeout_seconds : 10);
+        hm_rule_result r = {0};
+        run_in_process(rule, o, &r);
+        ssize_t w = write(fds[1], &r, sizeof r);
+        _exit(w == (ssize_t)sizeof r ? 0 : 3);
+    }
+    close(fds[1]);
+    hm_rule_result r;
+    ssize_t got = read(fds[0], &r, sizeof r);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (got == (ssize_t)sizeof r) {
+        *out = r;
+    } else {
+        out->status = HM_RULE_FAIL;
+        snprintf(out->expected, sizeof out->expected, "the check runs to its end");
+        if (WIFSIGNALED(status))
+            snprintf(out->actual, sizeof out->actual, "the host crashed: %s (signal %d)%s",
+                     strsignal(WTERMSIG(status)), WTERMSIG(status), WTERMSIG(status) == SIGALRM ? ", timed out" : "");
+        else
+            snprintf(out->actual, sizeof out->actual, "the check ended without a verdict (exit %d)",
+                     WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    out->ms = now_ms() - t0;
+}

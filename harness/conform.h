@@ -1,0 +1,48 @@
+/* Conformance: every rule of the hosting memory contract and of Windows' virtual memory, as named checks run
+ * against any host (docs/semantics.md has the rules; hostmem's own manager passes them all). */
+#ifndef HOSTMEM_HARNESS_CONFORM_H
+#define HOSTMEM_HARNESS_CONFORM_H
+
+#include <hostmem/hostmem.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef enum hm_rule_status { HM_RULE_PASS, HM_RULE_FAIL, HM_RULE_INFO } hm_rule_status;
+
+typedef struct hm_rule_result {
+    hm_rule_status status;
+    char expected[200];
+    char actual[200];
+    double ms;
+} hm_rule_result;
+
+/* What a check gets: a fresh manager from the host, and where to write its verdict. */
+typedef struct hm_rule_ctx {
+    IHostMemoryManager *m;
+    hm_rule_result *result;
+} hm_rule_ctx;
+
+typedef struct hm_rule {
+    const char *id;         /* e.g. "vm.release.not-at-base" */
+    const char *statement;  /* the rule in one sentence */
+    const char *reference;  /* where it comes from: win32-vm-reference.md rule numbers, contract.md */
+    void (*check)(hm_rule_ctx *c);
+    bool policy;            /* a choice the host may make: a mismatch is information, not failure */
+} hm_rule;
+
+const hm_rule *hm_conform_rules(size_t *count);
+
+typedef struct hm_conform_options {
+    HostMemCreateManagerFn factory;  /* the host's factory */
+    const char *host_options;
+    const char *filter;              /* run only rules whose id contains this (NULL: all) */
+    bool no_fork;                    /* run in-process (for debuggers); a crash then ends the run */
+    unsigned timeout_seconds;        /* per rule; default 10 */
+} hm_conform_options;
+
+/* Runs one rule: in a forked child with a timeout unless no_fork, so a host that crashes or hangs is reported as a
+ * failure with its signal and the run goes on. */
+void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out);
+
+#endif
