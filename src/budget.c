@@ -1,6 +1,7 @@
 /* The commit budget and the critical-level policy (see budget.h). */
 #include "budget.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,10 @@ static bool read_small_file(const char *path, char *buf, size_t size)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false;
-    ssize_t n = read(fd, buf, size - 1);
+    ssize_t n;
+    do
+        n = read(fd, buf, size - 1);
+    while (n < 0 && errno == EINTR);
     close(fd);
     if (n <= 0)
         return false;
@@ -21,59 +25,84 @@ static bool read_small_file(const char *path, char *buf, size_t size)
     return true;
 }
 
-/* A cgroup limit file: a number, or "max" / absurdly large for "no limit" (0). */
-static uint64_t parse_limit(const char *text)
+/* A cgroup limit file: a number of bytes, or 0 for "no limit" ("max", unreadable, garbage, or v1's way of saying
+ * unlimited: a huge page-rounded LONG_MAX). */
+static uint64_t read_limit_file(const char *path)
 {
-    if (strncmp(text, "max", 3) == 0)
+    char text[64];
+    if (!read_small_file(path, text, sizeof text) || strncmp(text, "max", 3) == 0)
         return 0;
     char *end;
+    errno = 0;
     unsigned long long v = strtoull(text, &end, 10);
-    if (end == text || v >= (1ull << 60))
+    if (end == text || errno || (*end != '\0' && *end != '\n') || v >= (1ull << 60))
         return 0;
     return v;
 }
 
-static uint64_t cgroup_limit(void)
+/* The tightest limit file named `file` from <base><rel> up to <base>: a parent's limit binds its children too. */
+static uint64_t tightest_up_to_root(const char *base, const char *rel, const char *file)
 {
-    char buf[4096], path[4200];
-    /* cgroup v2: "0::/some/path" in /proc/self/cgroup; the tightest memory.max on the way up to the root. */
-    if (read_small_file("/proc/self/cgroup", buf, sizeof buf)) {
-        char *line = strstr(buf, "0::");
-        if (line) {
-            char *rel = line + 3, *nl = strchr(rel, '\n');
-            if (nl)
-                *nl = '\0';
-            uint64_t best = 0;
-            for (;;) {
-                char value[64];
-                snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", strcmp(rel, "/") == 0 ? "" : rel);
-                if (read_small_file(path, value, sizeof value)) {
-                    uint64_t v = parse_limit(value);
-                    if (v && (!best || v < best))
-                        best = v;
-                }
-                char *slash = strrchr(rel, '/');
-                if (!slash || slash == rel)
+    char dir[4096], path[4200];
+    if (snprintf(dir, sizeof dir, "%s", rel) >= (int)sizeof dir)
+        return 0;
+    uint64_t best = 0;
+    for (;;) {
+        size_t len = strlen(dir);
+        while (len > 0 && dir[len - 1] == '/')
+            dir[--len] = '\0';
+        if (snprintf(path, sizeof path, "%s%s/%s", base, dir, file) < (int)sizeof path) {
+            uint64_t v = read_limit_file(path);
+            if (v && (!best || v < best))
+                best = v;
+        }
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+uint64_t hm_budget_cgroup_limit(const char *proc_cgroup, const char *cgroup_root)
+{
+    char buf[8192], base[4096];
+    if (!read_small_file(proc_cgroup, buf, sizeof buf))
+        return 0;
+    uint64_t v2 = 0, v1 = 0;
+    for (char *line = buf, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        /* "hierarchy-id:controllers:path"; v2's is "0::path", v1's memory one "N:...memory...:path". */
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/')
+            continue;
+        *c1 = *c2 = '\0';
+        const char *controllers = c1 + 1, *rel = c2 + 1;
+        if (strcmp(line, "0") == 0 && *controllers == '\0') {
+            v2 = tightest_up_to_root(cgroup_root, rel, "memory.max");
+        } else {
+            for (const char *c = controllers; c; c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL)
+                if (strncmp(c, "memory", 6) == 0 && (c[6] == ',' || c[6] == '\0')) {
+                    /* In a container the path is the host's, and the container's own cgroup is mounted at the
+                     * top: walking up finds it there. */
+                    if (snprintf(base, sizeof base, "%s/memory", cgroup_root) < (int)sizeof base)
+                        v1 = tightest_up_to_root(base, rel, "memory.limit_in_bytes");
                     break;
-                *slash = '\0';
-            }
-            if (best)
-                return best;
+                }
         }
     }
-    char value[64];
-    if (read_small_file("/sys/fs/cgroup/memory/memory.limit_in_bytes", value, sizeof value))
-        return parse_limit(value);
-    return 0;
+    return v2 ? v2 : v1;
 }
 
 uint64_t hm_budget_system_limit(void)
 {
-    uint64_t limit = cgroup_limit();
-    if (limit)
-        return limit;
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)1 << 32;
+    uint64_t physical = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)1 << 32;
+    /* A cgroup may allow more than the machine has; like the .NET runtime, take the smaller. */
+    uint64_t cgroup = hm_budget_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+    return cgroup && cgroup < physical ? cgroup : physical;
 }
 
 void hm_budget_init(hm_budget *b, uint64_t limit, uint64_t reserve_process, uint64_t reserve_appdomain)
@@ -137,6 +166,8 @@ void hm_budget_load(const hm_budget *b, DWORD *load, SIZE_T *available)
         *available = 0;
         return;
     }
-    *load = (DWORD)(charged * 100 / b->limit);
+    /* charged * 100 overflows past 160 PiB, so it is computed in 128 bits. charged < limit: at most 99. */
+    __extension__ typedef unsigned __int128 u128;
+    *load = (DWORD)((u128)charged * 100 / b->limit);
     *available = (SIZE_T)(b->limit - charged);
 }

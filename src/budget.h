@@ -29,8 +29,15 @@ typedef struct hm_budget {
  * limit allows are clamped so the task ceiling stays >= 0. */
 void hm_budget_init(hm_budget *b, uint64_t limit, uint64_t reserve_process, uint64_t reserve_appdomain);
 
-/* The limit the system gives (cgroup or physical memory), as hm_budget_init(0) would use. */
+/* The limit the system gives, as hm_budget_init(0) would use: the cgroup's memory limit when there is one and it
+ * is below physical memory, else physical memory. */
 uint64_t hm_budget_system_limit(void);
+
+/* The memory limit of the cgroup that proc_cgroup (a /proc/<pid>/cgroup file) names, under cgroup_root (where
+ * cgroupfs is mounted, /sys/fs/cgroup), or 0 for none. cgroup v2: the tightest memory.max from the process's
+ * cgroup up to the root ("max" is no limit). cgroup v1: the same with memory/.../memory.limit_in_bytes, values
+ * of 2^60 or more meaning no limit. v2 wins when both give one. */
+uint64_t hm_budget_cgroup_limit(const char *proc_cgroup, const char *cgroup_root);
 
 /* Charges bytes at level; false (and nothing charged) when that would exceed the level's ceiling. */
 bool hm_budget_charge(hm_budget *b, EMemoryCriticalLevel level, uint64_t bytes);

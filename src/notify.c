@@ -1,21 +1,34 @@
-/* Memory-pressure notifications (see notify.h). */
+/* Memory-pressure notifications (see notify.h).
+ *
+ * Delivery: every state change is appended, under the mutex, to a queue of pending notifications. The thread
+ * that finds nobody delivering becomes the deliverer and drains the queue, calling the callbacks with the mutex
+ * released; changes made meanwhile (by other threads, or by a callback itself) are appended and drained by it
+ * in turn. So calls are never concurrent, never reentrant, and happen in the order the changes did. */
 #include "notify.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define QUEUE_SIZE 32
+/* The queue is preallocated this deep, and grows when a slow callback lets more changes pile up. */
+#define QUEUE_INITIAL 16
+
+typedef struct pending {
+    EMemoryAvailable state;
+    size_t listeners; /* callbacks registered when the change happened: the ones that hear of it */
+} pending;
 
 struct hm_notify {
     unsigned low_at, high_at, hysteresis;
     pthread_mutex_t lock;
+    /* Append-only until destroy, so the deliverer may read an entry, drop the lock and call it: the registry's
+     * reference keeps the object alive. */
     ICLRMemoryNotificationCallback **callbacks;
     size_t ncallbacks, cap;
     EMemoryAvailable state;
-    EMemoryAvailable queue[QUEUE_SIZE]; /* changes not yet delivered, oldest first */
-    size_t queued;
-    bool delivering;                    /* some thread is draining the queue */
+    pending *queue; /* ring buffer of changes not yet delivered */
+    size_t head, queued, queue_cap;
+    bool delivering; /* some thread is draining the queue */
     _Atomic uint64_t calls;
 };
 
@@ -24,8 +37,18 @@ hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteres
     hm_notify *n = calloc(1, sizeof *n);
     if (!n)
         return NULL;
+    n->queue = calloc(QUEUE_INITIAL, sizeof *n->queue);
+    if (!n->queue) {
+        free(n);
+        return NULL;
+    }
+    n->queue_cap = QUEUE_INITIAL;
     n->low_at = low_at <= 100 ? low_at : 90;
-    n->high_at = high_at < n->low_at ? high_at : (n->low_at > 40 ? 50 : 0);
+    /* High must lie below Low, or no load would be Neutral and a High load would also be a Low one. */
+    if (high_at < n->low_at)
+        n->high_at = high_at;
+    else
+        n->high_at = n->low_at > 50 ? 50 : (n->low_at ? n->low_at - 1 : 0);
     n->hysteresis = hysteresis <= 100 ? hysteresis : 5;
     n->state = eMemoryAvailableNeutral;
     pthread_mutex_init(&n->lock, NULL);
@@ -39,6 +62,7 @@ void hm_notify_destroy(hm_notify *n)
     for (size_t i = 0; i < n->ncallbacks; i++)
         ICLRMemoryNotificationCallback_Release(n->callbacks[i]);
     free(n->callbacks);
+    free(n->queue);
     pthread_mutex_destroy(&n->lock);
     free(n);
 }
@@ -88,40 +112,52 @@ static EMemoryAvailable next_state(const hm_notify *n, unsigned load)
     return state_for(n, load);
 }
 
-/* Called with the lock held; returns with it held. The first thread to find changes queued delivers them all,
- * with the lock released around the calls, so a callback may call the manager (and so us) again. */
-static void enqueue_and_deliver(hm_notify *n, EMemoryAvailable state)
+static pending *queue_at(hm_notify *n, size_t k) { return &n->queue[(n->head + k) % n->queue_cap]; }
+
+/* Called with the lock held. Appends a change; when the queue cannot grow (out of memory; it holds at least
+ * QUEUE_INITIAL changes then), the change is folded into the newest pending one, so the last state is still the
+ * last delivered. */
+static void enqueue(hm_notify *n, EMemoryAvailable state)
 {
-    if (n->queued == QUEUE_SIZE)
-        n->queue[QUEUE_SIZE - 1] = state; /* a flood: the latest state is what matters */
-    else
-        n->queue[n->queued++] = state;
+    if (n->queued == n->queue_cap) {
+        size_t cap = n->queue_cap * 2;
+        pending *grown = malloc(cap * sizeof *grown);
+        if (grown) {
+            for (size_t k = 0; k < n->queued; k++)
+                grown[k] = *queue_at(n, k);
+            free(n->queue);
+            n->queue = grown;
+            n->queue_cap = cap;
+            n->head = 0;
+        } else {
+            /* Fold the change into the newest pending one, never leaving two equal neighbours. */
+            if (queue_at(n, n->queued - 2)->state == state)
+                n->queued--;
+            else
+                *queue_at(n, n->queued - 1) = (pending){state, n->ncallbacks};
+            return;
+        }
+    }
+    *queue_at(n, n->queued++) = (pending){state, n->ncallbacks};
+}
+
+/* Called with the lock held; returns with it held. Drains the queue unless another thread already is. */
+static void deliver(hm_notify *n)
+{
     if (n->delivering)
-        return;
+        return; /* the deliverer will find our change in the queue */
     n->delivering = true;
     while (n->queued) {
-        EMemoryAvailable next = n->queue[0];
-        for (size_t i = 1; i < n->queued; i++)
-            n->queue[i - 1] = n->queue[i];
+        pending next = *queue_at(n, 0);
+        n->head = (n->head + 1) % n->queue_cap;
         n->queued--;
-        size_t count = n->ncallbacks;
-        ICLRMemoryNotificationCallback *local[16];
-        ICLRMemoryNotificationCallback **cbs = count <= 16 ? local : malloc(count * sizeof *cbs);
-        if (!cbs)
-            continue;
-        for (size_t i = 0; i < count; i++) {
-            cbs[i] = n->callbacks[i];
-            ICLRMemoryNotificationCallback_AddRef(cbs[i]); /* stays alive while we call it unlocked */
+        for (size_t i = 0; i < next.listeners; i++) {
+            ICLRMemoryNotificationCallback *cb = n->callbacks[i];
+            pthread_mutex_unlock(&n->lock);
+            ICLRMemoryNotificationCallback_OnMemoryNotification(cb, next.state);
+            atomic_fetch_add_explicit(&n->calls, 1, memory_order_relaxed);
+            pthread_mutex_lock(&n->lock);
         }
-        pthread_mutex_unlock(&n->lock);
-        for (size_t i = 0; i < count; i++) {
-            ICLRMemoryNotificationCallback_OnMemoryNotification(cbs[i], next);
-            atomic_fetch_add(&n->calls, 1);
-            ICLRMemoryNotificationCallback_Release(cbs[i]);
-        }
-        if (cbs != local)
-            free(cbs);
-        pthread_mutex_lock(&n->lock);
     }
     n->delivering = false;
 }
@@ -132,7 +168,8 @@ void hm_notify_update(hm_notify *n, unsigned load)
     EMemoryAvailable next = next_state(n, load);
     if (next != n->state) {
         n->state = next;
-        enqueue_and_deliver(n, next);
+        enqueue(n, next);
+        deliver(n);
     }
     pthread_mutex_unlock(&n->lock);
 }
@@ -141,7 +178,8 @@ void hm_notify_force(hm_notify *n, EMemoryAvailable state)
 {
     pthread_mutex_lock(&n->lock);
     n->state = state;
-    enqueue_and_deliver(n, state);
+    enqueue(n, state);
+    deliver(n);
     pthread_mutex_unlock(&n->lock);
 }
 

@@ -7,12 +7,14 @@
  *   otherwise                           -> eMemoryAvailableNeutral
  * with hysteresis: leaving a state needs the load to cross its threshold by `hysteresis` points
  * (Low is left when load < low_at - hysteresis; High when load > high_at + hysteresis).
- * Every state change calls OnMemoryNotification(new state) on every callback, once, in registration order.
+ * Every state change calls OnMemoryNotification(new state) on every callback, once, in registration order; a
+ * load that keeps the state calls nothing.
  *
  * Callbacks are called with no lock held, on the thread whose call changed the load, after that call has
  * finished its own work, so a callback may call back into the manager. A change made while callbacks are
- * running (from any thread, including from inside a callback) is delivered after them, in order: never
- * concurrently, never reentrantly, never lost. */
+ * running (from any thread, including from inside a callback) is delivered after them, in order, by the thread
+ * already delivering (so that call returns before its change is delivered): never concurrently, never
+ * reentrantly, never lost. A callback hears of the changes made after it registered. */
 #ifndef HOSTMEM_SRC_NOTIFY_H
 #define HOSTMEM_SRC_NOTIFY_H
 
@@ -23,9 +25,11 @@
 
 typedef struct hm_notify hm_notify;
 
-/* Thresholds in percent; defaults when a value is out of range: low_at 90, high_at 50, hysteresis 5. */
+/* Thresholds in percent. Out of range: low_at > 100 becomes 90, hysteresis > 100 becomes 5, and high_at >= low_at
+ * becomes 50 (or low_at - 1 when low_at <= 50). The state starts Neutral. NULL when out of memory. */
 hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis);
-void hm_notify_destroy(hm_notify *n); /* releases every callback */
+/* Releases every callback. Not while a call into n is running. */
+void hm_notify_destroy(hm_notify *n);
 
 /* E_POINTER for NULL; registering the same object twice keeps one registration. A callback hears of the changes
  * that happen after it registered. */
