@@ -84,7 +84,9 @@ static HRESULT STDMETHODCALLTYPE r_OnMemoryNotification(ICLRMemoryNotificationCa
         hm_notify *n = r->reenter;
         r->reenter = NULL; /* once */
         hm_notify_update(n, r->reenter_load);
-        strncpy(r->seen_when_reentered, r->seen, sizeof r->seen_when_reentered - 1);
+        size_t len = strnlen(r->seen, sizeof r->seen_when_reentered - 1);
+        memcpy(r->seen_when_reentered, r->seen, len);
+        r->seen_when_reentered[len] = '\0';
     }
     if (r->register_me) {
         recorder *other = r->register_me;
