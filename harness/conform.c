@@ -968,9 +968,9 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
         if (WIFSIGNALED(status))
             snprintf(out->actual, sizeof out->actual, "the host crashed: %s (signal %d)%s",
                      strsignal(WTERMSIG(status)), WTERMSIG(status), WTERMSIG(status) == SIGALRM ? ", timed out" : "");
-        else
-            snprintf(out->actual, sizeof out->actual, "the check ended without a verdict (exit %d)",
-                     WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        else /* e.g. a sanitizer that caught the fault and exited */
+            snprintf(out->actual, sizeof out->actual, "the host crashed: the process exited with status %d before the "
+                     "check finished", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     }
     out->ms = now_ms() - t0;
 }
