@@ -1,13 +1,16 @@
 /* The address-space ledger (see ledger.h). */
 #include "ledger.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Inconsistencies kept as text; older ones are overwritten but still counted. */
 #define PROBLEM_RING 64
+#define PROBLEM_LINE 160
 
 typedef struct ledger_range {
     uintptr_t start;
@@ -15,13 +18,14 @@ typedef struct ledger_range {
 } ledger_range;
 
 struct hm_ledger {
-    hm_budget *budget;
+    hm_budget *budget; /* may be NULL: then nothing is charged and Needs always has room */
     pthread_mutex_t lock;
-    ledger_range *ranges; /* sorted by start, disjoint */
+    ledger_range *ranges; /* sorted by start, disjoint, none empty */
     size_t count, cap;
     uint64_t bytes;
-    char problems[PROBLEM_RING][160];
+    char problems[PROBLEM_RING][PROBLEM_LINE];
     size_t problems_logged;
+    bool log_to_stderr; /* HOSTMEM_LOG, read once: getenv is not safe against a concurrent setenv */
 };
 
 hm_ledger *hm_ledger_create(hm_budget *budget)
@@ -30,6 +34,8 @@ hm_ledger *hm_ledger_create(hm_budget *budget)
     if (!l)
         return NULL;
     l->budget = budget;
+    const char *log = getenv("HOSTMEM_LOG");
+    l->log_to_stderr = log && *log && strcmp(log, "0") != 0;
     pthread_mutex_init(&l->lock, NULL);
     return l;
 }
@@ -45,16 +51,16 @@ void hm_ledger_destroy(hm_ledger *l)
     free(l);
 }
 
-/* Called with the lock held. */
-static void problem(hm_ledger *l, const char *fmt, ...)
+/* Called with the lock held, so lines are numbered and printed in the order they happened. */
+__attribute__((format(printf, 2, 3))) static void problem(hm_ledger *l, const char *fmt, ...)
 {
     char *line = l->problems[l->problems_logged % PROBLEM_RING];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof l->problems[0], fmt, ap);
+    vsnprintf(line, PROBLEM_LINE, fmt, ap);
     va_end(ap);
     l->problems_logged++;
-    if (getenv("HOSTMEM_LOG"))
+    if (l->log_to_stderr)
         fprintf(stderr, "hostmem: ledger: %s\n", line);
 }
 
@@ -74,11 +80,11 @@ static size_t lower_bound(const hm_ledger *l, uintptr_t start)
 
 HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
 {
-    (void)start;
+    (void)start; /* where the runtime wanted the view says nothing about how much room there is */
     if (size == 0 || !l->budget)
         return S_OK; /* the CLR passes 0 for "the whole file": nothing to weigh */
     /* Room is judged at eAppDomainCritical's ceiling: the runtime asks before it maps, and a refusal only makes it
-     * report an out-of-memory it can handle. */
+     * report an out-of-memory it can handle. Nothing is charged: Acquired does that once the view exists. */
     uint64_t charged = atomic_load(&l->budget->charged);
     uint64_t ceiling = hm_budget_ceiling(l->budget, eAppDomainCritical);
     return size <= ceiling && charged <= ceiling - size ? S_OK : E_OUTOFMEMORY;
@@ -88,19 +94,26 @@ HRESULT hm_ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size)
 {
     pthread_mutex_lock(&l->lock);
     HRESULT hr = S_OK;
-    if (!start || !size || size > UINTPTR_MAX - start) {
-        problem(l, "AcquiredVirtualAddressSpace(%#lx, %#llx): an empty or impossible range", (unsigned long)start,
-                (unsigned long long)size);
+    if (!start || !size || size - 1 > UINTPTR_MAX - start) {
+        problem(l, "AcquiredVirtualAddressSpace(0x%" PRIxPTR ", 0x%" PRIx64 "): %s", start, size,
+                !start  ? "NULL start, not a range"
+                : !size ? "size 0, a range that cannot be weighed or released"
+                        : "the range wraps around the address space");
         hr = E_INVALIDARG;
         goto out;
     }
+    uintptr_t last = start + (uintptr_t)(size - 1); /* inclusive: a range may end at the very top */
     size_t i = lower_bound(l, start);
-    bool overlaps_next = i < l->count && l->ranges[i].start < start + size;
-    bool overlaps_prev = i > 0 && l->ranges[i - 1].start + l->ranges[i - 1].size > start;
-    if (overlaps_next || overlaps_prev) {
-        const ledger_range *o = overlaps_prev ? &l->ranges[i - 1] : &l->ranges[i];
-        problem(l, "AcquiredVirtualAddressSpace(%#lx, %#llx): overlaps the acquired range %#lx+%#llx",
-                (unsigned long)start, (unsigned long long)size, (unsigned long)o->start, (unsigned long long)o->size);
+    const ledger_range *other = NULL;
+    if (i > 0 && l->ranges[i - 1].start + (l->ranges[i - 1].size - 1) >= start)
+        other = &l->ranges[i - 1];
+    else if (i < l->count && l->ranges[i].start <= last)
+        other = &l->ranges[i];
+    if (other) {
+        problem(l,
+                "AcquiredVirtualAddressSpace(0x%" PRIxPTR ", 0x%" PRIx64 "): overlaps the acquired range 0x%" PRIxPTR
+                "+0x%" PRIx64 " (not released, or acquired twice)",
+                start, size, other->start, other->size);
         hr = HOST_E_INVALIDOPERATION;
         goto out;
     }
@@ -108,6 +121,8 @@ HRESULT hm_ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size)
         size_t cap = l->cap ? l->cap * 2 : 16;
         ledger_range *grown = realloc(l->ranges, cap * sizeof *grown);
         if (!grown) {
+            problem(l, "AcquiredVirtualAddressSpace(0x%" PRIxPTR ", 0x%" PRIx64 "): out of memory recording it",
+                    start, size);
             hr = E_OUTOFMEMORY;
             goto out;
         }
@@ -131,7 +146,13 @@ HRESULT hm_ledger_released(hm_ledger *l, uintptr_t start)
     HRESULT hr = S_OK;
     size_t i = lower_bound(l, start);
     if (i == l->count || l->ranges[i].start != start) {
-        problem(l, "ReleasedVirtualAddressSpace(%#lx): no acquired range starts there", (unsigned long)start);
+        if (i > 0 && start - l->ranges[i - 1].start < l->ranges[i - 1].size)
+            problem(l,
+                    "ReleasedVirtualAddressSpace(0x%" PRIxPTR "): no acquired range starts there (it is inside 0x%" PRIxPTR
+                    "+0x%" PRIx64 ")",
+                    start, l->ranges[i - 1].start, l->ranges[i - 1].size);
+        else
+            problem(l, "ReleasedVirtualAddressSpace(0x%" PRIxPTR "): no acquired range starts there", start);
         hr = HOST_E_INVALIDOPERATION;
     } else {
         uint64_t size = l->ranges[i].size;
@@ -167,7 +188,7 @@ size_t hm_ledger_problems(hm_ledger *l, char (*out)[160], size_t max)
     size_t total = l->problems_logged, kept = total < PROBLEM_RING ? total : PROBLEM_RING;
     size_t n = kept < max ? kept : max, first = total - n;
     for (size_t k = 0; k < n; k++)
-        memcpy(out[k], l->problems[(first + k) % PROBLEM_RING], 160);
+        memcpy(out[k], l->problems[(first + k) % PROBLEM_RING], PROBLEM_LINE);
     pthread_mutex_unlock(&l->lock);
     return total;
 }
@@ -178,18 +199,24 @@ int hm_ledger_check(hm_ledger *l, char *msg, size_t msglen)
     uint64_t sum = 0;
     int bad = 0;
     for (size_t i = 0; i < l->count && !bad; i++) {
-        sum += l->ranges[i].size;
-        if (l->ranges[i].size == 0 || (i > 0 && l->ranges[i - 1].start + l->ranges[i - 1].size > l->ranges[i].start)) {
-            snprintf(msg, msglen, "ledger range %zu (%#lx) is empty or overlaps the one before", i,
-                     (unsigned long)l->ranges[i].start);
+        const ledger_range *r = &l->ranges[i], *prev = i > 0 ? &l->ranges[i - 1] : NULL;
+        sum += r->size;
+        if (r->size == 0 || r->size - 1 > UINTPTR_MAX - r->start) {
+            snprintf(msg, msglen, "ledger range %zu (0x%" PRIxPTR "+0x%" PRIx64 ") is empty or wraps", i, r->start,
+                     r->size);
+            bad = 1;
+        } else if (prev && prev->start + (prev->size - 1) >= r->start) {
+            snprintf(msg, msglen, "ledger range %zu (0x%" PRIxPTR ") overlaps or precedes the one before (0x%" PRIxPTR
+                     "+0x%" PRIx64 ")", i, r->start, prev->start, prev->size);
             bad = 1;
         }
     }
     if (!bad && sum != l->bytes) {
-        snprintf(msg, msglen, "ledger ranges add up to %llu bytes, %llu counted", (unsigned long long)sum,
-                 (unsigned long long)l->bytes);
+        snprintf(msg, msglen, "ledger ranges add up to %" PRIu64 " bytes, %" PRIu64 " counted", sum, l->bytes);
         bad = 1;
     }
     pthread_mutex_unlock(&l->lock);
+    if (!bad && msglen)
+        msg[0] = '\0';
     return bad ? -1 : 0;
 }
