@@ -1,6 +1,8 @@
 /* The address-space ledger (see ledger.h). */
 #include "ledger.h"
 
+#include "procmaps.h"
+
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -90,14 +92,26 @@ HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
     return size <= ceiling && charged <= ceiling - size ? S_OK : E_OUTOFMEMORY;
 }
 
+/* SSCLI 2.0 passes the size it asked MapViewOfFile for, which is 0 for "the whole file" (contract-research.md 7.4).
+ * The view is measured then, as CoreCLR does: the run of mapped pages the process map shows from start. */
+static uint64_t measure_view(uintptr_t start)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    if (!start || hm_procmaps_query(start, &mbi) != S_OK || mbi.State == MEM_FREE)
+        return 0;
+    return (uint64_t)mbi.RegionSize;
+}
+
 HRESULT hm_ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size)
 {
+    if (size == 0)
+        size = measure_view(start);
     pthread_mutex_lock(&l->lock);
     HRESULT hr = S_OK;
     if (!start || !size || size - 1 > UINTPTR_MAX - start) {
         problem(l, "AcquiredVirtualAddressSpace(0x%" PRIxPTR ", 0x%" PRIx64 "): %s", start, size,
                 !start  ? "NULL start, not a range"
-                : !size ? "size 0, a range that cannot be weighed or released"
+                : !size ? "size 0 and nothing mapped there to measure"
                         : "the range wraps around the address space");
         hr = E_INVALIDARG;
         goto out;

@@ -27,6 +27,7 @@ HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size);
  * (logged, nothing recorded). Otherwise recorded and charged (eProcessCritical: the memory is already taken,
  * so it is charged even over the limit). Acquired without a preceding Needs is normal for the CLR: S_OK. */
 HRESULT hm_ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size);
+/* (Size 0, as SSCLI passes for a whole-file view, is measured from the process map: the mapped run at start.) */
 /* Released: unknown start -> HOST_E_INVALIDOPERATION (logged); else removes and uncharges: S_OK. */
 HRESULT hm_ledger_released(hm_ledger *l, uintptr_t start);
 

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
 #include <cmocka.h>
 
 #define K ((uint64_t)0x1000)
@@ -269,9 +271,27 @@ static void test_threads(void **state)
     assert_int_equal(atomic_load(&b.charged), 0);
 }
 
+/* SSCLI passes size 0 for a whole-file view: the ledger measures the mapping at start from the process map. */
+static void test_acquired_size_zero_is_measured(void **state)
+{
+    (void)state;
+    hm_budget b;
+    hm_budget_init(&b, 64 << 20, 1 << 20, 1 << 20);
+    hm_ledger *l = hm_ledger_create(&b);
+    void *view = mmap(NULL, 5 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(view != MAP_FAILED);
+    assert_int_equal(hm_ledger_acquired(l, (uintptr_t)view, 0), S_OK);
+    assert_int_equal(hm_ledger_bytes(l), 5 * 4096);
+    assert_int_equal(hm_ledger_released(l, (uintptr_t)view), S_OK);
+    assert_int_equal(hm_ledger_bytes(l), 0);
+    munmap(view, 5 * 4096);
+    hm_ledger_destroy(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_acquired_size_zero_is_measured),
         cmocka_unit_test(test_sequences),     cmocka_unit_test(test_charge_over_limit),
         cmocka_unit_test(test_no_budget),     cmocka_unit_test(test_problem_ring),
         cmocka_unit_test(test_log_to_stderr), cmocka_unit_test(test_threads),
