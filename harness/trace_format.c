@@ -892,6 +892,7 @@ void hm_handle_map_init(hm_handle_map *map, size_t dead_limit)
 void hm_handle_map_destroy(hm_handle_map *map)
 {
     free(map->slots);
+    free(map->dead);
     memset(map, 0, sizeof *map);
 }
 
@@ -913,8 +914,6 @@ hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t 
 static void remove_slot(hm_handle_map *map, size_t i)
 {
     size_t mask = map->capacity - 1;
-    if (!map->slots[i].live)
-        map->dead--;
     map->count--;
     for (size_t j = (i + 1) & mask; map->slots[j].key; j = (j + 1) & mask) {
         size_t home = handle_hash(map->slots[j].key, mask);
@@ -958,8 +957,6 @@ hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t h
 {
     hm_handle_entry *e = hm_handle_map_find(map, kind, handle);
     if (e) {
-        if (!e->live)
-            map->dead--;
         e->live = 1;
         return e;
     }
@@ -982,14 +979,22 @@ void hm_handle_map_kill(hm_handle_map *map, hm_handle_entry *entry)
     if (!entry->live)
         return;
     entry->live = 0;
-    map->dead++;
-    if (map->dead_limit && map->dead > map->dead_limit) {
-        /* Sweep every dead entry at once: amortised O(1) per kill, and memory stays with the live state. */
-        for (size_t i = 0; i < map->capacity;) {
-            if (map->slots[i].key && !map->slots[i].live)
-                remove_slot(map, i); /* may shift a later entry into i: look at i again */
-            else
-                i++;
-        }
+    uint32_t kind = (uint32_t)(entry->key >> 32);
+    if (!map->dead_limit || (kind != HM_REF_ALLOC && kind != HM_REF_BLOCK))
+        return; /* heaps and callbacks are few: never forgotten */
+    if (!map->dead) {
+        map->dead = malloc(map->dead_limit * sizeof *map->dead);
+        if (!map->dead)
+            return;
     }
+    if (map->dead_count == map->dead_limit) {
+        /* Forget the region or block that died longest ago, unless it came back to life since. */
+        uint64_t oldest = map->dead[map->dead_head];
+        map->dead_head = (map->dead_head + 1) % map->dead_limit;
+        map->dead_count--;
+        hm_handle_entry *e = hm_handle_map_find(map, (uint32_t)(oldest >> 32), (uint32_t)oldest);
+        if (e && !e->live)
+            remove_slot(map, (size_t)(e - map->slots));
+    }
+    map->dead[(map->dead_head + map->dead_count++) % map->dead_limit] = entry->key;
 }

@@ -81,9 +81,11 @@ typedef struct hm_trace_handle {
 size_t hm_trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, hm_trace_handle *created);
 
 /* ---- Handle tables (reader validation, replay relocation) ------------------------------------------------ */
-/* An open-addressing map from (kind, handle) to what the replay host gave for it. Dead entries (freed) stay
- * resolvable so later calls may still name them (VirtualQuery after release), up to a bound, past which all
- * dead entries are dropped at once: memory follows the live state, not the trace length. */
+/* An open-addressing map from (kind, handle) to what the replay host gave for it. A region or block that was
+ * freed stays resolvable (VirtualQuery after release names it) until HM_TRACE_DEAD_KEPT later regions and blocks
+ * have died: the reader of raw traces, the validating reader and the replayer all forget the same handles at the
+ * same point, and memory follows the live state, not the trace length. */
+#define HM_TRACE_DEAD_KEPT 16384
 typedef struct hm_handle_entry {
     uint64_t key;   /* kind << 32 | handle; 0 = empty */
     uint64_t address;
@@ -93,13 +95,16 @@ typedef struct hm_handle_entry {
 } hm_handle_entry;
 typedef struct hm_handle_map {
     hm_handle_entry *slots;
-    size_t capacity, count, dead, dead_limit;
+    size_t capacity, count;
+    uint64_t *dead;  /* keys of the regions and blocks that died last, oldest first (a ring) */
+    size_t dead_head, dead_count, dead_limit;
 } hm_handle_map;
 void hm_handle_map_init(hm_handle_map *map, size_t dead_limit);
 void hm_handle_map_destroy(hm_handle_map *map);
 hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle);
 /* Inserts or revives; NULL when out of memory. */
 hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle);
+/* Marks an entry dead (entry pointers stay valid until the next put, remove or kill). */
 void hm_handle_map_kill(hm_handle_map *map, hm_handle_entry *entry);
 void hm_handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle);
 

@@ -15,9 +15,6 @@
 #include <string.h>
 
 #define READ_CHUNK (256 * 1024)
-/* Dead handles kept resolvable (see hm_handle_map); past this many they are forgotten in one sweep. */
-#define DEAD_HANDLES_KEPT (1u << 20)
-#define DEAD_SPANS_KEPT (1u << 16)
 
 /* A region or block of a raw trace, by its recorded address. */
 typedef struct span {
@@ -27,8 +24,10 @@ typedef struct span {
 } span;
 typedef struct span_set {
     span *v;
-    size_t count, capacity, dead;
+    size_t count, capacity;
     uint32_t next_handle;
+    span *dead; /* the spans that died last (start and handle), oldest first: a ring as in hm_handle_map */
+    size_t dead_head, dead_count;
 } span_set;
 
 struct hm_trace_reader {
@@ -115,7 +114,7 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
         free(r);
         return E_FAIL;
     }
-    hm_handle_map_init(&r->known, DEAD_HANDLES_KEPT);
+    hm_handle_map_init(&r->known, HM_TRACE_DEAD_KEPT);
     fill(r, HM_RAW_HEADER);
     size_t have = r->end - r->start;
     const char *head = (const char *)r->buf;
@@ -165,6 +164,8 @@ HM_API void hm_trace_close(hm_trace_reader *r)
     hm_handle_map_destroy(&r->known);
     free(r->regions.v);
     free(r->blocks.v);
+    free(r->regions.dead);
+    free(r->blocks.dead);
     free(r->threads);
     free(r->buf);
     free(r->path);
@@ -242,7 +243,7 @@ static int check_handles(hm_trace_reader *r, const hm_trace_call *c)
     hm_handle_entry *dead = NULL;
     if (ok && c->method == HM_METHOD_VIRTUAL_FREE && (c->type & MEM_RELEASE) && c->addr.kind == HM_REF_ALLOC)
         dead = hm_handle_map_find(&r->known, HM_REF_ALLOC, c->addr.handle);
-    else if (ok && c->method == HM_METHOD_HEAP_FREE && c->addr.kind == HM_REF_BLOCK)
+    else if (ok && c->method == HM_METHOD_HEAP_FREE && c->addr.kind == HM_REF_BLOCK && c->addr.value == 0)
         dead = hm_handle_map_find(&r->known, HM_REF_BLOCK, c->addr.handle);
     else if (c->method == HM_TRACE_HEAP_RELEASE)
         dead = hm_handle_map_find(&r->known, HM_HANDLE_HEAP, c->heap);
@@ -337,8 +338,6 @@ static span *span_containing(span_set *s, uint64_t addr)
 
 static void span_erase(span_set *s, size_t i)
 {
-    if (!s->v[i].live)
-        s->dead--;
     memmove(&s->v[i], &s->v[i + 1], (s->count - i - 1) * sizeof *s->v);
     s->count--;
 }
@@ -374,13 +373,20 @@ static void span_kill(span_set *s, span *sp)
     if (!sp->live)
         return;
     sp->live = 0;
-    if (++s->dead > DEAD_SPANS_KEPT) {
-        size_t j = 0;
-        for (size_t i = 0; i < s->count; i++)
-            if (s->v[i].live)
-                s->v[j++] = s->v[i];
-        s->count = j;
-        s->dead = 0;
+    if (!s->dead && !(s->dead = malloc(HM_TRACE_DEAD_KEPT * sizeof *s->dead)))
+        return;
+    span victim = {0, 0, 0, 0};
+    if (s->dead_count == HM_TRACE_DEAD_KEPT) {
+        victim = s->dead[s->dead_head];
+        s->dead_head = (s->dead_head + 1) % HM_TRACE_DEAD_KEPT;
+        s->dead_count--;
+    }
+    s->dead[(s->dead_head + s->dead_count++) % HM_TRACE_DEAD_KEPT] = *sp;
+    if (victim.handle) {
+        /* Forgotten as the validating reader and the replayer forget it (sp may move: it is not used below). */
+        long i = span_floor(s, victim.start);
+        if (i >= 0 && s->v[i].start == victim.start && s->v[i].handle == victim.handle && !s->v[i].live)
+            span_erase(s, (size_t)i);
     }
 }
 

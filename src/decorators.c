@@ -8,9 +8,6 @@
 
 #define MAX_DECORATORS 8
 
-/* The recorder is a separate module; until it is linked in, HOSTMEM_TRACE is refused with a message rather than
- * ignored. */
-#pragma weak HostMemWrapRecorder
 
 typedef struct decorator_kind {
     _Atomic(const IHostMemoryManagerVtbl *) vtbl;
@@ -62,11 +59,6 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemor
         manager = wrapped;
     }
     if (trace && *trace) {
-        if (!HostMemWrapRecorder) {
-            IHostMemoryManager_Release(manager);
-            hm_set_error("HOSTMEM_TRACE is set, but this build of hostmem has no recorder");
-            return E_NOTIMPL;
-        }
         IHostMemoryManager *wrapped;
         hr = HostMemWrapRecorder(manager, trace, &wrapped);
         IHostMemoryManager_Release(manager);

@@ -8,10 +8,6 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#define HM_OPTIONAL __attribute__((weak))
-HM_OPTIONAL void hm_bench_heap(hm_bench *b);
-HM_OPTIONAL void hm_bench_faults(hm_bench *b);
-HM_OPTIONAL void hm_bench_trace(hm_bench *b);
 
 double hm_bench_now_ns(void)
 {

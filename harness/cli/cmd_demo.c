@@ -6,11 +6,9 @@
 #include <string.h>
 #include <time.h>
 
-#define HM_OPTIONAL __attribute__((weak))
-HM_OPTIONAL int hm_cmd_conform(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_stress(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_replay(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_explore(int argc, char **argv);
+int hm_cmd_conform(int argc, char **argv);
+int hm_cmd_stress(int argc, char **argv);
+int hm_cmd_replay(int argc, char **argv);
 
 typedef struct stage {
     const char *name;
@@ -109,13 +107,13 @@ int hm_cmd_demo(int argc, char **argv)
         {"smoke", "the contract's basics on the built-in host", 0, 0},
         {"conformance", "every rule of the contract and of Windows' virtual memory", 0, 0},
         {"stress", "2 threads for 3 s with injected faults, every answer verified", 0, 0},
-        {"replay", "corpus/traces/oom-task.trace: the recorded out-of-memory reproduces", 0, 0},
+        {"replay", "corpus/traces/oom-appdomain.trace: the recorded out-of-memory reproduces", 0, 0},
     };
     char *smoke_argv[] = {"smoke", NULL};
     char *conform_argv[] = {"conform", NULL};
     char *stress_argv[] = {"stress", "--threads", "2", "--seconds", "3", "--seed", "1", "--faults",
                            "VirtualAlloc,op=commit,probability=2%,seed=1;heap,probability=1%,seed=2", NULL};
-    char *replay_argv[] = {"replay", "corpus/traces/oom-task.trace", NULL};
+    char *replay_argv[] = {"replay", "corpus/traces/oom-appdomain.trace", NULL};
     run_stage(&stages[0], builtin_smoke, 1, smoke_argv);
     run_stage(&stages[1], hm_cmd_conform, 1, conform_argv);
     run_stage(&stages[2], hm_cmd_stress, 9, stress_argv);

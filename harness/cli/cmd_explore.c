@@ -4,14 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The trace scenario lives with the replayer; until it is built, a trace argument is refused. */
-#pragma weak hm_trace_scenario_open
-#pragma weak hm_trace_scenario_close
-#pragma weak hm_trace_scenario
-void *hm_trace_scenario_open(const char *path);
-void hm_trace_scenario_close(void *ctx);
-HRESULT hm_trace_scenario(IHostMemoryManager *manager, void *ctx);
-
 typedef struct host_factory {
     hm_host_choice choice;
 } host_factory;
@@ -75,24 +67,21 @@ int hm_cmd_explore(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     hm_scenario_fn scenario = hm_scenario_builtin;
-    void *ctx = NULL;
+    hm_trace *loaded = NULL;
     if (trace) {
-        if (!hm_trace_scenario || !hm_trace_scenario_open) {
-            fprintf(stderr, "hostmem explore: exploring a trace needs the replayer, which this build lacks\n");
+        if (FAILED(hm_trace_load(trace, &loaded))) {
+            fprintf(stderr, "hostmem explore: %s\n", HostMemLastError());
             return HM_EXIT_USAGE;
         }
-        ctx = hm_trace_scenario_open(trace);
-        if (!ctx)
-            return HM_EXIT_USAGE; /* the replayer said what is wrong with the file */
         scenario = hm_trace_scenario;
     }
     o.factory = open_host;
     o.factory_ctx = &factory;
     o.progress = json ? NULL : stdout;
     hm_explore_result r;
-    HRESULT hr = HostMemExplore(scenario, ctx, &o, &r);
-    if (trace)
-        hm_trace_scenario_close(ctx);
+    HRESULT hr = HostMemExplore(scenario, loaded, &o, &r);
+    if (loaded)
+        hm_trace_free(loaded);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem explore: %s\n", HostMemLastError());
         return hr == E_INVALIDARG ? HM_EXIT_USAGE : HM_EXIT_FAIL;

@@ -398,7 +398,7 @@ int hm_cmd_stress(int argc, char **argv)
                elapsed, (unsigned long long)all, (double)all / elapsed, percentile(hist, all, 0.5),
                percentile(hist, all, 0.99));
         for (int o = 0; o < OP_COUNT; o++)
-            printf("  %-11s %10llu ops %8llu failed\n", op_names[o], (unsigned long long)by_op[o],
+            printf("  %-11s %10llu ops %8llu refused (each checked against the model)\n", op_names[o], (unsigned long long)by_op[o],
                    (unsigned long long)failed[o]);
         if (choice.faults) {
             printf("  faults injected: %llu (first ones below)\n", (unsigned long long)HostMemFaultsLogCount(m));

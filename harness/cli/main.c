@@ -5,17 +5,16 @@
 #include <string.h>
 
 int hm_cmd_bench(int argc, char **argv);
-/* Subcommands that live in their own files; weak so the command still builds while one is missing. */
-#define HM_OPTIONAL __attribute__((weak))
-HM_OPTIONAL int hm_cmd_explore(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_replay(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_reduce(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_trace(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_record(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_conform(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_stress(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_fuzz_to_trace(int argc, char **argv);
-HM_OPTIONAL int hm_cmd_demo(int argc, char **argv);
+int hm_cmd_explore(int argc, char **argv);
+int hm_cmd_replay(int argc, char **argv);
+int hm_cmd_reduce(int argc, char **argv);
+int hm_cmd_trace(int argc, char **argv);
+int hm_cmd_record(int argc, char **argv);
+int hm_cmd_conform(int argc, char **argv);
+int hm_cmd_stress(int argc, char **argv);
+int hm_cmd_demo(int argc, char **argv);
+/* The fuzzing issue's converter; weak until it is built, and then listed. */
+__attribute__((weak)) int hm_cmd_fuzz_to_trace(int argc, char **argv);
 
 static int cmd_options(int argc, char **argv)
 {

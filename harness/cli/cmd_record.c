@@ -1,0 +1,257 @@
+/* hostmem record: records a program (HOSTMEM_TRACE set for it) or one of the built-in workloads, which are how
+ * corpus/traces/ is made:
+ *   basic     every method of the contract once or more, heaps and a notification callback included
+ *   oom       commits at --level until the host (limit=2M) answers E_OUTOFMEMORY
+ *   threads   four threads reserving, committing and allocating at once
+ *   killed    a child records in a loop and is SIGKILLed after --calls calls (the trace it leaves behind) */
+#include "cli.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: hostmem record -o TRACE -- PROGRAM [ARGS...]\n"
+               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--host-options S]\n"
+               "                      [--level task|appdomain|process] [--calls N]\n");
+}
+
+/* A callback for the workloads: counts what it is told. */
+typedef struct counting_callback {
+    ICLRMemoryNotificationCallback iface;
+    int refs; /* single-threaded use */
+    int told;
+} counting_callback;
+
+static counting_callback *cc_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
+static HRESULT STDMETHODCALLTYPE cc_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
+{
+    (void)riid;
+    *ppv = i;
+    cc_of(i)->refs++;
+    return S_OK;
+}
+static ULONG STDMETHODCALLTYPE cc_AddRef(ICLRMemoryNotificationCallback *i) { return (ULONG)++cc_of(i)->refs; }
+static ULONG STDMETHODCALLTYPE cc_Release(ICLRMemoryNotificationCallback *i) { return (ULONG)--cc_of(i)->refs; }
+static HRESULT STDMETHODCALLTYPE cc_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
+{
+    (void)a;
+    cc_of(i)->told++;
+    return S_OK;
+}
+static const ICLRMemoryNotificationCallbackVtbl cc_vtbl = {cc_QueryInterface, cc_AddRef, cc_Release,
+                                                           cc_OnMemoryNotification};
+
+static void workload_basic(IHostMemoryManager *m)
+{
+    static counting_callback cb = {{&cc_vtbl}, 1, 0};
+    IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface);
+    void *region = NULL, *commit = NULL;
+    IHostMemoryManager_VirtualAlloc(m, NULL, 16 * PAGE, MEM_RESERVE, PAGE_NOACCESS, eTaskCritical, &region);
+    IHostMemoryManager_VirtualAlloc(m, (char *)region + PAGE, 2 * PAGE, MEM_COMMIT, PAGE_READWRITE, eAppDomainCritical,
+                                    &commit);
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T got;
+    IHostMemoryManager_VirtualQuery(m, (char *)region + PAGE + 100, &mbi, sizeof mbi, &got);
+    DWORD old;
+    IHostMemoryManager_VirtualProtect(m, commit, PAGE, PAGE_READONLY, &old);
+    IHostMemoryManager_VirtualProtect(m, commit, PAGE, PAGE_READWRITE | PAGE_GUARD, &old);
+    DWORD load;
+    SIZE_T available;
+    IHostMemoryManager_GetMemoryLoad(m, &load, &available);
+    static char stack_byte;
+    IHostMemoryManager_VirtualQuery(m, &stack_byte, &mbi, sizeof mbi, &got); /* outside every region: raw */
+    IHostMemoryManager_VirtualAlloc(m, NULL, PAGE, MEM_RESERVE | MEM_COMMIT, 0x12345, eTaskCritical, &commit);
+    IHostMemoryManager_VirtualFree(m, (char *)region + PAGE, PAGE, MEM_DECOMMIT);
+    IHostMemoryManager_VirtualFree(m, region, 0, MEM_RELEASE);
+    IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got); /* after release: still @1 */
+    IHostMemoryManager_VirtualFree(m, region, 0, MEM_RELEASE);          /* twice: an error to replay */
+
+    void *vas = (void *)(uintptr_t)0x7f0000000000ull;
+    IHostMemoryManager_NeedsVirtualAddressSpace(m, vas, 64 * PAGE);
+    IHostMemoryManager_AcquiredVirtualAddressSpace(m, vas, 64 * PAGE);
+    IHostMemoryManager_ReleasedVirtualAddressSpace(m, vas);
+
+    IHostMalloc *heap = NULL;
+    if (SUCCEEDED(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap))) {
+        void *a = NULL, *b = NULL;
+        IHostMalloc_Alloc(heap, 100, eTaskCritical, &a);
+        IHostMalloc_DebugAlloc(heap, 200, eProcessCritical, (char *)"workload \"basic\".c", 42, &b);
+        IHostMalloc_Free(heap, a);
+        IHostMalloc_Free(heap, b);
+        IHostMalloc_Release(heap);
+    }
+}
+
+static int workload_oom(IHostMemoryManager *m, EMemoryCriticalLevel level)
+{
+    void *region = NULL;
+    if (FAILED(IHostMemoryManager_VirtualAlloc(m, NULL, 64u << 20, MEM_RESERVE, PAGE_NOACCESS, level, &region)))
+        return HM_EXIT_FAIL;
+    for (size_t off = 0; off < (64u << 20); off += 16 * PAGE) {
+        void *p = NULL;
+        HRESULT hr = IHostMemoryManager_VirtualAlloc(m, (char *)region + off, 16 * PAGE, MEM_COMMIT, PAGE_READWRITE,
+                                                     level, &p);
+        if (FAILED(hr))
+            return HM_EXIT_OK; /* the OOM the trace ends with */
+    }
+    return HM_EXIT_FAIL;
+}
+
+static void *thread_body(void *arg)
+{
+    IHostMemoryManager *m = arg;
+    IHostMalloc *heap = NULL;
+    IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap);
+    for (int i = 0; i < 50; i++) {
+        void *r = NULL, *c = NULL, *b = NULL;
+        IHostMemoryManager_VirtualAlloc(m, NULL, 4 * PAGE, MEM_RESERVE, PAGE_NOACCESS, eTaskCritical, &r);
+        IHostMemoryManager_VirtualAlloc(m, r, PAGE, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &c);
+        if (heap)
+            IHostMalloc_Alloc(heap, 64 + (size_t)i, eTaskCritical, &b);
+        if (heap && b)
+            IHostMalloc_Free(heap, b);
+        IHostMemoryManager_VirtualFree(m, r, 0, MEM_RELEASE);
+    }
+    if (heap)
+        IHostMalloc_Release(heap);
+    return NULL;
+}
+
+static void workload_threads(IHostMemoryManager *m)
+{
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&threads[i], NULL, thread_body, m);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+}
+
+/* The child of `killed`: records forever, telling the parent through fd how many calls have returned. */
+static void loop_forever(IHostMemoryManager *m, int fd)
+{
+    for (unsigned long n = 0;; n++) {
+        void *p = NULL;
+        IHostMemoryManager_VirtualAlloc(m, NULL, PAGE, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
+        IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE);
+        unsigned long done = 2 * (n + 1);
+        if (write(fd, &done, sizeof done) != (ssize_t)sizeof done)
+            _exit(1);
+    }
+}
+
+static HRESULT open_recorded(const char *options, const char *path, IHostMemoryManager **out)
+{
+    IHostMemoryManager *inner;
+    HRESULT hr = HostMemCreateBuiltinManager(options, &inner);
+    if (FAILED(hr)) {
+        fprintf(stderr, "hostmem record: options '%s': %s\n", options, HostMemLastError());
+        return hr;
+    }
+    hr = HostMemWrapRecorder(inner, path, out);
+    IHostMemoryManager_Release(inner);
+    if (FAILED(hr))
+        fprintf(stderr, "hostmem record: %s\n", HostMemLastError());
+    return hr;
+}
+
+static int record_killed(const char *options, const char *path, unsigned long calls)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return HM_EXIT_FAIL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return HM_EXIT_FAIL;
+    if (pid == 0) {
+        close(fds[0]);
+        IHostMemoryManager *m;
+        if (FAILED(open_recorded(options, path, &m)))
+            _exit(1);
+        loop_forever(m, fds[1]);
+    }
+    close(fds[1]);
+    unsigned long done = 0;
+    while (done < calls && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(fds[0]);
+    printf("%s: the recorder was killed after at least %lu calls had returned\n", path, done);
+    return done >= calls ? HM_EXIT_OK : HM_EXIT_FAIL;
+}
+
+int hm_cmd_record(int argc, char **argv)
+{
+    const char *out = NULL, *workload = NULL, *options = "deterministic=1,backend=sim";
+    const char *level_name = "task";
+    unsigned long calls = 1000;
+    int i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+            out = argv[++i];
+        else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc)
+            workload = argv[++i];
+        else if (strcmp(argv[i], "--host-options") == 0 && i + 1 < argc)
+            options = argv[++i];
+        else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc)
+            level_name = argv[++i];
+        else if (strcmp(argv[i], "--calls") == 0 && i + 1 < argc)
+            calls = strtoul(argv[++i], NULL, 10);
+        else {
+            usage(stderr);
+            return HM_EXIT_USAGE;
+        }
+    }
+    if (!out || (!workload && i >= argc) || (workload && i < argc)) {
+        usage(stderr);
+        return HM_EXIT_USAGE;
+    }
+    if (!workload) {
+        /* A program: the built-in factory (HostMemCreateManager) records when HOSTMEM_TRACE is set. */
+        setenv("HOSTMEM_TRACE", out, 1);
+        execvp(argv[i], argv + i);
+        fprintf(stderr, "hostmem record: cannot run '%s': %s\n", argv[i], strerror(errno));
+        return HM_EXIT_USAGE;
+    }
+    if (strcmp(workload, "killed") == 0)
+        return record_killed(options, out, calls);
+    EMemoryCriticalLevel level = strcmp(level_name, "process") == 0     ? eProcessCritical
+                                 : strcmp(level_name, "appdomain") == 0 ? eAppDomainCritical
+                                                                        : eTaskCritical;
+    char oom_options[256];
+    if (strcmp(workload, "oom") == 0) {
+        snprintf(oom_options, sizeof oom_options, "%s,limit=2M", options);
+        options = oom_options;
+    }
+    IHostMemoryManager *m;
+    if (FAILED(open_recorded(options, out, &m)))
+        return HM_EXIT_FAIL;
+    int code = HM_EXIT_OK;
+    if (strcmp(workload, "basic") == 0)
+        workload_basic(m);
+    else if (strcmp(workload, "oom") == 0)
+        code = workload_oom(m, level);
+    else if (strcmp(workload, "threads") == 0)
+        workload_threads(m);
+    else {
+        fprintf(stderr, "hostmem record: unknown workload '%s' (basic, oom, threads, killed)\n", workload);
+        code = HM_EXIT_USAGE;
+    }
+    uint64_t recorded = HostMemRecorderCalls(m);
+    IHostMemoryManager_Release(m);
+    if (code == HM_EXIT_OK)
+        printf("%s: %llu calls recorded\n", out, (unsigned long long)recorded);
+    return code;
+}

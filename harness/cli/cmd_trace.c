@@ -1,0 +1,131 @@
+/* hostmem trace convert|cat|stats: traces between encodings, as text, and summarised. */
+#include "cli.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: hostmem trace convert IN OUT [--to text|binary]   (default: binary when OUT ends in .bin)\n"
+               "       hostmem trace cat IN                              (any encoding, as text, to stdout)\n"
+               "       hostmem trace stats IN                            (calls and failures per method)\n");
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Copies every call of IN to a writer; returns an exit code. */
+static int copy(const char *in, const char *out, hm_trace_encoding encoding)
+{
+    hm_trace_reader *r;
+    if (FAILED(hm_trace_open(in, &r))) {
+        fprintf(stderr, "hostmem trace: %s\n", HostMemLastError());
+        return HM_EXIT_USAGE;
+    }
+    hm_trace_writer *w;
+    if (FAILED(hm_trace_writer_open(out, encoding, &w))) {
+        fprintf(stderr, "hostmem trace: %s\n", HostMemLastError());
+        hm_trace_close(r);
+        return HM_EXIT_FAIL;
+    }
+    hm_trace_call call;
+    int got;
+    bool write_failed = false;
+    while ((got = hm_trace_next(r, &call)) > 0)
+        if (FAILED(hm_trace_write(w, &call)))
+            write_failed = true;
+    if (got == 0 && hm_trace_reader_lost(r)) {
+        char note[96];
+        snprintf(note, sizeof note, "%" PRIu64 " gap(s) of calls in flight when the recorder was killed",
+                 hm_trace_reader_lost(r));
+        hm_trace_write_comment(w, note);
+    }
+    if (FAILED(hm_trace_writer_close(w)))
+        write_failed = true;
+    int code = HM_EXIT_OK;
+    if (got < 0) {
+        fprintf(stderr, "hostmem trace: %s\n", hm_trace_error(r));
+        code = HM_EXIT_USAGE;
+    } else if (write_failed) {
+        fprintf(stderr, "hostmem trace: writing '%s' failed\n", out);
+        code = HM_EXIT_FAIL;
+    }
+    hm_trace_close(r);
+    return code;
+}
+
+static int stats(const char *in)
+{
+    hm_trace_reader *r;
+    if (FAILED(hm_trace_open(in, &r))) {
+        fprintf(stderr, "hostmem trace: %s\n", HostMemLastError());
+        return HM_EXIT_USAGE;
+    }
+    uint64_t calls[HM_TRACE_METHOD_COUNT] = {0}, failures[HM_TRACE_METHOD_COUNT] = {0};
+    uint64_t total = 0;
+    uint32_t threads = 0, regions = 0, blocks = 0, heaps = 0;
+    hm_trace_call c;
+    int got;
+    while ((got = hm_trace_next(r, &c)) > 0) {
+        total++;
+        calls[c.method]++;
+        if (FAILED(c.result))
+            failures[c.method]++;
+        if (c.thread > threads)
+            threads = c.thread;
+        if (c.mem.kind == HM_REF_ALLOC && c.mem.handle > regions)
+            regions = c.mem.handle;
+        if (c.mem.kind == HM_REF_BLOCK && c.mem.handle > blocks)
+            blocks = c.mem.handle;
+        if (c.method == HM_METHOD_CREATE_MALLOC && c.heap > heaps)
+            heaps = c.heap;
+    }
+    if (got < 0) {
+        fprintf(stderr, "hostmem trace: %s\n", hm_trace_error(r));
+        hm_trace_close(r);
+        return HM_EXIT_USAGE;
+    }
+    static const char *const encodings[] = {"text", "binary", "raw"};
+    printf("%s: %s trace, %" PRIu64 " calls, %" PRIu32 " thread(s), %" PRIu32 " regions, %" PRIu32
+           " heap blocks, %" PRIu32 " heaps",
+           in, encodings[hm_trace_reader_encoding(r)], total, threads, regions, blocks, heaps);
+    if (hm_trace_reader_lost(r))
+        printf(", %" PRIu64 " gap(s) of calls lost in flight", hm_trace_reader_lost(r));
+    printf("\n%-36s %12s %12s\n", "method", "calls", "failed");
+    for (int m = 0; m < HM_TRACE_METHOD_COUNT; m++)
+        if (calls[m])
+            printf("%-36s %12" PRIu64 " %12" PRIu64 "\n", hm_trace_method_name(m), calls[m], failures[m]);
+    hm_trace_close(r);
+    return HM_EXIT_OK;
+}
+
+int hm_cmd_trace(int argc, char **argv)
+{
+    if (argc < 3) {
+        usage(stderr);
+        return HM_EXIT_USAGE;
+    }
+    const char *verb = argv[1];
+    if (strcmp(verb, "cat") == 0 && argc == 3)
+        return copy(argv[2], "-", HM_TRACE_TEXT);
+    if (strcmp(verb, "stats") == 0 && argc == 3)
+        return stats(argv[2]);
+    if (strcmp(verb, "convert") == 0 && (argc == 4 || argc == 6)) {
+        hm_trace_encoding encoding = ends_with(argv[3], ".bin") ? HM_TRACE_BINARY : HM_TRACE_TEXT;
+        if (argc == 6) {
+            if (strcmp(argv[4], "--to") != 0 ||
+                (strcmp(argv[5], "text") != 0 && strcmp(argv[5], "binary") != 0)) {
+                usage(stderr);
+                return HM_EXIT_USAGE;
+            }
+            encoding = strcmp(argv[5], "binary") == 0 ? HM_TRACE_BINARY : HM_TRACE_TEXT;
+        }
+        return copy(argv[2], argv[3], encoding);
+    }
+    usage(stderr);
+    return HM_EXIT_USAGE;
+}

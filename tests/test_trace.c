@@ -1,0 +1,772 @@
+/* Record and replay: the recorder, the encodings, the reader's errors, relocation, divergence, injected OOMs,
+ * --emit-faults, the reducer, exploration's scenario and a recorder killed with SIGKILL. */
+#include <hostmem/hostmem.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+
+static char tmpdir[64];
+
+static const char *tmp_path(const char *name)
+{
+    static char paths[8][128];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, 128, "%s/%s", tmpdir, name);
+    return p;
+}
+
+static IHostMemoryManager *builtin(const char *options)
+{
+    IHostMemoryManager *m = NULL;
+    assert_int_equal(HostMemCreateBuiltinManager(options, &m), S_OK);
+    return m;
+}
+
+static IHostMemoryManager *recorded(const char *options, const char *path)
+{
+    IHostMemoryManager *inner = builtin(options), *m = NULL;
+    assert_int_equal(HostMemWrapRecorder(inner, path, &m), S_OK);
+    IHostMemoryManager_Release(inner);
+    return m;
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/* ---- A callback for the recorded workload ---- */
+typedef struct test_callback {
+    ICLRMemoryNotificationCallback iface;
+    int refs, told;
+} test_callback;
+static test_callback *tcb(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, test_callback, iface); }
+static HRESULT STDMETHODCALLTYPE tcb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
+{
+    (void)r;
+    *p = i;
+    tcb(i)->refs++;
+    return S_OK;
+}
+static ULONG STDMETHODCALLTYPE tcb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++tcb(i)->refs; }
+static ULONG STDMETHODCALLTYPE tcb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--tcb(i)->refs; }
+static HRESULT STDMETHODCALLTYPE tcb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
+{
+    (void)a;
+    tcb(i)->told++;
+    return S_OK;
+}
+static const ICLRMemoryNotificationCallbackVtbl tcb_vtbl = {tcb_qi, tcb_addref, tcb_release, tcb_notify};
+
+/* Every method once or more; returns the number of calls made (notifications excluded). */
+static void every_method(IHostMemoryManager *m, test_callback *cb)
+{
+    assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb->iface), S_OK);
+    void *region = NULL, *commit = NULL;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 16 * PAGE, MEM_RESERVE, PAGE_NOACCESS, eTaskCritical,
+                                                     &region), S_OK);
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, (char *)region + PAGE, 2 * PAGE, MEM_COMMIT, PAGE_READWRITE,
+                                                     eAppDomainCritical, &commit), S_OK);
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T got;
+    assert_int_equal(IHostMemoryManager_VirtualQuery(m, (char *)region + PAGE + 8, &mbi, sizeof mbi, &got), S_OK);
+    DWORD old, load;
+    SIZE_T available;
+    assert_int_equal(IHostMemoryManager_VirtualProtect(m, commit, PAGE, PAGE_READONLY, &old), S_OK);
+    assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &available), S_OK);
+    void *vas = (void *)(uintptr_t)0x7f0000000000ull;
+    IHostMemoryManager_NeedsVirtualAddressSpace(m, vas, 16 * PAGE);
+    IHostMemoryManager_AcquiredVirtualAddressSpace(m, vas, 16 * PAGE);
+    IHostMemoryManager_ReleasedVirtualAddressSpace(m, vas);
+    IHostMalloc *heap = NULL;
+    assert_int_equal(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap), S_OK);
+    void *a = NULL, *b = NULL;
+    assert_int_equal(IHostMalloc_Alloc(heap, 100, eTaskCritical, &a), S_OK);
+    assert_int_equal(IHostMalloc_DebugAlloc(heap, 200, eProcessCritical, (char *)"file \"x\".c", 7, &b), S_OK);
+    assert_int_equal(IHostMalloc_Free(heap, (char *)a), S_OK);
+    assert_int_equal(IHostMalloc_Free(heap, b), S_OK);
+    IHostMalloc_Release(heap);
+    assert_int_equal(IHostMemoryManager_VirtualFree(m, region, 0, MEM_RELEASE), S_OK);
+    assert_int_equal(IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got), S_OK);
+}
+
+static const char *record_every_method(const char *name)
+{
+    const char *path = tmp_path(name);
+    IHostMemoryManager *m = recorded("deterministic=1,backend=sim", path);
+    test_callback cb = {{&tcb_vtbl}, 1, 0};
+    every_method(m, &cb);
+    IHostMemoryManager_Release(m);
+    return path;
+}
+
+/* Every method is recorded with its arguments and results, relocatably. */
+static void test_every_method_recorded(void **state)
+{
+    (void)state;
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(record_every_method("every.raw"), &t), S_OK);
+    static const int expected[] = {
+        HM_METHOD_REGISTER_CALLBACK, HM_METHOD_VIRTUAL_ALLOC, HM_METHOD_VIRTUAL_ALLOC, HM_METHOD_VIRTUAL_QUERY,
+        HM_METHOD_VIRTUAL_PROTECT, HM_METHOD_GET_MEMORY_LOAD, HM_METHOD_NEEDS_VAS, HM_METHOD_ACQUIRED_VAS,
+        HM_METHOD_RELEASED_VAS, HM_METHOD_CREATE_MALLOC, HM_METHOD_HEAP_ALLOC, HM_METHOD_HEAP_DEBUG_ALLOC,
+        HM_METHOD_HEAP_FREE, HM_METHOD_HEAP_FREE, HM_TRACE_HEAP_RELEASE, HM_METHOD_VIRTUAL_FREE,
+        HM_METHOD_VIRTUAL_QUERY};
+    size_t j = 0, notifications = 0;
+    for (size_t i = 0; i < t->count; i++) {
+        const hm_trace_call *c = &t->calls[i];
+        assert_int_equal(c->seq, i + 1);
+        assert_int_equal(c->thread, 1);
+        if (c->method == HM_TRACE_ON_NOTIFICATION) { /* the built-in manager notifies on registration */
+            assert_int_equal(c->callback, 1);
+            notifications++;
+            continue;
+        }
+        assert_true(j < sizeof expected / sizeof expected[0]);
+        assert_int_equal(c->method, expected[j++]);
+    }
+    assert_int_equal(j, sizeof expected / sizeof expected[0]);
+    assert_true(notifications >= 1);
+    /* Spot checks: relocation and symbolic fields. */
+    char line[1024];
+    const hm_trace_call *c = NULL;
+    for (size_t i = 0; i < t->count; i++) {
+        hm_trace_format_call(&t->calls[i], line, sizeof line);
+        if (t->calls[i].method == HM_METHOD_VIRTUAL_QUERY && !c) {
+            c = &t->calls[i];
+            assert_non_null(strstr(line, "addr=@1+0x1008 length=48 -> S_OK result=48 base=@1+0x1000 allocbase=@1 "
+                                         "allocprot=PAGE_NOACCESS regionsize=0x2000 state=MEM_COMMIT"));
+        }
+        if (t->calls[i].method == HM_METHOD_HEAP_DEBUG_ALLOC)
+            assert_non_null(strstr(line, "DebugAlloc heap=h1 size=0xc8 level=process file=\"file \\\"x\\\".c\" line=7 "
+                                         "-> S_OK mem=#2"));
+        if (t->calls[i].method == HM_METHOD_VIRTUAL_ALLOC && t->calls[i].type == MEM_COMMIT)
+            assert_non_null(strstr(line, "type=MEM_COMMIT prot=PAGE_READWRITE level=appdomain -> S_OK mem=@1+0x1000"));
+        if (t->calls[i].method == HM_METHOD_VIRTUAL_PROTECT)
+            assert_non_null(strstr(line, "prot=PAGE_READONLY -> S_OK old=PAGE_READWRITE"));
+        if (t->calls[i].method == HM_METHOD_HEAP_FREE && t->calls[i].addr.handle == 1)
+            assert_non_null(strstr(line, "Free heap=h1 addr=#1 -> S_OK"));
+    }
+    /* The query after the release still names @1. */
+    hm_trace_format_call(&t->calls[t->count - 1], line, sizeof line);
+    assert_non_null(strstr(line, "VirtualQuery addr=@1 length=48 -> S_OK"));
+    assert_non_null(strstr(line, "state=MEM_FREE"));
+    hm_trace_free(t);
+}
+
+static void convert(const char *in, const char *out, hm_trace_encoding encoding)
+{
+    hm_trace_reader *r;
+    hm_trace_writer *w;
+    assert_int_equal(hm_trace_open(in, &r), S_OK);
+    assert_int_equal(hm_trace_writer_open(out, encoding, &w), S_OK);
+    hm_trace_call c;
+    int got;
+    while ((got = hm_trace_next(r, &c)) > 0)
+        assert_int_equal(hm_trace_write(w, &c), S_OK);
+    assert_int_equal(got, 0);
+    assert_int_equal(hm_trace_writer_close(w), S_OK);
+    hm_trace_close(r);
+}
+
+static void assert_same_file(const char *a, const char *b)
+{
+    size_t la, lb;
+    char *x = read_file(a, &la), *y = read_file(b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(x, y, la);
+    free(x);
+    free(y);
+}
+
+/* text -> binary -> text and binary -> text -> binary give back the same bytes; binary is smaller. */
+static void test_text_binary_round_trip(void **state)
+{
+    (void)state;
+    const char *raw = record_every_method("rt.raw");
+    convert(raw, tmp_path("rt1.txt"), HM_TRACE_TEXT);
+    convert(tmp_path("rt1.txt"), tmp_path("rt1.bin"), HM_TRACE_BINARY);
+    convert(tmp_path("rt1.bin"), tmp_path("rt2.txt"), HM_TRACE_TEXT);
+    assert_same_file(tmp_path("rt1.txt"), tmp_path("rt2.txt"));
+    convert(tmp_path("rt2.txt"), tmp_path("rt2.bin"), HM_TRACE_BINARY);
+    assert_same_file(tmp_path("rt1.bin"), tmp_path("rt2.bin"));
+    size_t lt, lb;
+    free(read_file(tmp_path("rt1.txt"), &lt));
+    free(read_file(tmp_path("rt1.bin"), &lb));
+    assert_true(lb * 2 < lt);
+}
+
+static HRESULT factory_options(void *ctx, IHostMemoryManager **out) { return HostMemCreateBuiltinManager(ctx, out); }
+
+/* A trace recorded at one base replays without divergence on a manager that places everything elsewhere. */
+static void test_relocation(void **state)
+{
+    (void)state;
+    const char *path = tmp_path("reloc.raw");
+    IHostMemoryManager *m = recorded("deterministic=1,backend=sim,base=0x7ec000000000", path);
+    test_callback cb = {{&tcb_vtbl}, 1, 0};
+    every_method(m, &cb);
+    IHostMemoryManager_Release(m);
+    hm_replay_options opts = {0};
+    opts.factory = factory_options;
+    opts.factory_ctx = (void *)"deterministic=1,backend=sim,base=0x7ee000000000";
+    hm_replay_result res;
+    assert_int_equal(HostMemReplay(path, &opts, &res), S_OK);
+    assert_false(res.diverged);
+    assert_int_equal(res.calls, 18);
+    /* Replaying twice on the deterministic backend gives the same result, field for field. */
+    hm_replay_result again;
+    assert_int_equal(HostMemReplay(path, &opts, &again), S_OK);
+    assert_int_equal(again.calls, res.calls);
+    assert_int_equal(again.host_calls, res.host_calls);
+    assert_int_equal(again.notifications_seen, res.notifications_seen);
+}
+
+/* ---- A host that answers differently at its N-th call ------------------------------------------------------ */
+typedef struct liar {
+    IHostMemoryManager iface;
+    int refs;
+    IHostMemoryManager *inner;
+    unsigned calls, lie_at;
+} liar;
+static liar *liar_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, liar, iface); }
+static unsigned liar_tick(IHostMemoryManager *i) { return ++liar_of(i)->calls; }
+static bool lying(IHostMemoryManager *i) { return liar_tick(i) == liar_of(i)->lie_at; }
+static HRESULT STDMETHODCALLTYPE l_qi(IHostMemoryManager *i, REFIID r, void **p)
+{
+    return IHostMemoryManager_QueryInterface(liar_of(i)->inner, r, p);
+}
+static ULONG STDMETHODCALLTYPE l_addref(IHostMemoryManager *i) { return (ULONG)++liar_of(i)->refs; }
+static ULONG STDMETHODCALLTYPE l_release(IHostMemoryManager *i)
+{
+    liar *l = liar_of(i);
+    if (--l->refs)
+        return (ULONG)l->refs;
+    IHostMemoryManager_Release(l->inner);
+    free(l);
+    return 0;
+}
+static HRESULT STDMETHODCALLTYPE l_create(IHostMemoryManager *i, DWORD t, IHostMalloc **pp)
+{
+    if (lying(i))
+        return E_OUTOFMEMORY;
+    return IHostMemoryManager_CreateMalloc(liar_of(i)->inner, t, pp);
+}
+static HRESULT STDMETHODCALLTYPE l_alloc(IHostMemoryManager *i, void *a, SIZE_T s, DWORD t, DWORD p,
+                                         EMemoryCriticalLevel l, void **pp)
+{
+    bool lie = lying(i);
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(liar_of(i)->inner, a, s, t, p, l, pp);
+    if (lie && SUCCEEDED(hr) && pp && !a) { /* a region, but somewhere else than asked */
+        IHostMemoryManager_VirtualFree(liar_of(i)->inner, *pp, 0, MEM_RELEASE);
+        return E_ACCESSDENIED;
+    }
+    return hr;
+}
+static HRESULT STDMETHODCALLTYPE l_free(IHostMemoryManager *i, LPVOID a, SIZE_T s, DWORD t)
+{
+    liar_tick(i);
+    return IHostMemoryManager_VirtualFree(liar_of(i)->inner, a, s, t);
+}
+static HRESULT STDMETHODCALLTYPE l_query(IHostMemoryManager *i, void *a, void *b, SIZE_T n, SIZE_T *r)
+{
+    bool lie = lying(i);
+    HRESULT hr = IHostMemoryManager_VirtualQuery(liar_of(i)->inner, a, b, n, r);
+    if (lie && SUCCEEDED(hr) && b)
+        ((MEMORY_BASIC_INFORMATION *)b)->Protect = PAGE_EXECUTE;
+    return hr;
+}
+static HRESULT STDMETHODCALLTYPE l_protect(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *o)
+{
+    bool lie = lying(i);
+    HRESULT hr = IHostMemoryManager_VirtualProtect(liar_of(i)->inner, a, s, p, o);
+    if (lie && o)
+        *o = PAGE_NOACCESS;
+    return hr;
+}
+static HRESULT STDMETHODCALLTYPE l_load(IHostMemoryManager *i, DWORD *l, SIZE_T *a)
+{
+    liar_tick(i);
+    return IHostMemoryManager_GetMemoryLoad(liar_of(i)->inner, l, a);
+}
+static HRESULT STDMETHODCALLTYPE l_register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c)
+{
+    liar_tick(i);
+    return IHostMemoryManager_RegisterMemoryNotificationCallback(liar_of(i)->inner, c);
+}
+static HRESULT STDMETHODCALLTYPE l_needs(IHostMemoryManager *i, LPVOID a, SIZE_T s)
+{
+    liar_tick(i);
+    return IHostMemoryManager_NeedsVirtualAddressSpace(liar_of(i)->inner, a, s);
+}
+static HRESULT STDMETHODCALLTYPE l_acquired(IHostMemoryManager *i, LPVOID a, SIZE_T s)
+{
+    liar_tick(i);
+    return IHostMemoryManager_AcquiredVirtualAddressSpace(liar_of(i)->inner, a, s);
+}
+static HRESULT STDMETHODCALLTYPE l_released(IHostMemoryManager *i, LPVOID a)
+{
+    liar_tick(i);
+    return IHostMemoryManager_ReleasedVirtualAddressSpace(liar_of(i)->inner, a);
+}
+static const IHostMemoryManagerVtbl liar_vtbl = {l_qi, l_addref, l_release, l_create, l_alloc, l_free, l_query,
+                                                 l_protect, l_load, l_register, l_needs, l_acquired, l_released};
+
+static HRESULT make_liar(void *ctx, IHostMemoryManager **out)
+{
+    liar *l = calloc(1, sizeof *l);
+    if (!l)
+        return E_OUTOFMEMORY;
+    l->iface.lpVtbl = &liar_vtbl;
+    l->refs = 1;
+    l->lie_at = (unsigned)(uintptr_t)ctx;
+    HRESULT hr = HostMemCreateBuiltinManager("deterministic=1,backend=sim", &l->inner);
+    if (FAILED(hr)) {
+        free(l);
+        return hr;
+    }
+    *out = &l->iface;
+    return S_OK;
+}
+
+/* A host answering differently at manager call N is caught at the trace line of that call, with the field and
+ * both values named. Manager calls of every_method: 1 Register, 2-3 VirtualAlloc, 4 VirtualQuery, 5
+ * VirtualProtect, ..., 10 CreateMalloc. */
+static void test_divergence_detected(void **state)
+{
+    (void)state;
+    const char *path = record_every_method("liar.raw");
+    static const struct {
+        unsigned lie_at;
+        const char *method, *field, *message;
+    } cases[] = {
+        {2, "VirtualAlloc", "result", "field 'result': expected S_OK, got E_ACCESSDENIED"},
+        {4, "VirtualQuery", "protect", "field 'protect': expected 0x4, got 0x10"},
+        {5, "VirtualProtect", "old", "field 'old': expected 0x4, got 0x1"},
+        {10, "CreateMalloc", "result", "field 'result': expected S_OK, got E_OUTOFMEMORY"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        hm_replay_options opts = {0};
+        opts.factory = make_liar;
+        opts.factory_ctx = (void *)(uintptr_t)cases[i].lie_at;
+        hm_replay_result res;
+        assert_int_equal(HostMemReplay(path, &opts, &res), S_OK);
+        assert_true(res.diverged);
+        assert_string_equal(hm_trace_method_name(res.divergence_method), cases[i].method);
+        assert_string_equal(res.field, cases[i].field);
+        assert_int_equal(res.host_calls, cases[i].lie_at);
+        if (!strstr(res.report, cases[i].message))
+            fail_msg("case %zu: report lacks \"%s\":\n%s", i, cases[i].message, res.report);
+        assert_non_null(strstr(res.report, "\n> ")); /* the divergent line is marked, with context before it */
+    }
+}
+
+/* ---- OOMs ---- */
+static const char *record_oom(const char *name)
+{
+    const char *path = tmp_path(name);
+    IHostMemoryManager *m = recorded("deterministic=1,backend=sim,limit=2M", path);
+    void *region = NULL;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 8u << 20, MEM_RESERVE, PAGE_NOACCESS, eAppDomainCritical,
+                                                     &region), S_OK);
+    HRESULT hr = S_OK;
+    for (size_t off = 0; off < (8u << 20) && SUCCEEDED(hr); off += 65536) {
+        void *p;
+        hr = IHostMemoryManager_VirtualAlloc(m, (char *)region + off, 65536, MEM_COMMIT, PAGE_READWRITE,
+                                             eAppDomainCritical, &p);
+    }
+    assert_int_equal(hr, E_OUTOFMEMORY);
+    IHostMemoryManager_Release(m);
+    return path;
+}
+
+/* An OOM recorded under a 2M budget replays on an unlimited manager: injected, no divergence; without injection
+ * the same replay diverges at exactly that call. */
+static void test_oom_reproduced(void **state)
+{
+    (void)state;
+    const char *path = record_oom("oom.raw");
+    hm_replay_options opts = {0};
+    opts.emit_faults = 1;
+    hm_replay_result res;
+    assert_int_equal(HostMemReplay(path, &opts, &res), S_OK);
+    assert_false(res.diverged);
+    assert_int_equal(res.injected, 1);
+    /* 1 reserve + 31 commits fit (limit 2M minus the process reserve 64K); the 32nd commit fails. */
+    assert_string_equal(res.fault_spec, "VirtualAlloc,level=appdomain,op=commit,size=65536,nth=32");
+    HostMemReplayFree(&res);
+
+    opts.emit_faults = 0;
+    opts.no_inject = 1;
+    assert_int_equal(HostMemReplay(path, &opts, &res), S_OK);
+    assert_true(res.diverged);
+    assert_int_equal(res.divergence_seq, res.calls);
+    assert_string_equal(res.expected, "E_OUTOFMEMORY");
+    assert_string_equal(res.actual, "S_OK");
+}
+
+/* The spec --emit-faults prints, given to the fault layer, fails the same call of the same program. */
+static void test_emit_faults_reproduces(void **state)
+{
+    (void)state;
+    hm_replay_options opts = {0};
+    opts.emit_faults = 1;
+    hm_replay_result res;
+    assert_int_equal(HostMemReplay(record_oom("oom2.raw"), &opts, &res), S_OK);
+    IHostMemoryManager *inner = builtin("deterministic=1,backend=sim"), *m;
+    assert_int_equal(HostMemWrapFaults(inner, res.fault_spec, &m), S_OK);
+    IHostMemoryManager_Release(inner);
+    HostMemReplayFree(&res);
+    void *region = NULL, *p;
+    IHostMemoryManager_VirtualAlloc(m, NULL, 8u << 20, MEM_RESERVE, PAGE_NOACCESS, eAppDomainCritical, &region);
+    int failed_at = -1;
+    for (int i = 0; i < 64 && failed_at < 0; i++)
+        if (FAILED(IHostMemoryManager_VirtualAlloc(m, (char *)region + i * 65536, 65536, MEM_COMMIT, PAGE_READWRITE,
+                                                   eAppDomainCritical, &p)))
+            failed_at = i;
+    assert_int_equal(failed_at, 31);
+    IHostMemoryManager_Release(m);
+}
+
+/* ---- The reducer ---- */
+static void put_call(hm_trace_writer *w, hm_trace_call *c, uint64_t *seq)
+{
+    c->seq = ++*seq;
+    c->thread = 1;
+    assert_int_equal(hm_trace_write(w, c), S_OK);
+}
+
+/* ~500 calls, of which 3 big commits (recorded as fitting) overflow a 2.5M budget on replay. */
+static void test_reducer(void **state)
+{
+    (void)state;
+    const char *path = tmp_path("reduce.txt");
+    hm_trace_writer *w;
+    assert_int_equal(hm_trace_writer_open(path, HM_TRACE_TEXT, &w), S_OK);
+    uint64_t seq = 0;
+    uint32_t handle = 0;
+    for (int i = 0; i < 249; i++) {
+        hm_trace_call c;
+        memset(&c, 0, sizeof c);
+        bool big = i == 40 || i == 130 || i == 200;
+        c.method = HM_METHOD_VIRTUAL_ALLOC;
+        c.size = big ? (1u << 20) : 65536;
+        c.type = big ? MEM_RESERVE | MEM_COMMIT : MEM_RESERVE;
+        c.prot = PAGE_READWRITE;
+        c.level = eTaskCritical;
+        c.mem = (hm_trace_ref){0, ++handle, HM_REF_ALLOC};
+        put_call(w, &c, &seq);
+        if (big)
+            continue;
+        memset(&c, 0, sizeof c);
+        c.method = HM_METHOD_VIRTUAL_FREE;
+        c.level = -1;
+        c.addr = (hm_trace_ref){0, handle, HM_REF_ALLOC};
+        c.type = MEM_RELEASE;
+        put_call(w, &c, &seq);
+    }
+    assert_int_equal(hm_trace_writer_close(w), S_OK);
+    assert_true(seq >= 490);
+
+    hm_trace *t, *small;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    hm_replay_options opts = {0};
+    opts.factory = factory_options;
+    opts.factory_ctx = (void *)"deterministic=1,backend=sim,limit=2560K";
+    hm_reduce_stats stats;
+    assert_int_equal(HostMemReduce(t, &opts, &small, &stats), S_OK);
+    assert_int_equal(stats.original_calls, seq);
+    assert_int_equal(small->count, 3);
+    for (size_t i = 0; i < small->count; i++)
+        assert_int_equal(small->calls[i].size, 1u << 20);
+    assert_non_null(strstr(stats.failure, "expected S_OK, got E_OUTOFMEMORY"));
+    hm_replay_result res;
+    assert_int_equal(HostMemReplayTrace(small, &opts, &res), S_OK);
+    assert_true(res.diverged);
+    assert_string_equal(res.actual, "E_OUTOFMEMORY");
+    hm_trace_free(small);
+    hm_trace_free(t);
+}
+
+/* Exploration's scenario replays a trace and leaves nothing behind on the host, even when calls fail. */
+static void test_scenario_cleans_up(void **state)
+{
+    (void)state;
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(record_every_method("scenario.raw"), &t), S_OK);
+    static const char *const specs[] = {"", "VirtualAlloc,nth=1", "heap,nth=1", "CreateMalloc,nth=1"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        IHostMemoryManager *inner = builtin("deterministic=1,backend=sim"), *m;
+        assert_int_equal(HostMemWrapFaults(inner, specs[i], &m), S_OK);
+        IHostMemoryManager_Release(inner);
+        assert_int_equal(hm_trace_scenario(m, t), S_OK);
+        hm_stats stats;
+        assert_int_equal(HostMemGetStats(m, &stats), S_OK);
+        assert_int_equal(stats.reservations, 0);
+        assert_int_equal(stats.heap_count, 0);
+        assert_int_equal(stats.heap_live_blocks, 0);
+        assert_int_equal(stats.ledger_ranges, 0);
+        IHostMemoryManager_Release(m);
+    }
+    hm_trace_free(t);
+}
+
+/* ---- Threads ---- */
+static void *worker(void *arg)
+{
+    IHostMemoryManager *m = arg;
+    for (int i = 0; i < 200; i++) {
+        void *p = NULL;
+        if (SUCCEEDED(IHostMemoryManager_VirtualAlloc(m, NULL, PAGE, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                      eTaskCritical, &p)))
+            IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE);
+    }
+    return NULL;
+}
+
+/* Four threads record at once: every call is there once, threads are numbered 1-4, and the serialised trace
+ * replays without divergence. */
+static void test_threads(void **state)
+{
+    (void)state;
+    const char *path = tmp_path("threads.raw");
+    IHostMemoryManager *m = recorded("deterministic=1,backend=sim", path);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, worker, m);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(HostMemRecorderCalls(m), 1600);
+    IHostMemoryManager_Release(m);
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    assert_int_equal(t->count, 1600);
+    uint32_t max_thread = 0;
+    for (size_t i = 0; i < t->count; i++)
+        max_thread = t->calls[i].thread > max_thread ? t->calls[i].thread : max_thread;
+    assert_int_equal(max_thread, 4);
+    hm_replay_result res;
+    assert_int_equal(HostMemReplayTrace(t, NULL, &res), S_OK);
+    assert_false(res.diverged);
+    hm_trace_free(t);
+}
+
+/* A child records in a loop and is killed with SIGKILL: the trace parses and holds every call the child said
+ * had returned. */
+static void test_survives_sigkill(void **state)
+{
+    (void)state;
+    const char *path = tmp_path("killed.raw");
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        IHostMemoryManager *inner, *m;
+        if (FAILED(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &inner)) ||
+            FAILED(HostMemWrapRecorder(inner, path, &m)))
+            _exit(3);
+        for (unsigned long n = 1;; n++) {
+            DWORD load;
+            SIZE_T available;
+            IHostMemoryManager_GetMemoryLoad(m, &load, &available);
+            if (write(fds[1], &n, sizeof n) != (ssize_t)sizeof n)
+                _exit(4);
+        }
+    }
+    close(fds[1]);
+    unsigned long done = 0;
+    while (done < 20000 && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    while (read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ; /* the last progress the child reported before it died */
+    close(fds[0]);
+    assert_true(WIFSIGNALED(status));
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    assert_true(t->count >= done);
+    assert_true(t->count <= done + 1); /* at most the call in flight more */
+    for (size_t i = 0; i < t->count; i++)
+        assert_int_equal(t->calls[i].method, HM_METHOD_GET_MEMORY_LOAD);
+    hm_trace_free(t);
+}
+
+/* ---- The reader's errors ---- */
+static const char header[] = "hostmem-trace 1\n";
+#define VA "VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=task"
+
+static void test_parser_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *message;
+    } cases[] = {
+        {"hostmem-trace 2\n", ":1: field 'version': unsupported version '2'"},
+        {"hello world\n", ":1: field 'version': not a hostmem trace"},
+        {"1 t1 VirtualAlloc addr=0 size=0x1g type=MEM_RESERVE prot=PAGE_READWRITE level=task -> S_OK mem=@1\n",
+         ":2: field 'size': bad number '0x1g'"},
+        {"1 t1 VirtualAllok addr=0 -> S_OK\n", ":2: field 'method': unknown method 'VirtualAllok'"},
+        {"# a comment\n\n1 t1 VirtualFree addr=@7 size=0 type=MEM_RELEASE -> S_OK\n",
+         ":4: field 'addr': unknown handle '@7'"},
+        {"1 t1 " VA " -> E_WHATEVER mem=0\n", ":2: field 'result': unknown HRESULT 'E_WHATEVER'"},
+        {"1 t1 VirtualFree addr=0 size=0 -> S_OK\n", ":2: field 'type': missing"},
+        {"1 t1 VirtualFree addr=0 size=0 type=MEM_BOGUS -> S_OK\n", ":2: field 'type': unknown flag 'MEM_BOGUS'"},
+        {"1 t1 VirtualAlloc addr=0 size=1 type=MEM_RESERVE prot=PAGE_READWRITE level=urgent -> S_OK mem=@1\n",
+         ":2: field 'level': unknown level 'urgent'"},
+        {"2 t1 " VA " -> S_OK mem=@1\n1 t1 GetMemoryLoad -> S_OK load=1 available=0\n",
+         ":3: field 'seq': 1 does not follow 2"},
+        {"1 t1 " VA " size=0x2000 -> S_OK mem=@1\n", ":2: field 'size': given twice"},
+        {"1 t1 CreateMalloc type=0 -> S_OK heap=h1\n2 t1 Alloc heap=h1 size=1 level=task -> S_OK mem=#1\n"
+         "3 t1 Alloc heap=h1 size=1 level=task -> S_OK mem=#1\n",
+         ":4: field 'mem': heap block '#1' returned twice"},
+        {"1 t1 CreateMalloc type=0 -> S_OK heap=h1\n2 t1 CreateMalloc type=0 -> S_OK heap=h1\n",
+         ":3: field 'heap': handle 'h1' created twice"},
+        {"1 t0 GetMemoryLoad -> S_OK\n", ":2: field 'thread': bad thread 't0'"},
+        {"1 t1 Free heap=h3 addr=0 -> S_OK\n", ":2: field 'heap': unknown handle 'h3'"},
+        {"1 t1 GetMemoryLoad -> S_OK load=99999999999\n", ":2: field 'load': bad number '99999999999'"},
+        {"1 t1 DebugAlloc heap=h1 size=1 level=task file=\"x\\q\" line=1 -> S_OK\n", ":2: field 'file': bad escape"},
+        {"1 t1 VirtualQuery addr=0 length=48 -> S_OK result=48 base=0\n", ":2: field 'base': a VirtualQuery result"},
+        {"1 t1 GetMemoryLoad\n2 t1 GetMemoryLoad -> S_OK\n", ":2: field 'result': missing"},
+    };
+    const char *path = tmp_path("bad.txt");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024];
+        bool has_header = strncmp(cases[i].text, "hostmem-trace", 13) == 0 || strncmp(cases[i].text, "hello", 5) == 0;
+        snprintf(text, sizeof text, "%s%s", has_header ? "" : header, cases[i].text);
+        write_file(path, text, strlen(text));
+        hm_trace *t = NULL;
+        HRESULT hr = hm_trace_load(path, &t);
+        if (hr != E_INVALIDARG)
+            fail_msg("case %zu: expected E_INVALIDARG, got 0x%08x", i, (unsigned)hr);
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", path, cases[i].message);
+        if (!strstr(HostMemLastError(), want))
+            fail_msg("case %zu: expected \"%s\" in \"%s\"", i, want, HostMemLastError());
+    }
+}
+
+/* A 1 MB line is refused, not read. */
+static void test_huge_line(void **state)
+{
+    (void)state;
+    size_t n = 1 << 20;
+    char *text = malloc(n + 64);
+    assert_non_null(text);
+    strcpy(text, header);
+    memset(text + strlen(header), 'x', n);
+    text[strlen(header) + n] = '\n';
+    const char *path = tmp_path("huge.txt");
+    write_file(path, text, strlen(header) + n + 1);
+    free(text);
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(path, &t), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), ":2: field 'line': longer than 4096 bytes"));
+}
+
+/* Cut traces: a text trace whose last line was cut reads up to the line before; a binary trace cut inside a
+ * record is an error naming the record; random bytes after a valid header never crash the reader. */
+static void test_truncated_and_hostile(void **state)
+{
+    (void)state;
+    const char *txt = tmp_path("cut.txt");
+    char text[512];
+    snprintf(text, sizeof text, "%s1 t1 GetMemoryLoad -> S_OK load=1 available=0x10\n2 t1 GetMemoryLoad -> S_O",
+             header);
+    write_file(txt, text, strlen(text));
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(txt, &t), S_OK);
+    assert_int_equal(t->count, 1);
+    hm_trace_free(t);
+
+    convert(record_every_method("cut.raw"), tmp_path("cut.bin"), HM_TRACE_BINARY);
+    size_t len;
+    char *bin = read_file(tmp_path("cut.bin"), &len);
+    write_file(tmp_path("cut2.bin"), bin, len - 3);
+    assert_int_equal(hm_trace_load(tmp_path("cut2.bin"), &t), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "cut2.bin: record "));
+    /* Flip bytes of the body one at a time: each load succeeds or fails cleanly. */
+    srand(7);
+    for (int round = 0; round < 200; round++) {
+        char *copy = malloc(len);
+        memcpy(copy, bin, len);
+        size_t at = 20 + (size_t)rand() % (len - 20);
+        copy[at] = (char)rand();
+        write_file(tmp_path("fuzz.bin"), copy, len);
+        free(copy);
+        if (SUCCEEDED(hm_trace_load(tmp_path("fuzz.bin"), &t)))
+            hm_trace_free(t);
+    }
+    free(bin);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(tmpdir, "/tmp/hostmem-test-trace-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_method_recorded),
+        cmocka_unit_test(test_text_binary_round_trip),
+        cmocka_unit_test(test_relocation),
+        cmocka_unit_test(test_divergence_detected),
+        cmocka_unit_test(test_oom_reproduced),
+        cmocka_unit_test(test_emit_faults_reproduces),
+        cmocka_unit_test(test_reducer),
+        cmocka_unit_test(test_scenario_cleans_up),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_survives_sigkill),
+        cmocka_unit_test(test_parser_errors),
+        cmocka_unit_test(test_huge_line),
+        cmocka_unit_test(test_truncated_and_hostile),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
