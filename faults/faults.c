@@ -2,6 +2,7 @@
  * rules choose (see include/hostmem/faults.h). Model: SQLite's test_malloc.c — every wrapper asks one function,
  * fault_check(), whether to fail, and hm_fault_hit() exists only as a breakpoint target. */
 #include "faults_spec.h"
+#include "com.h"
 
 #include "error.h"
 #include "manager.h"
@@ -211,15 +212,7 @@ static HRESULT fault_check(faults *f, const call_info *c)
 
 static HRESULT STDMETHODCALLTYPE faults_QueryInterface(IHostMemoryManager *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (riid && (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMemoryManager))) {
-        *ppv = iface;
-        IHostMemoryManager_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return riid ? E_NOINTERFACE : E_POINTER;
+    return hm_com_query(iface, &IID_IHostMemoryManager, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE faults_AddRef(IHostMemoryManager *iface)
@@ -425,15 +418,7 @@ static const IHostMemoryManagerVtbl faults_vtbl = {
 
 static HRESULT STDMETHODCALLTYPE faults_heap_QueryInterface(IHostMalloc *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (riid && (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMalloc))) {
-        *ppv = iface;
-        IHostMalloc_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return riid ? E_NOINTERFACE : E_POINTER;
+    return hm_com_query(iface, &IID_IHostMalloc, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE faults_heap_AddRef(IHostMalloc *iface)

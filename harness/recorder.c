@@ -10,6 +10,7 @@
  * last Release) takes its slot before calling the host, every other call after the host returned. So when the
  * host hands an address freed by one thread to another, the free always comes first in the trace. */
 #include "error.h"
+#include "com.h"
 #include "manager.h"
 #include "trace_internal.h"
 
@@ -305,18 +306,9 @@ static recorded_callback *callback_of(ICLRMemoryNotificationCallback *iface)
     return HM_CONTAINER_OF(iface, recorded_callback, iface);
 }
 
-static HRESULT STDMETHODCALLTYPE callback_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid,
-                                                         void **ppv)
+static HRESULT STDMETHODCALLTYPE callback_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
-        *ppv = iface;
-        ICLRMemoryNotificationCallback_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return hm_com_query(iface, &IID_ICLRMemoryNotificationCallback, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE callback_AddRef(ICLRMemoryNotificationCallback *iface)
@@ -362,15 +354,7 @@ static recorded_heap *heap_of(IHostMalloc *iface) { return HM_CONTAINER_OF(iface
 
 static HRESULT STDMETHODCALLTYPE heap_QueryInterface(IHostMalloc *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMalloc)) {
-        *ppv = iface;
-        IHostMalloc_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return hm_com_query(iface, &IID_IHostMalloc, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE heap_AddRef(IHostMalloc *iface) { return atomic_fetch_add(&heap_of(iface)->refs, 1) + 1; }
@@ -469,15 +453,7 @@ static recorder *recorder_of(IHostMemoryManager *iface) { return HM_CONTAINER_OF
 
 static HRESULT STDMETHODCALLTYPE rec_QueryInterface(IHostMemoryManager *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMemoryManager)) {
-        *ppv = iface;
-        IHostMemoryManager_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return hm_com_query(iface, &IID_IHostMemoryManager, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE rec_AddRef(IHostMemoryManager *iface)

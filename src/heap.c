@@ -6,6 +6,7 @@
  * heap's own chunks, checks the pointer is a block start and that its bit is set, so foreign pointers, interior
  * pointers and double frees are refused without touching anything. */
 #include "heap.h"
+#include "com.h"
 
 #include "track.h"
 
@@ -570,15 +571,7 @@ static void heap_destroy(heap *h)
 
 static HRESULT STDMETHODCALLTYPE heap_QueryInterface(IHostMalloc *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (riid && (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMalloc))) {
-        *ppv = iface;
-        IHostMalloc_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return riid ? E_NOINTERFACE : E_POINTER;
+    return hm_com_query(iface, &IID_IHostMalloc, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE heap_AddRef(IHostMalloc *iface)

@@ -1,6 +1,7 @@
 /* The built-in IHostMemoryManager: COM plumbing over the VM books (vm.c), the budget (budget.c), heaps (heap.c),
  * notifications (notify.c) and the address-space ledger (ledger.c). */
 #include "manager.h"
+#include "com.h"
 
 #include "budget.h"
 #include "error.h"
@@ -74,19 +75,7 @@ static void update_pressure(hm_manager *m)
 
 static HRESULT STDMETHODCALLTYPE manager_QueryInterface(IHostMemoryManager *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (!riid) {
-        *ppv = NULL;
-        return E_POINTER;
-    }
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IHostMemoryManager)) {
-        *ppv = iface;
-        IHostMemoryManager_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return hm_com_query(iface, &IID_IHostMemoryManager, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE manager_AddRef(IHostMemoryManager *iface)
