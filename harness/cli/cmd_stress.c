@@ -316,8 +316,10 @@ int hm_cmd_stress(int argc, char **argv)
                    "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR]\n\n"
                    "Hammers a host from N threads (reserve, commit, decommit, release, protect, query, heap alloc and\n"
                    "free on a shared and a private heap, load), writing patterns and checking every answer against\n"
-                   "each thread's model. With --faults, failures are accepted but must change nothing. On a\n"
-                   "violation it writes the last calls of the offending thread to DIR/stress-violation.txt and exits 1.\n");
+                   "each thread's model. With --faults, failures are accepted but must change nothing. Every call is\n"
+                   "recorded to DIR/stress-PID.trace (deleted after a clean run); on a violation it keeps it (for\n"
+                   "hostmem replay and reduce), writes the offending thread's last calls to DIR/stress-violation.txt\n"
+                   "and exits 1.\n");
             return HM_EXIT_OK;
         } else {
             fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
@@ -333,6 +335,18 @@ int hm_cmd_stress(int argc, char **argv)
     IHostMemoryManager *m;
     if (FAILED(hm_cli_open_host(&choice, &m)))
         return HM_EXIT_USAGE;
+    /* Every call is recorded, so a violation comes with a trace `hostmem replay` and `hostmem reduce` can use; the
+     * recording is deleted when the run is clean. */
+    char trace_path[4096];
+    snprintf(trace_path, sizeof trace_path, "%s/stress-%d.trace", trace_dir, (int)getpid());
+    IHostMemoryManager *recorded;
+    bool recording = SUCCEEDED(HostMemWrapRecorder(m, trace_path, &recorded));
+    IHostMemoryManager *fault_layer = m; /* the fault log is read from it */
+    if (recording)
+        m = recorded;
+    else
+        fprintf(stderr, "hostmem stress: not recording (%s); a violation will come with the last calls only\n",
+                HostMemLastError());
     IHostMalloc *shared = NULL;
     if (FAILED(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &shared)) || !shared) {
         /* With faults armed, CreateMalloc itself may be chosen: retry without counting it as a violation. */
@@ -401,9 +415,9 @@ int hm_cmd_stress(int argc, char **argv)
             printf("  %-11s %10llu ops %8llu refused (each checked against the model)\n", op_names[o], (unsigned long long)by_op[o],
                    (unsigned long long)failed[o]);
         if (choice.faults) {
-            printf("  faults injected: %llu (first ones below)\n", (unsigned long long)HostMemFaultsLogCount(m));
+            printf("  faults injected: %llu (first ones below)\n", (unsigned long long)HostMemFaultsLogCount(fault_layer));
             hm_fault_event e[3];
-            size_t n = HostMemFaultsLog(m, 0, e, 3);
+            size_t n = HostMemFaultsLog(fault_layer, 0, e, 3);
             for (size_t i = 0; i < n; i++)
                 printf("    call %llu: %s #%llu size %#llx -> %s\n", (unsigned long long)e[i].call,
                        hm_method_name(e[i].method), (unsigned long long)e[i].method_call,
@@ -430,6 +444,11 @@ int hm_cmd_stress(int argc, char **argv)
     }
     IHostMalloc_Release(shared);
     IHostMemoryManager_Release(m);
+    if (recording && !violations)
+        unlink(trace_path);
+    else if (recording)
+        fprintf(stderr, "the whole run is recorded in %s: hostmem replay %s / hostmem reduce %s -o small.trace\n",
+                trace_path, trace_path, trace_path);
     free(w);
     free(t);
     return violations ? HM_EXIT_FAIL : HM_EXIT_OK;
