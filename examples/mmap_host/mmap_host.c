@@ -107,8 +107,13 @@ static HRESULT reserve_at(host *h, uintptr_t base, size_t pages, DWORD protect, 
             if (r->base + r->pages * PAGE > high)
                 high = r->base + r->pages * PAGE;
         high = (high + GRANULE - 1) & ~(uintptr_t)(GRANULE - 1);
-        for (int attempt = 0; high && attempt < 64 && p == MAP_FAILED; attempt++, high += GRANULE) {
-            if (high + bytes > TOP)
+        /* Next to the highest reservation first, then further up in growing steps (other mappings, such as a
+         * sanitizer's, may sit right above ours). */
+        uintptr_t step = GRANULE;
+        for (int attempt = 0; high && attempt < 96 && p == MAP_FAILED; attempt++, high += step) {
+            if (attempt >= 16)
+                step *= 2;
+            if (high + bytes > TOP || high + bytes < high)
                 break;
             p = mmap((void *)high, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
                      -1, 0);
