@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int hm_cmd_conform(int argc, char **argv);
 int hm_cmd_stress(int argc, char **argv);
@@ -113,7 +114,13 @@ int hm_cmd_demo(int argc, char **argv)
     char *conform_argv[] = {"conform", NULL};
     char *stress_argv[] = {"stress", "--threads", "2", "--seconds", "3", "--seed", "1", "--faults",
                            "VirtualAlloc,op=commit,probability=2%,seed=1;heap,probability=1%,seed=2", NULL};
-    char *replay_argv[] = {"replay", "corpus/traces/oom-appdomain.trace", NULL};
+    /* The recorded OOM trace: from the working directory when run in the source tree, else from where it was built. */
+    char trace[4096] = "corpus/traces/oom-appdomain.trace";
+#ifdef HOSTMEM_SOURCE_DIR
+    if (access(trace, R_OK) != 0)
+        snprintf(trace, sizeof trace, "%s/corpus/traces/oom-appdomain.trace", HOSTMEM_SOURCE_DIR);
+#endif
+    char *replay_argv[] = {"replay", trace, NULL};
     run_stage(&stages[0], builtin_smoke, 1, smoke_argv);
     run_stage(&stages[1], hm_cmd_conform, 1, conform_argv);
     run_stage(&stages[2], hm_cmd_stress, 9, stress_argv);

@@ -444,6 +444,8 @@ int hm_cmd_stress(int argc, char **argv)
     }
     IHostMalloc_Release(shared);
     IHostMemoryManager_Release(m);
+    if (recording)
+        IHostMemoryManager_Release(fault_layer); /* ours; the recorder held its own */
     if (recording && !violations)
         unlink(trace_path);
     else if (recording)
