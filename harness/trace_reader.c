@@ -401,8 +401,14 @@ static hm_trace_ref relocate(hm_trace_reader *r, uint64_t addr)
     return (hm_trace_ref){addr, 0, HM_REF_RAW};
 }
 
+/* Recorded thread ids are small numbers from the recorder, but a hostile file may hold any value: beyond this the
+ * id is refused (numbered 0) rather than growing the table without bound. */
+#define MAX_RECORDED_THREAD 65536u
+
 static uint32_t thread_number(hm_trace_reader *r, uint32_t recorded)
 {
+    if (recorded >= MAX_RECORDED_THREAD)
+        return 0;
     if (recorded >= r->thread_count) {
         size_t count = recorded + 16;
         uint32_t *t = realloc(r->threads, count * sizeof *t);
