@@ -31,7 +31,7 @@ ci/build.sh "$out/valgrind" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDeb
 HOSTMEM_UNDER_VALGRIND=1 ctest --test-dir "$out/valgrind" --output-on-failure -j"$jobs" -LE no-valgrind
 
 if [ -x ci/fuzz-smoke.sh ]; then
-  section "fuzz smoke (libFuzzer, AFL++, standalone)"
+  section "fuzz smoke (libFuzzer)"
   ci/fuzz-smoke.sh "$out"
 fi
 
