@@ -12,6 +12,7 @@
  * (the host sends them when its own policy says; they are counted), VirtualQuery of an address outside every
  * handle (its answer depends on the process's layout: only the HRESULT is compared) and, for a MEM_FREE answer,
  * anything but the state (the size of a free gap depends on the placement). */
+#include "com.h"
 #include "error.h"
 #include "trace_internal.h"
 
@@ -204,15 +205,7 @@ static replay_callback *rcb_of(ICLRMemoryNotificationCallback *i) { return HM_CO
 
 static HRESULT STDMETHODCALLTYPE rcb_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
-        *ppv = iface;
-        ICLRMemoryNotificationCallback_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return hm_com_query(iface, &IID_ICLRMemoryNotificationCallback, riid, ppv);
 }
 static ULONG STDMETHODCALLTYPE rcb_AddRef(ICLRMemoryNotificationCallback *iface)
 {
