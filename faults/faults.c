@@ -81,7 +81,8 @@ static bool rule_matches(const fault_rule *r, const call_info *c, uint64_t call_
 {
     if (r->pressure || !(r->methods & (1u << c->method)))
         return false;
-    if (r->levels && (c->level < 0 || !(r->levels & (1u << c->level))))
+    /* A level outside the enum (the host will refuse it) matches no level filter; found by fuzz_calls_faults. */
+    if (r->levels && (c->level < 0 || c->level > eProcessCritical || !(r->levels & (1u << c->level))))
         return false;
     if (r->ops) {
         uint32_t op = c->alloc_type == MEM_RESET ? FAULT_OP_RESET

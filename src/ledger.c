@@ -25,7 +25,7 @@ struct hm_ledger {
     ledger_range *ranges; /* sorted by start, disjoint, none empty */
     size_t count, cap;
     uint64_t bytes;
-    char problems[PROBLEM_RING][PROBLEM_LINE];
+    char (*problems)[PROBLEM_LINE]; /* a ring of PROBLEM_RING lines, made at the first problem (most ledgers have none) */
     size_t problems_logged;
     bool log_to_stderr; /* HOSTMEM_LOG, read once: getenv is not safe against a concurrent setenv */
 };
@@ -49,6 +49,7 @@ void hm_ledger_destroy(hm_ledger *l)
     if (l->budget && l->bytes)
         hm_budget_uncharge(l->budget, l->bytes);
     free(l->ranges);
+    free(l->problems);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }
@@ -56,7 +57,10 @@ void hm_ledger_destroy(hm_ledger *l)
 /* Called with the lock held, so lines are numbered and printed in the order they happened. */
 __attribute__((format(printf, 2, 3))) static void problem(hm_ledger *l, const char *fmt, ...)
 {
-    char *line = l->problems[l->problems_logged % PROBLEM_RING];
+    if (!l->problems)
+        l->problems = calloc(PROBLEM_RING, PROBLEM_LINE);
+    char spare[PROBLEM_LINE]; /* without a ring (out of memory) the line is still counted and may be printed */
+    char *line = l->problems ? l->problems[l->problems_logged % PROBLEM_RING] : spare;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, PROBLEM_LINE, fmt, ap);
@@ -199,7 +203,7 @@ uint64_t hm_ledger_bytes(hm_ledger *l)
 size_t hm_ledger_problems(hm_ledger *l, char (*out)[160], size_t max)
 {
     pthread_mutex_lock(&l->lock);
-    size_t total = l->problems_logged, kept = total < PROBLEM_RING ? total : PROBLEM_RING;
+    size_t total = l->problems_logged, kept = !l->problems ? 0 : total < PROBLEM_RING ? total : PROBLEM_RING;
     size_t n = kept < max ? kept : max, first = total - n;
     for (size_t k = 0; k < n; k++)
         memcpy(out[k], l->problems[(first + k) % PROBLEM_RING], PROBLEM_LINE);

@@ -40,11 +40,14 @@ typedef struct region {
 } region;
 
 /* Regions come from 2 MiB slabs on huge pages (one TLB entry covers 32768 of them) and go back to a free list;
- * slabs are returned to the OS when the vm goes. */
+ * slabs are returned to the OS when the vm goes. The first slab is small (1023 regions, no huge page): most managers
+ * never need more, and clearing a huge page would dominate the cost of a short-lived one (a fuzz input, a test). */
 #define SLAB_SIZE ((size_t)2 << 20)
+#define FIRST_SLAB_SIZE ((size_t)64 << 10)
 _Static_assert(sizeof(region) == 64, "a region is one cache line");
 typedef struct region_slab {
     struct region_slab *next;
+    size_t size;
 } region_slab;
 
 struct span {
@@ -467,11 +470,14 @@ static region *region_alloc(hm_vm *vm)
     if (r) {
         vm->free_regions = (region *)r->base;
     } else {
-        size_t per_slab = (SLAB_SIZE - sizeof(region)) / sizeof(region); /* the first slot holds the slab link */
+        /* the first slot of a slab holds its link */
+        size_t per_slab = vm->slabs ? (vm->slabs->size - sizeof(region)) / sizeof(region) : 0;
         if (!vm->slabs || vm->slab_used == per_slab) {
-            region_slab *slab = map_table(SLAB_SIZE);
+            size_t size = vm->slabs ? SLAB_SIZE : FIRST_SLAB_SIZE;
+            region_slab *slab = map_table(size);
             if (!slab)
                 return NULL;
+            slab->size = size;
             slab->next = vm->slabs;
             vm->slabs = slab;
             vm->slab_used = 0;
@@ -714,7 +720,7 @@ void hm_vm_destroy(hm_vm *vm)
         span_free(vm, vm->spans[i]);
     while (vm->slabs) {
         region_slab *next = vm->slabs->next;
-        munmap(vm->slabs, SLAB_SIZE);
+        munmap(vm->slabs, vm->slabs->size);
         vm->slabs = next;
     }
     free(vm->spans);

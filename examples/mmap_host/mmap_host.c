@@ -78,6 +78,8 @@ static bool valid_protect(DWORD p)
     if (base != PAGE_NOACCESS && base != PAGE_READONLY && base != PAGE_READWRITE && base != PAGE_EXECUTE &&
         base != PAGE_EXECUTE_READ && base != PAGE_EXECUTE_READWRITE)
         return false;
+    if (mods & (mods - 1))
+        return false; /* PAGE_GUARD, PAGE_NOCACHE and PAGE_WRITECOMBINE exclude each other (Windows' documentation) */
     return !(base == PAGE_NOACCESS && mods);
 }
 
@@ -180,8 +182,12 @@ static HRESULT STDMETHODCALLTYPE VirtualAlloc_(IHostMemoryManager *i, void *addr
         return E_POINTER;
     *ppMem = NULL;
     uintptr_t a = (uintptr_t)address;
-    const DWORD known = MEM_COMMIT | MEM_RESERVE | MEM_RESET | MEM_TOP_DOWN;
+    /* MEM_WRITE_WATCH is accepted with MEM_RESERVE, as Windows does; the contract has no GetWriteWatch, so there is
+     * nothing to track. */
+    const DWORD known = MEM_COMMIT | MEM_RESERVE | MEM_RESET | MEM_TOP_DOWN | MEM_WRITE_WATCH;
     if (size == 0 || (type & ~known) || (unsigned)level > eProcessCritical)
+        return E_INVALID_PARAMETER;
+    if ((type & MEM_WRITE_WATCH) && !(type & MEM_RESERVE))
         return E_INVALID_PARAMETER;
     if ((type & MEM_RESET) && type != MEM_RESET)
         return E_INVALID_PARAMETER;

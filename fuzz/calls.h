@@ -1,0 +1,41 @@
+/* The call-sequence fuzz driver: decodes bytes into a sequence of IHostMemoryManager, IHostMalloc and callback
+ * calls, runs them against a host and checks every answer against the reference model (model.h). Shared by the
+ * fuzz targets (fuzz_calls.c) and `hostmem fuzz-to-trace`. Internal to hostmem. */
+#ifndef HOSTMEM_FUZZ_CALLS_H
+#define HOSTMEM_FUZZ_CALLS_H
+
+#include <hostmem/hostmem.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Small spans keep each input's manager cheap to make and tear down; addresses past the first span exercise the
+ * path of a reservation outside every span. */
+#define HM_FUZZ_DEFAULT_OPTIONS "backend=sim,deterministic=1,limit=256M,span=256M"
+
+typedef struct hm_fuzz_config {
+    const char *host_library; /* a host plugin (exports HostMemCreateManager); NULL: hostmem's built-in manager */
+    const char *host_options; /* NULL: HM_FUZZ_DEFAULT_OPTIONS for the built-in, "" for a plugin */
+    bool faults;              /* the input's first bytes choose a fault spec; the host sits behind the fault layer */
+    const char *trace_path;   /* when set, every call is recorded there (a raw trace; see docs/trace-format.md) */
+    FILE *report;             /* where a mismatch is described (stderr when NULL) */
+    bool verbose;             /* print every call to the report as it is made */
+} hm_fuzz_config;
+
+typedef struct hm_fuzz_outcome {
+    unsigned calls;   /* calls made to the host (checks included) */
+    unsigned skipped; /* decoded calls the model could not predict, so not made */
+    bool mismatch;    /* the host answered against the contract; described in the report */
+} hm_fuzz_outcome;
+
+/* Runs the input. Returns 0 when every answer matched (or a mismatch was found and reported: see outcome),
+ * -1 when the host could not be set up (reported). Bounded: at most a few hundred calls per input. */
+int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome);
+
+/* The configuration the fuzz targets read from the environment: HOSTMEM_FUZZ_HOST, HOSTMEM_FUZZ_HOST_OPTIONS,
+ * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE. */
+void hm_fuzz_config_from_env(hm_fuzz_config *config);
+
+#endif

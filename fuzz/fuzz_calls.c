@@ -1,0 +1,34 @@
+/* Fuzz target: call sequences against a host, checked against the reference model (calls.h, model.h). Built twice:
+ * fuzz_calls (the host as it is) and fuzz_calls_faults (HM_FUZZ_WITH_FAULTS: the input's first bytes also choose
+ * which calls the fault layer fails, and the target checks that a failed call changed nothing).
+ *
+ * Environment: HOSTMEM_FUZZ_HOST=lib.so fuzzes a host plugin instead of hostmem's built-in manager (with
+ * HOSTMEM_FUZZ_HOST_OPTIONS); HOSTMEM_FUZZ_TRACE=path records the calls of the input (run it on one input);
+ * HOSTMEM_FUZZ_VERBOSE=1 prints every call. A mismatch prints what the host answered, what the model expected and
+ * the calls before it, then aborts, so every engine keeps the input. */
+#include "calls.h"
+
+#include <stdlib.h>
+
+#ifndef HM_FUZZ_WITH_FAULTS
+#define HM_FUZZ_WITH_FAULTS 0
+#endif
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static hm_fuzz_config config;
+    static int configured;
+    if (!configured) {
+        hm_fuzz_config_from_env(&config);
+        config.faults = HM_FUZZ_WITH_FAULTS;
+        configured = 1;
+    }
+    hm_fuzz_outcome outcome;
+    if (hm_fuzz_calls_run(data, size, &config, &outcome) != 0)
+        abort(); /* the host could not even be set up: nothing else would work either */
+    if (outcome.mismatch)
+        abort();
+    return 0;
+}
