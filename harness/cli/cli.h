@@ -3,6 +3,7 @@
 #define HOSTMEM_CLI_H
 
 #include <hostmem/hostmem.h>
+#include <hostmem/trace.h>
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +28,10 @@ bool hm_cli_take_host_option(hm_host_choice *choice, int argc, char **argv, int 
  * faults is set). On failure prints a clear message naming the library, symbol or option to stderr and returns
  * the HRESULT. The plugin stays loaded for the life of the process. */
 HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out);
+
+/* Copies every call of the trace IN (any encoding) to OUT ("-": stdout) in `encoding`; errors go to stderr naming
+ * the file. Returns an exit code. */
+int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encoding);
 
 /* Parses "123", "64K", "1M", "2G" (binary suffixes); returns false on anything else. */
 bool hm_cli_parse_size(const char *text, unsigned long long *out);

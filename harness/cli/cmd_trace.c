@@ -18,8 +18,7 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Copies every call of IN to a writer; returns an exit code. */
-static int copy(const char *in, const char *out, hm_trace_encoding encoding)
+int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encoding)
 {
     hm_trace_reader *r;
     if (FAILED(hm_trace_open(in, &r))) {
@@ -111,7 +110,7 @@ int hm_cmd_trace(int argc, char **argv)
     }
     const char *verb = argv[1];
     if (strcmp(verb, "cat") == 0 && argc == 3)
-        return copy(argv[2], "-", HM_TRACE_TEXT);
+        return hm_cli_trace_copy(argv[2], "-", HM_TRACE_TEXT);
     if (strcmp(verb, "stats") == 0 && argc == 3)
         return stats(argv[2]);
     if (strcmp(verb, "convert") == 0 && (argc == 4 || argc == 6)) {
@@ -124,7 +123,7 @@ int hm_cmd_trace(int argc, char **argv)
             }
             encoding = strcmp(argv[5], "binary") == 0 ? HM_TRACE_BINARY : HM_TRACE_TEXT;
         }
-        return copy(argv[2], argv[3], encoding);
+        return hm_cli_trace_copy(argv[2], argv[3], encoding);
     }
     usage(stderr);
     return HM_EXIT_USAGE;

@@ -13,8 +13,7 @@ int hm_cmd_record(int argc, char **argv);
 int hm_cmd_conform(int argc, char **argv);
 int hm_cmd_stress(int argc, char **argv);
 int hm_cmd_demo(int argc, char **argv);
-/* The fuzzing issue's converter; weak until it is built, and then listed. */
-__attribute__((weak)) int hm_cmd_fuzz_to_trace(int argc, char **argv);
+int hm_cmd_fuzz_to_trace(int argc, char **argv);
 
 static int cmd_options(int argc, char **argv)
 {

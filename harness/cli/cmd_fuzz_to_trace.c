@@ -1,0 +1,122 @@
+/* hostmem fuzz-to-trace INPUT: runs a fuzz_calls (or fuzz_calls_faults) input once, recording every call, and writes
+ * the calls as a readable text trace, which `hostmem replay` and `hostmem reduce` take: one path from a fuzzer's
+ * crash file to a small readable reproducer. Exit codes: 0 the input ran clean, 1 it showed a mismatch (reported;
+ * the trace ends at it), 2 bad usage or input. */
+#include "calls.h"
+#include "cli.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: hostmem fuzz-to-trace INPUT [-o OUT] [--faults-input] [--host LIB.so] [--host-options S]\n"
+               "  INPUT          a file from fuzz_calls (a crash, a corpus entry)\n"
+               "  -o OUT         the text trace to write (default: INPUT.trace)\n"
+               "  --faults-input the input is fuzz_calls_faults': its first bytes choose the faults\n"
+               "  --host, --host-options  the host the input ran against (default: the built-in manager with\n"
+               "                 " HM_FUZZ_DEFAULT_OPTIONS ")\n");
+}
+
+static uint8_t *read_input(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "hostmem fuzz-to-trace: cannot open '%s'\n", path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    uint8_t *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            uint8_t *bigger = n < (64u << 20) ? realloc(buf, cap *= 2) : NULL;
+            if (!bigger) {
+                fprintf(stderr, "hostmem fuzz-to-trace: '%s' is larger than 64 MiB; fuzz inputs are small\n", path);
+                free(buf);
+                buf = NULL;
+            }
+            buf = bigger;
+        }
+    }
+    fclose(f);
+    *size = n;
+    return buf;
+}
+
+int hm_cmd_fuzz_to_trace(int argc, char **argv)
+{
+    hm_fuzz_config config = {0};
+    const char *input = NULL, *out = NULL;
+    hm_host_choice choice = {0};
+    for (int i = 1; i < argc; i++) {
+        bool error = false;
+        if (hm_cli_take_host_option(&choice, argc, argv, &i, &error)) {
+            if (error)
+                return HM_EXIT_USAGE;
+        } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--faults-input") == 0) {
+            config.faults = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return HM_EXIT_OK;
+        } else if (argv[i][0] != '-' && !input) {
+            input = argv[i];
+        } else {
+            fprintf(stderr, "hostmem fuzz-to-trace: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return HM_EXIT_USAGE;
+        }
+    }
+    if (!input || choice.faults) {
+        if (choice.faults)
+            fprintf(stderr, "hostmem fuzz-to-trace: --faults does not apply (a faults input chooses its own: "
+                            "--faults-input)\n");
+        usage(stderr);
+        return HM_EXIT_USAGE;
+    }
+    size_t size;
+    uint8_t *data = read_input(input, &size);
+    if (!data)
+        return HM_EXIT_USAGE;
+    char default_out[4096];
+    if (!out) {
+        snprintf(default_out, sizeof default_out, "%s.trace", input);
+        out = default_out;
+    }
+    /* The recorder writes its crash-proof raw form; the text form is made from it afterwards. */
+    char raw[] = "/tmp/hostmem-fuzz-XXXXXX";
+    int fd = mkstemp(raw);
+    if (fd < 0) {
+        fprintf(stderr, "hostmem fuzz-to-trace: cannot make a temporary file in /tmp\n");
+        free(data);
+        return HM_EXIT_FAIL;
+    }
+    close(fd);
+    config.host_library = choice.library;
+    config.host_options = choice.options;
+    config.trace_path = raw;
+    config.report = stdout;
+    hm_fuzz_outcome outcome = {0};
+    int status = hm_fuzz_calls_run(data, size, &config, &outcome);
+    free(data);
+    int code = status != 0 ? HM_EXIT_USAGE : hm_cli_trace_copy(raw, out, HM_TRACE_TEXT);
+    unlink(raw);
+    if (code != HM_EXIT_OK)
+        return code;
+    printf("%s: %u call(s) (%u the model could not predict, skipped), %s\n", input, outcome.calls, outcome.skipped,
+           outcome.mismatch ? "ending at the mismatch above" : "every answer as the model expected");
+    const char *host = choice.library ? choice.library : "";
+    printf("trace written to %s\n", out);
+    if (*host)
+        printf("  replay it on the host:          hostmem replay %s --host %s\n", out, host);
+    printf("  replay it on the built-in host: hostmem replay %s%s\n", out,
+           *host ? "   (the first divergence is where the host differs)" : "");
+    printf("  shrink it:                      hostmem reduce %s -o %s.small%s%s\n", out, out, *host ? " --host " : "",
+           host);
+    return outcome.mismatch ? HM_EXIT_FAIL : HM_EXIT_OK;
+}
