@@ -116,7 +116,7 @@ int hm_cmd_fuzz_to_trace(int argc, char **argv)
         printf("  replay it on the host:          hostmem replay %s --host %s\n", out, host);
     printf("  replay it on the built-in host: hostmem replay %s%s\n", out,
            *host ? "   (the first divergence is where the host differs)" : "");
-    printf("  shrink it:                      hostmem reduce %s -o %s.small%s%s\n", out, out, *host ? " --host " : "",
-           host);
+    printf("  shrink it:                      hostmem reduce %s -o %s.small%s\n", out, out,
+           *host ? "   (to the calls where the host and the built-in one differ)" : "");
     return outcome.mismatch ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
