@@ -4,7 +4,7 @@
 set -euo pipefail
 want=(build-essential cmake pkg-config libcmocka-dev)
 if [ "${1:-}" != minimal ]; then
-  want+=(clang libclang-rt-14-dev llvm valgrind libjemalloc-dev libmimalloc-dev)
+  want+=(clang libclang-rt-14-dev llvm valgrind afl++ libjemalloc-dev libmimalloc-dev)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -1,31 +1,94 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets for libFuzzer (clang, ASan + UBSan) and runs each from its seed corpus with its dictionary;
-# fails on any crash, leak or timeout. By default a fixed number of runs from a fixed seed, so CI gives the same answer
-# every time; with SECONDS (or HOSTMEM_FUZZ_SECONDS) it explores for that long instead.
+# fails on any crash, leak or timeout. Then the proof that the call-sequence fuzzer finds bugs: against each
+# deliberately broken host (tests/broken_hosts) it must report the right mismatch within a bounded number of runs.
+# By default a fixed number of runs from a fixed seed, so CI gives the same answer every time; with SECONDS (or
+# HOSTMEM_FUZZ_SECONDS) each target explores for that long instead.
 # Usage: ci/fuzz-smoke.sh [BUILD_ROOT] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=${1:-build-ci}
 seconds=${2:-${HOSTMEM_FUZZ_SECONDS:-}}
-declare -A runs=([fault_spec]=300000 [trace_parser]=4000)
+declare -A runs=([fault_spec]=300000 [trace_parser]=4000 [calls]=8000 [calls_faults]=8000)
 out="$root/fuzz-libfuzzer"
 ci/build.sh "$out" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHOSTMEM_SANITIZE="address;undefined" \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" -DHOSTMEM_FUZZ_ENGINE=libfuzzer -DHOSTMEM_BUILD_TESTS=OFF
+export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
 status=0
-for target in fault_spec trace_parser; do
+
+# fuzz TARGET LOG [libFuzzer flags...]: runs a target from a copy of its seeds; returns libFuzzer's status.
+fuzz() {
+  local target=$1 log=$2
+  shift 2
+  local work
   work=$(mktemp -d)
   cp -r "corpus/$target/." "$work/"
-  if [ -n "$seconds" ]; then limit="-max_total_time=$seconds"; else limit="-runs=${runs[$target]} -seed=1"; fi
-  echo "fuzz_$target: $limit from $(ls "corpus/$target" | wc -l) seeds"
-  # shellcheck disable=SC2086
-  if ! ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
-       "$out/fuzz/fuzz_$target" $limit -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-       -dict="fuzz/$target.dict" -artifact_prefix="$out/crash-$target-" "$work" >"$out/fuzz_$target.log" 2>&1; then
+  local dict=()
+  [ -f "fuzz/$target.dict" ] && dict=("-dict=fuzz/$target.dict")
+  local rc=0
+  "$out/fuzz/fuzz_$target" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "$@" "$work" >"$log" 2>&1 ||
+    rc=$?
+  rm -rf "$work"
+  return $rc
+}
+
+for target in fault_spec trace_parser calls calls_faults; do
+  if [ -n "$seconds" ]; then limit=(-max_total_time="$seconds"); else limit=(-runs="${runs[$target]}" -seed=1); fi
+  echo "fuzz_$target: ${limit[*]} from $(ls "corpus/$target" | wc -l) seeds"
+  if ! fuzz "$target" "$out/fuzz_$target.log" "${limit[@]}" -artifact_prefix="$out/crash-$target-"; then
     echo "fuzz_$target FAILED; the end of its log:"
     tail -40 "$out/fuzz_$target.log"
     status=1
   fi
   grep -E "stat::number_of_executed_units|stat::average_exec_per_sec" "$out/fuzz_$target.log" | sed "s/^/  /"
-  rm -rf "$work"
+done
+
+# AFL++: the same targets built with afl-clang-fast (AFL++'s libFuzzer driver: persistent mode, shared-memory test
+# cases), each fuzzed for a bounded time from its seeds; any saved crash fails.
+afl_seconds=${seconds:-10}
+afl="$root/fuzz-afl"
+CC=afl-clang-fast AFL_QUIET=1 ci/build.sh "$afl" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHOSTMEM_FUZZ_ENGINE=afl \
+  -DHOSTMEM_BUILD_TESTS=OFF >/dev/null
+for target in fault_spec trace_parser calls calls_faults; do
+  rm -rf "$afl/out-$target"
+  dict=()
+  [ -f "fuzz/$target.dict" ] && dict=(-x "fuzz/$target.dict")
+  ASAN_OPTIONS=abort_on_error=1:symbolize=0 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 \
+    afl-fuzz -V "$afl_seconds" -i "corpus/$target" -o "$afl/out-$target" "${dict[@]}" -- "$afl/fuzz/fuzz_$target" \
+    >"$afl/afl_$target.log" 2>&1 || true
+  stats="$afl/out-$target/default/fuzzer_stats"
+  crashes=$(awk -F: '/^saved_crashes/ {gsub(/ /, "", $2); print $2}' "$stats" 2>/dev/null || true)
+  echo "afl++ fuzz_$target: ${afl_seconds}s, $(awk -F: '/^execs_done/ {gsub(/ /, "", $2); print $2}' "$stats" 2>/dev/null) execs,"\
+       "$(awk -F: '/^execs_per_sec/ {gsub(/ /, "", $2); print $2}' "$stats" 2>/dev/null) exec/s, crashes: ${crashes:-none recorded}"
+  if [ "${crashes:-x}" != 0 ]; then
+    echo "afl++ fuzz_$target FAILED (crashes in $afl/out-$target/default/crashes, or no stats); the end of its log:"
+    tail -20 "$afl/afl_$target.log"
+    status=1
+  fi
+done
+
+# The proof: each broken host is caught, by the check its bug breaks, within 20 000 runs from the seeds.
+echo "fuzz_calls against the deliberately broken hosts (each must be caught):"
+declare -A expect=(
+  [no_zero_recommit]="freshly committed pages read as zero"
+  [merged_regions]="expected \{Base"
+  [overlapping_heap]="overlaps live block|changed behind the runtime's back"
+  [release_anywhere]="returned S_OK .*Windows' rules say HRESULT_FROM_WIN32\(ERROR_INVALID_ADDRESS\)"
+  [crash_on_query]="SEGV on unknown address")
+hosts=$(cd "$out/hosts" && pwd)
+for bug in no_zero_recommit merged_regions overlapping_heap release_anywhere crash_on_query; do
+  log="$out/fuzz_calls-broken-$bug.log"
+  if HOSTMEM_FUZZ_HOST="$hosts/libhostmem_broken_$bug.so" fuzz calls "$log" -runs=20000 -seed=1 \
+       -artifact_prefix="$out/broken-$bug-"; then
+    echo "  $bug: NOT caught in 20 000 runs"
+    status=1
+  elif grep -Eq "${expect[$bug]}" "$log"; then
+    runs_done=$(grep -Eo "^#[0-9]+" "$log" | tail -1 | tr -d '#' || true)
+    echo "  $bug: caught within ${runs_done:-the seed} runs: $(grep -Em1 "${expect[$bug]}" "$log" | sed 's/^ *//' | cut -c1-110)"
+  else
+    echo "  $bug: the fuzzer stopped, but not with the expected finding; the end of its log:"
+    tail -30 "$log"
+    status=1
+  fi
 done
 exit $status

@@ -245,8 +245,11 @@ static uint32_t pick_protect(fuzz_run *r)
 static EMemoryCriticalLevel pick_level(fuzz_run *r)
 {
     uint8_t k = take8(r) % 16;
-    if (k == 15 && r->strict)
-        return (EMemoryCriticalLevel)(take8(r) & 1 ? 3 : 0x7fffffff);
+    if (k == 15) {
+        uint8_t bad = take8(r); /* read for every host, so a seed decodes alike for all */
+        if (r->strict)
+            return (EMemoryCriticalLevel)(bad & 1 ? 3 : 0x7fffffff);
+    }
     return (EMemoryCriticalLevel)(k % 3);
 }
 
@@ -386,7 +389,7 @@ static void op_virtual_alloc(fuzz_run *r)
     size_t size = pick_size(r, address);
     uint32_t type = pick_alloc_type(r), protect = pick_protect(r);
     EMemoryCriticalLevel level = pick_level(r);
-    bool null_out = r->strict && take8(r) == 0xee;
+    bool null_out = take8(r) == 0xee && r->strict; /* (the byte is read for every host: seeds decode alike) */
 
     /* What Windows would do, before asking the host. */
     HRESULT want = (unsigned)level > eProcessCritical ? E_INVALIDARG
@@ -905,6 +908,12 @@ static void op_heap_free(fuzz_run *r)
     *b = r->model.block[--r->model.nblocks];
 }
 
+static void op_heap_check(fuzz_run *r)
+{
+    for (size_t k = 0; k < r->model.nblocks && !r->failed; k++)
+        check_block(r, &r->model.block[k]);
+}
+
 /* Frees the heap must refuse without harm (hostmem's own promise): foreign, interior, double, another heap's. */
 static void op_heap_bad_free(fuzz_run *r)
 {
@@ -938,17 +947,15 @@ static void op_heap_bad_free(fuzz_run *r)
         a = (uintptr_t)&local, what = "a stack address";
         break;
     }
+    if (!r->strict) {
+        op_heap_check(r); /* only hostmem promises to refuse bad frees harmlessly */
+        return;
+    }
     if (!a || hm_model_block_find(&r->model, a))
         return;
     note_call(r, "heap %d: Free(%#lx) [%s]", i, (unsigned long)a, what);
     HRESULT hr = IHostMalloc_Free(r->heap[i], (void *)a);
     expect_hr(r, hr, was_injected(r) ? r->injected : HOST_E_INVALIDOPERATION);
-}
-
-static void op_heap_check(fuzz_run *r)
-{
-    for (size_t k = 0; k < r->model.nblocks && !r->failed; k++)
-        check_block(r, &r->model.block[k]);
 }
 
 /* ---- Load, notifications, identity ------------------------------------------------------------------------ */
@@ -1003,7 +1010,7 @@ static const ICLRMemoryNotificationCallbackVtbl callback_vtbl = {cb_query, cb_ad
 
 static void op_register_callback(fuzz_run *r)
 {
-    bool null_arg = r->strict && take8(r) == 0xee;
+    bool null_arg = take8(r) == 0xee && r->strict;
     if (!null_arg && r->ncallbacks == MAX_CALLBACKS)
         return;
     fuzz_callback *c = null_arg ? NULL : &r->callback[r->ncallbacks];
@@ -1224,12 +1231,7 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
         case 14: case 15: op_heap_alloc(r, false); break;
         case 16: op_heap_alloc(r, true); break;
         case 17: case 18: op_heap_free(r); break;
-        case 19:
-            if (r->strict)
-                op_heap_bad_free(r);
-            else
-                op_heap_check(r);
-            break;
+        case 19: op_heap_bad_free(r); break;
         case 20: op_memory_load(r); break;
         case 21: op_register_callback(r); break;
         case 22: op_ledger(r); break;
