@@ -17,6 +17,8 @@ void hm_model_clear(hm_model *m)
 }
 
 /* ---- Arguments ---------------------------------------------------------------------------------------------- */
+/* These rules are written again here, not shared with src/vm.c: a model that called the code under test would agree
+ * with its bugs. */
 
 bool hm_model_protect_valid(uint32_t protect)
 {
