@@ -43,6 +43,16 @@ for target in fault_spec trace_parser calls calls_faults; do
   grep -E "stat::number_of_executed_units|stat::average_exec_per_sec" "$out/fuzz_$target.log" | sed "s/^/  /"
 done
 
+# The seed corpora, minimised: how many seeds a minimal set that keeps all their coverage needs (a corpus that grows
+# redundant shows here; `-merge=1 NEW corpus/T` makes the minimal set).
+for target in fault_spec trace_parser calls calls_faults; do
+  kept=$(mktemp -d)
+  "$out/fuzz/fuzz_$target" -merge=1 "$kept" "corpus/$target" >"$out/merge_$target.log" 2>&1 || {
+    echo "minimising corpus/$target FAILED; the end of its log:"; tail -20 "$out/merge_$target.log"; status=1; }
+  echo "corpus/$target: $(ls "corpus/$target" | wc -l) seeds, a minimal set keeps $(ls "$kept" | wc -l)"
+  rm -rf "$kept"
+done
+
 # AFL++: the same targets built with afl-clang-fast (AFL++'s libFuzzer driver: persistent mode, shared-memory test
 # cases), each fuzzed for a bounded time from its seeds; any saved crash fails.
 afl_seconds=${seconds:-10}
