@@ -1,22 +1,25 @@
 /* Host heaps (IHostMalloc): see heap.h.
  *
  * Small blocks (up to 32 KiB) come from 64 KiB chunks that each serve one size class; larger blocks get a chunk of
- * their own. All bookkeeping lives in the chunk header, out of the user's reach and away from the blocks (so Alloc
- * and Free touch no block memory, which is cold more often than not): a bitmap of free slots, each slot's requested
- * size, and, once a DebugAlloc lands in the chunk, each slot's allocation site. Alloc takes the lowest free slot of
- * its class's current chunk (a count-trailing-zeros on a bitmap word). Free masks the pointer down to its 64 KiB
- * granule and looks that base up in a hash set of the heap's own chunks before touching it, then checks the pointer
- * is a block start and that its slot is live: foreign pointers, interior pointers and double frees are refused
- * without touching anything.
+ * their own. The bookkeeping lives in the chunk header, out of the user's reach: each slot's requested size, 0
+ * while the slot is free (one 16-bit load tells Free both whether the block is live and how big it is), and, once a
+ * DebugAlloc lands in the chunk, each slot's allocation site. Free slots are handed out most recently freed first,
+ * through a list threaded through the free blocks, so a new block is usually still in the cache. Free masks the
+ * pointer down to its 64 KiB granule and looks that base up in a hash set of the heap's own chunks before touching
+ * anything, then checks the pointer is a block start and that its slot is live: foreign pointers, interior
+ * pointers and double frees are refused, changing nothing.
  *
  * Threads. A heap's chunks are divided among "locals": a single-threaded heap has one; a thread-safe heap gives
  * each thread that uses it a local of its own (found through a small thread-local cache keyed by heap id), so
- * Alloc, and Free of the thread's own blocks, take no lock and no locked instruction. Only the owner thread writes
- * a chunk's free bits and counters. Free of a block another local owns (a "remote" free) takes the heap lock,
- * validates the block against the heap-wide chunk set and sets the block's bit in the chunk's pending bitmap; the
- * owner folds pending blocks back into its free bits (under the heap lock) before it next asks for a new chunk. A
- * block whose pending bit is set counts as freed (Free refuses it, leak reports skip it). When a thread exits, its
- * locals are abandoned and the next thread that starts using the heap adopts one of them, chunks and all. */
+ * Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread writes
+ * a chunk's sizes, free list and counters. Free of a block another local owns (a "remote" free) takes the heap
+ * lock, validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap;
+ * the owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new
+ * chunk. A pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals
+ * are abandoned and the next thread that starts using the heap adopts one of them, chunks and all.
+ *
+ * Alloc and Free have a fast path each, inline and without calls (a call would make every Alloc save registers),
+ * for the common case, and a slow path for everything else. */
 #include "heap.h"
 #include "com.h"
 
@@ -39,7 +42,7 @@
 #define SPARE_LIMIT 4      /* empty chunks a local keeps for reuse rather than unmapping and mapping them again */
 /* A small chunk's header starts (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at offset 0 every
  * header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they would
- * keep evicting each other even from L2. */
+ * keep evicting each other. */
 #define CHUNK_COLORS 16
 #define CACHE_LINE 64
 
@@ -77,52 +80,59 @@ static void build_classes(void)
 typedef struct heap heap;
 typedef struct local local;
 
-/* The bookkeeping of 64 slots, in one cache line: what Free checks and updates is in the line it reads. */
-typedef struct slot_group {
-    /* Bit i: slot i is free. Only the owner writes them (a load and a store, no locked instruction); remote frees
-     * and reports read them. */
-    _Atomic uint64_t free;
-    /* Bit i: freed by another thread (heap lock), not yet back among the free slots. */
-    _Atomic uint64_t pending;
-    /* Classes up to 1 KiB: slot size - requested size (0..15: those classes are 16 bytes apart), 4 bits a slot. */
-    _Atomic uint64_t slack[4];
-    uint64_t unused[2];
-} slot_group;
-_Static_assert(sizeof(slot_group) == 64, "a slot group is a cache line");
-
 typedef struct chunk {
-    /* The first cache line holds everything Alloc and Free read, so an operation touches few lines per chunk. */
+    /* The first cache line holds everything the fast paths read. */
     char *first_slot;
     uint32_t slot_size;    /* large chunks: CHUNK_SIZE, so only offset 0 is a block start */
     uint32_t slot_recip;   /* ceil(2^32 / slot_size): slot = offset * slot_recip >> 32, exact for offsets < 64 KiB */
     uint32_t span;         /* slots * slot_size: offsets past it are no block */
     uint32_t cls;          /* size class, or LARGE_CLASS */
-    uint32_t slots, ngroups; /* ngroups: slot groups, 64 slots each */
-    uint32_t live;         /* slots not free (pending ones included) */
+    uint32_t slots;
+    uint32_t live;         /* slots with a block (pending ones included) */
     uint32_t free_head;    /* the most recently freed slot; each free slot's first 4 bytes name the next */
     uint32_t bump;         /* slots ever handed out: those past it are free and on no list */
     bool in_partial;
-    bool pending_listed;   /* on its owner's pending list (heap lock) */
-    _Atomic uint16_t *sizes; /* classes over 1 KiB: each live slot's requested size (at most 32 KiB); else NULL */
+    atomic_bool has_pending; /* pending bits are set (written under the heap lock) */
+    /* Each slot's requested size (large chunks: 1), 0 while free. Written by the owner only, with plain loads and
+     * stores; read by remote frees and reports, which is why they are atomics (relaxed: no locked instruction). */
+    _Atomic uint16_t *sizes;
     /* Per-slot DebugAlloc site (0 = plain Alloc), malloc'd by the first DebugAlloc that lands here; NULL: all 0.
      * Only the owner writes it; reports read it under the heap lock, which chunk reuse and release take. */
     _Atomic(_Atomic uint32_t *) sites;
-    /* The second line: the rest. */
+    /* The rest. */
     uint64_t magic;
     heap *heap;
     local *owner;          /* the local that hands out and frees its blocks */
     struct chunk *next_partial, *prev_partial; /* next_partial also links the local's spare chunks */
-    struct chunk *next_pending;
+    struct chunk *next_pending; /* the owner's list of chunks with pending blocks (heap lock) */
     size_t bytes;          /* the chunk's size as the source gave it */
     size_t large_size;     /* large chunks: the requested size */
-    struct slot_group groups[]; /* one per 64 slots */
+    uint64_t pending_blocks, pending_bytes; /* the pending blocks' count and sizes (heap lock) */
+    bool spare;            /* on the owner's spare list, out of service */
+    /* One bit per slot: freed by another thread, not yet back on the free list (set and cleared under the heap
+     * lock). Followed by sizes. */
+    _Atomic uint64_t pending[];
 } chunk;
-_Static_assert(offsetof(chunk, magic) <= 64 && offsetof(chunk, groups) == 128, "the chunk header's layout");
+_Static_assert(offsetof(chunk, magic) == CACHE_LINE, "the fast paths' fields fill the chunk's first cache line");
 
-static inline _Atomic uint64_t *free_bits_of(chunk *c, uint32_t w) { return &c->groups[w].free; }
-static inline _Atomic uint64_t *pending_bits_of(chunk *c, uint32_t w) { return &c->groups[w].pending; }
+static inline bool slot_pending(chunk *c, uint32_t slot)
+{
+    return (atomic_load_explicit(&c->pending[slot >> 6], memory_order_relaxed) >> (slot & 63)) & 1;
+}
 
-/* An open-addressing hash set of chunk bases (linear probing, at most half full). */
+/* The slot's requested size, 0 when it is free. Acquire: a reader that sees a block also sees its site. */
+static inline uint32_t slot_size_of(chunk *c, uint32_t slot)
+{
+    return atomic_load_explicit(&c->sizes[slot], memory_order_acquire);
+}
+
+/* Size of the live block in slot. */
+static inline uint64_t block_size(chunk *c, uint32_t slot)
+{
+    return c->cls == LARGE_CLASS ? c->large_size : slot_size_of(c, slot);
+}
+
+/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most half full). */
 typedef struct chunk_set {
     chunk **slots;
     size_t mask, count;
@@ -132,13 +142,13 @@ typedef struct chunk_set {
 typedef struct thread_locals thread_locals;
 
 struct local {
-    chunk *partial[CLASS_COUNT]; /* chunks of each class that may have free slots, current one first */
+    chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots, current one first */
     chunk_set chunks;            /* this local's chunks: Free's ownership check, read without the heap lock */
     heap *heap;
     /* Written by the owner only, read by statistics from anywhere: relaxed atomics cost no locked instruction. */
     _Atomic uint64_t blocks, bytes;
     atomic_bool has_pending;     /* set by remote frees: the owner should drain pending_chunks */
-    chunk *pending_chunks;       /* chunks with pending bits set (heap lock) */
+    chunk *pending_chunks;       /* chunks with pending blocks (heap lock) */
     chunk *spares;               /* empty chunks kept for reuse by any class (still in the chunk sets) */
     unsigned spare_count;
     local *next_in_heap;         /* the heap's list of locals, append-only until the heap dies */
@@ -203,16 +213,6 @@ static void heap_unlock(heap *h)
 
 static inline char *block_at(const chunk *c, uint32_t slot) { return c->first_slot + (size_t)slot * c->slot_size; }
 
-static bool slot_free(chunk *c, uint32_t slot)
-{
-    return (atomic_load_explicit(free_bits_of(c, slot >> 6), memory_order_acquire) >> (slot & 63)) & 1;
-}
-
-static bool slot_pending(chunk *c, uint32_t slot)
-{
-    return (atomic_load_explicit(pending_bits_of(c, slot >> 6), memory_order_relaxed) >> (slot & 63)) & 1;
-}
-
 /* The slot whose block starts at p, or false when p is no block start of chunk c. */
 static inline bool slot_of_block(const chunk *c, uintptr_t p, uint32_t *out)
 {
@@ -224,22 +224,6 @@ static inline bool slot_of_block(const chunk *c, uintptr_t p, uint32_t *out)
         return false;
     *out = slot;
     return true;
-}
-
-static inline uint64_t block_size(chunk *c, uint32_t slot)
-{
-    if (c->cls == LARGE_CLASS)
-        return c->large_size;
-    if (c->sizes)
-        return atomic_load_explicit(&c->sizes[slot], memory_order_relaxed);
-    uint64_t slack = atomic_load_explicit(&c->groups[slot >> 6].slack[(slot >> 4) & 3], memory_order_relaxed);
-    return c->slot_size - ((slack >> ((slot & 15) * 4)) & 15);
-}
-
-static uint32_t block_site(chunk *c, uint32_t slot)
-{
-    _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_acquire);
-    return sites ? atomic_load_explicit(&sites[slot], memory_order_relaxed) : 0;
 }
 
 /* ---- Chunk sets -------------------------------------------------------------------------------------------- */
@@ -322,14 +306,9 @@ static chunk_set *all_chunks(heap *h) { return h->threadsafe ? &h->all : &h->onl
 
 /* ---- Chunks --------------------------------------------------------------------------------------------- */
 
-/* Classes up to 1 KiB keep sizes as slack in their slot groups; bigger ones (fewer slots) in an array. */
-static bool sizes_in_array(uint32_t cls) { return cls != LARGE_CLASS && class_size[cls] > 1024; }
-
-static size_t chunk_header_size(uint32_t slots, uint32_t cls)
+static size_t chunk_header_size(uint32_t slots)
 {
-    size_t groups = (slots + 63) / 64;
-    return (sizeof(chunk) + groups * sizeof(slot_group) + (sizes_in_array(cls) ? slots * sizeof(uint16_t) : 0) +
-            15) & ~(size_t)15;
+    return (sizeof(chunk) + (slots + 63) / 64 * sizeof(uint64_t) + slots * sizeof(uint16_t) + 15) & ~(size_t)15;
 }
 
 static void partial_push(local *l, chunk *c)
@@ -353,25 +332,44 @@ static void partial_remove(local *l, chunk *c)
     c->in_partial = false;
 }
 
+/* Drops chunk c's pending blocks, when it leaves service: it can have some only after a double free raced with
+ * another thread's Free of the same block (the owner emptied the chunk meanwhile). Heap lock held. */
+static void chunk_forget_pending(heap *h, chunk *c)
+{
+    if (!atomic_load_explicit(&c->has_pending, memory_order_relaxed))
+        return;
+    chunk **link = &c->owner->pending_chunks;
+    while (*link && *link != c)
+        link = &(*link)->next_pending;
+    if (*link)
+        *link = c->next_pending;
+    c->next_pending = NULL;
+    counter_add(&h->remote_blocks, 0 - c->pending_blocks);
+    counter_add(&h->remote_bytes, 0 - c->pending_bytes);
+    c->pending_blocks = c->pending_bytes = 0;
+    for (uint32_t w = 0; w < (c->slots + 63) / 64; w++)
+        atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
+    atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
+}
+
 /* Lays the chunk at base (bytes long, zeroed or an empty spare) out for class cls, every slot free; returns its
  * header. Remote frees may read the fields of a spare being reused, so thread-safe heaps hold the heap lock. */
 static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t cls, size_t large_size)
 {
     uint32_t slot_size, slots;
-    bool small = cls != LARGE_CLASS;
-    size_t color = small ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS) * CACHE_LINE : 0;
+    size_t color = cls != LARGE_CLASS ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS) * CACHE_LINE : 0;
     chunk *c = (chunk *)(base + color);
-    if (small) {
+    if (cls != LARGE_CLASS) {
         size_t room = CHUNK_SIZE - color;
         slot_size = class_size[cls];
         slots = (uint32_t)((room - sizeof(chunk)) / slot_size);
-        while (chunk_header_size(slots, cls) + (size_t)slots * slot_size > room)
+        while (chunk_header_size(slots) + (size_t)slots * slot_size > room)
             slots--;
     } else {
         slot_size = (uint32_t)CHUNK_SIZE;
         slots = 1;
     }
-    size_t header = chunk_header_size(slots, cls);
+    size_t header = chunk_header_size(slots);
     hm_track_unpoison(c, header);
     hm_track_defined(c, header);
     free(atomic_load_explicit(&c->sites, memory_order_relaxed));
@@ -385,12 +383,9 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     c->slot_size = slot_size;
     c->slot_recip = (uint32_t)(((uint64_t)1 << 32) / slot_size + ((((uint64_t)1 << 32) % slot_size) != 0));
     c->slots = slots;
-    c->ngroups = (slots + 63) / 64;
     c->span = slots * slot_size;
-    c->sizes = sizes_in_array(cls) ? (_Atomic uint16_t *)(c->groups + c->ngroups) : NULL;
     c->free_head = NO_SLOT;
-    for (uint32_t w = 0; w < c->ngroups; w++)
-        atomic_init(free_bits_of(c, w), slots - w * 64 >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << (slots - w * 64)) - 1);
+    c->sizes = (_Atomic uint16_t *)(c->pending + (slots + 63) / 64);
     c->first_slot = (char *)c + header;
     /* The colour's gap and the slots are nobody's until handed out. */
     hm_track_poison(base, color);
@@ -410,6 +405,7 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMe
         l->spares = c->next_partial;
         l->spare_count--;
         heap_lock(h);
+        chunk_forget_pending(h, c);
         c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0); /* same colour, same header address */
         heap_unlock(h);
         *out = c;
@@ -417,7 +413,7 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMe
     }
     size_t bytes = CHUNK_SIZE;
     if (cls == LARGE_CLASS)
-        bytes = (chunk_header_size(1, LARGE_CLASS) + large_size + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
+        bytes = (chunk_header_size(1) + large_size + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
     if (chunk_set_reserve(&l->chunks) != 0)
         return E_OUTOFMEMORY;
     heap_lock(h);
@@ -443,6 +439,7 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMe
 /* Gives chunk c back to the source. By its owner, with the heap lock held (thread-safe heaps). */
 static void chunk_release_locked(heap *h, local *l, chunk *c)
 {
+    chunk_forget_pending(h, c);
     chunk_set_remove(&l->chunks, c);
     if (c->in_partial)
         partial_remove(l, c);
@@ -466,6 +463,7 @@ static void chunk_emptied(heap *h, local *l, chunk *c, bool locked)
             if (c->in_partial)
                 partial_remove(l, c);
             c->next_partial = l->spares;
+            c->spare = true;
             l->spares = c;
             l->spare_count++;
             return;
@@ -478,10 +476,9 @@ static void chunk_emptied(heap *h, local *l, chunk *c, bool locked)
         heap_unlock(h);
 }
 
-/* Free slots are handed out most recently freed first, through a list threaded through the free blocks: a block
- * freed a moment ago is still in the cache, and callers write a new block at once. (The free bits, not the list,
- * say what is free: the list is only read by the owner, for slots whose bit says free.) */
-static inline void free_list_push(chunk *c, uint32_t slot)
+/* Free slot list: each free block's first 4 bytes name the next free slot. Under ASan or Valgrind those bytes are
+ * made accessible around the access, and poisoned again. */
+static void __attribute__((noinline)) free_list_push_tracked(chunk *c, uint32_t slot)
 {
     char *block = block_at(c, slot);
     hm_track_unpoison(block, sizeof(uint32_t));
@@ -492,53 +489,71 @@ static inline void free_list_push(chunk *c, uint32_t slot)
     c->free_head = slot;
 }
 
+static inline void free_list_push(chunk *c, uint32_t slot)
+{
+    if (hm_tracking()) {
+        free_list_push_tracked(c, slot);
+        return;
+    }
+    memcpy(block_at(c, slot), &c->free_head, sizeof(uint32_t));
+    c->free_head = slot;
+}
+
+static void __attribute__((noinline)) free_list_next_tracked(chunk *c, char *block)
+{
+    hm_track_unpoison(block, sizeof(uint32_t));
+    hm_track_defined(block, sizeof(uint32_t));
+    memcpy(&c->free_head, block, sizeof(uint32_t));
+    hm_track_poison(block, sizeof(uint32_t));
+    hm_track_noaccess(block, sizeof(uint32_t));
+}
+
 /* The next slot to hand out of c, which has room. */
 static inline uint32_t free_list_pop(chunk *c)
 {
     uint32_t slot = c->free_head;
     if (slot == NO_SLOT)
         return c->bump++;
-    char *block = block_at(c, slot);
-    hm_track_unpoison(block, sizeof(uint32_t));
-    hm_track_defined(block, sizeof(uint32_t));
-    memcpy(&c->free_head, block, sizeof(uint32_t));
-    hm_track_poison(block, sizeof(uint32_t));
-    hm_track_noaccess(block, sizeof(uint32_t));
+    if (hm_tracking())
+        free_list_next_tracked(c, block_at(c, slot));
+    else
+        memcpy(&c->free_head, block_at(c, slot), sizeof(uint32_t));
     return slot;
 }
 
-/* Folds the blocks other threads freed into l's free slots. By l's owner, with the heap lock held. */
+/* Folds the blocks other threads freed back into l's chunks. By l's owner, with the heap lock held. */
 static void local_drain(heap *h, local *l)
 {
     while (l->pending_chunks) {
         chunk *c = l->pending_chunks;
+        if (c->spare) {
+            chunk_forget_pending(h, c);
+            continue;
+        }
         l->pending_chunks = c->next_pending;
         c->next_pending = NULL;
-        c->pending_listed = false;
-        for (uint32_t w = 0; w < c->ngroups; w++) {
-            uint64_t pending = relaxed(pending_bits_of(c, w));
-            if (!pending)
-                continue;
-            uint64_t free_word = relaxed(free_bits_of(c, w));
-            for (uint64_t bits = pending; bits; bits &= bits - 1) {
-                uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
-                uint64_t size = block_size(c, slot);
-                counter_add(&h->remote_blocks, (uint64_t)-1);
-                counter_add(&h->remote_bytes, 0 - size);
+        atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
+        counter_add(&h->remote_blocks, 0 - c->pending_blocks);
+        counter_add(&h->remote_bytes, 0 - c->pending_bytes);
+        c->pending_blocks = c->pending_bytes = 0;
+        for (uint32_t w = 0; w < (c->slots + 63) / 64; w++) {
+            uint64_t pending = relaxed(&c->pending[w]);
+            atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
+            for (; pending; pending &= pending - 1) {
+                uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(pending);
                 /* Free already: the owner freed it too, racing the remote Free (a double free in the user's
-                 * program); it is counted out already. */
-                if ((free_word >> (slot & 63)) & 1)
+                 * program), and counted it out. */
+                if (!slot_size_of(c, slot))
                     continue;
                 counter_add(&l->blocks, (uint64_t)-1);
-                counter_add(&l->bytes, 0 - size);
+                counter_add(&l->bytes, 0 - block_size(c, slot));
+                atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
                 c->live--;
                 if (c->cls != LARGE_CLASS)
                     free_list_push(c, slot);
             }
-            atomic_store_explicit(pending_bits_of(c, w), 0, memory_order_relaxed);
-            atomic_store_explicit(free_bits_of(c, w), free_word | pending, memory_order_release);
         }
-        if (c->cls != LARGE_CLASS && !c->in_partial)
+        if (c->cls != LARGE_CLASS && !c->in_partial && c->live < c->slots)
             partial_push(l, c);
         if (c->live == 0)
             chunk_emptied(h, l, c, true);
@@ -654,6 +669,15 @@ static local *local_attach(heap *h, bool create)
     return l;
 }
 
+/* This thread's local of h when the thread-local cache has it (always for single-threaded heaps), else NULL. */
+static inline local *local_cached(heap *h)
+{
+    if (!h->threadsafe)
+        return h->only;
+    local_cache_entry *e = &local_cache[h->id % LOCAL_CACHE_SIZE];
+    return likely(e->heap_id == h->id) ? e->local : NULL;
+}
+
 static inline local *local_of(heap *h, bool create)
 {
     if (!h->threadsafe)
@@ -690,7 +714,7 @@ static uint32_t site_intern(heap *h, const char *file, int line)
 
 /* Records slot's site in c's site array, making the array on the first DebugAlloc (without memory for it, the
  * block is reported as a plain Alloc). By the owner. */
-static void __attribute__((noinline)) site_record(chunk *c, uint32_t slot, uint32_t site_id)
+static void site_record(chunk *c, uint32_t slot, uint32_t site_id)
 {
     _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_relaxed);
     if (!sites) {
@@ -701,26 +725,22 @@ static void __attribute__((noinline)) site_record(chunk *c, uint32_t slot, uint3
     atomic_store_explicit(&sites[slot], site_id, memory_order_relaxed);
 }
 
-/* ---- IHostMalloc -------------------------------------------------------------------------------------------- */
-
-/* Hands out free slot `slot` of c for a block of `request` bytes. Size and site are stored before the slot's free
- * bit is cleared (release), for reports reading from other threads. */
-static inline __attribute__((always_inline)) void *hand_out(local *l, chunk *c, uint32_t slot, size_t request,
-                                                          uint32_t site_id)
+static uint32_t block_site(chunk *c, uint32_t slot)
 {
-    if (c->sizes) {
-        atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_relaxed);
-    } else if (c->cls != LARGE_CLASS) {
-        _Atomic uint64_t *slack = &c->groups[slot >> 6].slack[(slot >> 4) & 3];
-        unsigned shift = (slot & 15) * 4;
-        uint64_t word = relaxed(slack) & ~((uint64_t)15 << shift);
-        atomic_store_explicit(slack, word | (uint64_t)(c->slot_size - request) << shift, memory_order_relaxed);
-    }
-    if (unlikely(site_id || atomic_load_explicit(&c->sites, memory_order_relaxed)))
+    _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_acquire);
+    return sites ? atomic_load_explicit(&sites[slot], memory_order_relaxed) : 0;
+}
+
+/* ---- Alloc ----------------------------------------------------------------------------------------------------- */
+
+/* Hands out free slot `slot` of c for a block of `request` bytes. The site is stored before the size (release),
+ * for reports reading from other threads. */
+static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_t site_id)
+{
+    if (site_id || atomic_load_explicit(&c->sites, memory_order_relaxed))
         site_record(c, slot, site_id);
-    uint64_t free_word = relaxed(free_bits_of(c, slot >> 6)) & ~((uint64_t)1 << (slot & 63));
-    atomic_store_explicit(free_bits_of(c, slot >> 6), free_word, memory_order_release);
-    if (unlikely(++c->live == c->slots) && c->in_partial)
+    atomic_store_explicit(&c->sizes[slot], c->cls == LARGE_CLASS ? 1 : (uint16_t)request, memory_order_release);
+    if (++c->live == c->slots && c->in_partial)
         partial_remove(l, c); /* full: the next Alloc of this class goes straight to the next chunk */
     counter_add(&l->blocks, 1);
     counter_add(&l->bytes, request);
@@ -730,10 +750,14 @@ static inline __attribute__((always_inline)) void *hand_out(local *l, chunk *c, 
     return p;
 }
 
-/* Everything the fast path does not: full chunks, pending remote frees, new chunks, large blocks. */
-static HRESULT __attribute__((noinline)) allocate_slow(heap *h, local *l, size_t request, EMemoryCriticalLevel level,
+/* Everything: the thread's first use of the heap, full chunks, pending remote frees, new chunks, large blocks,
+ * sites, tracking. */
+static HRESULT __attribute__((noinline)) allocate_slow(heap *h, size_t request, EMemoryCriticalLevel level,
                                                        uint32_t site_id, void **ppMem)
 {
+    local *l = local_of(h, true);
+    if (!l)
+        return E_OUTOFMEMORY;
     chunk *c;
     HRESULT hr;
     if (request > SMALL_LIMIT) {
@@ -745,7 +769,7 @@ static HRESULT __attribute__((noinline)) allocate_slow(heap *h, local *l, size_t
         return S_OK;
     }
     uint32_t cls = class_of_request[(request + 15) >> 4];
-    /* Chunks leave the list when they fill up (hand_out), so the first one, if any, has room. */
+    /* Chunks leave the list when they fill up, so the first one, if any, has room. */
     if (!l->partial[cls])
         local_drain_if_pending(h, l);
     if (!(c = l->partial[cls])) {
@@ -757,21 +781,30 @@ static HRESULT __attribute__((noinline)) allocate_slow(heap *h, local *l, size_t
     return S_OK;
 }
 
+/* The common case: a small block from the current chunk of its class, no site, no tool watching. */
 static inline __attribute__((always_inline)) HRESULT allocate(heap *h, SIZE_T size, EMemoryCriticalLevel level,
                                                                 uint32_t site_id, void **ppMem)
 {
-    local *l = local_of(h, true);
-    if (unlikely(!l))
-        return E_OUTOFMEMORY;
+    local *l = local_cached(h);
     size_t request = size ? size : 1; /* malloc(0)-like: a unique, valid block */
-    if (likely(request <= SMALL_LIMIT)) {
-        chunk *c = l->partial[class_of_request[(request + 15) >> 4]];
-        if (likely(c != NULL)) {
-            *ppMem = hand_out(l, c, free_list_pop(c), request, site_id);
-            return S_OK;
-        }
-    }
-    return allocate_slow(h, l, request, level, site_id, ppMem);
+    chunk *c;
+    if (unlikely(!l || request > SMALL_LIMIT || site_id || hm_tracking() ||
+                 !(c = l->partial[class_of_request[(request + 15) >> 4]]) ||
+                 atomic_load_explicit(&c->sites, memory_order_relaxed)))
+        return allocate_slow(h, request, level, site_id, ppMem);
+    /* free_list_pop and hand_out, less what the test above ruled out. */
+    uint32_t slot = c->free_head;
+    if (slot == NO_SLOT)
+        slot = c->bump++;
+    else
+        memcpy(&c->free_head, block_at(c, slot), sizeof(uint32_t));
+    atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
+    if (unlikely(++c->live == c->slots))
+        partial_remove(l, c);
+    counter_add(&l->blocks, 1);
+    counter_add(&l->bytes, request);
+    *ppMem = block_at(c, slot);
+    return S_OK;
 }
 
 static inline HRESULT check_alloc_args(SIZE_T size, EMemoryCriticalLevel level, void **ppMem)
@@ -808,6 +841,8 @@ static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSi
     return allocate(h, cbSize, eCriticalLevel, site_id, ppMem);
 }
 
+/* ---- Free ------------------------------------------------------------------------------------------------------ */
+
 /* Free of a block that is not in the calling thread's local: another thread's block (a remote free), or none of
  * this heap's. */
 static HRESULT __attribute__((noinline)) free_remote(heap *h, void *pMem)
@@ -817,17 +852,19 @@ static HRESULT __attribute__((noinline)) free_remote(heap *h, void *pMem)
     heap_lock(h);
     chunk *c = chunk_set_find(&h->all, a & ~(uintptr_t)(CHUNK_SIZE - 1));
     uint32_t slot;
-    if (c && slot_of_block(c, a, &slot) && !slot_free(c, slot) && !slot_pending(c, slot)) {
+    if (c && slot_of_block(c, a, &slot) && slot_size_of(c, slot) && !slot_pending(c, slot)) {
         /* The owner may be handing out or freeing other blocks of c right now: write only what it leaves to the
-         * heap lock (the pending bits and list). */
+         * heap lock (the pending bits, counts and list). */
         uint64_t size = block_size(c, slot);
-        uint64_t word = relaxed(pending_bits_of(c, slot >> 6));
-        atomic_store_explicit(pending_bits_of(c, slot >> 6), word | (uint64_t)1 << (slot & 63), memory_order_relaxed);
+        uint64_t word = relaxed(&c->pending[slot >> 6]);
+        atomic_store_explicit(&c->pending[slot >> 6], word | (uint64_t)1 << (slot & 63), memory_order_relaxed);
+        c->pending_blocks++;
+        c->pending_bytes += size;
         local *owner = c->owner;
-        if (!c->pending_listed) {
+        if (!atomic_load_explicit(&c->has_pending, memory_order_relaxed)) {
             c->next_pending = owner->pending_chunks;
             owner->pending_chunks = c;
-            c->pending_listed = true;
+            atomic_store_explicit(&c->has_pending, true, memory_order_relaxed);
         }
         atomic_store_explicit(&owner->has_pending, true, memory_order_relaxed);
         counter_add(&h->remote_blocks, 1);
@@ -840,38 +877,75 @@ static HRESULT __attribute__((noinline)) free_remote(heap *h, void *pMem)
     return hr;
 }
 
+/* The slot of p if p is a live block of chunk c (this thread's), its requested size in *size; else false (a
+ * foreign, interior, freed or never handed out pointer). */
+static inline bool live_slot(chunk *c, uintptr_t p, uint32_t *slot, uint32_t *size)
+{
+    if (unlikely(!slot_of_block(c, p, slot)))
+        return false;
+    *size = atomic_load_explicit(&c->sizes[*slot], memory_order_relaxed);
+    /* 0: freed already, or never handed out. Pending: freed already, by another thread. */
+    return *size != 0 && !(atomic_load_explicit(&c->has_pending, memory_order_relaxed) && slot_pending(c, *slot));
+}
+
+/* Everything: a thread without a cached local, another thread's block (a remote free), large blocks, tracking. */
+static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
+{
+    local *l = local_of(h, false);
+    uintptr_t a = (uintptr_t)pMem;
+    chunk *c = l ? chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)) : NULL;
+    if (!c)
+        return h->threadsafe ? free_remote(h, pMem) : HOST_E_INVALIDOPERATION;
+    uint32_t slot, size;
+    if (!live_slot(c, a, &slot, &size))
+        return HOST_E_INVALIDOPERATION;
+    uint64_t bytes = block_size(c, slot);
+    hm_track_free(pMem);
+    atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+    if (c->cls == LARGE_CLASS)
+        hm_track_poison(pMem, bytes);
+    else
+        free_list_push(c, slot);
+    counter_add(&l->blocks, (uint64_t)-1);
+    counter_add(&l->bytes, 0 - bytes);
+    if (!c->in_partial && c->cls != LARGE_CLASS)
+        partial_push(l, c);
+    if (--c->live == 0)
+        chunk_emptied(h, l, c, false);
+    return S_OK;
+}
+
+static HRESULT __attribute__((noinline)) free_emptied(heap *h, local *l, chunk *c)
+{
+    chunk_emptied(h, l, c, false);
+    return S_OK;
+}
+
+/* The common case: a small block of this thread's, no tool watching. */
 static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
 {
     heap *h = impl_from_IHostMalloc(iface);
     if (!pMem)
         return S_OK; /* the CLR passes Free(NULL) through */
-    local *l = local_of(h, false);
+    local *l = local_cached(h);
     uintptr_t a = (uintptr_t)pMem;
-    chunk *c = l ? chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)) : NULL;
-    if (unlikely(!c))
-        return h->threadsafe ? free_remote(h, pMem) : HOST_E_INVALIDOPERATION;
-    uint32_t slot;
-    if (unlikely(!slot_of_block(c, a, &slot)))
+    chunk *c;
+    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1))) ||
+                 c->cls == LARGE_CLASS))
+        return free_slow(h, pMem);
+    uint32_t slot, size;
+    if (unlikely(!live_slot(c, a, &slot, &size)))
         return HOST_E_INVALIDOPERATION;
-    uint32_t w = slot >> 6;
-    uint64_t bit = (uint64_t)1 << (slot & 63);
-    uint64_t free_word = relaxed(free_bits_of(c, w));
-    /* Free: freed already, or never handed out. Pending: freed already, by another thread. */
-    if (unlikely((free_word & bit) || (relaxed(pending_bits_of(c, w)) & bit)))
-        return HOST_E_INVALIDOPERATION;
-    uint64_t size = block_size(c, slot);
-    hm_track_free(pMem);
-    if (c->cls == LARGE_CLASS)
-        hm_track_poison(pMem, size);
-    else
-        free_list_push(c, slot);
-    atomic_store_explicit(free_bits_of(c, w), free_word | bit, memory_order_release);
+    /* free_slow, less what the test above ruled out. */
+    atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+    memcpy(pMem, &c->free_head, sizeof(uint32_t));
+    c->free_head = slot;
     counter_add(&l->blocks, (uint64_t)-1);
-    counter_add(&l->bytes, 0 - size);
-    if (unlikely(!c->in_partial) && c->cls != LARGE_CLASS)
+    counter_add(&l->bytes, 0 - (uint64_t)size);
+    if (unlikely(!c->in_partial))
         partial_push(l, c);
     if (unlikely(--c->live == 0))
-        chunk_emptied(h, l, c, false);
+        return free_emptied(h, l, c);
     return S_OK;
 }
 
@@ -887,12 +961,8 @@ static int compare_leaks(const void *a, const void *b)
     return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : 0;
 }
 
-/* The live slots of word w of chunk c: handed out, not freed, not pending (freed by another thread). */
-static uint64_t live_bits(chunk *c, uint32_t w)
-{
-    uint64_t valid = c->slots - w * 64 >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << (c->slots - w * 64)) - 1;
-    return ~atomic_load_explicit(free_bits_of(c, w), memory_order_acquire) & ~relaxed(pending_bits_of(c, w)) & valid;
-}
+/* A live block of the user's: handed out, not freed, not pending (freed by another thread). */
+static bool slot_in_use(chunk *c, uint32_t slot) { return slot_size_of(c, slot) && !slot_pending(c, slot); }
 
 /* The live blocks totalled by site, biggest first; returns the count. Called with the lock held. */
 static size_t collect_leaks(heap *h, hm_leak **out)
@@ -904,9 +974,8 @@ static size_t collect_leaks(heap *h, hm_leak **out)
     chunk_set *all = all_chunks(h);
     for (size_t i = 0; i <= all->mask; i++) {
         chunk *c = all->slots[i];
-        for (uint32_t w = 0; c && w < c->ngroups; w++)
-            for (uint64_t bits = live_bits(c, w); bits; bits &= bits - 1) {
-                uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
+        for (uint32_t slot = 0; c && slot < c->slots; slot++)
+            if (slot_in_use(c, slot)) {
                 uint32_t site_id = block_site(c, slot);
                 if (site_id >= h->nsites)
                     site_id = 0; /* cannot happen: sites are interned before their blocks are handed out */
@@ -964,9 +1033,9 @@ static void heap_destroy(heap *h)
         chunk *c = all->slots[i];
         if (!c)
             continue;
-        for (uint32_t w = 0; w < c->ngroups; w++)
-            for (uint64_t bits = live_bits(c, w); bits; bits &= bits - 1)
-                hm_track_free(block_at(c, w * 64 + (uint32_t)__builtin_ctzll(bits)));
+        for (uint32_t slot = 0; slot < c->slots; slot++)
+            if (slot_in_use(c, slot))
+                hm_track_free(block_at(c, slot));
         free(atomic_load_explicit(&c->sites, memory_order_relaxed));
         hm_track_unpoison((void *)chunk_base(c), c->bytes);
         hm_track_defined((void *)chunk_base(c), c->bytes);
@@ -1082,30 +1151,30 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         snprintf(msg, msglen, "chunk %p: bad magic, heap or owner", (void *)c);
         return -1;
     }
-    if (c->ngroups != (c->slots + 63) / 64 || c->span != c->slots * c->slot_size || c->bump > c->slots) {
+    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->slots) {
         snprintf(msg, msglen, "chunk %p: bad geometry", (void *)c);
         return -1;
     }
-    uint32_t free_count = 0;
-    for (uint32_t w = 0; w < c->ngroups; w++) {
-        uint64_t valid = c->slots - w * 64 >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << (c->slots - w * 64)) - 1;
-        uint64_t free_word = relaxed(free_bits_of(c, w)), pending = relaxed(pending_bits_of(c, w));
-        if ((free_word & ~valid) || (pending & (free_word | ~valid))) {
-            snprintf(msg, msglen, "chunk %p: word %u free %#llx pending %#llx", (void *)c, w,
-                     (unsigned long long)free_word, (unsigned long long)pending);
+    uint32_t live = 0, pending = 0;
+    for (uint32_t s = 0; s < c->slots; s++) {
+        bool is_live = slot_size_of(c, s) != 0, is_pending = slot_pending(c, s);
+        if ((is_live && s >= c->bump) || (is_pending && !is_live) ||
+            (c->cls != LARGE_CLASS && slot_size_of(c, s) > c->slot_size)) {
+            snprintf(msg, msglen, "chunk %p: slot %u size %u pending %d, %u handed out", (void *)c, s,
+                     slot_size_of(c, s), is_pending, c->bump);
             return -1;
         }
-        free_count += (uint32_t)__builtin_popcountll(free_word);
-        *pending_total += (uint64_t)__builtin_popcountll(pending);
+        live += is_live;
+        pending += is_pending;
     }
-    for (uint32_t s = c->bump; s < c->slots; s++)
-        if (!slot_free(c, s)) {
-            snprintf(msg, msglen, "chunk %p: slot %u live, only %u handed out", (void *)c, s, c->bump);
-            return -1;
-        }
+    if (pending != c->pending_blocks || (pending != 0) != atomic_load(&c->has_pending)) {
+        snprintf(msg, msglen, "chunk %p: %u pending blocks, %llu counted", (void *)c, pending,
+                 (unsigned long long)c->pending_blocks);
+        return -1;
+    }
     uint32_t listed = 0;
     for (uint32_t s = c->free_head; s != NO_SLOT; listed++) {
-        if (s >= c->bump || !slot_free(c, s) || listed > c->slots) {
+        if (s >= c->bump || slot_size_of(c, s) || listed > c->slots) {
             snprintf(msg, msglen, "chunk %p: free list holds slot %u, live, repeated or out of range", (void *)c, s);
             return -1;
         }
@@ -1116,12 +1185,13 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         hm_track_poison(block, sizeof s);
         hm_track_noaccess(block, sizeof s);
     }
-    if (c->slots - free_count != c->live || listed + (c->slots - c->bump) != free_count) {
-        snprintf(msg, msglen, "chunk %p: %u free slots (%u listed, %u never handed out), %u live counted", (void *)c,
-                 free_count, listed, c->slots - c->bump, c->live);
+    if (live != c->live || (c->cls != LARGE_CLASS && listed + live != c->bump)) {
+        snprintf(msg, msglen, "chunk %p: %u live slots, %u counted, %u listed free, %u handed out", (void *)c, live,
+                 c->live, listed, c->bump);
         return -1;
     }
-    *live_total += c->live;
+    *live_total += live;
+    *pending_total += pending;
     return 0;
 }
 

@@ -53,4 +53,13 @@ HM_TRACK_COLD hm_track_vg_defined(void *p, size_t n) { (void)VALGRIND_MAKE_MEM_D
 #define hm_track_defined(p, n) ((void)(p), (void)(n))
 #endif
 
+/* True when some tool is watching: fast paths test it once, then take a tracked variant. */
+#if defined(HM_TRACK_ASAN)
+#define hm_tracking() 1
+#elif defined(HM_TRACK_VALGRIND)
+#define hm_tracking() __builtin_expect(hm_track_valgrind, 0)
+#else
+#define hm_tracking() 0
+#endif
+
 #endif
