@@ -39,7 +39,7 @@
 #define NO_SLOT UINT32_MAX
 #define MAX_REQUEST ((size_t)1 << 40)
 #define LOCAL_CACHE_SIZE 8 /* heaps a thread can alternate between without taking the slow path */
-#define SPARE_LIMIT 4      /* empty chunks a local keeps for reuse rather than unmapping and mapping them again */
+#define SPARE_LIMIT 16     /* empty chunks a heap keeps for reuse rather than unmapping and mapping them again */
 /* A small chunk's header starts (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at offset 0 every
  * header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they would
  * keep evicting each other. */
@@ -103,12 +103,12 @@ typedef struct chunk {
     uint64_t magic;
     heap *heap;
     local *owner;          /* the local that hands out and frees its blocks */
-    struct chunk *next_partial, *prev_partial; /* next_partial also links the local's spare chunks */
+    struct chunk *next_partial, *prev_partial; /* next_partial also links the heap's spare chunks */
     struct chunk *next_pending; /* the owner's list of chunks with pending blocks (heap lock) */
     size_t bytes;          /* the chunk's size as the source gave it */
     size_t large_size;     /* large chunks: the requested size */
     uint64_t pending_blocks, pending_bytes; /* the pending blocks' count and sizes (heap lock) */
-    bool spare;            /* on the owner's spare list, out of service */
+    bool spare;            /* among the heap's spares, out of service */
     /* One bit per slot: freed by another thread, not yet back on the free list (set and cleared under the heap
      * lock). Followed by sizes. */
     _Atomic uint64_t pending[];
@@ -141,16 +141,15 @@ typedef struct chunk_set {
 
 typedef struct thread_locals thread_locals;
 
+/* Cache-line aligned, so two threads' locals never share a line. */
 struct local {
-    chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots, current one first */
+    _Alignas(CACHE_LINE) chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots, current one first */
     chunk_set chunks;            /* this local's chunks: Free's ownership check, read without the heap lock */
     heap *heap;
     /* Written by the owner only, read by statistics from anywhere: relaxed atomics cost no locked instruction. */
     _Atomic uint64_t blocks, bytes;
     atomic_bool has_pending;     /* set by remote frees: the owner should drain pending_chunks */
     chunk *pending_chunks;       /* chunks with pending blocks (heap lock) */
-    chunk *spares;               /* empty chunks kept for reuse by any class (still in the chunk sets) */
-    unsigned spare_count;
     local *next_in_heap;         /* the heap's list of locals, append-only until the heap dies */
     local *next_abandoned;       /* heap lock */
     thread_locals *thread;       /* the owner thread's list, NULL when abandoned (threads_lock) */
@@ -169,11 +168,15 @@ struct heap {
     hm_page_source source;
     DWORD type;
     bool threadsafe;
-    atomic_int lock; /* a spin lock, for the rare paths only (new chunks, remote frees, reports) */
-    local *only;     /* single-threaded heaps: their one local */
+    local *only; /* single-threaded heaps: their one local */
+    /* A spin lock, for the rare paths only (new chunks, remote frees, reports); on a line of its own, apart from
+     * what every Alloc and Free reads above. */
+    _Alignas(CACHE_LINE) atomic_int lock;
     _Atomic(local *) locals;
     local *abandoned; /* locals whose thread exited, for the next thread to adopt */
-    chunk_set all;    /* thread-safe heaps: every chunk (heap lock), for remote frees and reports */
+    chunk_set all;    /* every chunk, spares included (heap lock): for remote frees, reports and the end */
+    chunk *spares;    /* empty chunks kept for reuse by any thread and class (heap lock) */
+    unsigned spare_count;
     site *sites;
     size_t nsites, cap_sites;
     /* Blocks freed remotely and not yet drained by their owner (heap lock; read by statistics). */
@@ -301,9 +304,6 @@ static void chunk_set_remove(chunk_set *s, chunk *c)
     }
 }
 
-/* Every chunk of the heap: the heap-wide set of a thread-safe heap, the one local's set otherwise. */
-static chunk_set *all_chunks(heap *h) { return h->threadsafe ? &h->all : &h->only->chunks; }
-
 /* ---- Chunks --------------------------------------------------------------------------------------------- */
 
 static size_t chunk_header_size(uint32_t slots)
@@ -352,8 +352,8 @@ static void chunk_forget_pending(heap *h, chunk *c)
     atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
 }
 
-/* Lays the chunk at base (bytes long, zeroed or an empty spare) out for class cls, every slot free; returns its
- * header. Remote frees may read the fields of a spare being reused, so thread-safe heaps hold the heap lock. */
+/* Lays the chunk at base (bytes long, zeroed or an empty spare) out for class cls, every slot free, for local l;
+ * returns its header. Heap lock held: remote frees may read the fields of a spare being reused. */
 static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t cls, size_t large_size)
 {
     uint32_t slot_size, slots;
@@ -395,56 +395,57 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     return c;
 }
 
-/* A new chunk for local l: a spare one if l has one (small classes), else from the source, called under the heap
- * lock so sources need not be thread-safe. */
+/* A new chunk for local l: a spare one if the heap has one (small classes), else from the source. The source is
+ * called under the heap lock, so sources need not be thread-safe. */
 static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMemoryCriticalLevel level, chunk **out)
 {
-    chunk *c;
-    if (cls != LARGE_CLASS && l->spares) {
-        c = l->spares;
-        l->spares = c->next_partial;
-        l->spare_count--;
-        heap_lock(h);
-        chunk_forget_pending(h, c);
-        c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0); /* same colour, same header address */
-        heap_unlock(h);
-        *out = c;
-        return S_OK;
-    }
     size_t bytes = CHUNK_SIZE;
     if (cls == LARGE_CLASS)
         bytes = (chunk_header_size(1) + large_size + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
     if (chunk_set_reserve(&l->chunks) != 0)
         return E_OUTOFMEMORY;
     heap_lock(h);
-    if (h->threadsafe && chunk_set_reserve(&h->all) != 0) {
-        heap_unlock(h);
-        return E_OUTOFMEMORY;
-    }
-    void *mem = NULL;
-    HRESULT hr = h->source.alloc(h->source.ctx, bytes, level, &mem);
-    if (FAILED(hr) || !mem) {
-        heap_unlock(h);
-        return FAILED(hr) ? hr : E_OUTOFMEMORY;
-    }
-    c = chunk_format(h, l, mem, bytes, cls, large_size);
-    if (h->threadsafe)
+    chunk *c = cls != LARGE_CLASS ? h->spares : NULL;
+    if (c) {
+        h->spares = c->next_partial;
+        h->spare_count--;
+        c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0); /* same colour, same header address */
+    } else {
+        if (chunk_set_reserve(&h->all) != 0) {
+            heap_unlock(h);
+            return E_OUTOFMEMORY;
+        }
+        void *mem = NULL;
+        HRESULT hr = h->source.alloc(h->source.ctx, bytes, level, &mem);
+        if (FAILED(hr) || !mem) {
+            heap_unlock(h);
+            return FAILED(hr) ? hr : E_OUTOFMEMORY;
+        }
+        c = chunk_format(h, l, mem, bytes, cls, large_size);
         chunk_set_put(&h->all, c); /* remote frees see it only from here, complete */
+    }
     heap_unlock(h);
     chunk_set_put(&l->chunks, c);
     *out = c;
     return S_OK;
 }
 
-/* Gives chunk c back to the source. By its owner, with the heap lock held (thread-safe heaps). */
-static void chunk_release_locked(heap *h, local *l, chunk *c)
+/* Takes empty chunk c out of local l's service: into the heap's spares while there are few, else back to the
+ * source. Heap lock held. */
+static void chunk_retire_locked(heap *h, local *l, chunk *c)
 {
     chunk_forget_pending(h, c);
     chunk_set_remove(&l->chunks, c);
     if (c->in_partial)
         partial_remove(l, c);
-    if (h->threadsafe)
-        chunk_set_remove(&h->all, c);
+    if (c->cls != LARGE_CLASS && h->spare_count < SPARE_LIMIT) {
+        c->next_partial = h->spares;
+        c->spare = true;
+        h->spares = c;
+        h->spare_count++;
+        return;
+    }
+    chunk_set_remove(&h->all, c);
     free(atomic_load_explicit(&c->sites, memory_order_relaxed));
     /* The memory goes back to the manager, which may hand it out again as plain pages. */
     hm_track_unpoison((void *)chunk_base(c), c->bytes);
@@ -452,26 +453,15 @@ static void chunk_release_locked(heap *h, local *l, chunk *c)
     h->source.release(h->source.ctx, (void *)chunk_base(c), c->bytes);
 }
 
-/* An empty chunk (live == 0) is kept as its class's current chunk when it is the only one with room (avoids
- * thrashing), else kept as a spare while there are few, else given back. Heap lock held when `locked`. */
+/* An empty chunk (live == 0) stays its class's current chunk when it is the only one with room (avoids
+ * thrashing); else it is retired. Heap lock held when `locked`. */
 static void chunk_emptied(heap *h, local *l, chunk *c, bool locked)
 {
-    if (c->cls != LARGE_CLASS) {
-        if (c->in_partial && !c->next_partial && !c->prev_partial)
-            return;
-        if (l->spare_count < SPARE_LIMIT) {
-            if (c->in_partial)
-                partial_remove(l, c);
-            c->next_partial = l->spares;
-            c->spare = true;
-            l->spares = c;
-            l->spare_count++;
-            return;
-        }
-    }
+    if (c->cls != LARGE_CLASS && c->in_partial && !c->next_partial && !c->prev_partial)
+        return;
     if (!locked)
         heap_lock(h);
-    chunk_release_locked(h, l, c);
+    chunk_retire_locked(h, l, c);
     if (!locked)
         heap_unlock(h);
 }
@@ -526,10 +516,6 @@ static void local_drain(heap *h, local *l)
 {
     while (l->pending_chunks) {
         chunk *c = l->pending_chunks;
-        if (c->spare) {
-            chunk_forget_pending(h, c);
-            continue;
-        }
         l->pending_chunks = c->next_pending;
         c->next_pending = NULL;
         atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
@@ -612,7 +598,9 @@ static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit)
 
 static local *local_new(heap *h)
 {
-    local *l = calloc(1, sizeof *l);
+    local *l = aligned_alloc(CACHE_LINE, sizeof *l);
+    if (l)
+        memset(l, 0, sizeof *l);
     if (!l || chunk_set_init(&l->chunks, 6) != 0) {
         free(l);
         return NULL;
@@ -971,7 +959,7 @@ static size_t collect_leaks(heap *h, hm_leak **out)
     *out = NULL;
     if (!totals)
         return 0;
-    chunk_set *all = all_chunks(h);
+    chunk_set *all = &h->all;
     for (size_t i = 0; i <= all->mask; i++) {
         chunk *c = all->slots[i];
         for (uint32_t slot = 0; c && slot < c->slots; slot++)
@@ -1028,7 +1016,7 @@ static void heap_destroy(heap *h)
     hm_leak *leaks;
     size_t n = collect_leaks(h, &leaks);
     /* Blocks still live die with the heap: tell Valgrind, so they are reported by our leak report, not as its own. */
-    chunk_set *all = all_chunks(h);
+    chunk_set *all = &h->all;
     for (size_t i = 0; i <= all->mask; i++) {
         chunk *c = all->slots[i];
         if (!c)
@@ -1089,11 +1077,13 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     if (malloc_type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE))
         return E_INVALIDARG;
     pthread_once(&classes_once, build_classes);
-    heap *h = calloc(1, sizeof *h);
+    heap *h = aligned_alloc(CACHE_LINE, sizeof(heap));
     site *sites = calloc(8, sizeof *sites);
+    if (h)
+        memset(h, 0, sizeof *h);
     bool threadsafe = (malloc_type & MALLOC_THREADSAFE) != 0;
     local *only = h && !threadsafe ? local_new(h) : NULL;
-    if (!h || !sites || (threadsafe ? chunk_set_init(&h->all, 6) != 0 : !only)) {
+    if (!h || !sites || chunk_set_init(&h->all, 6) != 0 || (!threadsafe && !only)) {
         if (only)
             free(only->chunks.slots);
         free(only);
@@ -1147,8 +1137,9 @@ static int compare_addresses(const void *a, const void *b)
 /* One chunk's invariants; adds its live and pending blocks to the totals. */
 static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pending_total, char *msg, size_t msglen)
 {
-    if (c->magic != CHUNK_MAGIC || c->heap != h || chunk_set_find(&c->owner->chunks, chunk_base(c)) != c) {
-        snprintf(msg, msglen, "chunk %p: bad magic, heap or owner", (void *)c);
+    if (c->magic != CHUNK_MAGIC || c->heap != h ||
+        (c->spare ? c->live != 0 || c->in_partial : chunk_set_find(&c->owner->chunks, chunk_base(c)) != c)) {
+        snprintf(msg, msglen, "chunk %p: bad magic, heap or owner, or a spare in use", (void *)c);
         return -1;
     }
     if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->slots) {
@@ -1201,7 +1192,7 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
     int bad = 0;
     uint64_t live_total = 0, pending_total = 0, counted = 0;
     heap_lock(h);
-    chunk_set *all = all_chunks(h);
+    chunk_set *all = &h->all;
     chunk **sorted = calloc(all->count + 1, sizeof *sorted);
     size_t n = 0;
     for (size_t i = 0; i <= all->mask && sorted; i++)
