@@ -102,7 +102,7 @@ typedef struct chunk {
     /* The rest. */
     uint64_t magic;
     heap *heap;
-    local *owner;          /* the local that hands out and frees its blocks */
+    local *owner;          /* the local that hands out and frees its blocks; NULL for large chunks (the heap's) */
     struct chunk *next_partial, *prev_partial; /* next_partial also links the heap's spare chunks */
     struct chunk *next_pending; /* the owner's list of chunks with pending blocks (heap lock) */
     size_t bytes;          /* the chunk's size as the source gave it */
@@ -179,8 +179,9 @@ struct heap {
     unsigned spare_count;
     site *sites;
     size_t nsites, cap_sites;
-    /* Blocks freed remotely and not yet drained by their owner (heap lock; read by statistics). */
+    /* Blocks freed remotely and not yet drained by their owner, and large blocks (heap lock; read by statistics). */
     _Atomic uint64_t remote_blocks, remote_bytes;
+    _Atomic uint64_t large_blocks, large_bytes;
 };
 
 /* Only one thread writes: a relaxed load and store, no locked instruction. */
@@ -395,17 +396,14 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     return c;
 }
 
-/* A new chunk for local l: a spare one if the heap has one (small classes), else from the source. The source is
- * called under the heap lock, so sources need not be thread-safe. */
-static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMemoryCriticalLevel level, chunk **out)
+/* A new chunk of small class cls for local l: a spare one if the heap has one, else from the source. The source
+ * is called under the heap lock, so sources need not be thread-safe. */
+static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel level, chunk **out)
 {
-    size_t bytes = CHUNK_SIZE;
-    if (cls == LARGE_CLASS)
-        bytes = (chunk_header_size(1) + large_size + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
     if (chunk_set_reserve(&l->chunks) != 0)
         return E_OUTOFMEMORY;
     heap_lock(h);
-    chunk *c = cls != LARGE_CLASS ? h->spares : NULL;
+    chunk *c = h->spares;
     if (c) {
         h->spares = c->next_partial;
         h->spare_count--;
@@ -416,12 +414,12 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMe
             return E_OUTOFMEMORY;
         }
         void *mem = NULL;
-        HRESULT hr = h->source.alloc(h->source.ctx, bytes, level, &mem);
+        HRESULT hr = h->source.alloc(h->source.ctx, CHUNK_SIZE, level, &mem);
         if (FAILED(hr) || !mem) {
             heap_unlock(h);
             return FAILED(hr) ? hr : E_OUTOFMEMORY;
         }
-        c = chunk_format(h, l, mem, bytes, cls, large_size);
+        c = chunk_format(h, l, mem, CHUNK_SIZE, cls, 0);
         chunk_set_put(&h->all, c); /* remote frees see it only from here, complete */
     }
     heap_unlock(h);
@@ -430,21 +428,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, size_t large_size, EMe
     return S_OK;
 }
 
-/* Takes empty chunk c out of local l's service: into the heap's spares while there are few, else back to the
- * source. Heap lock held. */
-static void chunk_retire_locked(heap *h, local *l, chunk *c)
+/* Gives chunk c back to the source. Heap lock held. */
+static void chunk_release_locked(heap *h, chunk *c)
 {
-    chunk_forget_pending(h, c);
-    chunk_set_remove(&l->chunks, c);
-    if (c->in_partial)
-        partial_remove(l, c);
-    if (c->cls != LARGE_CLASS && h->spare_count < SPARE_LIMIT) {
-        c->next_partial = h->spares;
-        c->spare = true;
-        h->spares = c;
-        h->spare_count++;
-        return;
-    }
     chunk_set_remove(&h->all, c);
     free(atomic_load_explicit(&c->sites, memory_order_relaxed));
     /* The memory goes back to the manager, which may hand it out again as plain pages. */
@@ -453,11 +439,29 @@ static void chunk_retire_locked(heap *h, local *l, chunk *c)
     h->source.release(h->source.ctx, (void *)chunk_base(c), c->bytes);
 }
 
+/* Takes empty small chunk c out of local l's service: into the heap's spares while there are few, else back to
+ * the source. Heap lock held. */
+static void chunk_retire_locked(heap *h, local *l, chunk *c)
+{
+    chunk_forget_pending(h, c);
+    chunk_set_remove(&l->chunks, c);
+    if (c->in_partial)
+        partial_remove(l, c);
+    if (h->spare_count < SPARE_LIMIT) {
+        c->next_partial = h->spares;
+        c->spare = true;
+        h->spares = c;
+        h->spare_count++;
+        return;
+    }
+    chunk_release_locked(h, c);
+}
+
 /* An empty chunk (live == 0) stays its class's current chunk when it is the only one with room (avoids
  * thrashing); else it is retired. Heap lock held when `locked`. */
 static void chunk_emptied(heap *h, local *l, chunk *c, bool locked)
 {
-    if (c->cls != LARGE_CLASS && c->in_partial && !c->next_partial && !c->prev_partial)
+    if (c->in_partial && !c->next_partial && !c->prev_partial)
         return;
     if (!locked)
         heap_lock(h);
@@ -528,18 +532,18 @@ static void local_drain(heap *h, local *l)
             for (; pending; pending &= pending - 1) {
                 uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(pending);
                 /* Free already: the owner freed it too, racing the remote Free (a double free in the user's
-                 * program), and counted it out. */
+                 * program), and counted it out. (Had the owner handed the slot out again meanwhile, the remote Free
+                 * frees the new block: no allocator can tell that order of events from the racy one.) */
                 if (!slot_size_of(c, slot))
                     continue;
                 counter_add(&l->blocks, (uint64_t)-1);
-                counter_add(&l->bytes, 0 - block_size(c, slot));
+                counter_add(&l->bytes, 0 - (uint64_t)slot_size_of(c, slot));
                 atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
                 c->live--;
-                if (c->cls != LARGE_CLASS)
-                    free_list_push(c, slot);
+                free_list_push(c, slot);
             }
         }
-        if (c->cls != LARGE_CLASS && !c->in_partial && c->live < c->slots)
+        if (!c->in_partial && c->live < c->slots)
             partial_push(l, c);
         if (c->live == 0)
             chunk_emptied(h, l, c, true);
@@ -668,12 +672,8 @@ static inline local *local_cached(heap *h)
 
 static inline local *local_of(heap *h, bool create)
 {
-    if (!h->threadsafe)
-        return h->only;
-    local_cache_entry *e = &local_cache[h->id % LOCAL_CACHE_SIZE];
-    if (likely(e->heap_id == h->id))
-        return e->local;
-    return local_attach(h, create);
+    local *l = local_cached(h);
+    return l ? l : local_attach(h, create);
 }
 
 /* ---- Sites (DebugAlloc's file and line) ------------------------------------------------------------------ */
@@ -721,13 +721,13 @@ static uint32_t block_site(chunk *c, uint32_t slot)
 
 /* ---- Alloc ----------------------------------------------------------------------------------------------------- */
 
-/* Hands out free slot `slot` of c for a block of `request` bytes. The site is stored before the size (release),
- * for reports reading from other threads. */
+/* Hands out free slot `slot` of small chunk c for a block of `request` bytes. The site is stored before the size
+ * (release), for reports reading from other threads. */
 static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_t site_id)
 {
     if (site_id || atomic_load_explicit(&c->sites, memory_order_relaxed))
         site_record(c, slot, site_id);
-    atomic_store_explicit(&c->sizes[slot], c->cls == LARGE_CLASS ? 1 : (uint16_t)request, memory_order_release);
+    atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
     if (++c->live == c->slots && c->in_partial)
         partial_remove(l, c); /* full: the next Alloc of this class goes straight to the next chunk */
     counter_add(&l->blocks, 1);
@@ -738,30 +738,51 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
     return p;
 }
 
+/* Large blocks (a chunk each) belong to the heap, not to a thread's local, so any thread frees them at once; all
+ * their bookkeeping is under the heap lock (they cost a call to the source anyway). */
+static HRESULT allocate_large(heap *h, size_t request, EMemoryCriticalLevel level, uint32_t site_id, void **ppMem)
+{
+    size_t bytes = (chunk_header_size(1) + request + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
+    void *mem = NULL;
+    heap_lock(h);
+    HRESULT hr = chunk_set_reserve(&h->all) != 0 ? E_OUTOFMEMORY : h->source.alloc(h->source.ctx, bytes, level, &mem);
+    if (FAILED(hr) || !mem) {
+        heap_unlock(h);
+        return FAILED(hr) ? hr : E_OUTOFMEMORY;
+    }
+    chunk *c = chunk_format(h, NULL, mem, bytes, LARGE_CLASS, request);
+    chunk_set_put(&h->all, c);
+    if (site_id)
+        site_record(c, 0, site_id);
+    atomic_store_explicit(&c->sizes[0], 1, memory_order_release); /* live (the size is large_size) */
+    c->bump = c->live = 1;
+    counter_add(&h->large_blocks, 1);
+    counter_add(&h->large_bytes, request);
+    heap_unlock(h);
+    hm_track_unpoison(c->first_slot, request);
+    hm_track_malloc(c->first_slot, request);
+    *ppMem = c->first_slot;
+    return S_OK;
+}
+
 /* Everything: the thread's first use of the heap, full chunks, pending remote frees, new chunks, large blocks,
  * sites, tracking. */
 static HRESULT __attribute__((noinline)) allocate_slow(heap *h, size_t request, EMemoryCriticalLevel level,
                                                        uint32_t site_id, void **ppMem)
 {
+    if (request > SMALL_LIMIT)
+        return allocate_large(h, request, level, site_id, ppMem);
     local *l = local_of(h, true);
     if (!l)
         return E_OUTOFMEMORY;
     chunk *c;
     HRESULT hr;
-    if (request > SMALL_LIMIT) {
-        local_drain_if_pending(h, l);
-        if (FAILED(hr = chunk_new(h, l, LARGE_CLASS, request, level, &c)))
-            return hr;
-        c->bump = 1;
-        *ppMem = hand_out(l, c, 0, request, site_id);
-        return S_OK;
-    }
     uint32_t cls = class_of_request[(request + 15) >> 4];
     /* Chunks leave the list when they fill up, so the first one, if any, has room. */
     if (!l->partial[cls])
         local_drain_if_pending(h, l);
     if (!(c = l->partial[cls])) {
-        if (FAILED(hr = chunk_new(h, l, cls, 0, level, &c)))
+        if (FAILED(hr = chunk_new(h, l, cls, level, &c)))
             return hr;
         partial_push(l, c);
     }
@@ -831,9 +852,9 @@ static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSi
 
 /* ---- Free ------------------------------------------------------------------------------------------------------ */
 
-/* Free of a block that is not in the calling thread's local: another thread's block (a remote free), or none of
- * this heap's. */
-static HRESULT __attribute__((noinline)) free_remote(heap *h, void *pMem)
+/* Free of a block that is not in the calling thread's local: a large block, another thread's block (a remote
+ * free), or none of this heap's. */
+static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
 {
     uintptr_t a = (uintptr_t)pMem;
     HRESULT hr = HOST_E_INVALIDOPERATION;
@@ -841,24 +862,31 @@ static HRESULT __attribute__((noinline)) free_remote(heap *h, void *pMem)
     chunk *c = chunk_set_find(&h->all, a & ~(uintptr_t)(CHUNK_SIZE - 1));
     uint32_t slot;
     if (c && slot_of_block(c, a, &slot) && slot_size_of(c, slot) && !slot_pending(c, slot)) {
-        /* The owner may be handing out or freeing other blocks of c right now: write only what it leaves to the
-         * heap lock (the pending bits, counts and list). */
         uint64_t size = block_size(c, slot);
-        uint64_t word = relaxed(&c->pending[slot >> 6]);
-        atomic_store_explicit(&c->pending[slot >> 6], word | (uint64_t)1 << (slot & 63), memory_order_relaxed);
-        c->pending_blocks++;
-        c->pending_bytes += size;
-        local *owner = c->owner;
-        if (!atomic_load_explicit(&c->has_pending, memory_order_relaxed)) {
-            c->next_pending = owner->pending_chunks;
-            owner->pending_chunks = c;
-            atomic_store_explicit(&c->has_pending, true, memory_order_relaxed);
-        }
-        atomic_store_explicit(&owner->has_pending, true, memory_order_relaxed);
-        counter_add(&h->remote_blocks, 1);
-        counter_add(&h->remote_bytes, size);
         hm_track_free(pMem);
-        hm_track_poison(pMem, c->cls == LARGE_CLASS ? size : c->slot_size);
+        if (c->cls == LARGE_CLASS) {
+            counter_add(&h->large_blocks, (uint64_t)-1);
+            counter_add(&h->large_bytes, 0 - size);
+            chunk_release_locked(h, c);
+        } else {
+            /* Another thread's block (the only local of a single-threaded heap has all in-service small chunks).
+             * Its owner may be handing out or freeing other blocks of c right now: write only what it leaves to
+             * the heap lock (the pending bits, counts and list). */
+            uint64_t word = relaxed(&c->pending[slot >> 6]);
+            atomic_store_explicit(&c->pending[slot >> 6], word | (uint64_t)1 << (slot & 63), memory_order_relaxed);
+            c->pending_blocks++;
+            c->pending_bytes += size;
+            local *owner = c->owner;
+            if (!atomic_load_explicit(&c->has_pending, memory_order_relaxed)) {
+                c->next_pending = owner->pending_chunks;
+                owner->pending_chunks = c;
+                atomic_store_explicit(&c->has_pending, true, memory_order_relaxed);
+            }
+            atomic_store_explicit(&owner->has_pending, true, memory_order_relaxed);
+            counter_add(&h->remote_blocks, 1);
+            counter_add(&h->remote_bytes, size);
+            hm_track_poison(pMem, c->slot_size);
+        }
         hr = S_OK;
     }
     heap_unlock(h);
@@ -876,27 +904,23 @@ static inline bool live_slot(chunk *c, uintptr_t p, uint32_t *slot, uint32_t *si
     return *size != 0 && !(atomic_load_explicit(&c->has_pending, memory_order_relaxed) && slot_pending(c, *slot));
 }
 
-/* Everything: a thread without a cached local, another thread's block (a remote free), large blocks, tracking. */
+/* Everything: a thread without a cached local, blocks not in its local (large ones, other threads'), tracking. */
 static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
 {
     local *l = local_of(h, false);
     uintptr_t a = (uintptr_t)pMem;
     chunk *c = l ? chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)) : NULL;
     if (!c)
-        return h->threadsafe ? free_remote(h, pMem) : HOST_E_INVALIDOPERATION;
+        return free_shared(h, pMem);
     uint32_t slot, size;
     if (!live_slot(c, a, &slot, &size))
         return HOST_E_INVALIDOPERATION;
-    uint64_t bytes = block_size(c, slot);
     hm_track_free(pMem);
     atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
-    if (c->cls == LARGE_CLASS)
-        hm_track_poison(pMem, bytes);
-    else
-        free_list_push(c, slot);
+    free_list_push(c, slot);
     counter_add(&l->blocks, (uint64_t)-1);
-    counter_add(&l->bytes, 0 - bytes);
-    if (!c->in_partial && c->cls != LARGE_CLASS)
+    counter_add(&l->bytes, 0 - (uint64_t)size);
+    if (!c->in_partial)
         partial_push(l, c);
     if (--c->live == 0)
         chunk_emptied(h, l, c, false);
@@ -909,7 +933,7 @@ static HRESULT __attribute__((noinline)) free_emptied(heap *h, local *l, chunk *
     return S_OK;
 }
 
-/* The common case: a small block of this thread's, no tool watching. */
+/* The common case: a block of this thread's, no tool watching. */
 static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
 {
     heap *h = impl_from_IHostMalloc(iface);
@@ -918,8 +942,7 @@ static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
     local *l = local_cached(h);
     uintptr_t a = (uintptr_t)pMem;
     chunk *c;
-    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1))) ||
-                 c->cls == LARGE_CLASS))
+    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)))))
         return free_slow(h, pMem);
     uint32_t slot, size;
     if (unlikely(!live_slot(c, a, &slot, &size)))
@@ -1118,7 +1141,7 @@ void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
     heap *h = impl_from_IHostMalloc(iface);
     /* Remote frees first: a block freed by another thread after this read is still counted, never twice gone. */
     uint64_t freed_blocks = relaxed(&h->remote_blocks), freed_bytes = relaxed(&h->remote_bytes);
-    uint64_t total_blocks = 0, total_bytes = 0;
+    uint64_t total_blocks = relaxed(&h->large_blocks), total_bytes = relaxed(&h->large_bytes);
     for (local *l = atomic_load_explicit(&h->locals, memory_order_acquire); l; l = l->next_in_heap) {
         total_blocks += relaxed(&l->blocks);
         total_bytes += relaxed(&l->bytes);
@@ -1138,7 +1161,9 @@ static int compare_addresses(const void *a, const void *b)
 static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pending_total, char *msg, size_t msglen)
 {
     if (c->magic != CHUNK_MAGIC || c->heap != h ||
-        (c->spare ? c->live != 0 || c->in_partial : chunk_set_find(&c->owner->chunks, chunk_base(c)) != c)) {
+        (c->spare                 ? c->live != 0 || c->in_partial
+         : c->cls == LARGE_CLASS ? c->owner != NULL || c->live != 1
+                                 : chunk_set_find(&c->owner->chunks, chunk_base(c)) != c)) {
         snprintf(msg, msglen, "chunk %p: bad magic, heap or owner, or a spare in use", (void *)c);
         return -1;
     }
@@ -1190,7 +1215,7 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
 {
     heap *h = impl_from_IHostMalloc(iface);
     int bad = 0;
-    uint64_t live_total = 0, pending_total = 0, counted = 0;
+    uint64_t live_total = 0, pending_total = 0, counted = relaxed(&h->large_blocks);
     heap_lock(h);
     chunk_set *all = &h->all;
     chunk **sorted = calloc(all->count + 1, sizeof *sorted);

@@ -41,10 +41,11 @@ HM_TRACK_COLD hm_track_vg_free(void *p) { VALGRIND_FREELIKE_BLOCK(p, 0); }
 HM_TRACK_COLD hm_track_vg_noaccess(void *p, size_t n) { (void)VALGRIND_MAKE_MEM_NOACCESS(p, n); }
 HM_TRACK_COLD hm_track_vg_defined(void *p, size_t n) { (void)VALGRIND_MAKE_MEM_DEFINED(p, n); }
 #define hm_track_init() ((void)(hm_track_valgrind = RUNNING_ON_VALGRIND != 0))
-#define hm_track_malloc(p, n) do { if (__builtin_expect(hm_track_valgrind, 0)) hm_track_vg_malloc((p), (n)); } while (0)
-#define hm_track_free(p) do { if (__builtin_expect(hm_track_valgrind, 0)) hm_track_vg_free(p); } while (0)
-#define hm_track_noaccess(p, n) do { if (__builtin_expect(hm_track_valgrind, 0)) hm_track_vg_noaccess((p), (n)); } while (0)
-#define hm_track_defined(p, n) do { if (__builtin_expect(hm_track_valgrind, 0)) hm_track_vg_defined((p), (n)); } while (0)
+#define HM_TRACK_VG(call) do { if (__builtin_expect(hm_track_valgrind, 0)) call; } while (0)
+#define hm_track_malloc(p, n) HM_TRACK_VG(hm_track_vg_malloc((p), (n)))
+#define hm_track_free(p) HM_TRACK_VG(hm_track_vg_free(p))
+#define hm_track_noaccess(p, n) HM_TRACK_VG(hm_track_vg_noaccess((p), (n)))
+#define hm_track_defined(p, n) HM_TRACK_VG(hm_track_vg_defined((p), (n)))
 #else
 #define hm_track_init() ((void)0)
 #define hm_track_malloc(p, n) ((void)(p), (void)(n))

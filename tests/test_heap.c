@@ -451,6 +451,42 @@ static void test_double_free_across_threads(void **state)
     assert_int_equal(s.report_count, 0);
 }
 
+/* A large block belongs to the heap: freed by another thread while its allocator lives on, its chunk goes back to
+ * the source at once; a second Free of it is refused. */
+static void *alloc_large(void *out)
+{
+    return (void *)(uintptr_t)(IHostMalloc_DebugAlloc(remote_heap, 200000, eTaskCritical, (char *)"big.c", 3,
+                                                      (void **)out) == S_OK);
+}
+
+static void test_large_block_freed_by_another_thread(void **state)
+{
+    test_source s;
+    remote_heap = make_heap(&s, MALLOC_THREADSAFE);
+    void *small, *big;
+    assert_int_equal(IHostMalloc_Alloc(remote_heap, 100, eTaskCritical, &small), S_OK);
+    size_t before = s.chunks;
+    pthread_t t;
+    void *r;
+    assert_int_equal(pthread_create(&t, NULL, alloc_large, &big), 0);
+    pthread_join(t, &r);
+    assert_int_equal((uintptr_t)r, 1);
+    assert_int_equal(s.chunks, before + 1);
+    hm_leak leaks[2];
+    assert_int_equal(hm_heap_leaks(remote_heap, leaks, 2), 2);
+    assert_string_equal(leaks[0].file, "big.c");
+    assert_int_equal(leaks[0].bytes, 200000);
+    assert_int_equal(live_bytes(remote_heap), 200100);
+    assert_int_equal(IHostMalloc_Free(remote_heap, big), S_OK);
+    assert_int_equal(s.chunks, before);
+    assert_int_equal(IHostMalloc_Free(remote_heap, big), HOST_E_INVALIDOPERATION);
+    check(remote_heap);
+    assert_int_equal(live_blocks(remote_heap), 1);
+    assert_int_equal(IHostMalloc_Free(remote_heap, small), S_OK);
+    IHostMalloc_Release(remote_heap);
+    assert_int_equal(s.report_count, 0);
+}
+
 /* Threads passing blocks to each other through a shared table, so most frees are remote (for TSan). */
 enum { EXCHANGE_SLOTS = 256 };
 static _Atomic(void *) exchange[EXCHANGE_SLOTS];
@@ -660,7 +696,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_source_failure_and_levels), cmocka_unit_test(test_argument_errors),
         cmocka_unit_test(test_refcounts), cmocka_unit_test(test_leak_report),
         cmocka_unit_test(test_threads), cmocka_unit_test(test_remote_frees),
-        cmocka_unit_test(test_double_free_across_threads), cmocka_unit_test(test_threads_exchanging_blocks),
+        cmocka_unit_test(test_double_free_across_threads), cmocka_unit_test(test_large_block_freed_by_another_thread),
+        cmocka_unit_test(test_threads_exchanging_blocks),
         cmocka_unit_test(test_spare_chunks), cmocka_unit_test(test_sites_of_reused_slots),
         cmocka_unit_test(test_deterministic_addresses),
     };
