@@ -39,7 +39,11 @@
 #define NO_SLOT UINT32_MAX
 #define MAX_REQUEST ((size_t)1 << 40)
 #define LOCAL_CACHE_SIZE 8 /* heaps a thread can alternate between without taking the slow path */
-#define SPARE_LIMIT 16     /* empty chunks a heap keeps for reuse rather than unmapping and mapping them again */
+/* Emptied chunks a heap keeps for reuse rather than unmapping them and mapping new ones (whose pages fault again):
+ * 16 (1 MiB), or half the most it ever had in use, up to 256 (16 MiB). A count, not a time: placement stays
+ * deterministic. */
+#define SPARE_MIN 16
+#define SPARE_MAX 256
 /* A small chunk's header starts (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at offset 0 every
  * header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they would
  * keep evicting each other. */
@@ -176,7 +180,8 @@ struct heap {
     local *abandoned; /* locals whose thread exited, for the next thread to adopt */
     chunk_set all;    /* every chunk, spares included (heap lock): for remote frees, reports and the end */
     chunk *spares;    /* empty chunks kept for reuse by any thread and class (heap lock) */
-    unsigned spare_count;
+    size_t spare_count;
+    size_t chunks_in_use, peak_chunks_in_use; /* small chunks serving a local (heap lock) */
     site *sites;
     size_t nsites, cap_sites;
     /* Blocks freed remotely and not yet drained by their owner, and large blocks (heap lock; read by statistics). */
@@ -422,6 +427,8 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
         c = chunk_format(h, l, mem, CHUNK_SIZE, cls, 0);
         chunk_set_put(&h->all, c); /* remote frees see it only from here, complete */
     }
+    if (++h->chunks_in_use > h->peak_chunks_in_use)
+        h->peak_chunks_in_use = h->chunks_in_use;
     heap_unlock(h);
     chunk_set_put(&l->chunks, c);
     *out = c;
@@ -447,7 +454,9 @@ static void chunk_retire_locked(heap *h, local *l, chunk *c)
     chunk_set_remove(&l->chunks, c);
     if (c->in_partial)
         partial_remove(l, c);
-    if (h->spare_count < SPARE_LIMIT) {
+    h->chunks_in_use--;
+    size_t keep = h->peak_chunks_in_use / 2;
+    if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep)) {
         c->next_partial = h->spares;
         c->spare = true;
         h->spares = c;

@@ -1,8 +1,8 @@
 /* Host heaps (IHostMalloc) of the built-in manager. Internal to hostmem.
  *
  * A heap draws its memory from a page source (the manager's own VirtualAlloc in practice, so the budget and the
- * critical level of each request cover heap memory too) and never from malloc for user blocks. It keeps up to
- * 1 MiB of emptied chunks for reuse (already drawn, so reusing them draws nothing from the budget).
+ * critical level of each request cover heap memory too) and never from malloc for user blocks. It keeps emptied
+ * chunks for reuse (1 MiB, or half the most it ever used, up to 16 MiB), which draws nothing more from the budget.
  *
  * Thread-safe heaps serve each thread from chunks of its own, without locks; a block may be freed by any thread.
  * The same sequence of calls from one thread gives the same addresses when the source does (deterministic mode). */

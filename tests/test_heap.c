@@ -541,32 +541,39 @@ static void test_threads_exchanging_blocks(void **state)
     assert_int_equal(s.chunks, 0);
 }
 
-/* Emptied chunks are kept as spares (up to 16 a heap) and reused by other size classes; the rest go back to the
- * source. */
+/* Emptied chunks are kept as spares (16, or half the peak in use, at most 256) and reused by other size classes;
+ * the rest go back to the source. */
 static void test_spare_chunks(void **state)
 {
     test_source s;
     IHostMalloc *h = make_heap(&s, 0);
-    enum { N = 2000 };
+    enum { N = 40000 };
     static void *blocks[N];
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < 2000; i++)
         assert_int_equal(IHostMalloc_Alloc(h, 1000, eTaskCritical, &blocks[i]), S_OK);
     size_t full = s.chunks;
-    assert_true(full >= 30);
-    for (int i = 0; i < N; i++)
+    assert_true(full >= 30 && full <= 40);
+    for (int i = 0; i < 2000; i++)
         assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
     check(h);
     size_t kept = s.chunks;
-    assert_true(kept >= 1 && kept <= 17); /* 16 spares and the 1000-byte class's current chunk */
-    for (int i = 0; i < N; i++) {
+    assert_true(kept >= 17 && kept <= 21); /* 16 or half the peak, and the 1000-byte class's current chunk */
+    for (int i = 0; i < 2000; i++) {
         assert_int_equal(IHostMalloc_Alloc(h, 48, eTaskCritical, &blocks[i]), S_OK);
         memset(blocks[i], 0x5A, 48);
     }
-    assert_true(s.chunks <= kept + 1); /* the 48-byte blocks live in former 1000-byte chunks */
+    assert_int_equal(s.chunks, kept); /* the 48-byte blocks live in former 1000-byte chunks */
     check(h);
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
+    /* A peak of about 640 chunks: 256 spares are kept, no more. */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(IHostMalloc_Alloc(h, 1000, eTaskCritical, &blocks[i]), S_OK);
+    assert_true(s.chunks >= 600);
     for (int i = 0; i < N; i++)
         assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
     check(h);
+    assert_true(s.chunks >= 256 && s.chunks <= 260);
     assert_int_equal(live_blocks(h), 0);
     IHostMalloc_Release(h);
     assert_int_equal(s.chunks, 0);
