@@ -16,7 +16,9 @@
  * lock, validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap;
  * the owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new
  * chunk. A pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals
- * are abandoned and the next thread that starts using the heap adopts one of them, chunks and all.
+ * are abandoned and the next thread that starts using the heap adopts one of them, chunks and all. Large blocks
+ * belong to the heap, not to a local: any thread frees them at once, under the heap lock. Emptied chunks are kept
+ * as spares for any thread and size class (SPARE_MIN).
  *
  * Alloc and Free have a fast path each, inline and without calls (a call would make every Alloc save registers),
  * for the common case, and a slow path for everything else. */
