@@ -347,6 +347,339 @@ static void test_threads(void **state)
     IHostMalloc_Release(shared_heap);
 }
 
+/* Blocks freed by a thread that does not own them: a thread allocates and exits; the main thread frees half of
+ * them (remote frees, as pending blocks); a double free of one is refused, by the remote thread and by the new
+ * owner; a new thread adopts the dead thread's chunks, reuses the freed slots and frees the rest. */
+enum { REMOTE_BLOCKS = 600 };
+static void *remote_blocks[REMOTE_BLOCKS];
+static IHostMalloc *remote_heap;
+
+static size_t remote_size(int i) { return i == 7 ? 100000 : 8 + (size_t)(i * 37 % 1000); }
+
+static void *remote_allocator(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < REMOTE_BLOCKS; i++) {
+        if (IHostMalloc_Alloc(remote_heap, remote_size(i), eTaskCritical, &remote_blocks[i]) != S_OK)
+            return (void *)1;
+        memset(remote_blocks[i], i & 0xFF, remote_size(i));
+    }
+    return NULL;
+}
+
+static void *remote_adopter(void *arg)
+{
+    test_source *s = arg;
+    size_t chunks = s->chunks;
+    /* Reuses the slots the main thread freed: same sizes, no new chunk. */
+    for (int i = 0; i < REMOTE_BLOCKS; i += 2)
+        if (i != 7 && IHostMalloc_Alloc(remote_heap, remote_size(i), eTaskCritical, &remote_blocks[i]) != S_OK)
+            return (void *)1;
+    if (s->chunks > chunks)
+        return (void *)2;
+    /* A block the main thread freed is pending or reused: freeing the old pointer twice is refused. */
+    for (int i = 1; i < REMOTE_BLOCKS; i += 2) {
+        const unsigned char *b = remote_blocks[i];
+        if (b[0] != (i & 0xFF) || b[remote_size(i) - 1] != (i & 0xFF))
+            return (void *)3;
+        if (IHostMalloc_Free(remote_heap, remote_blocks[i]) != S_OK)
+            return (void *)4;
+    }
+    for (int i = 0; i < REMOTE_BLOCKS; i += 2)
+        if (i != 7 && IHostMalloc_Free(remote_heap, remote_blocks[i]) != S_OK)
+            return (void *)5;
+    return NULL;
+}
+
+static void test_remote_frees(void **state)
+{
+    test_source s;
+    remote_heap = make_heap(&s, MALLOC_THREADSAFE);
+    pthread_t t;
+    void *r;
+    assert_int_equal(pthread_create(&t, NULL, remote_allocator, NULL), 0);
+    pthread_join(t, &r);
+    assert_null(r);
+    assert_int_equal(live_blocks(remote_heap), REMOTE_BLOCKS);
+    void *freed_by_main = remote_blocks[0];
+    for (int i = 0; i < REMOTE_BLOCKS; i += 2)
+        assert_int_equal(IHostMalloc_Free(remote_heap, remote_blocks[i]), S_OK);
+    assert_int_equal(IHostMalloc_Free(remote_heap, freed_by_main), HOST_E_INVALIDOPERATION);
+    assert_int_equal(IHostMalloc_Free(remote_heap, (char *)remote_blocks[1] + 16), HOST_E_INVALIDOPERATION);
+    assert_int_equal(live_blocks(remote_heap), REMOTE_BLOCKS / 2);
+    check(remote_heap);
+    hm_leak leaks[2];
+    assert_int_equal(hm_heap_leaks(remote_heap, leaks, 2), 1);
+    assert_int_equal(leaks[0].blocks, REMOTE_BLOCKS / 2); /* pending blocks are not leaks */
+    assert_int_equal(pthread_create(&t, NULL, remote_adopter, &s), 0);
+    pthread_join(t, &r);
+    assert_null(r);
+    check(remote_heap);
+    assert_int_equal(live_blocks(remote_heap), 0);
+    assert_int_equal(live_bytes(remote_heap), 0);
+    IHostMalloc_Release(remote_heap);
+    assert_int_equal(s.chunks, 0);
+    assert_int_equal(s.report_count, 0);
+}
+
+/* The owner frees a block another thread freed first: refused, while the block is still pending. */
+static void *free_one(void *p)
+{
+    return (void *)(uintptr_t)(IHostMalloc_Free(remote_heap, p) == S_OK);
+}
+
+static void test_double_free_across_threads(void **state)
+{
+    test_source s;
+    remote_heap = make_heap(&s, MALLOC_THREADSAFE);
+    void *keep, *p;
+    assert_int_equal(IHostMalloc_Alloc(remote_heap, 40, eTaskCritical, &keep), S_OK);
+    assert_int_equal(IHostMalloc_Alloc(remote_heap, 40, eTaskCritical, &p), S_OK);
+    pthread_t t;
+    void *r;
+    assert_int_equal(pthread_create(&t, NULL, free_one, p), 0);
+    pthread_join(t, &r);
+    assert_int_equal((uintptr_t)r, 1);
+    assert_int_equal(IHostMalloc_Free(remote_heap, p), HOST_E_INVALIDOPERATION);
+    assert_int_equal(pthread_create(&t, NULL, free_one, p), 0);
+    pthread_join(t, &r);
+    assert_int_equal((uintptr_t)r, 0);
+    check(remote_heap);
+    assert_int_equal(live_blocks(remote_heap), 1);
+    assert_int_equal(IHostMalloc_Free(remote_heap, keep), S_OK);
+    IHostMalloc_Release(remote_heap);
+    assert_int_equal(s.report_count, 0);
+}
+
+/* A large block belongs to the heap: freed by another thread while its allocator lives on, its chunk goes back to
+ * the source at once; a second Free of it is refused. */
+static void *alloc_large(void *out)
+{
+    return (void *)(uintptr_t)(IHostMalloc_DebugAlloc(remote_heap, 200000, eTaskCritical, (char *)"big.c", 3,
+                                                      (void **)out) == S_OK);
+}
+
+static void test_large_block_freed_by_another_thread(void **state)
+{
+    test_source s;
+    remote_heap = make_heap(&s, MALLOC_THREADSAFE);
+    void *small, *big;
+    assert_int_equal(IHostMalloc_Alloc(remote_heap, 100, eTaskCritical, &small), S_OK);
+    size_t before = s.chunks;
+    pthread_t t;
+    void *r;
+    assert_int_equal(pthread_create(&t, NULL, alloc_large, &big), 0);
+    pthread_join(t, &r);
+    assert_int_equal((uintptr_t)r, 1);
+    assert_int_equal(s.chunks, before + 1);
+    hm_leak leaks[2];
+    assert_int_equal(hm_heap_leaks(remote_heap, leaks, 2), 2);
+    assert_string_equal(leaks[0].file, "big.c");
+    assert_int_equal(leaks[0].bytes, 200000);
+    assert_int_equal(live_bytes(remote_heap), 200100);
+    assert_int_equal(IHostMalloc_Free(remote_heap, big), S_OK);
+    assert_int_equal(s.chunks, before);
+    assert_int_equal(IHostMalloc_Free(remote_heap, big), HOST_E_INVALIDOPERATION);
+    check(remote_heap);
+    assert_int_equal(live_blocks(remote_heap), 1);
+    assert_int_equal(IHostMalloc_Free(remote_heap, small), S_OK);
+    IHostMalloc_Release(remote_heap);
+    assert_int_equal(s.report_count, 0);
+}
+
+/* Threads passing blocks to each other through a shared table, so most frees are remote (for TSan). */
+enum { EXCHANGE_SLOTS = 256 };
+static _Atomic(void *) exchange[EXCHANGE_SLOTS];
+
+static void *exchanger(void *arg)
+{
+    uint64_t seed = (uintptr_t)arg * 104729;
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        _Atomic(void *) *slot = &exchange[(seed >> 33) % EXCHANGE_SLOTS];
+        void *p = atomic_exchange(slot, NULL);
+        if (p) {
+            size_t size = *(size_t *)p;
+            if (((unsigned char *)p)[size - 1] != (unsigned char)size || IHostMalloc_Free(shared_heap, p) != S_OK)
+                return (void *)1;
+        } else {
+            size_t size = 16 + (size_t)((seed >> 20) % 3000);
+            if (IHostMalloc_Alloc(shared_heap, size, eTaskCritical, &p) != S_OK)
+                return (void *)1;
+            *(size_t *)p = size;
+            ((unsigned char *)p)[size - 1] = (unsigned char)size;
+            void *expected = NULL;
+            if (!atomic_compare_exchange_strong(slot, &expected, p) && IHostMalloc_Free(shared_heap, p) != S_OK)
+                return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads_exchanging_blocks(void **state)
+{
+    test_source s;
+    shared_heap = make_heap(&s, MALLOC_THREADSAFE);
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, exchanger, (void *)(i + 1)), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    check(shared_heap);
+    for (int i = 0; i < EXCHANGE_SLOTS; i++) {
+        void *p = atomic_exchange(&exchange[i], NULL);
+        if (p)
+            assert_int_equal(IHostMalloc_Free(shared_heap, p), S_OK);
+    }
+    check(shared_heap);
+    assert_int_equal(live_blocks(shared_heap), 0);
+    assert_int_equal(live_bytes(shared_heap), 0);
+    IHostMalloc_Release(shared_heap);
+    assert_int_equal(s.chunks, 0);
+}
+
+/* Emptied chunks are kept as spares (16, or half the peak in use, at most 256) and reused by other size classes;
+ * the rest go back to the source. */
+static void test_spare_chunks(void **state)
+{
+    test_source s;
+    IHostMalloc *h = make_heap(&s, 0);
+    enum { N = 40000 };
+    static void *blocks[N];
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(IHostMalloc_Alloc(h, 1000, eTaskCritical, &blocks[i]), S_OK);
+    size_t full = s.chunks;
+    assert_true(full >= 30 && full <= 40);
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
+    check(h);
+    size_t kept = s.chunks;
+    assert_true(kept >= 17 && kept <= 21); /* 16 or half the peak, and the 1000-byte class's current chunk */
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(IHostMalloc_Alloc(h, 48, eTaskCritical, &blocks[i]), S_OK);
+        memset(blocks[i], 0x5A, 48);
+    }
+    assert_int_equal(s.chunks, kept); /* the 48-byte blocks live in former 1000-byte chunks */
+    check(h);
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
+    /* A peak of about 640 chunks: 256 spares are kept, no more. */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(IHostMalloc_Alloc(h, 1000, eTaskCritical, &blocks[i]), S_OK);
+    assert_true(s.chunks >= 600);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
+    check(h);
+    assert_true(s.chunks >= 256 && s.chunks <= 260);
+    assert_int_equal(live_blocks(h), 0);
+    IHostMalloc_Release(h);
+    assert_int_equal(s.chunks, 0);
+}
+
+/* A slot's site is its current block's: a plain Alloc in a slot a DebugAlloc used before reports as (Alloc). */
+static void test_sites_of_reused_slots(void **state)
+{
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+    void *p, *q, *r;
+    assert_int_equal(IHostMalloc_DebugAlloc(h, 64, eTaskCritical, (char *)"a.cpp", 1, &p), S_OK);
+    assert_int_equal(IHostMalloc_DebugAlloc(h, 64, eTaskCritical, (char *)"b.cpp", 2, &r), S_OK);
+    assert_int_equal(IHostMalloc_Free(h, p), S_OK);
+    assert_int_equal(IHostMalloc_Alloc(h, 60, eTaskCritical, &q), S_OK);
+    assert_ptr_equal(p, q); /* the most recently freed slot is handed out first */
+    hm_leak leaks[4];
+    assert_int_equal(hm_heap_leaks(h, leaks, 4), 2);
+    assert_string_equal(leaks[0].file, "b.cpp");
+    assert_int_equal(leaks[0].bytes, 64);
+    assert_string_equal(leaks[1].file, "(Alloc)");
+    assert_int_equal(leaks[1].bytes, 60);
+    IHostMalloc_Release(h);
+    assert_int_equal(s.report_count, 2);
+}
+
+/* Deterministic placement: a page source handing out addresses in a fixed order (first fit in an arena) and the
+ * same sequence of calls give the same block offsets, on a thread-safe and a single-threaded heap. */
+typedef struct arena_source {
+    test_source counts;
+    char *base;
+    size_t size;
+    unsigned char used[1024]; /* per 64 KiB granule */
+} arena_source;
+
+static HRESULT arena_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, void **out)
+{
+    arena_source *a = ctx;
+    size_t need = size >> 16, run = 0;
+    for (size_t g = 0; g < a->size >> 16; g++) {
+        run = a->used[g] ? 0 : run + 1;
+        if (run == need) {
+            memset(&a->used[g + 1 - need], 1, need);
+            *out = a->base + ((g + 1 - need) << 16);
+            memset(*out, 0, size);
+            a->counts.chunks++;
+            return S_OK;
+        }
+    }
+    *out = NULL;
+    return E_OUTOFMEMORY;
+}
+
+static void arena_release(void *ctx, void *addr, size_t size)
+{
+    arena_source *a = ctx;
+    memset(&a->used[((char *)addr - a->base) >> 16], 0, size >> 16);
+    a->counts.chunks--;
+}
+
+static void arena_destroyed(void *ctx, const hm_leak *leaks, size_t n) { ((arena_source *)ctx)->counts.destroyed++; }
+
+static void run_sequence(DWORD type, uintptr_t *offsets, size_t n)
+{
+    arena_source a = {.size = (size_t)64 << 20};
+    char *raw = mmap(NULL, a.size + (1 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(raw != MAP_FAILED);
+    a.base = (char *)(((uintptr_t)raw + (1 << 20) - 1) & ~(uintptr_t)((1 << 20) - 1)); /* same colours each run */
+    hm_page_source src = {&a, arena_alloc, arena_release, arena_destroyed};
+    IHostMalloc *h;
+    assert_int_equal(hm_heap_create(&src, type, &h), S_OK);
+    void *live[64] = {0};
+    uint64_t seed = 42;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        void **slot = &live[(seed >> 33) % 64];
+        if (*slot) {
+            assert_int_equal(IHostMalloc_Free(h, *slot), S_OK);
+            *slot = NULL;
+            offsets[i] = 0;
+        } else {
+            size_t size = (seed >> 20) % 50 == 0 ? 70000 : 1 + (size_t)((seed >> 24) % 2000);
+            HRESULT hr = (seed >> 40) % 3 == 0 ? IHostMalloc_DebugAlloc(h, size, eTaskCritical, (char *)"d.c", 1, slot)
+                                               : IHostMalloc_Alloc(h, size, eTaskCritical, slot);
+            assert_int_equal(hr, S_OK);
+            offsets[i] = (uintptr_t)((char *)*slot - a.base);
+        }
+    }
+    check(h);
+    IHostMalloc_Release(h);
+    assert_int_equal(a.counts.chunks, 0);
+    munmap(raw, a.size + (1 << 20));
+}
+
+static void test_deterministic_addresses(void **state)
+{
+    enum { N = 5000 };
+    static uintptr_t first[N], second[N];
+    static const DWORD types[] = {MALLOC_THREADSAFE, 0};
+    for (int t = 0; t < 2; t++) {
+        run_sequence(types[t], first, N);
+        run_sequence(types[t], second, N);
+        assert_memory_equal(first, second, sizeof first);
+    }
+}
+
 /* Deliberately uses a freed block, for the sanitizer test (the heap poisons free blocks). */
 static int use_after_free(void)
 {
@@ -369,7 +702,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sizes_and_contents), cmocka_unit_test(test_ownership_errors),
         cmocka_unit_test(test_source_failure_and_levels), cmocka_unit_test(test_argument_errors),
         cmocka_unit_test(test_refcounts), cmocka_unit_test(test_leak_report),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads), cmocka_unit_test(test_remote_frees),
+        cmocka_unit_test(test_double_free_across_threads), cmocka_unit_test(test_large_block_freed_by_another_thread),
+        cmocka_unit_test(test_threads_exchanging_blocks),
+        cmocka_unit_test(test_spare_chunks), cmocka_unit_test(test_sites_of_reused_slots),
+        cmocka_unit_test(test_deterministic_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
