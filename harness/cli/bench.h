@@ -31,5 +31,6 @@ void hm_bench_vm(hm_bench *b);
 void hm_bench_heap(hm_bench *b);   /* bench_heap.c */
 void hm_bench_faults(hm_bench *b); /* bench_faults.c */
 void hm_bench_trace(hm_bench *b);  /* bench_trace.c */
+void hm_bench_stress(hm_bench *b); /* bench_stress.c */
 
 #endif

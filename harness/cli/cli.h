@@ -33,6 +33,9 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
  * the file. Returns an exit code. */
 int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encoding);
 
+/* Writes s as a JSON string (escaped), or null when s is NULL. */
+void hm_cli_json_string(FILE *f, const char *s);
+
 /* Parses "123", "64K", "1M", "2G" (binary suffixes); returns false on anything else. */
 bool hm_cli_parse_size(const char *text, unsigned long long *out);
 

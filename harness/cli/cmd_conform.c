@@ -15,20 +15,6 @@ static void usage(FILE *f)
                "Exit 0 when every rule passes, 1 when one fails, 2 for bad usage or a host that cannot be loaded.\n");
 }
 
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", *s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
 int hm_cmd_conform(int argc, char **argv)
 {
     hm_host_choice choice = {0};
@@ -110,9 +96,9 @@ int hm_cmd_conform(int argc, char **argv)
         info += r.status == HM_RULE_INFO;
         if (json) {
             printf("%s\n  {\"id\": \"%s\", \"status\": \"%s\", \"expected\": ", first ? "" : ",", rules[i].id, status);
-            json_string(r.status == HM_RULE_PASS ? rules[i].statement : r.expected);
+            hm_cli_json_string(stdout, r.status == HM_RULE_PASS ? rules[i].statement : r.expected);
             printf(", \"actual\": ");
-            json_string(r.status == HM_RULE_PASS ? "as expected" : r.actual);
+            hm_cli_json_string(stdout, r.status == HM_RULE_PASS ? "as expected" : r.actual);
             printf(", \"reference\": \"%s\", \"ms\": %.1f}", rules[i].reference, r.ms);
         } else if (r.status == HM_RULE_PASS) {
             printf("  PASS  %s\n", rules[i].id);

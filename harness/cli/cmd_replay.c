@@ -16,23 +16,6 @@ static void usage(FILE *f)
 /* The replay's manager factory: the chosen host, made afresh for each run. */
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
 
-static void json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch == '\n')
-            fputs("\\n", f);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 int hm_cmd_replay(int argc, char **argv)
 {
     hm_host_choice choice = {0};
@@ -78,7 +61,7 @@ int hm_cmd_replay(int argc, char **argv)
     }
     if (json) {
         printf("{\"trace\": ");
-        json_string(stdout, path);
+        hm_cli_json_string(stdout, path);
         printf(", \"calls\": %" PRIu64 ", \"host_calls\": %" PRIu64 ", \"injected\": %" PRIu64
                ", \"notifications_recorded\": %" PRIu64 ", \"notifications_seen\": %" PRIu64 ", \"lost\": %" PRIu64
                ", \"diverged\": %s",
@@ -87,18 +70,18 @@ int hm_cmd_replay(int argc, char **argv)
         if (res.diverged) {
             printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": \"%s\", \"field\": ", res.divergence_seq,
                    hm_trace_method_name(res.divergence_method));
-            json_string(stdout, res.field);
+            hm_cli_json_string(stdout, res.field);
             printf(", \"expected\": ");
-            json_string(stdout, res.expected);
+            hm_cli_json_string(stdout, res.expected);
             printf(", \"actual\": ");
-            json_string(stdout, res.actual);
+            hm_cli_json_string(stdout, res.actual);
             printf(", \"report\": ");
-            json_string(stdout, res.report);
+            hm_cli_json_string(stdout, res.report);
             printf("}");
         }
         if (res.fault_spec) {
             printf(", \"faults\": ");
-            json_string(stdout, res.fault_spec);
+            hm_cli_json_string(stdout, res.fault_spec);
         }
         printf("}\n");
     } else {

@@ -1,298 +1,301 @@
-/* hostmem stress: many threads hammering a host with a mixed workload, every answer checked against each thread's
- * own model of its reservations and blocks. With --faults, failures are allowed but must change nothing. */
+/* hostmem stress: the workload of harness/stress.c against the chosen host, run in a child process so that a host
+ * that crashes or hangs still gets a report (its signal, each thread's last calls, the recorded trace), with live
+ * progress on a terminal and a summary or JSON at the end. */
 #include "cli.h"
+#include "stress.h"
 
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdatomic.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { OP_RESERVE, OP_COMMIT, OP_DECOMMIT, OP_RELEASE, OP_PROTECT, OP_QUERY, OP_HEAP_ALLOC, OP_HEAP_FREE, OP_LOAD,
-       OP_COUNT };
-static const char *const op_names[OP_COUNT] = {"reserve", "commit", "decommit", "release", "protect", "query",
-                                               "heap alloc", "heap free", "load"};
+#define HANG_SECONDS 20 /* no operation finished for this long: the host is hung */
 
-#define MAX_RES 16
-#define PAGES 16
-#define MAX_BLOCKS 64
-#define HIST_BUCKETS 40 /* log2 nanoseconds */
-#define RING 64
+/* What the child leaves for the parent, in a shared mapping. */
+typedef struct shared_run {
+    hm_stress_report report;
+    HRESULT run_result;
+    bool finished;           /* the workload returned (the host did not crash or hang) */
+    bool recording;
+    uint64_t faults_injected;
+    hm_fault_event first_faults[3];
+    size_t first_fault_count;
+    char trace_note[256];    /* why nothing was recorded, when so */
+} shared_run;
 
-typedef struct reservation {
-    char *base;
-    bool committed[PAGES];
-    DWORD protect[PAGES];
-    unsigned char fill[PAGES]; /* what each committed page holds in its first and last bytes */
-} reservation;
+typedef struct stress_options {
+    hm_host_choice host;
+    hm_stress_config config;
+    bool json, no_fork;
+    const char *trace_dir;
+    char trace_path[4096];
+} stress_options;
 
-typedef struct block {
-    IHostMalloc *heap;
-    unsigned char *p;
-    size_t size;
-    unsigned char fill;
-} block;
-
-typedef struct worker {
-    int id;
-    IHostMemoryManager *m;
-    IHostMalloc *shared_heap, *own_heap;
-    uint64_t seed, ops_limit;
-    reservation res[MAX_RES];
-    int nres;
-    block blocks[MAX_BLOCKS];
-    int nblocks;
-    uint64_t ops[OP_COUNT], failures[OP_COUNT];
-    uint64_t hist[HIST_BUCKETS];
-    char ring[RING][120];
-    unsigned ring_at;
-    char violation[512];
-} worker;
-
-static atomic_bool stop;
-static atomic_uint_fast64_t total_ops, total_failures, total_violations;
-
-static uint64_t next_random(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double now_ns(void)
+static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void note(worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(worker *w, const char *fmt, ...)
+static uint64_t ops_done(const hm_stress_report *r)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->ring[w->ring_at++ % RING], sizeof w->ring[0], fmt, ap);
-    va_end(ap);
+    uint64_t n = 0;
+    for (unsigned t = 0; t < r->threads && t < HM_STRESS_MAX_THREADS; t++)
+        n += atomic_load_explicit(&r->thread[t].done, memory_order_relaxed);
+    return n;
 }
 
-static bool violate(worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool violate(worker *w, const char *fmt, ...)
+static void show_progress(const hm_stress_report *r, double elapsed, void *ctx)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->violation, sizeof w->violation, fmt, ap);
-    va_end(ap);
-    atomic_fetch_add(&total_violations, 1);
-    atomic_store(&stop, true);
-    return false;
+    (void)ctx;
+    uint64_t failures = 0;
+    for (unsigned t = 0; t < r->threads && t < HM_STRESS_MAX_THREADS; t++)
+        for (int op = 0; op < HM_STRESS_OP_COUNT; op++)
+            failures += r->thread[t].failures[op]; /* a racy read, for display only */
+    uint64_t done = ops_done(r);
+    fprintf(stderr, "\r%6.1f s  %10llu ops  %9.0f ops/s  %6llu refused", elapsed, (unsigned long long)done,
+            elapsed > 0 ? (double)done / elapsed : 0.0, (unsigned long long)failures);
 }
 
-static void record(worker *w, int op, HRESULT hr, double ns)
+/* The workload itself: opens the host, records every call, runs, fills *out. */
+static void run_workload(stress_options *o, shared_run *out, bool progress)
 {
-    w->ops[op]++;
-    if (FAILED(hr))
-        w->failures[op]++;
-    int b = 0;
-    for (uint64_t v = (uint64_t)ns; v > 1 && b < HIST_BUCKETS - 1; v >>= 1)
-        b++;
-    w->hist[b]++;
-}
-
-/* The model's view of page p of r, compared with VirtualQuery. */
-static bool verify_page(worker *w, reservation *r, int p)
-{
-    MEMORY_BASIC_INFORMATION mbi;
-    SIZE_T n;
-    HRESULT hr = IHostMemoryManager_VirtualQuery(w->m, r->base + p * 4096, &mbi, sizeof mbi, &n);
-    if (FAILED(hr))
-        return true; /* an injected failure; the query itself changes nothing */
-    DWORD want_state = r->committed[p] ? MEM_COMMIT : MEM_RESERVE;
-    DWORD want_protect = r->committed[p] ? r->protect[p] : 0;
-    if (mbi.State != want_state || mbi.Protect != want_protect || mbi.AllocationBase != r->base)
-        return violate(w, "VirtualQuery(%p) gave State %#x Protect %#x AllocationBase %p; the model says %#x %#x %p",
-                       (void *)(r->base + p * 4096), mbi.State, mbi.Protect, mbi.AllocationBase, want_state,
-                       want_protect, (void *)r->base);
-    if (r->committed[p] && (r->protect[p] == PAGE_READWRITE || r->protect[p] == PAGE_READONLY)) {
-        unsigned char *page = (unsigned char *)r->base + p * 4096;
-        if (page[0] != r->fill[p] || page[4095] != r->fill[p])
-            return violate(w, "page %p holds %#x/%#x; it should hold %#x", (void *)page, page[0], page[4095], r->fill[p]);
+    IHostMemoryManager *m;
+    if (FAILED(hm_cli_open_host(&o->host, &m))) {
+        out->run_result = E_FAIL;
+        return;
     }
-    return true;
+    /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
+     * can use (the recorder survives the process being killed); the parent deletes it after a clean run. */
+    IHostMemoryManager *recorded, *fault_layer = m;
+    out->recording = SUCCEEDED(HostMemWrapRecorder(m, o->trace_path, &recorded));
+    if (out->recording)
+        m = recorded;
+    else
+        snprintf(out->trace_note, sizeof out->trace_note, "%s", HostMemLastError());
+    hm_stress_config config = o->config;
+    config.progress = progress ? show_progress : NULL;
+    out->run_result = hm_stress_run(m, &config, &out->report);
+    if (o->host.faults) {
+        out->faults_injected = HostMemFaultsLogCount(fault_layer);
+        out->first_fault_count = HostMemFaultsLog(fault_layer, 0, out->first_faults, 3);
+    }
+    IHostMemoryManager_Release(m);
+    if (out->recording)
+        IHostMemoryManager_Release(fault_layer); /* ours; the recorder held its own */
+    out->finished = true;
 }
 
-static bool step(worker *w)
+static void print_last_calls(FILE *f, const hm_stress_thread *t, unsigned id, unsigned max)
 {
-    uint64_t x = next_random(&w->seed);
-    int op = (int)(x % 100);
-    HRESULT hr = S_OK;
-    double t0 = now_ns();
-    if (op < 8 && w->nres < MAX_RES) { /* reserve */
-        void *p = NULL;
-        hr = IHostMemoryManager_VirtualAlloc(w->m, NULL, PAGES * 4096, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p);
-        record(w, OP_RESERVE, hr, now_ns() - t0);
-        note(w, "t%d VirtualAlloc(NULL, 0x10000, MEM_RESERVE) -> %s %p", w->id, hm_hr_name(hr), p);
-        if (SUCCEEDED(hr)) {
-            if (!p || ((uintptr_t)p & 0xFFFF))
-                return violate(w, "a reservation came back at %p, not 64 KiB aligned", p);
-            reservation *r = &w->res[w->nres++];
-            memset(r, 0, sizeof *r);
-            r->base = p;
-        } else if (p) {
-            return violate(w, "a failed VirtualAlloc left *ppMem = %p", p);
-        }
-        return true;
+    uint64_t from = t->calls > max ? t->calls - max : 0;
+    for (uint64_t k = from; k < t->calls; k++) {
+        char line[256];
+        hm_stress_format_call(&t->ring[k % HM_STRESS_RING], line, sizeof line);
+        fprintf(f, "  t%u #%llu %s\n", id, (unsigned long long)k + 1, line);
     }
-    if (w->nres == 0)
-        return true;
-    reservation *r = &w->res[x / 100 % (uint64_t)w->nres];
-    int page = (int)(x / 10000 % PAGES), count = 1 + (int)(x / 200000 % 4);
-    if (page + count > PAGES)
-        count = PAGES - page;
-    if (op < 30) { /* commit and fill */
-        void *c = NULL;
-        hr = IHostMemoryManager_VirtualAlloc(w->m, r->base + page * 4096, (size_t)count * 4096, MEM_COMMIT,
-                                             PAGE_READWRITE, (EMemoryCriticalLevel)(x % 3), &c);
-        record(w, OP_COMMIT, hr, now_ns() - t0);
-        note(w, "t%d VirtualAlloc(%p, %#x, MEM_COMMIT) -> %s", w->id, (void *)(r->base + page * 4096), count * 4096,
-             hm_hr_name(hr));
-        if (SUCCEEDED(hr)) {
-            for (int k = page; k < page + count; k++) {
-                unsigned char *pg = (unsigned char *)r->base + k * 4096;
-                if (!r->committed[k] && (pg[0] || pg[4095]))
-                    return violate(w, "a freshly committed page %p is not zero", (void *)pg);
-                if (r->committed[k] && r->protect[k] != PAGE_READWRITE)
-                    r->protect[k] = PAGE_READWRITE; /* recommitting sets the protection */
-                r->committed[k] = true;
-                r->protect[k] = PAGE_READWRITE;
-                r->fill[k] = (unsigned char)(x >> 40) | 1;
-                pg[0] = pg[4095] = r->fill[k];
-            }
+}
+
+static void print_json(const stress_options *o, const shared_run *s, const char *crash)
+{
+    const hm_stress_report *r = &s->report;
+    uint64_t all = hm_stress_total_ops(r);
+    printf("{\"threads\": %u, \"seconds\": %.2f, \"ops\": %llu, \"ops_per_second\": %.0f, \"failures\": %llu, "
+           "\"violations\": %llu, \"seed\": %llu, ",
+           o->config.threads, r->seconds, (unsigned long long)all, r->seconds > 0 ? (double)all / r->seconds : 0.0,
+           (unsigned long long)hm_stress_total_failures(r), (unsigned long long)atomic_load(&r->violations),
+           (unsigned long long)o->config.seed);
+    printf("\"latency_ns\": {\"p50\": %.0f, \"p90\": %.0f, \"p99\": %.0f, \"p999\": %.0f}, ",
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5),
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.9),
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.99),
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.999));
+    printf("\"notifications\": {\"low\": %llu, \"neutral\": %llu, \"high\": %llu}, \"by_method\": {",
+           (unsigned long long)atomic_load(&r->notifications[0]), (unsigned long long)atomic_load(&r->notifications[1]),
+           (unsigned long long)atomic_load(&r->notifications[2]));
+    for (int op = 0; op < HM_STRESS_OP_COUNT; op++) {
+        uint64_t n = 0, failed = 0;
+        for (unsigned t = 0; t < r->threads; t++) {
+            n += r->thread[t].ops[op];
+            failed += r->thread[t].failures[op];
         }
-    } else if (op < 40) {
-        hr = IHostMemoryManager_VirtualFree(w->m, r->base + page * 4096, (size_t)count * 4096, MEM_DECOMMIT);
-        record(w, OP_DECOMMIT, hr, now_ns() - t0);
-        note(w, "t%d VirtualFree(%p, %#x, MEM_DECOMMIT) -> %s", w->id, (void *)(r->base + page * 4096), count * 4096,
-             hm_hr_name(hr));
-        if (SUCCEEDED(hr))
-            for (int k = page; k < page + count; k++)
-                r->committed[k] = false;
-    } else if (op < 48) {
-        bool all = true;
-        for (int k = page; k < page + count; k++)
-            all &= r->committed[k];
-        DWORD want = (x >> 50) & 1 ? PAGE_READONLY : PAGE_READWRITE, old = 0;
-        hr = IHostMemoryManager_VirtualProtect(w->m, r->base + page * 4096, (size_t)count * 4096, want, &old);
-        record(w, OP_PROTECT, hr, now_ns() - t0);
-        note(w, "t%d VirtualProtect(%p, %#x, %#x) -> %s", w->id, (void *)(r->base + page * 4096), count * 4096, want,
-             hm_hr_name(hr));
-        if (SUCCEEDED(hr)) {
-            if (!all)
-                return violate(w, "VirtualProtect over uncommitted pages at %p succeeded", (void *)(r->base + page * 4096));
-            if (old != r->protect[page])
-                return violate(w, "VirtualProtect returned old %#x; the first page had %#x", old, r->protect[page]);
-            for (int k = page; k < page + count; k++)
-                r->protect[k] = want;
-        } else if (all && hr == HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)) {
-            return violate(w, "VirtualProtect of committed pages at %p failed with %s", (void *)(r->base + page * 4096),
-                           hm_hr_name(hr));
+        char key[32]; /* "heap alloc" -> "heap_alloc" */
+        snprintf(key, sizeof key, "%s", hm_stress_op_name(op));
+        for (char *c = key; *c; c++)
+            *c = *c == ' ' ? '_' : *c;
+        printf("%s\"%s\": {\"ops\": %llu, \"failures\": %llu, \"p50_ns\": %.0f, \"p99_ns\": %.0f}", op ? ", " : "",
+               key, (unsigned long long)n, (unsigned long long)failed,
+               hm_stress_latency_quantile(r, op, 0.5), hm_stress_latency_quantile(r, op, 0.99));
+    }
+    printf("}, \"faults_injected\": %llu", (unsigned long long)s->faults_injected);
+    const char *violation = NULL;
+    for (unsigned t = 0; t < r->threads && !violation; t++)
+        if (r->thread[t].violation[0])
+            violation = r->thread[t].violation;
+    printf(", \"violation\": ");
+    hm_cli_json_string(stdout, violation ? violation : crash);
+    printf(", \"trace\": ");
+    hm_cli_json_string(stdout, s->recording && (violation || crash) ? o->trace_path : NULL);
+    printf("}\n");
+}
+
+static void print_summary(const stress_options *o, const shared_run *s)
+{
+    const hm_stress_report *r = &s->report;
+    uint64_t all = hm_stress_total_ops(r);
+    printf("stress: %u thread(s), %.1f s, %llu ops, %.0f ops/s; latency p50 <= %.0f ns, p90 <= %.0f ns, p99 <= %.0f "
+           "ns\n",
+           o->config.threads, r->seconds, (unsigned long long)all, r->seconds > 0 ? (double)all / r->seconds : 0.0,
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5),
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.9),
+           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.99));
+    printf("  %-15s %10s %9s %10s %10s\n", "method", "ops", "refused", "p50 ns", "p99 ns");
+    for (int op = 0; op < HM_STRESS_OP_COUNT; op++) {
+        uint64_t n = 0, failed = 0;
+        for (unsigned t = 0; t < r->threads; t++) {
+            n += r->thread[t].ops[op];
+            failed += r->thread[t].failures[op];
         }
-    } else if (op < 70) {
-        record(w, OP_QUERY, S_OK, 0);
-        for (int k = page; k < page + count; k++)
-            if (!verify_page(w, r, k))
-                return false;
-        return true;
-    } else if (op < 74) {
-        hr = IHostMemoryManager_VirtualFree(w->m, r->base, 0, MEM_RELEASE);
-        record(w, OP_RELEASE, hr, now_ns() - t0);
-        note(w, "t%d VirtualFree(%p, 0, MEM_RELEASE) -> %s", w->id, (void *)r->base, hm_hr_name(hr));
-        if (SUCCEEDED(hr))
-            *r = w->res[--w->nres];
-    } else if (op < 90) {
-        if (w->nblocks == 0 || (w->nblocks < MAX_BLOCKS && (x >> 7) & 1)) {
-            IHostMalloc *h = (x >> 33) & 1 || !w->own_heap ? w->shared_heap : w->own_heap;
-            block b = {h, NULL, 8 + (size_t)(x >> 20) % 2000, (unsigned char)(x >> 45) | 1};
-            hr = IHostMalloc_Alloc(h, b.size, (EMemoryCriticalLevel)(x % 3), (void **)&b.p);
-            record(w, OP_HEAP_ALLOC, hr, now_ns() - t0);
-            note(w, "t%d Alloc(%#zx, %s) -> %s %p", w->id, b.size, hm_level_short((EMemoryCriticalLevel)(x % 3)),
-                 hm_hr_name(hr), (void *)b.p);
-            if (SUCCEEDED(hr)) {
-                memset(b.p, b.fill, b.size);
-                w->blocks[w->nblocks++] = b;
-            }
+        printf("  %-15s %10llu %9llu %10.0f %10.0f\n", hm_stress_op_name(op), (unsigned long long)n,
+               (unsigned long long)failed, hm_stress_latency_quantile(r, op, 0.5),
+               hm_stress_latency_quantile(r, op, 0.99));
+    }
+    printf("  every answer checked against each thread's model; notifications: %llu low, %llu neutral, %llu high\n",
+           (unsigned long long)atomic_load(&r->notifications[0]), (unsigned long long)atomic_load(&r->notifications[1]),
+           (unsigned long long)atomic_load(&r->notifications[2]));
+    if (o->host.faults) {
+        printf("  faults injected: %llu%s\n", (unsigned long long)s->faults_injected,
+               s->first_fault_count ? " (first ones below)" : "");
+        for (size_t i = 0; i < s->first_fault_count; i++) {
+            const hm_fault_event *e = &s->first_faults[i];
+            printf("    call %llu: %s #%llu size %#llx -> %s\n", (unsigned long long)e->call, hm_method_name(e->method),
+                   (unsigned long long)e->method_call, (unsigned long long)e->size, hm_hr_name(e->result));
+        }
+    }
+    printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
+}
+
+/* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
+ * stderr and in DIR/stress-violation.txt. */
+static void report_failure(const stress_options *o, const shared_run *s, const char *crash)
+{
+    const hm_stress_report *r = &s->report;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stress-violation.txt", o->trace_dir);
+    FILE *f = fopen(path, "w");
+    for (unsigned t = 0; t < r->threads; t++) {
+        const hm_stress_thread *th = &r->thread[t];
+        if (!crash && !th->violation[0])
+            continue;
+        if (!crash) {
+            fprintf(stderr, "\nVIOLATION in thread %u: %s\nits last calls:\n", t + 1, th->violation);
+            if (f)
+                fprintf(f, "# hostmem stress violation (seed %llu, thread %u): %s\n",
+                        (unsigned long long)o->config.seed, t + 1, th->violation);
         } else {
-            int k = (int)((x >> 10) % (uint64_t)w->nblocks);
-            block *b = &w->blocks[k];
-            for (size_t i = 0; i < b->size; i += 61)
-                if (b->p[i] != b->fill)
-                    return violate(w, "heap block %p byte %zu holds %#x, not %#x: another block overlaps it", (void *)b->p,
-                                   i, b->p[i], b->fill);
-            hr = IHostMalloc_Free(b->heap, b->p);
-            record(w, OP_HEAP_FREE, hr, now_ns() - t0);
-            note(w, "t%d Free(%p) -> %s", w->id, (void *)b->p, hm_hr_name(hr));
-            if (SUCCEEDED(hr))
-                *b = w->blocks[--w->nblocks];
+            fprintf(stderr, "%sthread %u's last calls:\n", t ? "" : "\n", t + 1);
+            if (f && t == 0)
+                fprintf(f, "# hostmem stress (seed %llu): %s\n", (unsigned long long)o->config.seed, crash);
         }
-    } else {
-        DWORD load;
-        SIZE_T avail;
-        hr = IHostMemoryManager_GetMemoryLoad(w->m, &load, &avail);
-        record(w, OP_LOAD, hr, now_ns() - t0);
-        if (SUCCEEDED(hr) && load > 100)
-            return violate(w, "GetMemoryLoad reported %u%%", load);
-    }
-    if (FAILED(hr)) {
-        atomic_fetch_add_explicit(&total_failures, 1, memory_order_relaxed);
-        /* A failure must have changed nothing: the pages it touched still match the model. */
-        for (int k = page; k < page + count; k++)
-            if (!verify_page(w, r, k))
-                return false;
-    }
-    return true;
-}
-
-static void *run_worker(void *arg)
-{
-    worker *w = arg;
-    IHostMemoryManager_CreateMalloc(w->m, 0, &w->own_heap);
-    for (uint64_t i = 0; !atomic_load_explicit(&stop, memory_order_relaxed) && (!w->ops_limit || i < w->ops_limit); i++) {
-        if (!step(w))
+        print_last_calls(stderr, th, t + 1, crash ? 4 : 8);
+        if (f)
+            print_last_calls(f, th, t + 1, HM_STRESS_RING);
+        if (!crash)
             break;
-        atomic_fetch_add_explicit(&total_ops, 1, memory_order_relaxed);
     }
-    for (int i = 0; i < w->nblocks; i++)
-        IHostMalloc_Free(w->blocks[i].heap, w->blocks[i].p);
-    for (int i = 0; i < w->nres; i++)
-        IHostMemoryManager_VirtualFree(w->m, w->res[i].base, 0, MEM_RELEASE);
-    if (w->own_heap)
-        IHostMalloc_Release(w->own_heap);
-    return NULL;
+    if (crash)
+        fprintf(stderr, "\nCRASH: %s\n", crash);
+    if (f) {
+        fclose(f);
+        fprintf(stderr, "the calls that led to it are in %s\n", path);
+    }
+    if (s->recording)
+        fprintf(stderr, "the whole run is recorded in %s: hostmem replay %s / hostmem reduce %s -o small.trace\n",
+                o->trace_path, o->trace_path, o->trace_path);
+    else if (s->trace_note[0])
+        fprintf(stderr, "(not recorded: %s)\n", s->trace_note);
 }
 
-static double percentile(const uint64_t *hist, uint64_t total, double q)
+/* Runs the workload in a child; returns a description of how the child died, or NULL when it finished. */
+static const char *run_forked(stress_options *o, shared_run *s, bool progress, char *why, size_t why_len)
 {
-    uint64_t want = (uint64_t)((double)total * q), seen = 0;
-    for (int b = 0; b < HIST_BUCKETS; b++) {
-        seen += hist[b];
-        if (seen > want)
-            return (double)(1ull << b);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, why_len, "cannot start the child process");
+        return why;
     }
-    return (double)(1ull << (HIST_BUCKETS - 1));
+    if (pid == 0) {
+        run_workload(o, s, false);
+        fflush(NULL);
+        _exit(0);
+    }
+    double t0 = now_s(), last_change = t0;
+    uint64_t last_done = 0;
+    int status = 0;
+    bool hung = false;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        usleep(100000);
+        double now = now_s();
+        uint64_t done = ops_done(&s->report);
+        if (done != last_done) {
+            last_done = done;
+            last_change = now;
+        } else if (now - last_change > HANG_SECONDS) {
+            hung = true;
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        if (progress && s->report.threads)
+            show_progress(&s->report, now - t0, NULL);
+    }
+    if (progress)
+        fprintf(stderr, "\n");
+    if (hung)
+        snprintf(why, why_len, "the host hung: no operation finished for %d s (the run was killed)", HANG_SECONDS);
+    else if (WIFSIGNALED(status))
+        snprintf(why, why_len, "the host crashed: %s (signal %d)", strsignal(WTERMSIG(status)), WTERMSIG(status));
+    else if (!s->finished)
+        snprintf(why, why_len, "the run ended early: the process exited with status %d (a sanitizer report above?)",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    else
+        return NULL;
+    if (s->report.seconds == 0)
+        s->report.seconds = now_s() - t0;
+    return why;
+}
+
+static int usage(void)
+{
+    printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
+           "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR] [--no-fork]\n\n"
+           "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
+           "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
+           "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
+           "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
+           "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
+           "The run happens in a child process: a host that crashes or hangs (no call returning for %d s) is\n"
+           "reported with its signal and each thread's last calls. Every call is recorded to\n"
+           "DIR/stress-PID.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
+           "hostmem replay and reduce), the last calls go to DIR/stress-violation.txt and the exit status is 1.\n"
+           "--no-fork runs in-process (for a debugger).\n",
+           HANG_SECONDS);
+    return HM_EXIT_OK;
 }
 
 int hm_cmd_stress(int argc, char **argv)
 {
-    hm_host_choice choice = {0};
+    stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
     unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1;
-    bool json = false;
-    const char *trace_dir = ".";
     for (int i = 1; i < argc; i++) {
         bool error = false;
         unsigned long long *target = NULL;
-        if (hm_cli_take_host_option(&choice, argc, argv, &i, &error)) {
+        if (hm_cli_take_host_option(&o.host, argc, argv, &i, &error)) {
             if (error)
                 return HM_EXIT_USAGE;
             continue;
@@ -306,152 +309,72 @@ int hm_cmd_stress(int argc, char **argv)
         else if (strcmp(argv[i], "--seed") == 0)
             target = &seed;
         else if (strcmp(argv[i], "--json") == 0) {
-            json = true;
+            o.json = true;
+            continue;
+        } else if (strcmp(argv[i], "--no-fork") == 0) {
+            o.no_fork = true;
             continue;
         } else if (strcmp(argv[i], "--trace-dir") == 0 && i + 1 < argc) {
-            trace_dir = argv[++i];
+            o.trace_dir = argv[++i];
             continue;
         } else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
-                   "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR]\n\n"
-                   "Hammers a host from N threads (reserve, commit, decommit, release, protect, query, heap alloc and\n"
-                   "free on a shared and a private heap, load), writing patterns and checking every answer against\n"
-                   "each thread's model. With --faults, failures are accepted but must change nothing. Every call is\n"
-                   "recorded to DIR/stress-PID.trace (deleted after a clean run); on a violation it keeps it (for\n"
-                   "hostmem replay and reduce), writes the offending thread's last calls to DIR/stress-violation.txt\n"
-                   "and exits 1.\n");
-            return HM_EXIT_OK;
+            return usage();
         } else {
             fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
             return HM_EXIT_USAGE;
         }
-        if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], target) || (target == &threads && (threads == 0 || threads > 64))) {
-            fprintf(stderr, "hostmem stress: %s wants a number%s\n", argv[i - 1], target == &threads ? " from 1 to 64" : "");
+        if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], target) ||
+            (target == &threads && (threads == 0 || threads > HM_STRESS_MAX_THREADS)) ||
+            (target == &seconds && seconds == 0)) {
+            fprintf(stderr, "hostmem stress: %s wants a number%s\n", argv[i - 1],
+                    target == &threads ? " from 1 to 64" : target == &seconds ? " of at least 1" : "");
             return HM_EXIT_USAGE;
         }
     }
-    if (ops)
-        seconds = 0;
-    IHostMemoryManager *m;
-    if (FAILED(hm_cli_open_host(&choice, &m)))
+    o.config.threads = (unsigned)threads;
+    o.config.seconds = ops ? 0 : (double)seconds;
+    o.config.ops = ops;
+    o.config.seed = seed;
+    snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d.trace", o.trace_dir, (int)getpid());
+
+    /* Load the host here first, so a missing library or a failing factory is reported once, plainly. */
+    IHostMemoryManager *probe;
+    if (FAILED(hm_cli_open_host(&o.host, &probe)))
         return HM_EXIT_USAGE;
-    /* Every call is recorded, so a violation comes with a trace `hostmem replay` and `hostmem reduce` can use; the
-     * recording is deleted when the run is clean. */
-    char trace_path[4096];
-    snprintf(trace_path, sizeof trace_path, "%s/stress-%d.trace", trace_dir, (int)getpid());
-    IHostMemoryManager *recorded;
-    bool recording = SUCCEEDED(HostMemWrapRecorder(m, trace_path, &recorded));
-    IHostMemoryManager *fault_layer = m; /* the fault log is read from it */
-    if (recording)
-        m = recorded;
+    IHostMemoryManager_Release(probe);
+
+    shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (s == MAP_FAILED) {
+        fprintf(stderr, "hostmem stress: cannot map the report: out of memory\n");
+        return HM_EXIT_FAIL;
+    }
+    bool progress = isatty(2) && !o.json;
+    char why[256];
+    const char *crash = NULL;
+    if (o.no_fork)
+        run_workload(&o, s, progress);
     else
-        fprintf(stderr, "hostmem stress: not recording (%s); a violation will come with the last calls only\n",
-                HostMemLastError());
-    IHostMalloc *shared = NULL;
-    if (FAILED(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &shared)) || !shared) {
-        /* With faults armed, CreateMalloc itself may be chosen: retry without counting it as a violation. */
-        for (int tries = 0; tries < 100 && !shared; tries++)
-            IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &shared);
-        if (!shared) {
-            fprintf(stderr, "hostmem stress: the host gives no heap\n");
-            IHostMemoryManager_Release(m);
-            return HM_EXIT_FAIL;
-        }
-    }
-    worker *w = calloc(threads, sizeof *w);
-    pthread_t *t = calloc(threads, sizeof *t);
-    atomic_store(&stop, false);
-    atomic_store(&total_ops, 0);
-    atomic_store(&total_failures, 0);
-    atomic_store(&total_violations, 0);
-    double t0 = now_ns();
-    for (unsigned long long i = 0; i < threads; i++) {
-        w[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .seed = seed * 1000 + i, .ops_limit = ops / threads + 1};
-        if (!ops)
-            w[i].ops_limit = 0;
-        pthread_create(&t[i], NULL, run_worker, &w[i]);
-    }
-    bool tty = isatty(2) && !json;
-    while (seconds && !atomic_load(&stop) && now_ns() - t0 < (double)seconds * 1e9) {
-        usleep(100000);
-        if (tty) {
-            double el = (now_ns() - t0) / 1e9;
-            fprintf(stderr, "\r%6.1f s  %10llu ops  %8.0f ops/s  %6llu failures", el,
-                    (unsigned long long)atomic_load(&total_ops), (double)atomic_load(&total_ops) / el,
-                    (unsigned long long)atomic_load(&total_failures));
-        }
-    }
-    if (seconds)
-        atomic_store(&stop, true); /* with --ops the threads stop by themselves */
-    for (unsigned long long i = 0; i < threads; i++)
-        pthread_join(t[i], NULL);
-    if (tty)
+        crash = run_forked(&o, s, progress, why, sizeof why);
+    if (o.no_fork && progress)
         fprintf(stderr, "\n");
-    double elapsed = (now_ns() - t0) / 1e9;
-    uint64_t by_op[OP_COUNT] = {0}, failed[OP_COUNT] = {0}, hist[HIST_BUCKETS] = {0}, all = 0;
-    for (unsigned long long i = 0; i < threads; i++) {
-        for (int o = 0; o < OP_COUNT; o++) {
-            by_op[o] += w[i].ops[o];
-            failed[o] += w[i].failures[o];
-            all += w[i].ops[o];
-        }
-        for (int b = 0; b < HIST_BUCKETS; b++)
-            hist[b] += w[i].hist[b];
-    }
-    uint64_t violations = atomic_load(&total_violations);
-    if (json) {
-        printf("{\"threads\": %llu, \"seconds\": %.2f, \"ops\": %llu, \"ops_per_second\": %.0f, \"violations\": %llu,"
-               " \"p50_ns\": %.0f, \"p99_ns\": %.0f, \"by_method\": {", threads, elapsed, (unsigned long long)all,
-               (double)all / elapsed, (unsigned long long)violations, percentile(hist, all, 0.5), percentile(hist, all, 0.99));
-        for (int o = 0; o < OP_COUNT; o++)
-            printf("%s\"%s\": {\"ops\": %llu, \"failures\": %llu}", o ? ", " : "", op_names[o],
-                   (unsigned long long)by_op[o], (unsigned long long)failed[o]);
-        printf("}}\n");
+
+    int exit_code;
+    if (!crash && FAILED(s->run_result)) {
+        fprintf(stderr, "hostmem stress: the run could not start: %s (the host gives no heap?)\n",
+                hm_hr_name(s->run_result));
+        exit_code = HM_EXIT_FAIL;
     } else {
-        printf("stress: %llu thread(s), %.1f s, %llu ops, %.0f ops/s; latency p50 <= %.0f ns, p99 <= %.0f ns\n", threads,
-               elapsed, (unsigned long long)all, (double)all / elapsed, percentile(hist, all, 0.5),
-               percentile(hist, all, 0.99));
-        for (int o = 0; o < OP_COUNT; o++)
-            printf("  %-11s %10llu ops %8llu refused (each checked against the model)\n", op_names[o], (unsigned long long)by_op[o],
-                   (unsigned long long)failed[o]);
-        if (choice.faults) {
-            printf("  faults injected: %llu (first ones below)\n", (unsigned long long)HostMemFaultsLogCount(fault_layer));
-            hm_fault_event e[3];
-            size_t n = HostMemFaultsLog(fault_layer, 0, e, 3);
-            for (size_t i = 0; i < n; i++)
-                printf("    call %llu: %s #%llu size %#llx -> %s\n", (unsigned long long)e[i].call,
-                       hm_method_name(e[i].method), (unsigned long long)e[i].method_call,
-                       (unsigned long long)e[i].size, hm_hr_name(e[i].result));
-        }
-        printf("  violations: %llu\n", (unsigned long long)violations);
+        uint64_t violations = atomic_load(&s->report.violations);
+        if (o.json)
+            print_json(&o, s, crash);
+        else
+            print_summary(&o, s);
+        if (violations || crash)
+            report_failure(&o, s, crash);
+        exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
     }
-    for (unsigned long long i = 0; i < threads && violations; i++) {
-        if (!w[i].violation[0])
-            continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/stress-violation.txt", trace_dir);
-        FILE *f = fopen(path, "w");
-        fprintf(stderr, "\nVIOLATION in thread %d: %s\nthe calls that led to it are in %s\n", w[i].id, w[i].violation,
-                f ? path : "(could not write it)");
-        if (f) {
-            fprintf(f, "# hostmem stress violation (seed %llu, thread %d): %s\n", seed, w[i].id, w[i].violation);
-            unsigned from = w[i].ring_at > RING ? w[i].ring_at - RING : 0;
-            for (unsigned k = from; k < w[i].ring_at; k++)
-                fprintf(f, "%s\n", w[i].ring[k % RING]);
-            fclose(f);
-        }
-        break;
-    }
-    IHostMalloc_Release(shared);
-    IHostMemoryManager_Release(m);
-    if (recording)
-        IHostMemoryManager_Release(fault_layer); /* ours; the recorder held its own */
-    if (recording && !violations)
-        unlink(trace_path);
-    else if (recording)
-        fprintf(stderr, "the whole run is recorded in %s: hostmem replay %s / hostmem reduce %s -o small.trace\n",
-                trace_path, trace_path, trace_path);
-    free(w);
-    free(t);
-    return violations ? HM_EXIT_FAIL : HM_EXIT_OK;
+    if (s->recording && exit_code == HM_EXIT_OK)
+        unlink(o.trace_path);
+    munmap(s, sizeof *s);
+    return exit_code;
 }

@@ -1,0 +1,609 @@
+/* Stress: see stress.h.
+ *
+ * Each thread owns its reservations and heap blocks, so it can predict every answer about them on its own: which
+ * pages are committed and with what protection (hence each VirtualQuery region, exactly), which byte each committed
+ * page holds at both ends, which byte fills each heap block. A freshly committed page must read zero, a committed
+ * page must keep what was written, a heap block must keep its fill (another block written over it shows up here),
+ * and a refused call must change nothing. The shared heap is used by every thread at once, so blocks move between
+ * threads' frees and allocations in the host's heap. */
+#include "stress.h"
+
+#include "com.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define PAGES 16 /* one reservation: 64 KiB, one allocation granule */
+#define MAX_RESERVATIONS 16
+#define MAX_BLOCKS 64
+
+static const char *const op_names[HM_STRESS_OP_COUNT] = {
+    "reserve", "commit", "decommit", "release", "release inside", "protect", "query", "heap alloc", "heap free",
+    "load"};
+
+typedef struct reservation {
+    char *base;
+    bool committed[PAGES];
+    DWORD protect[PAGES];
+    unsigned char fill[PAGES]; /* what each committed page holds in its first and last bytes */
+} reservation;
+
+typedef struct block {
+    IHostMalloc *heap;
+    unsigned char *p;
+    size_t size;
+    unsigned char fill;
+} block;
+
+typedef struct worker {
+    int id;
+    IHostMemoryManager *m;
+    IHostMalloc *shared_heap, *own_heap;
+    uint64_t seed, ops_limit;
+    bool verify;
+    hm_stress_report *report;
+    hm_stress_thread *out;
+    reservation res[MAX_RESERVATIONS];
+    int nres;
+    block blocks[MAX_BLOCKS];
+    int nblocks;
+} worker;
+
+const char *hm_stress_op_name(int op) { return op >= 0 && op < HM_STRESS_OP_COUNT ? op_names[op] : "?"; }
+
+static uint64_t next_random(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- What each thread remembers ------------------------------------------------------------------------------ */
+
+/* Counts a finished call and, when verifying, logs it and its latency (t0 = 0: not timed). */
+static void count_call(worker *w, int op, HRESULT hr, uint64_t t0, const void *address, uint64_t size,
+                       EMemoryCriticalLevel level, DWORD arg, const void *result)
+{
+    hm_stress_thread *t = w->out;
+    t->ops[op]++;
+    if (FAILED(hr))
+        t->failures[op]++;
+    if (!w->verify)
+        return;
+    if (t0) {
+        uint64_t ns = now_ns() - t0;
+        int b = ns ? 64 - __builtin_clzll(ns) : 0;
+        t->latency[op][b < HM_STRESS_HIST_BUCKETS ? b : HM_STRESS_HIST_BUCKETS - 1]++;
+    }
+    hm_stress_call *c = &t->ring[t->calls++ % HM_STRESS_RING];
+    *c = (hm_stress_call){.op = (uint8_t)op, .level = (uint8_t)level, .arg = arg, .hr = hr,
+                          .address = (uint64_t)(uintptr_t)address, .size = size,
+                          .result = (uint64_t)(uintptr_t)result};
+}
+
+static const char *level_name(unsigned level) { return hm_level_short((EMemoryCriticalLevel)level); }
+
+void hm_stress_format_call(const hm_stress_call *c, char *buf, size_t len)
+{
+    const char *hr = hm_hr_name(c->hr);
+    unsigned long long a = (unsigned long long)c->address, s = (unsigned long long)c->size,
+                       r = (unsigned long long)c->result;
+    switch (c->op) {
+    case HM_STRESS_RESERVE:
+        snprintf(buf, len, "VirtualAlloc(NULL, %#llx, MEM_RESERVE, PAGE_READWRITE, %s) -> %s %#llx", s,
+                 level_name(c->level), hr, r);
+        break;
+    case HM_STRESS_COMMIT:
+        snprintf(buf, len, "VirtualAlloc(%#llx, %#llx, MEM_COMMIT, PAGE_READWRITE, %s) -> %s", a, s,
+                 level_name(c->level), hr);
+        break;
+    case HM_STRESS_DECOMMIT:
+        snprintf(buf, len, "VirtualFree(%#llx, %#llx, MEM_DECOMMIT) -> %s", a, s, hr);
+        break;
+    case HM_STRESS_RELEASE:
+    case HM_STRESS_RELEASE_INSIDE:
+        snprintf(buf, len, "VirtualFree(%#llx, 0, MEM_RELEASE) -> %s", a, hr);
+        break;
+    case HM_STRESS_PROTECT:
+        snprintf(buf, len, "VirtualProtect(%#llx, %#llx, %#x) -> %s, old %#llx", a, s, (unsigned)c->arg, hr, r);
+        break;
+    case HM_STRESS_QUERY:
+        snprintf(buf, len, "VirtualQuery(%#llx) -> %s", a, hr);
+        break;
+    case HM_STRESS_HEAP_ALLOC:
+        snprintf(buf, len, "IHostMalloc(%#llx)::Alloc(%#llx, %s) -> %s %#llx", a, s, level_name(c->level), hr, r);
+        break;
+    case HM_STRESS_HEAP_FREE:
+        snprintf(buf, len, "IHostMalloc(%#llx)::Free(%#llx) -> %s", r, a, hr);
+        break;
+    default:
+        snprintf(buf, len, "GetMemoryLoad() -> %s, %llu%%", hr, r);
+        break;
+    }
+}
+
+static bool violate(worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool violate(worker *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->out->violation, sizeof w->out->violation, fmt, ap);
+    va_end(ap);
+    atomic_fetch_add(&w->report->violations, 1);
+    atomic_store(&w->report->stop, true);
+    return false;
+}
+
+/* ---- The checks ------------------------------------------------------------------------------------------------ */
+
+static bool same_attributes(const reservation *r, int a, int b)
+{
+    return r->committed[a] == r->committed[b] && (!r->committed[a] || r->protect[a] == r->protect[b]);
+}
+
+/* VirtualQuery of page p of r against the model: the region is exactly the run of pages from p with p's
+ * attributes, within the reservation; committed pages that can be read hold their fill. */
+static bool verify_page(worker *w, reservation *r, int p)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n = 0;
+    char *page = r->base + p * PAGE;
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualQuery(w->m, page + (p * 37) % PAGE, &mbi, sizeof mbi, &n);
+    count_call(w, HM_STRESS_QUERY, hr, t0, page, 0, eTaskCritical, 0, NULL);
+    if (!w->verify || FAILED(hr))
+        return true; /* an injected failure; a query changes nothing */
+    int end = p + 1;
+    while (end < PAGES && same_attributes(r, p, end))
+        end++;
+    DWORD want_state = r->committed[p] ? MEM_COMMIT : MEM_RESERVE;
+    DWORD want_protect = r->committed[p] ? r->protect[p] : 0;
+    SIZE_T want_size = (SIZE_T)(end - p) * PAGE;
+    struct {
+        const char *field;
+        uint64_t got, want;
+    } fields[] = {
+        {"returned size", n, sizeof mbi},
+        {"BaseAddress", (uintptr_t)mbi.BaseAddress, (uintptr_t)page},
+        {"AllocationBase", (uintptr_t)mbi.AllocationBase, (uintptr_t)r->base},
+        {"AllocationProtect", mbi.AllocationProtect, PAGE_READWRITE},
+        {"RegionSize", mbi.RegionSize, want_size},
+        {"State", mbi.State, want_state},
+        {"Protect", mbi.Protect, want_protect},
+        {"Type", mbi.Type, MEM_PRIVATE},
+    };
+    char diff[400] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0] && used < sizeof diff; i++)
+        if (fields[i].got != fields[i].want)
+            used += (size_t)snprintf(diff + used, sizeof diff - used, "%s%s %#llx (the model says %#llx)",
+                                     used ? ", " : "", fields[i].field, (unsigned long long)fields[i].got,
+                                     (unsigned long long)fields[i].want);
+    if (used)
+        return violate(w, "VirtualQuery(%p) gave %s", (void *)(page + (p * 37) % PAGE), diff);
+    if (r->committed[p] && (r->protect[p] == PAGE_READWRITE || r->protect[p] == PAGE_READONLY)) {
+        const volatile unsigned char *bytes = (const unsigned char *)page;
+        if (bytes[0] != r->fill[p] || bytes[PAGE - 1] != r->fill[p])
+            return violate(w, "page %p holds %#x/%#x; it should hold %#x", (void *)page, bytes[0], bytes[PAGE - 1],
+                           r->fill[p]);
+    }
+    return true;
+}
+
+/* After a refused call: the pages it named still match the model. */
+static bool verify_unchanged(worker *w, reservation *r, int first, int count, const char *call, HRESULT hr)
+{
+    for (int k = first; k < first + count; k++)
+        if (!verify_page(w, r, k)) {
+            char found[sizeof w->out->violation];
+            memcpy(found, w->out->violation, sizeof found);
+            snprintf(w->out->violation, sizeof w->out->violation,
+                     "after %s failed (%s), the pages no longer match the model: %s", call,
+                     hm_hr_name(hr), found);
+            return false;
+        }
+    return true;
+}
+
+/* ---- The workload -------------------------------------------------------------------------------------------- */
+
+static bool do_reserve(worker *w, uint64_t x)
+{
+    void *p = NULL;
+    EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, NULL, PAGES * PAGE, MEM_RESERVE, PAGE_READWRITE, level, &p);
+    count_call(w, HM_STRESS_RESERVE, hr, t0, NULL, PAGES * PAGE, level, 0, p);
+    if (SUCCEEDED(hr)) {
+        if (w->verify && (!p || ((uintptr_t)p & 0xFFFF)))
+            return violate(w, "a reservation came back at %p, not 64 KiB aligned", p);
+        reservation *r = &w->res[w->nres++];
+        memset(r, 0, sizeof *r);
+        r->base = p;
+    } else if (w->verify && p) {
+        return violate(w, "a failed VirtualAlloc left *ppMem = %p", p);
+    }
+    return true;
+}
+
+static bool do_commit(worker *w, uint64_t x, reservation *r, int page, int count)
+{
+    void *c = NULL;
+    char *at = r->base + page * PAGE;
+    EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, at, (SIZE_T)count * PAGE, MEM_COMMIT, PAGE_READWRITE, level,
+                                                 &c);
+    count_call(w, HM_STRESS_COMMIT, hr, t0, at, (uint64_t)count * PAGE, level, 0, c);
+    if (FAILED(hr))
+        return !w->verify || verify_unchanged(w, r, page, count, "VirtualAlloc(MEM_COMMIT)", hr);
+    if (w->verify && c != at)
+        return violate(w, "VirtualAlloc(%p, MEM_COMMIT) gave back %p", (void *)at, c);
+    unsigned char fill = (unsigned char)(x >> 40) | 1;
+    for (int k = page; k < page + count; k++) {
+        unsigned char *pg = (unsigned char *)r->base + k * PAGE;
+        if (w->verify && !r->committed[k] && (pg[0] || pg[PAGE - 1]))
+            return violate(w, "a freshly committed page %p is not zero", (void *)pg);
+        r->committed[k] = true;
+        r->protect[k] = PAGE_READWRITE; /* committing again sets the protection */
+        r->fill[k] = fill;
+        pg[0] = pg[PAGE - 1] = fill;
+    }
+    return true;
+}
+
+static bool do_decommit(worker *w, reservation *r, int page, int count)
+{
+    char *at = r->base + page * PAGE;
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualFree(w->m, at, (SIZE_T)count * PAGE, MEM_DECOMMIT);
+    count_call(w, HM_STRESS_DECOMMIT, hr, t0, at, (uint64_t)count * PAGE, eTaskCritical, 0, NULL);
+    if (FAILED(hr))
+        return !w->verify || verify_unchanged(w, r, page, count, "VirtualFree(MEM_DECOMMIT)", hr);
+    for (int k = page; k < page + count; k++)
+        r->committed[k] = false;
+    return true;
+}
+
+static bool do_protect(worker *w, uint64_t x, reservation *r, int page, int count)
+{
+    bool all_committed = true;
+    for (int k = page; k < page + count; k++)
+        all_committed &= r->committed[k];
+    char *at = r->base + page * PAGE;
+    DWORD want = (x >> 50) & 1 ? PAGE_READONLY : PAGE_READWRITE, old = 0;
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualProtect(w->m, at, (SIZE_T)count * PAGE, want, &old);
+    count_call(w, HM_STRESS_PROTECT, hr, t0, at, (uint64_t)count * PAGE, eTaskCritical, want,
+               (void *)(uintptr_t)old);
+    if (SUCCEEDED(hr)) {
+        if (w->verify && !all_committed)
+            return violate(w, "VirtualProtect over uncommitted pages at %p succeeded", (void *)at);
+        if (w->verify && old != r->protect[page])
+            return violate(w, "VirtualProtect returned old %#x; the first page had %#x", old, r->protect[page]);
+        for (int k = page; k < page + count; k++)
+            r->protect[k] = want;
+        return true;
+    }
+    if (w->verify && all_committed && hr == HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS))
+        return violate(w, "VirtualProtect of committed pages at %p failed with %s", (void *)at, hm_hr_name(hr));
+    return !w->verify || verify_unchanged(w, r, page, count, "VirtualProtect", hr);
+}
+
+static bool do_release(worker *w, reservation *r)
+{
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualFree(w->m, r->base, 0, MEM_RELEASE);
+    count_call(w, HM_STRESS_RELEASE, hr, t0, r->base, 0, eTaskCritical, 0, NULL);
+    if (FAILED(hr))
+        return !w->verify || verify_unchanged(w, r, 0, PAGES, "VirtualFree(MEM_RELEASE)", hr);
+    *r = w->res[--w->nres];
+    return true;
+}
+
+/* MEM_RELEASE takes the reservation's base; an address a page or more inside it is refused, changing nothing. */
+static bool do_release_inside(worker *w, reservation *r, int page)
+{
+    if (page == 0)
+        page = 1;
+    char *at = r->base + page * PAGE;
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_VirtualFree(w->m, at, 0, MEM_RELEASE);
+    count_call(w, HM_STRESS_RELEASE_INSIDE, hr, t0, at, 0, eTaskCritical, 0, NULL);
+    if (SUCCEEDED(hr)) {
+        if (w->verify)
+            return violate(w, "VirtualFree(%p, 0, MEM_RELEASE), %d pages inside the reservation at %p, succeeded",
+                           (void *)at, page, (void *)r->base);
+        *r = w->res[--w->nres]; /* without checks, go on as if the host had released it all */
+        return true;
+    }
+    return !w->verify || verify_unchanged(w, r, 0, PAGES, "VirtualFree(MEM_RELEASE) from inside", hr);
+}
+
+static bool do_heap(worker *w, uint64_t x)
+{
+    if (w->nblocks == 0 || (w->nblocks < MAX_BLOCKS && (x >> 7) & 1)) {
+        IHostMalloc *h = (x >> 33) & 1 || !w->own_heap ? w->shared_heap : w->own_heap;
+        EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
+        block b = {h, NULL, 8 + (size_t)(x >> 20) % 2000, (unsigned char)(x >> 45) | 1};
+        uint64_t t0 = w->verify ? now_ns() : 0;
+        HRESULT hr = IHostMalloc_Alloc(h, b.size, level, (void **)&b.p);
+        count_call(w, HM_STRESS_HEAP_ALLOC, hr, t0, h, b.size, level, 0, b.p);
+        if (SUCCEEDED(hr)) {
+            if (w->verify && !b.p)
+                return violate(w, "Alloc(%#zx) succeeded with a NULL block", b.size);
+            memset(b.p, b.fill, b.size);
+            w->blocks[w->nblocks++] = b;
+        } else if (w->verify && b.p) {
+            return violate(w, "a failed Alloc left *ppMem = %p", (void *)b.p);
+        }
+        return true;
+    }
+    block *b = &w->blocks[(x >> 10) % (uint64_t)w->nblocks];
+    if (w->verify) { /* every 61st byte and the last: a block written over by another shows here */
+        for (size_t i = 0; i < b->size; i += 61)
+            if (b->p[i] != b->fill)
+                return violate(w, "heap block %p byte %zu holds %#x, not %#x: another block overlaps it", (void *)b->p,
+                               i, b->p[i], b->fill);
+        if (b->p[b->size - 1] != b->fill)
+            return violate(w, "heap block %p byte %zu (its last) holds %#x, not %#x: another block overlaps it",
+                           (void *)b->p, b->size - 1, b->p[b->size - 1], b->fill);
+    }
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMalloc_Free(b->heap, b->p);
+    count_call(w, HM_STRESS_HEAP_FREE, hr, t0, b->p, b->size, eTaskCritical, 0, b->heap);
+    if (SUCCEEDED(hr))
+        *b = w->blocks[--w->nblocks];
+    return true; /* a refused Free (injected) leaves the block live: it is checked and freed again later */
+}
+
+static bool do_load(worker *w)
+{
+    DWORD load = 0;
+    SIZE_T available = 0;
+    uint64_t t0 = w->verify ? now_ns() : 0;
+    HRESULT hr = IHostMemoryManager_GetMemoryLoad(w->m, &load, &available);
+    count_call(w, HM_STRESS_LOAD, hr, t0, NULL, available, eTaskCritical, 0, (void *)(uintptr_t)load);
+    if (w->verify && SUCCEEDED(hr) && load > 100)
+        return violate(w, "GetMemoryLoad reported %u%%", load);
+    return true;
+}
+
+/* One operation, chosen by the thread's random stream: the mix is 8% reserve, 22% commit, 10% decommit, 8% protect,
+ * 22% query, 3% release, 1% release inside, 16% heap, 10% load. */
+static bool step(worker *w)
+{
+    uint64_t x = next_random(&w->seed);
+    int choice = (int)(x % 100);
+    if (choice < 8 && w->nres < MAX_RESERVATIONS)
+        return do_reserve(w, x);
+    if (w->nres == 0)
+        return true;
+    reservation *r = &w->res[x / 100 % (uint64_t)w->nres];
+    int page = (int)(x / 10000 % PAGES), count = 1 + (int)(x / 200000 % 4);
+    if (page + count > PAGES)
+        count = PAGES - page;
+    if (choice < 30)
+        return do_commit(w, x, r, page, count);
+    if (choice < 40)
+        return do_decommit(w, r, page, count);
+    if (choice < 48)
+        return do_protect(w, x, r, page, count);
+    if (choice < 70) {
+        for (int k = page; k < page + count; k++)
+            if (!verify_page(w, r, k))
+                return false;
+        return true;
+    }
+    if (choice < 73)
+        return do_release(w, r);
+    if (choice < 74)
+        return do_release_inside(w, r, page);
+    if (choice < 90)
+        return do_heap(w, x);
+    return do_load(w);
+}
+
+static void *run_worker(void *arg)
+{
+    worker *w = arg;
+    IHostMemoryManager_CreateMalloc(w->m, 0, &w->own_heap); /* may fail (faults): the shared heap serves then */
+    for (uint64_t i = 0; !atomic_load_explicit(&w->report->stop, memory_order_relaxed) &&
+                         (!w->ops_limit || i < w->ops_limit);
+         i++) {
+        if (!step(w))
+            break;
+        atomic_store_explicit(&w->out->done, i + 1, memory_order_relaxed);
+    }
+    for (int i = 0; i < w->nblocks; i++)
+        IHostMalloc_Free(w->blocks[i].heap, w->blocks[i].p);
+    for (int i = 0; i < w->nres; i++)
+        IHostMemoryManager_VirtualFree(w->m, w->res[i].base, 0, MEM_RELEASE);
+    if (w->own_heap)
+        IHostMalloc_Release(w->own_heap);
+    return NULL;
+}
+
+/* ---- The callback: counts notifications; one with a level outside the enum is a violation ------------------- */
+
+/* The manager keeps its reference until it goes, which may be after the run: the counter lives on the heap, frees
+ * itself on its last Release, and is detached from the report when the run ends. */
+typedef struct notification_counter {
+    ICLRMemoryNotificationCallback ICLRMemoryNotificationCallback_iface;
+    atomic_uint refs;
+    _Atomic(hm_stress_report *) report;
+} notification_counter;
+
+#define COUNTER_FROM_IFACE(iface) HM_CONTAINER_OF(iface, notification_counter, ICLRMemoryNotificationCallback_iface)
+
+static HRESULT STDMETHODCALLTYPE counter_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
+{
+    return hm_com_query(iface, &IID_ICLRMemoryNotificationCallback, riid, ppv);
+}
+
+static ULONG STDMETHODCALLTYPE counter_AddRef(ICLRMemoryNotificationCallback *iface)
+{
+    return atomic_fetch_add(&COUNTER_FROM_IFACE(iface)->refs, 1) + 1;
+}
+
+static ULONG STDMETHODCALLTYPE counter_Release(ICLRMemoryNotificationCallback *iface)
+{
+    notification_counter *c = COUNTER_FROM_IFACE(iface);
+    ULONG left = atomic_fetch_sub(&c->refs, 1) - 1;
+    if (left == 0)
+        free(c);
+    return left;
+}
+
+static HRESULT STDMETHODCALLTYPE counter_OnMemoryNotification(ICLRMemoryNotificationCallback *iface,
+                                                              EMemoryAvailable available)
+{
+    hm_stress_report *report = atomic_load(&COUNTER_FROM_IFACE(iface)->report);
+    if (!report)
+        return S_OK;
+    if ((unsigned)available > eMemoryAvailableHigh) {
+        if (atomic_fetch_add(&report->violations, 1) == 0)
+            snprintf(report->thread[0].violation, sizeof report->thread[0].violation,
+                     "OnMemoryNotification(%d): not an EMemoryAvailable", (int)available);
+        atomic_store(&report->stop, true);
+        return S_OK;
+    }
+    atomic_fetch_add(&report->notifications[available], 1);
+    return S_OK;
+}
+
+static const ICLRMemoryNotificationCallbackVtbl counter_vtbl = {counter_QueryInterface, counter_AddRef,
+                                                                counter_Release, counter_OnMemoryNotification};
+
+/* ---- The run ------------------------------------------------------------------------------------------------- */
+
+HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report)
+{
+    memset(report, 0, sizeof *report);
+    if (!m || config->threads == 0 || config->threads > HM_STRESS_MAX_THREADS || (!config->ops && config->seconds <= 0))
+        return E_INVALIDARG;
+    report->threads = config->threads;
+    IHostMalloc *shared = NULL;
+    HRESULT hr = E_FAIL;
+    /* With faults armed, CreateMalloc itself may be chosen to fail: try again rather than count it. */
+    for (int tries = 0; tries < 100 && !shared; tries++)
+        hr = IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &shared);
+    if (!shared)
+        return FAILED(hr) ? hr : E_POINTER;
+    hr = S_OK;
+    notification_counter *counter = calloc(1, sizeof *counter);
+    worker *workers = calloc(config->threads, sizeof *workers);
+    pthread_t *threads = calloc(config->threads, sizeof *threads);
+    if (!counter || !workers || !threads) {
+        free(counter);
+        free(workers);
+        free(threads);
+        IHostMalloc_Release(shared);
+        return E_OUTOFMEMORY;
+    }
+    counter->ICLRMemoryNotificationCallback_iface.lpVtbl = &counter_vtbl;
+    atomic_init(&counter->refs, 1);
+    atomic_init(&counter->report, report);
+    IHostMemoryManager_RegisterMemoryNotificationCallback(m, &counter->ICLRMemoryNotificationCallback_iface);
+    uint64_t t0 = now_ns();
+    unsigned started = 0;
+    for (unsigned i = 0; i < config->threads; i++) {
+        workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .seed = config->seed * 1000 + i,
+                              .verify = config->verify, .report = report, .out = &report->thread[i]};
+        if (config->ops) /* the first ops % threads threads take one more, so the total is exact */
+            workers[i].ops_limit = config->ops / config->threads + (i < config->ops % config->threads);
+        if (config->ops && !workers[i].ops_limit)
+            continue;
+        if (pthread_create(&threads[started], NULL, run_worker, &workers[i]) != 0) {
+            hr = E_OUTOFMEMORY;
+            atomic_store(&report->stop, true); /* the threads that did start stop too */
+            break;
+        }
+        started++;
+    }
+    while (!config->ops || config->progress) {
+        double elapsed = (double)(now_ns() - t0) / 1e9;
+        if (atomic_load(&report->stop) || (!config->ops && elapsed >= config->seconds))
+            break;
+        if (config->ops) { /* done when every thread has done its share */
+            bool all_done = true;
+            for (unsigned i = 0; i < config->threads; i++)
+                all_done &= atomic_load_explicit(&report->thread[i].done, memory_order_relaxed) >= workers[i].ops_limit;
+            if (all_done)
+                break;
+        }
+        if (config->progress)
+            config->progress(report, elapsed, config->progress_ctx);
+        double left = config->ops ? 0.1 : config->seconds - elapsed;
+        usleep((useconds_t)((left < 0.1 ? left : 0.1) * 1e6) + 1);
+    }
+    if (!config->ops)
+        atomic_store(&report->stop, true);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    report->seconds = (double)(now_ns() - t0) / 1e9;
+    atomic_store(&counter->report, NULL);
+    ICLRMemoryNotificationCallback_Release(&counter->ICLRMemoryNotificationCallback_iface);
+    IHostMalloc_Release(shared);
+    free(workers);
+    free(threads);
+    return hr;
+}
+
+/* The sum over threads of one of each thread's per-operation arrays. */
+static uint64_t sum_over_threads(const hm_stress_report *report, size_t array_offset)
+{
+    uint64_t n = 0;
+    for (unsigned t = 0; t < report->threads; t++) {
+        const uint64_t *counts = (const uint64_t *)((const char *)&report->thread[t] + array_offset);
+        for (int op = 0; op < HM_STRESS_OP_COUNT; op++)
+            n += counts[op];
+    }
+    return n;
+}
+
+uint64_t hm_stress_total_ops(const hm_stress_report *report)
+{
+    return sum_over_threads(report, offsetof(hm_stress_thread, ops));
+}
+
+uint64_t hm_stress_total_failures(const hm_stress_report *report)
+{
+    return sum_over_threads(report, offsetof(hm_stress_thread, failures));
+}
+
+double hm_stress_latency_quantile(const hm_stress_report *report, int op, double q)
+{
+    uint64_t hist[HM_STRESS_HIST_BUCKETS] = {0}, total = 0;
+    for (unsigned t = 0; t < report->threads; t++)
+        for (int o = 0; o < HM_STRESS_OP_COUNT; o++)
+            if (op == HM_STRESS_OP_COUNT || o == op)
+                for (int b = 0; b < HM_STRESS_HIST_BUCKETS; b++) {
+                    hist[b] += report->thread[t].latency[o][b];
+                    total += report->thread[t].latency[o][b];
+                }
+    if (!total)
+        return 0;
+    uint64_t want = (uint64_t)((double)total * q), seen = 0;
+    for (int b = 0; b < HM_STRESS_HIST_BUCKETS; b++) {
+        seen += hist[b];
+        if (seen > want)
+            return (double)(1ull << b);
+    }
+    return (double)(1ull << (HM_STRESS_HIST_BUCKETS - 1));
+}

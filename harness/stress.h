@@ -1,0 +1,87 @@
+/* Stress: many threads hammering a host with a mixed workload (reserve, commit, decommit, release, protect, query,
+ * heap alloc and free on a shared and a private heap, load queries), each thread writing patterns into its pages
+ * and blocks and checking every answer against its own model of them. `hostmem stress` runs it (in a child
+ * process, so a host that crashes leaves a report behind); `hostmem bench` runs it with and without the checks
+ * to show what they cost. */
+#ifndef HOSTMEM_HARNESS_STRESS_H
+#define HOSTMEM_HARNESS_STRESS_H
+
+#include <hostmem/hostmem.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum {
+    HM_STRESS_RESERVE,
+    HM_STRESS_COMMIT,
+    HM_STRESS_DECOMMIT,
+    HM_STRESS_RELEASE,
+    HM_STRESS_RELEASE_INSIDE, /* MEM_RELEASE of an address inside a reservation, not its base: must be refused */
+    HM_STRESS_PROTECT,
+    HM_STRESS_QUERY,
+    HM_STRESS_HEAP_ALLOC,
+    HM_STRESS_HEAP_FREE,
+    HM_STRESS_LOAD,
+    HM_STRESS_OP_COUNT
+};
+
+#define HM_STRESS_MAX_THREADS 64
+#define HM_STRESS_RING 64         /* calls each thread keeps for the violation report */
+#define HM_STRESS_HIST_BUCKETS 40 /* latency histogram: bucket b counts calls of [2^(b-1), 2^b) ns */
+
+/* One call as a thread remembers it; formatted only when a report needs it. */
+typedef struct hm_stress_call {
+    uint8_t op;
+    uint8_t level;
+    DWORD arg; /* the protection of VirtualProtect */
+    HRESULT hr;
+    uint64_t address, size, result;
+} hm_stress_call;
+
+typedef struct hm_stress_thread {
+    _Alignas(64) atomic_uint_fast64_t done; /* operations so far, read live by the progress display */
+    uint64_t ops[HM_STRESS_OP_COUNT], failures[HM_STRESS_OP_COUNT];
+    uint64_t latency[HM_STRESS_OP_COUNT][HM_STRESS_HIST_BUCKETS];
+    hm_stress_call ring[HM_STRESS_RING];
+    uint64_t calls; /* calls made; the last min(calls, HM_STRESS_RING) are in ring */
+    char violation[512];
+} hm_stress_thread;
+
+/* Everything a run produces. Plain memory with no pointers, so `hostmem stress` can keep it in a mapping shared
+ * with the child that runs the workload and still read it when the child crashed. */
+typedef struct hm_stress_report {
+    unsigned threads;
+    double seconds;
+    atomic_bool stop;
+    atomic_uint_fast64_t violations;
+    atomic_uint_fast64_t notifications[3]; /* OnMemoryNotification by EMemoryAvailable: low, neutral, high */
+    hm_stress_thread thread[HM_STRESS_MAX_THREADS];
+} hm_stress_report;
+
+typedef struct hm_stress_config {
+    unsigned threads;   /* 1..HM_STRESS_MAX_THREADS */
+    double seconds;     /* run time when ops is 0 */
+    uint64_t ops;       /* operations in all (split evenly among threads); 0: run for `seconds` */
+    uint64_t seed;
+    bool verify;        /* false: the same calls and memory writes, with no model checks, no call log and no
+                         * latency clock (the baseline `hostmem bench` measures the checks against) */
+    /* Called about every 100 ms from the calling thread while the workers run (may be NULL). */
+    void (*progress)(const hm_stress_report *report, double elapsed_seconds, void *ctx);
+    void *progress_ctx;
+} hm_stress_config;
+
+/* Runs the workload against m, filling *report (which it clears first). Returns S_OK when the run completed (look
+ * at report->violations), E_INVALIDARG for a bad config, or the failing HRESULT when the host gives no heap. */
+HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report);
+
+const char *hm_stress_op_name(int op);
+/* "VirtualAlloc(0x7f.., 0x3000, MEM_COMMIT, task) -> S_OK" */
+void hm_stress_format_call(const hm_stress_call *call, char *buf, size_t len);
+/* Sums of every thread's figures. */
+uint64_t hm_stress_total_ops(const hm_stress_report *report);
+uint64_t hm_stress_total_failures(const hm_stress_report *report);
+/* The q-quantile (0..1) of the latency of op (HM_STRESS_OP_COUNT: all ops), as the upper bound of its bucket. */
+double hm_stress_latency_quantile(const hm_stress_report *report, int op, double q);
+
+#endif
