@@ -213,24 +213,44 @@ typedef struct bench_part {
 int hm_cmd_bench(int argc, char **argv)
 {
     hm_bench b = {.out = stdout, .scale = 1.0};
+    hm_host_choice host = {0};
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
+        bool error = false;
+        if (hm_cli_take_host_option(&host, argc, argv, &i, &error)) {
+            if (error)
+                return HM_EXIT_USAGE;
+            b.host = &host;
+        } else if (strcmp(argv[i], "--json") == 0) {
             b.json = true;
         } else if (strcmp(argv[i], "--quick") == 0) {
             b.scale = 0.1;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: hostmem bench [--json] [--quick] [--only vm|heap|faults|trace|stress]\n\n"
+            printf("usage: hostmem bench [--json] [--quick] [--only vm|heap|faults|trace|stress]\n"
+                   "                     [--host LIB.so] [--host-options S] [--faults SPEC]\n\n"
                    "Measures hostmem against a baseline run side by side in the same process (raw syscalls,\n"
                    "glibc malloc, jemalloc, mimalloc, the bare manager, stress without its checks) and prints\n"
-                   "each figure with its ratio and goal. Exit 0 when every goal is met, 1 when one is missed.\n");
+                   "each figure with its ratio and goal. Exit 0 when every goal is met, 1 when one is missed.\n"
+                   "With --host, only the stress part runs, against that host: what hostmem stress's checks cost\n"
+                   "on it (the other parts measure the built-in manager's internals).\n");
             return HM_EXIT_OK;
         } else {
             fprintf(stderr, "hostmem bench: unknown argument '%s' (try --help)\n", argv[i]);
             return HM_EXIT_USAGE;
         }
+    }
+    if (b.host) {
+        if (only && strcmp(only, "stress") != 0) {
+            fprintf(stderr, "hostmem bench: with --host only the stress part runs, not '%s'\n", only);
+            return HM_EXIT_USAGE;
+        }
+        only = "stress";
+        IHostMemoryManager *probe; /* a missing library or a failing factory, said once and plainly */
+        if (FAILED(hm_cli_open_host(&host, &probe)))
+            return HM_EXIT_USAGE;
+        IHostMemoryManager_Release(probe);
     }
     const bench_part parts[] = {
         {"vm", hm_bench_vm}, {"heap", hm_bench_heap}, {"faults", hm_bench_faults}, {"trace", hm_bench_trace},

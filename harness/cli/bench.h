@@ -11,6 +11,7 @@ typedef struct hm_bench {
     double scale;       /* 1.0 normal; --quick uses 0.1: every part scales its iteration counts by it */
     int rows;           /* rows printed so far */
     int goals_missed;   /* rows whose goal was not met */
+    const struct hm_host_choice *host; /* --host: the plugin the stress part measures (NULL: the built-in one) */
 } hm_bench;
 
 /* One row: `value` of what we measure vs `baseline` of the reference, in `unit` (e.g. "ns/op", "Mops/s").

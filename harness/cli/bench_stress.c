@@ -1,7 +1,8 @@
 /* hostmem bench, stress part: what the stress harness's checks cost. The same workload (same seed, so the same
  * calls and the same writes into pages and blocks) runs against a fresh built-in manager twice, interleaved: once
  * as `hostmem stress` runs it (every answer checked against the model, every call logged and timed, the whole run
- * recorded to a trace), once bare (no checks, no log, no clock, no recorder). The ratio is the harness's share. */
+ * recorded to a trace), once bare (no checks, no log, no clock, no recorder). The ratio is the harness's share.
+ * With --host, the plugin's manager stands in for the built-in one. */
 #include "bench.h"
 #include "cli.h"
 #include "stress.h"
@@ -9,10 +10,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static double stress_ops_per_second(bool checked, unsigned threads, uint64_t ops, hm_stress_report *report)
+static double stress_ops_per_second(const hm_host_choice *host, bool checked, unsigned threads, uint64_t ops,
+                                    hm_stress_report *report)
 {
     IHostMemoryManager *m, *recorded = NULL;
-    if (FAILED(HostMemCreateBuiltinManager("backend=os", &m))) {
+    if (host ? FAILED(hm_cli_open_host(host, &m)) : FAILED(HostMemCreateBuiltinManager("backend=os", &m))) {
         fprintf(stderr, "hostmem bench: cannot create the manager: %s\n", HostMemLastError());
         exit(HM_EXIT_FAIL);
     }
@@ -49,11 +51,11 @@ void hm_bench_stress(hm_bench *b)
         exit(HM_EXIT_FAIL);
     uint64_t ops = (uint64_t)(100000 * b->scale) + 1000;
     for (unsigned threads = 1; threads <= 2; threads++) {
-        stress_ops_per_second(true, threads, ops / 10, report); /* warm up */
+        stress_ops_per_second(b->host, true, threads, ops / 10, report); /* warm up */
         double best_checked = 0, best_bare = 0;
         for (int round = 0; round < 3; round++) { /* interleaved, best of three */
-            double c = stress_ops_per_second(true, threads, ops, report);
-            double r = stress_ops_per_second(false, threads, ops, report);
+            double c = stress_ops_per_second(b->host, true, threads, ops, report);
+            double r = stress_ops_per_second(b->host, false, threads, ops, report);
             best_checked = c > best_checked ? c : best_checked;
             best_bare = r > best_bare ? r : best_bare;
         }

@@ -5,6 +5,7 @@
  *   threads   four threads reserving, committing and allocating at once
  *   killed    a child records in a loop and is SIGKILLed after --calls calls (the trace it leaves behind) */
 #include "cli.h"
+#include "com.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -19,8 +20,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: hostmem record -o TRACE -- PROGRAM [ARGS...]\n"
-               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--host-options S]\n"
-               "                      [--level task|appdomain|process] [--calls N]\n");
+               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--host LIB.so]\n"
+               "                      [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n");
 }
 
 /* A callback for the workloads: counts what it is told. */
@@ -33,10 +34,7 @@ typedef struct counting_callback {
 static counting_callback *cc_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
 static HRESULT STDMETHODCALLTYPE cc_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
 {
-    (void)riid;
-    *ppv = i;
-    cc_of(i)->refs++;
-    return S_OK;
+    return hm_com_query(i, &IID_ICLRMemoryNotificationCallback, riid, ppv);
 }
 static ULONG STDMETHODCALLTYPE cc_AddRef(ICLRMemoryNotificationCallback *i) { return (ULONG)++cc_of(i)->refs; }
 static ULONG STDMETHODCALLTYPE cc_Release(ICLRMemoryNotificationCallback *i) { return (ULONG)--cc_of(i)->refs; }
@@ -147,14 +145,12 @@ static void loop_forever(IHostMemoryManager *m, int fd)
     }
 }
 
-static HRESULT open_recorded(const char *options, const char *path, IHostMemoryManager **out)
+static HRESULT open_recorded(const hm_host_choice *host, const char *path, IHostMemoryManager **out)
 {
     IHostMemoryManager *inner;
-    HRESULT hr = HostMemCreateBuiltinManager(options, &inner);
-    if (FAILED(hr)) {
-        fprintf(stderr, "hostmem record: options '%s': %s\n", options, HostMemLastError());
+    HRESULT hr = hm_cli_open_host(host, &inner); /* says what went wrong */
+    if (FAILED(hr))
         return hr;
-    }
     hr = HostMemWrapRecorder(inner, path, out);
     IHostMemoryManager_Release(inner);
     if (FAILED(hr))
@@ -162,7 +158,7 @@ static HRESULT open_recorded(const char *options, const char *path, IHostMemoryM
     return hr;
 }
 
-static int record_killed(const char *options, const char *path, unsigned long calls)
+static int record_killed(const hm_host_choice *host, const char *path, unsigned long calls)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -173,7 +169,7 @@ static int record_killed(const char *options, const char *path, unsigned long ca
     if (pid == 0) {
         close(fds[0]);
         IHostMemoryManager *m;
-        if (FAILED(open_recorded(options, path, &m)))
+        if (FAILED(open_recorded(host, path, &m)))
             _exit(1);
         loop_forever(m, fds[1]);
     }
@@ -190,32 +186,43 @@ static int record_killed(const char *options, const char *path, unsigned long ca
 
 int hm_cmd_record(int argc, char **argv)
 {
-    const char *out = NULL, *workload = NULL, *options = "deterministic=1,backend=sim";
+    const char *out = NULL, *workload = NULL;
+    hm_host_choice host = {0};
     const char *level_name = "task";
-    unsigned long calls = 1000;
+    unsigned long long calls = 1000;
     int i = 1;
     for (; i < argc; i++) {
+        bool error = false;
         if (strcmp(argv[i], "--") == 0) {
             i++;
             break;
         }
-        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+        if (hm_cli_take_host_option(&host, argc, argv, &i, &error)) {
+            if (error)
+                return HM_EXIT_USAGE;
+        } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
             out = argv[++i];
-        else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
             workload = argv[++i];
-        else if (strcmp(argv[i], "--host-options") == 0 && i + 1 < argc)
-            options = argv[++i];
-        else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
             level_name = argv[++i];
-        else if (strcmp(argv[i], "--calls") == 0 && i + 1 < argc)
-            calls = strtoul(argv[++i], NULL, 10);
-        else {
+        } else if (strcmp(argv[i], "--calls") == 0 && i + 1 < argc) {
+            if (!hm_cli_parse_size(argv[++i], &calls) || calls == 0) {
+                fprintf(stderr, "hostmem record: --calls wants a positive number, not '%s'\n", argv[i]);
+                return HM_EXIT_USAGE;
+            }
+        } else {
             usage(stderr);
             return HM_EXIT_USAGE;
         }
     }
     if (!out || (!workload && i >= argc) || (workload && i < argc)) {
         usage(stderr);
+        return HM_EXIT_USAGE;
+    }
+    if (!workload && (host.library || host.options || host.faults)) {
+        fprintf(stderr, "hostmem record: --host, --host-options and --faults choose the host of a --workload; a "
+                        "program creates its own (HOSTMEM_FAULTS applies to it)\n");
         return HM_EXIT_USAGE;
     }
     if (!workload) {
@@ -225,18 +232,26 @@ int hm_cmd_record(int argc, char **argv)
         fprintf(stderr, "hostmem record: cannot run '%s': %s\n", argv[i], strerror(errno));
         return HM_EXIT_USAGE;
     }
-    if (strcmp(workload, "killed") == 0)
-        return record_killed(options, out, calls);
     EMemoryCriticalLevel level = strcmp(level_name, "process") == 0     ? eProcessCritical
                                  : strcmp(level_name, "appdomain") == 0 ? eAppDomainCritical
                                                                         : eTaskCritical;
-    char oom_options[256];
-    if (strcmp(workload, "oom") == 0) {
-        snprintf(oom_options, sizeof oom_options, "%s,limit=2M", options);
-        options = oom_options;
+    if (level == eTaskCritical && strcmp(level_name, "task") != 0) {
+        fprintf(stderr, "hostmem record: --level wants task, appdomain or process, not '%s'\n", level_name);
+        return HM_EXIT_USAGE;
     }
+    /* The built-in host runs deterministic on the simulated backend (the trace is the same on every machine); the
+     * oom workload gives it a 2 MiB budget to run into. A plugin gets its options as given. */
+    char builtin_options[512];
+    if (!host.library) {
+        snprintf(builtin_options, sizeof builtin_options, "deterministic=1,backend=sim%s%s%s",
+                 strcmp(workload, "oom") == 0 ? ",limit=2M" : "", host.options ? "," : "",
+                 host.options ? host.options : "");
+        host.options = builtin_options;
+    }
+    if (strcmp(workload, "killed") == 0)
+        return record_killed(&host, out, (unsigned long)calls);
     IHostMemoryManager *m;
-    if (FAILED(open_recorded(options, out, &m)))
+    if (FAILED(open_recorded(&host, out, &m)))
         return HM_EXIT_FAIL;
     int code = HM_EXIT_OK;
     if (strcmp(workload, "basic") == 0)
