@@ -476,14 +476,14 @@ static HRESULT STDMETHODCALLTYPE counter_OnMemoryNotification(ICLRMemoryNotifica
     hm_stress_report *report = atomic_load(&COUNTER_FROM_IFACE(iface)->report);
     if (!report)
         return S_OK;
-    if ((unsigned)available > eMemoryAvailableHigh) {
+    if (available < eMemoryAvailableLow || available > eMemoryAvailableHigh) {
         if (atomic_fetch_add(&report->violations, 1) == 0)
             snprintf(report->thread[0].violation, sizeof report->thread[0].violation,
                      "OnMemoryNotification(%d): not an EMemoryAvailable", (int)available);
         atomic_store(&report->stop, true);
         return S_OK;
     }
-    atomic_fetch_add(&report->notifications[available], 1);
+    atomic_fetch_add(&report->notifications[available - eMemoryAvailableLow], 1);
     return S_OK;
 }
 

@@ -55,7 +55,7 @@ typedef struct hm_stress_report {
     double seconds;
     atomic_bool stop;
     atomic_uint_fast64_t violations;
-    atomic_uint_fast64_t notifications[3]; /* OnMemoryNotification by EMemoryAvailable: low, neutral, high */
+    atomic_uint_fast64_t notifications[3]; /* OnMemoryNotification by level: [0] low, [1] neutral, [2] high */
     hm_stress_thread thread[HM_STRESS_MAX_THREADS];
 } hm_stress_report;
 

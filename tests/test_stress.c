@@ -87,6 +87,23 @@ static void runs_are_reproducible(void **state)
     IHostMemoryManager_Release(m3);
 }
 
+/* Against a 3 MiB budget, commits and heap allocations are refused (and each refusal checked to have changed
+ * nothing), and the load crossing the thresholds reaches the registered callback, counted by level. */
+static void tight_budget_refuses_and_notifies(void **state)
+{
+    (void)state;
+    IHostMemoryManager *m = NULL;
+    assert_int_equal(HostMemCreateBuiltinManager("backend=sim,deterministic=1,limit=3M", &m), S_OK);
+    hm_stress_report *r = run(m, 1, 30000, 2, true);
+    assert_int_equal(atomic_load(&r->violations), 0);
+    assert_true(r->thread[0].failures[HM_STRESS_COMMIT] > 0);
+    assert_true(r->thread[0].failures[HM_STRESS_HEAP_ALLOC] > 0);
+    assert_true(atomic_load(&r->notifications[0]) > 0); /* low */
+    assert_true(atomic_load(&r->notifications[1]) > 0); /* neutral, on the way back down */
+    free(r);
+    IHostMemoryManager_Release(m);
+}
+
 /* ---- Lying hosts ------------------------------------------------------------------------------------------- */
 
 typedef enum lie {
@@ -96,6 +113,7 @@ typedef enum lie {
     LIE_OLD_PROTECT,        /* VirtualProtect: the old protection is always PAGE_NOACCESS */
     LIE_LOAD_OVER_100,      /* GetMemoryLoad: 101% */
     LIE_DECOMMIT_AND_FAIL,  /* VirtualFree(MEM_DECOMMIT) decommits, then reports E_OUTOFMEMORY */
+    LIE_BAD_NOTIFICATION,   /* the callback is told 7, which is no EMemoryAvailable */
 } lie;
 
 static lie current_lie;
@@ -151,19 +169,30 @@ static HRESULT STDMETHODCALLTYPE lying_GetMemoryLoad(IHostMemoryManager *m, DWOR
     return hr;
 }
 
+static HRESULT STDMETHODCALLTYPE lying_Register(IHostMemoryManager *m, ICLRMemoryNotificationCallback *callback)
+{
+    HRESULT hr = real_vtbl->RegisterMemoryNotificationCallback(m, callback);
+    if (SUCCEEDED(hr) && current_lie == LIE_BAD_NOTIFICATION)
+        ICLRMemoryNotificationCallback_OnMemoryNotification(callback, (EMemoryAvailable)7);
+    return hr;
+}
+
 static void each_lie_is_caught(void **state)
 {
     (void)state;
     static const struct {
         lie lie;
         const char *violation; /* a piece of the message stress gives */
+        int last_op;           /* the last call in the thread's log: the one caught (-1: no call made) */
     } cases[] = {
-        {LIE_REGION_TOO_BIG, "VirtualQuery("},
-        {LIE_RELEASE_INSIDE, "pages inside the reservation"},
-        {LIE_STALE_COMMIT, "freshly committed page"},
-        {LIE_OLD_PROTECT, "VirtualProtect returned old"},
-        {LIE_LOAD_OVER_100, "GetMemoryLoad reported 101%"},
-        {LIE_DECOMMIT_AND_FAIL, "after VirtualFree(MEM_DECOMMIT) failed (E_OUTOFMEMORY), the pages no longer match"},
+        {LIE_REGION_TOO_BIG, "VirtualQuery(", HM_STRESS_QUERY},
+        {LIE_RELEASE_INSIDE, "pages inside the reservation", HM_STRESS_RELEASE_INSIDE},
+        {LIE_STALE_COMMIT, "freshly committed page", HM_STRESS_COMMIT},
+        {LIE_OLD_PROTECT, "VirtualProtect returned old", HM_STRESS_PROTECT},
+        {LIE_LOAD_OVER_100, "GetMemoryLoad reported 101%", HM_STRESS_LOAD},
+        {LIE_BAD_NOTIFICATION, "OnMemoryNotification(7): not an EMemoryAvailable", -1},
+        {LIE_DECOMMIT_AND_FAIL, "after VirtualFree(MEM_DECOMMIT) failed (E_OUTOFMEMORY), the pages no longer match",
+         HM_STRESS_QUERY},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         IHostMemoryManager *m = sim_manager();
@@ -174,6 +203,7 @@ static void each_lie_is_caught(void **state)
         lying_vtbl.VirtualAlloc = lying_VirtualAlloc;
         lying_vtbl.VirtualProtect = lying_VirtualProtect;
         lying_vtbl.GetMemoryLoad = lying_GetMemoryLoad;
+        lying_vtbl.RegisterMemoryNotificationCallback = lying_Register;
         current_lie = cases[i].lie;
         m->lpVtbl = &lying_vtbl;
         hm_stress_report *r = run(m, 1, 20000, 11, true);
@@ -182,10 +212,12 @@ static void each_lie_is_caught(void **state)
         assert_int_equal(atomic_load(&r->violations), 1);
         assert_non_null(strstr(r->thread[0].violation, cases[i].violation));
         /* The call log ends with the call that was caught (or the query that showed it). */
-        assert_true(r->thread[0].calls > 0);
-        char line[256];
-        hm_stress_format_call(&r->thread[0].ring[(r->thread[0].calls - 1) % HM_STRESS_RING], line, sizeof line);
-        assert_true(strlen(line) > 10);
+        if (cases[i].last_op < 0) {
+            assert_int_equal(r->thread[0].calls, 0);
+        } else {
+            assert_true(r->thread[0].calls > 0);
+            assert_int_equal(r->thread[0].ring[(r->thread[0].calls - 1) % HM_STRESS_RING].op, cases[i].last_op);
+        }
         free(r);
         IHostMemoryManager_Release(m);
     }
@@ -237,6 +269,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(builtin_runs_clean),    cmocka_unit_test(runs_are_reproducible),
+        cmocka_unit_test(tight_budget_refuses_and_notifies),
         cmocka_unit_test(each_lie_is_caught),    cmocka_unit_test(bad_config_is_refused),
         cmocka_unit_test(calls_format_readably),
     };
