@@ -37,7 +37,7 @@
 #define CHUNK_SIZE ((size_t)64 << 10)
 #define SMALL_LIMIT ((size_t)32 << 10)
 #define CHUNK_MAGIC 0x4B4E484348504548ull /* "HEPHCHNK" */
-#define LARGE_CLASS UINT32_MAX
+#define LARGE_CLASS 0xFFFFu
 #define NO_SLOT UINT32_MAX
 #define MAX_REQUEST ((size_t)1 << 40)
 #define LOCAL_CACHE_SIZE 8 /* heaps a thread can alternate between without taking the slow path */
@@ -92,11 +92,15 @@ typedef struct chunk {
     uint32_t slot_size;    /* large chunks: CHUNK_SIZE, so only offset 0 is a block start */
     uint32_t slot_recip;   /* ceil(2^32 / slot_size): slot = offset * slot_recip >> 32, exact for offsets < 64 KiB */
     uint32_t span;         /* slots * slot_size: offsets past it are no block */
-    uint32_t cls;          /* size class, or LARGE_CLASS */
     uint32_t slots;
     uint32_t live;         /* slots with a block (pending ones included) */
+    /* Free calls free_finish when live drops to this: 0 while the chunk is on its class's list (it emptied), else
+     * relist_level(c) (it has room enough to go back on the list: not at its first free slot, which would make
+     * every Alloc of the class switch chunks). */
+    uint32_t relist_at;
     uint32_t free_head;    /* the most recently freed slot; each free slot's first 4 bytes name the next */
     uint32_t bump;         /* slots ever handed out: those past it are free and on no list */
+    uint16_t cls;          /* size class, or LARGE_CLASS */
     bool in_partial;
     atomic_bool has_pending; /* pending bits are set (written under the heap lock) */
     /* Each slot's requested size (large chunks: 1), 0 while free. Written by the owner only, with plain loads and
@@ -319,8 +323,16 @@ static size_t chunk_header_size(uint32_t slots)
     return (sizeof(chunk) + (slots + 63) / 64 * sizeof(uint64_t) + slots * sizeof(uint16_t) + 15) & ~(size_t)15;
 }
 
+/* A chunk off its class's list goes back on it when this many slots are live: one eighth of its slots free. */
+static inline uint32_t relist_level(const chunk *c)
+{
+    uint32_t room = c->slots / 8;
+    return c->slots - (room ? room : 1);
+}
+
 static void partial_push(local *l, chunk *c)
 {
+    c->relist_at = 0;
     c->prev_partial = NULL;
     c->next_partial = l->partial[c->cls];
     if (c->next_partial)
@@ -338,6 +350,7 @@ static void partial_remove(local *l, chunk *c)
     if (c->next_partial)
         c->next_partial->prev_partial = c->prev_partial;
     c->in_partial = false;
+    c->relist_at = relist_level(c);
 }
 
 /* Drops chunk c's pending blocks, when it leaves service: it can have some only after a double free raced with
@@ -589,7 +602,9 @@ typedef struct local_cache_entry {
     uint64_t heap_id;
     local *local;
 } local_cache_entry;
-static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE];
+/* Initial-exec: a plain %fs-relative load. The default model in a shared library calls __tls_get_addr, which
+ * makes the fast paths save registers around it. (128 bytes of static TLS.) */
+static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] __attribute__((tls_model("initial-exec")));
 
 static void thread_exit(void *arg)
 {
@@ -673,13 +688,13 @@ static local *local_attach(heap *h, bool create)
 }
 
 /* This thread's local of h when the thread-local cache has it (always for single-threaded heaps), else NULL. */
-static inline local *local_cached(heap *h)
+static inline local *local_cached_safe(heap *h)
 {
-    if (!h->threadsafe)
-        return h->only;
     local_cache_entry *e = &local_cache[h->id % LOCAL_CACHE_SIZE];
     return likely(e->heap_id == h->id) ? e->local : NULL;
 }
+
+static inline local *local_cached(heap *h) { return h->threadsafe ? local_cached_safe(h) : h->only; }
 
 static inline local *local_of(heap *h, bool create)
 {
@@ -789,41 +804,20 @@ static HRESULT __attribute__((noinline)) allocate_slow(heap *h, size_t request, 
     chunk *c;
     HRESULT hr;
     uint32_t cls = class_of_request[(request + 15) >> 4];
-    /* Chunks leave the list when they fill up, so the first one, if any, has room. */
-    if (!l->partial[cls])
+    /* The fast path leaves a chunk that filled up at the head of its list: take it off here. */
+    while ((c = l->partial[cls]) != NULL && c->free_head == NO_SLOT && c->bump == c->slots)
+        partial_remove(l, c);
+    if (!c) {
         local_drain_if_pending(h, l);
-    if (!(c = l->partial[cls])) {
+        while ((c = l->partial[cls]) != NULL && c->free_head == NO_SLOT && c->bump == c->slots)
+            partial_remove(l, c);
+    }
+    if (!c) {
         if (FAILED(hr = chunk_new(h, l, cls, level, &c)))
             return hr;
         partial_push(l, c);
     }
     *ppMem = hand_out(l, c, free_list_pop(c), request, site_id);
-    return S_OK;
-}
-
-/* The common case: a small block from the current chunk of its class, no site, no tool watching. */
-static inline __attribute__((always_inline)) HRESULT allocate(heap *h, SIZE_T size, EMemoryCriticalLevel level,
-                                                                uint32_t site_id, void **ppMem)
-{
-    local *l = local_cached(h);
-    size_t request = size ? size : 1; /* malloc(0)-like: a unique, valid block */
-    chunk *c;
-    if (unlikely(!l || request > SMALL_LIMIT || site_id || hm_tracking() ||
-                 !(c = l->partial[class_of_request[(request + 15) >> 4]]) ||
-                 atomic_load_explicit(&c->sites, memory_order_relaxed)))
-        return allocate_slow(h, request, level, site_id, ppMem);
-    /* free_list_pop and hand_out, less what the test above ruled out. */
-    uint32_t slot = c->free_head;
-    if (slot == NO_SLOT)
-        slot = c->bump++;
-    else
-        memcpy(&c->free_head, block_at(c, slot), sizeof(uint32_t));
-    atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
-    if (unlikely(++c->live == c->slots))
-        partial_remove(l, c);
-    counter_add(&l->blocks, 1);
-    counter_add(&l->bytes, request);
-    *ppMem = block_at(c, slot);
     return S_OK;
 }
 
@@ -839,13 +833,58 @@ static inline HRESULT check_alloc_args(SIZE_T size, EMemoryCriticalLevel level, 
     return S_OK;
 }
 
-static HRESULT STDMETHODCALLTYPE heap_Alloc(IHostMalloc *iface, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel,
-                                            void **ppMem)
+/* Alloc when the fast path does not apply: checks the arguments, then everything. */
+static HRESULT __attribute__((noinline)) heap_Alloc_slow(IHostMalloc *iface, SIZE_T cbSize,
+                                                         EMemoryCriticalLevel eCriticalLevel, void **ppMem)
 {
     HRESULT hr = check_alloc_args(cbSize, eCriticalLevel, ppMem);
-    if (unlikely(hr != S_OK))
+    if (hr != S_OK)
         return hr;
-    return allocate(impl_from_IHostMalloc(iface), cbSize, eCriticalLevel, 0, ppMem);
+    return allocate_slow(impl_from_IHostMalloc(iface), cbSize ? cbSize : 1, eCriticalLevel, 0, ppMem);
+}
+
+/* The common case: valid arguments, a small block from the current chunk of its class, no site, no tool
+ * watching, l this thread's local (NULL: not known yet). Everything else is a tail call to heap_Alloc_slow with
+ * the same arguments, so this path saves no registers. */
+static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *iface, SIZE_T size,
+                                                                EMemoryCriticalLevel level, void **ppMem, local *l)
+{
+    chunk *c;
+    if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT || !l ||
+                 hm_tracking() || !(c = l->partial[class_of_request[(size + 15) >> 4]]) ||
+                 atomic_load_explicit(&c->sites, memory_order_relaxed)))
+        return heap_Alloc_slow(iface, size, level, ppMem);
+    /* free_list_pop and hand_out, less what the test above ruled out. */
+    uint32_t slot = c->free_head;
+    char *p;
+    if (likely(slot != NO_SLOT)) {
+        p = block_at(c, slot);
+        memcpy(&c->free_head, p, sizeof(uint32_t));
+    } else {
+        slot = c->bump;
+        if (unlikely(slot == c->slots))
+            return heap_Alloc_slow(iface, size, level, ppMem); /* full: off the list, on to the next chunk */
+        c->bump = slot + 1;
+        p = block_at(c, slot);
+    }
+    atomic_store_explicit(&c->sizes[slot], (uint16_t)size, memory_order_release);
+    c->live++;
+    counter_add(&l->blocks, 1);
+    counter_add(&l->bytes, size);
+    *ppMem = p;
+    return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Alloc_single(IHostMalloc *iface, SIZE_T cbSize,
+                                                   EMemoryCriticalLevel eCriticalLevel, void **ppMem)
+{
+    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, impl_from_IHostMalloc(iface)->only);
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Alloc_safe(IHostMalloc *iface, SIZE_T cbSize,
+                                                 EMemoryCriticalLevel eCriticalLevel, void **ppMem)
+{
+    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, local_cached_safe(impl_from_IHostMalloc(iface)));
 }
 
 static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel,
@@ -858,7 +897,7 @@ static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSi
     heap_lock(h); /* sites are the heap's, shared by its threads */
     uint32_t site_id = site_intern(h, pszFileName, iLineNo);
     heap_unlock(h);
-    return allocate(h, cbSize, eCriticalLevel, site_id, ppMem);
+    return allocate_slow(h, cbSize ? cbSize : 1, eCriticalLevel, site_id, ppMem);
 }
 
 /* ---- Free ------------------------------------------------------------------------------------------------------ */
@@ -915,9 +954,13 @@ static inline bool live_slot(chunk *c, uintptr_t p, uint32_t *slot, uint32_t *si
     return *size != 0 && !(atomic_load_explicit(&c->has_pending, memory_order_relaxed) && slot_pending(c, *slot));
 }
 
-/* Everything: a thread without a cached local, blocks not in its local (large ones, other threads'), tracking. */
-static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
+/* Everything: a thread without a cached local, blocks not in its local (large ones, other threads'), tracking,
+ * pending blocks in the chunk. */
+static HRESULT __attribute__((noinline)) heap_Free_slow(IHostMalloc *iface, void *pMem)
 {
+    heap *h = impl_from_IHostMalloc(iface);
+    if (!pMem)
+        return S_OK; /* the CLR passes Free(NULL) through */
     local *l = local_of(h, false);
     uintptr_t a = (uintptr_t)pMem;
     chunk *c = l ? chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)) : NULL;
@@ -938,37 +981,46 @@ static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
     return S_OK;
 }
 
-static HRESULT __attribute__((noinline)) free_emptied(heap *h, local *l, chunk *c)
+/* The end of a fast Free whose chunk has room again (back on its class's list) or is now empty. */
+static HRESULT __attribute__((noinline)) free_finish(heap *h, local *l, chunk *c)
 {
-    chunk_emptied(h, l, c, false);
+    if (!c->in_partial)
+        partial_push(l, c);
+    if (c->live == 0)
+        chunk_emptied(h, l, c, false);
     return S_OK;
 }
 
-/* The common case: a block of this thread's, no tool watching. */
-static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
+/* The common case: a live block of this thread's (l: its local, NULL when not known yet), no tool watching, no
+ * pending blocks in its chunk. */
+static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *iface, void *pMem, local *l)
 {
-    heap *h = impl_from_IHostMalloc(iface);
-    if (!pMem)
-        return S_OK; /* the CLR passes Free(NULL) through */
-    local *l = local_cached(h);
     uintptr_t a = (uintptr_t)pMem;
     chunk *c;
-    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)))))
-        return free_slow(h, pMem);
+    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1))) ||
+                 atomic_load_explicit(&c->has_pending, memory_order_relaxed)))
+        return heap_Free_slow(iface, pMem); /* also Free(NULL): no chunk is based at 0 */
     uint32_t slot, size;
-    if (unlikely(!live_slot(c, a, &slot, &size)))
-        return HOST_E_INVALIDOPERATION;
-    /* free_slow, less what the test above ruled out. */
+    if (unlikely(!slot_of_block(c, a, &slot) || !(size = atomic_load_explicit(&c->sizes[slot], memory_order_relaxed))))
+        return HOST_E_INVALIDOPERATION; /* interior, freed or never handed out */
     atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
     memcpy(pMem, &c->free_head, sizeof(uint32_t));
     c->free_head = slot;
     counter_add(&l->blocks, (uint64_t)-1);
     counter_add(&l->bytes, 0 - (uint64_t)size);
-    if (unlikely(!c->in_partial))
-        partial_push(l, c);
-    if (unlikely(--c->live == 0))
-        return free_emptied(h, l, c);
+    if (unlikely(--c->live == c->relist_at))
+        return free_finish(impl_from_IHostMalloc(iface), l, c);
     return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Free_single(IHostMalloc *iface, void *pMem)
+{
+    return free_fast(iface, pMem, impl_from_IHostMalloc(iface)->only);
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Free_safe(IHostMalloc *iface, void *pMem)
+{
+    return free_fast(iface, pMem, local_cached_safe(impl_from_IHostMalloc(iface)));
 }
 
 /* ---- Leaks --------------------------------------------------------------------------------------------------- */
@@ -1098,8 +1150,11 @@ static ULONG STDMETHODCALLTYPE heap_Release(IHostMalloc *iface)
     return left;
 }
 
-static const IHostMallocVtbl heap_vtbl = {heap_QueryInterface, heap_AddRef,     heap_Release,
-                                          heap_Alloc,          heap_DebugAlloc, heap_Free};
+/* One vtable each for single-threaded and thread-safe heaps: the fast paths find the local without a test. */
+static const IHostMallocVtbl heap_vtbl_single = {heap_QueryInterface, heap_AddRef,     heap_Release,
+                                                 heap_Alloc_single,   heap_DebugAlloc, heap_Free_single};
+static const IHostMallocVtbl heap_vtbl_safe = {heap_QueryInterface, heap_AddRef,     heap_Release,
+                                               heap_Alloc_safe,     heap_DebugAlloc, heap_Free_safe};
 
 HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out)
 {
@@ -1127,7 +1182,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
         free(sites);
         return E_OUTOFMEMORY;
     }
-    h->IHostMalloc_iface.lpVtbl = &heap_vtbl;
+    h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
     atomic_init(&h->ref, 1);
     h->id = atomic_fetch_add(&next_heap_id, 1);
     h->source = *source;
@@ -1145,7 +1200,10 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     return S_OK;
 }
 
-bool hm_heap_is_builtin(IHostMalloc *iface) { return iface && iface->lpVtbl == &heap_vtbl; }
+bool hm_heap_is_builtin(IHostMalloc *iface)
+{
+    return iface && (iface->lpVtbl == &heap_vtbl_safe || iface->lpVtbl == &heap_vtbl_single);
+}
 
 void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
 {
@@ -1178,7 +1236,9 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         snprintf(msg, msglen, "chunk %p: bad magic, heap or owner, or a spare in use", (void *)c);
         return -1;
     }
-    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->slots) {
+    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->slots ||
+        (c->cls != LARGE_CLASS && !c->spare &&
+         (c->in_partial ? c->relist_at != 0 : c->relist_at != relist_level(c) || c->live <= c->relist_at))) {
         snprintf(msg, msglen, "chunk %p: bad geometry", (void *)c);
         return -1;
     }
