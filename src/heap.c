@@ -117,7 +117,7 @@ typedef struct chunk {
     struct chunk *next_pending; /* the owner's list of chunks with pending blocks (heap lock) */
     size_t bytes;          /* the chunk's size as the source gave it */
     size_t large_size;     /* large chunks: the requested size */
-    uint64_t pending_blocks, pending_bytes; /* the pending blocks' count and sizes (heap lock) */
+    uint64_t pending_blocks; /* the pending blocks' count (heap lock) */
     bool spare;            /* among the heap's spares, out of service */
     /* One bit per slot: freed by another thread, not yet back on the free list (set and cleared under the heap
      * lock). Followed by sizes. */
@@ -156,8 +156,6 @@ struct local {
     _Alignas(CACHE_LINE) chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots, current one first */
     chunk_set chunks;            /* this local's chunks: Free's ownership check, read without the heap lock */
     heap *heap;
-    /* Written by the owner only, read by statistics from anywhere: relaxed atomics cost no locked instruction. */
-    _Atomic uint64_t blocks, bytes;
     atomic_bool has_pending;     /* set by remote frees: the owner should drain pending_chunks */
     chunk *pending_chunks;       /* chunks with pending blocks (heap lock) */
     local *next_in_heap;         /* the heap's list of locals, append-only until the heap dies */
@@ -190,16 +188,13 @@ struct heap {
     size_t chunks_in_use, peak_chunks_in_use; /* small chunks serving a local (heap lock) */
     site *sites;
     size_t nsites, cap_sites;
-    /* Blocks freed remotely and not yet drained by their owner, and large blocks (heap lock; read by statistics). */
-    _Atomic uint64_t remote_blocks, remote_bytes;
-    _Atomic uint64_t large_blocks, large_bytes;
+    /* Taken, inside the heap lock, where a chunk joins or leaves `all` or is laid out anew, and by hm_heap_usage,
+     * which counts the live blocks by walking the chunks (no counters for Alloc and Free to keep) without the heap
+     * lock: a notification callback may ask for statistics from inside the heap's call to its source. A real lock
+     * for single-threaded heaps too: statistics may be read from any thread. */
+    pthread_mutex_t chunks_lock;
+    bool dying; /* chunks_lock: the heap is giving its chunks back */
 };
-
-/* Only one thread writes: a relaxed load and store, no locked instruction. */
-static inline void counter_add(_Atomic uint64_t *counter, uint64_t delta)
-{
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + delta, memory_order_relaxed);
-}
 
 static inline uint64_t relaxed(_Atomic uint64_t *word) { return atomic_load_explicit(word, memory_order_relaxed); }
 
@@ -365,9 +360,7 @@ static void chunk_forget_pending(heap *h, chunk *c)
     if (*link)
         *link = c->next_pending;
     c->next_pending = NULL;
-    counter_add(&h->remote_blocks, 0 - c->pending_blocks);
-    counter_add(&h->remote_bytes, 0 - c->pending_bytes);
-    c->pending_blocks = c->pending_bytes = 0;
+    c->pending_blocks = 0;
     for (uint32_t w = 0; w < (c->slots + 63) / 64; w++)
         atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
     atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
@@ -427,7 +420,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
     if (c) {
         h->spares = c->next_partial;
         h->spare_count--;
+        pthread_mutex_lock(&h->chunks_lock);
         c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0); /* same colour, same header address */
+        pthread_mutex_unlock(&h->chunks_lock);
     } else {
         if (chunk_set_reserve(&h->all) != 0) {
             heap_unlock(h);
@@ -440,7 +435,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
             return FAILED(hr) ? hr : E_OUTOFMEMORY;
         }
         c = chunk_format(h, l, mem, CHUNK_SIZE, cls, 0);
-        chunk_set_put(&h->all, c); /* remote frees see it only from here, complete */
+        pthread_mutex_lock(&h->chunks_lock);
+        chunk_set_put(&h->all, c); /* remote frees and statistics see it only from here, complete */
+        pthread_mutex_unlock(&h->chunks_lock);
     }
     if (++h->chunks_in_use > h->peak_chunks_in_use)
         h->peak_chunks_in_use = h->chunks_in_use;
@@ -453,7 +450,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
 /* Gives chunk c back to the source. Heap lock held. */
 static void chunk_release_locked(heap *h, chunk *c)
 {
+    pthread_mutex_lock(&h->chunks_lock);
     chunk_set_remove(&h->all, c);
+    pthread_mutex_unlock(&h->chunks_lock);
     free(atomic_load_explicit(&c->sites, memory_order_relaxed));
     /* The memory goes back to the manager, which may hand it out again as plain pages. */
     hm_track_unpoison((void *)chunk_base(c), c->bytes);
@@ -547,9 +546,7 @@ static void local_drain(heap *h, local *l)
         l->pending_chunks = c->next_pending;
         c->next_pending = NULL;
         atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
-        counter_add(&h->remote_blocks, 0 - c->pending_blocks);
-        counter_add(&h->remote_bytes, 0 - c->pending_bytes);
-        c->pending_blocks = c->pending_bytes = 0;
+        c->pending_blocks = 0;
         for (uint32_t w = 0; w < (c->slots + 63) / 64; w++) {
             uint64_t pending = relaxed(&c->pending[w]);
             atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
@@ -560,8 +557,6 @@ static void local_drain(heap *h, local *l)
                  * frees the new block: no allocator can tell that order of events from the racy one.) */
                 if (!slot_size_of(c, slot))
                     continue;
-                counter_add(&l->blocks, (uint64_t)-1);
-                counter_add(&l->bytes, 0 - (uint64_t)slot_size_of(c, slot));
                 atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
                 c->live--;
                 free_list_push(c, slot);
@@ -756,8 +751,6 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
     atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
     if (++c->live == c->slots && c->in_partial)
         partial_remove(l, c); /* full: the next Alloc of this class goes straight to the next chunk */
-    counter_add(&l->blocks, 1);
-    counter_add(&l->bytes, request);
     void *p = block_at(c, slot);
     hm_track_unpoison(p, request);
     hm_track_malloc(p, request);
@@ -777,13 +770,13 @@ static HRESULT allocate_large(heap *h, size_t request, EMemoryCriticalLevel leve
         return FAILED(hr) ? hr : E_OUTOFMEMORY;
     }
     chunk *c = chunk_format(h, NULL, mem, bytes, LARGE_CLASS, request);
-    chunk_set_put(&h->all, c);
     if (site_id)
         site_record(c, 0, site_id);
     atomic_store_explicit(&c->sizes[0], 1, memory_order_release); /* live (the size is large_size) */
     c->bump = c->live = 1;
-    counter_add(&h->large_blocks, 1);
-    counter_add(&h->large_bytes, request);
+    pthread_mutex_lock(&h->chunks_lock);
+    chunk_set_put(&h->all, c);
+    pthread_mutex_unlock(&h->chunks_lock);
     heap_unlock(h);
     hm_track_unpoison(c->first_slot, request);
     hm_track_malloc(c->first_slot, request);
@@ -869,8 +862,6 @@ static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *ifa
     }
     atomic_store_explicit(&c->sizes[slot], (uint16_t)size, memory_order_release);
     c->live++;
-    counter_add(&l->blocks, 1);
-    counter_add(&l->bytes, size);
     *ppMem = p;
     return S_OK;
 }
@@ -912,11 +903,8 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
     chunk *c = chunk_set_find(&h->all, a & ~(uintptr_t)(CHUNK_SIZE - 1));
     uint32_t slot;
     if (c && slot_of_block(c, a, &slot) && slot_size_of(c, slot) && !slot_pending(c, slot)) {
-        uint64_t size = block_size(c, slot);
         hm_track_free(pMem);
         if (c->cls == LARGE_CLASS) {
-            counter_add(&h->large_blocks, (uint64_t)-1);
-            counter_add(&h->large_bytes, 0 - size);
             chunk_release_locked(h, c);
         } else {
             /* Another thread's block (the only local of a single-threaded heap has all in-service small chunks).
@@ -925,7 +913,6 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
             uint64_t word = relaxed(&c->pending[slot >> 6]);
             atomic_store_explicit(&c->pending[slot >> 6], word | (uint64_t)1 << (slot & 63), memory_order_relaxed);
             c->pending_blocks++;
-            c->pending_bytes += size;
             local *owner = c->owner;
             if (!atomic_load_explicit(&c->has_pending, memory_order_relaxed)) {
                 c->next_pending = owner->pending_chunks;
@@ -933,8 +920,6 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
                 atomic_store_explicit(&c->has_pending, true, memory_order_relaxed);
             }
             atomic_store_explicit(&owner->has_pending, true, memory_order_relaxed);
-            counter_add(&h->remote_blocks, 1);
-            counter_add(&h->remote_bytes, size);
             hm_track_poison(pMem, c->slot_size);
         }
         hr = S_OK;
@@ -972,8 +957,6 @@ static HRESULT __attribute__((noinline)) heap_Free_slow(IHostMalloc *iface, void
     hm_track_free(pMem);
     atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
     free_list_push(c, slot);
-    counter_add(&l->blocks, (uint64_t)-1);
-    counter_add(&l->bytes, 0 - (uint64_t)size);
     if (!c->in_partial)
         partial_push(l, c);
     if (--c->live == 0)
@@ -1006,8 +989,6 @@ static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *ifac
     atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
     memcpy(pMem, &c->free_head, sizeof(uint32_t));
     c->free_head = slot;
-    counter_add(&l->blocks, (uint64_t)-1);
-    counter_add(&l->bytes, 0 - (uint64_t)size);
     if (unlikely(--c->live == c->relist_at))
         return free_finish(impl_from_IHostMalloc(iface), l, c);
     return S_OK;
@@ -1099,6 +1080,9 @@ static void heap_destroy(heap *h)
             l->thread = NULL;
         }
     pthread_mutex_unlock(&threads_lock);
+    pthread_mutex_lock(&h->chunks_lock);
+    h->dying = true; /* statistics read from here on find no block */
+    pthread_mutex_unlock(&h->chunks_lock);
     hm_leak *leaks;
     size_t n = collect_leaks(h, &leaks);
     /* Blocks still live die with the heap: tell Valgrind, so they are reported by our leak report, not as its own. */
@@ -1128,6 +1112,7 @@ static void heap_destroy(heap *h)
         free(h->sites[i].file);
     free(h->sites);
     free(h->all.slots);
+    pthread_mutex_destroy(&h->chunks_lock);
     free(h);
 }
 
@@ -1182,6 +1167,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
         free(sites);
         return E_OUTOFMEMORY;
     }
+    pthread_mutex_init(&h->chunks_lock, NULL);
     h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
     atomic_init(&h->ref, 1);
     h->id = atomic_fetch_add(&next_heap_id, 1);
@@ -1208,16 +1194,23 @@ bool hm_heap_is_builtin(IHostMalloc *iface)
 void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
 {
     heap *h = impl_from_IHostMalloc(iface);
-    /* Remote frees first: a block freed by another thread after this read is still counted, never twice gone. */
-    uint64_t freed_blocks = relaxed(&h->remote_blocks), freed_bytes = relaxed(&h->remote_bytes);
-    uint64_t total_blocks = relaxed(&h->large_blocks), total_bytes = relaxed(&h->large_bytes);
-    for (local *l = atomic_load_explicit(&h->locals, memory_order_acquire); l; l = l->next_in_heap) {
-        total_blocks += relaxed(&l->blocks);
-        total_bytes += relaxed(&l->bytes);
+    uint64_t n = 0, total = 0;
+    pthread_mutex_lock(&h->chunks_lock);
+    chunk_set *all = &h->all;
+    for (size_t i = 0; !h->dying && i <= all->mask; i++) {
+        chunk *c = all->slots[i];
+        for (uint32_t slot = 0; c && slot < c->slots; slot++) {
+            /* Relaxed reads of what the owners write as they go: each block is seen live or free. */
+            uint32_t size = atomic_load_explicit(&c->sizes[slot], memory_order_relaxed);
+            if (size && !slot_pending(c, slot)) {
+                n++;
+                total += c->cls == LARGE_CLASS ? c->large_size : size;
+            }
+        }
     }
-    /* A drain between the two reads can make the difference dip below zero for a moment. */
-    *blocks = total_blocks > freed_blocks ? total_blocks - freed_blocks : 0;
-    *bytes = total_bytes > freed_bytes ? total_bytes - freed_bytes : 0;
+    pthread_mutex_unlock(&h->chunks_lock);
+    *blocks = n;
+    *bytes = total;
 }
 
 static int compare_addresses(const void *a, const void *b)
@@ -1286,7 +1279,7 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
 {
     heap *h = impl_from_IHostMalloc(iface);
     int bad = 0;
-    uint64_t live_total = 0, pending_total = 0, counted = relaxed(&h->large_blocks);
+    uint64_t live_total = 0, pending_total = 0;
     heap_lock(h);
     chunk_set *all = &h->all;
     chunk **sorted = calloc(all->count + 1, sizeof *sorted);
@@ -1308,12 +1301,11 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
             bad = check_chunk(h, sorted[i], &live_total, &pending_total, msg, msglen) != 0;
         }
     }
-    for (local *l = atomic_load(&h->locals); l; l = l->next_in_heap)
-        counted += relaxed(&l->blocks);
-    if (!bad && (live_total != counted || pending_total != relaxed(&h->remote_blocks))) {
-        snprintf(msg, msglen, "%llu live blocks (%llu pending) found, %llu (%llu) counted",
-                 (unsigned long long)live_total, (unsigned long long)pending_total, (unsigned long long)counted,
-                 (unsigned long long)relaxed(&h->remote_blocks));
+    uint64_t blocks, bytes;
+    hm_heap_usage(iface, &blocks, &bytes);
+    if (!bad && blocks != live_total - pending_total) {
+        snprintf(msg, msglen, "%llu live blocks (%llu pending) found, %llu counted", (unsigned long long)live_total,
+                 (unsigned long long)pending_total, (unsigned long long)blocks);
         bad = 1;
     }
     heap_unlock(h);
