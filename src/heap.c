@@ -90,8 +90,8 @@ typedef struct chunk {
     /* The first cache line holds everything the fast paths read. */
     char *first_slot;
     uint32_t slot_size;    /* large chunks: CHUNK_SIZE, so only offset 0 is a block start */
-    uint32_t slot_recip;   /* ceil(2^32 / slot_size): slot = offset * slot_recip >> 32, exact for offsets < 64 KiB */
-    uint32_t span;         /* slots * slot_size: offsets past it are no block */
+    /* slot_size is odd * 2^slot_shift; slot_inv is the inverse of odd modulo 2^32: see slot_of_block. */
+    uint32_t slot_inv;
     uint32_t slots;
     uint32_t live;         /* slots with a block (pending ones included) */
     /* Free calls free_finish when live drops to this: 0 while the chunk is on its class's list (it emptied), else
@@ -102,6 +102,10 @@ typedef struct chunk {
     uint32_t bump;         /* slots ever handed out: those past it are free and on no list */
     uint16_t cls;          /* size class, or LARGE_CLASS */
     bool in_partial;
+    uint8_t slot_shift;
+    /* Free takes its slow path: the chunk has pending blocks or a site array (whose entry Free clears, so that
+     * Alloc need not write it). Set by remote frees (heap lock) and by the owner; cleared by the owner's drain. */
+    atomic_bool free_slow;
     atomic_bool has_pending; /* pending bits are set (written under the heap lock) */
     /* Each slot's requested size (large chunks: 1), 0 while free. Written by the owner only, with plain loads and
      * stores; read by remote frees and reports, which is why they are atomics (relaxed: no locked instruction). */
@@ -111,6 +115,7 @@ typedef struct chunk {
     _Atomic(_Atomic uint32_t *) sites;
     /* The rest. */
     uint64_t magic;
+    uint32_t span;         /* slots * slot_size */
     heap *heap;
     local *owner;          /* the local that hands out and frees its blocks; NULL for large chunks (the heap's) */
     struct chunk *next_partial, *prev_partial; /* next_partial also links the heap's spare chunks */
@@ -177,6 +182,7 @@ struct heap {
     DWORD type;
     bool threadsafe;
     local *only; /* single-threaded heaps: their one local */
+    local *fast_only; /* the same for the fast paths; NULL while a tool watches, so they need not test that */
     /* A spin lock, for the rare paths only (new chunks, remote frees, reports); on a line of its own, apart from
      * what every Alloc and Free reads above. */
     _Alignas(CACHE_LINE) atomic_int lock;
@@ -223,17 +229,18 @@ static void heap_unlock(heap *h)
 
 static inline char *block_at(const chunk *c, uint32_t slot) { return c->first_slot + (size_t)slot * c->slot_size; }
 
-/* The slot whose block starts at p, or false when p is no block start of chunk c. */
+/* The slot whose block starts at p, or false when p is no block start of chunk c; p lies in c's first 64 KiB.
+ * One multiplication (Granlund and Montgomery's divisibility test): with slot_size = odd * 2^k, the offset times
+ * odd's inverse, rotated right by k, is offset / slot_size when slot_size divides the offset, and more than
+ * 2^32 / slot_size (more than any slot count) when it does not. An offset before the first slot wraps to at least
+ * 2^32 - 64 Ki, a multiple of slot_size only with a quotient far beyond the slot count. */
 static inline bool slot_of_block(const chunk *c, uintptr_t p, uint32_t *out)
 {
-    uintptr_t offset = p - (uintptr_t)c->first_slot; /* wraps to huge when p is before the first slot */
-    if (offset >= c->span)
-        return false;
-    uint32_t slot = (uint32_t)((offset * c->slot_recip) >> 32);
-    if ((uintptr_t)slot * c->slot_size != offset)
-        return false;
+    uint32_t x = (uint32_t)(p - (uintptr_t)c->first_slot) * c->slot_inv;
+    unsigned k = c->slot_shift;
+    uint32_t slot = (x >> k) | (x << (32 - k)); /* k is 4 to 16 */
     *out = slot;
-    return true;
+    return slot < c->slots;
 }
 
 /* ---- Chunk sets -------------------------------------------------------------------------------------------- */
@@ -364,6 +371,8 @@ static void chunk_forget_pending(heap *h, chunk *c)
     for (uint32_t w = 0; w < (c->slots + 63) / 64; w++)
         atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
     atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
+    atomic_store_explicit(&c->free_slow, atomic_load_explicit(&c->sites, memory_order_relaxed) != NULL,
+                          memory_order_relaxed);
 }
 
 /* Lays the chunk at base (bytes long, zeroed or an empty spare) out for class cls, every slot free, for local l;
@@ -395,7 +404,11 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     c->large_size = large_size;
     c->cls = cls;
     c->slot_size = slot_size;
-    c->slot_recip = (uint32_t)(((uint64_t)1 << 32) / slot_size + ((((uint64_t)1 << 32) % slot_size) != 0));
+    c->slot_shift = (uint8_t)__builtin_ctz(slot_size);
+    uint32_t odd = slot_size >> c->slot_shift, inv = odd; /* Newton's iteration: each step doubles the bits */
+    for (int i = 0; i < 5; i++)
+        inv *= 2 - odd * inv;
+    c->slot_inv = inv;
     c->slots = slots;
     c->span = slots * slot_size;
     c->free_head = NO_SLOT;
@@ -546,6 +559,8 @@ static void local_drain(heap *h, local *l)
         l->pending_chunks = c->next_pending;
         c->next_pending = NULL;
         atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
+        _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_relaxed);
+        atomic_store_explicit(&c->free_slow, sites != NULL, memory_order_relaxed);
         c->pending_blocks = 0;
         for (uint32_t w = 0; w < (c->slots + 63) / 64; w++) {
             uint64_t pending = relaxed(&c->pending[w]);
@@ -557,6 +572,8 @@ static void local_drain(heap *h, local *l)
                  * frees the new block: no allocator can tell that order of events from the racy one.) */
                 if (!slot_size_of(c, slot))
                     continue;
+                if (sites)
+                    atomic_store_explicit(&sites[slot], 0, memory_order_relaxed);
                 atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
                 c->live--;
                 free_list_push(c, slot);
@@ -677,7 +694,7 @@ static local *local_attach(heap *h, bool create)
         }
     }
     pthread_mutex_unlock(&threads_lock);
-    if (l)
+    if (l && !hm_tracking()) /* while a tool watches, every call takes the slow path */
         local_cache[h->id % LOCAL_CACHE_SIZE] = (local_cache_entry){h->id, l};
     return l;
 }
@@ -730,6 +747,7 @@ static void site_record(chunk *c, uint32_t slot, uint32_t site_id)
         if (!site_id || !(sites = calloc(c->slots, sizeof *sites)))
             return;
         atomic_store_explicit(&c->sites, sites, memory_order_release);
+        atomic_store_explicit(&c->free_slow, true, memory_order_relaxed);
     }
     atomic_store_explicit(&sites[slot], site_id, memory_order_relaxed);
 }
@@ -836,16 +854,15 @@ static HRESULT __attribute__((noinline)) heap_Alloc_slow(IHostMalloc *iface, SIZ
     return allocate_slow(impl_from_IHostMalloc(iface), cbSize ? cbSize : 1, eCriticalLevel, 0, ppMem);
 }
 
-/* The common case: valid arguments, a small block from the current chunk of its class, no site, no tool
- * watching, l this thread's local (NULL: not known yet). Everything else is a tail call to heap_Alloc_slow with
+/* The common case: valid arguments, a small block from the current chunk of its class, l this thread's local
+ * (NULL when not known yet, and always while a tool watches). A free slot's site is 0 already. Everything else is a tail call to heap_Alloc_slow with
  * the same arguments, so this path saves no registers. */
 static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *iface, SIZE_T size,
                                                                 EMemoryCriticalLevel level, void **ppMem, local *l)
 {
     chunk *c;
     if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT || !l ||
-                 hm_tracking() || !(c = l->partial[class_of_request[(size + 15) >> 4]]) ||
-                 atomic_load_explicit(&c->sites, memory_order_relaxed)))
+                 !(c = l->partial[class_of_request[(size + 15) >> 4]])))
         return heap_Alloc_slow(iface, size, level, ppMem);
     /* free_list_pop and hand_out, less what the test above ruled out. */
     uint32_t slot = c->free_head;
@@ -869,7 +886,7 @@ static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *ifa
 static HRESULT STDMETHODCALLTYPE heap_Alloc_single(IHostMalloc *iface, SIZE_T cbSize,
                                                    EMemoryCriticalLevel eCriticalLevel, void **ppMem)
 {
-    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, impl_from_IHostMalloc(iface)->only);
+    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, impl_from_IHostMalloc(iface)->fast_only);
 }
 
 static HRESULT STDMETHODCALLTYPE heap_Alloc_safe(IHostMalloc *iface, SIZE_T cbSize,
@@ -918,6 +935,7 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
                 c->next_pending = owner->pending_chunks;
                 owner->pending_chunks = c;
                 atomic_store_explicit(&c->has_pending, true, memory_order_relaxed);
+                atomic_store_explicit(&c->free_slow, true, memory_order_relaxed);
             }
             atomic_store_explicit(&owner->has_pending, true, memory_order_relaxed);
             hm_track_poison(pMem, c->slot_size);
@@ -955,6 +973,9 @@ static HRESULT __attribute__((noinline)) heap_Free_slow(IHostMalloc *iface, void
     if (!live_slot(c, a, &slot, &size))
         return HOST_E_INVALIDOPERATION;
     hm_track_free(pMem);
+    _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_relaxed);
+    if (sites)
+        atomic_store_explicit(&sites[slot], 0, memory_order_relaxed); /* a free slot's site is 0 */
     atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
     free_list_push(c, slot);
     if (!c->in_partial)
@@ -974,14 +995,14 @@ static HRESULT __attribute__((noinline)) free_finish(heap *h, local *l, chunk *c
     return S_OK;
 }
 
-/* The common case: a live block of this thread's (l: its local, NULL when not known yet), no tool watching, no
- * pending blocks in its chunk. */
+/* The common case: a live block of this thread's (l: its local; NULL when not known yet, and always while a tool
+ * watches), in a chunk without pending blocks or sites. */
 static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *iface, void *pMem, local *l)
 {
     uintptr_t a = (uintptr_t)pMem;
     chunk *c;
-    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1))) ||
-                 atomic_load_explicit(&c->has_pending, memory_order_relaxed)))
+    if (unlikely(!l || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1))) ||
+                 atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
         return heap_Free_slow(iface, pMem); /* also Free(NULL): no chunk is based at 0 */
     uint32_t slot, size;
     if (unlikely(!slot_of_block(c, a, &slot) || !(size = atomic_load_explicit(&c->sizes[slot], memory_order_relaxed))))
@@ -996,7 +1017,7 @@ static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *ifac
 
 static HRESULT STDMETHODCALLTYPE heap_Free_single(IHostMalloc *iface, void *pMem)
 {
-    return free_fast(iface, pMem, impl_from_IHostMalloc(iface)->only);
+    return free_fast(iface, pMem, impl_from_IHostMalloc(iface)->fast_only);
 }
 
 static HRESULT STDMETHODCALLTYPE heap_Free_safe(IHostMalloc *iface, void *pMem)
@@ -1176,6 +1197,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     h->threadsafe = threadsafe;
     if (only) {
         h->only = only;
+        h->fast_only = hm_tracking() ? NULL : only;
         local_publish(h, only);
     }
     h->sites = sites;
@@ -1238,7 +1260,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
     uint32_t live = 0, pending = 0;
     for (uint32_t s = 0; s < c->slots; s++) {
         bool is_live = slot_size_of(c, s) != 0, is_pending = slot_pending(c, s);
-        if ((is_live && s >= c->bump) || (is_pending && !is_live) ||
+        if ((is_live && s >= c->bump) || (is_pending && !is_live) || (!is_live && block_site(c, s) != 0) ||
             (c->cls != LARGE_CLASS && slot_size_of(c, s) > c->slot_size)) {
             snprintf(msg, msglen, "chunk %p: slot %u size %u pending %d, %u handed out", (void *)c, s,
                      slot_size_of(c, s), is_pending, c->bump);
@@ -1247,7 +1269,8 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         live += is_live;
         pending += is_pending;
     }
-    if (pending != c->pending_blocks || (pending != 0) != atomic_load(&c->has_pending)) {
+    if (pending != c->pending_blocks || (pending != 0) != atomic_load(&c->has_pending) ||
+        atomic_load(&c->free_slow) != (pending != 0 || atomic_load(&c->sites) != NULL)) {
         snprintf(msg, msglen, "chunk %p: %u pending blocks, %llu counted", (void *)c, pending,
                  (unsigned long long)c->pending_blocks);
         return -1;
