@@ -617,6 +617,9 @@ typedef struct local_cache_entry {
 /* Initial-exec: a plain %fs-relative load. The default model in a shared library calls __tls_get_addr, which
  * makes the fast paths save registers around it. (128 bytes of static TLS.) */
 static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] __attribute__((tls_model("initial-exec")));
+/* The entry the thread used last, at a fixed address: the fast paths compare and load it without computing an
+ * index. */
+static _Thread_local local_cache_entry local_last __attribute__((tls_model("initial-exec")));
 
 static void thread_exit(void *arg)
 {
@@ -634,6 +637,7 @@ static void thread_exit(void *arg)
     pthread_mutex_unlock(&threads_lock);
     free(t);
     memset(local_cache, 0, sizeof local_cache);
+    memset(&local_last, 0, sizeof local_last);
 }
 
 static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit); }
@@ -702,8 +706,14 @@ static local *local_attach(heap *h, bool create)
 /* This thread's local of h when the thread-local cache has it (always for single-threaded heaps), else NULL. */
 static inline local *local_cached_safe(heap *h)
 {
-    local_cache_entry *e = &local_cache[h->id % LOCAL_CACHE_SIZE];
-    return likely(e->heap_id == h->id) ? e->local : NULL;
+    uint64_t id = h->id;
+    if (likely(local_last.heap_id == id))
+        return local_last.local;
+    local_cache_entry *e = &local_cache[id % LOCAL_CACHE_SIZE];
+    if (e->heap_id != id)
+        return NULL;
+    local_last = *e; /* a thread alternating between heaps pays this copy, not the slow path */
+    return e->local;
 }
 
 static inline local *local_cached(heap *h) { return h->threadsafe ? local_cached_safe(h) : h->only; }
