@@ -46,9 +46,10 @@
  * deterministic. */
 #define SPARE_MIN 16
 #define SPARE_MAX 256
-/* A small chunk's header starts (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at offset 0 every
- * header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they would
- * keep evicting each other. */
+/* A small chunk's header starts 1 + (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at the same offset
+ * every header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they
+ * would keep evicting each other. Never at offset 0, so that Free's ownership test is one comparison
+ * (free_fast). */
 #define CHUNK_COLORS 16
 #define CACHE_LINE 64
 
@@ -147,11 +148,13 @@ static inline uint64_t block_size(chunk *c, uint32_t slot)
     return c->cls == LARGE_CLASS ? c->large_size : slot_size_of(c, slot);
 }
 
-/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most half full). */
+/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most half full). The hash is the
+ * granule number itself: a heap's chunks are mostly neighbours in the address space (the manager places them so),
+ * so they land in distinct entries, each at its home, where Free's fast path looks (and only there). */
 typedef struct chunk_set {
     chunk **slots;
     size_t mask, count;
-    unsigned shift;
+    unsigned bits;
 } chunk_set;
 
 typedef struct thread_locals thread_locals;
@@ -182,7 +185,7 @@ struct heap {
     DWORD type;
     bool threadsafe;
     local *only; /* single-threaded heaps: their one local */
-    local *fast_only; /* the same for the fast paths; NULL while a tool watches, so they need not test that */
+    local *fast_only; /* the same for the fast paths; no_local while a tool watches */
     /* A spin lock, for the rare paths only (new chunks, remote frees, reports); on a line of its own, apart from
      * what every Alloc and Free reads above. */
     _Alignas(CACHE_LINE) atomic_int lock;
@@ -250,14 +253,14 @@ static inline uintptr_t chunk_base(const chunk *c) { return (uintptr_t)c & ~(uin
 
 static inline size_t chunk_set_home(const chunk_set *s, uintptr_t base)
 {
-    return (size_t)(((base >> 16) * 0x9E3779B97F4A7C15ull) >> s->shift);
+    return (size_t)(base >> 16) & s->mask;
 }
 
 static int chunk_set_init(chunk_set *s, unsigned bits)
 {
     s->slots = calloc((size_t)1 << bits, sizeof *s->slots);
     s->mask = ((size_t)1 << bits) - 1;
-    s->shift = 64 - bits;
+    s->bits = bits;
     s->count = 0;
     return s->slots ? 0 : -1;
 }
@@ -277,7 +280,7 @@ static int chunk_set_reserve(chunk_set *s)
     if ((s->count + 1) * 2 <= s->mask + 1)
         return 0;
     chunk_set grown;
-    if (chunk_set_init(&grown, 64 - s->shift + 1) != 0)
+    if (chunk_set_init(&grown, s->bits + 1) != 0)
         return -1;
     for (size_t i = 0; i <= s->mask; i++)
         if (s->slots[i])
@@ -380,7 +383,7 @@ static void chunk_forget_pending(heap *h, chunk *c)
 static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t cls, size_t large_size)
 {
     uint32_t slot_size, slots;
-    size_t color = cls != LARGE_CLASS ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS) * CACHE_LINE : 0;
+    size_t color = cls != LARGE_CLASS ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS + 1) * CACHE_LINE : 0;
     chunk *c = (chunk *)(base + color);
     if (cls != LARGE_CLASS) {
         size_t room = CHUNK_SIZE - color;
@@ -718,6 +721,17 @@ static inline local *local_cached_safe(heap *h)
 
 static inline local *local_cached(heap *h) { return h->threadsafe ? local_cached_safe(h) : h->only; }
 
+/* What the fast paths get for a thread without a cached local (and, for every thread, while a tool watches): no
+ * chunk of any class, an empty chunk set, so that they take their slow path without testing for it. */
+static chunk *const no_chunk_slots[1];
+static local no_local = {.chunks = {(chunk **)no_chunk_slots, 0, 0, 0}};
+
+static inline local *local_fast_safe(heap *h)
+{
+    local *l = local_cached_safe(h);
+    return likely(l != NULL) ? l : &no_local;
+}
+
 static inline local *local_of(heap *h, bool create)
 {
     local *l = local_cached(h);
@@ -865,13 +879,13 @@ static HRESULT __attribute__((noinline)) heap_Alloc_slow(IHostMalloc *iface, SIZ
 }
 
 /* The common case: valid arguments, a small block from the current chunk of its class, l this thread's local
- * (NULL when not known yet, and always while a tool watches). A free slot's site is 0 already. Everything else is a tail call to heap_Alloc_slow with
+ * (no_local when not known yet, and always while a tool watches). A free slot's site is 0 already. Everything else is a tail call to heap_Alloc_slow with
  * the same arguments, so this path saves no registers. */
 static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *iface, SIZE_T size,
                                                                 EMemoryCriticalLevel level, void **ppMem, local *l)
 {
     chunk *c;
-    if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT || !l ||
+    if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT ||
                  !(c = l->partial[class_of_request[(size + 15) >> 4]])))
         return heap_Alloc_slow(iface, size, level, ppMem);
     /* free_list_pop and hand_out, less what the test above ruled out. */
@@ -902,7 +916,7 @@ static HRESULT STDMETHODCALLTYPE heap_Alloc_single(IHostMalloc *iface, SIZE_T cb
 static HRESULT STDMETHODCALLTYPE heap_Alloc_safe(IHostMalloc *iface, SIZE_T cbSize,
                                                  EMemoryCriticalLevel eCriticalLevel, void **ppMem)
 {
-    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, local_cached_safe(impl_from_IHostMalloc(iface)));
+    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, local_fast_safe(impl_from_IHostMalloc(iface)));
 }
 
 static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel,
@@ -1005,15 +1019,16 @@ static HRESULT __attribute__((noinline)) free_finish(heap *h, local *l, chunk *c
     return S_OK;
 }
 
-/* The common case: a live block of this thread's (l: its local; NULL when not known yet, and always while a tool
- * watches), in a chunk without pending blocks or sites. */
+/* The common case: a live block of this thread's (l: its local; no_local when not known yet, and always while a
+ * tool watches), in a chunk at its home in l's set, without pending blocks or sites. */
 static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *iface, void *pMem, local *l)
 {
-    uintptr_t a = (uintptr_t)pMem;
-    chunk *c;
-    if (unlikely(!l || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1))) ||
-                 atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
-        return heap_Free_slow(iface, pMem); /* also Free(NULL): no chunk is based at 0 */
+    uintptr_t a = (uintptr_t)pMem, base = a & ~(uintptr_t)(CHUNK_SIZE - 1);
+    chunk *c = l->chunks.slots[chunk_set_home(&l->chunks, base)];
+    /* c is the chunk based at `base` when it lies in (base, base + 64 KiB): a small chunk's header is never at
+     * offset 0, and a NULL entry fails the test even for base 0. */
+    if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 || atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
+        return heap_Free_slow(iface, pMem); /* also Free(NULL), and a chunk away from its home */
     uint32_t slot, size;
     if (unlikely(!slot_of_block(c, a, &slot) || !(size = atomic_load_explicit(&c->sizes[slot], memory_order_relaxed))))
         return HOST_E_INVALIDOPERATION; /* interior, freed or never handed out */
@@ -1032,7 +1047,7 @@ static HRESULT STDMETHODCALLTYPE heap_Free_single(IHostMalloc *iface, void *pMem
 
 static HRESULT STDMETHODCALLTYPE heap_Free_safe(IHostMalloc *iface, void *pMem)
 {
-    return free_fast(iface, pMem, local_cached_safe(impl_from_IHostMalloc(iface)));
+    return free_fast(iface, pMem, local_fast_safe(impl_from_IHostMalloc(iface)));
 }
 
 /* ---- Leaks --------------------------------------------------------------------------------------------------- */
@@ -1207,7 +1222,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     h->threadsafe = threadsafe;
     if (only) {
         h->only = only;
-        h->fast_only = hm_tracking() ? NULL : only;
+        h->fast_only = hm_tracking() ? &no_local : only;
         local_publish(h, only);
     }
     h->sites = sites;
