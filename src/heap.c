@@ -108,12 +108,11 @@ typedef struct chunk {
      * Alloc need not write it). Set by remote frees (heap lock) and by the owner; cleared by the owner's drain. */
     atomic_bool free_slow;
     atomic_bool has_pending; /* pending bits are set (written under the heap lock) */
-    /* Each slot's requested size (large chunks: 1), 0 while free. Written by the owner only, with plain loads and
-     * stores; read by remote frees and reports, which is why they are atomics (relaxed: no locked instruction). */
-    _Atomic uint16_t *sizes;
     /* Per-slot DebugAlloc site (0 = plain Alloc), malloc'd by the first DebugAlloc that lands here; NULL: all 0.
      * Only the owner writes it; reports read it under the heap lock, which chunk reuse and release take. */
     _Atomic(_Atomic uint32_t *) sites;
+    /* Wide classes only (see marks): the requested sizes of the blocks marked MARK_WIDE. */
+    _Atomic uint16_t *wide_sizes;
     /* The rest. */
     uint64_t magic;
     uint32_t span;         /* slots * slot_size */
@@ -126,8 +125,15 @@ typedef struct chunk {
     uint64_t pending_blocks; /* the pending blocks' count (heap lock) */
     bool spare;            /* among the heap's spares, out of service */
     /* One bit per slot: freed by another thread, not yet back on the free list (set and cleared under the heap
-     * lock). Followed by sizes. */
-    _Atomic uint64_t pending[];
+     * lock). After marks; followed by wide_sizes, if any. */
+    _Atomic uint64_t *pending;
+    /* One byte per slot, right after the header's fields (no pointer to load): 0 while the slot is free, else the
+     * block's requested size as slot_size + 1 - mark, or MARK_WIDE: the size is in wide_sizes (only classes
+     * whose requests can fall 253 bytes or more short of the slot have those). One load tells Free whether the
+     * block is live, and a byte per slot keeps the marks of a chunk's slots on few cache lines. Written by the
+     * owner only, with plain loads and stores; read by remote frees, statistics and reports, which is why they
+     * are atomics (relaxed: no locked instruction). Large chunks: 1 while the block lives (its size: large_size). */
+    _Atomic uint8_t marks[];
 } chunk;
 _Static_assert(offsetof(chunk, magic) == CACHE_LINE, "the fast paths' fields fill the chunk's first cache line");
 
@@ -136,10 +142,34 @@ static inline bool slot_pending(chunk *c, uint32_t slot)
     return (atomic_load_explicit(&c->pending[slot >> 6], memory_order_relaxed) >> (slot & 63)) & 1;
 }
 
-/* The slot's requested size, 0 when it is free. Acquire: a reader that sees a block also sees its site. */
+#define MARK_WIDE 255u
+
+/* The slot's requested size, 0 when it is free (large chunks: not the size, see block_size). Acquire: a reader
+ * that sees a block also sees its size and site. */
 static inline uint32_t slot_size_of(chunk *c, uint32_t slot)
 {
-    return atomic_load_explicit(&c->sizes[slot], memory_order_acquire);
+    uint32_t mark = atomic_load_explicit(&c->marks[slot], memory_order_acquire);
+    if (mark == 0)
+        return 0;
+    if (mark == MARK_WIDE)
+        return atomic_load_explicit(&c->wide_sizes[slot], memory_order_relaxed);
+    return c->slot_size + 1 - mark;
+}
+
+/* Marks small chunk c's slot live with a block of `size` bytes. By the owner. */
+static inline void slot_set(chunk *c, uint32_t slot, uint32_t size)
+{
+    uint32_t mark = c->slot_size + 1 - size;
+    if (unlikely(mark >= MARK_WIDE)) {
+        atomic_store_explicit(&c->wide_sizes[slot], (uint16_t)size, memory_order_relaxed);
+        mark = MARK_WIDE;
+    }
+    atomic_store_explicit(&c->marks[slot], (uint8_t)mark, memory_order_release);
+}
+
+static inline void slot_clear(chunk *c, uint32_t slot)
+{
+    atomic_store_explicit(&c->marks[slot], 0, memory_order_relaxed);
 }
 
 /* Size of the live block in slot. */
@@ -323,9 +353,19 @@ static void chunk_set_remove(chunk_set *s, chunk *c)
 
 /* ---- Chunks --------------------------------------------------------------------------------------------- */
 
-static size_t chunk_header_size(uint32_t slots)
+/* Whether some request of small class cls leaves MARK_WIDE - 1 bytes or more of its slot unused. */
+static bool class_is_wide(uint32_t cls)
 {
-    return (sizeof(chunk) + (slots + 63) / 64 * sizeof(uint64_t) + slots * sizeof(uint16_t) + 15) & ~(size_t)15;
+    uint32_t least = cls ? class_size[cls - 1] + 1 : 1;
+    return class_size[cls] + 1 - least >= MARK_WIDE;
+}
+
+static size_t marks_end(uint32_t slots) { return (sizeof(chunk) + slots + 7) & ~(size_t)7; }
+
+static size_t chunk_header_size(uint32_t slots, bool wide)
+{
+    size_t end = marks_end(slots) + (slots + 63) / 64 * sizeof(uint64_t) + (wide ? slots * sizeof(uint16_t) : 0);
+    return (end + 15) & ~(size_t)15;
 }
 
 /* A chunk off its class's list goes back on it when this many slots are live: one eighth of its slots free. */
@@ -383,19 +423,20 @@ static void chunk_forget_pending(heap *h, chunk *c)
 static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t cls, size_t large_size)
 {
     uint32_t slot_size, slots;
+    bool wide = cls != LARGE_CLASS && class_is_wide(cls);
     size_t color = cls != LARGE_CLASS ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS + 1) * CACHE_LINE : 0;
     chunk *c = (chunk *)(base + color);
     if (cls != LARGE_CLASS) {
         size_t room = CHUNK_SIZE - color;
         slot_size = class_size[cls];
         slots = (uint32_t)((room - sizeof(chunk)) / slot_size);
-        while (chunk_header_size(slots) + (size_t)slots * slot_size > room)
+        while (chunk_header_size(slots, wide) + (size_t)slots * slot_size > room)
             slots--;
     } else {
         slot_size = (uint32_t)CHUNK_SIZE;
         slots = 1;
     }
-    size_t header = chunk_header_size(slots);
+    size_t header = chunk_header_size(slots, wide);
     hm_track_unpoison(c, header);
     hm_track_defined(c, header);
     free(atomic_load_explicit(&c->sites, memory_order_relaxed));
@@ -415,7 +456,8 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     c->slots = slots;
     c->span = slots * slot_size;
     c->free_head = NO_SLOT;
-    c->sizes = (_Atomic uint16_t *)(c->pending + (slots + 63) / 64);
+    c->pending = (_Atomic uint64_t *)((char *)c + marks_end(slots));
+    c->wide_sizes = wide ? (_Atomic uint16_t *)(c->pending + (slots + 63) / 64) : NULL;
     c->first_slot = (char *)c + header;
     /* The colour's gap and the slots are nobody's until handed out. */
     hm_track_poison(base, color);
@@ -577,7 +619,7 @@ static void local_drain(heap *h, local *l)
                     continue;
                 if (sites)
                     atomic_store_explicit(&sites[slot], 0, memory_order_relaxed);
-                atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+                slot_clear(c, slot);
                 c->live--;
                 free_list_push(c, slot);
             }
@@ -790,7 +832,7 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
 {
     if (site_id || atomic_load_explicit(&c->sites, memory_order_relaxed))
         site_record(c, slot, site_id);
-    atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
+    slot_set(c, slot, (uint32_t)request);
     if (++c->live == c->slots && c->in_partial)
         partial_remove(l, c); /* full: the next Alloc of this class goes straight to the next chunk */
     void *p = block_at(c, slot);
@@ -803,7 +845,7 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
  * their bookkeeping is under the heap lock (they cost a call to the source anyway). */
 static HRESULT allocate_large(heap *h, size_t request, EMemoryCriticalLevel level, uint32_t site_id, void **ppMem)
 {
-    size_t bytes = (chunk_header_size(1) + request + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
+    size_t bytes = (chunk_header_size(1, false) + request + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
     void *mem = NULL;
     heap_lock(h);
     HRESULT hr = chunk_set_reserve(&h->all) != 0 ? E_OUTOFMEMORY : h->source.alloc(h->source.ctx, bytes, level, &mem);
@@ -814,7 +856,7 @@ static HRESULT allocate_large(heap *h, size_t request, EMemoryCriticalLevel leve
     chunk *c = chunk_format(h, NULL, mem, bytes, LARGE_CLASS, request);
     if (site_id)
         site_record(c, 0, site_id);
-    atomic_store_explicit(&c->sizes[0], 1, memory_order_release); /* live (the size is large_size) */
+    atomic_store_explicit(&c->marks[0], 1, memory_order_release); /* live (the size is large_size) */
     c->bump = c->live = 1;
     pthread_mutex_lock(&h->chunks_lock);
     chunk_set_put(&h->all, c);
@@ -901,7 +943,7 @@ static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *ifa
         c->bump = slot + 1;
         p = block_at(c, slot);
     }
-    atomic_store_explicit(&c->sizes[slot], (uint16_t)size, memory_order_release);
+    slot_set(c, slot, (uint32_t)size);
     c->live++;
     *ppMem = p;
     return S_OK;
@@ -976,7 +1018,7 @@ static inline bool live_slot(chunk *c, uintptr_t p, uint32_t *slot, uint32_t *si
 {
     if (unlikely(!slot_of_block(c, p, slot)))
         return false;
-    *size = atomic_load_explicit(&c->sizes[*slot], memory_order_relaxed);
+    *size = slot_size_of(c, *slot);
     /* 0: freed already, or never handed out. Pending: freed already, by another thread. */
     return *size != 0 && !(atomic_load_explicit(&c->has_pending, memory_order_relaxed) && slot_pending(c, *slot));
 }
@@ -1000,7 +1042,7 @@ static HRESULT __attribute__((noinline)) heap_Free_slow(IHostMalloc *iface, void
     _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_relaxed);
     if (sites)
         atomic_store_explicit(&sites[slot], 0, memory_order_relaxed); /* a free slot's site is 0 */
-    atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+    slot_clear(c, slot);
     free_list_push(c, slot);
     if (!c->in_partial)
         partial_push(l, c);
@@ -1029,10 +1071,10 @@ static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *ifac
      * offset 0, and a NULL entry fails the test even for base 0. */
     if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 || atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
         return heap_Free_slow(iface, pMem); /* also Free(NULL), and a chunk away from its home */
-    uint32_t slot, size;
-    if (unlikely(!slot_of_block(c, a, &slot) || !(size = atomic_load_explicit(&c->sizes[slot], memory_order_relaxed))))
+    uint32_t slot;
+    if (unlikely(!slot_of_block(c, a, &slot) || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))
         return HOST_E_INVALIDOPERATION; /* interior, freed or never handed out */
-    atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+    slot_clear(c, slot);
     memcpy(pMem, &c->free_head, sizeof(uint32_t));
     c->free_head = slot;
     if (unlikely(--c->live == c->relist_at))
@@ -1248,7 +1290,7 @@ void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
         chunk *c = all->slots[i];
         for (uint32_t slot = 0; c && slot < c->slots; slot++) {
             /* Relaxed reads of what the owners write as they go: each block is seen live or free. */
-            uint32_t size = atomic_load_explicit(&c->sizes[slot], memory_order_relaxed);
+            uint32_t size = slot_size_of(c, slot);
             if (size && !slot_pending(c, slot)) {
                 n++;
                 total += c->cls == LARGE_CLASS ? c->large_size : size;
