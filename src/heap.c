@@ -46,11 +46,6 @@
  * deterministic. */
 #define SPARE_MIN 16
 #define SPARE_MAX 256
-/* A small chunk's header starts 1 + (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at the same offset
- * every header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they
- * would keep evicting each other. Never at offset 0, so that Free's ownership test is one comparison
- * (free_fast). */
-#define CHUNK_COLORS 16
 #define CACHE_LINE 64
 
 #define likely(x) __builtin_expect(!!(x), 1)
@@ -93,7 +88,7 @@ typedef struct chunk {
     uint32_t slot_size;    /* large chunks: CHUNK_SIZE, so only offset 0 is a block start */
     /* slot_size is odd * 2^slot_shift; slot_inv is the inverse of odd modulo 2^32: see slot_of_block. */
     uint32_t slot_inv;
-    uint32_t slots;
+    uint32_t slots;        /* slot numbers: those of the header's slots (reserved) included */
     uint32_t live;         /* slots with a block (pending ones included) */
     /* Free calls free_finish when live drops to this: 0 while the chunk is on its class's list (it emptied), else
      * relist_level(c) (it has room enough to go back on the list: not at its first free slot, which would make
@@ -116,6 +111,8 @@ typedef struct chunk {
     /* The rest. */
     uint64_t magic;
     uint32_t span;         /* slots * slot_size */
+    uint32_t capacity;     /* slots less the reserved ones */
+    uint32_t reserved_lo, reserved_hi; /* the slots the header covers: never handed out (bump skips them) */
     heap *heap;
     local *owner;          /* the local that hands out and frees its blocks; NULL for large chunks (the heap's) */
     struct chunk *next_partial, *prev_partial; /* next_partial also links the heap's spare chunks */
@@ -371,8 +368,8 @@ static size_t chunk_header_size(uint32_t slots, bool wide)
 /* A chunk off its class's list goes back on it when this many slots are live: one eighth of its slots free. */
 static inline uint32_t relist_level(const chunk *c)
 {
-    uint32_t room = c->slots / 8;
-    return c->slots - (room ? room : 1);
+    uint32_t room = c->capacity / 8;
+    return c->capacity - (room ? room : 1);
 }
 
 static void partial_push(local *l, chunk *c)
@@ -422,24 +419,33 @@ static void chunk_forget_pending(heap *h, chunk *c)
  * returns its header. Heap lock held: remote frees may read the fields of a spare being reused. */
 static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t cls, size_t large_size)
 {
-    uint32_t slot_size, slots;
+    uint32_t slot_size, slots, reserved_lo, reserved_hi;
     bool wide = cls != LARGE_CLASS && class_is_wide(cls);
-    size_t color = cls != LARGE_CLASS ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS + 1) * CACHE_LINE : 0;
-    chunk *c = (chunk *)(base + color);
+    size_t header, offset;
     if (cls != LARGE_CLASS) {
-        size_t room = CHUNK_SIZE - color;
+        /* Slots from offset 0 to the end; the header takes the place of a few of them, somewhere in the chunk
+         * (chosen by the chunk's address): at one offset for all, the headers and marks of every chunk would fall
+         * into the same few cache sets (a 64 KiB stride), and evict each other. Never at offset 0, so that Free's
+         * ownership test is one comparison (free_fast); at a multiple of 64 when the slot size allows. */
         slot_size = class_size[cls];
-        slots = (uint32_t)((room - sizeof(chunk)) / slot_size);
-        while (chunk_header_size(slots, wide) + (size_t)slots * slot_size > room)
-            slots--;
+        slots = (uint32_t)(CHUNK_SIZE / slot_size);
+        header = chunk_header_size(slots, wide);
+        uint32_t reserved = (uint32_t)((header + slot_size - 1) / slot_size);
+        uint32_t align = slot_size % 64 == 0 ? 1 : slot_size % 32 == 0 ? 2 : 4; /* slots per 64-byte multiple */
+        uint32_t choices = (slots - reserved) / align, granule = (uint32_t)((uintptr_t)base / CHUNK_SIZE);
+        reserved_lo = choices ? align * (1 + ((granule * 2654435761u) >> 8) % choices) : 1;
+        reserved_hi = reserved_lo + reserved;
+        offset = (size_t)reserved_lo * slot_size;
     } else {
         slot_size = (uint32_t)CHUNK_SIZE;
         slots = 1;
+        header = chunk_header_size(slots, wide);
+        reserved_lo = reserved_hi = 1;
+        offset = 0;
     }
-    size_t header = chunk_header_size(slots, wide);
+    chunk *c = (chunk *)(base + offset);
     hm_track_unpoison(c, header);
     hm_track_defined(c, header);
-    free(atomic_load_explicit(&c->sites, memory_order_relaxed));
     memset(c, 0, header);
     c->magic = CHUNK_MAGIC;
     c->heap = h;
@@ -455,15 +461,18 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     c->slot_inv = inv;
     c->slots = slots;
     c->span = slots * slot_size;
+    c->capacity = slots - (reserved_hi - reserved_lo);
+    c->reserved_lo = reserved_lo;
+    c->reserved_hi = reserved_hi;
     c->free_head = NO_SLOT;
     c->pending = (_Atomic uint64_t *)((char *)c + marks_end(slots));
     c->wide_sizes = wide ? (_Atomic uint16_t *)(c->pending + (slots + 63) / 64) : NULL;
-    c->first_slot = (char *)c + header;
-    /* The colour's gap and the slots are nobody's until handed out. */
-    hm_track_poison(base, color);
-    hm_track_noaccess(base, color);
-    hm_track_poison(c->first_slot, bytes - color - header);
-    hm_track_noaccess(c->first_slot, bytes - color - header);
+    c->first_slot = cls != LARGE_CLASS ? base : (char *)c + header;
+    /* Around the header, the slots are nobody's until handed out. */
+    hm_track_poison(base, offset);
+    hm_track_noaccess(base, offset);
+    hm_track_poison((char *)c + header, bytes - offset - header);
+    hm_track_noaccess((char *)c + header, bytes - offset - header);
     return c;
 }
 
@@ -479,7 +488,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
         h->spares = c->next_partial;
         h->spare_count--;
         pthread_mutex_lock(&h->chunks_lock);
-        c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0); /* same colour, same header address */
+        chunk_set_remove(&h->all, c); /* its header moves with its class */
+        c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0);
+        chunk_set_put(&h->all, c);
         pthread_mutex_unlock(&h->chunks_lock);
     } else {
         if (chunk_set_reserve(&h->all) != 0) {
@@ -529,6 +540,8 @@ static void chunk_retire_locked(heap *h, local *l, chunk *c)
     h->chunks_in_use--;
     size_t keep = h->peak_chunks_in_use / 2;
     if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep)) {
+        free(atomic_load_explicit(&c->sites, memory_order_relaxed)); /* a spare has no blocks, so no sites */
+        atomic_store_explicit(&c->sites, NULL, memory_order_relaxed);
         c->next_partial = h->spares;
         c->spare = true;
         h->spares = c;
@@ -583,12 +596,20 @@ static void __attribute__((noinline)) free_list_next_tracked(chunk *c, char *blo
     hm_track_noaccess(block, sizeof(uint32_t));
 }
 
+/* Takes the next never used slot of c (bump < slots). */
+static inline uint32_t bump_take(chunk *c)
+{
+    uint32_t slot = c->bump, next = slot + 1;
+    c->bump = next == c->reserved_lo ? c->reserved_hi : next; /* over the header's slots */
+    return slot;
+}
+
 /* The next slot to hand out of c, which has room. */
 static inline uint32_t free_list_pop(chunk *c)
 {
     uint32_t slot = c->free_head;
     if (slot == NO_SLOT)
-        return c->bump++;
+        return bump_take(c);
     if (hm_tracking())
         free_list_next_tracked(c, block_at(c, slot));
     else
@@ -624,7 +645,7 @@ static void local_drain(heap *h, local *l)
                 free_list_push(c, slot);
             }
         }
-        if (!c->in_partial && c->live < c->slots)
+        if (!c->in_partial && c->live < c->capacity)
             partial_push(l, c);
         if (c->live == 0)
             chunk_emptied(h, l, c, true);
@@ -833,7 +854,7 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
     if (site_id || atomic_load_explicit(&c->sites, memory_order_relaxed))
         site_record(c, slot, site_id);
     slot_set(c, slot, (uint32_t)request);
-    if (++c->live == c->slots && c->in_partial)
+    if (++c->live == c->capacity && c->in_partial)
         partial_remove(l, c); /* full: the next Alloc of this class goes straight to the next chunk */
     void *p = block_at(c, slot);
     hm_track_unpoison(p, request);
@@ -937,10 +958,9 @@ static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *ifa
         p = block_at(c, slot);
         memcpy(&c->free_head, p, sizeof(uint32_t));
     } else {
-        slot = c->bump;
-        if (unlikely(slot == c->slots))
+        if (unlikely(c->bump == c->slots))
             return heap_Alloc_slow(iface, size, level, ppMem); /* full: off the list, on to the next chunk */
-        c->bump = slot + 1;
+        slot = bump_take(c);
         p = block_at(c, slot);
     }
     slot_set(c, slot, (uint32_t)size);
@@ -1318,7 +1338,9 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         snprintf(msg, msglen, "chunk %p: bad magic, heap or owner, or a spare in use", (void *)c);
         return -1;
     }
-    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->slots ||
+    uint32_t reserved = c->reserved_hi - c->reserved_lo, handed = c->bump - (c->bump >= c->reserved_hi ? reserved : 0);
+    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->capacity ||
+        c->capacity != c->slots - reserved || (c->bump > c->reserved_lo && c->bump < c->reserved_hi) ||
         (c->cls != LARGE_CLASS && !c->spare &&
          (c->in_partial ? c->relist_at != 0 : c->relist_at != relist_level(c) || c->live <= c->relist_at))) {
         snprintf(msg, msglen, "chunk %p: bad geometry", (void *)c);
@@ -1327,7 +1349,8 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
     uint32_t live = 0, pending = 0;
     for (uint32_t s = 0; s < c->slots; s++) {
         bool is_live = slot_size_of(c, s) != 0, is_pending = slot_pending(c, s);
-        if ((is_live && s >= c->bump) || (is_pending && !is_live) || (!is_live && block_site(c, s) != 0) ||
+        if ((is_live && (s >= c->bump || (s >= c->reserved_lo && s < c->reserved_hi))) || (is_pending && !is_live) ||
+            (!is_live && block_site(c, s) != 0) ||
             (c->cls != LARGE_CLASS && slot_size_of(c, s) > c->slot_size)) {
             snprintf(msg, msglen, "chunk %p: slot %u size %u pending %d, %u handed out", (void *)c, s,
                      slot_size_of(c, s), is_pending, c->bump);
@@ -1344,7 +1367,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
     }
     uint32_t listed = 0;
     for (uint32_t s = c->free_head; s != NO_SLOT; listed++) {
-        if (s >= c->bump || slot_size_of(c, s) || listed > c->slots) {
+        if (s >= c->bump || (s >= c->reserved_lo && s < c->reserved_hi) || slot_size_of(c, s) || listed > c->slots) {
             snprintf(msg, msglen, "chunk %p: free list holds slot %u, live, repeated or out of range", (void *)c, s);
             return -1;
         }
@@ -1355,7 +1378,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         hm_track_poison(block, sizeof s);
         hm_track_noaccess(block, sizeof s);
     }
-    if (live != c->live || (c->cls != LARGE_CLASS && listed + live != c->bump)) {
+    if (live != c->live || (c->cls != LARGE_CLASS && listed + live != handed)) {
         snprintf(msg, msglen, "chunk %p: %u live slots, %u counted, %u listed free, %u handed out", (void *)c, live,
                  c->live, listed, c->bump);
         return -1;
