@@ -1,27 +1,35 @@
 /* Host heaps (IHostMalloc): see heap.h.
  *
  * Small blocks (up to 32 KiB) come from 64 KiB chunks that each serve one size class; larger blocks get a chunk of
- * their own. The bookkeeping lives in the chunk header, out of the user's reach: each slot's requested size, 0
- * while the slot is free (one 16-bit load tells Free both whether the block is live and how big it is), and, once a
- * DebugAlloc lands in the chunk, each slot's allocation site. Free slots are handed out most recently freed first,
- * through a list threaded through the free blocks, so a new block is usually still in the cache. Free masks the
- * pointer down to its 64 KiB granule and looks that base up in a hash set of the heap's own chunks before touching
- * anything, then checks the pointer is a block start and that its slot is live: foreign pointers, interior
- * pointers and double frees are refused, changing nothing.
+ * their own. The bookkeeping lives in the chunk header, out of the user's reach. A small chunk's header takes the
+ * place of a few of its slots, at an offset that depends on the chunk's address, so that the headers of many
+ * chunks do not all fall into the same cache sets. It holds a byte per slot (its mark): 0 while the slot is free,
+ * else the block's requested size relative to the slot size (one byte load tells Free whether the block is live;
+ * classes whose requests can fall 253 bytes or more short of the slot keep those sizes in a 16-bit side array),
+ * and, once a DebugAlloc lands in the chunk, each slot's allocation site. Free slots are handed out most recently
+ * freed first, through a list threaded through the free blocks, so a new block is usually still in the cache. Free
+ * masks the pointer down to its 64 KiB granule and looks that base up in a hash set of the thread's own chunks
+ * before touching anything (hashed by granule number: neighbouring chunks sit at their home entries, where the
+ * fast path looks), then checks the pointer is a block start (one multiplication) and that its slot is live:
+ * foreign pointers, interior pointers and double frees are refused, changing nothing. No counters are kept on the
+ * way: statistics count the live blocks by walking the chunks (hm_heap_usage).
  *
  * Threads. A heap's chunks are divided among "locals": a single-threaded heap has one; a thread-safe heap gives
- * each thread that uses it a local of its own (found through a small thread-local cache keyed by heap id), so
- * Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread writes
- * a chunk's sizes, free list and counters. Free of a block another local owns (a "remote" free) takes the heap
- * lock, validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap;
- * the owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new
- * chunk. A pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals
- * are abandoned and the next thread that starts using the heap adopts one of them, chunks and all. Large blocks
- * belong to the heap, not to a local: any thread frees them at once, under the heap lock. Emptied chunks are kept
- * as spares for any thread and size class (SPARE_MIN).
+ * each thread that uses it a local of its own (found through a small initial-exec thread-local cache keyed by heap
+ * id), so Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread
+ * writes a chunk's marks and free list. Free of a block another local owns (a "remote" free) takes the heap lock,
+ * validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap; the
+ * owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new chunk. A
+ * pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals are
+ * abandoned and the next thread that starts using the heap adopts one of them, chunks and all. Large blocks belong
+ * to the heap, not to a local: any thread frees them at once, under the heap lock. Emptied chunks are kept as
+ * spares for any thread and size class (SPARE_MIN). A chunk that filled up leaves its class's list and comes back
+ * when an eighth of it is free again, so the class's Allocs do not switch chunks at every Free.
  *
- * Alloc and Free have a fast path each, inline and without calls (a call would make every Alloc save registers),
- * for the common case, and a slow path for everything else. */
+ * Alloc and Free have a fast path each, inline and without calls, for the common case; everything else (first use
+ * by a thread, a full chunk, a chunk with pending blocks or sites, a tool watching, bad arguments) is a tail call to
+ * a slow path with the same arguments, so the fast paths save no registers. There is one vtable for
+ * single-threaded heaps and one for thread-safe ones, so the fast paths find the local without a test. */
 #include "heap.h"
 #include "com.h"
 
