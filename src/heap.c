@@ -799,8 +799,10 @@ static local no_local = {.chunks = {(chunk **)no_chunk_slots, 0, 0, 0}};
 
 static inline local *local_fast_safe(heap *h)
 {
+    if (likely(local_last.heap_id == h->id))
+        return local_last.local; /* never NULL: ids start at 1, and an entry is only ever set to a local */
     local *l = local_cached_safe(h);
-    return likely(l != NULL) ? l : &no_local;
+    return l ? l : &no_local;
 }
 
 static inline local *local_of(heap *h, bool create)
