@@ -183,9 +183,10 @@ static inline uint64_t block_size(chunk *c, uint32_t slot)
     return c->cls == LARGE_CLASS ? c->large_size : slot_size_of(c, slot);
 }
 
-/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most half full). The hash is the
- * granule number itself: a heap's chunks are mostly neighbours in the address space (the manager places them so),
- * so they land in distinct entries, each at its home, where Free's fast path looks (and only there). */
+/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most a quarter full). The hash is
+ * the granule number itself: a heap's chunks are mostly neighbours in the address space (the manager places them
+ * so), so they land in distinct entries, each at its home, where Free's fast path looks (and only there). A quarter
+ * full: the chunks of a thread that shares the address space with up to three others still find their homes. */
 typedef struct chunk_set {
     chunk **slots;
     size_t mask, count;
@@ -309,10 +310,10 @@ static void chunk_set_put(chunk_set *s, chunk *c)
     s->count++;
 }
 
-/* Makes room for one more chunk (keeping the set at most half full); -1 when memory is short. */
+/* Makes room for one more chunk (keeping the set at most a quarter full); -1 when memory is short. */
 static int chunk_set_reserve(chunk_set *s)
 {
-    if ((s->count + 1) * 2 <= s->mask + 1)
+    if ((s->count + 1) * 4 <= s->mask + 1)
         return 0;
     chunk_set grown;
     if (chunk_set_init(&grown, s->bits + 1) != 0)
