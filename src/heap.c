@@ -1,27 +1,35 @@
 /* Host heaps (IHostMalloc): see heap.h.
  *
  * Small blocks (up to 32 KiB) come from 64 KiB chunks that each serve one size class; larger blocks get a chunk of
- * their own. The bookkeeping lives in the chunk header, out of the user's reach: each slot's requested size, 0
- * while the slot is free (one 16-bit load tells Free both whether the block is live and how big it is), and, once a
- * DebugAlloc lands in the chunk, each slot's allocation site. Free slots are handed out most recently freed first,
- * through a list threaded through the free blocks, so a new block is usually still in the cache. Free masks the
- * pointer down to its 64 KiB granule and looks that base up in a hash set of the heap's own chunks before touching
- * anything, then checks the pointer is a block start and that its slot is live: foreign pointers, interior
- * pointers and double frees are refused, changing nothing.
+ * their own. The bookkeeping lives in the chunk header, out of the user's reach. A small chunk's header takes the
+ * place of a few of its slots, at an offset that depends on the chunk's address, so that the headers of many
+ * chunks do not all fall into the same cache sets. It holds a byte per slot (its mark): 0 while the slot is free,
+ * else the block's requested size relative to the slot size (one byte load tells Free whether the block is live;
+ * classes whose requests can fall 253 bytes or more short of the slot keep those sizes in a 16-bit side array),
+ * and, once a DebugAlloc lands in the chunk, each slot's allocation site. Free slots are handed out most recently
+ * freed first, through a list threaded through the free blocks, so a new block is usually still in the cache. Free
+ * masks the pointer down to its 64 KiB granule and looks that base up in a hash set of the thread's own chunks
+ * before touching anything (hashed by granule number: neighbouring chunks sit at their home entries, where the
+ * fast path looks), then checks the pointer is a block start (one multiplication) and that its slot is live:
+ * foreign pointers, interior pointers and double frees are refused, changing nothing. No counters are kept on the
+ * way: statistics count the live blocks by walking the chunks (hm_heap_usage).
  *
  * Threads. A heap's chunks are divided among "locals": a single-threaded heap has one; a thread-safe heap gives
- * each thread that uses it a local of its own (found through a small thread-local cache keyed by heap id), so
- * Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread writes
- * a chunk's sizes, free list and counters. Free of a block another local owns (a "remote" free) takes the heap
- * lock, validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap;
- * the owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new
- * chunk. A pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals
- * are abandoned and the next thread that starts using the heap adopts one of them, chunks and all. Large blocks
- * belong to the heap, not to a local: any thread frees them at once, under the heap lock. Emptied chunks are kept
- * as spares for any thread and size class (SPARE_MIN).
+ * each thread that uses it a local of its own (found through a small initial-exec thread-local cache keyed by heap
+ * id), so Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread
+ * writes a chunk's marks and free list. Free of a block another local owns (a "remote" free) takes the heap lock,
+ * validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap; the
+ * owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new chunk. A
+ * pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals are
+ * abandoned and the next thread that starts using the heap adopts one of them, chunks and all. Large blocks belong
+ * to the heap, not to a local: any thread frees them at once, under the heap lock. Emptied chunks are kept as
+ * spares for any thread and size class (SPARE_MIN). A chunk that filled up leaves its class's list and comes back
+ * when an eighth of it is free again, so the class's Allocs do not switch chunks at every Free.
  *
- * Alloc and Free have a fast path each, inline and without calls (a call would make every Alloc save registers),
- * for the common case, and a slow path for everything else. */
+ * Alloc and Free have a fast path each, inline and without calls, for the common case; everything else (first use
+ * by a thread, a full chunk, a chunk with pending blocks or sites, a tool watching, bad arguments) is a tail call to
+ * a slow path with the same arguments, so the fast paths save no registers. There is one vtable for
+ * single-threaded heaps and one for thread-safe ones, so the fast paths find the local without a test. */
 #include "heap.h"
 #include "com.h"
 
@@ -37,7 +45,7 @@
 #define CHUNK_SIZE ((size_t)64 << 10)
 #define SMALL_LIMIT ((size_t)32 << 10)
 #define CHUNK_MAGIC 0x4B4E484348504548ull /* "HEPHCHNK" */
-#define LARGE_CLASS UINT32_MAX
+#define LARGE_CLASS 0xFFFFu
 #define NO_SLOT UINT32_MAX
 #define MAX_REQUEST ((size_t)1 << 40)
 #define LOCAL_CACHE_SIZE 8 /* heaps a thread can alternate between without taking the slow path */
@@ -46,10 +54,6 @@
  * deterministic. */
 #define SPARE_MIN 16
 #define SPARE_MAX 256
-/* A small chunk's header starts (base / 64 KiB) % CHUNK_COLORS cache lines into the chunk: at offset 0 every
- * header would fall into the same few cache sets (64 KiB apart), and with a few dozen chunks in use they would
- * keep evicting each other. */
-#define CHUNK_COLORS 16
 #define CACHE_LINE 64
 
 #define likely(x) __builtin_expect(!!(x), 1)
@@ -90,34 +94,51 @@ typedef struct chunk {
     /* The first cache line holds everything the fast paths read. */
     char *first_slot;
     uint32_t slot_size;    /* large chunks: CHUNK_SIZE, so only offset 0 is a block start */
-    uint32_t slot_recip;   /* ceil(2^32 / slot_size): slot = offset * slot_recip >> 32, exact for offsets < 64 KiB */
-    uint32_t span;         /* slots * slot_size: offsets past it are no block */
-    uint32_t cls;          /* size class, or LARGE_CLASS */
-    uint32_t slots;
+    /* slot_size is odd * 2^slot_shift; slot_inv is the inverse of odd modulo 2^32: see slot_of_block. */
+    uint32_t slot_inv;
+    uint32_t slots;        /* slot numbers: those of the header's slots (reserved) included */
     uint32_t live;         /* slots with a block (pending ones included) */
+    /* Free calls free_finish when live drops to this: 0 while the chunk is on its class's list (it emptied), else
+     * relist_level(c) (it has room enough to go back on the list: not at its first free slot, which would make
+     * every Alloc of the class switch chunks). */
+    uint32_t relist_at;
     uint32_t free_head;    /* the most recently freed slot; each free slot's first 4 bytes name the next */
     uint32_t bump;         /* slots ever handed out: those past it are free and on no list */
+    uint16_t cls;          /* size class, or LARGE_CLASS */
     bool in_partial;
+    uint8_t slot_shift;
+    /* Free takes its slow path: the chunk has pending blocks or a site array (whose entry Free clears, so that
+     * Alloc need not write it). Set by remote frees (heap lock) and by the owner; cleared by the owner's drain. */
+    atomic_bool free_slow;
     atomic_bool has_pending; /* pending bits are set (written under the heap lock) */
-    /* Each slot's requested size (large chunks: 1), 0 while free. Written by the owner only, with plain loads and
-     * stores; read by remote frees and reports, which is why they are atomics (relaxed: no locked instruction). */
-    _Atomic uint16_t *sizes;
     /* Per-slot DebugAlloc site (0 = plain Alloc), malloc'd by the first DebugAlloc that lands here; NULL: all 0.
      * Only the owner writes it; reports read it under the heap lock, which chunk reuse and release take. */
     _Atomic(_Atomic uint32_t *) sites;
+    /* Wide classes only (see marks): the requested sizes of the blocks marked MARK_WIDE. */
+    _Atomic uint16_t *wide_sizes;
     /* The rest. */
     uint64_t magic;
+    uint32_t span;         /* slots * slot_size */
+    uint32_t capacity;     /* slots less the reserved ones */
+    uint32_t reserved_lo, reserved_hi; /* the slots the header covers: never handed out (bump skips them) */
     heap *heap;
     local *owner;          /* the local that hands out and frees its blocks; NULL for large chunks (the heap's) */
     struct chunk *next_partial, *prev_partial; /* next_partial also links the heap's spare chunks */
     struct chunk *next_pending; /* the owner's list of chunks with pending blocks (heap lock) */
     size_t bytes;          /* the chunk's size as the source gave it */
     size_t large_size;     /* large chunks: the requested size */
-    uint64_t pending_blocks, pending_bytes; /* the pending blocks' count and sizes (heap lock) */
+    uint64_t pending_blocks; /* the pending blocks' count (heap lock) */
     bool spare;            /* among the heap's spares, out of service */
     /* One bit per slot: freed by another thread, not yet back on the free list (set and cleared under the heap
-     * lock). Followed by sizes. */
-    _Atomic uint64_t pending[];
+     * lock). After marks; followed by wide_sizes, if any. */
+    _Atomic uint64_t *pending;
+    /* One byte per slot, right after the header's fields (no pointer to load): 0 while the slot is free, else the
+     * block's requested size as slot_size + 1 - mark, or MARK_WIDE: the size is in wide_sizes (only classes
+     * whose requests can fall 253 bytes or more short of the slot have those). One load tells Free whether the
+     * block is live, and a byte per slot keeps the marks of a chunk's slots on few cache lines. Written by the
+     * owner only, with plain loads and stores; read by remote frees, statistics and reports, which is why they
+     * are atomics (relaxed: no locked instruction). Large chunks: 1 while the block lives (its size: large_size). */
+    _Atomic uint8_t marks[];
 } chunk;
 _Static_assert(offsetof(chunk, magic) == CACHE_LINE, "the fast paths' fields fill the chunk's first cache line");
 
@@ -126,10 +147,34 @@ static inline bool slot_pending(chunk *c, uint32_t slot)
     return (atomic_load_explicit(&c->pending[slot >> 6], memory_order_relaxed) >> (slot & 63)) & 1;
 }
 
-/* The slot's requested size, 0 when it is free. Acquire: a reader that sees a block also sees its site. */
+#define MARK_WIDE 255u
+
+/* The slot's requested size, 0 when it is free (large chunks: not the size, see block_size). Acquire: a reader
+ * that sees a block also sees its size and site. */
 static inline uint32_t slot_size_of(chunk *c, uint32_t slot)
 {
-    return atomic_load_explicit(&c->sizes[slot], memory_order_acquire);
+    uint32_t mark = atomic_load_explicit(&c->marks[slot], memory_order_acquire);
+    if (mark == 0)
+        return 0;
+    if (mark == MARK_WIDE)
+        return atomic_load_explicit(&c->wide_sizes[slot], memory_order_relaxed);
+    return c->slot_size + 1 - mark;
+}
+
+/* Marks small chunk c's slot live with a block of `size` bytes. By the owner. */
+static inline void slot_set(chunk *c, uint32_t slot, uint32_t size)
+{
+    uint32_t mark = c->slot_size + 1 - size;
+    if (unlikely(mark >= MARK_WIDE)) {
+        atomic_store_explicit(&c->wide_sizes[slot], (uint16_t)size, memory_order_relaxed);
+        mark = MARK_WIDE;
+    }
+    atomic_store_explicit(&c->marks[slot], (uint8_t)mark, memory_order_release);
+}
+
+static inline void slot_clear(chunk *c, uint32_t slot)
+{
+    atomic_store_explicit(&c->marks[slot], 0, memory_order_relaxed);
 }
 
 /* Size of the live block in slot. */
@@ -138,11 +183,14 @@ static inline uint64_t block_size(chunk *c, uint32_t slot)
     return c->cls == LARGE_CLASS ? c->large_size : slot_size_of(c, slot);
 }
 
-/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most half full). */
+/* An open-addressing hash set of chunk headers, by chunk base (linear probing, at most a quarter full). The hash is
+ * the granule number itself: a heap's chunks are mostly neighbours in the address space (the manager places them
+ * so), so they land in distinct entries, each at its home, where Free's fast path looks (and only there). A quarter
+ * full: the chunks of a thread that shares the address space with up to three others still find their homes. */
 typedef struct chunk_set {
     chunk **slots;
     size_t mask, count;
-    unsigned shift;
+    unsigned bits;
 } chunk_set;
 
 typedef struct thread_locals thread_locals;
@@ -152,8 +200,6 @@ struct local {
     _Alignas(CACHE_LINE) chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots, current one first */
     chunk_set chunks;            /* this local's chunks: Free's ownership check, read without the heap lock */
     heap *heap;
-    /* Written by the owner only, read by statistics from anywhere: relaxed atomics cost no locked instruction. */
-    _Atomic uint64_t blocks, bytes;
     atomic_bool has_pending;     /* set by remote frees: the owner should drain pending_chunks */
     chunk *pending_chunks;       /* chunks with pending blocks (heap lock) */
     local *next_in_heap;         /* the heap's list of locals, append-only until the heap dies */
@@ -175,6 +221,7 @@ struct heap {
     DWORD type;
     bool threadsafe;
     local *only; /* single-threaded heaps: their one local */
+    local *fast_only; /* the same for the fast paths; no_local while a tool watches */
     /* A spin lock, for the rare paths only (new chunks, remote frees, reports); on a line of its own, apart from
      * what every Alloc and Free reads above. */
     _Alignas(CACHE_LINE) atomic_int lock;
@@ -186,16 +233,13 @@ struct heap {
     size_t chunks_in_use, peak_chunks_in_use; /* small chunks serving a local (heap lock) */
     site *sites;
     size_t nsites, cap_sites;
-    /* Blocks freed remotely and not yet drained by their owner, and large blocks (heap lock; read by statistics). */
-    _Atomic uint64_t remote_blocks, remote_bytes;
-    _Atomic uint64_t large_blocks, large_bytes;
+    /* Taken, inside the heap lock, where a chunk joins or leaves `all` or is laid out anew, and by hm_heap_usage,
+     * which counts the live blocks by walking the chunks (no counters for Alloc and Free to keep) without the heap
+     * lock: a notification callback may ask for statistics from inside the heap's call to its source. A real lock
+     * for single-threaded heaps too: statistics may be read from any thread. */
+    pthread_mutex_t chunks_lock;
+    bool dying; /* chunks_lock: the heap is giving its chunks back */
 };
-
-/* Only one thread writes: a relaxed load and store, no locked instruction. */
-static inline void counter_add(_Atomic uint64_t *counter, uint64_t delta)
-{
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + delta, memory_order_relaxed);
-}
 
 static inline uint64_t relaxed(_Atomic uint64_t *word) { return atomic_load_explicit(word, memory_order_relaxed); }
 
@@ -224,17 +268,18 @@ static void heap_unlock(heap *h)
 
 static inline char *block_at(const chunk *c, uint32_t slot) { return c->first_slot + (size_t)slot * c->slot_size; }
 
-/* The slot whose block starts at p, or false when p is no block start of chunk c. */
+/* The slot whose block starts at p, or false when p is no block start of chunk c; p lies in c's first 64 KiB.
+ * One multiplication (Granlund and Montgomery's divisibility test): with slot_size = odd * 2^k, the offset times
+ * odd's inverse, rotated right by k, is offset / slot_size when slot_size divides the offset, and more than
+ * 2^32 / slot_size (more than any slot count) when it does not. An offset before the first slot wraps to at least
+ * 2^32 - 64 Ki, a multiple of slot_size only with a quotient far beyond the slot count. */
 static inline bool slot_of_block(const chunk *c, uintptr_t p, uint32_t *out)
 {
-    uintptr_t offset = p - (uintptr_t)c->first_slot; /* wraps to huge when p is before the first slot */
-    if (offset >= c->span)
-        return false;
-    uint32_t slot = (uint32_t)((offset * c->slot_recip) >> 32);
-    if ((uintptr_t)slot * c->slot_size != offset)
-        return false;
+    uint32_t x = (uint32_t)(p - (uintptr_t)c->first_slot) * c->slot_inv;
+    unsigned k = c->slot_shift;
+    uint32_t slot = (x >> k) | (x << (32 - k)); /* k is 4 to 16 */
     *out = slot;
-    return true;
+    return slot < c->slots;
 }
 
 /* ---- Chunk sets -------------------------------------------------------------------------------------------- */
@@ -244,14 +289,14 @@ static inline uintptr_t chunk_base(const chunk *c) { return (uintptr_t)c & ~(uin
 
 static inline size_t chunk_set_home(const chunk_set *s, uintptr_t base)
 {
-    return (size_t)(((base >> 16) * 0x9E3779B97F4A7C15ull) >> s->shift);
+    return (size_t)(base >> 16) & s->mask;
 }
 
 static int chunk_set_init(chunk_set *s, unsigned bits)
 {
     s->slots = calloc((size_t)1 << bits, sizeof *s->slots);
     s->mask = ((size_t)1 << bits) - 1;
-    s->shift = 64 - bits;
+    s->bits = bits;
     s->count = 0;
     return s->slots ? 0 : -1;
 }
@@ -265,13 +310,13 @@ static void chunk_set_put(chunk_set *s, chunk *c)
     s->count++;
 }
 
-/* Makes room for one more chunk (keeping the set at most half full); -1 when memory is short. */
+/* Makes room for one more chunk (keeping the set at most a quarter full); -1 when memory is short. */
 static int chunk_set_reserve(chunk_set *s)
 {
-    if ((s->count + 1) * 2 <= s->mask + 1)
+    if ((s->count + 1) * 4 <= s->mask + 1)
         return 0;
     chunk_set grown;
-    if (chunk_set_init(&grown, 64 - s->shift + 1) != 0)
+    if (chunk_set_init(&grown, s->bits + 1) != 0)
         return -1;
     for (size_t i = 0; i <= s->mask; i++)
         if (s->slots[i])
@@ -314,13 +359,31 @@ static void chunk_set_remove(chunk_set *s, chunk *c)
 
 /* ---- Chunks --------------------------------------------------------------------------------------------- */
 
-static size_t chunk_header_size(uint32_t slots)
+/* Whether some request of small class cls leaves MARK_WIDE - 1 bytes or more of its slot unused. */
+static bool class_is_wide(uint32_t cls)
 {
-    return (sizeof(chunk) + (slots + 63) / 64 * sizeof(uint64_t) + slots * sizeof(uint16_t) + 15) & ~(size_t)15;
+    uint32_t least = cls ? class_size[cls - 1] + 1 : 1;
+    return class_size[cls] + 1 - least >= MARK_WIDE;
+}
+
+static size_t marks_end(uint32_t slots) { return (sizeof(chunk) + slots + 7) & ~(size_t)7; }
+
+static size_t chunk_header_size(uint32_t slots, bool wide)
+{
+    size_t end = marks_end(slots) + (slots + 63) / 64 * sizeof(uint64_t) + (wide ? slots * sizeof(uint16_t) : 0);
+    return (end + 15) & ~(size_t)15;
+}
+
+/* A chunk off its class's list goes back on it when this many slots are live: one eighth of its slots free. */
+static inline uint32_t relist_level(const chunk *c)
+{
+    uint32_t room = c->capacity / 8;
+    return c->capacity - (room ? room : 1);
 }
 
 static void partial_push(local *l, chunk *c)
 {
+    c->relist_at = 0;
     c->prev_partial = NULL;
     c->next_partial = l->partial[c->cls];
     if (c->next_partial)
@@ -338,6 +401,7 @@ static void partial_remove(local *l, chunk *c)
     if (c->next_partial)
         c->next_partial->prev_partial = c->prev_partial;
     c->in_partial = false;
+    c->relist_at = relist_level(c);
 }
 
 /* Drops chunk c's pending blocks, when it leaves service: it can have some only after a double free raced with
@@ -352,35 +416,45 @@ static void chunk_forget_pending(heap *h, chunk *c)
     if (*link)
         *link = c->next_pending;
     c->next_pending = NULL;
-    counter_add(&h->remote_blocks, 0 - c->pending_blocks);
-    counter_add(&h->remote_bytes, 0 - c->pending_bytes);
-    c->pending_blocks = c->pending_bytes = 0;
+    c->pending_blocks = 0;
     for (uint32_t w = 0; w < (c->slots + 63) / 64; w++)
         atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
     atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
+    atomic_store_explicit(&c->free_slow, atomic_load_explicit(&c->sites, memory_order_relaxed) != NULL,
+                          memory_order_relaxed);
 }
 
 /* Lays the chunk at base (bytes long, zeroed or an empty spare) out for class cls, every slot free, for local l;
  * returns its header. Heap lock held: remote frees may read the fields of a spare being reused. */
 static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t cls, size_t large_size)
 {
-    uint32_t slot_size, slots;
-    size_t color = cls != LARGE_CLASS ? (((uintptr_t)base / CHUNK_SIZE) % CHUNK_COLORS) * CACHE_LINE : 0;
-    chunk *c = (chunk *)(base + color);
+    uint32_t slot_size, slots, reserved_lo, reserved_hi;
+    bool wide = cls != LARGE_CLASS && class_is_wide(cls);
+    size_t header, offset;
     if (cls != LARGE_CLASS) {
-        size_t room = CHUNK_SIZE - color;
+        /* Slots from offset 0 to the end; the header takes the place of a few of them, somewhere in the chunk
+         * (chosen by the chunk's address): at one offset for all, the headers and marks of every chunk would fall
+         * into the same few cache sets (a 64 KiB stride), and evict each other. Never at offset 0, so that Free's
+         * ownership test is one comparison (free_fast); at a multiple of 64 when the slot size allows. */
         slot_size = class_size[cls];
-        slots = (uint32_t)((room - sizeof(chunk)) / slot_size);
-        while (chunk_header_size(slots) + (size_t)slots * slot_size > room)
-            slots--;
+        slots = (uint32_t)(CHUNK_SIZE / slot_size);
+        header = chunk_header_size(slots, wide);
+        uint32_t reserved = (uint32_t)((header + slot_size - 1) / slot_size);
+        uint32_t align = slot_size % 64 == 0 ? 1 : slot_size % 32 == 0 ? 2 : 4; /* slots per 64-byte multiple */
+        uint32_t choices = (slots - reserved) / align, granule = (uint32_t)((uintptr_t)base / CHUNK_SIZE);
+        reserved_lo = choices ? align * (1 + ((granule * 2654435761u) >> 8) % choices) : 1;
+        reserved_hi = reserved_lo + reserved;
+        offset = (size_t)reserved_lo * slot_size;
     } else {
         slot_size = (uint32_t)CHUNK_SIZE;
         slots = 1;
+        header = chunk_header_size(slots, wide);
+        reserved_lo = reserved_hi = 1;
+        offset = 0;
     }
-    size_t header = chunk_header_size(slots);
+    chunk *c = (chunk *)(base + offset);
     hm_track_unpoison(c, header);
     hm_track_defined(c, header);
-    free(atomic_load_explicit(&c->sites, memory_order_relaxed));
     memset(c, 0, header);
     c->magic = CHUNK_MAGIC;
     c->heap = h;
@@ -389,17 +463,25 @@ static chunk *chunk_format(heap *h, local *l, char *base, size_t bytes, uint32_t
     c->large_size = large_size;
     c->cls = cls;
     c->slot_size = slot_size;
-    c->slot_recip = (uint32_t)(((uint64_t)1 << 32) / slot_size + ((((uint64_t)1 << 32) % slot_size) != 0));
+    c->slot_shift = (uint8_t)__builtin_ctz(slot_size);
+    uint32_t odd = slot_size >> c->slot_shift, inv = odd; /* Newton's iteration: each step doubles the bits */
+    for (int i = 0; i < 5; i++)
+        inv *= 2 - odd * inv;
+    c->slot_inv = inv;
     c->slots = slots;
     c->span = slots * slot_size;
+    c->capacity = slots - (reserved_hi - reserved_lo);
+    c->reserved_lo = reserved_lo;
+    c->reserved_hi = reserved_hi;
     c->free_head = NO_SLOT;
-    c->sizes = (_Atomic uint16_t *)(c->pending + (slots + 63) / 64);
-    c->first_slot = (char *)c + header;
-    /* The colour's gap and the slots are nobody's until handed out. */
-    hm_track_poison(base, color);
-    hm_track_noaccess(base, color);
-    hm_track_poison(c->first_slot, bytes - color - header);
-    hm_track_noaccess(c->first_slot, bytes - color - header);
+    c->pending = (_Atomic uint64_t *)((char *)c + marks_end(slots));
+    c->wide_sizes = wide ? (_Atomic uint16_t *)(c->pending + (slots + 63) / 64) : NULL;
+    c->first_slot = cls != LARGE_CLASS ? base : (char *)c + header;
+    /* Around the header, the slots are nobody's until handed out. */
+    hm_track_poison(base, offset);
+    hm_track_noaccess(base, offset);
+    hm_track_poison((char *)c + header, bytes - offset - header);
+    hm_track_noaccess((char *)c + header, bytes - offset - header);
     return c;
 }
 
@@ -414,7 +496,11 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
     if (c) {
         h->spares = c->next_partial;
         h->spare_count--;
-        c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0); /* same colour, same header address */
+        pthread_mutex_lock(&h->chunks_lock);
+        chunk_set_remove(&h->all, c); /* its header moves with its class */
+        c = chunk_format(h, l, (char *)chunk_base(c), c->bytes, cls, 0);
+        chunk_set_put(&h->all, c);
+        pthread_mutex_unlock(&h->chunks_lock);
     } else {
         if (chunk_set_reserve(&h->all) != 0) {
             heap_unlock(h);
@@ -427,7 +513,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
             return FAILED(hr) ? hr : E_OUTOFMEMORY;
         }
         c = chunk_format(h, l, mem, CHUNK_SIZE, cls, 0);
-        chunk_set_put(&h->all, c); /* remote frees see it only from here, complete */
+        pthread_mutex_lock(&h->chunks_lock);
+        chunk_set_put(&h->all, c); /* remote frees and statistics see it only from here, complete */
+        pthread_mutex_unlock(&h->chunks_lock);
     }
     if (++h->chunks_in_use > h->peak_chunks_in_use)
         h->peak_chunks_in_use = h->chunks_in_use;
@@ -440,7 +528,9 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
 /* Gives chunk c back to the source. Heap lock held. */
 static void chunk_release_locked(heap *h, chunk *c)
 {
+    pthread_mutex_lock(&h->chunks_lock);
     chunk_set_remove(&h->all, c);
+    pthread_mutex_unlock(&h->chunks_lock);
     free(atomic_load_explicit(&c->sites, memory_order_relaxed));
     /* The memory goes back to the manager, which may hand it out again as plain pages. */
     hm_track_unpoison((void *)chunk_base(c), c->bytes);
@@ -459,6 +549,8 @@ static void chunk_retire_locked(heap *h, local *l, chunk *c)
     h->chunks_in_use--;
     size_t keep = h->peak_chunks_in_use / 2;
     if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep)) {
+        free(atomic_load_explicit(&c->sites, memory_order_relaxed)); /* a spare has no blocks, so no sites */
+        atomic_store_explicit(&c->sites, NULL, memory_order_relaxed);
         c->next_partial = h->spares;
         c->spare = true;
         h->spares = c;
@@ -513,12 +605,20 @@ static void __attribute__((noinline)) free_list_next_tracked(chunk *c, char *blo
     hm_track_noaccess(block, sizeof(uint32_t));
 }
 
+/* Takes the next never used slot of c (bump < slots). */
+static inline uint32_t bump_take(chunk *c)
+{
+    uint32_t slot = c->bump, next = slot + 1;
+    c->bump = next == c->reserved_lo ? c->reserved_hi : next; /* over the header's slots */
+    return slot;
+}
+
 /* The next slot to hand out of c, which has room. */
 static inline uint32_t free_list_pop(chunk *c)
 {
     uint32_t slot = c->free_head;
     if (slot == NO_SLOT)
-        return c->bump++;
+        return bump_take(c);
     if (hm_tracking())
         free_list_next_tracked(c, block_at(c, slot));
     else
@@ -534,9 +634,9 @@ static void local_drain(heap *h, local *l)
         l->pending_chunks = c->next_pending;
         c->next_pending = NULL;
         atomic_store_explicit(&c->has_pending, false, memory_order_relaxed);
-        counter_add(&h->remote_blocks, 0 - c->pending_blocks);
-        counter_add(&h->remote_bytes, 0 - c->pending_bytes);
-        c->pending_blocks = c->pending_bytes = 0;
+        _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_relaxed);
+        atomic_store_explicit(&c->free_slow, sites != NULL, memory_order_relaxed);
+        c->pending_blocks = 0;
         for (uint32_t w = 0; w < (c->slots + 63) / 64; w++) {
             uint64_t pending = relaxed(&c->pending[w]);
             atomic_store_explicit(&c->pending[w], 0, memory_order_relaxed);
@@ -547,14 +647,14 @@ static void local_drain(heap *h, local *l)
                  * frees the new block: no allocator can tell that order of events from the racy one.) */
                 if (!slot_size_of(c, slot))
                     continue;
-                counter_add(&l->blocks, (uint64_t)-1);
-                counter_add(&l->bytes, 0 - (uint64_t)slot_size_of(c, slot));
-                atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+                if (sites)
+                    atomic_store_explicit(&sites[slot], 0, memory_order_relaxed);
+                slot_clear(c, slot);
                 c->live--;
                 free_list_push(c, slot);
             }
         }
-        if (!c->in_partial && c->live < c->slots)
+        if (!c->in_partial && c->live < c->capacity)
             partial_push(l, c);
         if (c->live == 0)
             chunk_emptied(h, l, c, true);
@@ -589,7 +689,12 @@ typedef struct local_cache_entry {
     uint64_t heap_id;
     local *local;
 } local_cache_entry;
-static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE];
+/* Initial-exec: a plain %fs-relative load. The default model in a shared library calls __tls_get_addr, which
+ * makes the fast paths save registers around it. (128 bytes of static TLS.) */
+static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] __attribute__((tls_model("initial-exec")));
+/* The entry the thread used last, at a fixed address: the fast paths compare and load it without computing an
+ * index. */
+static _Thread_local local_cache_entry local_last __attribute__((tls_model("initial-exec")));
 
 static void thread_exit(void *arg)
 {
@@ -607,6 +712,7 @@ static void thread_exit(void *arg)
     pthread_mutex_unlock(&threads_lock);
     free(t);
     memset(local_cache, 0, sizeof local_cache);
+    memset(&local_last, 0, sizeof local_last);
 }
 
 static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit); }
@@ -667,18 +773,37 @@ static local *local_attach(heap *h, bool create)
         }
     }
     pthread_mutex_unlock(&threads_lock);
-    if (l)
+    if (l && !hm_tracking()) /* while a tool watches, every call takes the slow path */
         local_cache[h->id % LOCAL_CACHE_SIZE] = (local_cache_entry){h->id, l};
     return l;
 }
 
 /* This thread's local of h when the thread-local cache has it (always for single-threaded heaps), else NULL. */
-static inline local *local_cached(heap *h)
+static inline local *local_cached_safe(heap *h)
 {
-    if (!h->threadsafe)
-        return h->only;
-    local_cache_entry *e = &local_cache[h->id % LOCAL_CACHE_SIZE];
-    return likely(e->heap_id == h->id) ? e->local : NULL;
+    uint64_t id = h->id;
+    if (likely(local_last.heap_id == id))
+        return local_last.local;
+    local_cache_entry *e = &local_cache[id % LOCAL_CACHE_SIZE];
+    if (e->heap_id != id)
+        return NULL;
+    local_last = *e; /* a thread alternating between heaps pays this copy, not the slow path */
+    return e->local;
+}
+
+static inline local *local_cached(heap *h) { return h->threadsafe ? local_cached_safe(h) : h->only; }
+
+/* What the fast paths get for a thread without a cached local (and, for every thread, while a tool watches): no
+ * chunk of any class, an empty chunk set, so that they take their slow path without testing for it. */
+static chunk *const no_chunk_slots[1];
+static local no_local = {.chunks = {(chunk **)no_chunk_slots, 0, 0, 0}};
+
+static inline local *local_fast_safe(heap *h)
+{
+    if (likely(local_last.heap_id == h->id))
+        return local_last.local; /* never NULL: ids start at 1, and an entry is only ever set to a local */
+    local *l = local_cached_safe(h);
+    return l ? l : &no_local;
 }
 
 static inline local *local_of(heap *h, bool create)
@@ -720,6 +845,7 @@ static void site_record(chunk *c, uint32_t slot, uint32_t site_id)
         if (!site_id || !(sites = calloc(c->slots, sizeof *sites)))
             return;
         atomic_store_explicit(&c->sites, sites, memory_order_release);
+        atomic_store_explicit(&c->free_slow, true, memory_order_relaxed);
     }
     atomic_store_explicit(&sites[slot], site_id, memory_order_relaxed);
 }
@@ -738,11 +864,9 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
 {
     if (site_id || atomic_load_explicit(&c->sites, memory_order_relaxed))
         site_record(c, slot, site_id);
-    atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
-    if (++c->live == c->slots && c->in_partial)
+    slot_set(c, slot, (uint32_t)request);
+    if (++c->live == c->capacity && c->in_partial)
         partial_remove(l, c); /* full: the next Alloc of this class goes straight to the next chunk */
-    counter_add(&l->blocks, 1);
-    counter_add(&l->bytes, request);
     void *p = block_at(c, slot);
     hm_track_unpoison(p, request);
     hm_track_malloc(p, request);
@@ -753,7 +877,7 @@ static void *hand_out(local *l, chunk *c, uint32_t slot, size_t request, uint32_
  * their bookkeeping is under the heap lock (they cost a call to the source anyway). */
 static HRESULT allocate_large(heap *h, size_t request, EMemoryCriticalLevel level, uint32_t site_id, void **ppMem)
 {
-    size_t bytes = (chunk_header_size(1) + request + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
+    size_t bytes = (chunk_header_size(1, false) + request + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1);
     void *mem = NULL;
     heap_lock(h);
     HRESULT hr = chunk_set_reserve(&h->all) != 0 ? E_OUTOFMEMORY : h->source.alloc(h->source.ctx, bytes, level, &mem);
@@ -762,13 +886,13 @@ static HRESULT allocate_large(heap *h, size_t request, EMemoryCriticalLevel leve
         return FAILED(hr) ? hr : E_OUTOFMEMORY;
     }
     chunk *c = chunk_format(h, NULL, mem, bytes, LARGE_CLASS, request);
-    chunk_set_put(&h->all, c);
     if (site_id)
         site_record(c, 0, site_id);
-    atomic_store_explicit(&c->sizes[0], 1, memory_order_release); /* live (the size is large_size) */
+    atomic_store_explicit(&c->marks[0], 1, memory_order_release); /* live (the size is large_size) */
     c->bump = c->live = 1;
-    counter_add(&h->large_blocks, 1);
-    counter_add(&h->large_bytes, request);
+    pthread_mutex_lock(&h->chunks_lock);
+    chunk_set_put(&h->all, c);
+    pthread_mutex_unlock(&h->chunks_lock);
     heap_unlock(h);
     hm_track_unpoison(c->first_slot, request);
     hm_track_malloc(c->first_slot, request);
@@ -789,41 +913,20 @@ static HRESULT __attribute__((noinline)) allocate_slow(heap *h, size_t request, 
     chunk *c;
     HRESULT hr;
     uint32_t cls = class_of_request[(request + 15) >> 4];
-    /* Chunks leave the list when they fill up, so the first one, if any, has room. */
-    if (!l->partial[cls])
+    /* The fast path leaves a chunk that filled up at the head of its list: take it off here. */
+    while ((c = l->partial[cls]) != NULL && c->free_head == NO_SLOT && c->bump == c->slots)
+        partial_remove(l, c);
+    if (!c) {
         local_drain_if_pending(h, l);
-    if (!(c = l->partial[cls])) {
+        while ((c = l->partial[cls]) != NULL && c->free_head == NO_SLOT && c->bump == c->slots)
+            partial_remove(l, c);
+    }
+    if (!c) {
         if (FAILED(hr = chunk_new(h, l, cls, level, &c)))
             return hr;
         partial_push(l, c);
     }
     *ppMem = hand_out(l, c, free_list_pop(c), request, site_id);
-    return S_OK;
-}
-
-/* The common case: a small block from the current chunk of its class, no site, no tool watching. */
-static inline __attribute__((always_inline)) HRESULT allocate(heap *h, SIZE_T size, EMemoryCriticalLevel level,
-                                                                uint32_t site_id, void **ppMem)
-{
-    local *l = local_cached(h);
-    size_t request = size ? size : 1; /* malloc(0)-like: a unique, valid block */
-    chunk *c;
-    if (unlikely(!l || request > SMALL_LIMIT || site_id || hm_tracking() ||
-                 !(c = l->partial[class_of_request[(request + 15) >> 4]]) ||
-                 atomic_load_explicit(&c->sites, memory_order_relaxed)))
-        return allocate_slow(h, request, level, site_id, ppMem);
-    /* free_list_pop and hand_out, less what the test above ruled out. */
-    uint32_t slot = c->free_head;
-    if (slot == NO_SLOT)
-        slot = c->bump++;
-    else
-        memcpy(&c->free_head, block_at(c, slot), sizeof(uint32_t));
-    atomic_store_explicit(&c->sizes[slot], (uint16_t)request, memory_order_release);
-    if (unlikely(++c->live == c->slots))
-        partial_remove(l, c);
-    counter_add(&l->blocks, 1);
-    counter_add(&l->bytes, request);
-    *ppMem = block_at(c, slot);
     return S_OK;
 }
 
@@ -839,13 +942,54 @@ static inline HRESULT check_alloc_args(SIZE_T size, EMemoryCriticalLevel level, 
     return S_OK;
 }
 
-static HRESULT STDMETHODCALLTYPE heap_Alloc(IHostMalloc *iface, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel,
-                                            void **ppMem)
+/* Alloc when the fast path does not apply: checks the arguments, then everything. */
+static HRESULT __attribute__((noinline)) heap_Alloc_slow(IHostMalloc *iface, SIZE_T cbSize,
+                                                         EMemoryCriticalLevel eCriticalLevel, void **ppMem)
 {
     HRESULT hr = check_alloc_args(cbSize, eCriticalLevel, ppMem);
-    if (unlikely(hr != S_OK))
+    if (hr != S_OK)
         return hr;
-    return allocate(impl_from_IHostMalloc(iface), cbSize, eCriticalLevel, 0, ppMem);
+    return allocate_slow(impl_from_IHostMalloc(iface), cbSize ? cbSize : 1, eCriticalLevel, 0, ppMem);
+}
+
+/* The common case: valid arguments, a small block from the current chunk of its class, l this thread's local
+ * (no_local when not known yet, and always while a tool watches). A free slot's site is 0 already. Everything else is a tail call to heap_Alloc_slow with
+ * the same arguments, so this path saves no registers. */
+static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *iface, SIZE_T size,
+                                                                EMemoryCriticalLevel level, void **ppMem, local *l)
+{
+    chunk *c;
+    if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT ||
+                 !(c = l->partial[class_of_request[(size + 15) >> 4]])))
+        return heap_Alloc_slow(iface, size, level, ppMem);
+    /* free_list_pop and hand_out, less what the test above ruled out. */
+    uint32_t slot = c->free_head;
+    char *p;
+    if (likely(slot != NO_SLOT)) {
+        p = block_at(c, slot);
+        memcpy(&c->free_head, p, sizeof(uint32_t));
+    } else {
+        if (unlikely(c->bump == c->slots))
+            return heap_Alloc_slow(iface, size, level, ppMem); /* full: off the list, on to the next chunk */
+        slot = bump_take(c);
+        p = block_at(c, slot);
+    }
+    slot_set(c, slot, (uint32_t)size);
+    c->live++;
+    *ppMem = p;
+    return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Alloc_single(IHostMalloc *iface, SIZE_T cbSize,
+                                                   EMemoryCriticalLevel eCriticalLevel, void **ppMem)
+{
+    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, impl_from_IHostMalloc(iface)->fast_only);
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Alloc_safe(IHostMalloc *iface, SIZE_T cbSize,
+                                                 EMemoryCriticalLevel eCriticalLevel, void **ppMem)
+{
+    return alloc_fast(iface, cbSize, eCriticalLevel, ppMem, local_fast_safe(impl_from_IHostMalloc(iface)));
 }
 
 static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel,
@@ -858,7 +1002,7 @@ static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T cbSi
     heap_lock(h); /* sites are the heap's, shared by its threads */
     uint32_t site_id = site_intern(h, pszFileName, iLineNo);
     heap_unlock(h);
-    return allocate(h, cbSize, eCriticalLevel, site_id, ppMem);
+    return allocate_slow(h, cbSize ? cbSize : 1, eCriticalLevel, site_id, ppMem);
 }
 
 /* ---- Free ------------------------------------------------------------------------------------------------------ */
@@ -873,11 +1017,8 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
     chunk *c = chunk_set_find(&h->all, a & ~(uintptr_t)(CHUNK_SIZE - 1));
     uint32_t slot;
     if (c && slot_of_block(c, a, &slot) && slot_size_of(c, slot) && !slot_pending(c, slot)) {
-        uint64_t size = block_size(c, slot);
         hm_track_free(pMem);
         if (c->cls == LARGE_CLASS) {
-            counter_add(&h->large_blocks, (uint64_t)-1);
-            counter_add(&h->large_bytes, 0 - size);
             chunk_release_locked(h, c);
         } else {
             /* Another thread's block (the only local of a single-threaded heap has all in-service small chunks).
@@ -886,16 +1027,14 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
             uint64_t word = relaxed(&c->pending[slot >> 6]);
             atomic_store_explicit(&c->pending[slot >> 6], word | (uint64_t)1 << (slot & 63), memory_order_relaxed);
             c->pending_blocks++;
-            c->pending_bytes += size;
             local *owner = c->owner;
             if (!atomic_load_explicit(&c->has_pending, memory_order_relaxed)) {
                 c->next_pending = owner->pending_chunks;
                 owner->pending_chunks = c;
                 atomic_store_explicit(&c->has_pending, true, memory_order_relaxed);
+                atomic_store_explicit(&c->free_slow, true, memory_order_relaxed);
             }
             atomic_store_explicit(&owner->has_pending, true, memory_order_relaxed);
-            counter_add(&h->remote_blocks, 1);
-            counter_add(&h->remote_bytes, size);
             hm_track_poison(pMem, c->slot_size);
         }
         hr = S_OK;
@@ -910,14 +1049,18 @@ static inline bool live_slot(chunk *c, uintptr_t p, uint32_t *slot, uint32_t *si
 {
     if (unlikely(!slot_of_block(c, p, slot)))
         return false;
-    *size = atomic_load_explicit(&c->sizes[*slot], memory_order_relaxed);
+    *size = slot_size_of(c, *slot);
     /* 0: freed already, or never handed out. Pending: freed already, by another thread. */
     return *size != 0 && !(atomic_load_explicit(&c->has_pending, memory_order_relaxed) && slot_pending(c, *slot));
 }
 
-/* Everything: a thread without a cached local, blocks not in its local (large ones, other threads'), tracking. */
-static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
+/* Everything: a thread without a cached local, blocks not in its local (large ones, other threads'), tracking,
+ * pending blocks in the chunk. */
+static HRESULT __attribute__((noinline)) heap_Free_slow(IHostMalloc *iface, void *pMem)
 {
+    heap *h = impl_from_IHostMalloc(iface);
+    if (!pMem)
+        return S_OK; /* the CLR passes Free(NULL) through */
     local *l = local_of(h, false);
     uintptr_t a = (uintptr_t)pMem;
     chunk *c = l ? chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)) : NULL;
@@ -927,10 +1070,11 @@ static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
     if (!live_slot(c, a, &slot, &size))
         return HOST_E_INVALIDOPERATION;
     hm_track_free(pMem);
-    atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+    _Atomic uint32_t *sites = atomic_load_explicit(&c->sites, memory_order_relaxed);
+    if (sites)
+        atomic_store_explicit(&sites[slot], 0, memory_order_relaxed); /* a free slot's site is 0 */
+    slot_clear(c, slot);
     free_list_push(c, slot);
-    counter_add(&l->blocks, (uint64_t)-1);
-    counter_add(&l->bytes, 0 - (uint64_t)size);
     if (!c->in_partial)
         partial_push(l, c);
     if (--c->live == 0)
@@ -938,37 +1082,45 @@ static HRESULT __attribute__((noinline)) free_slow(heap *h, void *pMem)
     return S_OK;
 }
 
-static HRESULT __attribute__((noinline)) free_emptied(heap *h, local *l, chunk *c)
+/* The end of a fast Free whose chunk has room again (back on its class's list) or is now empty. */
+static HRESULT __attribute__((noinline)) free_finish(heap *h, local *l, chunk *c)
 {
-    chunk_emptied(h, l, c, false);
+    if (!c->in_partial)
+        partial_push(l, c);
+    if (c->live == 0)
+        chunk_emptied(h, l, c, false);
     return S_OK;
 }
 
-/* The common case: a block of this thread's, no tool watching. */
-static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *pMem)
+/* The common case: a live block of this thread's (l: its local; no_local when not known yet, and always while a
+ * tool watches), in a chunk at its home in l's set, without pending blocks or sites. */
+static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *iface, void *pMem, local *l)
 {
-    heap *h = impl_from_IHostMalloc(iface);
-    if (!pMem)
-        return S_OK; /* the CLR passes Free(NULL) through */
-    local *l = local_cached(h);
-    uintptr_t a = (uintptr_t)pMem;
-    chunk *c;
-    if (unlikely(!l || hm_tracking() || !(c = chunk_set_find(&l->chunks, a & ~(uintptr_t)(CHUNK_SIZE - 1)))))
-        return free_slow(h, pMem);
-    uint32_t slot, size;
-    if (unlikely(!live_slot(c, a, &slot, &size)))
-        return HOST_E_INVALIDOPERATION;
-    /* free_slow, less what the test above ruled out. */
-    atomic_store_explicit(&c->sizes[slot], 0, memory_order_relaxed);
+    uintptr_t a = (uintptr_t)pMem, base = a & ~(uintptr_t)(CHUNK_SIZE - 1);
+    chunk *c = l->chunks.slots[chunk_set_home(&l->chunks, base)];
+    /* c is the chunk based at `base` when it lies in (base, base + 64 KiB): a small chunk's header is never at
+     * offset 0, and a NULL entry fails the test even for base 0. */
+    if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 || atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
+        return heap_Free_slow(iface, pMem); /* also Free(NULL), and a chunk away from its home */
+    uint32_t slot;
+    if (unlikely(!slot_of_block(c, a, &slot) || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))
+        return HOST_E_INVALIDOPERATION; /* interior, freed or never handed out */
+    slot_clear(c, slot);
     memcpy(pMem, &c->free_head, sizeof(uint32_t));
     c->free_head = slot;
-    counter_add(&l->blocks, (uint64_t)-1);
-    counter_add(&l->bytes, 0 - (uint64_t)size);
-    if (unlikely(!c->in_partial))
-        partial_push(l, c);
-    if (unlikely(--c->live == 0))
-        return free_emptied(h, l, c);
+    if (unlikely(--c->live == c->relist_at))
+        return free_finish(impl_from_IHostMalloc(iface), l, c);
     return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Free_single(IHostMalloc *iface, void *pMem)
+{
+    return free_fast(iface, pMem, impl_from_IHostMalloc(iface)->fast_only);
+}
+
+static HRESULT STDMETHODCALLTYPE heap_Free_safe(IHostMalloc *iface, void *pMem)
+{
+    return free_fast(iface, pMem, local_fast_safe(impl_from_IHostMalloc(iface)));
 }
 
 /* ---- Leaks --------------------------------------------------------------------------------------------------- */
@@ -1047,6 +1199,9 @@ static void heap_destroy(heap *h)
             l->thread = NULL;
         }
     pthread_mutex_unlock(&threads_lock);
+    pthread_mutex_lock(&h->chunks_lock);
+    h->dying = true; /* statistics read from here on find no block */
+    pthread_mutex_unlock(&h->chunks_lock);
     hm_leak *leaks;
     size_t n = collect_leaks(h, &leaks);
     /* Blocks still live die with the heap: tell Valgrind, so they are reported by our leak report, not as its own. */
@@ -1076,6 +1231,7 @@ static void heap_destroy(heap *h)
         free(h->sites[i].file);
     free(h->sites);
     free(h->all.slots);
+    pthread_mutex_destroy(&h->chunks_lock);
     free(h);
 }
 
@@ -1098,8 +1254,11 @@ static ULONG STDMETHODCALLTYPE heap_Release(IHostMalloc *iface)
     return left;
 }
 
-static const IHostMallocVtbl heap_vtbl = {heap_QueryInterface, heap_AddRef,     heap_Release,
-                                          heap_Alloc,          heap_DebugAlloc, heap_Free};
+/* One vtable each for single-threaded and thread-safe heaps: the fast paths find the local without a test. */
+static const IHostMallocVtbl heap_vtbl_single = {heap_QueryInterface, heap_AddRef,     heap_Release,
+                                                 heap_Alloc_single,   heap_DebugAlloc, heap_Free_single};
+static const IHostMallocVtbl heap_vtbl_safe = {heap_QueryInterface, heap_AddRef,     heap_Release,
+                                               heap_Alloc_safe,     heap_DebugAlloc, heap_Free_safe};
 
 HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out)
 {
@@ -1127,7 +1286,8 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
         free(sites);
         return E_OUTOFMEMORY;
     }
-    h->IHostMalloc_iface.lpVtbl = &heap_vtbl;
+    pthread_mutex_init(&h->chunks_lock, NULL);
+    h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
     atomic_init(&h->ref, 1);
     h->id = atomic_fetch_add(&next_heap_id, 1);
     h->source = *source;
@@ -1135,6 +1295,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     h->threadsafe = threadsafe;
     if (only) {
         h->only = only;
+        h->fast_only = hm_tracking() ? &no_local : only;
         local_publish(h, only);
     }
     h->sites = sites;
@@ -1145,21 +1306,31 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     return S_OK;
 }
 
-bool hm_heap_is_builtin(IHostMalloc *iface) { return iface && iface->lpVtbl == &heap_vtbl; }
+bool hm_heap_is_builtin(IHostMalloc *iface)
+{
+    return iface && (iface->lpVtbl == &heap_vtbl_safe || iface->lpVtbl == &heap_vtbl_single);
+}
 
 void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
 {
     heap *h = impl_from_IHostMalloc(iface);
-    /* Remote frees first: a block freed by another thread after this read is still counted, never twice gone. */
-    uint64_t freed_blocks = relaxed(&h->remote_blocks), freed_bytes = relaxed(&h->remote_bytes);
-    uint64_t total_blocks = relaxed(&h->large_blocks), total_bytes = relaxed(&h->large_bytes);
-    for (local *l = atomic_load_explicit(&h->locals, memory_order_acquire); l; l = l->next_in_heap) {
-        total_blocks += relaxed(&l->blocks);
-        total_bytes += relaxed(&l->bytes);
+    uint64_t n = 0, total = 0;
+    pthread_mutex_lock(&h->chunks_lock);
+    chunk_set *all = &h->all;
+    for (size_t i = 0; !h->dying && i <= all->mask; i++) {
+        chunk *c = all->slots[i];
+        for (uint32_t slot = 0; c && slot < c->slots; slot++) {
+            /* Relaxed reads of what the owners write as they go: each block is seen live or free. */
+            uint32_t size = slot_size_of(c, slot);
+            if (size && !slot_pending(c, slot)) {
+                n++;
+                total += c->cls == LARGE_CLASS ? c->large_size : size;
+            }
+        }
     }
-    /* A drain between the two reads can make the difference dip below zero for a moment. */
-    *blocks = total_blocks > freed_blocks ? total_blocks - freed_blocks : 0;
-    *bytes = total_bytes > freed_bytes ? total_bytes - freed_bytes : 0;
+    pthread_mutex_unlock(&h->chunks_lock);
+    *blocks = n;
+    *bytes = total;
 }
 
 static int compare_addresses(const void *a, const void *b)
@@ -1178,14 +1349,19 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         snprintf(msg, msglen, "chunk %p: bad magic, heap or owner, or a spare in use", (void *)c);
         return -1;
     }
-    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->slots) {
+    uint32_t reserved = c->reserved_hi - c->reserved_lo, handed = c->bump - (c->bump >= c->reserved_hi ? reserved : 0);
+    if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->capacity ||
+        c->capacity != c->slots - reserved || (c->bump > c->reserved_lo && c->bump < c->reserved_hi) ||
+        (c->cls != LARGE_CLASS && !c->spare &&
+         (c->in_partial ? c->relist_at != 0 : c->relist_at != relist_level(c) || c->live <= c->relist_at))) {
         snprintf(msg, msglen, "chunk %p: bad geometry", (void *)c);
         return -1;
     }
     uint32_t live = 0, pending = 0;
     for (uint32_t s = 0; s < c->slots; s++) {
         bool is_live = slot_size_of(c, s) != 0, is_pending = slot_pending(c, s);
-        if ((is_live && s >= c->bump) || (is_pending && !is_live) ||
+        if ((is_live && (s >= c->bump || (s >= c->reserved_lo && s < c->reserved_hi))) || (is_pending && !is_live) ||
+            (!is_live && block_site(c, s) != 0) ||
             (c->cls != LARGE_CLASS && slot_size_of(c, s) > c->slot_size)) {
             snprintf(msg, msglen, "chunk %p: slot %u size %u pending %d, %u handed out", (void *)c, s,
                      slot_size_of(c, s), is_pending, c->bump);
@@ -1194,14 +1370,15 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         live += is_live;
         pending += is_pending;
     }
-    if (pending != c->pending_blocks || (pending != 0) != atomic_load(&c->has_pending)) {
+    if (pending != c->pending_blocks || (pending != 0) != atomic_load(&c->has_pending) ||
+        atomic_load(&c->free_slow) != (pending != 0 || atomic_load(&c->sites) != NULL)) {
         snprintf(msg, msglen, "chunk %p: %u pending blocks, %llu counted", (void *)c, pending,
                  (unsigned long long)c->pending_blocks);
         return -1;
     }
     uint32_t listed = 0;
     for (uint32_t s = c->free_head; s != NO_SLOT; listed++) {
-        if (s >= c->bump || slot_size_of(c, s) || listed > c->slots) {
+        if (s >= c->bump || (s >= c->reserved_lo && s < c->reserved_hi) || slot_size_of(c, s) || listed > c->slots) {
             snprintf(msg, msglen, "chunk %p: free list holds slot %u, live, repeated or out of range", (void *)c, s);
             return -1;
         }
@@ -1212,7 +1389,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
         hm_track_poison(block, sizeof s);
         hm_track_noaccess(block, sizeof s);
     }
-    if (live != c->live || (c->cls != LARGE_CLASS && listed + live != c->bump)) {
+    if (live != c->live || (c->cls != LARGE_CLASS && listed + live != handed)) {
         snprintf(msg, msglen, "chunk %p: %u live slots, %u counted, %u listed free, %u handed out", (void *)c, live,
                  c->live, listed, c->bump);
         return -1;
@@ -1226,7 +1403,7 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
 {
     heap *h = impl_from_IHostMalloc(iface);
     int bad = 0;
-    uint64_t live_total = 0, pending_total = 0, counted = relaxed(&h->large_blocks);
+    uint64_t live_total = 0, pending_total = 0;
     heap_lock(h);
     chunk_set *all = &h->all;
     chunk **sorted = calloc(all->count + 1, sizeof *sorted);
@@ -1248,12 +1425,11 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
             bad = check_chunk(h, sorted[i], &live_total, &pending_total, msg, msglen) != 0;
         }
     }
-    for (local *l = atomic_load(&h->locals); l; l = l->next_in_heap)
-        counted += relaxed(&l->blocks);
-    if (!bad && (live_total != counted || pending_total != relaxed(&h->remote_blocks))) {
-        snprintf(msg, msglen, "%llu live blocks (%llu pending) found, %llu (%llu) counted",
-                 (unsigned long long)live_total, (unsigned long long)pending_total, (unsigned long long)counted,
-                 (unsigned long long)relaxed(&h->remote_blocks));
+    uint64_t blocks, bytes;
+    hm_heap_usage(iface, &blocks, &bytes);
+    if (!bad && blocks != live_total - pending_total) {
+        snprintf(msg, msglen, "%llu live blocks (%llu pending) found, %llu counted", (unsigned long long)live_total,
+                 (unsigned long long)pending_total, (unsigned long long)blocks);
         bad = 1;
     }
     heap_unlock(h);

@@ -36,7 +36,9 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
 /* True when heap is one of ours (its vtable is the built-in heap's). */
 bool hm_heap_is_builtin(IHostMalloc *heap);
 
-/* Live blocks and their requested bytes, read without stopping the heap's users (relaxed counters). */
+/* Live blocks and their requested bytes, counted by walking the heap's chunks without stopping its users (their
+ * marks are read with relaxed loads) and without the heap lock (only a lock that chunk changes take): callable
+ * from a notification callback that the heap's call to its source set off. */
 void hm_heap_usage(IHostMalloc *heap, uint64_t *blocks, uint64_t *bytes);
 
 /* Live blocks by (file, line); see HostMemHeapLeaks. */

@@ -200,6 +200,122 @@ static void test_ownership_errors(void **state)
     }
 }
 
+/* Every 8-byte step of a chunk that is not a live block's start (the chunk's header among its slots, the slots it
+ * covers, free and never handed out slots, block interiors) is refused and changes nothing. */
+static void test_every_offset_of_a_chunk(void **state)
+{
+    static const size_t sizes[] = {16, 48, 1024, 4097};
+    for (int threadsafe = 0; threadsafe < 2; threadsafe++)
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            test_source s;
+            IHostMalloc *h = make_heap(&s, threadsafe ? MALLOC_THREADSAFE : 0);
+            void *live[3], *freed;
+            for (int k = 0; k < 3; k++)
+                assert_int_equal(IHostMalloc_Alloc(h, sizes[i], eTaskCritical, &live[k]), S_OK);
+            assert_int_equal(IHostMalloc_Alloc(h, sizes[i], eTaskCritical, &freed), S_OK);
+            assert_int_equal(IHostMalloc_Free(h, freed), S_OK);
+            char *base = (char *)((uintptr_t)live[0] & ~(uintptr_t)0xFFFF);
+            for (size_t off = 0; off < 0x10000; off += 8) {
+                char *q = base + off;
+                if (q == live[0] || q == live[1] || q == live[2])
+                    continue;
+                HRESULT hr = IHostMalloc_Free(h, q);
+                if (hr != HOST_E_INVALIDOPERATION)
+                    fail_msg("size %zu: Free(chunk + %#zx): %s", sizes[i], off, hm_hr_name(hr));
+            }
+            check(h);
+            assert_int_equal(live_blocks(h), 3);
+            assert_int_equal(live_bytes(h), (int64_t)(3 * sizes[i]));
+            for (int k = 0; k < 3; k++)
+                assert_int_equal(IHostMalloc_Free(h, live[k]), S_OK);
+            check(h);
+            IHostMalloc_Release(h);
+            assert_int_equal(s.chunks, 0);
+        }
+}
+
+/* Statistics and leak reports give the requested sizes exactly, whatever the slack in the slot (wide classes keep
+ * their sizes aside). */
+static void test_exact_sizes(void **state)
+{
+    static const size_t sizes[] = {0, 1, 15, 17, 1000, 1025, 1900, 2049, 4097, 4600, 20000, 28000, 32768, 40000};
+    test_source s;
+    IHostMalloc *h = make_heap(&s, MALLOC_THREADSAFE);
+    void *blocks[sizeof sizes / sizeof sizes[0]];
+    int64_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        assert_int_equal(IHostMalloc_DebugAlloc(h, sizes[i], eTaskCritical, (char *)"s.c", (int)i + 1, &blocks[i]),
+                         S_OK);
+        total += sizes[i] ? (int64_t)sizes[i] : 1;
+    }
+    check(h);
+    assert_int_equal(live_blocks(h), (int64_t)(sizeof sizes / sizeof sizes[0]));
+    assert_int_equal(live_bytes(h), total);
+    hm_leak leaks[16];
+    size_t n = hm_heap_leaks(h, leaks, 16);
+    assert_int_equal(n, sizeof sizes / sizeof sizes[0]);
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(leaks[k].bytes, sizes[leaks[k].line - 1] ? sizes[leaks[k].line - 1] : 1);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        assert_int_equal(IHostMalloc_Free(h, blocks[i]), S_OK);
+    assert_int_equal(live_bytes(h), 0);
+    IHostMalloc_Release(h);
+}
+
+/* The heap's source may set off a notification whose callback reads statistics (HostMemGetStats) while the heap
+ * holds its lock for a new chunk: reading them must not wait for that lock. */
+typedef struct reentrant_source {
+    test_source counts;
+    IHostMalloc *heap;
+    uint64_t seen_blocks;
+    int calls;
+} reentrant_source;
+
+static HRESULT reentrant_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, void **out)
+{
+    reentrant_source *r = ctx;
+    if (r->heap) {
+        uint64_t bytes;
+        hm_heap_usage(r->heap, &r->seen_blocks, &bytes);
+        r->calls++;
+    }
+    return source_alloc(&r->counts, size, level, out);
+}
+
+static void reentrant_release(void *ctx, void *addr, size_t size)
+{
+    reentrant_source *r = ctx;
+    if (r->heap) {
+        uint64_t blocks, bytes;
+        hm_heap_usage(r->heap, &blocks, &bytes);
+    }
+    source_release(&r->counts, addr, size);
+}
+
+static void reentrant_destroyed(void *ctx, const hm_leak *leaks, size_t n) { ((reentrant_source *)ctx)->heap = NULL; }
+
+static void test_statistics_from_inside_the_source(void **state)
+{
+    for (int threadsafe = 0; threadsafe < 2; threadsafe++) {
+        reentrant_source r = {.counts = {.fail_after = -1}};
+        hm_page_source src = {&r, reentrant_alloc, reentrant_release, reentrant_destroyed};
+        IHostMalloc *h;
+        assert_int_equal(hm_heap_create(&src, threadsafe ? MALLOC_THREADSAFE : 0, &h), S_OK);
+        r.heap = h;
+        void *small[2000], *big;
+        for (int k = 0; k < 2000; k++)
+            assert_int_equal(IHostMalloc_Alloc(h, 1000, eTaskCritical, &small[k]), S_OK);
+        assert_int_equal(IHostMalloc_Alloc(h, 100000, eTaskCritical, &big), S_OK);
+        assert_true(r.calls > 1);
+        assert_int_equal(r.seen_blocks, 2000);
+        for (int k = 0; k < 2000; k++)
+            assert_int_equal(IHostMalloc_Free(h, small[k]), S_OK);
+        assert_int_equal(IHostMalloc_Free(h, big), S_OK);
+        check(h);
+        IHostMalloc_Release(h);
+    }
+}
+
 /* A failing page source gives E_OUTOFMEMORY with *ppMem NULL and nothing allocated; the level is passed through. */
 static void test_source_failure_and_levels(void **state)
 {
@@ -706,7 +822,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_double_free_across_threads), cmocka_unit_test(test_large_block_freed_by_another_thread),
         cmocka_unit_test(test_threads_exchanging_blocks),
         cmocka_unit_test(test_spare_chunks), cmocka_unit_test(test_sites_of_reused_slots),
-        cmocka_unit_test(test_deterministic_addresses),
+        cmocka_unit_test(test_deterministic_addresses), cmocka_unit_test(test_every_offset_of_a_chunk),
+        cmocka_unit_test(test_exact_sizes), cmocka_unit_test(test_statistics_from_inside_the_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
