@@ -27,17 +27,18 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The log: a ring of HM_RAW_RING_SLOTS slots mapped once, near the start of the file, takes every record; a helper
- * thread copies the committed records, in order, to their place after the ring with pwrite(2), and writers reuse
- * a ring slot once its record was copied. Why not map the whole file: the writers' first touch of each fresh
- * page of a shared file mapping costs microseconds (page-cache allocation, and on virtual machines the page-table
- * work), far more than the records themselves; the ring's pages stay mapped and hot, and the kernel's copy into
- * the page cache is cheaper than faults. A record is in the page cache, in the ring or in its place, from the
- * moment it is committed, so a SIGKILL still loses only the calls in flight. When the ring is full (the helper
- * is behind, or a call in flight holds back its copying) a writer writes its record to its place itself. */
+/* The log: a ring of HM_RAW_RING_SLOTS slots mapped once, near the start of the file, takes every record; every
+ * COPY_BATCH slots the call that fills them copies the committed records, in order, to their place after the
+ * ring with pwrite(2) (one thread at a time: the others go on), and a ring slot is reused once its record was
+ * copied. Why not map the whole file: the first touch of each fresh page of a shared file mapping costs
+ * microseconds (page-cache allocation, and on virtual machines the page-table work), far more than the records on
+ * it; the ring's pages stay mapped and hot, and pwrite fills the page cache for a fraction of that, while the
+ * records are still in the writer's cache. A record is in the page cache, in the ring or in its place, from the
+ * moment it is committed, so a SIGKILL still loses only the calls in flight. When the ring is full (a call in
+ * flight holds back the copying) a writer writes its record to its place itself. */
 #define RING_SLOTS ((uint64_t)HM_RAW_RING_SLOTS)
 #define MAIN_OFFSET ((off_t)HM_RAW_HEADER + (off_t)HM_RAW_RING_SLOTS * HM_RAW_SLOT)
-#define COPY_BATCH 4096 /* slots per pwrite at most (256 KiB) */
+#define COPY_BATCH 1024 /* a writer copies every this many slots, at most this many per pwrite */
 
 typedef struct recorder_log {
     atomic_uint refs;
@@ -48,14 +49,12 @@ typedef struct recorder_log {
     atomic_uint next_heap, next_callback;
     uint8_t *map;  /* header + ring */
     uint8_t *ring; /* map + HM_RAW_HEADER */
-    pthread_t copier;
-    bool has_copier;
-    atomic_bool stop;
+    pthread_mutex_t copy_lock; /* one thread copies at a time */
     atomic_bool broken; /* the file could not be written (disk full): calls still go through, unrecorded */
     /* Written by every call: a line of its own. */
     _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
     atomic_uint_fast64_t calls;
-    /* Written by the copier, read by every call. */
+    /* Written by the copying thread, read by every call. */
     _Alignas(64) atomic_uint_fast64_t copied; /* records [0, copied) are in their place */
 } recorder_log;
 
@@ -116,8 +115,7 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
 }
 
 /* Copies the committed records from `copied` up to `reserved` to their place, in order, stopping at a call in
- * flight, and counts them. Returns how many slots it moved past. Only the copier calls it (or the last release,
- * once the copier is gone). */
+ * flight, and counts them. Returns how many slots it moved past. copy_lock held. */
 static uint64_t copy_out(recorder_log *log, uint64_t reserved)
 {
     uint64_t from = atomic_load_explicit(&log->copied, memory_order_relaxed), c = from;
@@ -179,31 +177,15 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
     return c - from;
 }
 
-/* The copier wakes every 50 us or so and copies once a batch is waiting (or something waited a few rounds): big
- * pwrites, and it rarely reads the writers' counter (a line they write on every call). */
-static void *copier_main(void *arg)
+/* Copies what is committed, if no other thread is copying (try) or waiting for the copy to be done. */
+static void copy_pending(recorder_log *log, bool wait)
 {
-    recorder_log *log = arg;
-    unsigned rounds = 0, idle_us = 50;
-    for (;;) {
-        bool stop = atomic_load(&log->stop);
-        uint64_t reserved = atomic_load_explicit(&log->next_slot, memory_order_relaxed);
-        uint64_t pending = reserved - atomic_load_explicit(&log->copied, memory_order_relaxed);
-        if (pending >= COPY_BATCH / 4 || (pending && (stop || rounds >= 4))) {
-            rounds = 0;
-            idle_us = 50;
-            if (copy_out(log, reserved))
-                continue;
-        }
-        if (stop)
-            break;
-        struct timespec ts = {0, (long)idle_us * 1000};
-        nanosleep(&ts, NULL);
-        rounds++;
-        if (!pending && idle_us < 2000)
-            idle_us *= 2; /* nothing recorded lately: sleep longer */
-    }
-    return NULL;
+    if (wait)
+        pthread_mutex_lock(&log->copy_lock);
+    else if (pthread_mutex_trylock(&log->copy_lock) != 0)
+        return;
+    copy_out(log, atomic_load(&log->next_slot));
+    pthread_mutex_unlock(&log->copy_lock);
 }
 
 static void log_release(recorder_log *log)
@@ -211,16 +193,10 @@ static void log_release(recorder_log *log)
     if (atomic_fetch_sub(&log->refs, 1) != 1)
         return;
     bool same_process = atomic_load(&fork_generation) == log->fork_generation;
-    if (same_process) { /* a forked child has no copier and must not write */
-        if (log->has_copier) {
-            atomic_store(&log->stop, true);
-            pthread_join(log->copier, NULL);
-        }
+    if (same_process) { /* a forked child must not write */
         /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). */
         uint64_t reserved = atomic_load(&log->next_slot);
-        while (atomic_load(&log->copied) < reserved && !atomic_load(&log->broken))
-            if (!copy_out(log, reserved))
-                break; /* a call never committed (cannot happen once every reference went) */
+        copy_pending(log, true);
         if (!atomic_load(&log->broken) && atomic_load(&log->copied) == reserved) {
 #ifdef FALLOC_FL_PUNCH_HOLE
             if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER,
@@ -234,6 +210,7 @@ static void log_release(recorder_log *log)
     }
     munmap(log->map, (size_t)MAIN_OFFSET);
     close(log->fd);
+    pthread_mutex_destroy(&log->copy_lock);
     free(log);
 }
 
@@ -271,8 +248,7 @@ static recorder_log *log_open(const char *path)
     memcpy(log->map, HM_TRACE_RAW_MAGIC, strlen(HM_TRACE_RAW_MAGIC));
     uint64_t ring_slots = RING_SLOTS;
     memcpy(log->map + HM_RAW_RING_FIELD, &ring_slots, sizeof ring_slots);
-    /* Without the copier (no threads left?) writers write to their place themselves: slower, not wrong. */
-    log->has_copier = pthread_create(&log->copier, NULL, copier_main, log) == 0;
+    pthread_mutex_init(&log->copy_lock, NULL);
     return log;
 }
 
@@ -306,6 +282,17 @@ static inline uint64_t reserve(recorder_log *log, unsigned nslots)
 }
 
 /* Writes rec (and the extra slots) to the reserved slots, then publishes the call by storing its commit word. */
+/* Extra slot i (1-based) of a call: its part of extra, zeros after. */
+static inline void put_extra(uint8_t *dst, const void *extra, size_t extra_len, unsigned i)
+{
+    size_t off = (size_t)(i - 1) * HM_RAW_SLOT;
+    size_t k = extra_len > off ? extra_len - off : 0;
+    if (k > HM_RAW_SLOT)
+        k = HM_RAW_SLOT;
+    memcpy(dst, (const uint8_t *)extra + off, k);
+    memset(dst + k, 0, HM_RAW_SLOT - k);
+}
+
 static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const void *extra, size_t extra_len)
 {
     if (atomic_load_explicit(&log->broken, memory_order_relaxed))
@@ -313,18 +300,12 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
     unsigned n = rec->nslots;
     rec->thread = thread_id(log);
     rec->commit = 0;
-    uint8_t more[3 * HM_RAW_SLOT];
-    size_t more_len = (size_t)(n - 1) * HM_RAW_SLOT;
-    if (n > 1) {
-        memset(more, 0, more_len);
-        memcpy(more, extra, extra_len < more_len ? extra_len : more_len);
-    }
-    if (__builtin_expect(!log->has_copier ||
-                             slot + n > atomic_load_explicit(&log->copied, memory_order_acquire) + RING_SLOTS, 0)) {
+    if (__builtin_expect(slot + n > atomic_load_explicit(&log->copied, memory_order_acquire) + RING_SLOTS, 0)) {
         /* The ring is full: to its place directly, the commit word last. */
         uint8_t buf[4 * HM_RAW_SLOT];
         memcpy(buf, rec, sizeof *rec);
-        memcpy(buf + HM_RAW_SLOT, more, more_len);
+        for (unsigned i = 1; i < n; i++)
+            put_extra(buf + (size_t)i * HM_RAW_SLOT, extra, extra_len, i);
         uint64_t word = commit_word(slot);
         if (!write_all(log->fd, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
             !write_all(log->fd, &word, sizeof word, main_offset(slot))) {
@@ -335,12 +316,13 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
         uint8_t *first = ring_slot(log, slot);
         memcpy(first, rec, sizeof *rec);
         for (unsigned i = 1; i < n; i++)
-            memcpy(ring_slot(log, slot + i), more + (size_t)(i - 1) * HM_RAW_SLOT, HM_RAW_SLOT);
+            put_extra(ring_slot(log, slot + i), extra, extra_len, i);
         atomic_store_explicit((_Atomic uint64_t *)(void *)first, commit_word(slot), memory_order_release);
     }
-    /* The copier counts the calls it copies; without one, writers count. */
-    if (!log->has_copier)
-        atomic_fetch_add_explicit(&log->calls, 1, memory_order_relaxed);
+    /* The call that fills a batch copies the batches committed so far to their place (while its data is hot),
+     * unless another thread is at it. */
+    if (__builtin_expect(((slot + n) & (COPY_BATCH - 1)) < n, 0))
+        copy_pending(log, false);
 }
 
 static inline void record_simple(recorder_log *log, hm_raw_record *rec)
@@ -749,13 +731,8 @@ HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer)
     if (!outer || outer->lpVtbl != &recorder_vtbl)
         return 0;
     recorder_log *log = recorder_of(outer)->log;
-    /* The copier counts the calls as it copies them: wait (a while at most) for it to reach this point. */
-    uint64_t reserved = atomic_load(&log->next_slot);
-    for (int i = 0; log->has_copier && i < 20000 && atomic_load(&log->copied) < reserved && !atomic_load(&log->broken);
-         i++) {
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-    }
+    /* Calls are counted as they are copied to their place. */
+    copy_pending(log, true);
     return atomic_load(&log->calls);
 }
 

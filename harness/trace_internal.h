@@ -35,8 +35,8 @@
  * following ring slots, wrapping), and copied to its place later: a record whose place does not hold it yet is
  * read from the ring, where its commit word names it. */
 #define HM_RAW_RING_FIELD 32
-#define HM_RAW_RING_SLOTS 65536u /* 4 MiB */
-#define HM_RAW_RING_MAX (1u << 24)
+#define HM_RAW_RING_SLOTS 16384u /* 1 MiB */
+#define HM_RAW_RING_MAX (1u << 20) /* a bigger ring is refused (64 MiB) */
 #define HM_RAW_SLOT 64
 #define HM_RAW_HEADER 64
 #define HM_RAW_COMMIT_TAG 0x484d540000000000ull /* "HMT" in the top bytes: a zero or stale word never matches */
