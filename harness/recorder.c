@@ -2,9 +2,10 @@
  *
  * Why a shared mapping: a record copied into a MAP_SHARED file mapping is in the page cache the moment the copy
  * ends, so it survives SIGKILL of the process (not a power cut) at the cost of a memcpy; one write(2) per call
- * would cost about a microsecond. The file grows in chunks that are mapped once and never move, so writers need
- * no lock: a call reserves its slots with one atomic add, fills them, and publishes them by storing the first
- * slot's commit word last. Slot order is the trace's order; the reader skips slots never committed.
+ * would cost about a microsecond. The mapping is a ring near the start of the file, mapped once (see the log
+ * below), so writers need no lock: a call reserves its slots with one atomic add, fills them, and publishes them
+ * by storing the first slot's commit word last. Slot order is the trace's order; the reader skips slots never
+ * committed.
  *
  * Ordering across threads: a call that ends something (VirtualFree, Free, ReleasedVirtualAddressSpace, a heap's
  * last Release) takes its slot before calling the host, every other call after the host returned. So when the
@@ -16,39 +17,45 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The file is mapped in chunks that double from 64 KiB (so a short trace, or one cut by a kill, is a small file)
- * up to 16 MiB, then stay at 16 MiB. */
-#define FIRST_CHUNK_SLOTS ((uint64_t)1024)
-#define GROWING_CHUNKS 9 /* 1024 << 8 slots = 16 MiB */
-#define BIG_CHUNK_SLOTS (FIRST_CHUNK_SLOTS << (GROWING_CHUNKS - 1))
-#define GROWING_SLOTS (FIRST_CHUNK_SLOTS * ((1u << GROWING_CHUNKS) - 1))
-#define MAX_CHUNKS 65536 /* about 1 TiB of trace */
+/* The log: a ring of HM_RAW_RING_SLOTS slots mapped once, near the start of the file, takes every record; every
+ * COPY_BATCH slots the call that fills them copies the committed records, in order, to their place after the
+ * ring with pwrite(2) (one thread at a time: the others go on), and a ring slot is reused once its record was
+ * copied. Why not map the whole file: the first touch of each fresh page of a shared file mapping costs
+ * microseconds (page-cache allocation, and on virtual machines the page-table work), far more than the records on
+ * it; the ring's pages stay mapped and hot, and pwrite fills the page cache for a fraction of that, while the
+ * records are still in the writer's cache. A record is in the page cache, in the ring or in its place, from the
+ * moment it is committed, so a SIGKILL still loses only the calls in flight. When the ring is full (a call in
+ * flight holds back the copying) a writer writes its record to its place itself. */
+#define RING_SLOTS ((uint64_t)HM_RAW_RING_SLOTS)
+#define MAIN_OFFSET ((off_t)HM_RAW_HEADER + (off_t)HM_RAW_RING_SLOTS * HM_RAW_SLOT)
+#define COPY_BATCH 1024 /* a writer copies every this many slots, at most this many per pwrite */
 
 typedef struct recorder_log {
     atomic_uint refs;
     int fd;
     uint64_t serial;         /* tells this log's thread numbers apart from another log's in the thread cache */
     unsigned fork_generation;
-    atomic_uint_fast64_t next_slot; /* file slot 0 is the header */
     atomic_uint next_thread;
     atomic_uint next_heap, next_callback;
+    uint8_t *map;  /* header + ring */
+    uint8_t *ring; /* map + HM_RAW_HEADER */
+    pthread_mutex_t copy_lock; /* one thread copies at a time */
+    atomic_bool broken; /* the file could not be written (disk full): calls still go through, unrecorded */
+    /* Written by every call: a line of its own. */
+    _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
     atomic_uint_fast64_t calls;
-    pthread_mutex_t grow_lock;
-    /* A helper thread maps and write-faults the next chunk before the writers reach it, so the page faults of a
-     * shared file mapping (one per page, and block allocation on a disk file system) stay off the callers. */
-    pthread_cond_t wake;
-    pthread_t prefetcher;
-    bool has_prefetcher, stop;
-    size_t want_chunk; /* the chunk the helper should prepare, or SIZE_MAX */
-    _Atomic(uint8_t *) chunks[MAX_CHUNKS];
-    atomic_bool broken; /* a chunk could not be mapped (disk full): calls still go through, unrecorded */
+    /* Written by the copying thread, read by every call. */
+    _Alignas(64) atomic_uint_fast64_t copied; /* records [0, copied) are in their place */
 } recorder_log;
 
 typedef struct recorder {
@@ -84,93 +91,101 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void after_fork_in_child(void) { atomic_fetch_add(&fork_generation, 1); }
 static void install_atfork(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 
-/* Which chunk holds file slot s, the chunk's first slot and its size in slots. */
-static inline size_t chunk_of(uint64_t s, uint64_t *first, uint64_t *slots)
+static inline uint64_t commit_word(uint64_t slot) { return HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK); }
+static inline off_t main_offset(uint64_t slot) { return MAIN_OFFSET + (off_t)slot * HM_RAW_SLOT; }
+static inline uint8_t *ring_slot(recorder_log *log, uint64_t slot)
 {
-    if (s < GROWING_SLOTS) {
-        unsigned k = 63u - (unsigned)__builtin_clzll(s / FIRST_CHUNK_SLOTS + 1);
-        *first = FIRST_CHUNK_SLOTS * ((1ull << k) - 1);
-        *slots = FIRST_CHUNK_SLOTS << k;
-        return k;
-    }
-    uint64_t k = (s - GROWING_SLOTS) / BIG_CHUNK_SLOTS;
-    *first = GROWING_SLOTS + k * BIG_CHUNK_SLOTS;
-    *slots = BIG_CHUNK_SLOTS;
-    return (size_t)(GROWING_CHUNKS + k);
+    return log->ring + (size_t)(slot & (RING_SLOTS - 1)) * HM_RAW_SLOT;
 }
 
-static size_t chunk_bytes(size_t chunk)
+static bool write_all(int fd, const void *buf, size_t len, off_t offset)
 {
-    return (size_t)((chunk < GROWING_CHUNKS ? FIRST_CHUNK_SLOTS << chunk : BIG_CHUNK_SLOTS) * HM_RAW_SLOT);
-}
-
-/* Maps a chunk (grow_lock held). touch: write-fault every page now. */
-static uint8_t *map_chunk_locked(recorder_log *log, size_t chunk, bool touch)
-{
-    uint8_t *p = atomic_load(&log->chunks[chunk]);
-    if (p || atomic_load(&log->broken))
-        return p;
-    uint64_t first = chunk < GROWING_CHUNKS ? FIRST_CHUNK_SLOTS * ((1ull << chunk) - 1)
-                                            : GROWING_SLOTS + (chunk - GROWING_CHUNKS) * BIG_CHUNK_SLOTS;
-    size_t bytes = chunk_bytes(chunk);
-    if (ftruncate(log->fd, (off_t)(first * HM_RAW_SLOT + bytes)) == 0) {
-        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, (off_t)(first * HM_RAW_SLOT));
-        if (m != MAP_FAILED)
-            p = m;
-    }
-    if (!p) {
-        atomic_store(&log->broken, true);
-        return NULL;
-    }
-    if (touch) /* the pages hold zeros: writing zeros changes nothing but makes them present and writable */
-        for (size_t off = 0; off < bytes; off += 4096)
-            *(volatile uint8_t *)(p + off) = 0;
-    atomic_store_explicit(&log->chunks[chunk], p, memory_order_release);
-    return p;
-}
-
-static void *prefetch_main(void *arg)
-{
-    recorder_log *log = arg;
-    pthread_mutex_lock(&log->grow_lock);
-    while (!log->stop) {
-        if (log->want_chunk == SIZE_MAX) {
-            pthread_cond_wait(&log->wake, &log->grow_lock);
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, offset);
+        if (n < 0 && errno == EINTR)
             continue;
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+        offset += n;
+    }
+    return true;
+}
+
+/* Copies the committed records from `copied` up to `reserved` to their place, in order, stopping at a call in
+ * flight, and counts them. Returns how many slots it moved past. copy_lock held. */
+static uint64_t copy_out(recorder_log *log, uint64_t reserved)
+{
+    uint64_t from = atomic_load_explicit(&log->copied, memory_order_relaxed), c = from;
+    uint64_t calls = atomic_load_explicit(&log->calls, memory_order_relaxed);
+    while (c < reserved && !atomic_load_explicit(&log->broken, memory_order_relaxed)) {
+        /* The committed calls from c on, contiguous in the ring (not across its end), up to a batch. */
+        uint64_t end = c;
+        while (end < reserved && end - c < COPY_BATCH && (end == c || (end & (RING_SLOTS - 1)))) {
+            const uint8_t *p = ring_slot(log, end);
+            uint64_t word = atomic_load_explicit((_Atomic uint64_t *)(const void *)p, memory_order_acquire);
+            if (word != commit_word(end))
+                break;
+            unsigned n = p[offsetof(hm_raw_record, nslots)];
+            if (n < 1 || n > 4 || ((end + n - 1) & (RING_SLOTS - 1)) < (end & (RING_SLOTS - 1)))
+                break; /* wraps: the next round copies it by itself */
+            end += n;
+            calls++;
         }
-        size_t chunk = log->want_chunk;
-        log->want_chunk = SIZE_MAX;
-        if (chunk < MAX_CHUNKS)
-            map_chunk_locked(log, chunk, true);
+        if (end == c) {
+            const uint8_t *p = ring_slot(log, c);
+            uint64_t word = atomic_load_explicit((_Atomic uint64_t *)(const void *)p, memory_order_acquire);
+            if (word == commit_word(c)) { /* a call whose slots wrap around the ring's end */
+                unsigned n = p[offsetof(hm_raw_record, nslots)];
+                n = n >= 1 && n <= 4 ? n : 1;
+                size_t head = (size_t)(RING_SLOTS - (c & (RING_SLOTS - 1)));
+                if (head > n)
+                    head = n;
+                if (!write_all(log->fd, p, head * HM_RAW_SLOT, main_offset(c)) ||
+                    (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head))))
+                    atomic_store(&log->broken, true);
+                c += n;
+                calls++;
+                atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
+                atomic_store_explicit(&log->copied, c, memory_order_release);
+                continue;
+            }
+            /* Not in the ring: written to its place by its writer (the ring was full), or still in flight. */
+            uint8_t rec[HM_RAW_SLOT];
+            if (pread(log->fd, rec, sizeof rec, main_offset(c)) == (ssize_t)sizeof rec) {
+                uint64_t w;
+                memcpy(&w, rec, sizeof w);
+                if (w == commit_word(c)) {
+                    unsigned n = rec[offsetof(hm_raw_record, nslots)];
+                    c += n >= 1 && n <= 4 ? n : 1;
+                    calls++;
+                    atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
+                    atomic_store_explicit(&log->copied, c, memory_order_release);
+                    continue;
+                }
+            }
+            break; /* in flight */
+        }
+        if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c)))
+            atomic_store(&log->broken, true);
+        c = end;
+        atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
+        atomic_store_explicit(&log->copied, c, memory_order_release);
     }
-    pthread_mutex_unlock(&log->grow_lock);
-    return NULL;
+    return c - from;
 }
 
-/* A writer reached an unmapped chunk: map it (the helper was not quick enough) and ask for the next one. */
-static uint8_t *map_chunk(recorder_log *log, size_t chunk)
+/* Copies what is committed, if no other thread is copying (try) or waiting for the copy to be done. */
+static void copy_pending(recorder_log *log, bool wait)
 {
-    pthread_mutex_lock(&log->grow_lock);
-    uint8_t *p = map_chunk_locked(log, chunk, false);
-    if (log->has_prefetcher) {
-        log->want_chunk = chunk + 1;
-        pthread_cond_signal(&log->wake);
-    }
-    pthread_mutex_unlock(&log->grow_lock);
-    return p;
-}
-
-static inline uint8_t *slot_address(recorder_log *log, uint64_t file_slot)
-{
-    uint64_t first, slots;
-    size_t chunk = chunk_of(file_slot, &first, &slots);
-    (void)slots;
-    if (chunk >= MAX_CHUNKS)
-        return NULL;
-    uint8_t *p = atomic_load_explicit(&log->chunks[chunk], memory_order_acquire);
-    if (__builtin_expect(!p, 0) && !(p = map_chunk(log, chunk)))
-        return NULL;
-    return p + (file_slot - first) * HM_RAW_SLOT;
+    if (wait)
+        pthread_mutex_lock(&log->copy_lock);
+    else if (pthread_mutex_trylock(&log->copy_lock) != 0)
+        return;
+    copy_out(log, atomic_load(&log->next_slot));
+    pthread_mutex_unlock(&log->copy_lock);
 }
 
 static void log_release(recorder_log *log)
@@ -178,25 +193,24 @@ static void log_release(recorder_log *log)
     if (atomic_fetch_sub(&log->refs, 1) != 1)
         return;
     bool same_process = atomic_load(&fork_generation) == log->fork_generation;
-    if (log->has_prefetcher && same_process) { /* a forked child has no helper thread to join */
-        pthread_mutex_lock(&log->grow_lock);
-        log->stop = true;
-        pthread_cond_signal(&log->wake);
-        pthread_mutex_unlock(&log->grow_lock);
-        pthread_join(log->prefetcher, NULL);
+    if (same_process) { /* a forked child must not write */
+        /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). */
+        uint64_t reserved = atomic_load(&log->next_slot);
+        copy_pending(log, true);
+        if (!atomic_load(&log->broken) && atomic_load(&log->copied) == reserved) {
+#ifdef FALLOC_FL_PUNCH_HOLE
+            if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER,
+                          (off_t)RING_SLOTS * HM_RAW_SLOT) != 0)
+#endif
+                memset(log->ring, 0, (size_t)RING_SLOTS * HM_RAW_SLOT);
+        }
+        /* A trace closed properly is exactly its records long. */
+        if (ftruncate(log->fd, main_offset(reserved)) != 0)
+            (void)0; /* the reader treats trailing zeros as the end anyway */
     }
-    uint64_t slots = atomic_load(&log->next_slot);
-    for (size_t i = 0; i < MAX_CHUNKS; i++) {
-        uint8_t *p = atomic_load(&log->chunks[i]);
-        if (p)
-            munmap(p, chunk_bytes(i));
-    }
-    /* Cut the zeros of the last chunk: a trace closed properly is exactly its records long. */
-    if (same_process && ftruncate(log->fd, (off_t)(slots * HM_RAW_SLOT)) != 0)
-        (void)0; /* the reader treats trailing zeros as the end anyway */
+    munmap(log->map, (size_t)MAIN_OFFSET);
     close(log->fd);
-    pthread_cond_destroy(&log->wake);
-    pthread_mutex_destroy(&log->grow_lock);
+    pthread_mutex_destroy(&log->copy_lock);
     free(log);
 }
 
@@ -214,22 +228,27 @@ static recorder_log *log_open(const char *path)
         free(log);
         return NULL;
     }
-    pthread_mutex_init(&log->grow_lock, NULL);
-    pthread_cond_init(&log->wake, NULL);
-    log->want_chunk = 1;
-    atomic_init(&log->refs, 1);
-    atomic_init(&log->next_slot, 1);
-    log->serial = atomic_fetch_add(&log_serials, 1) + 1;
-    log->fork_generation = atomic_load(&fork_generation);
-    uint8_t *header = slot_address(log, 0);
-    if (!header) {
+    void *m = MAP_FAILED;
+    if (ftruncate(log->fd, MAIN_OFFSET) == 0)
+        m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
+    if (m == MAP_FAILED) {
         hm_set_error("cannot map trace '%s': %s", path, strerror(errno));
-        log_release(log);
+        close(log->fd);
+        free(log);
         return NULL;
     }
-    memcpy(header, HM_TRACE_RAW_MAGIC, strlen(HM_TRACE_RAW_MAGIC));
-    /* Without the helper (no threads left?) writers map chunks themselves: slower, not wrong. */
-    log->has_prefetcher = pthread_create(&log->prefetcher, NULL, prefetch_main, log) == 0;
+    log->map = m;
+    log->ring = log->map + HM_RAW_HEADER;
+#ifdef MADV_POPULATE_WRITE
+    (void)madvise(log->map, (size_t)MAIN_OFFSET, MADV_POPULATE_WRITE); /* fault the ring in once, now */
+#endif
+    atomic_init(&log->refs, 1);
+    log->serial = atomic_fetch_add(&log_serials, 1) + 1;
+    log->fork_generation = atomic_load(&fork_generation);
+    memcpy(log->map, HM_TRACE_RAW_MAGIC, strlen(HM_TRACE_RAW_MAGIC));
+    uint64_t ring_slots = RING_SLOTS;
+    memcpy(log->map + HM_RAW_RING_FIELD, &ring_slots, sizeof ring_slots);
+    pthread_mutex_init(&log->copy_lock, NULL);
     return log;
 }
 
@@ -256,32 +275,54 @@ static inline bool log_enabled(recorder_log *log)
     return atomic_load_explicit(&fork_generation, memory_order_relaxed) == log->fork_generation;
 }
 
-/* Reserves the slots of one call: returns the first record slot (0-based, file slot - 1). */
+/* Reserves the slots of one call: returns its first record slot. */
 static inline uint64_t reserve(recorder_log *log, unsigned nslots)
 {
-    return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_relaxed) - 1;
+    return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_relaxed);
 }
 
-/* Copies rec (and the extra slots) into the reserved slots, then publishes the call. */
+/* Writes rec (and the extra slots) to the reserved slots, then publishes the call by storing its commit word. */
+/* Extra slot i (1-based) of a call: its part of extra, zeros after. */
+static inline void put_extra(uint8_t *dst, const void *extra, size_t extra_len, unsigned i)
+{
+    size_t off = (size_t)(i - 1) * HM_RAW_SLOT;
+    size_t k = extra_len > off ? extra_len - off : 0;
+    if (k > HM_RAW_SLOT)
+        k = HM_RAW_SLOT;
+    memcpy(dst, (const uint8_t *)extra + off, k);
+    memset(dst + k, 0, HM_RAW_SLOT - k);
+}
+
 static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const void *extra, size_t extra_len)
 {
-    uint8_t *first = slot_address(log, slot + 1);
-    if (!first)
+    if (atomic_load_explicit(&log->broken, memory_order_relaxed))
         return;
+    unsigned n = rec->nslots;
     rec->thread = thread_id(log);
     rec->commit = 0;
-    memcpy(first, rec, sizeof *rec);
-    for (unsigned i = 1; i < rec->nslots; i++) {
-        uint8_t *p = slot_address(log, slot + 1 + i);
-        if (!p)
-            return; /* never committed: the reader skips it */
-        size_t off = (size_t)(i - 1) * HM_RAW_SLOT;
-        size_t n = extra_len > off ? extra_len - off : 0;
-        memcpy(p, (const uint8_t *)extra + off, n > HM_RAW_SLOT ? HM_RAW_SLOT : n);
+    if (__builtin_expect(slot + n > atomic_load_explicit(&log->copied, memory_order_acquire) + RING_SLOTS, 0)) {
+        /* The ring is full: to its place directly, the commit word last. */
+        uint8_t buf[4 * HM_RAW_SLOT];
+        memcpy(buf, rec, sizeof *rec);
+        for (unsigned i = 1; i < n; i++)
+            put_extra(buf + (size_t)i * HM_RAW_SLOT, extra, extra_len, i);
+        uint64_t word = commit_word(slot);
+        if (!write_all(log->fd, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
+            !write_all(log->fd, &word, sizeof word, main_offset(slot))) {
+            atomic_store(&log->broken, true);
+            return;
+        }
+    } else {
+        uint8_t *first = ring_slot(log, slot);
+        memcpy(first, rec, sizeof *rec);
+        for (unsigned i = 1; i < n; i++)
+            put_extra(ring_slot(log, slot + i), extra, extra_len, i);
+        atomic_store_explicit((_Atomic uint64_t *)(void *)first, commit_word(slot), memory_order_release);
     }
-    atomic_store_explicit((_Atomic uint64_t *)(void *)first, HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK),
-                          memory_order_release);
-    atomic_fetch_add_explicit(&log->calls, 1, memory_order_relaxed);
+    /* The call that fills a batch copies the batches committed so far to their place (while its data is hot),
+     * unless another thread is at it. */
+    if (__builtin_expect(((slot + n) & (COPY_BATCH - 1)) < n, 0))
+        copy_pending(log, false);
 }
 
 static inline void record_simple(recorder_log *log, hm_raw_record *rec)
@@ -687,7 +728,12 @@ HM_API IHostMemoryManager *HostMemRecorderInner(IHostMemoryManager *outer)
 
 HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer)
 {
-    return outer && outer->lpVtbl == &recorder_vtbl ? atomic_load(&recorder_of(outer)->log->calls) : 0;
+    if (!outer || outer->lpVtbl != &recorder_vtbl)
+        return 0;
+    recorder_log *log = recorder_of(outer)->log;
+    /* Calls are counted as they are copied to their place. */
+    copy_pending(log, true);
+    return atomic_load(&log->calls);
 }
 
 HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, IHostMemoryManager **ppOuter)

@@ -4,9 +4,10 @@
  * serialised it). Handles map to what the replay host returned: @3 is wherever this host put the third region.
  *
  * Recorded failures that depend on the machine rather than on the calls (E_OUTOFMEMORY and the other
- * "could not satisfy" answers of allocating calls) are not compared: a first pass over the trace collects them,
- * and the host is wrapped in the fault layer with one `Method,call=N,return=HR` rule each, so the same calls fail
- * on an idle machine. The first pass also checks the whole trace, so bad input stops before anything runs.
+ * "could not satisfy" answers of allocating calls) are not compared: the replayer fails those calls itself, as the
+ * fault layer would (the host does not see them, their outputs are NULL), so the same calls fail on an idle
+ * machine. A file is read once, streamed: each call is decoded straight into the context ring, and bad input
+ * stops the replay where it is found.
  *
  * Not compared: GetMemoryLoad's figures (machine-dependent; opts->compare_load turns it on), notifications
  * (the host sends them when its own policy says; they are counted), VirtualQuery of an address outside every
@@ -88,7 +89,7 @@ static void sb_printf(strbuf *s, const char *fmt, ...)
     s->len += (size_t)n;
 }
 
-/* ---- The first pass: failures to inject, and the spec that fails them in a real rerun --------------------- */
+/* ---- --emit-faults: the spec that fails the recorded failures in a rerun of the real program ---------------- */
 typedef struct emit_key {
     int method, level, op;
     uint64_t size;
@@ -97,10 +98,7 @@ typedef struct emit_key {
 } emit_key;
 
 typedef struct plan {
-    strbuf inject;    /* the spec for the replay's fault layer */
     strbuf emit;      /* the spec for a rerun of the real program */
-    uint64_t host_calls;
-    uint64_t injections;
     emit_key *keys;
     size_t nkeys, capkeys;
     bool want_emit;
@@ -161,19 +159,13 @@ static uint64_t count_key(plan *p, const hm_trace_call *c)
 
 static void plan_call(plan *p, const hm_replay_options *o, const hm_trace_call *c)
 {
-    if (!hm_trace_is_host_method(c->method))
+    if (!hm_trace_is_host_method(c->method) || !is_allocating(c->method))
         return;
-    uint64_t call = ++p->host_calls;
-    uint64_t nth = p->want_emit && is_allocating(c->method) ? count_key(p, c) : 0;
+    uint64_t nth = count_key(p, c);
     if (!injected(o, c))
         return;
     const char *method = hm_method_name((hm_method)c->method);
     const char *ret = c->result == E_OUTOFMEMORY ? NULL : hm_hr_name(c->result);
-    p->injections++;
-    sb_printf(&p->inject, "%s%s,call=%" PRIu64 ",return=%s", p->inject.len ? ";" : "", method, call,
-              hm_hr_name(c->result));
-    if (!p->want_emit)
-        return;
     sb_printf(&p->emit, "%s%s", p->emit.len ? ";" : "", method);
     if (hm_trace_method_has_level(c->method) && c->level >= 0 && c->level <= 2)
         sb_printf(&p->emit, ",level=%s", hm_level_short((EMemoryCriticalLevel)c->level));
@@ -189,7 +181,6 @@ static void plan_call(plan *p, const hm_replay_options *o, const hm_trace_call *
 
 static void plan_free(plan *p)
 {
-    free(p->inject.p);
     free(p->emit.p);
     free(p->keys);
 }
@@ -255,9 +246,11 @@ static void replayer_init(replayer *rp, const hm_replay_options *opts, hm_replay
     hm_handle_map_init(&rp->map, HM_TRACE_DEAD_KEPT);
 }
 
+/* A streamed replay decodes each call straight into the ring's next slot: nothing to copy then. */
 static void remember(replayer *rp, const hm_trace_call *c)
 {
-    rp->ring[rp->ring_next] = *c;
+    if (c != &rp->ring[rp->ring_next])
+        rp->ring[rp->ring_next] = *c;
     rp->ring_next = (rp->ring_next + 1) % rp->ring_size;
     if (rp->ring_count < rp->ring_size)
         rp->ring_count++;
@@ -442,8 +435,11 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
     }
     if (hm_trace_is_host_method(c->method))
         res->host_calls++;
-    if (injected(&rp->opts, c) && !rp->scenario)
+    if (!rp->scenario && injected(&rp->opts, c)) {
+        /* Failed here as the fault layer would fail it: the host never sees the call, its outputs are NULL. */
         res->injected++;
+        return 0;
+    }
     bool null1 = c->nulls & HM_TRACE_NULL_OUT1, null2 = c->nulls & HM_TRACE_NULL_OUT2;
     HRESULT hr;
     switch (c->method) {
@@ -649,45 +645,17 @@ static void replayer_finish(replayer *rp)
 }
 
 /* ---- Entry points ---------------------------------------------------------------------------------------- */
-/* A source of calls: a reader or an array. */
-typedef struct source {
-    hm_trace_reader *reader;
-    const hm_trace *trace;
-    size_t next;
-} source;
-
-static int source_next(source *s, hm_trace_call *c, const hm_trace_call **ref)
-{
-    if (s->trace) {
-        if (s->next >= s->trace->count)
-            return 0;
-        *ref = &s->trace->calls[s->next++];
-        return 1;
-    }
-    int got = hm_trace_next(s->reader, c);
-    *ref = c;
-    return got;
-}
-
-static HRESULT open_host(const hm_replay_options *o, const char *spec, IHostMemoryManager **out)
+static HRESULT open_host(const hm_replay_options *o, IHostMemoryManager **out)
 {
     IHostMemoryManager *m = NULL;
     HRESULT hr = o && o->factory ? o->factory(o->factory_ctx, &m) : HostMemCreateBuiltinManager("deterministic=1", &m);
     if (FAILED(hr) || !m)
         return FAILED(hr) ? hr : E_POINTER;
-    if (spec && *spec) {
-        IHostMemoryManager *wrapped;
-        hr = HostMemWrapFaults(m, spec, &wrapped);
-        IHostMemoryManager_Release(m);
-        if (FAILED(hr))
-            return hr;
-        m = wrapped;
-    }
     *out = m;
     return S_OK;
 }
 
-/* Both entry points: path (streamed, read twice) or trace (in memory). */
+/* Both entry points: path (streamed, one pass) or trace (in memory). */
 static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_options *opts, hm_replay_result *res)
 {
     hm_replay_options defaults = {0};
@@ -696,65 +664,69 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
     memset(res, 0, sizeof *res);
     hm_clear_error();
 
-    /* Pass 1: check the trace, plan the injections. */
-    plan p = {0};
-    p.want_emit = opts->emit_faults != 0;
-    source src = {0};
-    src.trace = trace;
-    hm_trace_call call;
-    const hm_trace_call *c;
-    HRESULT hr = S_OK;
-    if (path && FAILED(hr = hm_trace_open(path, &src.reader))) {
+    hm_trace_reader *reader = NULL;
+    HRESULT hr;
+    if (path && FAILED(hr = hm_trace_open(path, &reader))) {
         snprintf(res->error, sizeof res->error, "%s", HostMemLastError());
         return hr;
     }
-    int got;
-    while ((got = source_next(&src, &call, &c)) > 0)
-        plan_call(&p, opts, c);
-    if (src.reader) {
-        res->lost = hm_trace_reader_lost(src.reader);
-        if (got < 0)
-            snprintf(res->error, sizeof res->error, "%s", hm_trace_error(src.reader));
-        hm_trace_close(src.reader);
-        src.reader = NULL;
-    }
-    if (got < 0 || p.inject.failed || p.emit.failed) {
-        if (got >= 0)
-            snprintf(res->error, sizeof res->error, "out of memory planning the replay");
-        plan_free(&p);
-        return got < 0 ? E_INVALIDARG : E_OUTOFMEMORY;
-    }
-    if (p.want_emit) {
-        res->fault_spec = p.emit.p ? p.emit.p : strdup("");
-        p.emit.p = NULL;
-    }
-
-    /* Pass 2: run it. */
     replayer rp;
     replayer_init(&rp, opts, res);
-    hr = open_host(opts, p.inject.p, &rp.host);
-    plan_free(&p);
+    hr = open_host(opts, &rp.host);
     if (FAILED(hr)) {
         snprintf(res->error, sizeof res->error, "cannot create the replay host: %s%s%s", hm_hr_name(hr),
                  *HostMemLastError() ? ": " : "", HostMemLastError());
         replayer_finish(&rp);
+        hm_trace_close(reader);
         return hr;
     }
-    src.next = 0;
-    if (path && FAILED(hr = hm_trace_open(path, &src.reader))) {
-        snprintf(res->error, sizeof res->error, "%s", HostMemLastError());
-    } else {
-        while ((got = source_next(&src, &call, &c)) > 0)
-            if (replay_call(&rp, c))
+    /* --emit-faults: the spec is built as the calls go by (it counts every allocating call of the trace, so after
+     * a divergence the rest is still read, not run). */
+    plan p = {0};
+    p.want_emit = opts->emit_faults != 0;
+    int got = 0;
+    bool stopped = false;
+    hm_trace_call rest; /* calls read after a divergence */
+    size_t next = 0;
+    for (;;) {
+        const hm_trace_call *c;
+        if (reader) {
+            hm_trace_call *slot = stopped ? &rest : &rp.ring[rp.ring_next];
+            if ((got = hm_trace_next(reader, slot)) <= 0)
                 break;
-        if (got < 0) {
-            snprintf(res->error, sizeof res->error, "%s", hm_trace_error(src.reader));
-            hr = E_INVALIDARG; /* the file changed between the passes */
+            c = slot;
+        } else {
+            if (next >= trace->count)
+                break;
+            c = &trace->calls[next++];
         }
-        if (rp.error)
-            hr = E_OUTOFMEMORY;
-        hm_trace_close(src.reader);
+        if (p.want_emit)
+            plan_call(&p, opts, c);
+        if (!stopped && replay_call(&rp, c)) {
+            stopped = true; /* the report is written: the ring is not needed any more */
+            if (!p.want_emit || rp.error)
+                break;
+        }
     }
+    if (reader) {
+        res->lost = hm_trace_reader_lost(reader);
+        if (got < 0) {
+            snprintf(res->error, sizeof res->error, "%s", hm_trace_error(reader));
+            hr = E_INVALIDARG;
+        }
+        hm_trace_close(reader);
+    }
+    if (rp.error)
+        hr = E_OUTOFMEMORY;
+    if (SUCCEEDED(hr) && p.emit.failed) {
+        snprintf(res->error, sizeof res->error, "out of memory planning the replay");
+        hr = E_OUTOFMEMORY;
+    }
+    if (p.want_emit && SUCCEEDED(hr)) {
+        res->fault_spec = p.emit.p ? p.emit.p : strdup("");
+        p.emit.p = NULL;
+    }
+    plan_free(&p);
     replayer_finish(&rp);
     IHostMemoryManager_Release(rp.host);
     return hr;

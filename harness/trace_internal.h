@@ -17,18 +17,26 @@
 #define HM_TRACE_TEXT_MAGIC "hostmem-trace"
 #define HM_TRACE_TEXT_VERSION 1
 #define HM_TRACE_BIN_MAGIC "hostmem-trace-bin 1\n"
-#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 1\n"
+#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 2\n"
+#define HM_TRACE_RAW1_MAGIC "hostmem-trace-raw 1\n" /* still read: no ring, every slot in its place */
 /* A text line longer than this is malformed (a real line is under 400 bytes). */
 #define HM_TRACE_LINE_MAX 4096
 /* A binary record is never longer than this (the file name dominates). */
 #define HM_TRACE_BIN_RECORD_MAX 640
 
 /* ---- The raw encoding (recorder.c writes it, trace_reader.c reads it) -------------------------------------
- * A 64-byte header (magic, then zeros), then 64-byte slots. A call takes one slot, or more when it carries a
+ * A 64-byte header (magic, then at HM_RAW_RING_FIELD the ring's size in slots, a power of two; version 1 has no
+ * ring and the field is zero), the ring (version 2), then 64-byte slots: record slot i at
+ * HM_RAW_HEADER + (ring + i) * HM_RAW_SLOT. A call takes one slot, or more when it carries a
  * MEMORY_BASIC_INFORMATION (VirtualQuery: +1) or a file name (DebugAlloc: up to +3). Slot i starts with
  * commit = HM_RAW_COMMIT_TAG | (i + 1), stored last with release order, so a slot whose commit word is not that
  * value was never finished: the reader skips it (a call in flight when the recorder died), and zeros to the end
- * of the file are the end of the trace. */
+ * of the file are the end of the trace. A record is written first to ring slot i % ring (its extra slots to the
+ * following ring slots, wrapping), and copied to its place later: a record whose place does not hold it yet is
+ * read from the ring, where its commit word names it. */
+#define HM_RAW_RING_FIELD 32
+#define HM_RAW_RING_SLOTS 16384u /* 1 MiB */
+#define HM_RAW_RING_MAX (1u << 20) /* a bigger ring is refused (64 MiB) */
 #define HM_RAW_SLOT 64
 #define HM_RAW_HEADER 64
 #define HM_RAW_COMMIT_TAG 0x484d540000000000ull /* "HMT" in the top bytes: a zero or stale word never matches */

@@ -51,6 +51,11 @@ struct hm_trace_reader {
     uint32_t next_thread;
     uint64_t lost;
     uint64_t slot;
+    /* raw version 2: a copy of the ring when it holds records not copied to their place (a killed recorder) */
+    uint8_t *ring;
+    uint64_t ring_slots, ring_max; /* ring_max: 1 + the last record slot the ring holds */
+    bool in_hole;
+    uint8_t extra[3 * HM_RAW_SLOT];
 };
 
 static int reader_fail(hm_trace_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -90,6 +95,47 @@ static void fill(hm_trace_reader *r, size_t want)
     }
 }
 
+static bool all_zero(const uint8_t *p, size_t n);
+
+/* Raw version 2: reads the ring that follows the header. A copy is kept only when the ring holds a record (the
+ * recorder was killed before copying it to its place); a trace closed properly has an empty ring. */
+static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
+{
+    r->ring_slots = ring_slots;
+    for (uint64_t i = 0; i < ring_slots;) {
+        fill(r, HM_RAW_SLOT);
+        size_t have = r->end - r->start;
+        if (have < HM_RAW_SLOT) {
+            r->start = r->end; /* the file ends inside the ring: the rest is zeros */
+            break;
+        }
+        size_t n = have / HM_RAW_SLOT;
+        if (n > ring_slots - i)
+            n = (size_t)(ring_slots - i);
+        for (size_t k = 0; k < n; k++, i++) {
+            const uint8_t *p = r->buf + r->start + k * HM_RAW_SLOT;
+            if (all_zero(p, HM_RAW_SLOT))
+                continue;
+            if (!r->ring && !(r->ring = calloc((size_t)ring_slots, HM_RAW_SLOT)))
+                return -1;
+            memcpy(r->ring + (size_t)i * HM_RAW_SLOT, p, HM_RAW_SLOT);
+            uint64_t word;
+            memcpy(&word, p, sizeof word);
+            /* The tag fills the top 24 bits; a slot number (below 2^40) the rest. */
+            uint64_t low = word & ((1ull << 40) - 1), slot = low - 1;
+            if ((word & ~((1ull << 40) - 1)) == HM_RAW_COMMIT_TAG && low && (slot & (ring_slots - 1)) == i &&
+                low > r->ring_max)
+                r->ring_max = low;
+        }
+        r->start += n * HM_RAW_SLOT;
+    }
+    if (r->ring && !r->ring_max) {
+        free(r->ring);
+        r->ring = NULL;
+    }
+    return 0;
+}
+
 HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
 {
     *out = NULL;
@@ -119,14 +165,28 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
     size_t have = r->end - r->start;
     const char *head = (const char *)r->buf;
     size_t raw_len = strlen(HM_TRACE_RAW_MAGIC), bin_len = strlen(HM_TRACE_BIN_MAGIC);
-    if (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0) {
+    bool raw1 = have >= raw_len && memcmp(head, HM_TRACE_RAW1_MAGIC, raw_len) == 0;
+    if (raw1 || (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0)) {
         r->encoding = HM_TRACE_RAW;
         if (have < HM_RAW_HEADER) {
             hm_set_error("%s: raw trace header cut short", path);
             hm_trace_close(r);
             return E_INVALIDARG;
         }
+        uint64_t ring = 0;
+        if (!raw1)
+            memcpy(&ring, head + HM_RAW_RING_FIELD, sizeof ring);
+        if (!raw1 && (ring == 0 || ring > HM_RAW_RING_MAX || (ring & (ring - 1)))) {
+            hm_set_error("%s: slot 0: field 'ring': bad ring size %" PRIu64, path, ring);
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
         r->start = HM_RAW_HEADER;
+        if (ring && read_ring(r, ring) != 0) {
+            hm_set_error("out of memory opening trace '%s'", path);
+            hm_trace_close(r);
+            return E_OUTOFMEMORY;
+        }
     } else if (have >= bin_len && memcmp(head, HM_TRACE_BIN_MAGIC, bin_len) == 0) {
         r->encoding = HM_TRACE_BINARY;
         r->start = bin_len;
@@ -167,6 +227,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
     free(r->regions.dead);
     free(r->blocks.dead);
     free(r->threads);
+    free(r->ring);
     free(r->buf);
     free(r->path);
     free(r);
@@ -438,10 +499,59 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
+/* Version 2 with records left in the ring: each slot from its place, or else from the ring. */
+static int next_raw_ring(hm_trace_reader *r, hm_raw_record *rec, const uint8_t **extra)
+{
+    for (;;) {
+        fill(r, HM_RAW_SLOT * 4);
+        size_t have = r->end - r->start;
+        const uint8_t *p = have >= HM_RAW_SLOT ? r->buf + r->start : NULL;
+        const uint8_t *q = r->ring + (size_t)(r->slot & (r->ring_slots - 1)) * HM_RAW_SLOT;
+        r->line = r->slot + 1;
+        bool in_place = p && slot_committed(p, r->slot);
+        if (in_place || slot_committed(q, r->slot)) {
+            memcpy(rec, in_place ? p : q, sizeof *rec);
+            if (rec->nslots < 1 || rec->nslots > 4 || rec->method >= HM_TRACE_METHOD_COUNT)
+                return reader_fail(r, "field '%s': bad value in a committed slot",
+                                   rec->method >= HM_TRACE_METHOD_COUNT ? "method" : "nslots");
+            size_t len = (size_t)rec->nslots * HM_RAW_SLOT;
+            if (in_place) {
+                if (have < len)
+                    return 0; /* extra slots cut off: the call was in flight */
+                memcpy(r->extra, p + HM_RAW_SLOT, len - HM_RAW_SLOT);
+            } else {
+                for (unsigned i = 1; i < rec->nslots; i++)
+                    memcpy(r->extra + (i - 1) * HM_RAW_SLOT,
+                           r->ring + (size_t)((r->slot + i) & (r->ring_slots - 1)) * HM_RAW_SLOT, HM_RAW_SLOT);
+            }
+            *extra = r->extra;
+            size_t skip = have < len ? have / HM_RAW_SLOT * HM_RAW_SLOT : len;
+            r->start += skip;
+            r->slot += rec->nslots;
+            r->in_hole = false;
+            return 1;
+        }
+        if (r->slot >= r->ring_max && (!p || all_zero(p, have > READ_CHUNK / 2 ? READ_CHUNK / 2 : have)))
+            return 0; /* past the ring's last record, and nothing (or zeros) in place: the end */
+        if (!r->in_hole)
+            r->lost++; /* a call in flight when the recorder died */
+        r->in_hole = true;
+        if (p)
+            r->start += HM_RAW_SLOT;
+        r->slot++;
+    }
+}
+
 static int next_raw(hm_trace_reader *r, hm_trace_call *c)
 {
     hm_raw_record rec;
-    for (;;) {
+    const uint8_t *extra = NULL;
+    if (r->ring) {
+        int got = next_raw_ring(r, &rec, &extra);
+        if (got <= 0)
+            return got;
+    }
+    for (; !extra;) {
         fill(r, HM_RAW_SLOT * 4);
         size_t have = r->end - r->start;
         if (have < HM_RAW_SLOT)
@@ -483,11 +593,10 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
             return reader_fail(r, "field '%s': bad value in a committed slot", rec.method >= HM_TRACE_METHOD_COUNT ? "method" : "nslots");
         if (have < (size_t)rec.nslots * HM_RAW_SLOT)
             return 0; /* extra slots cut off: the call was in flight */
-        break;
+        extra = r->buf + r->start + HM_RAW_SLOT;
+        r->start += (size_t)rec.nslots * HM_RAW_SLOT;
+        r->slot += rec.nslots;
     }
-    const uint8_t *extra = r->buf + r->start + HM_RAW_SLOT;
-    r->start += (size_t)rec.nslots * HM_RAW_SLOT;
-    r->slot += rec.nslots;
 
     hm_trace_call_init(c);
     c->seq = ++r->last_seq;

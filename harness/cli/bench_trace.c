@@ -188,7 +188,7 @@ static void bench_replay(hm_bench *b, hm_trace_encoding encoding, size_t calls, 
     }
     HostMemReplayFree(&res);
     char label[128];
-    snprintf(label, sizeof label, "replay %s, %zu calls (sim, both passes)", name, written);
+    snprintf(label, sizeof label, "replay %s, %zu calls (sim, streamed)", name, written);
     hm_bench_value(b, "trace", label, (double)written / seconds / 1e6, "Mcalls/s", false, goal);
 }
 

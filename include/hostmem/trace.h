@@ -137,7 +137,8 @@ typedef struct hm_replay_options {
     hm_manager_factory_fn factory;
     void *factory_ctx;
     /* Recorded E_OUTOFMEMORY (and timeouts, CLR-not-available, ...) of allocating calls are reproduced by
-     * failing those calls through the fault layer (call=N rules) rather than compared. 0 turns that off. */
+     * failing those calls (as the fault layer would: the host does not see them) rather than compared. 0 turns
+     * that off. */
     int no_inject;
     int compare_load;    /* compare GetMemoryLoad's figures too (machine-dependent; off by default) */
     int context;         /* trace lines shown before a divergence (default 4) */
