@@ -10,6 +10,8 @@
 #include "calls.h"
 #include "model.h"
 
+#include "manager.h"
+
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>
 
@@ -1149,6 +1151,35 @@ static void decode_fault_spec(fuzz_run *r, char *spec, size_t len)
     }
 }
 
+/* The built-in manager, kept across inputs: hm_manager_reset puts it back to its new state after each (much cheaper
+ * than a new manager; tests/test_manager.c checks that a reset manager answers as a new one does, so an input still
+ * reproduces alone). */
+static struct {
+    IHostMemoryManager *manager; /* our reference; NULL: none kept */
+    char options[512];           /* what it was made with */
+} builtin;
+
+static bool builtin_reusable(const fuzz_run *r)
+{
+    const char *options = r->config->host_options ? r->config->host_options : HM_FUZZ_DEFAULT_OPTIONS;
+    if (!builtin.manager)
+        return false;
+    if (!r->config->fresh_manager && strcmp(options, builtin.options) == 0)
+        return true;
+    IHostMemoryManager_Release(builtin.manager); /* made for other options */
+    builtin.manager = NULL;
+    return false;
+}
+
+/* After an input, with every other reference gone: the kept manager back to its new state, or dropped. */
+static void builtin_reset(void)
+{
+    if (builtin.manager && hm_manager_reset(builtin.manager) != S_OK) {
+        IHostMemoryManager_Release(builtin.manager);
+        builtin.manager = NULL;
+    }
+}
+
 static int open_host(fuzz_run *r, IHostMemoryManager **bare)
 {
     const hm_fuzz_config *c = r->config;
@@ -1158,8 +1189,18 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
         if (!factory)
             return -1;
         hr = factory(c->host_options ? c->host_options : "", bare);
+    } else if (builtin_reusable(r)) {
+        *bare = builtin.manager;
+        IHostMemoryManager_AddRef(*bare); /* this input's reference */
+        hr = S_OK;
     } else {
         hr = HostMemCreateBuiltinManager(c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS, bare);
+        if (SUCCEEDED(hr) && !c->fresh_manager) { /* kept (a reference of its own) for the next inputs */
+            builtin.manager = *bare;
+            IHostMemoryManager_AddRef(builtin.manager);
+            snprintf(builtin.options, sizeof builtin.options, "%s",
+                     c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS);
+        }
     }
     if (FAILED(hr) || !*bare) {
         fprintf(r->report, "hostmem fuzz: the host refused to start: %s %s\n", hm_hr_name(hr),
@@ -1256,6 +1297,8 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
             IHostMalloc_Release(r->heap[i]);
     if (r->host)
         IHostMemoryManager_Release(r->host);
+    if (!r->config->host_library)
+        builtin_reset(); /* releases the callbacks, as the last Release would */
     for (int i = 0; i < r->ncallbacks && status == 0; i++)
         if (atomic_load(&r->callback[i].ref) != 1 && !r->failed) {
             snprintf(r->current, sizeof r->current, "the manager's last Release");
@@ -1275,6 +1318,8 @@ void hm_fuzz_config_from_env(hm_fuzz_config *config)
     config->host_options = getenv("HOSTMEM_FUZZ_HOST_OPTIONS");
     const char *trace = getenv("HOSTMEM_FUZZ_TRACE");
     config->trace_path = trace && *trace ? trace : NULL;
+    const char *fresh = getenv("HOSTMEM_FUZZ_FRESH");
+    config->fresh_manager = fresh && *fresh && strcmp(fresh, "0") != 0;
     const char *verbose = getenv("HOSTMEM_FUZZ_VERBOSE");
     config->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
 }
