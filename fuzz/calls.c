@@ -10,6 +10,8 @@
 #include "calls.h"
 #include "model.h"
 
+#include "manager.h"
+
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>
 
@@ -337,8 +339,11 @@ static void check_query(fuzz_run *r, const hm_model_region *g, uintptr_t address
     }
 }
 
-/* Walks the whole region with VirtualQuery and reads its pages. */
-static void verify_region(fuzz_run *r, const hm_model_region *g)
+/* Walks the whole region with VirtualQuery and reads the pages of [lo, hi) (clamped to the region): those the last
+ * call could have changed. Reading every page after every call made page faults and reads most of the run time;
+ * a host that changes pages outside a call's range is still caught by verify_all, which reads them all (after
+ * the last call, and as an operation of its own). */
+static void verify_region_range(fuzz_run *r, const hm_model_region *g, uintptr_t lo, uintptr_t hi)
 {
     for (uintptr_t a = g->base; a < hm_model_region_end(g) && !r->failed;) {
         MEMORY_BASIC_INFORMATION mbi;
@@ -348,7 +353,16 @@ static void verify_region(fuzz_run *r, const hm_model_region *g)
         check_query(r, g, a, hr, &mbi, got);
         a += mbi.RegionSize ? mbi.RegionSize : HM_MODEL_PAGE;
     }
-    check_contents(r, g, 0, g->pages);
+    uintptr_t end = hm_model_region_end(g);
+    lo = lo < g->base ? g->base : lo;
+    hi = hi > end ? end : hi;
+    if (lo < hi)
+        check_contents(r, g, (lo - g->base) / HM_MODEL_PAGE, (hi - g->base + HM_MODEL_PAGE - 1) / HM_MODEL_PAGE);
+}
+
+static void verify_region(fuzz_run *r, const hm_model_region *g)
+{
+    verify_region_range(r, g, g->base, hm_model_region_end(g));
 }
 
 static void verify_all(fuzz_run *r)
@@ -455,7 +469,7 @@ static void op_virtual_alloc(fuzz_run *r)
         if (mem)
             mismatch(r, "failed with %s but left *ppMem = %p (it must be NULL)", hm_hr_name(hr), mem);
         if (g)
-            verify_region(r, g); /* nothing changed */
+            verify_region_range(r, g, first, end); /* nothing changed */
         return;
     }
     uintptr_t got = (uintptr_t)mem;
@@ -476,7 +490,7 @@ static void op_virtual_alloc(fuzz_run *r)
                 pg->stamp = 0;
             pg->protect = protect & ~(uint32_t)(PAGE_NOCACHE | PAGE_WRITECOMBINE);
         }
-        verify_region(r, g);
+        verify_region_range(r, g, first, end);
         return;
     }
     size_t pages = (address ? end - hm_model_granule_down(address) : hm_model_page_down(size + HM_MODEL_PAGE - 1)) /
@@ -569,7 +583,10 @@ static void op_virtual_free(fuzz_run *r)
         for (size_t p = p0; p < p1; p++)
             g->page[p].protect = g->page[p].stamp = 0; /* `written` stays: the next commit must zero it */
     }
-    verify_region(r, g);
+    if (size && end) /* the pages the call named; size 0 names the whole reservation */
+        verify_region_range(r, g, first, end);
+    else
+        verify_region(r, g);
 }
 
 /* ---- VirtualProtect -------------------------------------------------------------------------------------- */
@@ -641,7 +658,7 @@ static void op_virtual_protect(fuzz_run *r)
     if (hr == S_OK && !empty)
         for (size_t p = (first - g->base) / HM_MODEL_PAGE; p < (end - g->base) / HM_MODEL_PAGE; p++)
             g->page[p].protect = protect & ~(uint32_t)(PAGE_NOCACHE | PAGE_WRITECOMBINE);
-    verify_region(r, g);
+    verify_region_range(r, g, first, end);
 }
 
 /* ---- VirtualQuery ---------------------------------------------------------------------------------------- */
@@ -1149,6 +1166,35 @@ static void decode_fault_spec(fuzz_run *r, char *spec, size_t len)
     }
 }
 
+/* The built-in manager, kept across inputs: hm_manager_reset puts it back to its new state after each (much cheaper
+ * than a new manager; tests/test_manager.c checks that a reset manager answers as a new one does, so an input still
+ * reproduces alone). */
+static struct {
+    IHostMemoryManager *manager; /* our reference; NULL: none kept */
+    char options[512];           /* what it was made with */
+} builtin;
+
+static bool builtin_reusable(const fuzz_run *r)
+{
+    const char *options = r->config->host_options ? r->config->host_options : HM_FUZZ_DEFAULT_OPTIONS;
+    if (!builtin.manager)
+        return false;
+    if (!r->config->fresh_manager && strcmp(options, builtin.options) == 0)
+        return true;
+    IHostMemoryManager_Release(builtin.manager); /* made for other options */
+    builtin.manager = NULL;
+    return false;
+}
+
+/* After an input, with every other reference gone: the kept manager back to its new state, or dropped. */
+static void builtin_reset(void)
+{
+    if (builtin.manager && hm_manager_reset(builtin.manager) != S_OK) {
+        IHostMemoryManager_Release(builtin.manager);
+        builtin.manager = NULL;
+    }
+}
+
 static int open_host(fuzz_run *r, IHostMemoryManager **bare)
 {
     const hm_fuzz_config *c = r->config;
@@ -1158,8 +1204,18 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
         if (!factory)
             return -1;
         hr = factory(c->host_options ? c->host_options : "", bare);
+    } else if (builtin_reusable(r)) {
+        *bare = builtin.manager;
+        IHostMemoryManager_AddRef(*bare); /* this input's reference */
+        hr = S_OK;
     } else {
         hr = HostMemCreateBuiltinManager(c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS, bare);
+        if (SUCCEEDED(hr) && !c->fresh_manager) { /* kept (a reference of its own) for the next inputs */
+            builtin.manager = *bare;
+            IHostMemoryManager_AddRef(builtin.manager);
+            snprintf(builtin.options, sizeof builtin.options, "%s",
+                     c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS);
+        }
     }
     if (FAILED(hr) || !*bare) {
         fprintf(r->report, "hostmem fuzz: the host refused to start: %s %s\n", hm_hr_name(hr),
@@ -1256,6 +1312,8 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
             IHostMalloc_Release(r->heap[i]);
     if (r->host)
         IHostMemoryManager_Release(r->host);
+    if (!r->config->host_library)
+        builtin_reset(); /* releases the callbacks, as the last Release would */
     for (int i = 0; i < r->ncallbacks && status == 0; i++)
         if (atomic_load(&r->callback[i].ref) != 1 && !r->failed) {
             snprintf(r->current, sizeof r->current, "the manager's last Release");
@@ -1275,6 +1333,8 @@ void hm_fuzz_config_from_env(hm_fuzz_config *config)
     config->host_options = getenv("HOSTMEM_FUZZ_HOST_OPTIONS");
     const char *trace = getenv("HOSTMEM_FUZZ_TRACE");
     config->trace_path = trace && *trace ? trace : NULL;
+    const char *fresh = getenv("HOSTMEM_FUZZ_FRESH");
+    config->fresh_manager = fresh && *fresh && strcmp(fresh, "0") != 0;
     const char *verbose = getenv("HOSTMEM_FUZZ_VERBOSE");
     config->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
 }

@@ -22,6 +22,7 @@ typedef struct hm_fuzz_config {
     const char *trace_path;   /* when set, every call is recorded there (a raw trace; see docs/trace-format.md) */
     FILE *report;             /* where a mismatch is described (stderr when NULL) */
     bool verbose;             /* print every call to the report as it is made */
+    bool fresh_manager;       /* a new built-in manager for every input, instead of one reset between inputs */
 } hm_fuzz_config;
 
 typedef struct hm_fuzz_outcome {
@@ -35,7 +36,7 @@ typedef struct hm_fuzz_outcome {
 int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome);
 
 /* The configuration the fuzz targets read from the environment: HOSTMEM_FUZZ_HOST, HOSTMEM_FUZZ_HOST_OPTIONS,
- * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE. */
+ * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE, HOSTMEM_FUZZ_FRESH (1: fresh_manager). */
 void hm_fuzz_config_from_env(hm_fuzz_config *config);
 
 #endif

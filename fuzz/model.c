@@ -1,6 +1,7 @@
 /* The reference model of the call-sequence fuzz target: see model.h. */
 #include "model.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +10,38 @@
 
 void hm_model_init(hm_model *m) { memset(m, 0, sizeof *m); }
 
+/* Regions (6 KiB each) come from a pool that outlives the runs: a calloc per reservation cost a fresh allocation
+ * and its page faults under ASan on every input. Only the pages a region has are initialised. The pool serves one
+ * model at a time (the fuzz targets and the CLI run one input at a time); beyond it, regions are calloc'd. */
+static hm_model_region region_pool[HM_MODEL_MAX_REGIONS];
+static bool region_pool_used[HM_MODEL_MAX_REGIONS];
+
+static hm_model_region *region_new(size_t pages)
+{
+    hm_model_region *r = NULL;
+    for (size_t i = 0; i < HM_MODEL_MAX_REGIONS && !r; i++)
+        if (!region_pool_used[i]) {
+            region_pool_used[i] = true;
+            r = &region_pool[i];
+        }
+    if (!r)
+        return calloc(1, sizeof *r);
+    memset(r, 0, offsetof(hm_model_region, page) + pages * sizeof r->page[0]);
+    return r;
+}
+
+static void region_free(hm_model_region *r)
+{
+    if (r >= region_pool && r < region_pool + HM_MODEL_MAX_REGIONS)
+        region_pool_used[r - region_pool] = false;
+    else
+        free(r);
+}
+
 void hm_model_clear(hm_model *m)
 {
     for (size_t i = 0; i < m->nregions; i++)
-        free(m->region[i]);
+        region_free(m->region[i]);
     hm_model_init(m);
 }
 
@@ -119,7 +148,7 @@ hm_model_region *hm_model_add(hm_model *m, uintptr_t base, size_t pages, uint32_
 {
     if (m->nregions == HM_MODEL_MAX_REGIONS || pages > HM_MODEL_MAX_PAGES)
         return NULL;
-    hm_model_region *r = calloc(1, sizeof *r);
+    hm_model_region *r = region_new(pages);
     if (!r)
         return NULL;
     r->base = base;
@@ -144,7 +173,7 @@ void hm_model_remove(hm_model *m, hm_model_region *r)
         else
             m->released[r->base / HM_MODEL_GRANULE % m->nreleased] = r->base;
         m->region[i] = m->region[--m->nregions];
-        free(r);
+        region_free(r);
         return;
     }
 }

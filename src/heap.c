@@ -1210,9 +1210,12 @@ static void heap_destroy(heap *h)
         chunk *c = all->slots[i];
         if (!c)
             continue;
-        for (uint32_t slot = 0; slot < c->slots; slot++)
-            if (slot_in_use(c, slot))
-                hm_track_free(block_at(c, slot));
+#if defined(HM_TRACK_VALGRIND)
+        if (hm_track_valgrind) /* (a walk of every slot, for nothing when Valgrind is not watching) */
+            for (uint32_t slot = 0; slot < c->slots; slot++)
+                if (slot_in_use(c, slot))
+                    hm_track_free(block_at(c, slot));
+#endif
         free(atomic_load_explicit(&c->sites, memory_order_relaxed));
         hm_track_unpoison((void *)chunk_base(c), c->bytes);
         hm_track_defined((void *)chunk_base(c), c->bytes);

@@ -216,6 +216,35 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualAlloc(IHostMemoryManager *iface,
     return count(m, HM_METHOD_VIRTUAL_ALLOC, hr);
 }
 
+/* VirtualQuery for an address outside the manager's spans: the process map, where the spans a reset manager keeps
+ * mapped (hm_vm_spare) are the free space they would be in a new manager, so a reset manager answers as a new one. */
+static HRESULT query_outside(hm_manager *m, uintptr_t address, MEMORY_BASIC_INFORMATION *info)
+{
+    uintptr_t page = address & ~(uintptr_t)(HM_PAGE_SIZE - 1), start, end;
+    bool after_spare = hm_vm_spare(m->vm, page, &start, &end);
+    if (!after_spare) {
+        HRESULT hr = hm_procmaps_query(address, info);
+        if (hr != S_OK || info->State != MEM_FREE)
+            return hr;
+        end = page + info->RegionSize;
+    }
+    /* Free up to `end`; the free space goes on through spares and whatever free space follows each. */
+    for (;;) {
+        MEMORY_BASIC_INFORMATION next;
+        if (after_spare && end < HM_MAX_ADDRESS && hm_procmaps_query(end, &next) == S_OK && next.State == MEM_FREE)
+            end += next.RegionSize;
+        after_spare = end < HM_MAX_ADDRESS && hm_vm_spare(m->vm, end, &start, &end);
+        if (!after_spare)
+            break;
+    }
+    memset(info, 0, sizeof *info);
+    info->BaseAddress = (void *)page;
+    info->State = MEM_FREE;
+    info->Protect = PAGE_NOACCESS;
+    info->RegionSize = end - page;
+    return S_OK;
+}
+
 /* Whether an address is mapped in the process but not by this manager: VirtualFree's documented
  * HOST_E_INVALIDOPERATION case ("memory not allocated through the host"). */
 static bool foreign_mapping(hm_manager *m, uintptr_t address)
@@ -223,7 +252,7 @@ static bool foreign_mapping(hm_manager *m, uintptr_t address)
     if (!address || hm_vm_owns(m->vm, address))
         return false;
     MEMORY_BASIC_INFORMATION info;
-    return hm_procmaps_query(address, &info) == S_OK && info.State != MEM_FREE;
+    return query_outside(m, address, &info) == S_OK && info.State != MEM_FREE;
 }
 
 static HRESULT STDMETHODCALLTYPE manager_VirtualFree(IHostMemoryManager *iface, LPVOID lpAddress, SIZE_T dwSize,
@@ -256,7 +285,7 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualQuery(IHostMemoryManager *iface,
     MEMORY_BASIC_INFORMATION info;
     HRESULT hr = hm_vm_query(m->vm, address, &info);
     if (hr == S_FALSE)
-        hr = hm_procmaps_query(address, &info);
+        hr = query_outside(m, address, &info);
     if (SUCCEEDED(hr)) {
         memcpy(lpBuffer, &info, sizeof info);
         *pResult = sizeof info;
@@ -382,6 +411,40 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
         return hr;
     }
     *ppManager = &m->IHostMemoryManager_iface;
+    return S_OK;
+}
+
+HRESULT hm_manager_reset(IHostMemoryManager *iface)
+{
+    hm_manager *m = iface && iface->lpVtbl == &manager_vtbl ? impl_from_IHostMemoryManager(iface) : NULL;
+    if (!m)
+        return E_NOINTERFACE;
+    /* A live heap or another reference would see its memory vanish. */
+    if (atomic_load(&m->ref) != 1 || atomic_load(&m->heap_count) != 0)
+        return HOST_E_INVALIDOPERATION;
+    hm_notify *notify = hm_notify_create(m->options.notify_low, m->options.notify_high, m->options.notify_hysteresis);
+    hm_ledger *ledger = hm_ledger_create(&m->budget);
+    if (!notify || !ledger) {
+        hm_notify_destroy(notify);
+        hm_ledger_destroy(ledger);
+        return E_OUTOFMEMORY; /* nothing changed */
+    }
+    hm_notify_destroy(m->notify); /* releases the callbacks */
+    m->notify = notify;
+    hm_ledger_destroy(m->ledger); /* uncharges its ranges */
+    m->ledger = ledger;
+    hm_vm_reset(m->vm); /* uncharges the commits */
+    atomic_store(&m->budget.charged, 0);
+    atomic_store(&m->budget.peak, 0);
+    for (int i = 0; i < HM_METHOD_COUNT; i++) {
+        atomic_store(&m->calls[i], 0);
+        atomic_store(&m->failures[i], 0);
+    }
+    for (size_t i = 0; i < m->nleaks; i++)
+        free(m->leaks[i].file);
+    free(m->leaks);
+    m->leaks = NULL;
+    m->nleaks = m->cap_leaks = 0;
     return S_OK;
 }
 

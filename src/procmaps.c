@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 /* Big enough for any line the kernel writes (about 75 columns before the path, PATH_MAX of path, " (deleted)").
@@ -341,6 +343,92 @@ HRESULT hm_procmaps_query_fd(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION
     return query_source(&src, NULL, address, out);
 }
 
+/* ---- One mapping from the kernel: the PROCMAP_QUERY ioctl (Linux 6.11) ---------------------------------- */
+
+/* As in <linux/fs.h> from 6.11 on (Debian 12's headers predate it). */
+#define HM_PROCMAP_QUERY _IOWR('f', 17, struct hm_procmap_query)
+enum {
+    HM_PROCMAP_VMA_READABLE = 0x01,
+    HM_PROCMAP_VMA_WRITABLE = 0x02,
+    HM_PROCMAP_VMA_EXECUTABLE = 0x04,
+    HM_PROCMAP_COVERING_OR_NEXT_VMA = 0x10,
+};
+struct hm_procmap_query {
+    uint64_t size;
+    uint64_t query_flags;
+    uint64_t query_addr;
+    uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode; /* out */
+    uint32_t dev_major, dev_minor;                                             /* out */
+    uint32_t vma_name_size, build_id_size;                                     /* in/out; 0: not wanted */
+    uint64_t vma_name_addr, build_id_addr;
+};
+
+/* 1: the ioctl works; -1: this kernel has none (ENOTTY, EINVAL), so every query parses the map; 0: not known yet.
+ * hm_procmaps_set_ioctl changes it (tests). */
+static _Atomic int ioctl_state;
+
+void hm_procmaps_set_ioctl(bool enabled) { atomic_store(&ioctl_state, enabled ? 0 : -1); }
+
+HRESULT hm_procmaps_query_ioctl(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+{
+    if (address >= HM_MAX_ADDRESS)
+        return HM_E_INVALID_PARAMETER;
+    if (fd < 0 || atomic_load_explicit(&ioctl_state, memory_order_relaxed) < 0)
+        return S_FALSE;
+    uintptr_t page = address & ~(uintptr_t)(HM_PAGE_SIZE - 1);
+    struct hm_procmap_query q;
+    memset(&q, 0, sizeof q);
+    q.size = sizeof q;
+    q.query_flags = HM_PROCMAP_COVERING_OR_NEXT_VMA;
+    q.query_addr = page;
+    int rc;
+    do
+        rc = ioctl(fd, HM_PROCMAP_QUERY, &q);
+    while (rc != 0 && errno == EINTR);
+    uintptr_t next = HM_MAX_ADDRESS; /* the mapping above a gap */
+    if (rc != 0) {
+        if (errno == ENOTTY || errno == EINVAL) { /* no such ioctl (or not a maps file): parse instead */
+            if (atomic_load_explicit(&ioctl_state, memory_order_relaxed) == 0)
+                atomic_store(&ioctl_state, -1);
+            return S_FALSE;
+        }
+        if (errno != ENOENT) /* ENOENT: nothing at or above the page */
+            return S_FALSE;
+    } else {
+        atomic_store_explicit(&ioctl_state, 1, memory_order_relaxed);
+        if (q.vma_start <= page) {
+            /* A file (or a special inode) needs the whole map: is it an image, where is its first mapping. */
+            if (q.inode || q.dev_major || q.dev_minor)
+                return S_FALSE;
+            char perms[5] = {q.vma_flags & HM_PROCMAP_VMA_READABLE ? 'r' : '-',
+                             q.vma_flags & HM_PROCMAP_VMA_WRITABLE ? 'w' : '-',
+                             q.vma_flags & HM_PROCMAP_VMA_EXECUTABLE ? 'x' : '-', 'p', '\0'};
+            DWORD protect = protect_of(perms);
+            bool reserved = protect == PAGE_NOACCESS;
+            uintptr_t end = q.vma_end < HM_MAX_ADDRESS ? (uintptr_t)q.vma_end : HM_MAX_ADDRESS;
+            memset(out, 0, sizeof *out);
+            out->BaseAddress = (void *)page;
+            out->AllocationBase = (void *)(uintptr_t)q.vma_start;
+            out->AllocationProtect = reserved ? PAGE_NOACCESS : protect;
+            out->RegionSize = end - page;
+            out->State = reserved ? MEM_RESERVE : MEM_COMMIT;
+            out->Protect = reserved ? 0 : protect;
+            out->Type = MEM_PRIVATE;
+            return S_OK;
+        }
+        if (q.vma_start < HM_MAX_ADDRESS)
+            next = (uintptr_t)q.vma_start;
+    }
+    memset(out, 0, sizeof *out);
+    out->BaseAddress = (void *)page;
+    out->State = MEM_FREE;
+    out->Protect = PAGE_NOACCESS;
+    out->RegionSize = next - page;
+    return S_OK;
+}
+
+/* ---- This process -------------------------------------------------------------------------------------------- */
+
 /* The main binary's path, as /proc/self/exe and the map both name it; found once. Matched by path alone: on
  * overlay file systems stat() and the map may disagree on the inode. */
 static pthread_once_t main_binary_once = PTHREAD_ONCE_INIT;
@@ -368,8 +456,12 @@ HRESULT hm_procmaps_query(uintptr_t address, MEMORY_BASIC_INFORMATION *out)
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return E_FAIL;
-    maps_source src = {.fd = fd};
-    HRESULT hr = query_source(&src, main_binary_known ? &main_binary_id : NULL, address, out);
+    /* One mapping from the kernel when it can say all (a gap, anonymous memory); else the whole map. */
+    HRESULT hr = hm_procmaps_query_ioctl(fd, address, out);
+    if (hr == S_FALSE) {
+        maps_source src = {.fd = fd};
+        hr = query_source(&src, main_binary_known ? &main_binary_id : NULL, address, out);
+    }
     close(fd);
     return hr;
 }

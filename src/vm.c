@@ -70,6 +70,10 @@ struct hm_vm {
     size_t span_size;
     bool deterministic;
     uintptr_t next_hint; /* deterministic mode: where the next span goes */
+    size_t first_span_size; /* span_size and next_hint as created: where hm_vm_reset goes back to */
+    uintptr_t first_hint;
+    span **spares;       /* shared spans hm_vm_reset kept mapped: empty, out of the books, reused by span_create */
+    size_t nspares, cap_spares;
     pthread_rwlock_t lock;
     span **spans;        /* sorted by base */
     region_slab *slabs;
@@ -397,16 +401,51 @@ static void span_free(hm_vm *vm, span *s)
     free(s);
 }
 
+/* A spare shared span (kept mapped by hm_vm_reset) of `size` bytes at `at` (0: any), taken out of the spares. Its
+ * tables are clear and its memory reads as zero, as a new mapping's would. */
+static span *spare_take(hm_vm *vm, size_t size, uintptr_t at)
+{
+    for (size_t i = 0; i < vm->nspares; i++) {
+        span *s = vm->spares[i];
+        if (s->size != size || (at && s->base != at))
+            continue;
+        vm->spares[i] = vm->spares[--vm->nspares];
+        return s;
+    }
+    return NULL;
+}
+
+/* Unmaps the spares that meet [a, a+size): that space is free in a new vm, so a mapping there must not fail. */
+static void spares_drop(hm_vm *vm, uintptr_t a, size_t size)
+{
+    for (size_t i = 0; i < vm->nspares;) {
+        span *s = vm->spares[i];
+        if (s->base < a + size && a < s->base + s->size) {
+            vm->spares[i] = vm->spares[--vm->nspares];
+            span_free(vm, s);
+        } else {
+            i++;
+        }
+    }
+}
+
 /* Maps a new span of `size` bytes. fixed_at != 0: exactly there. Otherwise the deterministic chain of hints (or
- * anywhere). */
+ * anywhere). A shared span may be a spare (hm_vm_reset) instead: in deterministic mode only where the chain
+ * would have mapped a new one (it is the spare that keeps that address from being free), so a reset vm places its
+ * spans as a new one does. */
 static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_at, span **out)
 {
-    span *s = calloc(1, sizeof *s);
+    bool reuse = !dedicated && !fixed_at && vm->nspares;
+    span *spare = reuse && !vm->deterministic ? spare_take(vm, size, 0) : NULL;
+    span *s = spare ? spare : calloc(1, sizeof *s);
     if (!s)
         return ENOMEM;
-    int err;
-    uintptr_t base = 0;
-    if (fixed_at) {
+    int err = 0;
+    uintptr_t base = spare ? spare->base : 0;
+    if (spare) {
+        /* already mapped */
+    } else if (fixed_at) {
+        spares_drop(vm, fixed_at, size);
         err = vm->os->map_span(fixed_at, size, true, &base);
     } else if (vm->deterministic) {
         /* Try the next addresses of the chain; a taken one (another manager, a library) moves us on, in the same
@@ -414,7 +453,21 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
         err = EEXIST;
         for (int attempt = 0; attempt < 16 && err == EEXIST; attempt++) {
             uintptr_t hint = vm->next_hint + (uintptr_t)attempt * vm->span_size;
+            if (reuse && (spare = spare_take(vm, size, hint)) != NULL) {
+                free(s);
+                s = spare;
+                base = hint;
+                err = 0;
+                break;
+            }
+            spares_drop(vm, hint, size);
             err = vm->os->map_span(hint, size, true, &base);
+        }
+        if (err && reuse && (spare = spare_take(vm, size, 0)) != NULL) {
+            free(s);
+            s = spare;
+            base = spare->base;
+            err = 0;
         }
         if (err)
             err = vm->os->map_span(0, size, false, &base);
@@ -429,16 +482,18 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
         free(s);
         return err;
     }
-    s->base = base;
-    s->size = size;
-    s->dedicated = dedicated;
-    if (!dedicated) {
-        s->granules = size >> GRANULE_SHIFT;
-        s->slots = map_table(table_bytes(s->granules, sizeof(region)));
-        s->used = map_table(table_bytes((s->granules + 63) / 64, sizeof(uint64_t)));
-        if (!s->slots || !s->used) {
-            span_free(vm, s);
-            return ENOMEM;
+    if (!spare) {
+        s->base = base;
+        s->size = size;
+        s->dedicated = dedicated;
+        if (!dedicated) {
+            s->granules = size >> GRANULE_SHIFT;
+            s->slots = map_table(table_bytes(s->granules, sizeof(region)));
+            s->used = map_table(table_bytes((s->granules + 63) / 64, sizeof(uint64_t)));
+            if (!s->slots || !s->used) {
+                span_free(vm, s);
+                return ENOMEM;
+            }
         }
     }
     if ((err = span_insert(vm, s))) {
@@ -675,6 +730,8 @@ HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out)
     vm->next_hint = config->base ? granule_down(config->base) : HM_VM_DETERMINISTIC_BASE;
     if (config->base)
         vm->deterministic = true; /* a chosen base means spans go there, in order */
+    vm->first_span_size = vm->span_size;
+    vm->first_hint = vm->next_hint;
     if (pthread_rwlock_init(&vm->lock, NULL) != 0) {
         free(vm);
         return E_OUTOFMEMORY;
@@ -718,6 +775,9 @@ void hm_vm_destroy(hm_vm *vm)
     for_each_region(vm, free_region_runs, NULL);
     for (size_t i = 0; i < vm->nspans; i++)
         span_free(vm, vm->spans[i]);
+    for (size_t i = 0; i < vm->nspares; i++)
+        span_free(vm, vm->spares[i]);
+    free(vm->spares);
     while (vm->slabs) {
         region_slab *next = vm->slabs->next;
         munmap(vm->slabs, vm->slabs->size);
@@ -726,6 +786,77 @@ void hm_vm_destroy(hm_vm *vm)
     free(vm->spans);
     pthread_rwlock_destroy(&vm->lock);
     free(vm);
+}
+
+/* Puts a shared-span region's pages back as a fresh span's are: decommitted (zero when next committed), its
+ * granules free. For hm_vm_reset; the slots are cleared by the caller. */
+static void reset_region(hm_vm *vm, region *r)
+{
+    span *s = r->span;
+    decommit_runs(vm, r, 0, r->pages);
+    if (r->runs != r->inline_runs)
+        free(r->runs);
+    size_t g0 = (r->base - s->base) >> GRANULE_SHIFT;
+    size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
+    for (size_t g = g0; g < g0 + n; g++)
+        bit_clear(s->used, g);
+}
+
+void hm_vm_reset(hm_vm *vm)
+{
+    pthread_rwlock_wrlock(&vm->lock);
+    guard_unregister(vm);
+    vm->guard_registered = false;
+    if (vm->budget && vm->committed_pages)
+        hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
+    for (size_t i = 0; i < vm->nspans; i++) {
+        span *s = vm->spans[i];
+        if (s->dedicated) { /* unmapped whole */
+            if (s->only && s->only->runs != s->only->inline_runs)
+                free(s->only->runs);
+            span_free(vm, s);
+            continue;
+        }
+        size_t lowest = s->granules, highest = 0;
+        for (size_t g = bit_find(s->used, 0, s->granules, true); g < s->granules;) {
+            region *r = &s->slots[g];
+            size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
+            lowest = g < lowest ? g : lowest;
+            highest = g + n;
+            reset_region(vm, r);
+            g = bit_find(s->used, g + n, s->granules, true);
+        }
+        if (highest > lowest)
+            memset(&s->slots[lowest], 0, (highest - lowest) * sizeof(region));
+        s->lowest_free = 0;
+        s->used_count = 0;
+        /* Kept for span_create; a spare that cannot be listed goes back to the OS. */
+        if (vm->nspares == vm->cap_spares) {
+            size_t cap = vm->cap_spares ? vm->cap_spares * 2 : 4;
+            span **grown = realloc(vm->spares, sizeof(span *) * cap);
+            if (!grown) {
+                span_free(vm, s);
+                continue;
+            }
+            vm->spares = grown;
+            vm->cap_spares = cap;
+        }
+        vm->spares[vm->nspares++] = s;
+    }
+    vm->nspans = 0;
+    /* Region slabs: the first (oldest, smallest) one stays, empty. */
+    while (vm->slabs && vm->slabs->next) {
+        region_slab *next = vm->slabs->next;
+        munmap(vm->slabs, vm->slabs->size);
+        vm->slabs = next;
+    }
+    vm->free_regions = NULL;
+    vm->slab_used = 0;
+    vm->span_size = vm->first_span_size;
+    vm->next_hint = vm->first_hint;
+    vm->reservations = vm->reserved_pages = vm->committed_pages = vm->peak_committed_pages = 0;
+    atomic_store(&vm->guard_trips, 0);
+    pthread_rwlock_unlock(&vm->lock);
 }
 
 /* ---- VirtualAlloc ------------------------------------------------------------------------------------------ */
@@ -1046,6 +1177,22 @@ bool hm_vm_owns(hm_vm *vm, uintptr_t address)
     bool owns = find_span(vm, address) != NULL;
     pthread_rwlock_unlock(&vm->lock);
     return owns;
+}
+
+bool hm_vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&vm->lock);
+    for (size_t i = 0; i < vm->nspares && !found; i++) {
+        span *s = vm->spares[i];
+        if (address - s->base < s->size) {
+            *start = s->base;
+            *end = s->base + s->size;
+            found = true;
+        }
+    }
+    pthread_rwlock_unlock(&vm->lock);
+    return found;
 }
 
 HRESULT hm_vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info)

@@ -40,6 +40,11 @@ typedef struct hm_vm_config {
 HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out);
 /* Releases every reservation and span. */
 void hm_vm_destroy(hm_vm *vm);
+/* Puts the vm back to its state just after hm_vm_create: every reservation released (its commit uncharged), every
+ * statistic zero, spans placed as a new vm would place them. Cheaper than destroy and create: shared spans stay
+ * mapped (their committed pages are decommitted, so they read as zero again) and are reused where a new vm would
+ * map its spans. Not while another thread uses the vm. */
+void hm_vm_reset(hm_vm *vm);
 
 /* VirtualAlloc: *out gets the reservation base (reserve) or the page-rounded address (commit, reset). */
 HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
@@ -53,6 +58,9 @@ HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, 
 HRESULT hm_vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info);
 /* Whether address lies in one of the vm's spans. */
 bool hm_vm_owns(hm_vm *vm, uintptr_t address);
+/* Whether address lies in a spare span (mapped, but out of the books since hm_vm_reset: free space as far as the
+ * vm's users can tell); if so, its bounds. */
+bool hm_vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end);
 
 /* A fault at address: if it is a PAGE_GUARD page of this vm, clears the guard on that page, restores its
  * protection and returns true (the access can be retried); false otherwise. Called from the SIGSEGV handler. */

@@ -2,10 +2,15 @@
  * drawing on the budget, the address-space ledger, and the factory's environment variables. */
 #include <hostmem/hostmem.h>
 
+#include <hostmem/faults.h>
+
+#include "manager.h" /* hm_manager_reset */
+
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +306,242 @@ static void test_factory_environment(void **state)
     unsetenv("HOSTMEM_FAULTS");
 }
 
+/* ---- Reset: a reset manager answers as a new one ----------------------------------------------------------- */
+
+typedef struct answers {
+    uint64_t v[8192];
+    size_t n;
+} answers;
+
+static void note(answers *a, uint64_t v)
+{
+    if (a->n < sizeof a->v / sizeof a->v[0])
+        a->v[a->n++] = v;
+}
+
+static void note_query(answers *a, IHostMemoryManager *m, uintptr_t address)
+{
+    MEMORY_BASIC_INFORMATION mbi;
+    memset(&mbi, 0, sizeof mbi);
+    SIZE_T got = 0;
+    note(a, (uint64_t)IHostMemoryManager_VirtualQuery(m, (void *)address, &mbi, sizeof mbi, &got));
+    note(a, got);
+    note(a, (uintptr_t)mbi.BaseAddress);
+    note(a, (uintptr_t)mbi.AllocationBase);
+    note(a, mbi.AllocationProtect);
+    /* Free space is compared up to the end of the area the script uses: beyond it the process map holds whatever
+     * else the process mapped meanwhile (the manager's own tables among them), which is no part of its state. */
+    const uintptr_t area_end = 0x7e9840000000;
+    uintptr_t lo = (uintptr_t)mbi.BaseAddress;
+    note(a, mbi.State == MEM_FREE && lo < area_end && mbi.RegionSize > area_end - lo ? area_end - lo : mbi.RegionSize);
+    note(a, mbi.State);
+    note(a, mbi.Protect);
+    note(a, mbi.Type);
+}
+
+static void note_stats(answers *a, IHostMemoryManager *m)
+{
+    hm_stats st;
+    note(a, (uint64_t)HostMemGetStats(m, &st));
+    note(a, st.reservations), note(a, st.reserved_bytes), note(a, st.committed_bytes);
+    note(a, st.peak_committed_bytes), note(a, st.guard_trips), note(a, st.spans), note(a, st.heap_count);
+    note(a, st.heap_live_blocks), note(a, st.heap_live_bytes), note(a, st.ledger_ranges), note(a, st.ledger_bytes);
+    note(a, st.notifications), note(a, st.memory_load);
+    for (int i = 0; i < HM_METHOD_COUNT; i++)
+        note(a, st.calls[i]), note(a, st.failures[i]);
+    DWORD load = 0;
+    SIZE_T available = 0;
+    note(a, (uint64_t)IHostMemoryManager_GetMemoryLoad(m, &load, &available));
+    note(a, load), note(a, available);
+    char msg[256];
+    note(a, (uint64_t)HostMemCheckConsistency(m, msg, sizeof msg));
+}
+
+static uint64_t page_sum(uintptr_t p, size_t bytes)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < bytes; i += 8)
+        sum = sum * 31 + *(volatile uint64_t *)(p + i);
+    return sum;
+}
+
+/* One fixed sequence of calls touching every part of a manager; every answer (results, addresses, VirtualQuery
+ * fields, page contents, statistics) goes to `a`. `dirty` makes it leave much behind: spans, a dedicated span, live
+ * reservations with written pages, guard pages, acquired ranges, callbacks, a leaking heap. */
+static void script(IHostMemoryManager *m, answers *a, bool dirty, recorder_cb *cb)
+{
+    const uintptr_t base = 0x7e9000000000; /* deterministic mode's first span */
+    /* Before anything is reserved: the span does not exist yet. */
+    note_query(a, m, base);
+    note_query(a, m, base - 0x10000);
+    note_query(a, m, base + MB(256) + 0x1000);
+    note_stats(a, m);
+    void *p[16] = {0};
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, 0x30000, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                                      &p[0]));
+    note(a, (uintptr_t)p[0]);
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, p[0], 0x8000, MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                                      &p[1]));
+    note(a, page_sum((uintptr_t)p[0], 0x8000)); /* zero */
+    memset(p[0], dirty ? 0x5a : 0x11, 0x8000);
+    note(a, (uint64_t)IHostMemoryManager_VirtualFree(m, (char *)p[0] + 0x2000, 0x1000, MEM_DECOMMIT));
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, p[0], 0x8000, MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                                      &p[1]));
+    note(a, page_sum((uintptr_t)p[0], 0x8000));
+    DWORD old = 0;
+    note(a, (uint64_t)IHostMemoryManager_VirtualProtect(m, (char *)p[0] + 0x4000, 0x1000, PAGE_READONLY | PAGE_GUARD,
+                                                        &old));
+    note(a, old);
+    for (uintptr_t q = (uintptr_t)p[0]; q < (uintptr_t)p[0] + 0x40000; q += 0x1000)
+        note_query(a, m, q);
+    /* At fixed addresses, inside the span and outside it; commit-reserve anywhere, top-down; a large one. */
+    static const uintptr_t at[] = {0x7e9001230000, 0x7e9000050000, 0x7e9000000000 - 0x100000, 0x7e9800000000};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, (void *)at[i], 0x12000, MEM_RESERVE | MEM_COMMIT,
+                                                          PAGE_EXECUTE_READWRITE, eAppDomainCritical, &p[2 + i]));
+        note(a, (uintptr_t)p[2 + i]);
+        note_query(a, m, at[i] + 0x11000);
+        note_query(a, m, at[i] + 0x12000);
+        if (p[2 + i])
+            note(a, page_sum(at[i], 0x12000));
+    }
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, 0x5000, MEM_RESERVE | MEM_COMMIT | MEM_TOP_DOWN,
+                                                      PAGE_READWRITE | PAGE_NOCACHE, eProcessCritical, &p[6]));
+    note(a, (uintptr_t)p[6]);
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, MB(100), MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                                      &p[7]));
+    note(a, (uintptr_t)p[7]);
+    note_query(a, m, (uintptr_t)p[7] + MB(50));
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, MB(40), MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                                      &p[8]));
+    note(a, (uintptr_t)p[8]);
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, MB(300), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                      eTaskCritical, &p[9]));
+    note(a, (uintptr_t)p[9]); /* over the 256M budget */
+    /* Heaps, the ledger, a callback. */
+    IHostMalloc *heap = NULL;
+    note(a, (uint64_t)IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap));
+    void *blocks[8];
+    for (int i = 0; i < 8; i++) {
+        blocks[i] = NULL;
+        note(a, (uint64_t)IHostMalloc_Alloc(heap, (size_t)(16 << i), eTaskCritical, &blocks[i]));
+        note(a, (uintptr_t)blocks[i]);
+    }
+    note(a, (uint64_t)IHostMalloc_Free(heap, blocks[3]));
+    note(a, (uint64_t)IHostMemoryManager_AcquiredVirtualAddressSpace(m, (void *)0x5e0000000000, MB(8)));
+    note(a, (uint64_t)IHostMemoryManager_NeedsVirtualAddressSpace(m, (void *)0x5e0001000000, MB(300)));
+    if (cb)
+        note(a, (uint64_t)IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb->iface));
+    note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, MB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                      eProcessCritical, &p[10]));
+    note(a, (uintptr_t)p[10]);
+    note_stats(a, m);
+    if (cb)
+        note(a, (uint64_t)cb->count);
+    if (dirty) { /* leave it all behind, and a leak */
+        IHostMalloc_Release(heap);
+        return;
+    }
+    for (int i = 0; i < 8; i++)
+        if (i != 3)
+            note(a, (uint64_t)IHostMalloc_Free(heap, blocks[i]));
+    IHostMalloc_Release(heap);
+    for (int i = 0; i < 16; i++)
+        if (p[i] && i != 1)
+            note(a, (uint64_t)IHostMemoryManager_VirtualFree(m, p[i], 0, MEM_RELEASE));
+    note(a, (uint64_t)IHostMemoryManager_ReleasedVirtualAddressSpace(m, (void *)0x5e0000000000));
+    note_query(a, m, base);
+    note_stats(a, m);
+}
+
+static void assert_same_answers(const answers *a, const answers *b, const char *what)
+{
+    assert_int_equal(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++)
+        if (a->v[i] != b->v[i])
+            fail_msg("%s: answer %zu differs: %#llx, a new manager gave %#llx", what, i, (unsigned long long)b->v[i],
+                     (unsigned long long)a->v[i]);
+}
+
+static void reset_answers_as_new(const char *options)
+{
+    static answers fresh, again, after_dirty, dirt;
+    memset(&fresh, 0, sizeof fresh);
+    memset(&again, 0, sizeof again);
+    memset(&after_dirty, 0, sizeof after_dirty);
+    recorder_cb cb = {.iface.lpVtbl = &cb_vtbl, .ref = 1};
+    IHostMemoryManager *m = create(options);
+    script(m, &fresh, false, &cb);
+    assert_int_equal(IHostMemoryManager_Release(m), 0);
+    assert_int_equal(atomic_load(&cb.ref), 1);
+    assert_true(fresh.n > 500);
+
+    m = create(options);
+    /* Reset right away, after the clean script, and after one that leaves everything behind. */
+    assert_int_equal(hm_manager_reset(m), S_OK);
+    cb = (recorder_cb){.iface.lpVtbl = &cb_vtbl, .ref = 1};
+    script(m, &again, false, &cb);
+    assert_same_answers(&fresh, &again, "after a reset of a new manager");
+    assert_int_equal(hm_manager_reset(m), S_OK);
+    assert_int_equal(atomic_load(&cb.ref), 1); /* the reset released the callback */
+    for (int round = 0; round < 2; round++) {
+        memset(&dirt, 0, sizeof dirt);
+        recorder_cb other = {.iface.lpVtbl = &cb_vtbl, .ref = 1};
+        script(m, &dirt, true, &other);
+        assert_int_equal(hm_manager_reset(m), S_OK);
+        assert_int_equal(atomic_load(&other.ref), 1);
+        hm_stats st;
+        assert_int_equal(HostMemGetStats(m, &st), S_OK);
+        assert_int_equal(st.reservations + st.committed_bytes + st.ledger_ranges + st.spans + st.heap_count, 0);
+        assert_int_equal(HostMemPrintLeaks(m, stderr, 0), 0); /* the leak report went with the reset */
+        memset(&after_dirty, 0, sizeof after_dirty);
+        cb = (recorder_cb){.iface.lpVtbl = &cb_vtbl, .ref = 1};
+        script(m, &after_dirty, false, &cb);
+        assert_same_answers(&fresh, &after_dirty, "after a reset of a used manager");
+        assert_int_equal(hm_manager_reset(m), S_OK);
+    }
+    IHostMemoryManager_Release(m);
+}
+
+/* hm_manager_reset puts a manager back to its new state: the same calls get the same answers (addresses, regions,
+ * contents, statistics, budget, notifications) as from a new manager, however it was used before. The fuzz targets
+ * rely on it to reuse one manager while each input still reproduces alone. */
+static void test_reset_answers_as_new(void **state)
+{
+    (void)state;
+    reset_answers_as_new("backend=sim,deterministic=1,limit=256M,span=256M");
+    reset_answers_as_new("backend=os,deterministic=1,limit=256M,span=256M");
+}
+
+/* Reset refuses while something else holds the manager: a live heap, another reference, a decorator. */
+static void test_reset_refused(void **state)
+{
+    (void)state;
+    IHostMemoryManager *m = create("backend=sim,deterministic=1");
+    void *p;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 0x10000, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p),
+                     S_OK);
+    IHostMalloc *heap;
+    assert_int_equal(IHostMemoryManager_CreateMalloc(m, 0, &heap), S_OK);
+    assert_int_equal(hm_manager_reset(m), HOST_E_INVALIDOPERATION);
+    IHostMalloc_Release(heap);
+    IHostMemoryManager_AddRef(m);
+    assert_int_equal(hm_manager_reset(m), HOST_E_INVALIDOPERATION);
+    IHostMemoryManager_Release(m);
+    hm_stats st;
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.reservations, 1); /* nothing changed */
+    IHostMemoryManager *wrapped;
+    assert_int_equal(HostMemWrapFaults(m, "VirtualAlloc,nth=1", &wrapped), S_OK);
+    assert_int_equal(hm_manager_reset(wrapped), E_NOINTERFACE);
+    IHostMemoryManager_Release(wrapped);
+    assert_int_equal(hm_manager_reset(m), S_OK);
+    assert_int_equal(HostMemGetStats(m, &st), S_OK);
+    assert_int_equal(st.reservations, 0);
+    assert_int_equal(hm_manager_reset(NULL), E_NOINTERFACE);
+    IHostMemoryManager_Release(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_memory_load),   cmocka_unit_test(test_notifications),
         cmocka_unit_test(test_heaps),         cmocka_unit_test(test_heap_budget),
         cmocka_unit_test(test_ledger),        cmocka_unit_test(test_factory_environment),
+        cmocka_unit_test(test_reset_answers_as_new), cmocka_unit_test(test_reset_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -438,6 +439,154 @@ static void test_real_walk(void **state)
     assert_true(regions > 3);
 }
 
+/* ---- The PROCMAP_QUERY ioctl and its fallback -------------------------------------------------------------- */
+
+/* Whether the kernel is 6.11 or later (PROCMAP_QUERY's first release). */
+static bool kernel_has_procmap_query(void)
+{
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return false;
+    return major > 6 || (major == 6 && minor >= 11);
+}
+
+static void assert_same_mbi(uintptr_t a, const MEMORY_BASIC_INFORMATION *x, const MEMORY_BASIC_INFORMATION *y)
+{
+    if (x->BaseAddress != y->BaseAddress || x->AllocationBase != y->AllocationBase ||
+        x->AllocationProtect != y->AllocationProtect || x->RegionSize != y->RegionSize || x->State != y->State ||
+        x->Protect != y->Protect || x->Type != y->Type)
+        fail_msg("%#lx: the ioctl says {%p %p %#x %#zx %#x %#x %#x}, the parse {%p %p %#x %#zx %#x %#x %#x}",
+                 (unsigned long)a, x->BaseAddress, x->AllocationBase, (unsigned)x->AllocationProtect,
+                 (size_t)x->RegionSize, (unsigned)x->State, (unsigned)x->Protect, (unsigned)x->Type, y->BaseAddress,
+                 y->AllocationBase, (unsigned)y->AllocationProtect, (size_t)y->RegionSize, (unsigned)y->State,
+                 (unsigned)y->Protect, (unsigned)y->Type);
+}
+
+/* Where the ioctl answers (gaps, anonymous memory) it answers as the parse of the whole map does: at the start,
+ * inside, on the last page and just past every mapping of this process, and around a PROT_NONE mapping, a hole and
+ * the top of user space. On a kernel that has it (6.11+), it must answer for the gaps and the anonymous mappings. */
+static void test_ioctl_matches_parse(void **state)
+{
+    (void)state;
+    hm_procmaps_set_ioctl(true);
+    char *area = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(area != MAP_FAILED);
+    assert_int_equal(mprotect(area + 2 * PAGE, 2 * PAGE, PROT_NONE), 0);
+    assert_int_equal(munmap(area + 5 * PAGE, PAGE), 0);
+    area[0] = 1;
+    static uintptr_t addrs[8192];
+    size_t n = 0;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    static char text[1 << 20];
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof text && (got = read(fd, text + len, sizeof text - len)) > 0)
+        len += (size_t)got;
+    for (char *line = text; line < text + len && n + 5 < sizeof addrs / sizeof addrs[0];) {
+        char *nl = memchr(line, '\n', (size_t)(text + len - line));
+        hm_map_entry e;
+        if (hm_procmaps_parse_line(line, nl ? (size_t)(nl - line) : (size_t)(text + len - line), &e) &&
+            e.end <= TOP) {
+            addrs[n++] = e.start;
+            addrs[n++] = e.start + (e.end - e.start) / 2;
+            addrs[n++] = e.end - PAGE;
+            addrs[n++] = e.end;
+            addrs[n++] = e.start - PAGE;
+        }
+        line = nl ? nl + 1 : text + len;
+    }
+    for (int i = 0; i < 8; i++)
+        addrs[n++] = (uintptr_t)area + (size_t)i * PAGE + 17;
+    addrs[n++] = 0;
+    addrs[n++] = 0x10000;
+    addrs[n++] = TOP - 1;
+    addrs[n++] = (uintptr_t)&n; /* the stack */
+    size_t answered = 0, gaps = 0, anonymous = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (addrs[i] >= TOP)
+            continue;
+        MEMORY_BASIC_INFORMATION x, y;
+        HRESULT hr = hm_procmaps_query_ioctl(fd, addrs[i], &x);
+        assert_true(hr == S_OK || hr == S_FALSE);
+        assert_int_equal(hm_procmaps_query_fd(fd, addrs[i], &y), S_OK);
+        if (hr == S_FALSE) {
+            if (kernel_has_procmap_query())
+                assert_true(y.Type == MEM_IMAGE || y.Type == MEM_MAPPED); /* only files need the whole map */
+            continue;
+        }
+        answered++;
+        gaps += x.State == MEM_FREE;
+        anonymous += x.Type == MEM_PRIVATE;
+        assert_same_mbi(addrs[i], &x, &y);
+    }
+    close(fd);
+    munmap(area, 8 * PAGE);
+    if (kernel_has_procmap_query()) {
+        assert_true(gaps > 3);
+        assert_true(anonymous > 3);
+    } else {
+        print_message("(this kernel has no PROCMAP_QUERY: only the fallback was tested)\n");
+    }
+    (void)answered;
+}
+
+/* A kernel without the ioctl (ENOTTY; here: an fd that is not a maps file) gets S_FALSE, so the map is parsed; once
+ * it is switched off, hm_procmaps_query parses and answers as before. */
+static void test_ioctl_missing_falls_back(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/hostmem-procmaps-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    static const char one_line[] = "00010000-00020000 rw-p 00000000 00:00 0\n";
+    assert_int_equal(write(fd, one_line, sizeof one_line - 1), (ssize_t)(sizeof one_line - 1));
+    MEMORY_BASIC_INFORMATION mbi;
+    hm_procmaps_set_ioctl(true);
+    assert_int_equal(hm_procmaps_query_ioctl(fd, 0x10000, &mbi), S_FALSE); /* ENOTTY */
+    assert_int_equal(hm_procmaps_query_fd(fd, 0x18000, &mbi), S_OK); /* the parse still answers */
+    assert_int_equal(mbi.RegionSize, 0x8000);
+    assert_int_equal(hm_procmaps_query_ioctl(-1, 0x10000, &mbi), S_FALSE);
+    assert_int_equal(hm_procmaps_query_ioctl(fd, TOP, &mbi), INVALID);
+    close(fd);
+    /* Switched off: the same answers for the stack, a hole and an anonymous mapping, by parsing. */
+    char *area = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(area != MAP_FAILED);
+    uintptr_t addrs[] = {(uintptr_t)area, (uintptr_t)area + 3 * PAGE, (uintptr_t)area + 4 * PAGE,
+                         (uintptr_t)&mbi, 0x10000, TOP - PAGE};
+    for (size_t i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
+        MEMORY_BASIC_INFORMATION x, y;
+        hm_procmaps_set_ioctl(true);
+        assert_int_equal(hm_procmaps_query(addrs[i], &x), S_OK);
+        hm_procmaps_set_ioctl(false);
+        assert_int_equal(hm_procmaps_query(addrs[i], &y), S_OK);
+        assert_same_mbi(addrs[i], &x, &y);
+    }
+    hm_procmaps_set_ioctl(false);
+    int off = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    assert_true(off >= 0);
+    assert_int_equal(hm_procmaps_query_ioctl(off, (uintptr_t)area, &mbi), S_FALSE); /* not even tried */
+    close(off);
+    hm_procmaps_set_ioctl(true);
+    munmap(area, 4 * PAGE);
+}
+
+static int without_ioctl(void **state)
+{
+    (void)state;
+    hm_procmaps_set_ioctl(false);
+    return 0;
+}
+
+static int with_ioctl(void **state)
+{
+    (void)state;
+    hm_procmaps_set_ioctl(true);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -446,7 +595,16 @@ int main(void)
         cmocka_unit_test(test_query_fd_long_line), cmocka_unit_test(test_real_stacks),
         cmocka_unit_test(test_real_image),        cmocka_unit_test(test_real_reserved_and_hole),
         cmocka_unit_test(test_real_file_mappings), cmocka_unit_test(test_real_top),
-        cmocka_unit_test(test_real_walk),
+        cmocka_unit_test(test_real_walk),         cmocka_unit_test(test_ioctl_matches_parse),
+        cmocka_unit_test(test_ioctl_missing_falls_back),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* The questions about the real process again, as on a kernel without PROCMAP_QUERY (the whole map parsed). */
+    const struct CMUnitTest parsed[] = {
+        cmocka_unit_test(test_real_stacks),        cmocka_unit_test(test_real_image),
+        cmocka_unit_test(test_real_reserved_and_hole), cmocka_unit_test(test_real_file_mappings),
+        cmocka_unit_test(test_real_top),           cmocka_unit_test(test_real_walk),
+    };
+    int failed = cmocka_run_group_tests_name("with PROCMAP_QUERY where the kernel has it", tests, with_ioctl, NULL);
+    failed += cmocka_run_group_tests_name("without PROCMAP_QUERY", parsed, without_ioctl, with_ioctl);
+    return failed;
 }
