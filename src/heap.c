@@ -197,7 +197,9 @@ typedef struct thread_locals thread_locals;
 
 /* Cache-line aligned, so two threads' locals never share a line. */
 struct local {
-    _Alignas(CACHE_LINE) chunk *partial[CLASS_COUNT]; /* chunks of each class with free slots, current one first */
+    /* Chunks of each class with free slots, current one first (a chunk that just filled up stays first until the
+     * next Alloc of its class finds it full and takes it off). */
+    _Alignas(CACHE_LINE) chunk *partial[CLASS_COUNT];
     chunk_set chunks;            /* this local's chunks: Free's ownership check, read without the heap lock */
     heap *heap;
     atomic_bool has_pending;     /* set by remote frees: the owner should drain pending_chunks */
@@ -953,8 +955,8 @@ static HRESULT __attribute__((noinline)) heap_Alloc_slow(IHostMalloc *iface, SIZ
 }
 
 /* The common case: valid arguments, a small block from the current chunk of its class, l this thread's local
- * (no_local when not known yet, and always while a tool watches). A free slot's site is 0 already. Everything else is a tail call to heap_Alloc_slow with
- * the same arguments, so this path saves no registers. */
+ * (no_local when not known yet, and always while a tool watches). A free slot's site is 0 already. Everything else
+ * is a tail call to heap_Alloc_slow with the same arguments, so this path saves no registers. */
 static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *iface, SIZE_T size,
                                                                 EMemoryCriticalLevel level, void **ppMem, local *l)
 {
@@ -1100,7 +1102,8 @@ static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *ifac
     chunk *c = l->chunks.slots[chunk_set_home(&l->chunks, base)];
     /* c is the chunk based at `base` when it lies in (base, base + 64 KiB): a small chunk's header is never at
      * offset 0, and a NULL entry fails the test even for base 0. */
-    if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 || atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
+    if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 ||
+                 atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
         return heap_Free_slow(iface, pMem); /* also Free(NULL), and a chunk away from its home */
     uint32_t slot;
     if (unlikely(!slot_of_block(c, a, &slot) || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))

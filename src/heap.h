@@ -44,7 +44,7 @@ void hm_heap_usage(IHostMalloc *heap, uint64_t *blocks, uint64_t *bytes);
 /* Live blocks by (file, line); see HostMemHeapLeaks. */
 size_t hm_heap_leaks(IHostMalloc *heap, hm_leak *out, size_t max);
 
-/* Checks the heap's invariants (free lists, sizes, pending frees, counters, no overlaps); 0 when sound, else -1 and
+/* Checks the heap's invariants (free lists, marks, pending frees, chunk sets, no overlaps); 0 when sound, else -1 and
  * a message. Reads every thread's bookkeeping: call it while no other thread uses the heap. */
 int hm_heap_check(IHostMalloc *heap, char *msg, size_t msglen);
 
