@@ -731,8 +731,9 @@ HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer)
     if (!outer || outer->lpVtbl != &recorder_vtbl)
         return 0;
     recorder_log *log = recorder_of(outer)->log;
-    /* Calls are counted as they are copied to their place. */
-    copy_pending(log, true);
+    /* Calls are counted as they are copied to their place (not in a forked child: it must not write). */
+    if (log_enabled(log))
+        copy_pending(log, true);
     return atomic_load(&log->calls);
 }
 

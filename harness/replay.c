@@ -370,7 +370,6 @@ static int bind_or_compare(replayer *rp, const hm_trace_call *c, void *mem, uint
         return 1;
     }
     e->address = (uint64_t)(uintptr_t)mem;
-    e->size = c->size;
     e->heap = heap;
     return 0;
 }

@@ -764,7 +764,7 @@ typedef struct bin_in {
     int status; /* 0 fine, 1 needs more input, -1 malformed */
 } bin_in;
 
-static uint64_t get_bin(bin_in *in, uint64_t max)
+static uint64_t get_bin_slow(bin_in *in, uint64_t max)
 {
     uint64_t v = 0;
     if (in->status)
@@ -779,7 +779,34 @@ static uint64_t get_bin(bin_in *in, uint64_t max)
     return v;
 }
 
-static hm_trace_ref get_ref_bin(bin_in *in)
+/* With 10 bytes at hand (every record but the last few): values up to 9 bytes inline; the rest, the end of the
+ * input and every error in get_bin_slow. */
+static inline __attribute__((always_inline)) uint64_t get_bin(bin_in *in, uint64_t max)
+{
+    if (__builtin_expect(!in->status && in->len - in->used >= 10, 1)) {
+        const uint8_t *p = in->p + in->used;
+        uint64_t v = p[0] & 0x7f;
+        if (!(p[0] & 0x80)) {
+            if (__builtin_expect(v <= max, 1)) {
+                in->used++;
+                return v;
+            }
+        } else {
+            for (unsigned i = 1; i < 9; i++) {
+                v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+                if (!(p[i] & 0x80)) {
+                    if (v > max)
+                        break;
+                    in->used += i + 1;
+                    return v;
+                }
+            }
+        }
+    }
+    return get_bin_slow(in, max);
+}
+
+static inline hm_trace_ref get_ref_bin(bin_in *in)
 {
     hm_trace_ref r;
     r.kind = (uint32_t)get_bin(in, HM_REF_BLOCK);
@@ -892,15 +919,21 @@ void hm_handle_map_init(hm_handle_map *map, size_t dead_limit)
 void hm_handle_map_destroy(hm_handle_map *map)
 {
     free(map->slots);
-    free(map->dead);
     memset(map, 0, sizeof *map);
 }
 
-hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle)
+/* A dead region or block that HM_TRACE_DEAD_KEPT (dead_limit) others have died after: forgotten. */
+static inline bool expired(const hm_handle_map *map, const hm_handle_entry *e)
+{
+    return !e->live && map->dead_limit && (e->key >> 32 == HM_REF_ALLOC || e->key >> 32 == HM_REF_BLOCK) &&
+           (uint32_t)(map->deaths - e->died) >= map->dead_limit;
+}
+
+/* The entry of key, forgotten or not. */
+static hm_handle_entry *find_raw(hm_handle_map *map, uint64_t key)
 {
     if (!map->capacity)
         return NULL;
-    uint64_t key = handle_key(kind, handle);
     size_t mask = map->capacity - 1;
     for (size_t i = handle_hash(key, mask);; i = (i + 1) & mask) {
         if (map->slots[i].key == key)
@@ -908,6 +941,12 @@ hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t 
         if (map->slots[i].key == 0)
             return NULL;
     }
+}
+
+hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle)
+{
+    hm_handle_entry *e = find_raw(map, handle_key(kind, handle));
+    return e && !expired(map, e) ? e : NULL;
 }
 
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
@@ -928,41 +967,60 @@ static void remove_slot(hm_handle_map *map, size_t i)
 
 void hm_handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle)
 {
-    hm_handle_entry *e = hm_handle_map_find(map, kind, handle);
+    hm_handle_entry *e = find_raw(map, handle_key(kind, handle));
     if (e)
         remove_slot(map, (size_t)(e - map->slots));
 }
 
-static bool grow(hm_handle_map *map)
+/* Rehashes into a table of `capacity` slots, leaving the forgotten entries out. */
+static bool rehash(hm_handle_map *map, size_t capacity)
 {
-    size_t capacity = map->capacity ? map->capacity * 2 : 64;
     hm_handle_entry *slots = calloc(capacity, sizeof *slots);
     if (!slots)
         return false;
+    size_t count = 0;
     for (size_t i = 0; i < map->capacity; i++) {
-        if (!map->slots[i].key)
+        if (!map->slots[i].key || expired(map, &map->slots[i]))
             continue;
         size_t j = handle_hash(map->slots[i].key, capacity - 1);
         while (slots[j].key)
             j = (j + 1) & (capacity - 1);
         slots[j] = map->slots[i];
+        count++;
     }
     free(map->slots);
     map->slots = slots;
     map->capacity = capacity;
+    map->count = count;
     return true;
+}
+
+static bool grow(hm_handle_map *map)
+{
+    if (!map->capacity)
+        return rehash(map, 64);
+    size_t kept = 0;
+    for (size_t i = 0; i < map->capacity; i++)
+        if (map->slots[i].key && !expired(map, &map->slots[i]))
+            kept++;
+    /* Dropping the forgotten ones may be room enough: under half full after, same size. */
+    return rehash(map, (kept + 1) * 2 <= map->capacity ? map->capacity : map->capacity * 2);
 }
 
 hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle)
 {
-    hm_handle_entry *e = hm_handle_map_find(map, kind, handle);
+    uint64_t key = handle_key(kind, handle);
+    hm_handle_entry *e = find_raw(map, key);
     if (e) {
+        if (expired(map, e)) { /* forgotten: a new handle that happens to have its number */
+            memset(e, 0, sizeof *e);
+            e->key = key;
+        }
         e->live = 1;
         return e;
     }
     if ((map->count + 1) * 4 > map->capacity * 3 && !grow(map))
         return NULL;
-    uint64_t key = handle_key(kind, handle);
     size_t mask = map->capacity - 1;
     size_t i = handle_hash(key, mask);
     while (map->slots[i].key)
@@ -982,19 +1040,5 @@ void hm_handle_map_kill(hm_handle_map *map, hm_handle_entry *entry)
     uint32_t kind = (uint32_t)(entry->key >> 32);
     if (!map->dead_limit || (kind != HM_REF_ALLOC && kind != HM_REF_BLOCK))
         return; /* heaps and callbacks are few: never forgotten */
-    if (!map->dead) {
-        map->dead = malloc(map->dead_limit * sizeof *map->dead);
-        if (!map->dead)
-            return;
-    }
-    if (map->dead_count == map->dead_limit) {
-        /* Forget the region or block that died longest ago, unless it came back to life since. */
-        uint64_t oldest = map->dead[map->dead_head];
-        map->dead_head = (map->dead_head + 1) % map->dead_limit;
-        map->dead_count--;
-        hm_handle_entry *e = hm_handle_map_find(map, (uint32_t)(oldest >> 32), (uint32_t)oldest);
-        if (e && !e->live)
-            remove_slot(map, (size_t)(e - map->slots));
-    }
-    map->dead[(map->dead_head + map->dead_count++) % map->dead_limit] = entry->key;
+    entry->died = ++map->deaths;
 }

@@ -92,20 +92,22 @@ size_t hm_trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, h
 /* An open-addressing map from (kind, handle) to what the replay host gave for it. A region or block that was
  * freed stays resolvable (VirtualQuery after release names it) until HM_TRACE_DEAD_KEPT later regions and blocks
  * have died: the reader of raw traces, the validating reader and the replayer all forget the same handles at the
- * same point, and memory follows the live state, not the trace length. */
+ * same point, and memory follows the live state, not the trace length. Forgetting is lazy: a dead entry notes
+ * the number of deaths when it died, lookups ignore it once HM_TRACE_DEAD_KEPT more have died, and the table
+ * drops such entries when it would grow. */
 #define HM_TRACE_DEAD_KEPT 16384
 typedef struct hm_handle_entry {
     uint64_t key;   /* kind << 32 | handle; 0 = empty */
     uint64_t address;
-    uint64_t size;
     uint32_t heap;  /* blocks: their heap */
+    uint32_t died;  /* dead regions and blocks: the map's death count when this one died */
     uint8_t live;
 } hm_handle_entry;
 typedef struct hm_handle_map {
     hm_handle_entry *slots;
     size_t capacity, count;
-    uint64_t *dead;  /* keys of the regions and blocks that died last, oldest first (a ring) */
-    size_t dead_head, dead_count, dead_limit;
+    uint32_t deaths;   /* regions and blocks killed so far (modulo 2^32: only differences are used) */
+    size_t dead_limit; /* 0: never forget */
 } hm_handle_map;
 void hm_handle_map_init(hm_handle_map *map, size_t dead_limit);
 void hm_handle_map_destroy(hm_handle_map *map);

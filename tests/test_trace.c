@@ -628,6 +628,72 @@ static void test_survives_sigkill(void **state)
     hm_trace_free(t);
 }
 
+/* The same with calls of 1, 2 and 3 slots, so records wrap around the end of the recorder's ring: the trace holds
+ * every call in order, whether it was copied to its place or read back from the ring. */
+static void test_survives_sigkill_multislot(void **state)
+{
+    (void)state;
+    const char *path = tmp_path("killed-multi.raw");
+    static char file[] = "a/file/name/long/enough/for/two/extra/slots/of/the/raw/trace/sixty-four/bytes/each.cpp";
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        IHostMemoryManager *inner, *m;
+        IHostMalloc *heap;
+        void *region = NULL;
+        if (FAILED(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &inner)) ||
+            FAILED(HostMemWrapRecorder(inner, path, &m)) ||
+            FAILED(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap)) ||
+            FAILED(IHostMemoryManager_VirtualAlloc(m, NULL, 65536, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                   eTaskCritical, &region)))
+            _exit(3);
+        for (unsigned long n = 1;; n++) {
+            DWORD load;
+            SIZE_T available, got;
+            MEMORY_BASIC_INFORMATION mbi;
+            void *p = NULL;
+            IHostMemoryManager_GetMemoryLoad(m, &load, &available);
+            IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got);
+            IHostMalloc_DebugAlloc(heap, 16, eTaskCritical, file, (int)n, &p);
+            IHostMalloc_Free(heap, p);
+            if (write(fds[1], &n, sizeof n) != (ssize_t)sizeof n)
+                _exit(4);
+        }
+    }
+    close(fds[1]);
+    unsigned long done = 0;
+    while (done < 9000 && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    while (read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    close(fds[0]);
+    assert_true(WIFSIGNALED(status));
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    assert_true(t->count >= 2 + 4 * done);
+    assert_true(t->count <= 2 + 4 * done + 4);
+    static const int pattern[] = {HM_METHOD_GET_MEMORY_LOAD, HM_METHOD_VIRTUAL_QUERY, HM_METHOD_HEAP_DEBUG_ALLOC,
+                                  HM_METHOD_HEAP_FREE};
+    for (size_t i = 2; i < t->count; i++) {
+        const hm_trace_call *c = &t->calls[i];
+        assert_int_equal(c->seq, i + 1);
+        assert_int_equal(c->method, pattern[(i - 2) % 4]);
+        if (c->method == HM_METHOD_VIRTUAL_QUERY)
+            assert_true(c->has_mbi && c->mbi_region_size == 65536);
+        if (c->method == HM_METHOD_HEAP_DEBUG_ALLOC) {
+            assert_string_equal(c->file, file);
+            assert_int_equal(c->line, (int)((i - 2) / 4 + 1));
+        }
+    }
+    hm_trace_free(t);
+}
+
 /* ---- The reader's errors ---- */
 static const char header[] = "hostmem-trace 1\n";
 #define VA "VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=task"
@@ -764,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_scenario_cleans_up),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_survives_sigkill),
+        cmocka_unit_test(test_survives_sigkill_multislot),
         cmocka_unit_test(test_parser_errors),
         cmocka_unit_test(test_huge_line),
         cmocka_unit_test(test_truncated_and_hostile),
