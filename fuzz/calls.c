@@ -327,7 +327,7 @@ static space look(fuzz_run *r, uintptr_t address, size_t size)
 
 static uint64_t pattern(uint32_t stamp) { return stamp ? 0x9e3779b97f4a7c15ull * stamp | 1 : 0; }
 
-static void check_contents(fuzz_run *r, const hm_model_region *g, size_t p0, size_t p1)
+HM_MODEL_UNTRACED static void check_contents(fuzz_run *r, const hm_model_region *g, size_t p0, size_t p1)
 {
     for (size_t p = p0; p < p1 && !r->failed; p++) {
         const hm_model_page *pg = &g->page[p];
@@ -798,7 +798,7 @@ static void block_fill(uintptr_t address, size_t size, uint32_t stamp)
         ((uint8_t *)address)[i] = block_byte(stamp, i);
 }
 
-static bool block_intact(const hm_model_block *b)
+HM_MODEL_UNTRACED static bool block_intact(const hm_model_block *b)
 {
     const uint8_t *p = (const uint8_t *)b->address;
     for (size_t i = 0; i < b->size && i < 8; i++)
