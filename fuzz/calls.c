@@ -53,9 +53,14 @@ struct fuzz_run {
     uintptr_t freed[8]; /* recently freed heap blocks, for double frees */
     unsigned nfreed;
     uint32_t next_stamp;
-    char history[HISTORY][224];
+    char history[HISTORY][200]; /* the last calls' descriptions, call n in history[(n - 1) % HISTORY] */
+    struct {                    /* a description not formatted yet (queries of the checks: most calls) */
+        int kind;               /* 0: history holds the text; else a QUERY_* */
+        unsigned long address, base;
+    } pending[HISTORY];
     unsigned calls, skipped;
-    char current[200];
+    const char *current; /* what is being done: the last call's description, or `scratch` */
+    char scratch[200];
     uint64_t fault_count;
     HRESULT injected; /* S_OK, or what the fault layer made the last call return */
     bool failed;
@@ -68,12 +73,51 @@ static void note_call(fuzz_run *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->current, sizeof r->current, fmt, ap);
+    char *slot = r->history[r->calls % HISTORY]; /* formatted once, where the report will find it */
+    r->pending[r->calls % HISTORY].kind = 0;
+    vsnprintf(slot, sizeof r->history[0], fmt, ap);
     va_end(ap);
-    snprintf(r->history[r->calls % HISTORY], sizeof r->history[0], "#%u %s", r->calls + 1, r->current);
+    r->current = slot;
     r->calls++;
     if (r->config->verbose)
         fprintf(r->report, "#%u %s\n", r->calls, r->current);
+    r->fault_count = r->faults ? HostMemFaultsLogCount(r->faults) : 0;
+}
+
+/* The VirtualQuery calls the checks make, described only when a report needs them: formatting each was a tenth of
+ * the run time. */
+enum { QUERY_LOOK = 1, QUERY_CHECK };
+
+static void format_pending(fuzz_run *r, unsigned slot)
+{
+    char *text = r->history[slot];
+    switch (r->pending[slot].kind) {
+    case QUERY_LOOK:
+        snprintf(text, sizeof r->history[0], "VirtualQuery(%#lx) [a look at memory the model does not track]",
+                 r->pending[slot].address);
+        break;
+    case QUERY_CHECK:
+        snprintf(text, sizeof r->history[0], "VirtualQuery(%#lx) [checking the reservation at %#lx]",
+                 r->pending[slot].address, r->pending[slot].base);
+        break;
+    default:
+        return;
+    }
+    r->pending[slot].kind = 0;
+}
+
+static void note_query(fuzz_run *r, int kind, uintptr_t address, uintptr_t base)
+{
+    unsigned slot = r->calls % HISTORY;
+    r->pending[slot].kind = kind;
+    r->pending[slot].address = (unsigned long)address;
+    r->pending[slot].base = (unsigned long)base;
+    r->current = r->history[slot];
+    r->calls++;
+    if (r->config->verbose) {
+        format_pending(r, slot);
+        fprintf(r->report, "#%u %s\n", r->calls, r->current);
+    }
     r->fault_count = r->faults ? HostMemFaultsLogCount(r->faults) : 0;
 }
 
@@ -99,6 +143,8 @@ static void mismatch(fuzz_run *r, const char *fmt, ...)
     if (r->failed)
         return;
     r->failed = true;
+    for (unsigned slot = 0; slot < HISTORY; slot++)
+        format_pending(r, slot);
     char what[600];
     va_list ap;
     va_start(ap, fmt);
@@ -110,7 +156,7 @@ static void mismatch(fuzz_run *r, const char *fmt, ...)
     if (r->calls > 1)
         fprintf(r->report, "  the calls before it:\n");
     for (unsigned i = first; i + 1 < r->calls; i++)
-        fprintf(r->report, "    %s\n", r->history[i % HISTORY]);
+        fprintf(r->report, "    #%u %s\n", i + 1, r->history[i % HISTORY]);
     fprintf(r->report, "  (a readable, replayable trace of this input: hostmem fuzz-to-trace INPUT -o crash.trace)\n");
 }
 
@@ -267,7 +313,7 @@ static space look(fuzz_run *r, uintptr_t address, size_t size)
         return SPACE_FREE; /* never anybody's, and asking would cost the host a read of the process map */
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T got = 0;
-    note_call(r, "VirtualQuery(%#lx) [a look at memory the model does not track]", (unsigned long)address);
+    note_query(r, QUERY_LOOK, address, 0);
     HRESULT hr = IHostMemoryManager_VirtualQuery(r->host, (void *)address, &mbi, sizeof mbi, &got);
     if (hr != S_OK)
         return SPACE_FREE;
@@ -281,7 +327,7 @@ static space look(fuzz_run *r, uintptr_t address, size_t size)
 
 static uint64_t pattern(uint32_t stamp) { return stamp ? 0x9e3779b97f4a7c15ull * stamp | 1 : 0; }
 
-static void check_contents(fuzz_run *r, const hm_model_region *g, size_t p0, size_t p1)
+HM_MODEL_UNTRACED static void check_contents(fuzz_run *r, const hm_model_region *g, size_t p0, size_t p1)
 {
     for (size_t p = p0; p < p1 && !r->failed; p++) {
         const hm_model_page *pg = &g->page[p];
@@ -295,7 +341,8 @@ static void check_contents(fuzz_run *r, const hm_model_region *g, size_t p0, siz
         const volatile uint64_t *last = (const uint64_t *)(g->base + (p + 1) * HM_MODEL_PAGE - 8);
         uint64_t want = pattern(pg->stamp), a = *first, b = *last;
         if (a != want || b != want) {
-            snprintf(r->current, sizeof r->current, "reading the committed page %#lx of the reservation at %#lx",
+            r->current = r->scratch;
+            snprintf(r->scratch, sizeof r->scratch, "reading the committed page %#lx of the reservation at %#lx",
                      (unsigned long)(g->base + p * HM_MODEL_PAGE), (unsigned long)g->base);
             mismatch(r, "it holds %#llx...%#llx; expected %s%#llx (%s)", (unsigned long long)a, (unsigned long long)b,
                      pg->stamp ? "what the harness wrote, " : "zeros, ", (unsigned long long)want,
@@ -348,7 +395,7 @@ static void verify_region_range(fuzz_run *r, const hm_model_region *g, uintptr_t
     for (uintptr_t a = g->base; a < hm_model_region_end(g) && !r->failed;) {
         MEMORY_BASIC_INFORMATION mbi;
         SIZE_T got = 0;
-        note_call(r, "VirtualQuery(%#lx) [checking the reservation at %#lx]", (unsigned long)a, (unsigned long)g->base);
+        note_query(r, QUERY_CHECK, a, g->base);
         HRESULT hr = IHostMemoryManager_VirtualQuery(r->host, (void *)a, &mbi, sizeof mbi, &got);
         check_query(r, g, a, hr, &mbi, got);
         a += mbi.RegionSize ? mbi.RegionSize : HM_MODEL_PAGE;
@@ -751,7 +798,7 @@ static void block_fill(uintptr_t address, size_t size, uint32_t stamp)
         ((uint8_t *)address)[i] = block_byte(stamp, i);
 }
 
-static bool block_intact(const hm_model_block *b)
+HM_MODEL_UNTRACED static bool block_intact(const hm_model_block *b)
 {
     const uint8_t *p = (const uint8_t *)b->address;
     for (size_t i = 0; i < b->size && i < 8; i++)
@@ -766,7 +813,8 @@ static bool block_intact(const hm_model_block *b)
 static void check_block(fuzz_run *r, const hm_model_block *b)
 {
     if (b->size && !block_intact(b)) {
-        snprintf(r->current, sizeof r->current, "reading the live block %#lx (%zu bytes) of heap %d",
+        r->current = r->scratch;
+        snprintf(r->scratch, sizeof r->scratch, "reading the live block %#lx (%zu bytes) of heap %d",
                  (unsigned long)b->address, b->size, b->heap);
         mismatch(r, "its contents changed behind the runtime's back (another block or reservation overlaps it)");
     }
@@ -1260,6 +1308,7 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
     r->strict = config->host_library == NULL;
     r->in = data;
     r->left = size;
+    r->current = "setting up the host";
     hm_model_init(&r->model);
     IHostMemoryManager *bare = NULL;
     int status = open_host(r, &bare);
@@ -1316,7 +1365,7 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
         builtin_reset(); /* releases the callbacks, as the last Release would */
     for (int i = 0; i < r->ncallbacks && status == 0; i++)
         if (atomic_load(&r->callback[i].ref) != 1 && !r->failed) {
-            snprintf(r->current, sizeof r->current, "the manager's last Release");
+            r->current = "the manager's last Release";
             mismatch(r, "the host still holds %d reference(s) to callback %d after its last Release",
                      atomic_load(&r->callback[i].ref) - 1, i);
         }

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Small spans keep each input's manager cheap to make and tear down; addresses past the first span exercise the
+/* Small spans keep each input's manager cheap to reset (or make and tear down); addresses past the first span exercise the
  * path of a reservation outside every span. */
 #define HM_FUZZ_DEFAULT_OPTIONS "backend=sim,deterministic=1,limit=256M,span=256M"
 

@@ -72,7 +72,7 @@ bool hm_model_protect_valid(uint32_t protect)
     return true;
 }
 
-bool hm_model_protect_readable(uint32_t protect)
+HM_MODEL_UNTRACED bool hm_model_protect_readable(uint32_t protect)
 {
     if (protect & PAGE_GUARD)
         return false;
@@ -125,7 +125,7 @@ HRESULT hm_model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, 
 
 /* ---- Address space ------------------------------------------------------------------------------------------ */
 
-hm_model_region *hm_model_find(hm_model *m, uintptr_t address)
+HM_MODEL_UNTRACED hm_model_region *hm_model_find(hm_model *m, uintptr_t address)
 {
     for (size_t i = 0; i < m->nregions; i++)
         if (address >= m->region[i]->base && address < hm_model_region_end(m->region[i]))
@@ -133,7 +133,7 @@ hm_model_region *hm_model_find(hm_model *m, uintptr_t address)
     return NULL;
 }
 
-bool hm_model_granules_taken(const hm_model *m, uintptr_t lo, uintptr_t hi)
+HM_MODEL_UNTRACED bool hm_model_granules_taken(const hm_model *m, uintptr_t lo, uintptr_t hi)
 {
     for (size_t i = 0; i < m->nregions; i++) {
         const hm_model_region *r = m->region[i];
@@ -184,7 +184,7 @@ uint32_t hm_model_reported_protect(const hm_model_region *r, size_t page)
     return stored ? stored | (r->alloc_protect & CACHE_BITS) : 0;
 }
 
-size_t hm_model_run(const hm_model_region *r, size_t page)
+HM_MODEL_UNTRACED size_t hm_model_run(const hm_model_region *r, size_t page)
 {
     size_t n = 1;
     while (page + n < r->pages && r->page[page + n].protect == r->page[page].protect)
@@ -192,7 +192,7 @@ size_t hm_model_run(const hm_model_region *r, size_t page)
     return n;
 }
 
-void hm_model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+HM_MODEL_UNTRACED void hm_model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     size_t page = (address - r->base) / HM_MODEL_PAGE;
     memset(out, 0, sizeof *out);
@@ -207,7 +207,7 @@ void hm_model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_IN
 
 /* ---- Heaps -------------------------------------------------------------------------------------------------- */
 
-hm_model_block *hm_model_block_find(hm_model *m, uintptr_t address)
+HM_MODEL_UNTRACED hm_model_block *hm_model_block_find(hm_model *m, uintptr_t address)
 {
     for (size_t i = 0; i < m->nblocks; i++)
         if (m->block[i].address == address)
@@ -215,7 +215,7 @@ hm_model_block *hm_model_block_find(hm_model *m, uintptr_t address)
     return NULL;
 }
 
-bool hm_model_overlaps(const hm_model *m, uintptr_t address, size_t size, char *what, size_t whatlen)
+HM_MODEL_UNTRACED bool hm_model_overlaps(const hm_model *m, uintptr_t address, size_t size, char *what, size_t whatlen)
 {
     uintptr_t end = address + (size ? size : 1);
     for (size_t i = 0; i < m->nblocks; i++) {

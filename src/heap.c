@@ -1141,8 +1141,10 @@ static int compare_leaks(const void *a, const void *b)
 /* A live block of the user's: handed out, not freed, not pending (freed by another thread). */
 static bool slot_in_use(chunk *c, uint32_t slot) { return slot_size_of(c, slot) && !slot_pending(c, slot); }
 
-/* The live blocks totalled by site, biggest first; returns the count. Called with the lock held. */
-static size_t collect_leaks(heap *h, hm_leak **out)
+/* The live blocks totalled by site, biggest first; returns the count. Called with the lock held. quiescent: nobody
+ * else uses the heap (its destruction), so the owners' plain counters may be read: slots past `bump` were never
+ * handed out, and a chunk with no live slot has nothing to report. */
+static size_t collect_leaks(heap *h, hm_leak **out, bool quiescent)
 {
     site_total *totals = calloc(h->nsites, sizeof *totals);
     *out = NULL;
@@ -1151,7 +1153,8 @@ static size_t collect_leaks(heap *h, hm_leak **out)
     chunk_set *all = &h->all;
     for (size_t i = 0; i <= all->mask; i++) {
         chunk *c = all->slots[i];
-        for (uint32_t slot = 0; c && slot < c->slots; slot++)
+        uint32_t limit = !c ? 0 : !quiescent ? c->slots : !c->live ? 0 : c->bump < c->slots ? c->bump : c->slots;
+        for (uint32_t slot = 0; slot < limit; slot++)
             if (slot_in_use(c, slot)) {
                 uint32_t site_id = block_site(c, slot);
                 if (site_id >= h->nsites)
@@ -1180,7 +1183,7 @@ size_t hm_heap_leaks(IHostMalloc *iface, hm_leak *out, size_t max)
     heap *h = impl_from_IHostMalloc(iface);
     heap_lock(h);
     hm_leak *leaks;
-    size_t n = collect_leaks(h, &leaks);
+    size_t n = collect_leaks(h, &leaks, false);
     heap_unlock(h);
     for (size_t i = 0; i < n && i < max; i++)
         out[i] = leaks[i]; /* file names stay valid while the heap lives */
@@ -1206,7 +1209,7 @@ static void heap_destroy(heap *h)
     h->dying = true; /* statistics read from here on find no block */
     pthread_mutex_unlock(&h->chunks_lock);
     hm_leak *leaks;
-    size_t n = collect_leaks(h, &leaks);
+    size_t n = collect_leaks(h, &leaks, true);
     /* Blocks still live die with the heap: tell Valgrind, so they are reported by our leak report, not as its own. */
     chunk_set *all = &h->all;
     for (size_t i = 0; i <= all->mask; i++) {

@@ -84,6 +84,17 @@ static size_t lower_bound(const hm_ledger *l, uintptr_t start)
     return lo;
 }
 
+void hm_ledger_reset(hm_ledger *l)
+{
+    pthread_mutex_lock(&l->lock);
+    if (l->budget && l->bytes)
+        hm_budget_uncharge(l->budget, l->bytes);
+    l->count = 0;
+    l->bytes = 0;
+    l->problems_logged = 0; /* (the ring stays allocated; only logged lines are ever read) */
+    pthread_mutex_unlock(&l->lock);
+}
+
 HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
 {
     (void)start; /* where the runtime wanted the view says nothing about how much room there is */

@@ -19,6 +19,8 @@ typedef struct hm_ledger hm_ledger;
 
 hm_ledger *hm_ledger_create(hm_budget *budget);
 void hm_ledger_destroy(hm_ledger *l); /* uncharges what is left */
+/* Back to the state hm_ledger_create gave (what is left uncharged, nothing recorded or logged), keeping its memory. */
+void hm_ledger_reset(hm_ledger *l);
 
 /* Needs: size 0 means unknown (whole file): S_OK. Otherwise S_OK when size fits the budget at
  * eAppDomainCritical's ceiling, else E_OUTOFMEMORY. */

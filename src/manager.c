@@ -422,18 +422,9 @@ HRESULT hm_manager_reset(IHostMemoryManager *iface)
     /* A live heap or another reference would see its memory vanish. */
     if (atomic_load(&m->ref) != 1 || atomic_load(&m->heap_count) != 0)
         return HOST_E_INVALIDOPERATION;
-    hm_notify *notify = hm_notify_create(m->options.notify_low, m->options.notify_high, m->options.notify_hysteresis);
-    hm_ledger *ledger = hm_ledger_create(&m->budget);
-    if (!notify || !ledger) {
-        hm_notify_destroy(notify);
-        hm_ledger_destroy(ledger);
-        return E_OUTOFMEMORY; /* nothing changed */
-    }
-    hm_notify_destroy(m->notify); /* releases the callbacks */
-    m->notify = notify;
-    hm_ledger_destroy(m->ledger); /* uncharges its ranges */
-    m->ledger = ledger;
-    hm_vm_reset(m->vm); /* uncharges the commits */
+    hm_notify_reset(m->notify); /* releases the callbacks */
+    hm_ledger_reset(m->ledger); /* uncharges its ranges */
+    hm_vm_reset(m->vm);         /* uncharges the commits */
     atomic_store(&m->budget.charged, 0);
     atomic_store(&m->budget.peak, 0);
     for (int i = 0; i < HM_METHOD_COUNT; i++) {

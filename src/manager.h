@@ -17,8 +17,7 @@ hm_notify *hm_manager_notify(hm_manager *m);
  * with the same options: no reservations, ledger ranges, callbacks (released), leak reports or statistics, the
  * budget uncharged, and the same addresses for the same calls (deterministic mode). Cheaper than a new manager (its
  * address space stays mapped; see hm_vm_reset): the fuzz targets reuse one across inputs. Only while the caller
- * holds the one reference and no heap is alive: HOST_E_INVALIDOPERATION otherwise, E_NOINTERFACE for another host,
- * E_OUTOFMEMORY (nothing changed) when the new books cannot be made. */
+ * holds the one reference and no heap is alive: HOST_E_INVALIDOPERATION otherwise, E_NOINTERFACE for another host. */
 HRESULT hm_manager_reset(IHostMemoryManager *iface);
 
 /* Decorators (faults/, the recorder) register how to find their inner manager, so diagnostics see through them.

@@ -67,6 +67,22 @@ void hm_notify_destroy(hm_notify *n)
     free(n);
 }
 
+void hm_notify_reset(hm_notify *n)
+{
+    pthread_mutex_lock(&n->lock);
+    ICLRMemoryNotificationCallback **callbacks = n->callbacks;
+    size_t count = n->ncallbacks;
+    n->callbacks = NULL;
+    n->ncallbacks = n->cap = 0;
+    n->state = eMemoryAvailableNeutral;
+    n->head = n->queued = 0;
+    atomic_store(&n->calls, 0);
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < count; i++) /* outside the lock: a Release may call back */
+        ICLRMemoryNotificationCallback_Release(callbacks[i]);
+    free(callbacks);
+}
+
 HRESULT hm_notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb)
 {
     if (!cb)

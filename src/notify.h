@@ -31,6 +31,10 @@ hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteres
 /* Releases every callback. Not while a call into n is running. */
 void hm_notify_destroy(hm_notify *n);
 
+/* Back to the state hm_notify_create gave: every callback released, the state Neutral, nothing pending, the count
+ * zero. Not while a call into n is running. */
+void hm_notify_reset(hm_notify *n);
+
 /* E_POINTER for NULL; registering the same object twice keeps one registration. A callback hears of the changes
  * that happen after it registered. */
 HRESULT hm_notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb);

@@ -401,13 +401,13 @@ static void span_free(hm_vm *vm, span *s)
     free(s);
 }
 
-/* A spare shared span (kept mapped by hm_vm_reset) of `size` bytes at `at` (0: any), taken out of the spares. Its
- * tables are clear and its memory reads as zero, as a new mapping's would. */
-static span *spare_take(hm_vm *vm, size_t size, uintptr_t at)
+/* A spare span (kept mapped by hm_vm_reset) of `size` bytes and the kind asked for at `at` (0: any), taken out of
+ * the spares. Its tables are clear and its memory reads as zero, as a new mapping's would. */
+static span *spare_take(hm_vm *vm, size_t size, uintptr_t at, bool dedicated)
 {
     for (size_t i = 0; i < vm->nspares; i++) {
         span *s = vm->spares[i];
-        if (s->size != size || (at && s->base != at))
+        if (s->size != size || s->dedicated != dedicated || (at && s->base != at))
             continue;
         vm->spares[i] = vm->spares[--vm->nspares];
         return s;
@@ -430,13 +430,16 @@ static void spares_drop(hm_vm *vm, uintptr_t a, size_t size)
 }
 
 /* Maps a new span of `size` bytes. fixed_at != 0: exactly there. Otherwise the deterministic chain of hints (or
- * anywhere). A shared span may be a spare (hm_vm_reset) instead: in deterministic mode only where the chain
- * would have mapped a new one (it is the spare that keeps that address from being free), so a reset vm places its
- * spans as a new one does. */
+ * anywhere). The span may be a spare of the same kind and size (hm_vm_reset) instead: in deterministic mode or at a
+ * fixed address only where a new one would have been mapped (it is the spare that keeps that address from being
+ * free), so a reset vm places its spans as a new one does. */
 static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_at, span **out)
 {
-    bool reuse = !dedicated && !fixed_at && vm->nspares;
-    span *spare = reuse && !vm->deterministic ? spare_take(vm, size, 0) : NULL;
+    bool reuse = vm->nspares != 0;
+    span *spare = !reuse                           ? NULL
+                  : fixed_at                       ? spare_take(vm, size, fixed_at, dedicated)
+                  : !vm->deterministic             ? spare_take(vm, size, 0, dedicated)
+                                                   : NULL;
     span *s = spare ? spare : calloc(1, sizeof *s);
     if (!s)
         return ENOMEM;
@@ -453,7 +456,7 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
         err = EEXIST;
         for (int attempt = 0; attempt < 16 && err == EEXIST; attempt++) {
             uintptr_t hint = vm->next_hint + (uintptr_t)attempt * vm->span_size;
-            if (reuse && (spare = spare_take(vm, size, hint)) != NULL) {
+            if (reuse && (spare = spare_take(vm, size, hint, dedicated)) != NULL) {
                 free(s);
                 s = spare;
                 base = hint;
@@ -463,7 +466,7 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
             spares_drop(vm, hint, size);
             err = vm->os->map_span(hint, size, true, &base);
         }
-        if (err && reuse && (spare = spare_take(vm, size, 0)) != NULL) {
+        if (err && reuse && (spare = spare_take(vm, size, 0, dedicated)) != NULL) {
             free(s);
             s = spare;
             base = spare->base;
@@ -789,7 +792,7 @@ void hm_vm_destroy(hm_vm *vm)
 }
 
 /* Puts a shared-span region's pages back as a fresh span's are: decommitted (zero when next committed), its
- * granules free. For hm_vm_reset; the slots are cleared by the caller. */
+ * granules free, its slots clear (only its own: clearing the table between regions would touch pages never used). */
 static void reset_region(hm_vm *vm, region *r)
 {
     span *s = r->span;
@@ -800,6 +803,25 @@ static void reset_region(hm_vm *vm, region *r)
     size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
     for (size_t g = g0; g < g0 + n; g++)
         bit_clear(s->used, g);
+    memset(&s->slots[g0], 0, n * sizeof(region)); /* r itself is slots[g0]: last */
+}
+
+/* Dedicated spans hm_vm_reset keeps mapped: at most this many, none larger. */
+#define SPARE_DEDICATED_MAX 16
+#define SPARE_DEDICATED_MAX_SIZE ((size_t)256 << 20)
+
+static bool spare_keep(hm_vm *vm, span *s)
+{
+    if (vm->nspares == vm->cap_spares) {
+        size_t cap = vm->cap_spares ? vm->cap_spares * 2 : 4;
+        span **grown = realloc(vm->spares, sizeof(span *) * cap);
+        if (!grown)
+            return false;
+        vm->spares = grown;
+        vm->cap_spares = cap;
+    }
+    vm->spares[vm->nspares++] = s;
+    return true;
 }
 
 void hm_vm_reset(hm_vm *vm)
@@ -809,39 +831,45 @@ void hm_vm_reset(hm_vm *vm)
     vm->guard_registered = false;
     if (vm->budget && vm->committed_pages)
         hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
+    /* Dedicated spares the last life did not reuse go: they are tied to addresses, so they would pile up. */
+    for (size_t i = 0; i < vm->nspares;) {
+        if (vm->spares[i]->dedicated) {
+            span_free(vm, vm->spares[i]);
+            vm->spares[i] = vm->spares[--vm->nspares];
+        } else {
+            i++;
+        }
+    }
+    size_t dedicated_kept = 0;
     for (size_t i = 0; i < vm->nspans; i++) {
         span *s = vm->spans[i];
-        if (s->dedicated) { /* unmapped whole */
-            if (s->only && s->only->runs != s->only->inline_runs)
-                free(s->only->runs);
-            span_free(vm, s);
-            continue;
-        }
-        size_t lowest = s->granules, highest = 0;
-        for (size_t g = bit_find(s->used, 0, s->granules, true); g < s->granules;) {
-            region *r = &s->slots[g];
-            size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
-            lowest = g < lowest ? g : lowest;
-            highest = g + n;
-            reset_region(vm, r);
-            g = bit_find(s->used, g + n, s->granules, true);
-        }
-        if (highest > lowest)
-            memset(&s->slots[lowest], 0, (highest - lowest) * sizeof(region));
-        s->lowest_free = 0;
-        s->used_count = 0;
-        /* Kept for span_create; a spare that cannot be listed goes back to the OS. */
-        if (vm->nspares == vm->cap_spares) {
-            size_t cap = vm->cap_spares ? vm->cap_spares * 2 : 4;
-            span **grown = realloc(vm->spares, sizeof(span *) * cap);
-            if (!grown) {
+        if (s->dedicated) {
+            region *r = s->only;
+            if (r) {
+                decommit_runs(vm, r, 0, r->pages);
+                if (r->runs != r->inline_runs)
+                    free(r->runs);
+            }
+            s->only = NULL;
+            /* Kept (for a reservation at the same place next time) unless large or many: unmapped whole. */
+            if (s->size > SPARE_DEDICATED_MAX_SIZE || dedicated_kept == SPARE_DEDICATED_MAX ||
+                !spare_keep(vm, s)) {
                 span_free(vm, s);
                 continue;
             }
-            vm->spares = grown;
-            vm->cap_spares = cap;
+            dedicated_kept++;
+            continue;
         }
-        vm->spares[vm->nspares++] = s;
+        for (size_t g = bit_find(s->used, 0, s->granules, true); g < s->granules;) {
+            region *r = &s->slots[g];
+            size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
+            reset_region(vm, r);
+            g = bit_find(s->used, g + n, s->granules, true);
+        }
+        s->lowest_free = 0;
+        s->used_count = 0;
+        if (!spare_keep(vm, s)) /* kept for span_create, or back to the OS */
+            span_free(vm, s);
     }
     vm->nspans = 0;
     /* Region slabs: the first (oldest, smallest) one stays, empty. */

@@ -402,8 +402,11 @@ static void script(IHostMemoryManager *m, answers *a, bool dirty, recorder_cb *c
         note(a, (uintptr_t)p[2 + i]);
         note_query(a, m, at[i] + 0x11000);
         note_query(a, m, at[i] + 0x12000);
-        if (p[2 + i])
+        if (p[2 + i]) {
             note(a, page_sum(at[i], 0x12000));
+            if (dirty) /* a reset keeps the (dedicated) spans mapped: they must read as zero again */
+                memset(p[2 + i], 0x77, 0x12000);
+        }
     }
     note(a, (uint64_t)IHostMemoryManager_VirtualAlloc(m, NULL, 0x5000, MEM_RESERVE | MEM_COMMIT | MEM_TOP_DOWN,
                                                       PAGE_READWRITE | PAGE_NOCACHE, eProcessCritical, &p[6]));
