@@ -692,7 +692,10 @@ typedef struct local_cache_entry {
     local *local;
 } local_cache_entry;
 /* Initial-exec: a plain %fs-relative load. The default model in a shared library calls __tls_get_addr, which
- * makes the fast paths save registers around it. (128 bytes of static TLS.) */
+ * makes the fast paths save registers around it. The price: a dlopened libhostmem.so (a host plugin linked with
+ * it) must fit the library's whole TLS block, every _Thread_local in it, in glibc's static TLS surplus (about
+ * 1.6 KiB, shared with every other such library), so keep thread-local data small; the broken-host ctests dlopen
+ * such plugins. (This cache: 144 bytes; the block: under 800.) */
 static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] __attribute__((tls_model("initial-exec")));
 /* The entry the thread used last, at a fixed address: the fast paths compare and load it without computing an
  * index. */

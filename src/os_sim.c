@@ -74,7 +74,9 @@ SIM_PLUMBING static void clear_resident(uintptr_t piece, const unsigned char *v,
  * (clearing those would cost more), or when mincore fails. */
 static int sim_discard(uintptr_t addr, size_t size)
 {
-    static _Thread_local unsigned char resident[SIM_LOOK];
+    /* On the stack, not thread-local: the heap's initial-exec cache makes the library's whole TLS block static,
+     * and a dlopened libhostmem must fit it in glibc's small static TLS surplus. */
+    unsigned char resident[SIM_LOOK];
     for (size_t done = 0; done < size;) {
         size_t bytes = size - done < SIM_LOOK * HM_PAGE_SIZE ? size - done : SIM_LOOK * HM_PAGE_SIZE;
         uintptr_t look = addr + done;
