@@ -15,9 +15,9 @@
  * way: statistics count the live blocks by walking the chunks (hm_heap_usage).
  *
  * Threads. A heap's chunks are divided among "locals": a single-threaded heap has one; a thread-safe heap gives
- * each thread that uses it a local of its own (found through a small initial-exec thread-local cache keyed by heap
- * id), so Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread
- * writes a chunk's marks and free list. Free of a block another local owns (a "remote" free) takes the heap lock,
+ * each thread that uses it a local of its own (found through a small thread-local cache keyed by heap id), so
+ * Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread writes
+ * a chunk's marks and free list. Free of a block another local owns (a "remote" free) takes the heap lock,
  * validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap; the
  * owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new chunk. A
  * pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals are
@@ -691,12 +691,19 @@ typedef struct local_cache_entry {
     uint64_t heap_id;
     local *local;
 } local_cache_entry;
-/* Initial-exec: a plain %fs-relative load. The default model in a shared library calls __tls_get_addr, which
- * makes the fast paths save registers around it. (128 bytes of static TLS.) */
-static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] __attribute__((tls_model("initial-exec")));
+/* The TLS model: see CMakeLists.txt. Initial-exec in the static library: a plain %fs-relative load, where the
+ * default model's call to __tls_get_addr would make the fast paths save registers around it. The shared library
+ * keeps the default model (it may be dlopen'ed, so it asks for no static TLS), with TLS descriptors where the
+ * compiler has them. */
+#if defined(HM_HEAP_TLS_INITIAL_EXEC)
+#define HM_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define HM_TLS_MODEL
+#endif
+static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] HM_TLS_MODEL;
 /* The entry the thread used last, at a fixed address: the fast paths compare and load it without computing an
  * index. */
-static _Thread_local local_cache_entry local_last __attribute__((tls_model("initial-exec")));
+static _Thread_local local_cache_entry local_last HM_TLS_MODEL;
 
 static void thread_exit(void *arg)
 {
