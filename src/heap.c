@@ -67,7 +67,8 @@ bool hm_track_valgrind;
  * chunks' first slots 16-aligned, so every block is 16-aligned. */
 #define CLASS_COUNT 96
 static uint32_t class_size[CLASS_COUNT];
-static uint8_t class_of_request[(SMALL_LIMIT >> 4) + 1]; /* (request + 15) / 16 -> the smallest class that fits */
+/* (request - 1) / 16 -> the smallest class that fits (request - 1: the fast path has it from its range check). */
+static uint8_t class_of_request[SMALL_LIMIT >> 4];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 
 static void build_classes(void)
@@ -79,8 +80,8 @@ static void build_classes(void)
         s += (s / 8 + 15) & ~15u;
         class_size[n++] = s < SMALL_LIMIT ? s : (uint32_t)SMALL_LIMIT;
     }
-    for (uint32_t i = 0, c = 0; i <= (SMALL_LIMIT >> 4); i++) {
-        while (class_size[c] < i * 16)
+    for (uint32_t i = 0, c = 0; i < (SMALL_LIMIT >> 4); i++) {
+        while (class_size[c] < (i + 1) * 16)
             c++;
         class_of_request[i] = (uint8_t)c;
     }
@@ -921,7 +922,7 @@ static HRESULT __attribute__((noinline)) allocate_slow(heap *h, size_t request, 
         return E_OUTOFMEMORY;
     chunk *c;
     HRESULT hr;
-    uint32_t cls = class_of_request[(request + 15) >> 4];
+    uint32_t cls = class_of_request[(request - 1) >> 4];
     /* The fast path leaves a chunk that filled up at the head of its list: take it off here. */
     while ((c = l->partial[cls]) != NULL && c->free_head == NO_SLOT && c->bump == c->slots)
         partial_remove(l, c);
@@ -969,7 +970,7 @@ static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *ifa
 {
     chunk *c;
     if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT ||
-                 !(c = l->partial[class_of_request[(size + 15) >> 4]])))
+                 !(c = l->partial[class_of_request[(size - 1) >> 4]])))
         return heap_Alloc_slow(iface, size, level, ppMem);
     /* free_list_pop and hand_out, less what the test above ruled out. */
     uint32_t slot = c->free_head;
