@@ -1113,8 +1113,10 @@ static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *ifac
     if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 ||
                  atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
         return heap_Free_slow(iface, pMem); /* also Free(NULL), and a chunk away from its home */
-    uint32_t slot;
-    if (unlikely(!slot_of_block(c, a, &slot) || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))
+    /* slot_of_block, with the offset in the granule: a small chunk's first slot is at its base. */
+    uint32_t x = (uint32_t)(a & (CHUNK_SIZE - 1)) * c->slot_inv, k = c->slot_shift;
+    uint32_t slot = (x >> k) | (x << (32 - k));
+    if (unlikely(slot >= c->slots || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))
         return HOST_E_INVALIDOPERATION; /* interior, freed or never handed out */
     slot_clear(c, slot);
     memcpy(pMem, &c->free_head, sizeof(uint32_t));
@@ -1362,6 +1364,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
     }
     uint32_t reserved = c->reserved_hi - c->reserved_lo, handed = c->bump - (c->bump >= c->reserved_hi ? reserved : 0);
     if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->capacity ||
+        (c->cls != LARGE_CLASS && (uintptr_t)c->first_slot != chunk_base(c)) ||
         c->capacity != c->slots - reserved || (c->bump > c->reserved_lo && c->bump < c->reserved_hi) ||
         (c->cls != LARGE_CLASS && !c->spare &&
          (c->in_partial ? c->relist_at != 0 : c->relist_at != relist_level(c) || c->live <= c->relist_at))) {
