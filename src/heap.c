@@ -15,9 +15,9 @@
  * way: statistics count the live blocks by walking the chunks (hm_heap_usage).
  *
  * Threads. A heap's chunks are divided among "locals": a single-threaded heap has one; a thread-safe heap gives
- * each thread that uses it a local of its own (found through a small initial-exec thread-local cache keyed by heap
- * id), so Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread
- * writes a chunk's marks and free list. Free of a block another local owns (a "remote" free) takes the heap lock,
+ * each thread that uses it a local of its own (found through a small thread-local cache keyed by heap id), so
+ * Alloc, and Free of the thread's own blocks, take no lock and no locked instruction: only the owner thread writes
+ * a chunk's marks and free list. Free of a block another local owns (a "remote" free) takes the heap lock,
  * validates the block against the heap-wide chunk set and sets the slot's bit in the chunk's pending bitmap; the
  * owner folds pending blocks back into its free lists (under the heap lock) before it next asks for a new chunk. A
  * pending block counts as freed (Free refuses it, leak reports skip it). When a thread exits, its locals are
@@ -67,7 +67,8 @@ bool hm_track_valgrind;
  * chunks' first slots 16-aligned, so every block is 16-aligned. */
 #define CLASS_COUNT 96
 static uint32_t class_size[CLASS_COUNT];
-static uint8_t class_of_request[(SMALL_LIMIT >> 4) + 1]; /* (request + 15) / 16 -> the smallest class that fits */
+/* (request - 1) / 16 -> the smallest class that fits (request - 1: the fast path has it from its range check). */
+static uint8_t class_of_request[SMALL_LIMIT >> 4];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 
 static void build_classes(void)
@@ -79,8 +80,8 @@ static void build_classes(void)
         s += (s / 8 + 15) & ~15u;
         class_size[n++] = s < SMALL_LIMIT ? s : (uint32_t)SMALL_LIMIT;
     }
-    for (uint32_t i = 0, c = 0; i <= (SMALL_LIMIT >> 4); i++) {
-        while (class_size[c] < i * 16)
+    for (uint32_t i = 0, c = 0; i < (SMALL_LIMIT >> 4); i++) {
+        while (class_size[c] < (i + 1) * 16)
             c++;
         class_of_request[i] = (uint8_t)c;
     }
@@ -691,15 +692,19 @@ typedef struct local_cache_entry {
     uint64_t heap_id;
     local *local;
 } local_cache_entry;
-/* Initial-exec: a plain %fs-relative load. The default model in a shared library calls __tls_get_addr, which
- * makes the fast paths save registers around it. The price: a dlopened libhostmem.so (a host plugin linked with
- * it) must fit the library's whole TLS block, every _Thread_local in it, in glibc's static TLS surplus (about
- * 1.6 KiB, shared with every other such library), so keep thread-local data small; the broken-host ctests dlopen
- * such plugins. (This cache: 144 bytes; the block: under 800.) */
-static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] __attribute__((tls_model("initial-exec")));
+/* The TLS model: see CMakeLists.txt. Initial-exec in the static library: a plain %fs-relative load, where the
+ * default model's call to __tls_get_addr would make the fast paths save registers around it. The shared library
+ * keeps the default model (it may be dlopen'ed, so it asks for no static TLS), with TLS descriptors where the
+ * compiler has them. */
+#if defined(HM_HEAP_TLS_INITIAL_EXEC)
+#define HM_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define HM_TLS_MODEL
+#endif
+static _Thread_local local_cache_entry local_cache[LOCAL_CACHE_SIZE] HM_TLS_MODEL;
 /* The entry the thread used last, at a fixed address: the fast paths compare and load it without computing an
  * index. */
-static _Thread_local local_cache_entry local_last __attribute__((tls_model("initial-exec")));
+static _Thread_local local_cache_entry local_last HM_TLS_MODEL;
 
 static void thread_exit(void *arg)
 {
@@ -917,7 +922,7 @@ static HRESULT __attribute__((noinline)) allocate_slow(heap *h, size_t request, 
         return E_OUTOFMEMORY;
     chunk *c;
     HRESULT hr;
-    uint32_t cls = class_of_request[(request + 15) >> 4];
+    uint32_t cls = class_of_request[(request - 1) >> 4];
     /* The fast path leaves a chunk that filled up at the head of its list: take it off here. */
     while ((c = l->partial[cls]) != NULL && c->free_head == NO_SLOT && c->bump == c->slots)
         partial_remove(l, c);
@@ -965,7 +970,7 @@ static inline __attribute__((always_inline)) HRESULT alloc_fast(IHostMalloc *ifa
 {
     chunk *c;
     if (unlikely(!ppMem || (unsigned)level > (unsigned)eProcessCritical || size - 1 >= SMALL_LIMIT ||
-                 !(c = l->partial[class_of_request[(size + 15) >> 4]])))
+                 !(c = l->partial[class_of_request[(size - 1) >> 4]])))
         return heap_Alloc_slow(iface, size, level, ppMem);
     /* free_list_pop and hand_out, less what the test above ruled out. */
     uint32_t slot = c->free_head;
@@ -1108,8 +1113,10 @@ static inline __attribute__((always_inline)) HRESULT free_fast(IHostMalloc *ifac
     if (unlikely((uintptr_t)c - base - 1 >= CHUNK_SIZE - 1 ||
                  atomic_load_explicit(&c->free_slow, memory_order_relaxed)))
         return heap_Free_slow(iface, pMem); /* also Free(NULL), and a chunk away from its home */
-    uint32_t slot;
-    if (unlikely(!slot_of_block(c, a, &slot) || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))
+    /* slot_of_block, with the offset in the granule: a small chunk's first slot is at its base. */
+    uint32_t x = (uint32_t)(a & (CHUNK_SIZE - 1)) * c->slot_inv, k = c->slot_shift;
+    uint32_t slot = (x >> k) | (x << (32 - k));
+    if (unlikely(slot >= c->slots || !atomic_load_explicit(&c->marks[slot], memory_order_relaxed)))
         return HOST_E_INVALIDOPERATION; /* interior, freed or never handed out */
     slot_clear(c, slot);
     memcpy(pMem, &c->free_head, sizeof(uint32_t));
@@ -1363,6 +1370,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
     }
     uint32_t reserved = c->reserved_hi - c->reserved_lo, handed = c->bump - (c->bump >= c->reserved_hi ? reserved : 0);
     if (c->span != c->slots * c->slot_size || c->bump > c->slots || c->live > c->capacity ||
+        (c->cls != LARGE_CLASS && (uintptr_t)c->first_slot != chunk_base(c)) ||
         c->capacity != c->slots - reserved || (c->bump > c->reserved_lo && c->bump < c->reserved_hi) ||
         (c->cls != LARGE_CLASS && !c->spare &&
          (c->in_partial ? c->relist_at != 0 : c->relist_at != relist_level(c) || c->live <= c->relist_at))) {

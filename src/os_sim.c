@@ -74,8 +74,8 @@ SIM_PLUMBING static void clear_resident(uintptr_t piece, const unsigned char *v,
  * (clearing those would cost more), or when mincore fails. */
 static int sim_discard(uintptr_t addr, size_t size)
 {
-    /* On the stack, not thread-local: the heap's initial-exec cache makes the library's whole TLS block static,
-     * and a dlopened libhostmem must fit it in glibc's small static TLS surplus. */
+    /* On the stack, not thread-local: a static library's TLS block is static TLS, and a plugin that links
+     * libhostmem.a must fit it in glibc's small static TLS surplus when it is dlopened. */
     unsigned char resident[SIM_LOOK];
     for (size_t done = 0; done < size;) {
         size_t bytes = size - done < SIM_LOOK * HM_PAGE_SIZE ? size - done : SIM_LOOK * HM_PAGE_SIZE;
