@@ -72,7 +72,7 @@ struct hm_vm {
     uintptr_t next_hint; /* deterministic mode: where the next span goes */
     size_t first_span_size; /* span_size and next_hint as created: where hm_vm_reset goes back to */
     uintptr_t first_hint;
-    span **spares;       /* shared spans hm_vm_reset kept mapped: empty, out of the books, reused by span_create */
+    span **spares;       /* spans hm_vm_reset kept mapped: empty, out of the books, reused by span_create */
     size_t nspares, cap_spares;
     pthread_rwlock_t lock;
     span **spans;        /* sorted by base */

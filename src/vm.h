@@ -41,9 +41,10 @@ HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out);
 /* Releases every reservation and span. */
 void hm_vm_destroy(hm_vm *vm);
 /* Puts the vm back to its state just after hm_vm_create: every reservation released (its commit uncharged), every
- * statistic zero, spans placed as a new vm would place them. Cheaper than destroy and create: shared spans stay
- * mapped (their committed pages are decommitted, so they read as zero again) and are reused where a new vm would
- * map its spans. Not while another thread uses the vm. */
+ * statistic zero, spans placed as a new vm would place them. Cheaper than destroy and create: spans stay mapped as
+ * spares (their committed pages are decommitted, so they read as zero again; dedicated ones only up to 16 of at most
+ * 256 MiB, and only until the next reset if unused) and are reused where a new vm would map a span of that kind and
+ * size. See hm_vm_spare for answering queries about them. Not while another thread uses the vm. */
 void hm_vm_reset(hm_vm *vm);
 
 /* VirtualAlloc: *out gets the reservation base (reserve) or the page-rounded address (commit, reset). */
