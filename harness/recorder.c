@@ -313,8 +313,10 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
             return;
         }
     } else {
+        /* All but the commit word, which a copying thread may be reading (atomically) meanwhile. */
         uint8_t *first = ring_slot(log, slot);
-        memcpy(first, rec, sizeof *rec);
+        size_t skip = sizeof rec->commit;
+        memcpy(first + skip, (const uint8_t *)rec + skip, sizeof *rec - skip);
         for (unsigned i = 1; i < n; i++)
             put_extra(ring_slot(log, slot + i), extra, extra_len, i);
         atomic_store_explicit((_Atomic uint64_t *)(void *)first, commit_word(slot), memory_order_release);

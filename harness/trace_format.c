@@ -1003,8 +1003,9 @@ static bool grow(hm_handle_map *map)
     for (size_t i = 0; i < map->capacity; i++)
         if (map->slots[i].key && !expired(map, &map->slots[i]))
             kept++;
-    /* Dropping the forgotten ones may be room enough: under half full after, same size. */
-    return rehash(map, (kept + 1) * 2 <= map->capacity ? map->capacity : map->capacity * 2);
+    /* Dropping the forgotten ones may be room enough (at most two thirds full after): the same size, so the
+     * table stays near the live handles plus the window, not twice that. */
+    return rehash(map, (kept + 1) * 3 <= map->capacity * 2 ? map->capacity : map->capacity * 2);
 }
 
 hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle)

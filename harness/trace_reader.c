@@ -54,6 +54,8 @@ struct hm_trace_reader {
     /* raw version 2: a copy of the ring when it holds records not copied to their place (a killed recorder) */
     uint8_t *ring;
     uint64_t ring_slots, ring_max; /* ring_max: 1 + the last record slot the ring holds */
+    uint64_t *ring_held;           /* the record slots the ring holds, in order */
+    size_t ring_held_count, ring_held_next;
     bool in_hole;
     uint8_t extra[3 * HM_RAW_SLOT];
 };
@@ -97,6 +99,12 @@ static void fill(hm_trace_reader *r, size_t want)
 
 static bool all_zero(const uint8_t *p, size_t n);
 
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* Raw version 2: reads the ring that follows the header. A copy is kept only when the ring holds a record (the
  * recorder was killed before copying it to its place); a trace closed properly has an empty ring. */
 static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
@@ -123,9 +131,13 @@ static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
             memcpy(&word, p, sizeof word);
             /* The tag fills the top 24 bits; a slot number (below 2^40) the rest. */
             uint64_t low = word & ((1ull << 40) - 1), slot = low - 1;
-            if ((word & ~((1ull << 40) - 1)) == HM_RAW_COMMIT_TAG && low && (slot & (ring_slots - 1)) == i &&
-                low > r->ring_max)
+            if ((word & ~((1ull << 40) - 1)) != HM_RAW_COMMIT_TAG || !low || (slot & (ring_slots - 1)) != i)
+                continue;
+            if (low > r->ring_max)
                 r->ring_max = low;
+            if (!r->ring_held && !(r->ring_held = malloc((size_t)ring_slots * sizeof *r->ring_held)))
+                return -1;
+            r->ring_held[r->ring_held_count++] = slot;
         }
         r->start += n * HM_RAW_SLOT;
     }
@@ -133,6 +145,8 @@ static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
         free(r->ring);
         r->ring = NULL;
     }
+    if (r->ring_held_count > 1)
+        qsort(r->ring_held, r->ring_held_count, sizeof *r->ring_held, compare_u64);
     return 0;
 }
 
@@ -228,6 +242,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
     free(r->blocks.dead);
     free(r->threads);
     free(r->ring);
+    free(r->ring_held);
     free(r->buf);
     free(r->path);
     free(r);
@@ -536,9 +551,17 @@ static int next_raw_ring(hm_trace_reader *r, hm_raw_record *rec, const uint8_t *
         if (!r->in_hole)
             r->lost++; /* a call in flight when the recorder died */
         r->in_hole = true;
-        if (p)
+        if (p) {
             r->start += HM_RAW_SLOT;
-        r->slot++;
+            r->slot++;
+            continue;
+        }
+        /* Nothing in place any more: on to the next record the ring holds (a hostile file may name any slot). */
+        while (r->ring_held_next < r->ring_held_count && r->ring_held[r->ring_held_next] <= r->slot)
+            r->ring_held_next++;
+        if (r->ring_held_next == r->ring_held_count)
+            return 0;
+        r->slot = r->ring_held[r->ring_held_next];
     }
 }
 
