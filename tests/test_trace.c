@@ -584,6 +584,23 @@ static void test_threads(void **state)
     hm_trace_free(t);
 }
 
+/* Reads the calls-done counter a recording child writes to fd until it reaches target, kills the child with SIGKILL,
+ * and returns the last count the child reported before it died. */
+static unsigned long kill_child_after(pid_t pid, int fd, unsigned long target)
+{
+    unsigned long done = 0;
+    while (done < target && read(fd, &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    while (read(fd, &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    close(fd);
+    assert_true(WIFSIGNALED(status));
+    return done;
+}
+
 /* A child records in a loop and is killed with SIGKILL: the trace parses and holds every call the child said
  * had returned. */
 static void test_survives_sigkill(void **state)
@@ -609,16 +626,7 @@ static void test_survives_sigkill(void **state)
         }
     }
     close(fds[1]);
-    unsigned long done = 0;
-    while (done < 20000 && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
-        ;
-    kill(pid, SIGKILL);
-    int status;
-    waitpid(pid, &status, 0);
-    while (read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
-        ; /* the last progress the child reported before it died */
-    close(fds[0]);
-    assert_true(WIFSIGNALED(status));
+    unsigned long done = kill_child_after(pid, fds[0], 20000);
     hm_trace *t;
     assert_int_equal(hm_trace_load(path, &t), S_OK);
     assert_true(t->count >= done);
@@ -664,16 +672,7 @@ static void test_survives_sigkill_multislot(void **state)
         }
     }
     close(fds[1]);
-    unsigned long done = 0;
-    while (done < 9000 && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
-        ;
-    kill(pid, SIGKILL);
-    int status;
-    waitpid(pid, &status, 0);
-    while (read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
-        ;
-    close(fds[0]);
-    assert_true(WIFSIGNALED(status));
+    unsigned long done = kill_child_after(pid, fds[0], 9000);
     hm_trace *t;
     assert_int_equal(hm_trace_load(path, &t), S_OK);
     assert_true(t->count >= 2 + 4 * done);
