@@ -360,16 +360,24 @@ static size_t place_top_down(const span *s, size_t n)
     return SIZE_MAX;
 }
 
+/* Room for one more span pointer in *array (count used of *cap), doubling from `first`. */
+static bool span_array_room(span ***array, size_t count, size_t *cap, size_t first)
+{
+    if (count < *cap)
+        return true;
+    size_t grown_cap = *cap ? *cap * 2 : first;
+    span **grown = realloc(*array, sizeof(span *) * grown_cap);
+    if (!grown)
+        return false;
+    *array = grown;
+    *cap = grown_cap;
+    return true;
+}
+
 static int span_insert(hm_vm *vm, span *s)
 {
-    if (vm->nspans == vm->cap_spans) {
-        size_t cap = vm->cap_spans ? vm->cap_spans * 2 : 8;
-        span **grown = realloc(vm->spans, sizeof(span *) * cap);
-        if (!grown)
-            return ENOMEM;
-        vm->spans = grown;
-        vm->cap_spans = cap;
-    }
+    if (!span_array_room(&vm->spans, vm->nspans, &vm->cap_spans, 8))
+        return ENOMEM;
     size_t i = vm->nspans;
     while (i > 0 && vm->spans[i - 1]->base > s->base) {
         vm->spans[i] = vm->spans[i - 1];
@@ -791,35 +799,14 @@ void hm_vm_destroy(hm_vm *vm)
     free(vm);
 }
 
-/* Puts a shared-span region's pages back as a fresh span's are: decommitted (zero when next committed), its
- * granules free, its slots clear (only its own: clearing the table between regions would touch pages never used). */
-static void reset_region(hm_vm *vm, region *r)
-{
-    span *s = r->span;
-    decommit_runs(vm, r, 0, r->pages);
-    if (r->runs != r->inline_runs)
-        free(r->runs);
-    size_t g0 = (r->base - s->base) >> GRANULE_SHIFT;
-    size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
-    for (size_t g = g0; g < g0 + n; g++)
-        bit_clear(s->used, g);
-    memset(&s->slots[g0], 0, n * sizeof(region)); /* r itself is slots[g0]: last */
-}
-
 /* Dedicated spans hm_vm_reset keeps mapped: at most this many, none larger. */
 #define SPARE_DEDICATED_MAX 16
 #define SPARE_DEDICATED_MAX_SIZE ((size_t)256 << 20)
 
 static bool spare_keep(hm_vm *vm, span *s)
 {
-    if (vm->nspares == vm->cap_spares) {
-        size_t cap = vm->cap_spares ? vm->cap_spares * 2 : 4;
-        span **grown = realloc(vm->spares, sizeof(span *) * cap);
-        if (!grown)
-            return false;
-        vm->spares = grown;
-        vm->cap_spares = cap;
-    }
+    if (!span_array_room(&vm->spares, vm->nspares, &vm->cap_spares, 4))
+        return false;
     vm->spares[vm->nspares++] = s;
     return true;
 }
@@ -847,8 +834,7 @@ void hm_vm_reset(hm_vm *vm)
             region *r = s->only;
             if (r) {
                 decommit_runs(vm, r, 0, r->pages);
-                if (r->runs != r->inline_runs)
-                    free(r->runs);
+                free_region_runs(vm, r, NULL);
             }
             s->only = NULL;
             /* Kept (for a reservation at the same place next time) unless large or many: unmapped whole. */
@@ -860,10 +846,14 @@ void hm_vm_reset(hm_vm *vm)
             dedicated_kept++;
             continue;
         }
+        /* Each region's pages decommitted (zero when next committed), its granules free and its slots clear, as
+         * a release leaves them (only its own slots: clearing the table between regions would touch pages never
+         * used). */
         for (size_t g = bit_find(s->used, 0, s->granules, true); g < s->granules;) {
             region *r = &s->slots[g];
             size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
-            reset_region(vm, r);
+            decommit_runs(vm, r, 0, r->pages);
+            region_detach(vm, r); /* clears r: n was read first */
             g = bit_find(s->used, g + n, s->granules, true);
         }
         s->lowest_free = 0;
