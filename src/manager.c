@@ -83,14 +83,22 @@ static ULONG STDMETHODCALLTYPE manager_AddRef(IHostMemoryManager *iface)
     return atomic_fetch_add(&impl_from_IHostMemoryManager(iface)->ref, 1) + 1;
 }
 
+/* Forgets the kept leak reports. */
+static void free_leaks(hm_manager *m)
+{
+    for (size_t i = 0; i < m->nleaks; i++)
+        free(m->leaks[i].file);
+    free(m->leaks);
+    m->leaks = NULL;
+    m->nleaks = m->cap_leaks = 0;
+}
+
 static void manager_destroy(hm_manager *m)
 {
     hm_notify_destroy(m->notify);
     hm_ledger_destroy(m->ledger);
     hm_vm_destroy(m->vm);
-    for (size_t i = 0; i < m->nleaks; i++)
-        free(m->leaks[i].file);
-    free(m->leaks);
+    free_leaks(m);
     pthread_mutex_destroy(&m->leaks_lock);
     free(m);
 }
@@ -237,11 +245,7 @@ static HRESULT query_outside(hm_manager *m, uintptr_t address, MEMORY_BASIC_INFO
         if (!after_spare)
             break;
     }
-    memset(info, 0, sizeof *info);
-    info->BaseAddress = (void *)page;
-    info->State = MEM_FREE;
-    info->Protect = PAGE_NOACCESS;
-    info->RegionSize = end - page;
+    hm_procmaps_free_info(page, end, info);
     return S_OK;
 }
 
@@ -431,11 +435,7 @@ HRESULT hm_manager_reset(IHostMemoryManager *iface)
         atomic_store(&m->calls[i], 0);
         atomic_store(&m->failures[i], 0);
     }
-    for (size_t i = 0; i < m->nleaks; i++)
-        free(m->leaks[i].file);
-    free(m->leaks);
-    m->leaks = NULL;
-    m->nleaks = m->cap_leaks = 0;
+    free_leaks(m);
     return S_OK;
 }
 

@@ -288,6 +288,15 @@ static bool find_file_facts(const hm_map_entry *e, void *ctx)
     return true;
 }
 
+void hm_procmaps_free_info(uintptr_t page, uintptr_t end, MEMORY_BASIC_INFORMATION *out)
+{
+    memset(out, 0, sizeof *out);
+    out->BaseAddress = (void *)page;
+    out->State = MEM_FREE;
+    out->Protect = PAGE_NOACCESS;
+    out->RegionSize = end - page;
+}
+
 static HRESULT query_source(const maps_source *src, const file_id *main_binary, uintptr_t address,
                             MEMORY_BASIC_INFORMATION *out)
 {
@@ -296,16 +305,13 @@ static HRESULT query_source(const maps_source *src, const file_id *main_binary, 
     query_state q = {.page = address & ~(uintptr_t)(HM_PAGE_SIZE - 1), .next_start = HM_MAX_ADDRESS};
     if (scan(src, find_hit, &q) != 0)
         return E_FAIL;
-    memset(out, 0, sizeof *out);
-    out->BaseAddress = (void *)q.page;
     if (!q.found) {
         /* [vsyscall] lies beyond user space: the top of user space ends the last gap. */
-        uintptr_t next = q.next_start < HM_MAX_ADDRESS ? q.next_start : HM_MAX_ADDRESS;
-        out->State = MEM_FREE;
-        out->Protect = PAGE_NOACCESS;
-        out->RegionSize = next - q.page;
+        hm_procmaps_free_info(q.page, q.next_start < HM_MAX_ADDRESS ? q.next_start : HM_MAX_ADDRESS, out);
         return S_OK;
     }
+    memset(out, 0, sizeof *out);
+    out->BaseAddress = (void *)q.page;
     if (q.hit_file && scan(src, find_file_facts, &q) != 0)
         return E_FAIL;
     DWORD protect = protect_of(q.hit_perms);
@@ -419,11 +425,7 @@ HRESULT hm_procmaps_query_ioctl(int fd, uintptr_t address, MEMORY_BASIC_INFORMAT
         if (q.vma_start < HM_MAX_ADDRESS)
             next = (uintptr_t)q.vma_start;
     }
-    memset(out, 0, sizeof *out);
-    out->BaseAddress = (void *)page;
-    out->State = MEM_FREE;
-    out->Protect = PAGE_NOACCESS;
-    out->RegionSize = next - page;
+    hm_procmaps_free_info(page, next, out);
     return S_OK;
 }
 

@@ -38,6 +38,9 @@ HRESULT hm_procmaps_query_text(const char *text, size_t len, uintptr_t address, 
  * it cannot be read. */
 HRESULT hm_procmaps_query_fd(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out);
 
+/* What VirtualQuery says of free space: [page, end), MEM_FREE, PAGE_NOACCESS, the rest zero. */
+void hm_procmaps_free_info(uintptr_t page, uintptr_t end, MEMORY_BASIC_INFORMATION *out);
+
 /* The query over this process's map; the main binary counts as an image. E_FAIL when the map cannot be read.
  * Where the kernel has the PROCMAP_QUERY ioctl (Linux 6.11+), a gap or anonymous memory is answered from the one
  * mapping it returns (a few microseconds, whatever the size of the map); files, and kernels without the ioctl,
