@@ -114,6 +114,20 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
     return true;
 }
 
+/* The slots a committed call's first slot says it takes (1 when the count is out of range). */
+static inline unsigned call_slots(const uint8_t *first)
+{
+    unsigned n = first[offsetof(hm_raw_record, nslots)];
+    return n >= 1 && n <= 4 ? n : 1;
+}
+
+/* Publishes that the calls before slot c (calls of them) are in their place. */
+static inline void mark_copied(recorder_log *log, uint64_t c, uint64_t calls)
+{
+    atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
+    atomic_store_explicit(&log->copied, c, memory_order_release);
+}
+
 /* Copies the committed records from `copied` up to `reserved` to their place, in order, stopping at a call in
  * flight, and counts them. Returns how many slots it moved past. copy_lock held. */
 static uint64_t copy_out(recorder_log *log, uint64_t reserved)
@@ -138,8 +152,7 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
             const uint8_t *p = ring_slot(log, c);
             uint64_t word = atomic_load_explicit((_Atomic uint64_t *)(const void *)p, memory_order_acquire);
             if (word == commit_word(c)) { /* a call whose slots wrap around the ring's end */
-                unsigned n = p[offsetof(hm_raw_record, nslots)];
-                n = n >= 1 && n <= 4 ? n : 1;
+                unsigned n = call_slots(p);
                 size_t head = (size_t)(RING_SLOTS - (c & (RING_SLOTS - 1)));
                 if (head > n)
                     head = n;
@@ -147,9 +160,7 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
                     (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head))))
                     atomic_store(&log->broken, true);
                 c += n;
-                calls++;
-                atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
-                atomic_store_explicit(&log->copied, c, memory_order_release);
+                mark_copied(log, c, ++calls);
                 continue;
             }
             /* Not in the ring: written to its place by its writer (the ring was full), or still in flight. */
@@ -158,11 +169,8 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
                 uint64_t w;
                 memcpy(&w, rec, sizeof w);
                 if (w == commit_word(c)) {
-                    unsigned n = rec[offsetof(hm_raw_record, nslots)];
-                    c += n >= 1 && n <= 4 ? n : 1;
-                    calls++;
-                    atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
-                    atomic_store_explicit(&log->copied, c, memory_order_release);
+                    c += call_slots(rec);
+                    mark_copied(log, c, ++calls);
                     continue;
                 }
             }
@@ -171,8 +179,7 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
         if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c)))
             atomic_store(&log->broken, true);
         c = end;
-        atomic_store_explicit(&log->calls, calls, memory_order_relaxed);
-        atomic_store_explicit(&log->copied, c, memory_order_release);
+        mark_copied(log, c, calls);
     }
     return c - from;
 }
@@ -281,7 +288,6 @@ static inline uint64_t reserve(recorder_log *log, unsigned nslots)
     return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_relaxed);
 }
 
-/* Writes rec (and the extra slots) to the reserved slots, then publishes the call by storing its commit word. */
 /* Extra slot i (1-based) of a call: its part of extra, zeros after. */
 static inline void put_extra(uint8_t *dst, const void *extra, size_t extra_len, unsigned i)
 {
@@ -293,6 +299,7 @@ static inline void put_extra(uint8_t *dst, const void *extra, size_t extra_len, 
     memset(dst + k, 0, HM_RAW_SLOT - k);
 }
 
+/* Writes rec (and the extra slots) to the reserved slots, then publishes the call by storing its commit word. */
 static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const void *extra, size_t extra_len)
 {
     if (atomic_load_explicit(&log->broken, memory_order_relaxed))
