@@ -584,29 +584,14 @@ static void test_threads(void **state)
     hm_trace_free(t);
 }
 
-/* Reads the calls-done counter a recording child writes to fd until it reaches target, kills the child with SIGKILL,
- * and returns the last count the child reported before it died. */
-static unsigned long kill_child_after(pid_t pid, int fd, unsigned long target)
-{
-    unsigned long done = 0;
-    while (done < target && read(fd, &done, sizeof done) == (ssize_t)sizeof done)
-        ;
-    kill(pid, SIGKILL);
-    int status;
-    waitpid(pid, &status, 0);
-    while (read(fd, &done, sizeof done) == (ssize_t)sizeof done)
-        ;
-    close(fd);
-    assert_true(WIFSIGNALED(status));
-    return done;
-}
+/* What a recording child does until it is killed: calls into m, writing its count of returned calls to fd after
+ * each. */
+typedef void (*recording_loop)(IHostMemoryManager *m, int fd);
 
-/* A child records in a loop and is killed with SIGKILL: the trace parses and holds every call the child said
- * had returned. */
-static void test_survives_sigkill(void **state)
+/* Forks a child that records a sim-backed manager into path and runs loop, reads the calls-done count it reports
+ * until it reaches target, kills it with SIGKILL and returns the last count it reported before it died. */
+static unsigned long record_then_kill(const char *path, recording_loop loop, unsigned long target)
 {
-    (void)state;
-    const char *path = tmp_path("killed.raw");
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t pid = fork();
@@ -617,16 +602,66 @@ static void test_survives_sigkill(void **state)
         if (FAILED(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &inner)) ||
             FAILED(HostMemWrapRecorder(inner, path, &m)))
             _exit(3);
-        for (unsigned long n = 1;; n++) {
-            DWORD load;
-            SIZE_T available;
-            IHostMemoryManager_GetMemoryLoad(m, &load, &available);
-            if (write(fds[1], &n, sizeof n) != (ssize_t)sizeof n)
-                _exit(4);
-        }
+        loop(m, fds[1]);
+        _exit(5); /* the loops never return */
     }
     close(fds[1]);
-    unsigned long done = kill_child_after(pid, fds[0], 20000);
+    unsigned long done = 0;
+    while (done < target && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    while (read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+        ;
+    close(fds[0]);
+    assert_true(WIFSIGNALED(status));
+    return done;
+}
+
+static void load_loop(IHostMemoryManager *m, int fd)
+{
+    for (unsigned long n = 1;; n++) {
+        DWORD load;
+        SIZE_T available;
+        IHostMemoryManager_GetMemoryLoad(m, &load, &available);
+        if (write(fd, &n, sizeof n) != (ssize_t)sizeof n)
+            _exit(4);
+    }
+}
+
+static char multislot_file[] = "a/file/name/long/enough/for/two/extra/slots/of/the/raw/trace/sixty-four/bytes/each.cpp";
+
+/* Calls of 1, 2 and 3 slots: GetMemoryLoad, VirtualQuery, DebugAlloc with a long file name, Free. */
+static void multislot_loop(IHostMemoryManager *m, int fd)
+{
+    IHostMalloc *heap;
+    void *region = NULL;
+    if (FAILED(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap)) ||
+        FAILED(IHostMemoryManager_VirtualAlloc(m, NULL, 65536, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                               &region)))
+        _exit(3);
+    for (unsigned long n = 1;; n++) {
+        DWORD load;
+        SIZE_T available, got;
+        MEMORY_BASIC_INFORMATION mbi;
+        void *p = NULL;
+        IHostMemoryManager_GetMemoryLoad(m, &load, &available);
+        IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got);
+        IHostMalloc_DebugAlloc(heap, 16, eTaskCritical, multislot_file, (int)n, &p);
+        IHostMalloc_Free(heap, p);
+        if (write(fd, &n, sizeof n) != (ssize_t)sizeof n)
+            _exit(4);
+    }
+}
+
+/* A child records in a loop and is killed with SIGKILL: the trace parses and holds every call the child said
+ * had returned. */
+static void test_survives_sigkill(void **state)
+{
+    (void)state;
+    const char *path = tmp_path("killed.raw");
+    unsigned long done = record_then_kill(path, load_loop, 20000);
     hm_trace *t;
     assert_int_equal(hm_trace_load(path, &t), S_OK);
     assert_true(t->count >= done);
@@ -642,37 +677,7 @@ static void test_survives_sigkill_multislot(void **state)
 {
     (void)state;
     const char *path = tmp_path("killed-multi.raw");
-    static char file[] = "a/file/name/long/enough/for/two/extra/slots/of/the/raw/trace/sixty-four/bytes/each.cpp";
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        IHostMemoryManager *inner, *m;
-        IHostMalloc *heap;
-        void *region = NULL;
-        if (FAILED(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &inner)) ||
-            FAILED(HostMemWrapRecorder(inner, path, &m)) ||
-            FAILED(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap)) ||
-            FAILED(IHostMemoryManager_VirtualAlloc(m, NULL, 65536, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
-                                                   eTaskCritical, &region)))
-            _exit(3);
-        for (unsigned long n = 1;; n++) {
-            DWORD load;
-            SIZE_T available, got;
-            MEMORY_BASIC_INFORMATION mbi;
-            void *p = NULL;
-            IHostMemoryManager_GetMemoryLoad(m, &load, &available);
-            IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got);
-            IHostMalloc_DebugAlloc(heap, 16, eTaskCritical, file, (int)n, &p);
-            IHostMalloc_Free(heap, p);
-            if (write(fds[1], &n, sizeof n) != (ssize_t)sizeof n)
-                _exit(4);
-        }
-    }
-    close(fds[1]);
-    unsigned long done = kill_child_after(pid, fds[0], 9000);
+    unsigned long done = record_then_kill(path, multislot_loop, 9000);
     hm_trace *t;
     assert_int_equal(hm_trace_load(path, &t), S_OK);
     assert_true(t->count >= 2 + 4 * done);
@@ -686,7 +691,7 @@ static void test_survives_sigkill_multislot(void **state)
         if (c->method == HM_METHOD_VIRTUAL_QUERY)
             assert_true(c->has_mbi && c->mbi_region_size == 65536);
         if (c->method == HM_METHOD_HEAP_DEBUG_ALLOC) {
-            assert_string_equal(c->file, file);
+            assert_string_equal(c->file, multislot_file);
             assert_int_equal(c->line, (int)((i - 2) / 4 + 1));
         }
     }
