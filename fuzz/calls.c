@@ -68,22 +68,6 @@ struct fuzz_run {
 
 /* ---- Reporting ------------------------------------------------------------------------------------------------- */
 
-static void note_call(fuzz_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note_call(fuzz_run *r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *slot = r->history[r->calls % HISTORY]; /* formatted once, where the report will find it */
-    r->pending[r->calls % HISTORY].kind = 0;
-    vsnprintf(slot, sizeof r->history[0], fmt, ap);
-    va_end(ap);
-    r->current = slot;
-    r->calls++;
-    if (r->config->verbose)
-        fprintf(r->report, "#%u %s\n", r->calls, r->current);
-    r->fault_count = r->faults ? HostMemFaultsLogCount(r->faults) : 0;
-}
-
 /* The VirtualQuery calls the checks make, described only when a report needs them: formatting each was a tenth of
  * the run time. */
 enum { QUERY_LOOK = 1, QUERY_CHECK };
@@ -106,12 +90,10 @@ static void format_pending(fuzz_run *r, unsigned slot)
     r->pending[slot].kind = 0;
 }
 
-static void note_query(fuzz_run *r, int kind, uintptr_t address, uintptr_t base)
+/* The call in history slot `slot` is the one being made now: counted, printed when verbose, and the fault layer's
+ * log count taken, so that was_injected can tell whether it failed this call. */
+static void call_noted(fuzz_run *r, unsigned slot)
 {
-    unsigned slot = r->calls % HISTORY;
-    r->pending[slot].kind = kind;
-    r->pending[slot].address = (unsigned long)address;
-    r->pending[slot].base = (unsigned long)base;
     r->current = r->history[slot];
     r->calls++;
     if (r->config->verbose) {
@@ -119,6 +101,27 @@ static void note_query(fuzz_run *r, int kind, uintptr_t address, uintptr_t base)
         fprintf(r->report, "#%u %s\n", r->calls, r->current);
     }
     r->fault_count = r->faults ? HostMemFaultsLogCount(r->faults) : 0;
+}
+
+static void note_call(fuzz_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_call(fuzz_run *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    unsigned slot = r->calls % HISTORY; /* formatted once, where the report will find it */
+    r->pending[slot].kind = 0;
+    vsnprintf(r->history[slot], sizeof r->history[0], fmt, ap);
+    va_end(ap);
+    call_noted(r, slot);
+}
+
+static void note_query(fuzz_run *r, int kind, uintptr_t address, uintptr_t base)
+{
+    unsigned slot = r->calls % HISTORY;
+    r->pending[slot].kind = kind;
+    r->pending[slot].address = (unsigned long)address;
+    r->pending[slot].base = (unsigned long)base;
+    call_noted(r, slot);
 }
 
 /* After a call: whether the fault layer failed it, and with what. */
@@ -1222,9 +1225,14 @@ static struct {
     char options[512];           /* what it was made with */
 } builtin;
 
+static const char *builtin_options(const hm_fuzz_config *c)
+{
+    return c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS;
+}
+
 static bool builtin_reusable(const fuzz_run *r)
 {
-    const char *options = r->config->host_options ? r->config->host_options : HM_FUZZ_DEFAULT_OPTIONS;
+    const char *options = builtin_options(r->config);
     if (!builtin.manager)
         return false;
     if (!r->config->fresh_manager && strcmp(options, builtin.options) == 0)
@@ -1257,12 +1265,11 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
         IHostMemoryManager_AddRef(*bare); /* this input's reference */
         hr = S_OK;
     } else {
-        hr = HostMemCreateBuiltinManager(c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS, bare);
+        hr = HostMemCreateBuiltinManager(builtin_options(c), bare);
         if (SUCCEEDED(hr) && !c->fresh_manager) { /* kept (a reference of its own) for the next inputs */
             builtin.manager = *bare;
             IHostMemoryManager_AddRef(builtin.manager);
-            snprintf(builtin.options, sizeof builtin.options, "%s",
-                     c->host_options ? c->host_options : HM_FUZZ_DEFAULT_OPTIONS);
+            snprintf(builtin.options, sizeof builtin.options, "%s", builtin_options(c));
         }
     }
     if (FAILED(hr) || !*bare) {
