@@ -447,23 +447,60 @@ static void find_main_binary(void)
     main_binary_known = true;
 }
 
+/* The maps file the ioctl asks, opened once: an open and a close cost several times the query (path lookup, file
+ * setup, three syscalls against one). A fork()ed child would share a descriptor that names its parent's map, so the
+ * child forgets it (an atfork handler); the whole-map parser still opens its own, as it reads from the start. */
+static _Atomic int shared_maps_fd = -1;
+static pthread_once_t shared_maps_once = PTHREAD_ONCE_INIT;
+
+static int open_maps(void)
+{
+    int fd;
+    do
+        fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+static void forget_shared_maps(void)
+{
+    int fd = atomic_exchange(&shared_maps_fd, -1);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void prepare_shared_maps(void) { pthread_atfork(NULL, NULL, forget_shared_maps); }
+
+__attribute__((destructor)) static void close_shared_maps(void) { forget_shared_maps(); }
+
+/* The shared descriptor (opened by the first caller; -1 when it cannot be). */
+static int shared_maps(void)
+{
+    int fd = atomic_load_explicit(&shared_maps_fd, memory_order_acquire);
+    if (fd >= 0)
+        return fd;
+    pthread_once(&shared_maps_once, prepare_shared_maps);
+    int mine = open_maps(), none = -1;
+    if (mine < 0 || atomic_compare_exchange_strong(&shared_maps_fd, &none, mine))
+        return mine;
+    close(mine); /* another thread's is in place */
+    return none;
+}
+
 HRESULT hm_procmaps_query(uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     if (address >= HM_MAX_ADDRESS)
         return HM_E_INVALID_PARAMETER;
     pthread_once(&main_binary_once, find_main_binary);
-    int fd;
-    do
-        fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
+    /* One mapping from the kernel when it can say all (a gap, anonymous memory); else the whole map. */
+    HRESULT hr = hm_procmaps_query_ioctl(shared_maps(), address, out);
+    if (hr != S_FALSE)
+        return hr;
+    int fd = open_maps();
     if (fd < 0)
         return E_FAIL;
-    /* One mapping from the kernel when it can say all (a gap, anonymous memory); else the whole map. */
-    HRESULT hr = hm_procmaps_query_ioctl(fd, address, out);
-    if (hr == S_FALSE) {
-        maps_source src = {.fd = fd};
-        hr = query_source(&src, main_binary_known ? &main_binary_id : NULL, address, out);
-    }
+    maps_source src = {.fd = fd};
+    hr = query_source(&src, main_binary_known ? &main_binary_id : NULL, address, out);
     close(fd);
     return hr;
 }

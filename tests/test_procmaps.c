@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -573,6 +574,38 @@ static void test_ioctl_missing_falls_back(void **state)
     munmap(area, 4 * PAGE);
 }
 
+/* Queries keep one descriptor of /proc/self/maps open; a fork()ed child must not answer from its parent's map
+ * through it: a mapping only the child has is seen, and one only the parent has is free. */
+static void test_child_sees_its_own_map(void **state)
+{
+    (void)state;
+    MEMORY_BASIC_INFORMATION mbi;
+    char *parents = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(parents != MAP_FAILED);
+    assert_int_equal(hm_procmaps_query((uintptr_t)parents, &mbi), S_OK); /* the descriptor is open now */
+    assert_int_equal(mbi.State, MEM_COMMIT);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char *childs = mmap(NULL, 3 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        munmap(parents, PAGE); /* after the child's own mapping, which so cannot cover it */
+        int bad = 0;
+        if (childs == MAP_FAILED || hm_procmaps_query((uintptr_t)childs, &mbi) != S_OK || mbi.State != MEM_RESERVE ||
+            mbi.RegionSize != 3 * PAGE)
+            bad |= 1;
+        if (hm_procmaps_query((uintptr_t)parents, &mbi) != S_OK || mbi.State != MEM_FREE)
+            bad |= 2;
+        _exit(bad);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(hm_procmaps_query((uintptr_t)parents, &mbi), S_OK); /* the parent's answers are unchanged */
+    assert_int_equal(mbi.State, MEM_COMMIT);
+    munmap(parents, PAGE);
+}
+
 static int without_ioctl(void **state)
 {
     (void)state;
@@ -596,7 +629,7 @@ int main(void)
         cmocka_unit_test(test_real_image),        cmocka_unit_test(test_real_reserved_and_hole),
         cmocka_unit_test(test_real_file_mappings), cmocka_unit_test(test_real_top),
         cmocka_unit_test(test_real_walk),         cmocka_unit_test(test_ioctl_matches_parse),
-        cmocka_unit_test(test_ioctl_missing_falls_back),
+        cmocka_unit_test(test_ioctl_missing_falls_back), cmocka_unit_test(test_child_sees_its_own_map),
     };
     /* The questions about the real process again, as on a kernel without PROCMAP_QUERY (the whole map parsed). */
     const struct CMUnitTest parsed[] = {
