@@ -23,6 +23,12 @@
 
 #define MAX_OPS 400
 #define HISTORY 12
+#define DEFERRED_ARGS 6 /* the most arguments a call's description takes */
+
+typedef union {
+    uint64_t u;
+    const char *s;
+} deferred_arg;
 #define MAX_CALLBACKS 4
 #define LEDGER_AREA ((uintptr_t)0x5e0000000000) /* fake ranges the runtime "mapped itself": never touched */
 #define HM_E(e) HRESULT_FROM_WIN32(e)
@@ -54,9 +60,11 @@ struct fuzz_run {
     unsigned nfreed;
     uint32_t next_stamp;
     char history[HISTORY][200]; /* the last calls' descriptions, call n in history[(n - 1) % HISTORY] */
-    struct {                    /* a description not formatted yet (queries of the checks: most calls) */
-        int kind;               /* 0: history holds the text; else a QUERY_* */
+    struct {                    /* a description not formatted yet (most calls' are never needed) */
+        int kind;               /* 0: history holds the text; else a QUERY_* or NOTE_DEFERRED */
         unsigned long address, base;
+        const char *fmt;        /* NOTE_DEFERRED: note_call's format and arguments */
+        deferred_arg args[DEFERRED_ARGS];
     } pending[HISTORY];
     unsigned calls, skipped;
     const char *current; /* what is being done: the last call's description, or `scratch` */
@@ -68,9 +76,41 @@ struct fuzz_run {
 
 /* ---- Reporting ------------------------------------------------------------------------------------------------- */
 
-/* The VirtualQuery calls the checks make, described only when a report needs them: formatting each was a tenth of
- * the run time. */
-enum { QUERY_LOOK = 1, QUERY_CHECK };
+/* Calls are described only when a report needs them: formatting each was a tenth of the run time. The checks'
+ * VirtualQuery calls keep their two addresses; other calls keep note_call's format and arguments. */
+enum { QUERY_LOOK = 1, QUERY_CHECK, NOTE_DEFERRED };
+
+/* Formats one deferred description: `fmt`'s conversions are those note_call's callers use (%d %u %x, with the l
+ * and z length modifiers, %p, and %s of strings that live as long as the program), each formatted on its own. */
+static void format_deferred(char *out, size_t len, const char *fmt, const deferred_arg *args)
+{
+    size_t at = 0, n = 0;
+    for (const char *p = fmt; *p && at + 1 < len;) {
+        if (*p != '%' || p[1] == '%') {
+            out[at++] = *p;
+            p += *p == '%' ? 2 : 1;
+            continue;
+        }
+        size_t k = strspn(p + 1, "#0123456789lz") + 1;
+        char spec[16];
+        if (k + 1 >= sizeof spec || n == DEFERRED_ARGS)
+            break;
+        memcpy(spec, p, k + 1);
+        spec[k + 1] = '\0';
+        char length = p[k - 1], conversion = p[k];
+        deferred_arg a = args[n++];
+        int w = conversion == 's' ? snprintf(out + at, len - at, spec, a.s)
+                : conversion == 'p' ? snprintf(out + at, len - at, spec, (void *)(uintptr_t)a.u)
+                : length == 'l'   ? snprintf(out + at, len - at, spec, (unsigned long)a.u)
+                : length == 'z'   ? snprintf(out + at, len - at, spec, (size_t)a.u)
+                                  : snprintf(out + at, len - at, spec, (unsigned)a.u);
+        at += w > 0 ? (size_t)w : 0;
+        if (at >= len)
+            at = len - 1;
+        p += k + 1;
+    }
+    out[at] = '\0';
+}
 
 static void format_pending(fuzz_run *r, unsigned slot)
 {
@@ -83,6 +123,9 @@ static void format_pending(fuzz_run *r, unsigned slot)
     case QUERY_CHECK:
         snprintf(text, sizeof r->history[0], "VirtualQuery(%#lx) [checking the reservation at %#lx]",
                  r->pending[slot].address, r->pending[slot].base);
+        break;
+    case NOTE_DEFERRED:
+        format_deferred(text, sizeof r->history[0], r->pending[slot].fmt, r->pending[slot].args);
         break;
     default:
         return;
@@ -103,14 +146,34 @@ static void call_noted(fuzz_run *r, unsigned slot)
     r->fault_count = r->faults ? HostMemFaultsLogCount(r->faults) : 0;
 }
 
+/* Describes the call about to be made; the arguments are kept, and formatted only when needed (format_deferred). */
 static void note_call(fuzz_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note_call(fuzz_run *r, const char *fmt, ...)
 {
+    unsigned slot = r->calls % HISTORY;
+    r->pending[slot].kind = NOTE_DEFERRED;
+    r->pending[slot].fmt = fmt;
     va_list ap;
     va_start(ap, fmt);
-    unsigned slot = r->calls % HISTORY; /* formatted once, where the report will find it */
-    r->pending[slot].kind = 0;
-    vsnprintf(r->history[slot], sizeof r->history[0], fmt, ap);
+    size_t n = 0;
+    for (const char *p = strchr(fmt, '%'); p && n < DEFERRED_ARGS; p = strchr(p + 1, '%')) {
+        if (p[1] == '%') {
+            p++;
+            continue;
+        }
+        const char *c = p + 1 + strspn(p + 1, "#0123456789lz");
+        deferred_arg *a = &r->pending[slot].args[n++];
+        if (*c == 's')
+            a->s = va_arg(ap, const char *);
+        else if (*c == 'p')
+            a->u = (uintptr_t)va_arg(ap, void *);
+        else if (c[-1] == 'l')
+            a->u = va_arg(ap, unsigned long);
+        else if (c[-1] == 'z')
+            a->u = va_arg(ap, size_t);
+        else
+            a->u = va_arg(ap, unsigned); /* %d, %u, %x: int and unsigned share their representation */
+    }
     va_end(ap);
     call_noted(r, slot);
 }
