@@ -605,6 +605,8 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, voi
         if (pResult)
             rec.out = *pResult;
         bool mbi = SUCCEEDED(hr) && buffer && length >= sizeof(MEMORY_BASIC_INFORMATION);
+        if (mbi && hm_raw_pack_mbi(&rec, rec.addr, buffer))
+            mbi = false; /* in the record's own slot */
         rec.nslots = mbi ? 2 : 1;
         if (mbi)
             rec.flags |= HM_RAW_HAS_MBI;

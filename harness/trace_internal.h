@@ -13,11 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define HM_TRACE_TEXT_MAGIC "hostmem-trace"
 #define HM_TRACE_TEXT_VERSION 1
 #define HM_TRACE_BIN_MAGIC "hostmem-trace-bin 1\n"
-#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 2\n"
+#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 3\n"
+#define HM_TRACE_RAW2_MAGIC "hostmem-trace-raw 2\n" /* still read: version 3 without packed VirtualQuery answers */
 #define HM_TRACE_RAW1_MAGIC "hostmem-trace-raw 1\n" /* still read: no ring, every slot in its place */
 /* A text line longer than this is malformed (a real line is under 400 bytes). */
 #define HM_TRACE_LINE_MAX 4096
@@ -43,6 +45,8 @@
 #define HM_RAW_COMMIT_MASK 0x0000ffffffffffffull
 #define HM_RAW_HAS_MBI 0x1u
 #define HM_RAW_HAS_FILE 0x2u
+/* Version 3: a VirtualQuery answer packed into its call's own slot (the usual case, see hm_raw_pack_mbi). */
+#define HM_RAW_MBI_PACKED 0x4u
 #define HM_RAW_NO_LEVEL 0xffu
 
 typedef struct hm_raw_record {
@@ -59,10 +63,64 @@ typedef struct hm_raw_record {
     uint64_t out;    /* *ppMem, old protection, *pResult, *pAvailableBytes */
     uint32_t b32;    /* prot, *pMemoryLoad */
     uint32_t id;     /* heap or callback */
-    uint32_t flags;  /* HM_RAW_HAS_* */
-    uint32_t reserved;
+    uint32_t flags;  /* HM_RAW_HAS_*, HM_RAW_MBI_PACKED */
+    uint32_t c32;    /* VirtualQuery packed: HM_RAW_PACKED_* codes */
 } hm_raw_record;
 _Static_assert(sizeof(hm_raw_record) == HM_RAW_SLOT, "a raw record is one slot");
+
+/* A VirtualQuery answer packed into the record (HM_RAW_MBI_PACKED), when it fits, as any answer of a host that keeps
+ * Windows' rules does: BaseAddress is the queried page, AllocationBase is 0 or at most 16 TiB below it on a page,
+ * RegionSize is whole pages (under 16 TiB), both protections fit 16 bits, State and Type are ones Windows uses.
+ * a32 = RegionSize in pages, b32 = AllocationProtect | Protect << 16, id = (BaseAddress - AllocationBase) in pages,
+ * c32 = state code | type code << 2 | HM_RAW_PACKED_NO_ALLOCATION_BASE. Half the bytes of the two-slot form, which
+ * stays for every other answer. */
+#define HM_RAW_PACKED_NO_ALLOCATION_BASE 0x10u
+#define HM_RAW_PACKED_MAX_PAGES 0xffffffffull
+
+static const uint32_t hm_raw_packed_states[4] = {0, MEM_COMMIT, MEM_RESERVE, MEM_FREE};
+static const uint32_t hm_raw_packed_types[4] = {0, MEM_PRIVATE, MEM_MAPPED, MEM_IMAGE};
+
+static inline int hm_raw_packed_code(const uint32_t *table, uint32_t value)
+{
+    for (int i = 0; i < 4; i++)
+        if (table[i] == value)
+            return i;
+    return -1;
+}
+
+/* Packs mbi into rec (flag set) and returns true when it fits; else leaves rec as it was. */
+static inline bool hm_raw_pack_mbi(hm_raw_record *rec, uint64_t address, const MEMORY_BASIC_INFORMATION *mbi)
+{
+    const uint64_t page = 0xfff;
+    uint64_t base = (uint64_t)(uintptr_t)mbi->BaseAddress, alloc = (uint64_t)(uintptr_t)mbi->AllocationBase;
+    uint64_t size = mbi->RegionSize;
+    int state = hm_raw_packed_code(hm_raw_packed_states, mbi->State);
+    int type = hm_raw_packed_code(hm_raw_packed_types, mbi->Type);
+    if (base != (address & ~page) || (size & page) || (size >> 12) > HM_RAW_PACKED_MAX_PAGES ||
+        mbi->AllocationProtect > 0xffff || mbi->Protect > 0xffff || state < 0 || type < 0 ||
+        (alloc && ((alloc & page) || alloc > base || ((base - alloc) >> 12) > HM_RAW_PACKED_MAX_PAGES)))
+        return false;
+    rec->a32 = (uint32_t)(size >> 12);
+    rec->b32 = mbi->AllocationProtect | mbi->Protect << 16;
+    rec->id = alloc ? (uint32_t)((base - alloc) >> 12) : 0;
+    rec->c32 = (uint32_t)state | (uint32_t)type << 2 | (alloc ? 0 : HM_RAW_PACKED_NO_ALLOCATION_BASE);
+    rec->flags |= HM_RAW_MBI_PACKED;
+    return true;
+}
+
+static inline void hm_raw_unpack_mbi(const hm_raw_record *rec, MEMORY_BASIC_INFORMATION *mbi)
+{
+    uint64_t base = rec->addr & ~(uint64_t)0xfff;
+    memset(mbi, 0, sizeof *mbi);
+    mbi->BaseAddress = (void *)(uintptr_t)base;
+    if (!(rec->c32 & HM_RAW_PACKED_NO_ALLOCATION_BASE))
+        mbi->AllocationBase = (void *)(uintptr_t)(base - ((uint64_t)rec->id << 12));
+    mbi->AllocationProtect = rec->b32 & 0xffff;
+    mbi->RegionSize = (SIZE_T)rec->a32 << 12;
+    mbi->State = hm_raw_packed_states[rec->c32 & 3];
+    mbi->Protect = rec->b32 >> 16;
+    mbi->Type = hm_raw_packed_types[(rec->c32 >> 2) & 3];
+}
 
 /* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
 /* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */

@@ -180,7 +180,8 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
     const char *head = (const char *)r->buf;
     size_t raw_len = strlen(HM_TRACE_RAW_MAGIC), bin_len = strlen(HM_TRACE_BIN_MAGIC);
     bool raw1 = have >= raw_len && memcmp(head, HM_TRACE_RAW1_MAGIC, raw_len) == 0;
-    if (raw1 || (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0)) {
+    bool raw2 = have >= raw_len && memcmp(head, HM_TRACE_RAW2_MAGIC, raw_len) == 0;
+    if (raw1 || raw2 || (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0)) {
         r->encoding = HM_TRACE_RAW;
         if (have < HM_RAW_HEADER) {
             hm_set_error("%s: raw trace header cut short", path);
@@ -667,9 +668,12 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->addr = relocate(r, rec.addr);
         c->size = rec.size;
         c->query_result = rec.out;
-        if (rec.flags & HM_RAW_HAS_MBI && rec.nslots >= 2) {
+        if ((rec.flags & HM_RAW_MBI_PACKED) || (rec.flags & HM_RAW_HAS_MBI && rec.nslots >= 2)) {
             MEMORY_BASIC_INFORMATION mbi;
-            memcpy(&mbi, extra, sizeof mbi);
+            if (rec.flags & HM_RAW_MBI_PACKED)
+                hm_raw_unpack_mbi(&rec, &mbi);
+            else
+                memcpy(&mbi, extra, sizeof mbi);
             c->has_mbi = 1;
             c->mbi_base = relocate(r, (uint64_t)(uintptr_t)mbi.BaseAddress);
             c->mbi_alloc_base = relocate(r, (uint64_t)(uintptr_t)mbi.AllocationBase);

@@ -129,7 +129,7 @@ static void heap_source_release(void *ctx, void *addr, size_t size)
 {
     heap_binding *b = ctx;
     (void)size;
-    hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE);
+    hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* a heap's pages are always cleared */
     update_pressure(b->manager);
 }
 
@@ -263,7 +263,7 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualFree(IHostMemoryManager *iface, 
                                                      DWORD dwFreeType)
 {
     hm_manager *m = impl_from_IHostMemoryManager(iface);
-    HRESULT hr = hm_vm_free(m->vm, (uintptr_t)lpAddress, dwSize, dwFreeType);
+    HRESULT hr = hm_vm_free(m->vm, (uintptr_t)lpAddress, dwSize, dwFreeType, !m->options.zero_heaps_only);
     if (hr == HM_E_INVALID_ADDRESS && foreign_mapping(m, (uintptr_t)lpAddress))
         hr = HOST_E_INVALIDOPERATION;
     if (SUCCEEDED(hr))

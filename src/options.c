@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { OPT_BOOL, OPT_SIZE, OPT_ADDRESS, OPT_PERCENT, OPT_BACKEND } option_kind;
+typedef enum { OPT_BOOL, OPT_SIZE, OPT_ADDRESS, OPT_PERCENT, OPT_BACKEND, OPT_ZERO } option_kind;
 
 typedef struct option_desc {
     const char *key;
@@ -39,6 +39,9 @@ static const option_desc option_table[] = {
     {"notify.high", OPT_PERCENT, FIELD(notify_high), "50", "memory load (%) at or below which eMemoryAvailableHigh is sent"},
     {"notify.hysteresis", OPT_PERCENT, FIELD(notify_hysteresis), "5",
      "points the load must move back past a threshold before the state changes again"},
+    {"zero", OPT_ZERO, FIELD(zero_heaps_only), "all",
+     "all: decommitted pages read as zero when committed again; heaps (backend=sim only): only the pages of "
+     "hostmem's own heaps are cleared, for callers that never touch what they commit (replays)"},
 };
 #define OPTION_COUNT (sizeof option_table / sizeof option_table[0])
 
@@ -95,6 +98,7 @@ static const char *kind_expectation(option_kind kind)
     case OPT_ADDRESS: return "an address such as 0x7e9000000000, a multiple of 64 KiB";
     case OPT_PERCENT: return "a percentage from 0 to 100";
     case OPT_BACKEND: return "os or sim";
+    case OPT_ZERO: return "all or heaps";
     }
     return "?";
 }
@@ -129,6 +133,14 @@ static bool apply(const option_desc *d, const char *v, size_t n, hm_options *o)
         if (n == 2 && strncmp(v, "os", 2) == 0)
             *(bool *)field = false;
         else if (n == 3 && strncmp(v, "sim", 3) == 0)
+            *(bool *)field = true;
+        else
+            return false;
+        return true;
+    case OPT_ZERO:
+        if (n == 3 && strncmp(v, "all", 3) == 0)
+            *(bool *)field = false;
+        else if (n == 5 && strncmp(v, "heaps", 5) == 0)
             *(bool *)field = true;
         else
             return false;
@@ -178,7 +190,7 @@ HRESULT hm_options_parse(const char *text, hm_options *out)
                 d = &option_table[i];
         if (!d) {
             hm_set_error("unknown option '%.*s' (known: backend, deterministic, base, span, limit, reserve.process, "
-                         "reserve.appdomain, notify.low, notify.high, notify.hysteresis)",
+                         "reserve.appdomain, notify.low, notify.high, notify.hysteresis, zero)",
                          (int)klen, key);
             return E_INVALIDARG;
         }
@@ -187,6 +199,11 @@ HRESULT hm_options_parse(const char *text, hm_options *out)
                          kind_expectation(d->kind));
             return E_INVALIDARG;
         }
+    }
+    if (out->zero_heaps_only && !out->sim) {
+        /* The os backend's decommit is what takes the pages' access away: it cannot be skipped. */
+        hm_set_error("option 'zero=heaps' needs backend=sim");
+        return E_INVALIDARG;
     }
     if (out->notify_high >= out->notify_low) {
         hm_set_error("options notify.high (%u) and notify.low (%u): high must be below low", out->notify_high,

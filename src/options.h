@@ -16,6 +16,7 @@ typedef struct hm_options {
     uint64_t reserve_process;   /* reserve.process=SIZE (0: default) */
     uint64_t reserve_appdomain; /* reserve.appdomain=SIZE (0: default) */
     unsigned notify_low, notify_high, notify_hysteresis; /* percent */
+    bool zero_heaps_only;       /* zero=heaps */
 } hm_options;
 
 /* Fills *out from text (NULL or "" for defaults). E_INVALIDARG for an unknown key or a bad value, with

@@ -1077,8 +1077,9 @@ HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD
 
 /* ---- VirtualFree ------------------------------------------------------------------------------------------- */
 
-HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type)
+HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero)
 {
+    bool discard = zero || vm->os->enforces_protection; /* the os backend's decommit also takes access away */
     if (type != MEM_DECOMMIT && type != MEM_RELEASE)
         return HM_E_INVALID_PARAMETER;
     if (type == MEM_RELEASE && size != 0) /* checked before the address, as kernelbase does */
@@ -1096,7 +1097,7 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type)
         if (first != r->base) {
             hr = HM_E_INVALID_ADDRESS;
         } else {
-            if (!r->span->dedicated) /* a dedicated span is unmapped whole */
+            if (!r->span->dedicated && discard) /* a dedicated span is unmapped whole */
                 decommit_runs(vm, r, 0, r->pages);
             if (vm->budget && r->committed_pages)
                 hm_budget_uncharge(vm->budget, (uint64_t)r->committed_pages << PAGE_SHIFT);
@@ -1118,7 +1119,8 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type)
             hr = E_OUTOFMEMORY;
         if (SUCCEEDED(hr)) {
             size_t n = committed_in(r, p0, p1, NULL);
-            decommit_runs(vm, r, p0, p1);
+            if (discard)
+                decommit_runs(vm, r, p0, p1);
             run_assign(r, p0, p1, 0);
             r->committed_pages -= n;
             vm->committed_pages -= n;

@@ -50,8 +50,9 @@ void hm_vm_reset(hm_vm *vm);
 /* VirtualAlloc: *out gets the reservation base (reserve) or the page-rounded address (commit, reset). */
 HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
                     uintptr_t *out);
-/* VirtualFree. */
-HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type);
+/* VirtualFree. `zero`: the freed pages must read as zero when committed again. false is the caller vouching that
+ * it never wrote them: a backend that does not enforce protections (sim) then leaves them as they are. */
+HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero);
 /* VirtualProtect. On failure *old is PAGE_NOACCESS (as current Windows writes). */
 HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old);
 /* VirtualQuery for an address inside one of the vm's spans: S_OK with *info filled. S_FALSE when the address is

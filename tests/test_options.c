@@ -40,6 +40,10 @@ static void test_option_strings(void **state)
         {"notify.low=101", E_INVALIDARG, "percentage"},
         {"notify.low=40,notify.high=60", E_INVALIDARG, "high must be below low"},
         {"=5", E_INVALIDARG, "unknown option ''"},
+        {"backend=sim,zero=heaps", S_OK, NULL},
+        {"zero=all", S_OK, NULL},
+        {"zero=heaps", E_INVALIDARG, "option 'zero=heaps' needs backend=sim"},
+        {"backend=sim,zero=none", E_INVALIDARG, "option 'zero': bad value 'none' (expected all or heaps)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         hm_options o;
@@ -72,6 +76,9 @@ static void test_option_values(void **state)
     assert_int_equal(o.notify_high, 50);
     assert_int_equal(o.notify_hysteresis, 5);
     assert_false(o.deterministic);
+    assert_false(o.zero_heaps_only);
+    assert_int_equal(hm_options_parse("backend=sim,zero=heaps", &o), S_OK);
+    assert_true(o.zero_heaps_only);
 }
 
 typedef struct size_case {
@@ -138,7 +145,7 @@ static void test_options_help(void **state)
 {
     const char *help = HostMemOptionsHelp();
     static const char *const keys[] = {"backend", "deterministic", "base", "span", "limit", "reserve.process",
-                                       "reserve.appdomain", "notify.low", "notify.high", "notify.hysteresis"};
+                                       "reserve.appdomain", "notify.low", "notify.high", "notify.hysteresis", "zero"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         assert_non_null(strstr(help, keys[i]));
 }

@@ -261,6 +261,7 @@ typedef struct liar {
     int refs;
     IHostMemoryManager *inner;
     unsigned calls, lie_at;
+    void (*shape)(MEMORY_BASIC_INFORMATION *mbi); /* applied to every VirtualQuery answer when set */
 } liar;
 static liar *liar_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, liar, iface); }
 static unsigned liar_tick(IHostMemoryManager *i) { return ++liar_of(i)->calls; }
@@ -307,6 +308,8 @@ static HRESULT STDMETHODCALLTYPE l_query(IHostMemoryManager *i, void *a, void *b
     HRESULT hr = IHostMemoryManager_VirtualQuery(liar_of(i)->inner, a, b, n, r);
     if (lie && SUCCEEDED(hr) && b)
         ((MEMORY_BASIC_INFORMATION *)b)->Protect = PAGE_EXECUTE;
+    if (liar_of(i)->shape && SUCCEEDED(hr) && b)
+        liar_of(i)->shape(b);
     return hr;
 }
 static HRESULT STDMETHODCALLTYPE l_protect(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *o)
@@ -391,6 +394,83 @@ static void test_divergence_detected(void **state)
         if (!strstr(res.report, cases[i].message))
             fail_msg("case %zu: report lacks \"%s\":\n%s", i, cases[i].message, res.report);
         assert_non_null(strstr(res.report, "\n> ")); /* the divergent line is marked, with context before it */
+    }
+}
+
+/* ---- VirtualQuery answers in the raw encoding ---- */
+static void shape_none(MEMORY_BASIC_INFORMATION *m) { (void)m; }
+static void shape_free(MEMORY_BASIC_INFORMATION *m)
+{
+    m->State = MEM_FREE, m->AllocationBase = NULL, m->AllocationProtect = 0, m->Protect = PAGE_NOACCESS, m->Type = 0;
+}
+static void shape_image(MEMORY_BASIC_INFORMATION *m) { m->Type = MEM_IMAGE, m->Protect = PAGE_EXECUTE_READ; }
+static void shape_odd_type(MEMORY_BASIC_INFORMATION *m) { m->Type = 0x123; }
+static void shape_wide_protect(MEMORY_BASIC_INFORMATION *m) { m->Protect = PAGE_READWRITE | 0x40000000u; }
+static void shape_other_base(MEMORY_BASIC_INFORMATION *m) { m->BaseAddress = (char *)m->BaseAddress + PAGE; }
+static void shape_odd_size(MEMORY_BASIC_INFORMATION *m) { m->RegionSize += 1; }
+static void shape_huge_free(MEMORY_BASIC_INFORMATION *m)
+{
+    shape_free(m);
+    m->RegionSize = (SIZE_T)1 << 46; /* 64 TiB: more pages than 32 bits count */
+}
+
+/* Whatever a host answers to VirtualQuery reads back from the trace field for field: the usual answers in the
+ * call's own slot (packed), the others in a second slot. */
+static void test_query_answers_round_trip(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        void (*shape)(MEMORY_BASIC_INFORMATION *);
+        unsigned slots; /* the query's slots in the raw trace */
+    } cases[] = {
+        {"a committed page", shape_none, 1},  {"free", shape_free, 1},
+        {"an image", shape_image, 1},         {"an unknown type", shape_odd_type, 2},
+        {"a 32-bit protection", shape_wide_protect, 2}, {"another base", shape_other_base, 2},
+        {"a size in bytes", shape_odd_size, 2}, {"64 TiB free", shape_huge_free, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = tmp_path("answers.raw");
+        IHostMemoryManager *host = NULL, *m = NULL;
+        assert_int_equal(make_liar(NULL, &host), S_OK);
+        liar_of(host)->shape = cases[i].shape;
+        assert_int_equal(HostMemWrapRecorder(host, path, &m), S_OK);
+        IHostMemoryManager_Release(host);
+        void *region = NULL;
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 16 * PAGE, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                         eTaskCritical, &region), S_OK);
+        MEMORY_BASIC_INFORMATION answer;
+        SIZE_T got;
+        assert_int_equal(IHostMemoryManager_VirtualQuery(m, (char *)region + 3 * PAGE + 5, &answer, sizeof answer,
+                                                         &got), S_OK);
+        IHostMemoryManager_Release(m);
+
+        size_t len;
+        free(read_file(path, &len));
+        size_t slots = (len - 64 - 16384 * 64) / 64; /* a closed raw trace: header, ring, then its slots */
+        if (slots != 1 + cases[i].slots)
+            fail_msg("case '%s': %zu slots, expected %u", cases[i].name, slots, 1 + cases[i].slots);
+        hm_trace *t;
+        assert_int_equal(hm_trace_load(path, &t), S_OK);
+        assert_int_equal(t->count, 2);
+        const hm_trace_call *q = &t->calls[1];
+        assert_int_equal(q->method, HM_METHOD_VIRTUAL_QUERY);
+        assert_true(q->has_mbi);
+        assert_int_equal(q->query_result, got);
+        /* Addresses inside the region come back relative to its handle; others raw. */
+        uintptr_t base = (uintptr_t)answer.BaseAddress, alloc = (uintptr_t)answer.AllocationBase;
+        assert_int_equal(q->mbi_base.kind == HM_REF_RAW ? q->mbi_base.value : (uintptr_t)region + q->mbi_base.value,
+                         base);
+        if (alloc)
+            assert_int_equal(q->mbi_alloc_base.value, alloc - (uintptr_t)region);
+        else
+            assert_true(q->mbi_alloc_base.kind == HM_REF_RAW && q->mbi_alloc_base.value == 0);
+        assert_int_equal(q->mbi_alloc_protect, answer.AllocationProtect);
+        assert_int_equal(q->mbi_region_size, answer.RegionSize);
+        assert_int_equal(q->mbi_state, answer.State);
+        assert_int_equal(q->mbi_protect, answer.Protect);
+        assert_int_equal(q->mbi_type, answer.Type);
+        hm_trace_free(t);
     }
 }
 
@@ -631,8 +711,10 @@ static void load_loop(IHostMemoryManager *m, int fd)
 }
 
 static char multislot_file[] = "a/file/name/long/enough/for/two/extra/slots/of/the/raw/trace/sixty-four/bytes/each.cpp";
+static char twoslot_file[] = "one/extra/slot.cpp";
 
-/* Calls of 1, 2 and 3 slots: GetMemoryLoad, VirtualQuery, DebugAlloc with a long file name, Free. */
+/* Calls of 1, 2 and 3 slots: GetMemoryLoad, VirtualQuery (packed: 1), DebugAlloc with a short file name (2), Free,
+ * DebugAlloc with a long one (3), Free. */
 static void multislot_loop(IHostMemoryManager *m, int fd)
 {
     IHostMalloc *heap;
@@ -645,9 +727,11 @@ static void multislot_loop(IHostMemoryManager *m, int fd)
         DWORD load;
         SIZE_T available, got;
         MEMORY_BASIC_INFORMATION mbi;
-        void *p = NULL;
+        void *p = NULL, *q = NULL;
         IHostMemoryManager_GetMemoryLoad(m, &load, &available);
         IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got);
+        IHostMalloc_DebugAlloc(heap, 16, eTaskCritical, twoslot_file, (int)n, &q);
+        IHostMalloc_Free(heap, q);
         IHostMalloc_DebugAlloc(heap, 16, eTaskCritical, multislot_file, (int)n, &p);
         IHostMalloc_Free(heap, p);
         if (write(fd, &n, sizeof n) != (ssize_t)sizeof n)
@@ -677,22 +761,22 @@ static void test_survives_sigkill_multislot(void **state)
 {
     (void)state;
     const char *path = tmp_path("killed-multi.raw");
-    unsigned long done = record_then_kill(path, multislot_loop, 9000);
+    unsigned long done = record_then_kill(path, multislot_loop, 6000);
     hm_trace *t;
     assert_int_equal(hm_trace_load(path, &t), S_OK);
-    assert_true(t->count >= 2 + 4 * done);
-    assert_true(t->count <= 2 + 4 * done + 4);
+    assert_true(t->count >= 2 + 6 * done);
+    assert_true(t->count <= 2 + 6 * done + 6);
     static const int pattern[] = {HM_METHOD_GET_MEMORY_LOAD, HM_METHOD_VIRTUAL_QUERY, HM_METHOD_HEAP_DEBUG_ALLOC,
-                                  HM_METHOD_HEAP_FREE};
+                                  HM_METHOD_HEAP_FREE, HM_METHOD_HEAP_DEBUG_ALLOC, HM_METHOD_HEAP_FREE};
     for (size_t i = 2; i < t->count; i++) {
         const hm_trace_call *c = &t->calls[i];
         assert_int_equal(c->seq, i + 1);
-        assert_int_equal(c->method, pattern[(i - 2) % 4]);
+        assert_int_equal(c->method, pattern[(i - 2) % 6]);
         if (c->method == HM_METHOD_VIRTUAL_QUERY)
             assert_true(c->has_mbi && c->mbi_region_size == 65536);
         if (c->method == HM_METHOD_HEAP_DEBUG_ALLOC) {
-            assert_string_equal(c->file, multislot_file);
-            assert_int_equal(c->line, (int)((i - 2) / 4 + 1));
+            assert_string_equal(c->file, (i - 2) % 6 == 2 ? twoslot_file : multislot_file);
+            assert_int_equal(c->line, (int)((i - 2) / 6 + 1));
         }
     }
     hm_trace_free(t);
@@ -828,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_text_binary_round_trip),
         cmocka_unit_test(test_relocation),
         cmocka_unit_test(test_divergence_detected),
+        cmocka_unit_test(test_query_answers_round_trip),
         cmocka_unit_test(test_oom_reproduced),
         cmocka_unit_test(test_emit_faults_reproduces),
         cmocka_unit_test(test_reducer),

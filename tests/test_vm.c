@@ -627,6 +627,47 @@ static void test_deterministic(void **state)
     assert_int_equal(first[0], 0x7e9000000000);
 }
 
+/* Decommitted and released pages read as zero when committed again, on both backends; with zero=heaps (replays:
+ * the caller vouches it never writes what it commits) the sim backend leaves a caller's pages as they are, and
+ * the option is refused on the os backend, whose decommit is what takes access away. */
+static void test_zero_option(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *options;
+        unsigned char after_decommit, after_release;
+    } cases[] = {
+        {"deterministic=1,backend=sim", 0, 0},
+        {"deterministic=1,backend=os", 0, 0},
+        {"deterministic=1,backend=sim,zero=heaps", 0xab, 0xab},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        IHostMemoryManager *m;
+        assert_int_equal(HostMemCreateBuiltinManager(cases[i].options, &m), S_OK);
+        unsigned char *p, *q;
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                         eTaskCritical, (void **)&p), S_OK);
+        p[100] = 0xab;
+        assert_int_equal(IHostMemoryManager_VirtualFree(m, p, KB(4), MEM_DECOMMIT), S_OK);
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, p, KB(4), MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                                         (void **)&q), S_OK);
+        assert_int_equal(p[100], cases[i].after_decommit);
+        p[100] = 0xab;
+        assert_int_equal(IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+        /* Deterministic placement gives the same address back. */
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                         eTaskCritical, (void **)&q), S_OK);
+        if (q == p)
+            assert_int_equal(q[100], cases[i].after_release);
+        else
+            assert_int_equal(q[100], 0); /* the os backend may place it elsewhere: fresh pages */
+        IHostMemoryManager_Release(m);
+    }
+    IHostMemoryManager *m = NULL;
+    assert_int_equal(HostMemCreateBuiltinManager("backend=os,zero=heaps", &m), E_INVALIDARG);
+    assert_null(m);
+}
+
 /* Touching reserved or decommitted pages faults (real backend), and PAGE_GUARD is one-shot. */
 static int child_touch(void *address, int write)
 {
@@ -785,6 +826,7 @@ int main(void)
         BOTH(test_threads),
         cmocka_unit_test_setup_teardown(test_access_faults, setup_os, teardown),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_zero_option),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

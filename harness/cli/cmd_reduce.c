@@ -36,7 +36,7 @@ int hm_cmd_reduce(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     if (!choice.library && !choice.options)
-        choice.options = "deterministic=1";
+        choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     opts.factory = open_choice;
     opts.factory_ctx = &choice;
 

@@ -10,7 +10,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: hostmem replay TRACE [--host LIB.so] [--host-options S] [--faults SPEC] [--emit-faults]\n"
                "                            [--json] [--no-inject] [--compare-load] [--context N]\n"
-               "  Without --host and --host-options the built-in manager runs with deterministic=1.\n");
+               "  Without --host and --host-options the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n");
 }
 
 /* The replay's manager factory: the chosen host, made afresh for each run. */
@@ -48,7 +48,7 @@ int hm_cmd_replay(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     if (!choice.library && !choice.options)
-        choice.options = "deterministic=1";
+        choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     opts.factory = open_choice;
     opts.factory_ctx = &choice;
 

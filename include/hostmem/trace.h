@@ -132,8 +132,12 @@ HM_API HRESULT hm_trace_write_comment(hm_trace_writer *writer, const char *comme
 HM_API HRESULT hm_trace_writer_close(hm_trace_writer *writer);
 
 /* ---- Replay ------------------------------------------------------------------------------------------------- */
+/* The built-in manager replays, reductions and explorations run on when given no host: deterministic placement,
+ * protections as bookkeeping, and no clearing of pages the trace's calls never touch (docs/options.md). */
+#define HM_REPLAY_BUILTIN_OPTIONS "deterministic=1,backend=sim,zero=heaps"
+
 typedef struct hm_replay_options {
-    /* Makes a fresh manager for each run. NULL: HostMemCreateBuiltinManager("deterministic=1"). */
+    /* Makes a fresh manager for each run. NULL: HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS). */
     hm_manager_factory_fn factory;
     void *factory_ctx;
     /* Recorded E_OUTOFMEMORY (and timeouts, CLR-not-available, ...) of allocating calls are reproduced by
