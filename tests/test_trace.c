@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
@@ -262,6 +263,7 @@ typedef struct liar {
     IHostMemoryManager *inner;
     unsigned calls, lie_at;
     void (*shape)(MEMORY_BASIC_INFORMATION *mbi); /* applied to every VirtualQuery answer when set */
+    void (*before_free)(void);                     /* called by VirtualFree before the inner host's, when set */
 } liar;
 static liar *liar_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, liar, iface); }
 static unsigned liar_tick(IHostMemoryManager *i) { return ++liar_of(i)->calls; }
@@ -300,6 +302,8 @@ static HRESULT STDMETHODCALLTYPE l_alloc(IHostMemoryManager *i, void *a, SIZE_T 
 static HRESULT STDMETHODCALLTYPE l_free(IHostMemoryManager *i, LPVOID a, SIZE_T s, DWORD t)
 {
     liar_tick(i);
+    if (liar_of(i)->before_free)
+        liar_of(i)->before_free();
     return IHostMemoryManager_VirtualFree(liar_of(i)->inner, a, s, t);
 }
 static HRESULT STDMETHODCALLTYPE l_query(IHostMemoryManager *i, void *a, void *b, SIZE_T n, SIZE_T *r)
@@ -472,6 +476,74 @@ static void test_query_answers_round_trip(void **state)
         assert_int_equal(q->mbi_type, answer.Type);
         hm_trace_free(t);
     }
+}
+
+/* ---- A full ring ---- */
+static sem_t free_entered, free_may_go;
+static void block_in_free(void)
+{
+    sem_post(&free_entered);
+    sem_wait(&free_may_go);
+}
+
+typedef struct free_call {
+    IHostMemoryManager *manager;
+    void *region;
+    HRESULT result;
+} free_call;
+
+static void *free_region(void *arg)
+{
+    free_call *call = arg;
+    call->result = IHostMemoryManager_VirtualFree(call->manager, call->region, 0, MEM_RELEASE);
+    return NULL;
+}
+
+/* A call in flight holds back the copying of the recorder's ring (its slot is taken, its record not written): the
+ * calls after it fill the ring, and those that find it full write their records to their places themselves. The
+ * trace still holds every call, in order. */
+static void test_full_ring(void **state)
+{
+    (void)state;
+    enum { CALLS = 20000 }; /* more than the ring's 16384 slots */
+    const char *path = tmp_path("full-ring.raw");
+    IHostMemoryManager *host = NULL, *m = NULL;
+    assert_int_equal(make_liar(NULL, &host), S_OK);
+    assert_int_equal(HostMemWrapRecorder(host, path, &m), S_OK);
+    IHostMemoryManager_Release(host);
+    void *region = NULL;
+    assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, 16 * PAGE, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                                     &region), S_OK);
+    assert_int_equal(sem_init(&free_entered, 0, 0), 0);
+    assert_int_equal(sem_init(&free_may_go, 0, 0), 0);
+    liar_of(host)->before_free = block_in_free;
+    free_call call = {m, region, E_FAIL};
+    pthread_t freeing;
+    assert_int_equal(pthread_create(&freeing, NULL, free_region, &call), 0);
+    sem_wait(&free_entered); /* VirtualFree took its slot before calling the host: it is in flight now */
+    for (unsigned n = 0; n < CALLS; n++) {
+        DWORD load;
+        SIZE_T available;
+        assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &available), S_OK);
+    }
+    sem_post(&free_may_go);
+    assert_int_equal(pthread_join(freeing, NULL), 0);
+    assert_int_equal(call.result, S_OK);
+    IHostMemoryManager_Release(m);
+    sem_destroy(&free_entered);
+    sem_destroy(&free_may_go);
+
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    assert_int_equal(t->count, 2 + CALLS);
+    assert_int_equal(t->calls[0].method, HM_METHOD_VIRTUAL_ALLOC);
+    assert_int_equal(t->calls[1].method, HM_METHOD_VIRTUAL_FREE);
+    assert_int_equal(t->calls[1].result, S_OK);
+    for (size_t i = 2; i < t->count; i++) {
+        assert_int_equal(t->calls[i].method, HM_METHOD_GET_MEMORY_LOAD);
+        assert_int_equal(t->calls[i].seq, i + 1);
+    }
+    hm_trace_free(t);
 }
 
 /* ---- OOMs ---- */
@@ -913,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_relocation),
         cmocka_unit_test(test_divergence_detected),
         cmocka_unit_test(test_query_answers_round_trip),
+        cmocka_unit_test(test_full_ring),
         cmocka_unit_test(test_oom_reproduced),
         cmocka_unit_test(test_emit_faults_reproduces),
         cmocka_unit_test(test_reducer),
