@@ -647,7 +647,8 @@ static void replayer_finish(replayer *rp)
 static HRESULT open_host(const hm_replay_options *o, IHostMemoryManager **out)
 {
     IHostMemoryManager *m = NULL;
-    HRESULT hr = o && o->factory ? o->factory(o->factory_ctx, &m) : HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, &m);
+    HRESULT hr = o && o->factory ? o->factory(o->factory_ctx, &m)
+                                 : HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, &m);
     if (FAILED(hr) || !m)
         return FAILED(hr) ? hr : E_POINTER;
     *out = m;
