@@ -13,6 +13,14 @@
 
 typedef enum { OPT_BOOL, OPT_SIZE, OPT_ADDRESS, OPT_PERCENT, OPT_BACKEND, OPT_ZERO } option_kind;
 
+/* Options that name one of two choices: their words for false and true, and what a bad value is told. */
+static const struct {
+    const char *word[2], *expectation;
+} choices[] = {
+    [OPT_BACKEND] = {{"os", "sim"}, "os or sim"},
+    [OPT_ZERO] = {{"all", "heaps"}, "all or heaps"},
+};
+
 typedef struct option_desc {
     const char *key;
     option_kind kind;
@@ -90,15 +98,15 @@ static bool parse_bool(const char *v, size_t n, bool *out)
     return false;
 }
 
-static const char *kind_expectation(option_kind kind)
+static const char *expectation(const option_desc *d)
 {
-    switch (kind) {
+    switch (d->kind) {
     case OPT_BOOL: return "0 or 1";
     case OPT_SIZE: return "a size such as 4096, 64K, 512M or 2G";
     case OPT_ADDRESS: return "an address such as 0x7e9000000000, a multiple of 64 KiB";
     case OPT_PERCENT: return "a percentage from 0 to 100";
-    case OPT_BACKEND: return "os or sim";
-    case OPT_ZERO: return "all or heaps";
+    case OPT_BACKEND:
+    case OPT_ZERO: return choices[d->kind].expectation;
     }
     return "?";
 }
@@ -130,21 +138,15 @@ static bool apply(const option_desc *d, const char *v, size_t n, hm_options *o)
         *(unsigned *)field = (unsigned)x;
         return true;
     case OPT_BACKEND:
-        if (n == 2 && strncmp(v, "os", 2) == 0)
-            *(bool *)field = false;
-        else if (n == 3 && strncmp(v, "sim", 3) == 0)
-            *(bool *)field = true;
-        else
-            return false;
-        return true;
     case OPT_ZERO:
-        if (n == 3 && strncmp(v, "all", 3) == 0)
-            *(bool *)field = false;
-        else if (n == 5 && strncmp(v, "heaps", 5) == 0)
-            *(bool *)field = true;
-        else
-            return false;
-        return true;
+        for (int k = 0; k < 2; k++) {
+            const char *word = choices[d->kind].word[k];
+            if (strlen(word) == n && strncmp(v, word, n) == 0) {
+                *(bool *)field = k == 1;
+                return true;
+            }
+        }
+        return false;
     }
     return false;
 }
@@ -196,7 +198,7 @@ HRESULT hm_options_parse(const char *text, hm_options *out)
         }
         if (!apply(d, value, vlen, out)) {
             hm_set_error("option '%s': bad value '%.*s' (expected %s)", d->key, (int)vlen, value,
-                         kind_expectation(d->kind));
+                         expectation(d));
             return E_INVALIDARG;
         }
     }
