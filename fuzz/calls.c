@@ -24,16 +24,17 @@
 #define MAX_OPS 400
 #define HISTORY 12
 #define DEFERRED_ARGS 6 /* the most arguments a call's description takes */
-
-typedef union {
-    uint64_t u;
-    const char *s;
-} deferred_arg;
 #define MAX_CALLBACKS 4
 #define LEDGER_AREA ((uintptr_t)0x5e0000000000) /* fake ranges the runtime "mapped itself": never touched */
 #define HM_E(e) HRESULT_FROM_WIN32(e)
 
 typedef struct fuzz_run fuzz_run;
+
+/* An argument of a call's description, kept until the description is needed (note_call). */
+typedef union {
+    uint64_t u;
+    const char *s;
+} deferred_arg;
 
 typedef struct fuzz_callback {
     ICLRMemoryNotificationCallback iface;
