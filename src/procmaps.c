@@ -297,6 +297,23 @@ void hm_procmaps_free_info(uintptr_t page, uintptr_t end, MEMORY_BASIC_INFORMATI
     out->RegionSize = end - page;
 }
 
+/* What VirtualQuery says of the page at `page` in an anonymous mapping [start, end) with unix protection `protect`
+ * (as a PAGE_* value): PAGE_NOACCESS memory is reserved, the rest committed; the mapping is its own allocation. Both
+ * the map parser and the ioctl answer this way. */
+static void anonymous_info(uintptr_t page, uintptr_t start, uintptr_t end, DWORD protect,
+                           MEMORY_BASIC_INFORMATION *out)
+{
+    bool reserved = protect == PAGE_NOACCESS;
+    memset(out, 0, sizeof *out);
+    out->BaseAddress = (void *)page;
+    out->AllocationBase = (void *)start;
+    out->AllocationProtect = protect;
+    out->RegionSize = (end < HM_MAX_ADDRESS ? end : HM_MAX_ADDRESS) - page;
+    out->State = reserved ? MEM_RESERVE : MEM_COMMIT;
+    out->Protect = reserved ? 0 : protect;
+    out->Type = MEM_PRIVATE;
+}
+
 static HRESULT query_source(const maps_source *src, const file_id *main_binary, uintptr_t address,
                             MEMORY_BASIC_INFORMATION *out)
 {
@@ -310,26 +327,31 @@ static HRESULT query_source(const maps_source *src, const file_id *main_binary, 
         hm_procmaps_free_info(q.page, q.next_start < HM_MAX_ADDRESS ? q.next_start : HM_MAX_ADDRESS, out);
         return S_OK;
     }
-    memset(out, 0, sizeof *out);
-    out->BaseAddress = (void *)q.page;
-    if (q.hit_file && scan(src, find_file_facts, &q) != 0)
-        return E_FAIL;
     DWORD protect = protect_of(q.hit_perms);
-    bool reserved = protect == PAGE_NOACCESS && !q.hit_file;
-    bool image = q.hit_file && (q.any_exec || (main_binary && main_binary->hash == q.hit_id.hash &&
-                                                main_binary->path_len == q.hit_id.path_len));
+    if (!q.hit_file) {
+        anonymous_info(q.page, q.hit_start, q.hit_end, protect, out);
+        return S_OK;
+    }
+    /* A file is committed whatever its protection; an image (executable, or the main binary) runs over all its
+     * mappings, from the first. */
+    if (scan(src, find_file_facts, &q) != 0)
+        return E_FAIL;
+    bool image = q.any_exec || (main_binary && main_binary->hash == q.hit_id.hash &&
+                                main_binary->path_len == q.hit_id.path_len);
     uintptr_t run_end = image ? q.file_run_end : q.hit_end;
     if (run_end > HM_MAX_ADDRESS)
         run_end = HM_MAX_ADDRESS;
-    out->State = reserved ? MEM_RESERVE : MEM_COMMIT;
-    out->Protect = reserved ? 0 : protect;
-    out->Type = image ? MEM_IMAGE : q.hit_file ? MEM_MAPPED : MEM_PRIVATE;
+    memset(out, 0, sizeof *out);
+    out->BaseAddress = (void *)q.page;
+    out->State = MEM_COMMIT;
+    out->Protect = protect;
+    out->Type = image ? MEM_IMAGE : MEM_MAPPED;
     if (image && q.have_first) {
         out->AllocationBase = (void *)q.first_start;
         out->AllocationProtect = protect_of(q.first_perms);
     } else {
         out->AllocationBase = (void *)q.hit_start;
-        out->AllocationProtect = reserved ? PAGE_NOACCESS : protect;
+        out->AllocationProtect = protect;
     }
     out->RegionSize = run_end - q.page;
     return S_OK;
@@ -409,17 +431,7 @@ HRESULT hm_procmaps_query_ioctl(int fd, uintptr_t address, MEMORY_BASIC_INFORMAT
             char perms[5] = {q.vma_flags & HM_PROCMAP_VMA_READABLE ? 'r' : '-',
                              q.vma_flags & HM_PROCMAP_VMA_WRITABLE ? 'w' : '-',
                              q.vma_flags & HM_PROCMAP_VMA_EXECUTABLE ? 'x' : '-', 'p', '\0'};
-            DWORD protect = protect_of(perms);
-            bool reserved = protect == PAGE_NOACCESS;
-            uintptr_t end = q.vma_end < HM_MAX_ADDRESS ? (uintptr_t)q.vma_end : HM_MAX_ADDRESS;
-            memset(out, 0, sizeof *out);
-            out->BaseAddress = (void *)page;
-            out->AllocationBase = (void *)(uintptr_t)q.vma_start;
-            out->AllocationProtect = reserved ? PAGE_NOACCESS : protect;
-            out->RegionSize = end - page;
-            out->State = reserved ? MEM_RESERVE : MEM_COMMIT;
-            out->Protect = reserved ? 0 : protect;
-            out->Type = MEM_PRIVATE;
+            anonymous_info(page, (uintptr_t)q.vma_start, (uintptr_t)q.vma_end, protect_of(perms), out);
             return S_OK;
         }
         if (q.vma_start < HM_MAX_ADDRESS)
