@@ -444,56 +444,48 @@ static void spares_drop(hm_vm *vm, uintptr_t a, size_t size)
 static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_at, span **out)
 {
     bool reuse = vm->nspares != 0;
-    span *spare = !reuse                           ? NULL
-                  : fixed_at                       ? spare_take(vm, size, fixed_at, dedicated)
-                  : !vm->deterministic             ? spare_take(vm, size, 0, dedicated)
-                                                   : NULL;
-    span *s = spare ? spare : calloc(1, sizeof *s);
-    if (!s)
-        return ENOMEM;
+    span *spare = NULL;
+    uintptr_t base = 0;
     int err = 0;
-    uintptr_t base = spare ? spare->base : 0;
-    if (spare) {
-        /* already mapped */
-    } else if (fixed_at) {
-        spares_drop(vm, fixed_at, size);
-        err = vm->os->map_span(fixed_at, size, true, &base);
+    if (fixed_at) {
+        if (!reuse || !(spare = spare_take(vm, size, fixed_at, dedicated))) {
+            spares_drop(vm, fixed_at, size);
+            err = vm->os->map_span(fixed_at, size, true, &base);
+        }
     } else if (vm->deterministic) {
         /* Try the next addresses of the chain; a taken one (another manager, a library) moves us on, in the same
          * way on every run. */
         err = EEXIST;
         for (int attempt = 0; attempt < 16 && err == EEXIST; attempt++) {
             uintptr_t hint = vm->next_hint + (uintptr_t)attempt * vm->span_size;
-            if (reuse && (spare = spare_take(vm, size, hint, dedicated)) != NULL) {
-                free(s);
-                s = spare;
-                base = hint;
-                err = 0;
+            if (reuse && (spare = spare_take(vm, size, hint, dedicated)) != NULL)
                 break;
-            }
             spares_drop(vm, hint, size);
             err = vm->os->map_span(hint, size, true, &base);
         }
-        if (err && reuse && (spare = spare_take(vm, size, 0, dedicated)) != NULL) {
-            free(s);
-            s = spare;
+        if (err && !spare && reuse)
+            spare = spare_take(vm, size, 0, dedicated);
+        if (spare) {
             base = spare->base;
             err = 0;
-        }
-        if (err)
+        } else if (err) {
             err = vm->os->map_span(0, size, false, &base);
+        }
         if (!err) {
             uintptr_t end = base + size;
             vm->next_hint = (end + HM_GRANULARITY - 1) & ~(uintptr_t)(HM_GRANULARITY - 1);
         }
-    } else {
+    } else if (!reuse || !(spare = spare_take(vm, size, 0, dedicated))) {
         err = vm->os->map_span(0, size, false, &base);
     }
-    if (err) {
-        free(s);
+    if (err)
         return err;
-    }
-    if (!spare) {
+    span *s = spare;
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) {
+            vm->os->unmap_span(base, size);
+            return ENOMEM;
+        }
         s->base = base;
         s->size = size;
         s->dedicated = dedicated;
