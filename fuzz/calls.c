@@ -1446,6 +1446,13 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
     return status;
 }
 
+/* An environment switch: set, and neither empty nor "0". */
+static bool env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 void hm_fuzz_config_from_env(hm_fuzz_config *config)
 {
     const char *host = getenv("HOSTMEM_FUZZ_HOST");
@@ -1453,8 +1460,6 @@ void hm_fuzz_config_from_env(hm_fuzz_config *config)
     config->host_options = getenv("HOSTMEM_FUZZ_HOST_OPTIONS");
     const char *trace = getenv("HOSTMEM_FUZZ_TRACE");
     config->trace_path = trace && *trace ? trace : NULL;
-    const char *fresh = getenv("HOSTMEM_FUZZ_FRESH");
-    config->fresh_manager = fresh && *fresh && strcmp(fresh, "0") != 0;
-    const char *verbose = getenv("HOSTMEM_FUZZ_VERBOSE");
-    config->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
+    config->fresh_manager = env_flag("HOSTMEM_FUZZ_FRESH");
+    config->verbose = env_flag("HOSTMEM_FUZZ_VERBOSE");
 }
