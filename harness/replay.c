@@ -101,7 +101,6 @@ typedef struct plan {
     strbuf emit;      /* the spec for a rerun of the real program */
     emit_key *keys;
     size_t nkeys, capkeys;
-    bool want_emit;
 } plan;
 
 static const char *op_of(uint32_t type)
@@ -159,7 +158,7 @@ static uint64_t count_key(plan *p, const hm_trace_call *c)
 
 static void plan_call(plan *p, const hm_replay_options *o, const hm_trace_call *c)
 {
-    if (!hm_trace_is_host_method(c->method) || !is_allocating(c->method))
+    if (!is_allocating(c->method)) /* (all of them host methods) */
         return;
     uint64_t nth = count_key(p, c);
     if (!injected(o, c))
@@ -683,7 +682,7 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
     /* --emit-faults: the spec is built as the calls go by (it counts every allocating call of the trace, so after
      * a divergence the rest is still read, not run). */
     plan p = {0};
-    p.want_emit = opts->emit_faults != 0;
+    bool emit = opts->emit_faults != 0;
     int got = 0;
     bool stopped = false;
     hm_trace_call rest; /* calls read after a divergence */
@@ -700,11 +699,11 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
                 break;
             c = &trace->calls[next++];
         }
-        if (p.want_emit)
+        if (emit)
             plan_call(&p, opts, c);
         if (!stopped && replay_call(&rp, c)) {
             stopped = true; /* the report is written: the ring is not needed any more */
-            if (!p.want_emit || rp.error)
+            if (!emit || rp.error)
                 break;
         }
     }
@@ -722,7 +721,7 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
         snprintf(res->error, sizeof res->error, "out of memory planning the replay");
         hr = E_OUTOFMEMORY;
     }
-    if (p.want_emit && SUCCEEDED(hr)) {
+    if (emit && SUCCEEDED(hr)) {
         res->fault_spec = p.emit.p ? p.emit.p : strdup("");
         p.emit.p = NULL;
     }
