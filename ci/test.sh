@@ -38,10 +38,8 @@ ci/build.sh "$out/valgrind" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDeb
   "-DHOSTMEM_TEST_WRAPPER=valgrind;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite,indirect;--track-fds=no;-q"
 HOSTMEM_UNDER_VALGRIND=1 ctest --test-dir "$out/valgrind" --output-on-failure -j"$jobs" -LE no-valgrind
 
-if [ -x ci/fuzz-smoke.sh ]; then
-  section "fuzz smoke (libFuzzer)"
-  ci/fuzz-smoke.sh "$out"
-fi
+section "fuzz smoke (libFuzzer)"
+ci/fuzz-smoke.sh "$out"
 
 section "main job"
 HOSTMEM_BUILD="$out/gcc" ci/main.sh
