@@ -439,18 +439,6 @@ HRESULT hm_manager_reset(IHostMemoryManager *iface)
     return S_OK;
 }
 
-HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)
-{
-    if (!ppManager)
-        return E_POINTER;
-    *ppManager = NULL;
-    IHostMemoryManager *manager;
-    HRESULT hr = HostMemCreateBuiltinManager(options, &manager);
-    if (FAILED(hr))
-        return hr;
-    return hm_manager_wrap_from_environment(manager, ppManager);
-}
-
 /* ---- Diagnostics ------------------------------------------------------------------------------------------- */
 
 hm_manager *hm_manager_from(IHostMemoryManager *iface)

@@ -1,5 +1,6 @@
 /* Choosing the host a subcommand talks to: the built-in manager or a plugin, optionally behind the fault layer. */
 #include "cli.h"
+#include "factory.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -32,7 +33,8 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     IHostMemoryManager *manager = NULL;
     HRESULT hr;
     if (!choice->library) {
-        hr = HostMemCreateManager(choice->options, &manager);
+        /* HostMemCreateManager's manager, except that --faults replaces HOSTMEM_FAULTS: one fault layer (below). */
+        hr = hm_create_manager(choice->options, choice->faults ? NULL : getenv("HOSTMEM_FAULTS"), &manager);
         if (FAILED(hr)) {
             fprintf(stderr, "hostmem: the built-in manager refused options '%s': %s (%s)\n",
                     choice->options ? choice->options : "", HostMemLastError(), hm_hr_name(hr));
