@@ -39,6 +39,7 @@
 #ifndef HOSTMEM_FAULTS_H
 #define HOSTMEM_FAULTS_H
 
+#include "api.h"
 #include "interfaces.h"
 
 #include <stdint.h>
@@ -46,10 +47,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#ifndef HM_API
-#define HM_API __attribute__((visibility("default")))
 #endif
 
 /* Wraps inner (which gets one reference from the wrapper) in a fault layer with the rules of spec (NULL or ""

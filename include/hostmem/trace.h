@@ -15,17 +15,16 @@
 #ifndef HOSTMEM_TRACE_H
 #define HOSTMEM_TRACE_H
 
-#include "hostmem.h" /* hm_method; includes this header back at its end, harmlessly */
+#include "api.h"
+#include "faults.h" /* hm_manager_factory_fn */
+#include "interfaces.h"
+#include "methods.h"
 
 #include <stdint.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#ifndef HM_API
-#define HM_API __attribute__((visibility("default")))
 #endif
 
 /* ---- Recording -------------------------------------------------------------------------------------------
@@ -41,7 +40,7 @@ HM_API IHostMemoryManager *HostMemRecorderInner(IHostMemoryManager *outer);
 HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer);
 
 /* ---- Calls -------------------------------------------------------------------------------------------------- */
-/* The methods of a trace: hm_method (hostmem.h), plus two calls that are not host methods but change what later
+/* The methods of a trace: hm_method (methods.h), plus two calls that are not host methods but change what later
  * calls mean: the CLR's callback being notified, and the final Release of a heap. */
 enum {
     HM_TRACE_ON_NOTIFICATION = HM_METHOD_COUNT, /* ICLRMemoryNotificationCallback::OnMemoryNotification */
