@@ -1,6 +1,8 @@
 /* Virtual memory with Windows' semantics (see vm.h for the design, docs/semantics.md for each rule). */
 #include "vm.h"
 
+#include "fork.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -75,6 +77,7 @@ struct hm_vm {
     span **spares;       /* spans hm_vm_reset kept mapped: empty, out of the books, reused by span_create */
     size_t nspares, cap_spares;
     pthread_rwlock_t lock;
+    hm_fork_entry fork_entry; /* the lock, held across fork() */
     span **spans;        /* sorted by base */
     region_slab *slabs;
     region *free_regions; /* linked through their `base` field */
@@ -830,6 +833,7 @@ HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out)
         free(vm);
         return E_OUTOFMEMORY;
     }
+    hm_fork_register_rwlock(&vm->fork_entry, &vm->lock, HM_FORK_VM);
     *out = vm;
     return S_OK;
 }
@@ -863,6 +867,7 @@ void hm_vm_destroy(hm_vm *vm)
 {
     if (!vm)
         return;
+    hm_fork_unregister(&vm->fork_entry);
     guard_unregister(vm);
     if (vm->budget && vm->committed_pages)
         hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
