@@ -33,6 +33,7 @@
 #include "heap.h"
 #include "com.h"
 
+#include "fork.h"
 #include "track.h"
 
 #include <pthread.h>
@@ -241,6 +242,7 @@ struct heap {
      * lock: a notification callback may ask for statistics from inside the heap's call to its source. A real lock
      * for single-threaded heaps too: statistics may be read from any thread. */
     pthread_mutex_t chunks_lock;
+    hm_fork_entry fork_lock, fork_chunks; /* lock and chunks_lock, held across fork() */
     bool dying; /* chunks_lock: the heap is giving its chunks back */
 };
 
@@ -727,6 +729,13 @@ static void thread_exit(void *arg)
 
 static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit); }
 
+/* fork(): threads_lock, and each heap's spin lock (the forking thread took it, so the child's unlock is its own). */
+static hm_fork_entry threads_fork;
+static pthread_once_t threads_fork_once = PTHREAD_ONCE_INIT;
+static void threads_fork_register(void) { hm_fork_register_mutex(&threads_fork, &threads_lock, HM_FORK_HEAP_THREADS); }
+static void fork_lock(void *obj) { heap_lock(obj); }
+static void fork_unlock(void *obj) { heap_unlock(obj); }
+
 static local *local_new(heap *h)
 {
     local *l = aligned_alloc(CACHE_LINE, sizeof *l);
@@ -1205,6 +1214,8 @@ size_t hm_heap_leaks(IHostMalloc *iface, hm_leak *out, size_t max)
 
 static void heap_destroy(heap *h)
 {
+    hm_fork_unregister(&h->fork_lock);
+    hm_fork_unregister(&h->fork_chunks);
     /* First, so no exiting thread reaches this heap through its locals any more. */
     pthread_mutex_lock(&threads_lock);
     for (local *l = atomic_load(&h->locals); l; l = l->next_in_heap)
@@ -1306,12 +1317,17 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
         return E_OUTOFMEMORY;
     }
     pthread_mutex_init(&h->chunks_lock, NULL);
+    hm_fork_register_mutex(&h->fork_chunks, &h->chunks_lock, HM_FORK_HEAP_CHUNKS);
     h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
     atomic_init(&h->ref, 1);
     h->id = atomic_fetch_add(&next_heap_id, 1);
     h->source = *source;
     h->type = malloc_type;
     h->threadsafe = threadsafe;
+    pthread_once(&threads_fork_once, threads_fork_register);
+    h->fork_lock = (hm_fork_entry){.rank = HM_FORK_HEAP, .obj = h, .lock = fork_lock, .unlock = fork_unlock,
+                                   .child = fork_unlock};
+    hm_fork_register(&h->fork_lock);
     if (only) {
         h->only = only;
         h->fast_only = hm_tracking() ? &no_local : only;
