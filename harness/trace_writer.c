@@ -81,6 +81,31 @@ HM_API HRESULT hm_trace_write_comment(hm_trace_writer *w, const char *comment)
     return w->failed ? E_FAIL : S_OK;
 }
 
+HM_API HRESULT hm_trace_write_incomplete(hm_trace_writer *w, uint64_t calls, const char *reason)
+{
+    char why[HM_TRACE_INCOMPLETE_REASON_MAX];
+    /* One line of text: a newline in the reason would end the marker early. */
+    snprintf(why, sizeof why, "%s", reason ? reason : "");
+    for (char *p = why; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    if (w->encoding == HM_TRACE_TEXT) {
+        if (fprintf(w->file, "%s%llu calls: %s\n", HM_TRACE_INCOMPLETE_TEXT, (unsigned long long)calls, why) < 0)
+            w->failed = true;
+    } else {
+        uint8_t rec[1 + 2 * 10 + sizeof why];
+        size_t n = 0, len = strlen(why);
+        rec[n++] = 0;
+        n += hm_varint_put(rec + n, calls);
+        n += hm_varint_put(rec + n, len);
+        memcpy(rec + n, why, len);
+        n += len;
+        if (fwrite(rec, 1, n, w->file) != n)
+            w->failed = true;
+    }
+    return w->failed ? E_FAIL : S_OK;
+}
+
 HM_API HRESULT hm_trace_writer_close(hm_trace_writer *w)
 {
     if (!w)
