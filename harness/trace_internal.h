@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #define HM_TRACE_TEXT_MAGIC "hostmem-trace"
@@ -135,6 +136,9 @@ static inline void hm_raw_unpack_mbi(const hm_raw_record *rec, MEMORY_BASIC_INFO
  * 0 byte (where a record's sequence number, never 0, would be), varint N, varint length, REASON. */
 #define HM_TRACE_INCOMPLETE_TEXT "#! incomplete: recording stopped after "
 #define HM_TRACE_INCOMPLETE_REASON_MAX 128
+
+/* A writer to an open stream (not closed by hm_trace_writer_close, only flushed). */
+HRESULT hm_trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out);
 
 /* Reads a trace held in memory (data must outlive the reader; name is what errors call it). No copy is made. */
 HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out);

@@ -636,14 +636,15 @@ static hm_trace_ref relocate(hm_trace_reader *r, uint64_t addr)
     return (hm_trace_ref){addr, 0, HM_REF_RAW};
 }
 
-/* Recorded thread ids are small numbers from the recorder, but a hostile file may hold any value: beyond this the
- * id is refused (numbered 0) rather than growing the table without bound. */
+/* Recorded thread ids are small numbers from the recorder, numbered here in order of first appearance; a hostile
+ * file (or a run of more threads than this) may hold any value: an id beyond the table keeps its value, moved past
+ * every number the table can give (0 for the one id that cannot be moved: refused). */
 #define MAX_RECORDED_THREAD 65536u
 
 static uint32_t thread_number(hm_trace_reader *r, uint32_t recorded)
 {
     if (recorded >= MAX_RECORDED_THREAD)
-        return 0;
+        return recorded + 1;
     if (recorded >= r->thread_count) {
         size_t count = recorded + 16;
         uint32_t *t = realloc(r->threads, count * sizeof *t);
@@ -785,8 +786,15 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
     hm_trace_call_init(c);
     c->seq = ++r->last_seq;
     c->thread = thread_number(r, rec.thread);
+    if (!c->thread)
+        return reader_fail(r, "field 'thread': bad thread id %" PRIu32, rec.thread);
     c->method = rec.method;
-    c->nulls = rec.nulls & (HM_TRACE_NULL_OUT1 | HM_TRACE_NULL_OUT2);
+    /* Only the out-parameters the method has (a hostile file may set any bit). */
+    bool two_outs = c->method == HM_METHOD_VIRTUAL_QUERY || c->method == HM_METHOD_GET_MEMORY_LOAD;
+    bool one_out = two_outs || c->method == HM_METHOD_CREATE_MALLOC || c->method == HM_METHOD_VIRTUAL_ALLOC ||
+                   c->method == HM_METHOD_VIRTUAL_PROTECT || c->method == HM_METHOD_HEAP_ALLOC ||
+                   c->method == HM_METHOD_HEAP_DEBUG_ALLOC;
+    c->nulls = rec.nulls & ((one_out ? HM_TRACE_NULL_OUT1 : 0) | (two_outs ? HM_TRACE_NULL_OUT2 : 0));
     c->result = rec.result;
     c->level = hm_trace_method_has_level(c->method) ? (rec.level == HM_RAW_NO_LEVEL ? -1 : rec.level) : -1;
     bool ok = SUCCEEDED(rec.result);
