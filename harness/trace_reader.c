@@ -30,7 +30,7 @@ typedef struct span_set {
     size_t count, capacity;
     uint32_t next_handle;
     span *dead; /* the spans that died last (start and handle), oldest first: a ring as in hm_handle_map */
-    size_t dead_head, dead_count;
+    size_t dead_head, dead_count, dead_capacity; /* grown as spans die, up to HM_TRACE_DEAD_KEPT */
 } span_set;
 
 struct hm_trace_reader {
@@ -608,15 +608,28 @@ static void span_kill(span_set *s, span *sp)
     if (!sp->live)
         return;
     sp->live = 0;
-    if (!s->dead && !(s->dead = malloc(HM_TRACE_DEAD_KEPT * sizeof *s->dead)))
-        return;
+    if (s->dead_count == s->dead_capacity && s->dead_capacity < HM_TRACE_DEAD_KEPT) {
+        /* Grow the ring (unrolled, oldest first): memory follows the deaths seen, up to the window. */
+        size_t capacity = s->dead_capacity ? s->dead_capacity * 2 : 64;
+        if (capacity > HM_TRACE_DEAD_KEPT)
+            capacity = HM_TRACE_DEAD_KEPT;
+        span *dead = malloc(capacity * sizeof *dead);
+        if (!dead)
+            return;
+        for (size_t i = 0; i < s->dead_count; i++)
+            dead[i] = s->dead[(s->dead_head + i) % s->dead_capacity];
+        free(s->dead);
+        s->dead = dead;
+        s->dead_head = 0;
+        s->dead_capacity = capacity;
+    }
     span victim = {0, 0, 0, 0};
     if (s->dead_count == HM_TRACE_DEAD_KEPT) {
         victim = s->dead[s->dead_head];
         s->dead_head = (s->dead_head + 1) % HM_TRACE_DEAD_KEPT;
         s->dead_count--;
     }
-    s->dead[(s->dead_head + s->dead_count++) % HM_TRACE_DEAD_KEPT] = *sp;
+    s->dead[(s->dead_head + s->dead_count++) % s->dead_capacity] = *sp;
     if (victim.handle) {
         /* Forgotten as the validating reader and the replayer forget it (sp may move: it is not used below). */
         long i = span_floor(s, victim.start);
