@@ -17,14 +17,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The log: a ring of HM_RAW_RING_SLOTS slots mapped once, near the start of the file, takes every record; every
@@ -43,6 +47,8 @@
 typedef struct recorder_log {
     atomic_uint refs;
     int fd;
+    char *path;
+    struct recorder_log *prev_open, *next_open; /* every open log, for the fork handlers (open_logs_lock) */
     uint64_t serial;         /* tells this log's thread numbers apart from another log's in the thread cache */
     unsigned fork_generation;
     atomic_uint next_thread;
@@ -50,7 +56,9 @@ typedef struct recorder_log {
     uint8_t *map;  /* header + ring */
     uint8_t *ring; /* map + HM_RAW_HEADER */
     pthread_mutex_t copy_lock; /* one thread copies at a time */
-    atomic_bool broken; /* the file could not be written (disk full): calls still go through, unrecorded */
+    /* The file could not be written (disk full): calls still go through, unrecorded; the header says the trace
+     * ends after the calls in their place (log_stop). */
+    atomic_bool broken;
     /* Written by every call: a line of its own. */
     _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
     atomic_uint_fast64_t calls;
@@ -85,11 +93,33 @@ typedef struct recorded_callback {
 static atomic_uint_fast64_t log_serials;
 static atomic_uint fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t open_logs_lock = PTHREAD_MUTEX_INITIALIZER;
+static recorder_log *open_logs;
 
-/* A forked child shares the file but not the slot counter: it must not write, or it would overwrite the
- * parent's records. Its calls go through unrecorded. */
-static void after_fork_in_child(void) { atomic_fetch_add(&fork_generation, 1); }
-static void install_atfork(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+/* fork(): a forked child shares the file but not the slot counter: it must not write, or it would overwrite the
+ * parent's records, so its calls go through unrecorded (it may record to a trace of its own: a new recorder).
+ * The copy locks are taken around fork() so that no copy is half done in the child's image and every lock the
+ * child inherits is free. */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&open_logs_lock);
+    for (recorder_log *log = open_logs; log; log = log->next_open)
+        pthread_mutex_lock(&log->copy_lock);
+}
+static void after_fork_in_parent(void)
+{
+    for (recorder_log *log = open_logs; log; log = log->next_open)
+        pthread_mutex_unlock(&log->copy_lock);
+    pthread_mutex_unlock(&open_logs_lock);
+}
+static void after_fork_in_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+    for (recorder_log *log = open_logs; log; log = log->next_open)
+        pthread_mutex_unlock(&log->copy_lock);
+    pthread_mutex_unlock(&open_logs_lock);
+}
+static void install_atfork(void) { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); }
 
 static inline uint64_t commit_word(uint64_t slot) { return HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK); }
 static inline off_t main_offset(uint64_t slot) { return MAIN_OFFSET + (off_t)slot * HM_RAW_SLOT; }
@@ -98,6 +128,7 @@ static inline uint8_t *ring_slot(recorder_log *log, uint64_t slot)
     return log->ring + (size_t)(slot & (RING_SLOTS - 1)) * HM_RAW_SLOT;
 }
 
+/* Writes buf at offset; false with errno set when it cannot (ENOSPC: the file system is full). */
 static bool write_all(int fd, const void *buf, size_t len, off_t offset)
 {
     const uint8_t *p = buf;
@@ -105,6 +136,8 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
         ssize_t n = pwrite(fd, p, len, offset);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n == 0)
+            errno = ENOSPC;
         if (n <= 0)
             return false;
         p += n;
@@ -112,6 +145,27 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
         offset += n;
     }
     return true;
+}
+
+/* The trace cannot be written (err: the failed write's errno): recording stops here, cleanly. The trace is the
+ * calls already in their place, in order; the header says so (the reader ends there and reports why) and stderr
+ * tells the user. The program goes on, unrecorded. copy_lock held. */
+static void log_stop(recorder_log *log, int err)
+{
+    if (atomic_exchange(&log->broken, true))
+        return;
+    uint64_t calls = atomic_load(&log->calls);
+    int32_t e = err;
+    uint32_t stopped = HM_RAW_STOPPED;
+    /* The header is in the mapping, whose blocks were reserved when the trace was created: this cannot fail. */
+    memcpy(log->map + HM_RAW_STOPPED_CALLS_FIELD, &calls, sizeof calls);
+    memcpy(log->map + HM_RAW_STOPPED_ERRNO_FIELD, &e, sizeof e);
+    atomic_store_explicit((_Atomic uint32_t *)(void *)(log->map + HM_RAW_STOPPED_FIELD), stopped,
+                          memory_order_release);
+    fprintf(stderr,
+            "hostmem: recording to '%s' stopped after %" PRIu64 " calls: writing the trace failed: %s. The program "
+            "goes on unrecorded; the trace holds those %" PRIu64 " calls and says it is incomplete.\n",
+            log->path, calls, strerror(err), calls);
 }
 
 /* The slots a committed call's first slot says it takes (1 when the count is out of range). */
@@ -157,8 +211,10 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
                 if (head > n)
                     head = n;
                 if (!write_all(log->fd, p, head * HM_RAW_SLOT, main_offset(c)) ||
-                    (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head))))
-                    atomic_store(&log->broken, true);
+                    (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head)))) {
+                    log_stop(log, errno);
+                    break;
+                }
                 c += n;
                 mark_copied(log, c, ++calls);
                 continue;
@@ -176,8 +232,10 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
             }
             break; /* in flight */
         }
-        if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c)))
-            atomic_store(&log->broken, true);
+        if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c))) {
+            log_stop(log, errno);
+            break;
+        }
         c = end;
         mark_copied(log, c, calls);
     }
@@ -199,12 +257,22 @@ static void log_release(recorder_log *log)
 {
     if (atomic_fetch_sub(&log->refs, 1) != 1)
         return;
+    pthread_mutex_lock(&open_logs_lock);
+    if (log->prev_open)
+        log->prev_open->next_open = log->next_open;
+    else
+        open_logs = log->next_open;
+    if (log->next_open)
+        log->next_open->prev_open = log->prev_open;
+    pthread_mutex_unlock(&open_logs_lock);
     bool same_process = atomic_load(&fork_generation) == log->fork_generation;
     if (same_process) { /* a forked child must not write */
-        /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). */
+        /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). A
+         * stopped log ends with the calls in their place (log_stop): the ring's are not the trace's. */
         uint64_t reserved = atomic_load(&log->next_slot);
         copy_pending(log, true);
-        if (!atomic_load(&log->broken) && atomic_load(&log->copied) == reserved) {
+        bool broken = atomic_load(&log->broken);
+        if (broken || atomic_load(&log->copied) == reserved) {
 #ifdef FALLOC_FL_PUNCH_HOLE
             if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER,
                           (off_t)RING_SLOTS * HM_RAW_SLOT) != 0)
@@ -212,16 +280,88 @@ static void log_release(recorder_log *log)
                 memset(log->ring, 0, (size_t)RING_SLOTS * HM_RAW_SLOT);
         }
         /* A trace closed properly is exactly its records long. */
-        if (ftruncate(log->fd, main_offset(reserved)) != 0)
+        if (ftruncate(log->fd, main_offset(broken ? atomic_load(&log->copied) : reserved)) != 0)
             (void)0; /* the reader treats trailing zeros as the end anyway */
     }
     munmap(log->map, (size_t)MAIN_OFFSET);
-    close(log->fd);
+    close(log->fd); /* drops the lock too */
     pthread_mutex_destroy(&log->copy_lock);
+    free(log->path);
     free(log);
 }
 
-static recorder_log *log_open(const char *path)
+/* HOSTMEM_TRACE's and HostMemWrapRecorder's spec: PATH[,overwrite], with %p in PATH the process id and %% a %.
+ * Returns the path (malloc'd) or NULL with the error set. */
+static char *parse_spec(const char *spec, bool *overwrite)
+{
+    size_t len = strlen(spec);
+    static const char suffix[] = ",overwrite";
+    *overwrite = len > sizeof suffix - 1 && strcmp(spec + len - (sizeof suffix - 1), suffix) == 0;
+    if (*overwrite)
+        len -= sizeof suffix - 1;
+    char pid[24];
+    int pid_len = snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    size_t cap = len * (size_t)pid_len + 1, n = 0;
+    char *path = malloc(cap);
+    if (!path) {
+        hm_set_error("out of memory creating the recorder");
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (spec[i] == '%' && i + 1 < len && spec[i + 1] == 'p') {
+            memcpy(path + n, pid, (size_t)pid_len);
+            n += (size_t)pid_len;
+            i++;
+        } else if (spec[i] == '%' && i + 1 < len && spec[i + 1] == '%') {
+            path[n++] = '%';
+            i++;
+        } else {
+            path[n++] = spec[i];
+        }
+    }
+    path[n] = '\0';
+    return path;
+}
+
+/* Creates the trace file: a new file unless overwrite (then an existing one is emptied, unless another process
+ * records into it), never through a symbolic link, locked while recording; its header and ring are reserved on
+ * the disk before they are mapped, so a full file system is an error now rather than a SIGBUS later. */
+static int create_trace_file(const char *path, bool overwrite)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (overwrite ? 0 : O_EXCL), 0644);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            hm_set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
+                         "in the name for the process id, or add ',overwrite')",
+                         path);
+        else if (errno == ELOOP)
+            hm_set_error("cannot create trace '%s': it is a symbolic link", path);
+        else
+            hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    const char *why = NULL;
+    int err = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+        why = errno == EWOULDBLOCK ? "another process is recording into it" : strerror(errno);
+    else if (overwrite && ftruncate(fd, 0) != 0)
+        why = strerror(errno);
+    else if ((err = posix_fallocate(fd, 0, MAIN_OFFSET)) != 0)
+        why = err == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)" : strerror(err);
+    if (why) {
+        hm_set_error("cannot record to trace '%s': %s", path, why);
+        if (err) /* the file is empty now: no trace is better than a file that is not one */
+            unlink(path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static recorder_log *log_open(const char *spec)
 {
     pthread_once(&atfork_once, install_atfork);
     recorder_log *log = calloc(1, sizeof *log);
@@ -229,18 +369,17 @@ static recorder_log *log_open(const char *path)
         hm_set_error("out of memory creating the recorder");
         return NULL;
     }
-    log->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log->fd < 0) {
-        hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+    bool overwrite;
+    if (!(log->path = parse_spec(spec, &overwrite)) || (log->fd = create_trace_file(log->path, overwrite)) < 0) {
+        free(log->path);
         free(log);
         return NULL;
     }
-    void *m = MAP_FAILED;
-    if (ftruncate(log->fd, MAIN_OFFSET) == 0)
-        m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
+    void *m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
     if (m == MAP_FAILED) {
-        hm_set_error("cannot map trace '%s': %s", path, strerror(errno));
+        hm_set_error("cannot map trace '%s': %s", log->path, strerror(errno));
         close(log->fd);
+        free(log->path);
         free(log);
         return NULL;
     }
@@ -256,6 +395,12 @@ static recorder_log *log_open(const char *path)
     uint64_t ring_slots = RING_SLOTS;
     memcpy(log->map + HM_RAW_RING_FIELD, &ring_slots, sizeof ring_slots);
     pthread_mutex_init(&log->copy_lock, NULL);
+    pthread_mutex_lock(&open_logs_lock);
+    log->next_open = open_logs;
+    if (open_logs)
+        open_logs->prev_open = log;
+    open_logs = log;
+    pthread_mutex_unlock(&open_logs_lock);
     return log;
 }
 
@@ -316,7 +461,10 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
         uint64_t word = commit_word(slot);
         if (!write_all(log->fd, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
             !write_all(log->fd, &word, sizeof word, main_offset(slot))) {
-            atomic_store(&log->broken, true);
+            int err = errno;
+            pthread_mutex_lock(&log->copy_lock);
+            log_stop(log, err);
+            pthread_mutex_unlock(&log->copy_lock);
             return;
         }
     } else {

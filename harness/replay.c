@@ -709,6 +709,9 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
     }
     if (reader) {
         res->lost = hm_trace_reader_lost(reader);
+        const char *why;
+        res->incomplete = hm_trace_reader_incomplete(reader, &res->incomplete_calls, &why);
+        snprintf(res->incomplete_reason, sizeof res->incomplete_reason, "%s", why);
         if (got < 0) {
             snprintf(res->error, sizeof res->error, "%s", hm_trace_error(reader));
             hr = E_INVALIDARG;

@@ -21,6 +21,7 @@ static double stress_ops_per_second(const hm_host_choice *host, bool checked, un
     char path[512];
     const char *dir = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/hostmem-bench-%ld-stress.trace", dir && *dir ? dir : "/tmp", (long)getpid());
+    unlink(path); /* the previous run's */
     if (checked && FAILED(HostMemWrapRecorder(m, path, &recorded))) {
         fprintf(stderr, "hostmem bench: cannot record to %s: %s\n", path, HostMemLastError());
         exit(HM_EXIT_FAIL);

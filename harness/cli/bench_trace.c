@@ -60,6 +60,7 @@ static void bench_recorder(hm_bench *b)
     double best_bare = 1e9, best_rec = 1e9, best_bare_heap = 1e9, best_rec_heap = 1e9;
     for (int round = 0; round < 3; round++) {
         IHostMemoryManager *bare = sim_manager(), *rec;
+        unlink(path); /* the previous round's */
         if (FAILED(HostMemWrapRecorder(bare, path, &rec))) {
             fprintf(stderr, "hostmem bench: %s\n", HostMemLastError());
             exit(HM_EXIT_FAIL);
@@ -103,6 +104,7 @@ static bool make_long_trace(const char *path, hm_trace_encoding encoding, size_t
     char cycle_path[512];
     temp_path(cycle_path, sizeof cycle_path, "cycle.raw");
     IHostMemoryManager *bare = sim_manager(), *m;
+    unlink(cycle_path); /* an earlier run's */
     if (FAILED(HostMemWrapRecorder(bare, cycle_path, &m)))
         return false;
     IHostMemoryManager_Release(bare);

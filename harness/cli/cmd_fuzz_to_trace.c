@@ -99,7 +99,9 @@ int hm_cmd_fuzz_to_trace(int argc, char **argv)
     close(fd);
     config.host_library = choice.library;
     config.host_options = choice.options;
-    config.trace_path = raw;
+    char spec[sizeof raw + 16];
+    snprintf(spec, sizeof spec, "%s,overwrite", raw); /* the file mkstemp made is ours to fill */
+    config.trace_path = spec;
     config.report = stdout;
     hm_fuzz_outcome outcome = {0};
     int status = hm_fuzz_calls_run(data, size, &config, &outcome);

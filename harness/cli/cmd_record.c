@@ -19,9 +19,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hostmem record -o TRACE -- PROGRAM [ARGS...]\n"
-               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--host LIB.so]\n"
-               "                      [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n");
+    fprintf(f, "usage: hostmem record -o TRACE [--overwrite] -- PROGRAM [ARGS...]\n"
+               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--overwrite] [--host LIB.so]\n"
+               "                      [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n"
+               "TRACE must not exist unless --overwrite is given (%%p in it is the process id).\n");
 }
 
 /* A callback for the workloads: counts what it is told. */
@@ -158,7 +159,7 @@ static HRESULT open_recorded(const hm_host_choice *host, const char *path, IHost
     return hr;
 }
 
-static int record_killed(const hm_host_choice *host, const char *path, unsigned long calls)
+static int record_killed(const hm_host_choice *host, const char *spec, const char *path, unsigned long calls)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -169,7 +170,7 @@ static int record_killed(const hm_host_choice *host, const char *path, unsigned 
     if (pid == 0) {
         close(fds[0]);
         IHostMemoryManager *m;
-        if (FAILED(open_recorded(host, path, &m)))
+        if (FAILED(open_recorded(host, spec, &m)))
             _exit(1);
         loop_forever(m, fds[1]);
     }
@@ -187,6 +188,7 @@ static int record_killed(const hm_host_choice *host, const char *path, unsigned 
 int hm_cmd_record(int argc, char **argv)
 {
     const char *out = NULL, *workload = NULL;
+    bool overwrite = false;
     hm_host_choice host = {0};
     const char *level_name = "task";
     unsigned long long calls = 1000;
@@ -202,6 +204,8 @@ int hm_cmd_record(int argc, char **argv)
                 return HM_EXIT_USAGE;
         } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
             out = argv[++i];
+        } else if (strcmp(argv[i], "--overwrite") == 0) {
+            overwrite = true;
         } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
             workload = argv[++i];
         } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
@@ -220,6 +224,11 @@ int hm_cmd_record(int argc, char **argv)
         usage(stderr);
         return HM_EXIT_USAGE;
     }
+    char spec[4096];
+    if (snprintf(spec, sizeof spec, "%s%s", out, overwrite ? ",overwrite" : "") >= (int)sizeof spec) {
+        fprintf(stderr, "hostmem record: the trace's name is too long\n");
+        return HM_EXIT_USAGE;
+    }
     if (!workload && (host.library || host.options || host.faults)) {
         fprintf(stderr, "hostmem record: --host, --host-options and --faults choose the host of a --workload; a "
                         "program creates its own (HOSTMEM_FAULTS applies to it)\n");
@@ -227,7 +236,7 @@ int hm_cmd_record(int argc, char **argv)
     }
     if (!workload) {
         /* A program: the built-in factory (HostMemCreateManager) records when HOSTMEM_TRACE is set. */
-        setenv("HOSTMEM_TRACE", out, 1);
+        setenv("HOSTMEM_TRACE", spec, 1); /* the recorder's spec: PATH[,overwrite] */
         execvp(argv[i], argv + i);
         fprintf(stderr, "hostmem record: cannot run '%s': %s\n", argv[i], strerror(errno));
         return HM_EXIT_USAGE;
@@ -249,9 +258,9 @@ int hm_cmd_record(int argc, char **argv)
         host.options = builtin_options;
     }
     if (strcmp(workload, "killed") == 0)
-        return record_killed(&host, out, (unsigned long)calls);
+        return record_killed(&host, spec, out, (unsigned long)calls);
     IHostMemoryManager *m;
-    if (FAILED(open_recorded(&host, out, &m)))
+    if (FAILED(open_recorded(&host, spec, &m)))
         return HM_EXIT_FAIL;
     int code = HM_EXIT_OK;
     if (strcmp(workload, "basic") == 0)

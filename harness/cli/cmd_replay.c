@@ -1,5 +1,6 @@
 /* hostmem replay TRACE: re-executes a trace against a host and reports the first divergence.
- * Exit codes: 0 every result matched, 1 divergence, 2 bad input (or the host could not be made). */
+ * Exit codes: 0 every result matched, 1 divergence or an incomplete trace (the recorder stopped early), 2 bad input
+ * (or the host could not be made). */
 #include "cli.h"
 
 #include <inttypes.h>
@@ -67,6 +68,11 @@ int hm_cmd_replay(int argc, char **argv)
                ", \"diverged\": %s",
                res.calls, res.host_calls, res.injected, res.notifications_recorded, res.notifications_seen, res.lost,
                res.diverged ? "true" : "false");
+        if (res.incomplete) {
+            printf(", \"incomplete\": {\"calls\": %" PRIu64 ", \"reason\": ", res.incomplete_calls);
+            hm_cli_json_string(stdout, res.incomplete_reason);
+            printf("}");
+        }
         if (res.diverged) {
             printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": \"%s\", \"field\": ", res.divergence_seq,
                    hm_trace_method_name(res.divergence_method));
@@ -89,7 +95,14 @@ int hm_cmd_replay(int argc, char **argv)
             fputs(res.report, stdout);
         printf("%s: %" PRIu64 " calls replayed (%" PRIu64 " to the host, %" PRIu64
                " recorded failures injected), %s\n",
-               path, res.calls, res.host_calls, res.injected, res.diverged ? "DIVERGED" : "every result matched");
+               path, res.calls, res.host_calls, res.injected,
+               res.diverged     ? "DIVERGED"
+               : res.incomplete ? "every result in the trace matched, but the trace is INCOMPLETE"
+                                : "every result matched");
+        if (res.incomplete)
+            printf("the trace is incomplete: recording stopped after %" PRIu64 " calls: %s (the rest of the run was "
+                   "not recorded, so not checked)\n",
+                   res.incomplete_calls, res.incomplete_reason);
         if (res.notifications_recorded || res.notifications_seen)
             printf("notifications: %" PRIu64 " recorded, %" PRIu64 " sent by this host (not compared)\n",
                    res.notifications_recorded, res.notifications_seen);
@@ -99,7 +112,8 @@ int hm_cmd_replay(int argc, char **argv)
         if (res.fault_spec)
             printf("faults: %s\n", res.fault_spec[0] ? res.fault_spec : "(none: no recorded failure to reproduce)");
     }
-    int code = res.diverged ? HM_EXIT_FAIL : HM_EXIT_OK;
+    /* An incomplete trace is not a clean pass: the run's end was never checked. */
+    int code = res.diverged || res.incomplete ? HM_EXIT_FAIL : HM_EXIT_OK;
     HostMemReplayFree(&res);
     return code;
 }

@@ -43,6 +43,10 @@ int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodin
                  hm_trace_reader_lost(r));
         hm_trace_write_comment(w, note);
     }
+    uint64_t recorded;
+    const char *why;
+    if (got == 0 && hm_trace_reader_incomplete(r, &recorded, &why) && FAILED(hm_trace_write_incomplete(w, recorded, why)))
+        write_failed = true;
     if (FAILED(hm_trace_writer_close(w)))
         write_failed = true;
     int code = HM_EXIT_OK;

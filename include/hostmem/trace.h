@@ -29,7 +29,12 @@ extern "C" {
 
 /* ---- Recording -------------------------------------------------------------------------------------------
  * Wraps inner (the wrapper takes its own reference) in a recorder that writes every call to the trace at path
- * (created or truncated; raw encoding). Heaps created through the wrapper and callbacks registered through it
+ * (raw encoding). path is "FILE[,overwrite]" as HOSTMEM_TRACE is: %p in FILE is the process id, %% a %. FILE must
+ * not exist unless ",overwrite" is given; it is never followed through a symbolic link, and it is locked while
+ * recording (a second recorder of the same file is refused). Fails (E_FAIL, HostMemLastError says why) when the
+ * file cannot be created or its first 1 MiB cannot be reserved on the disk. When a write fails later (the file
+ * system is full), recording stops: the program goes on, stderr says how many calls the trace holds, and the
+ * trace says it is incomplete (hm_trace_reader_incomplete). Heaps created through the wrapper and callbacks registered through it
  * are wrapped too, so Alloc/DebugAlloc/Free, a heap's final Release and OnMemoryNotification are recorded.
  * Each call is in the file (the page cache) before it returns to its caller, so a SIGKILL loses at most the
  * calls in flight. The file is cut to its real length when the last reference to the recorder goes. */
@@ -110,6 +115,10 @@ HM_API const char *hm_trace_error(const hm_trace_reader *reader);
 HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *reader);
 /* Raw traces only: slots found empty between calls (calls in flight when the recorder was killed). */
 HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *reader);
+/* 1 when the trace says the recorder stopped before the recorded run ended (a write failed: the file system was
+ * full): the trace holds the first *calls calls, *reason says why ("No space left on device"). 0 for a complete
+ * trace. Final once hm_trace_next returned 0 (text and binary traces carry it after their last call). */
+HM_API int hm_trace_reader_incomplete(const hm_trace_reader *reader, uint64_t *calls, const char **reason);
 HM_API void hm_trace_close(hm_trace_reader *reader);
 
 /* A whole trace in memory (the reducer and exploration need random access). */
@@ -127,6 +136,9 @@ HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding
 HM_API HRESULT hm_trace_write(hm_trace_writer *writer, const hm_trace_call *call);
 /* A "# ..." line (text only; ignored by the binary encoding). */
 HM_API HRESULT hm_trace_write_comment(hm_trace_writer *writer, const char *comment);
+/* Marks the trace written as incomplete: the recording stopped after `calls` calls, for `reason`
+ * (hm_trace_reader_incomplete). Write it after the calls. */
+HM_API HRESULT hm_trace_write_incomplete(hm_trace_writer *writer, uint64_t calls, const char *reason);
 /* Flushes and closes; E_FAIL when anything could not be written. */
 HM_API HRESULT hm_trace_writer_close(hm_trace_writer *writer);
 
@@ -162,6 +174,11 @@ typedef struct hm_replay_result {
     char report[4096];       /* the divergence: context lines, the call, expected vs actual */
     char *fault_spec;        /* emit_faults: a spec failing the same calls in a rerun of the real program */
     char error[512];         /* bad input: FILE:LINE: field 'F': ... */
+    /* The trace says the recorder stopped early (hm_trace_reader_incomplete): what matched is only the calls
+     * recorded before, incomplete_calls of them, and the rest of the run was not checked. */
+    int incomplete;
+    uint64_t incomplete_calls;
+    char incomplete_reason[128];
 } hm_replay_result;
 
 /* Replays the trace at path (streamed) or in memory. S_OK when it ran to the end or to a divergence (see
