@@ -47,6 +47,8 @@
 #define HM_RAW_HAS_FILE 0x2u
 /* Version 3: a VirtualQuery answer packed into its call's own slot (the usual case, see hm_raw_pack_mbi). */
 #define HM_RAW_MBI_PACKED 0x4u
+/* A VirtualQuery a call changing the address space overlapped (another thread's): hm_trace_call.concurrent. */
+#define HM_RAW_CONCURRENT 0x8u
 #define HM_RAW_NO_LEVEL 0xffu
 
 typedef struct hm_raw_record {
@@ -121,6 +123,9 @@ static inline void hm_raw_unpack_mbi(const hm_raw_record *rec, MEMORY_BASIC_INFO
     mbi->Protect = rec->b32 >> 16;
     mbi->Type = hm_raw_packed_types[(rec->c32 >> 2) & 3];
 }
+
+/* Raw traces: releases lost in flight (a killed recorder) that a later call proved, so far (trace_reader.c). */
+uint64_t hm_trace_reader_implied(const hm_trace_reader *reader);
 
 /* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
 /* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */
