@@ -402,7 +402,7 @@ static void test_threads_replay_cleanly(void **state)
         record_threads(path, seed, ROUNDS);
         hm_replay_result res = replay_file(path);
         assert_int_equal(res.lost, 0);
-        assert_true(res.calls > THREADS * ROUNDS * 10);
+        assert_true(res.diverged || res.calls > THREADS * ROUNDS * 10);
         if (res.diverged && !diverged++)
             snprintf(first, sizeof first, "seed %u: %s", seed, res.report);
     }
