@@ -7,9 +7,19 @@
  * by storing the first slot's commit word last. Slot order is the trace's order; the reader skips slots never
  * committed.
  *
- * Ordering across threads: a call that ends something (VirtualFree, Free, ReleasedVirtualAddressSpace, a heap's
- * last Release) takes its slot before calling the host, every other call after the host returned. So when the
- * host hands an address freed by one thread to another, the free always comes first in the trace. */
+ * Ordering across threads: the trace's order must be one in which the calls' effects happened, or a replay blames a
+ * correct host. Three rules give that:
+ *  - the calls that change the address space (VirtualAlloc, VirtualFree, VirtualProtect and the three
+ *    *VirtualAddressSpace calls) run one at a time, each with its record, under the log's space lock: their order
+ *    in the trace is the host's order, also among threads working on one reservation;
+ *  - a call that ends something (VirtualFree, Free, ReleasedVirtualAddressSpace, a heap's last Release) takes its
+ *    slot before calling the host, every other call after the host returned. So when the host hands an address
+ *    one thread freed to another (a region, a heap block, or a heap's memory reused for a region), the free
+ *    comes first; heap calls need no lock for that;
+ *  - a VirtualQuery does not take the lock (it must stay cheap): it reads the space epoch (odd while a locked
+ *    call is in progress) before calling the host and after taking its slot, and when a locked call overlapped
+ *    it, its record says so (HM_RAW_CONCURRENT) and replay does not compare its answer, which may describe the
+ *    state before or after that call. */
 #include "error.h"
 #include "com.h"
 #include "manager.h"
@@ -59,8 +69,10 @@ typedef struct recorder_log {
     /* The file could not be written (disk full): calls still go through, unrecorded; the header says the trace
      * ends after the calls in their place (log_stop). */
     atomic_bool broken;
+    pthread_mutex_t space_lock; /* held by a call that changes the address space, with its record */
     /* Written by every call: a line of its own. */
     _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
+    atomic_uint_fast64_t space_epoch; /* 2 per locked call: odd while one is in progress (queries read it) */
     atomic_uint_fast64_t calls;
     /* Written by the copying thread, read by every call. */
     _Alignas(64) atomic_uint_fast64_t copied; /* records [0, copied) are in their place */
@@ -287,6 +299,7 @@ static void log_release(recorder_log *log)
     close(log->fd); /* drops the lock too */
     pthread_mutex_destroy(&log->copy_lock);
     free(log->path);
+    pthread_mutex_destroy(&log->space_lock);
     free(log);
 }
 
@@ -401,6 +414,7 @@ static recorder_log *log_open(const char *spec)
         open_logs->prev_open = log;
     open_logs = log;
     pthread_mutex_unlock(&open_logs_lock);
+    pthread_mutex_init(&log->space_lock, NULL);
     return log;
 }
 
@@ -427,10 +441,34 @@ static inline bool log_enabled(recorder_log *log)
     return atomic_load_explicit(&fork_generation, memory_order_relaxed) == log->fork_generation;
 }
 
-/* Reserves the slots of one call: returns its first record slot. */
+/* Reserves the slots of one call: returns its first record slot. acq_rel (free on x86, where every atomic add is a
+ * full barrier): a query that takes a slot after a locked call's slot sees that call's epoch change. */
 static inline uint64_t reserve(recorder_log *log, unsigned nslots)
 {
-    return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_relaxed);
+    return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_acq_rel);
+}
+
+/* The space lock around a call that changes the address space. A call the host makes back into the recorder on
+ * the same thread (a callback calling VirtualFree, say) already holds it and does not take it again. */
+static _Thread_local recorder_log *space_holder;
+
+static bool space_enter(recorder_log *log)
+{
+    if (space_holder == log)
+        return false;
+    pthread_mutex_lock(&log->space_lock);
+    space_holder = log;
+    atomic_fetch_add_explicit(&log->space_epoch, 1, memory_order_seq_cst); /* odd: a change in progress */
+    return true;
+}
+
+static void space_leave(recorder_log *log, bool entered)
+{
+    if (!entered)
+        return;
+    atomic_fetch_add_explicit(&log->space_epoch, 1, memory_order_release);
+    space_holder = NULL;
+    pthread_mutex_unlock(&log->space_lock);
 }
 
 /* Extra slot i (1-based) of a call: its part of extra, zeros after. */
@@ -707,8 +745,11 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualAlloc(IHostMemoryManager *iface, voi
                                                   DWORD prot, EMemoryCriticalLevel level, void **ppMem)
 {
     recorder *r = recorder_of(iface);
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
+    bool locked = space_enter(r->log);
     HRESULT hr = IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
-    if (log_enabled(r->log)) {
+    {
         hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_ALLOC, hr);
         rec.addr = (uint64_t)(uintptr_t)addr;
         rec.size = size;
@@ -721,6 +762,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualAlloc(IHostMemoryManager *iface, voi
             rec.nulls = HM_TRACE_NULL_OUT1;
         record_simple(r->log, &rec);
     }
+    space_leave(r->log, locked);
     return hr;
 }
 
@@ -729,6 +771,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualFree(IHostMemoryManager *iface, LPVO
     recorder *r = recorder_of(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_VirtualFree(r->inner, addr, size, type);
+    bool locked = space_enter(r->log);
     uint64_t slot = reserve(r->log, 1);
     HRESULT hr = IHostMemoryManager_VirtualFree(r->inner, addr, size, type);
     hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_FREE, hr);
@@ -737,6 +780,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualFree(IHostMemoryManager *iface, LPVO
     rec.a32 = type;
     rec.nslots = 1;
     commit(r->log, slot, &rec, NULL, 0);
+    space_leave(r->log, locked);
     return hr;
 }
 
@@ -744,8 +788,11 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, voi
                                                   SIZE_T *pResult)
 {
     recorder *r = recorder_of(iface);
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
+    uint64_t epoch = atomic_load_explicit(&r->log->space_epoch, memory_order_acquire);
     HRESULT hr = IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
-    if (log_enabled(r->log)) {
+    {
         hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_QUERY, hr);
         rec.addr = (uint64_t)(uintptr_t)addr;
         rec.size = length;
@@ -758,7 +805,11 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, voi
         rec.nslots = mbi ? 2 : 1;
         if (mbi)
             rec.flags |= HM_RAW_HAS_MBI;
-        commit(r->log, reserve(r->log, rec.nslots), &rec, buffer, mbi ? sizeof(MEMORY_BASIC_INFORMATION) : 0);
+        uint64_t slot = reserve(r->log, rec.nslots);
+        /* A change of the address space overlapped the query: its place in the trace is not exact. */
+        if ((epoch & 1) || atomic_load_explicit(&r->log->space_epoch, memory_order_relaxed) != epoch)
+            rec.flags |= HM_RAW_CONCURRENT;
+        commit(r->log, slot, &rec, buffer, mbi ? sizeof(MEMORY_BASIC_INFORMATION) : 0);
     }
     return hr;
 }
@@ -767,8 +818,11 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualProtect(IHostMemoryManager *iface, v
                                                     DWORD *pOld)
 {
     recorder *r = recorder_of(iface);
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
+    bool locked = space_enter(r->log);
     HRESULT hr = IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
-    if (log_enabled(r->log)) {
+    {
         hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_PROTECT, hr);
         rec.addr = (uint64_t)(uintptr_t)addr;
         rec.size = size;
@@ -779,6 +833,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualProtect(IHostMemoryManager *iface, v
             rec.nulls = HM_TRACE_NULL_OUT1;
         record_simple(r->log, &rec);
     }
+    space_leave(r->log, locked);
     return hr;
 }
 
@@ -827,27 +882,34 @@ static HRESULT STDMETHODCALLTYPE rec_RegisterMemoryNotificationCallback(IHostMem
     return hr;
 }
 
-static HRESULT record_range(recorder *r, int method, HRESULT hr, LPVOID start, SIZE_T size)
+/* Needs and Acquired: under the space lock with their records (the ledger is address-space state too). */
+static HRESULT record_range(recorder *r, int method, LPVOID start, SIZE_T size)
 {
+    bool locked = space_enter(r->log);
+    HRESULT hr = method == HM_METHOD_NEEDS_VAS ? IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size)
+                                               : IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
     hm_raw_record rec = record_start(method, hr);
     rec.addr = (uint64_t)(uintptr_t)start;
     rec.size = size;
     record_simple(r->log, &rec);
+    space_leave(r->log, locked);
     return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE rec_NeedsVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start, SIZE_T size)
 {
     recorder *r = recorder_of(iface);
-    HRESULT hr = IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size);
-    return log_enabled(r->log) ? record_range(r, HM_METHOD_NEEDS_VAS, hr, start, size) : hr;
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size);
+    return record_range(r, HM_METHOD_NEEDS_VAS, start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE rec_AcquiredVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start, SIZE_T size)
 {
     recorder *r = recorder_of(iface);
-    HRESULT hr = IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
-    return log_enabled(r->log) ? record_range(r, HM_METHOD_ACQUIRED_VAS, hr, start, size) : hr;
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
+    return record_range(r, HM_METHOD_ACQUIRED_VAS, start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE rec_ReleasedVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start)
@@ -855,12 +917,14 @@ static HRESULT STDMETHODCALLTYPE rec_ReleasedVirtualAddressSpace(IHostMemoryMana
     recorder *r = recorder_of(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_ReleasedVirtualAddressSpace(r->inner, start);
+    bool locked = space_enter(r->log);
     uint64_t slot = reserve(r->log, 1);
     HRESULT hr = IHostMemoryManager_ReleasedVirtualAddressSpace(r->inner, start);
     hm_raw_record rec = record_start(HM_METHOD_RELEASED_VAS, hr);
     rec.addr = (uint64_t)(uintptr_t)start;
     rec.nslots = 1;
     commit(r->log, slot, &rec, NULL, 0);
+    space_leave(r->log, locked);
     return hr;
 }
 

@@ -56,6 +56,8 @@
 #define HM_RAW_HAS_FILE 0x2u
 /* Version 3: a VirtualQuery answer packed into its call's own slot (the usual case, see hm_raw_pack_mbi). */
 #define HM_RAW_MBI_PACKED 0x4u
+/* A VirtualQuery a call changing the address space overlapped (another thread's): hm_trace_call.concurrent. */
+#define HM_RAW_CONCURRENT 0x8u
 #define HM_RAW_NO_LEVEL 0xffu
 
 typedef struct hm_raw_record {
@@ -142,6 +144,8 @@ HRESULT hm_trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_t
 
 /* Reads a trace held in memory (data must outlive the reader; name is what errors call it). No copy is made. */
 HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out);
+/* Raw traces: releases lost in flight (a killed recorder) that a later call proved, so far (trace_reader.c). */
+uint64_t hm_trace_reader_implied(const hm_trace_reader *reader);
 
 /* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
 /* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */

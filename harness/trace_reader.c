@@ -22,6 +22,7 @@
 /* A region or block of a raw trace, by its recorded address. */
 typedef struct span {
     uint64_t start, end; /* [start, end) */
+    uint64_t died;       /* dead spans: the call that ended it (the latest death wins a relocation) */
     uint32_t handle;
     uint8_t live;
 } span;
@@ -58,6 +59,7 @@ struct hm_trace_reader {
     size_t thread_count;
     uint32_t next_thread;
     uint64_t lost;
+    uint64_t implied; /* releases lost in flight that a later call proved */
     uint64_t slot;
     /* raw version 2: the ring when it holds records not copied to their place (a killed recorder): the slots
      * the file holds (ring_have; the rest are zeros), copied, or in place for a trace in memory */
@@ -362,6 +364,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
 HM_API const char *hm_trace_error(const hm_trace_reader *r) { return r->error; }
 HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *r) { return r->encoding; }
 HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *r) { return r->lost; }
+uint64_t hm_trace_reader_implied(const hm_trace_reader *r) { return r->implied; }
 
 HM_API int hm_trace_reader_incomplete(const hm_trace_reader *r, uint64_t *calls, const char **reason)
 {
@@ -599,7 +602,7 @@ static span *span_insert(span_set *s, uint64_t start, uint64_t size)
     }
     memmove(&s->v[at + 1], &s->v[at], (s->count - at) * sizeof *s->v);
     s->count++;
-    s->v[at] = (span){start, end, ++s->next_handle, 1};
+    s->v[at] = (span){start, end, 0, ++s->next_handle, 1};
     return &s->v[at];
 }
 
@@ -623,7 +626,7 @@ static void span_kill(span_set *s, span *sp)
         s->dead_head = 0;
         s->dead_capacity = capacity;
     }
-    span victim = {0, 0, 0, 0};
+    span victim = {0, 0, 0, 0, 0};
     if (s->dead_count == HM_TRACE_DEAD_KEPT) {
         victim = s->dead[s->dead_head];
         s->dead_head = (s->dead_head + 1) % HM_TRACE_DEAD_KEPT;
@@ -638,15 +641,50 @@ static void span_kill(span_set *s, span *sp)
     }
 }
 
+/* An address as what holds it at this call: a live block, else a live region, else the one of a dead block and a
+ * dead region that died last (a query after a release names what was there). A dead handle must never win over a
+ * live one: on the replay host it stands for other memory. */
 static hm_trace_ref relocate(hm_trace_reader *r, uint64_t addr)
 {
-    span *sp = span_containing(&r->blocks, addr);
-    if (sp)
-        return (hm_trace_ref){addr - sp->start, sp->handle, HM_REF_BLOCK};
-    sp = span_containing(&r->regions, addr);
-    if (sp)
-        return (hm_trace_ref){addr - sp->start, sp->handle, HM_REF_ALLOC};
+    span *block = span_containing(&r->blocks, addr), *region = span_containing(&r->regions, addr);
+    if (block && !block->live && region && (region->live || region->died > block->died))
+        block = NULL;
+    if (block)
+        return (hm_trace_ref){addr - block->start, block->handle, HM_REF_BLOCK};
+    if (region)
+        return (hm_trace_ref){addr - region->start, region->handle, HM_REF_ALLOC};
     return (hm_trace_ref){addr, 0, HM_REF_RAW};
+}
+
+static void kill_span(hm_trace_reader *r, span_set *s, span *sp)
+{
+    sp->died = r->last_seq;
+    span_kill(s, sp);
+}
+
+/* A new region [start, end): the live blocks there are gone (their heap gave the memory back; a heap's last
+ * Release frees blocks no Free names). With calls lost in flight, a live region there was released by one of
+ * them: the new call proves it, so it is implied rather than taken for a host handing out live memory twice. */
+static span *live_overlap(span_set *s, uint64_t start, uint64_t end)
+{
+    for (long i = span_floor(s, end - 1); i >= 0 && s->v[i].end > start; i--)
+        if (s->v[i].live)
+            return &s->v[i];
+    return NULL;
+}
+
+static void new_region_clears(hm_trace_reader *r, uint64_t start, uint64_t size)
+{
+    uint64_t end = start + (size ? size : 1);
+    if (end < start)
+        end = UINT64_MAX;
+    span *sp;
+    while ((sp = live_overlap(&r->blocks, start, end))) /* one at a time: a kill may move the spans */
+        kill_span(r, &r->blocks, sp);
+    while (r->lost && (sp = live_overlap(&r->regions, start, end))) {
+        kill_span(r, &r->regions, sp);
+        r->implied++;
+    }
 }
 
 /* Recorded thread ids are small numbers from the recorder, numbered here in order of first appearance; a hostile
@@ -823,6 +861,10 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->prot = rec.b32;
         if (c->nulls & HM_TRACE_NULL_OUT1)
             break;
+        /* A call asking for a new region (not a commit inside one) whose answer lies in a live region. */
+        bool fresh = ok && rec.out && ((rec.a32 & MEM_RESERVE) || !rec.addr);
+        if (fresh)
+            new_region_clears(r, rec.out, rec.size);
         span *sp = ok && rec.out ? span_containing(&r->regions, rec.out) : NULL;
         if (sp && sp->live) {
             c->mem = (hm_trace_ref){rec.out - sp->start, sp->handle, HM_REF_ALLOC};
@@ -842,13 +884,14 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->type = rec.a32;
         span *sp = span_containing(&r->regions, rec.addr);
         if (ok && (rec.a32 & MEM_RELEASE) && sp)
-            span_kill(&r->regions, sp);
+            kill_span(r, &r->regions, sp);
         break;
     }
     case HM_METHOD_VIRTUAL_QUERY:
         c->addr = relocate(r, rec.addr);
         c->size = rec.size;
         c->query_result = rec.out;
+        c->concurrent = (rec.flags & HM_RAW_CONCURRENT) != 0;
         if ((rec.flags & HM_RAW_MBI_PACKED) || (rec.flags & HM_RAW_HAS_MBI && rec.nslots >= 2)) {
             MEMORY_BASIC_INFORMATION mbi;
             if (rec.flags & HM_RAW_MBI_PACKED)
@@ -904,6 +947,9 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         if (c->nulls & HM_TRACE_NULL_OUT1)
             break;
         if (ok && rec.out) {
+            span *old = r->lost ? span_containing(&r->blocks, rec.out) : NULL;
+            if (old && old->live)
+                r->implied++; /* its Free was lost in flight: this block proves it */
             span *sp = span_insert(&r->blocks, rec.out, rec.size);
             if (!sp)
                 return reader_fail(r, "out of memory");
@@ -917,7 +963,7 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->addr = relocate(r, rec.addr);
         span *sp = span_containing(&r->blocks, rec.addr);
         if (ok && sp && sp->start == rec.addr)
-            span_kill(&r->blocks, sp);
+            kill_span(r, &r->blocks, sp);
         break;
     }
     case HM_TRACE_ON_NOTIFICATION:

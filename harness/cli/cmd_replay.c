@@ -65,9 +65,9 @@ int hm_cmd_replay(int argc, char **argv)
         hm_cli_json_string(stdout, path);
         printf(", \"calls\": %" PRIu64 ", \"host_calls\": %" PRIu64 ", \"injected\": %" PRIu64
                ", \"notifications_recorded\": %" PRIu64 ", \"notifications_seen\": %" PRIu64 ", \"lost\": %" PRIu64
-               ", \"diverged\": %s",
+               ", \"implied\": %" PRIu64 ", \"concurrent\": %" PRIu64 ", \"diverged\": %s",
                res.calls, res.host_calls, res.injected, res.notifications_recorded, res.notifications_seen, res.lost,
-               res.diverged ? "true" : "false");
+               res.implied, res.concurrent, res.diverged ? "true" : "false");
         if (res.incomplete) {
             printf(", \"incomplete\": {\"calls\": %" PRIu64 ", \"reason\": ", res.incomplete_calls);
             hm_cli_json_string(stdout, res.incomplete_reason);
@@ -109,6 +109,12 @@ int hm_cmd_replay(int argc, char **argv)
         if (res.lost)
             printf("note: the recorder was killed with calls in flight (%" PRIu64 " gap(s)); they are not in the trace\n",
                    res.lost);
+        if (res.implied)
+            printf("note: %" PRIu64 " release(s) lost in flight were implied by later calls (not divergences)\n",
+                   res.implied);
+        if (res.concurrent)
+            printf("note: %" PRIu64 " VirtualQuery answer(s) not compared: another thread changed the address space "
+                   "while they ran\n", res.concurrent);
         if (res.fault_spec)
             printf("faults: %s\n", res.fault_spec[0] ? res.fault_spec : "(none: no recorded failure to reproduce)");
     }

@@ -96,6 +96,9 @@ typedef struct hm_trace_call {
     uint64_t mbi_region_size;
     uint32_t load;          /* *pMemoryLoad */
     uint64_t available_bytes; /* *pAvailableBytes */
+    /* VirtualQuery: another thread changed the address space while it ran, so its answer may describe the state
+     * before or after that change; replay does not compare it (docs/trace-format.md, "Threads"). */
+    int concurrent;
 } hm_trace_call;
 
 /* One call as its text line, without newline. Returns the length it needs (like snprintf). */
@@ -166,6 +169,8 @@ typedef struct hm_replay_result {
     uint64_t injected;       /* recorded failures reproduced by injection */
     uint64_t notifications_recorded, notifications_seen;
     uint64_t lost;           /* raw traces: calls lost in flight */
+    uint64_t implied;        /* raw traces: releases lost in flight that a later call proved (not divergences) */
+    uint64_t concurrent;     /* VirtualQuery calls whose answers were not compared (see hm_trace_call) */
     int diverged;            /* 1 when a result differed */
     uint64_t divergence_seq; /* the trace's sequence number of the first divergent call */
     int divergence_method;
