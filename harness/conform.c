@@ -967,7 +967,9 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
         *out = *run.shared;
     } else {
         out->status = HM_RULE_FAIL;
-        snprintf(out->expected, sizeof out->expected, "the check runs to its end");
+        snprintf(out->expected, sizeof out->expected, "%s",
+                 how.end == HM_ISOLATED_FINDING ? "the host writes only inside the buffers it is given"
+                                                : "the check runs to its end");
         snprintf(out->actual, sizeof out->actual, "%.399s", how.message);
     }
     out->host_stdout_bytes = how.stdout_bytes;

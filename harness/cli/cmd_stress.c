@@ -139,7 +139,7 @@ static void print_json(const stress_options *o, const shared_run *s, const char 
     printf("}\n");
 }
 
-static void print_summary(const stress_options *o, const shared_run *s)
+static void print_summary(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
     uint64_t all = hm_stress_total_ops(r);
@@ -172,7 +172,10 @@ static void print_summary(const stress_options *o, const shared_run *s)
                    (unsigned long long)e->method_call, (unsigned long long)e->size, hm_hr_name(e->result));
         }
     }
-    printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
+    if (crash) /* never "violations: 0": the run did not finish */
+        printf("  the run did not finish: %s\n", crash);
+    else
+        printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
 }
 
 /* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
@@ -367,7 +370,7 @@ int hm_cmd_stress(int argc, char **argv)
         if (o.json)
             print_json(&o, s, crash);
         else
-            print_summary(&o, s);
+            print_summary(&o, s, crash);
         if (violations || crash)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;

@@ -71,3 +71,66 @@ bool hm_cli_parse_size(const char *text, unsigned long long *out)
     *out = v << shift;
     return true;
 }
+
+/* ---- Running a whole subcommand isolated ------------------------------------------------------------------- */
+
+typedef struct isolated_command {
+    hm_cmd_fn fn;
+    int argc;
+    char **argv;
+    int code;
+} isolated_command;
+
+static void command_child(void *ctx)
+{
+    isolated_command *c = ctx;
+    c->code = c->fn(c->argc, c->argv);
+}
+
+int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
+{
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args) {
+        fprintf(stderr, "hostmem %s: out of memory\n", name);
+        return HM_EXIT_FAIL;
+    }
+    int n = 0;
+    bool plugin = false;
+    unsigned long long timeout = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--timeout") == 0) {
+            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
+                fprintf(stderr, "hostmem %s: --timeout wants seconds from 1 to 86400\n", name);
+                free(args);
+                return HM_EXIT_USAGE;
+            }
+            continue;
+        }
+        plugin |= i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
+        args[n++] = argv[i];
+    }
+    int code;
+    if (!plugin) {
+        code = fn(n, args);
+    } else {
+        isolated_command *c = hm_shared_alloc(sizeof *c);
+        if (!c) {
+            fprintf(stderr, "hostmem %s: cannot map memory to share with the child\n", name);
+            free(args);
+            return HM_EXIT_FAIL;
+        }
+        *c = (isolated_command){fn, n, args, HM_EXIT_FAIL};
+        hm_isolate_options io = {.timeout_seconds = (double)timeout, .pass_stdout = true};
+        hm_isolated how;
+        if (hm_isolate(command_child, c, &io, &how) == HM_ISOLATED_REPORTED) {
+            code = c->code;
+        } else {
+            fflush(stdout);
+            fprintf(stderr, "hostmem %s: FAIL: %s\n", name, how.message);
+            code = HM_EXIT_FAIL;
+        }
+        hm_shared_free(c, sizeof *c);
+    }
+    free(args);
+    return code;
+}

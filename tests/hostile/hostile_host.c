@@ -7,7 +7,7 @@
  *   RELEASE_HANG    the manager's last Release never returns
  *   QUERY_OVERRUN   VirtualQuery writes 8 bytes past the end of the caller's buffer
  *   STDOUT_FLOOD    HostMemCreateManager prints 1 MiB on stdout
- *   EXIT0_MID_RUN   the 100th VirtualAlloc calls exit(0)
+ *   EXIT0_MID_RUN   the 100th VirtualAlloc (the HOSTILE_EXIT_AT'th, when set) calls exit(0)
  * The tests (tests/CMakeLists.txt) run conform, stress and replay against each and expect a clear report. */
 #include <hostmem/hostmem.h>
 
@@ -76,7 +76,8 @@ static HRESULT STDMETHODCALLTYPE VAlloc(IHostMemoryManager *i, void *a, SIZE_T s
 {
 #ifdef HOSTILE_EXIT0_MID_RUN
     static atomic_int calls;
-    if (atomic_fetch_add(&calls, 1) + 1 == 100)
+    const char *at = getenv("HOSTILE_EXIT_AT");
+    if (atomic_fetch_add(&calls, 1) + 1 == (at ? atoi(at) : 100))
         exit(0);
 #endif
     return IHostMemoryManager_VirtualAlloc(H(i)->inner, a, s, t, p, l, pp);
