@@ -11,11 +11,11 @@
 #include "model.h"
 
 #include "manager.h"
+#include "plugin.h"
 
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>
 
-#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -1235,27 +1235,6 @@ static void op_ledger(fuzz_run *r)
 
 /* ---- Setting up ------------------------------------------------------------------------------------------ */
 
-static HostMemCreateManagerFn plugin_factory(const char *path, FILE *report)
-{
-    static char loaded_path[4096];
-    static HostMemCreateManagerFn factory;
-    if (factory && strcmp(loaded_path, path) == 0)
-        return factory;
-    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        fprintf(report, "hostmem fuzz: cannot load the host library '%s': %s\n", path, dlerror());
-        return NULL;
-    }
-    HostMemCreateManagerFn f = (HostMemCreateManagerFn)(uintptr_t)dlsym(lib, "HostMemCreateManager");
-    if (!f) {
-        fprintf(report, "hostmem fuzz: '%s' does not export HostMemCreateManager\n", path);
-        return NULL;
-    }
-    snprintf(loaded_path, sizeof loaded_path, "%s", path);
-    factory = f; /* stays loaded: the library is used for every input */
-    return f;
-}
-
 /* The fault spec the input's first bytes choose: up to three rules, each a method, a trigger and a result. */
 static void decode_fault_spec(fuzz_run *r, char *spec, size_t len)
 {
@@ -1320,10 +1299,13 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
     const hm_fuzz_config *c = r->config;
     HRESULT hr;
     if (c->host_library) {
-        HostMemCreateManagerFn factory = plugin_factory(c->host_library, r->report);
-        if (!factory)
+        /* The one plugin loader of every hostmem tool (harness/plugin.h): a load failure is said once, plainly. */
+        char err[1024];
+        hr = hm_host_open(c->host_library, c->host_options ? c->host_options : "", bare, err, sizeof err);
+        if (FAILED(hr)) {
+            fprintf(r->report, "hostmem fuzz: %s\n", err);
             return -1;
-        hr = factory(c->host_options ? c->host_options : "", bare);
+        }
     } else if (builtin_reusable(r)) {
         *bare = builtin.manager;
         IHostMemoryManager_AddRef(*bare); /* this input's reference */

@@ -2,13 +2,14 @@
  * expected and what it got, and stops at the first difference. */
 #include "conform.h"
 
+#include "plugin.h"
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -910,11 +911,11 @@ const hm_rule *hm_conform_rules(size_t *count)
 static void run_in_process(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
 {
     hm_rule_ctx c = {NULL, out};
-    HRESULT hr = o->factory(o->host_options, &c.m);
-    if (FAILED(hr) || !c.m) {
+    char err[1024];
+    if (FAILED(hm_host_open(o->library, o->host_options, &c.m, err, sizeof err))) {
         out->status = HM_RULE_FAIL;
         snprintf(out->expected, sizeof out->expected, "HostMemCreateManager gives a manager");
-        snprintf(out->actual, sizeof out->actual, "%s", hm_hr_name(hr));
+        snprintf(out->actual, sizeof out->actual, "%.399s", err);
         return;
     }
     rule->check(&c);
@@ -930,6 +931,18 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+typedef struct rule_run {
+    const hm_rule *rule;
+    const hm_conform_options *o;
+    hm_rule_result *shared;
+} rule_run;
+
+static void run_rule_child(void *ctx)
+{
+    rule_run *run = ctx;
+    run_in_process(run->rule, run->o, run->shared);
+}
+
 void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
 {
     memset(out, 0, sizeof *out);
@@ -939,39 +952,27 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
         out->ms = now_ms() - t0;
         return;
     }
-    int fds[2];
-    if (pipe(fds) != 0) {
-        run_in_process(rule, o, out);
-        out->ms = now_ms() - t0;
-        return;
+    /* Everything that touches the host (loading it included) happens in the child: whatever the host does ends
+     * as this rule's verdict, and a child that ends without its verdict is a failure, never a pass. */
+    rule_run run = {rule, o, hm_shared_alloc(sizeof *out)};
+    hm_isolate_options io = {.timeout_seconds = o->timeout_seconds ? o->timeout_seconds : 10};
+    hm_isolated how;
+    if (!run.shared) {
+        how.end = HM_ISOLATED_NO_CHILD;
+        snprintf(how.message, sizeof how.message, "cannot map memory to share with the child");
+    } else {
+        hm_isolate(run_rule_child, &run, &io, &how);
     }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        alarm(o->timeout_seconds ? o->timeout_seconds : 10);
-        hm_rule_result r = {0};
-        run_in_process(rule, o, &r);
-        ssize_t w = write(fds[1], &r, sizeof r);
-        _exit(w == (ssize_t)sizeof r ? 0 : 3);
-    }
-    close(fds[1]);
-    hm_rule_result r;
-    ssize_t got = read(fds[0], &r, sizeof r);
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (got == (ssize_t)sizeof r) {
-        *out = r;
+    if (how.end == HM_ISOLATED_REPORTED) {
+        *out = *run.shared;
     } else {
         out->status = HM_RULE_FAIL;
-        snprintf(out->expected, sizeof out->expected, "the check runs to its end");
-        if (WIFSIGNALED(status))
-            snprintf(out->actual, sizeof out->actual, "the host crashed: %s (signal %d)%s",
-                     strsignal(WTERMSIG(status)), WTERMSIG(status), WTERMSIG(status) == SIGALRM ? ", timed out" : "");
-        else /* e.g. a sanitizer that caught the fault and exited */
-            snprintf(out->actual, sizeof out->actual, "the host crashed: the process exited with status %d before the "
-                     "check finished", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        snprintf(out->expected, sizeof out->expected, "%s",
+                 how.end == HM_ISOLATED_FINDING ? "the host writes only inside the buffers it is given"
+                                                : "the check runs to its end");
+        snprintf(out->actual, sizeof out->actual, "%.399s", how.message);
     }
+    out->host_stdout_bytes = how.stdout_bytes;
+    hm_shared_free(run.shared, sizeof *out);
     out->ms = now_ms() - t0;
 }

@@ -13,8 +13,9 @@ typedef enum hm_rule_status { HM_RULE_PASS, HM_RULE_FAIL, HM_RULE_INFO } hm_rule
 typedef struct hm_rule_result {
     hm_rule_status status;
     char expected[200];
-    char actual[200];
+    char actual[400];
     double ms;
+    unsigned long long host_stdout_bytes; /* what the host wrote on stdout (kept out of the report) */
 } hm_rule_result;
 
 /* What a check gets: a fresh manager from the host, and where to write its verdict. */
@@ -34,15 +35,16 @@ typedef struct hm_rule {
 const hm_rule *hm_conform_rules(size_t *count);
 
 typedef struct hm_conform_options {
-    HostMemCreateManagerFn factory;  /* the host's factory */
+    const char *library;             /* the host plugin (NULL: the built-in manager) */
     const char *host_options;
     const char *filter;              /* run only rules whose id contains this (NULL: all) */
     bool no_fork;                    /* run in-process (for debuggers); a crash then ends the run */
     unsigned timeout_seconds;        /* per rule; default 10 */
 } hm_conform_options;
 
-/* Runs one rule: in a forked child with a timeout unless no_fork, so a host that crashes or hangs is reported as a
- * failure with its signal and the run goes on. */
+/* Runs one rule: loading the host, making the manager, the check and the final Release all happen in a forked
+ * child with a timeout (unless no_fork), so a host that crashes, exits or hangs is reported as the rule's failure
+ * (with its signal, exit status or the call it hung in) and the run goes on. */
 void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out);
 
 #endif

@@ -29,6 +29,12 @@ bool hm_cli_take_host_option(hm_host_choice *choice, int argc, char **argv, int 
  * the HRESULT. The plugin stays loaded for the life of the process. */
 HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out);
 
+/* Runs a subcommand fn(argc, argv) that talks to a host. When the command line names a plugin (--host), fn runs in
+ * an isolated child (plugin.h): a host that crashes, exits the process or hangs past --timeout SECONDS (taken out
+ * of argv here; default: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the
+ * tool's own crash, hang or exit status. The child's stdout is the tool's. */
+int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv);
+
 /* Copies every call of the trace IN (any encoding) to OUT ("-": stdout) in `encoding`; errors go to stderr naming
  * the file. Returns an exit code. */
 int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encoding);

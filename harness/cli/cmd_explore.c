@@ -25,7 +25,7 @@ static void usage(FILE *f)
                "Exit 0 when every run finished cleanly, 1 otherwise, 2 for bad usage.\n");
 }
 
-int hm_cmd_explore(int argc, char **argv)
+static int explore_command(int argc, char **argv)
 {
     hm_explore_options o = {0};
     host_factory factory = {{0}};
@@ -106,3 +106,6 @@ int hm_cmd_explore(int argc, char **argv)
     HostMemExploreFree(&r);
     return code;
 }
+
+/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
+int hm_cmd_explore(int argc, char **argv) { return hm_cli_isolated("explore", explore_command, argc, argv); }

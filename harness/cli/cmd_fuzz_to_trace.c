@@ -47,7 +47,7 @@ static uint8_t *read_input(const char *path, size_t *size)
     return buf;
 }
 
-int hm_cmd_fuzz_to_trace(int argc, char **argv)
+static int fuzz_to_trace_command(int argc, char **argv)
 {
     hm_fuzz_config config = {0};
     const char *input = NULL, *out = NULL;
@@ -122,3 +122,6 @@ int hm_cmd_fuzz_to_trace(int argc, char **argv)
            *host ? "   (to the calls where the host and the built-in one differ)" : "");
     return outcome.mismatch ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
+
+/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
+int hm_cmd_fuzz_to_trace(int argc, char **argv) { return hm_cli_isolated("fuzz-to-trace", fuzz_to_trace_command, argc, argv); }

@@ -11,7 +11,7 @@ static void usage(FILE *f)
 
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
 
-int hm_cmd_reduce(int argc, char **argv)
+static int reduce_command(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
@@ -76,3 +76,6 @@ int hm_cmd_reduce(int argc, char **argv)
     hm_trace_free(small);
     return code;
 }
+
+/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
+int hm_cmd_reduce(int argc, char **argv) { return hm_cli_isolated("reduce", reduce_command, argc, argv); }

@@ -2,6 +2,7 @@
  * Exit codes: 0 every result matched, 1 divergence or an incomplete trace (the recorder stopped early), 2 bad input
  * (or the host could not be made). */
 #include "cli.h"
+#include "plugin.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -11,18 +12,90 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: hostmem replay TRACE [--host LIB.so] [--host-options S] [--faults SPEC] [--emit-faults]\n"
                "                            [--json] [--no-inject] [--compare-load] [--context N]\n"
-               "  Without --host and --host-options the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n");
+               "                            [--timeout SECONDS] [--no-fork]\n"
+               "  Without --host and --host-options the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
+               "  The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
+               "  within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n");
 }
 
 /* The replay's manager factory: the chosen host, made afresh for each run. */
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
+
+#define DEFAULT_TIMEOUT 60
+#define MAX_FAULT_SPEC (1u << 20)
+
+/* The replay in a child: every contact with the host (loading it, its factory, each call, its Release) happens
+ * there; the result comes back in shared memory, the fault spec copied after it. */
+typedef struct replay_run {
+    const char *path;
+    const hm_replay_options *opts;
+    HRESULT hr;
+    hm_replay_result res;
+    bool has_spec, spec_too_long;
+    char spec[MAX_FAULT_SPEC];
+} replay_run;
+
+static void replay_child(void *ctx)
+{
+    replay_run *run = ctx;
+    run->hr = HostMemReplay(run->path, run->opts, &run->res);
+    if (run->res.fault_spec) {
+        size_t n = strlen(run->res.fault_spec);
+        run->has_spec = true;
+        run->spec_too_long = n >= sizeof run->spec;
+        if (!run->spec_too_long)
+            memcpy(run->spec, run->res.fault_spec, n + 1);
+    }
+    HostMemReplayFree(&run->res);
+    run->res.fault_spec = NULL;
+}
+
+/* Replays in a child with a timeout; a host that crashes, exits or hangs is a finding (HM_EXIT_FAIL), said on
+ * stderr (and in the JSON). Otherwise fills *res and *hr and returns HM_EXIT_OK. */
+static int replay_isolated(const char *path, const hm_replay_options *opts, unsigned timeout, bool json,
+                           HRESULT *hr, hm_replay_result *res)
+{
+    replay_run *run = hm_shared_alloc(sizeof *run);
+    if (!run) {
+        fprintf(stderr, "hostmem replay: cannot map memory to share with the child\n");
+        return HM_EXIT_FAIL;
+    }
+    run->path = path;
+    run->opts = opts;
+    hm_isolate_options io = {.timeout_seconds = timeout};
+    hm_isolated how;
+    hm_isolate(replay_child, run, &io, &how);
+    hm_isolated_note_stdout(&how, stderr);
+    int code = HM_EXIT_OK;
+    if (how.end != HM_ISOLATED_REPORTED) {
+        if (json) {
+            printf("{\"trace\": ");
+            hm_cli_json_string(stdout, path);
+            printf(", \"diverged\": false, \"host_failure\": ");
+            hm_cli_json_string(stdout, how.message);
+            printf("}\n");
+        }
+        fprintf(stderr, "hostmem replay: %s: FAIL: %s\n", path, how.message);
+        code = HM_EXIT_FAIL;
+    } else if (run->spec_too_long) {
+        fprintf(stderr, "hostmem replay: %s: the fault spec is longer than %u bytes\n", path, MAX_FAULT_SPEC);
+        code = HM_EXIT_FAIL;
+    } else {
+        *hr = run->hr;
+        *res = run->res;
+        res->fault_spec = run->has_spec ? strdup(run->spec) : NULL;
+    }
+    hm_shared_free(run, sizeof *run);
+    return code;
+}
 
 int hm_cmd_replay(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
     const char *path = NULL;
-    bool json = false, error = false;
+    bool json = false, error = false, no_fork = false;
+    unsigned long long timeout = DEFAULT_TIMEOUT;
     for (int i = 1; i < argc && !error; i++) {
         if (hm_cli_take_host_option(&choice, argc, argv, &i, &error))
             continue;
@@ -36,6 +109,14 @@ int hm_cmd_replay(int argc, char **argv)
             opts.compare_load = 1;
         else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc)
             opts.context = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-fork") == 0)
+            no_fork = true;
+        else if (strcmp(argv[i], "--timeout") == 0) {
+            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
+                fprintf(stderr, "hostmem replay: --timeout wants seconds from 1 to 86400\n");
+                error = true;
+            }
+        }
         else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "hostmem replay: unknown option '%s'\n", argv[i]);
             error = true;
@@ -54,7 +135,14 @@ int hm_cmd_replay(int argc, char **argv)
     opts.factory_ctx = &choice;
 
     hm_replay_result res;
-    HRESULT hr = HostMemReplay(path, &opts, &res);
+    HRESULT hr;
+    if (no_fork) {
+        hr = HostMemReplay(path, &opts, &res);
+    } else {
+        int code = replay_isolated(path, &opts, (unsigned)timeout, json, &hr, &res);
+        if (code != HM_EXIT_OK)
+            return code;
+    }
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem replay: %s\n", res.error[0] ? res.error : hm_hr_name(hr));
         HostMemReplayFree(&res);

@@ -2,23 +2,23 @@
  * that crashes or hangs still gets a report (its signal, each thread's last calls, the recorded trace), with live
  * progress on a terminal and a summary or JSON at the end. */
 #include "cli.h"
+#include "plugin.h"
 #include "stress.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#define HANG_SECONDS 20 /* no operation finished for this long: the host is hung */
+#define HANG_SECONDS 20 /* the default --timeout */
 
 /* What the child leaves for the parent, in a shared mapping. */
 typedef struct shared_run {
     hm_stress_report report;
     HRESULT run_result;
     bool finished;           /* the workload returned (the host did not crash or hang) */
+    bool open_failed;        /* the host could not be loaded or made (bad usage, said on stderr) */
     bool recording;
     uint64_t faults_injected;
     hm_fault_event first_faults[3];
@@ -30,16 +30,10 @@ typedef struct stress_options {
     hm_host_choice host;
     hm_stress_config config;
     bool json, no_fork;
+    unsigned hang_seconds;   /* no operation finished for this long: the host is hung */
     const char *trace_dir;
     char trace_path[4096];
 } stress_options;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t ops_done(const hm_stress_report *r)
 {
@@ -65,8 +59,10 @@ static void show_progress(const hm_stress_report *r, double elapsed, void *ctx)
 static void run_workload(stress_options *o, shared_run *out, bool progress)
 {
     IHostMemoryManager *m;
-    if (FAILED(hm_cli_open_host(&o->host, &m))) {
+    if (FAILED(hm_cli_open_host(&o->host, &m))) { /* it said why */
         out->run_result = E_FAIL;
+        out->open_failed = true;
+        out->finished = true;
         return;
     }
     /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
@@ -143,7 +139,7 @@ static void print_json(const stress_options *o, const shared_run *s, const char 
     printf("}\n");
 }
 
-static void print_summary(const stress_options *o, const shared_run *s)
+static void print_summary(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
     uint64_t all = hm_stress_total_ops(r);
@@ -176,7 +172,10 @@ static void print_summary(const stress_options *o, const shared_run *s)
                    (unsigned long long)e->method_call, (unsigned long long)e->size, hm_hr_name(e->result));
         }
     }
-    printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
+    if (crash) /* never "violations: 0": the run did not finish */
+        printf("  the run did not finish: %s\n", crash);
+    else
+        printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
 }
 
 /* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
@@ -220,66 +219,69 @@ static void report_failure(const stress_options *o, const shared_run *s, const c
         fprintf(stderr, "(not recorded: %s)\n", s->trace_note);
 }
 
-/* Runs the workload in a child; returns a description of how the child died, or NULL when it finished. */
+typedef struct forked_run {
+    stress_options *o;
+    shared_run *s;
+    bool progress;
+    uint64_t last_done;
+    double last_change, elapsed;
+} forked_run;
+
+static void workload_child(void *ctx)
+{
+    forked_run *run = ctx;
+    run_workload(run->o, run->s, false);
+}
+
+/* In the parent while the child runs: progress, and the hang check (no operation finished for hang_seconds). */
+static bool watch_run(void *ctx, double elapsed, char *why, size_t why_len)
+{
+    forked_run *run = ctx;
+    run->elapsed = elapsed;
+    uint64_t done = ops_done(&run->s->report);
+    if (done != run->last_done) {
+        run->last_done = done;
+        run->last_change = elapsed;
+    } else if (elapsed - run->last_change >= run->o->hang_seconds) {
+        snprintf(why, why_len, "the host did not return in %u s (no operation finished)", run->o->hang_seconds);
+        return true;
+    }
+    if (run->progress && run->s->report.threads)
+        show_progress(&run->s->report, elapsed, NULL);
+    return false;
+}
+
+/* Runs the workload in a child (the host is loaded, made and released there too); returns a description of how
+ * the child ended, or NULL when the workload returned. */
 static const char *run_forked(stress_options *o, shared_run *s, bool progress, char *why, size_t why_len)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(why, why_len, "cannot start the child process");
-        return why;
-    }
-    if (pid == 0) {
-        run_workload(o, s, false);
-        fflush(NULL);
-        _exit(0);
-    }
-    double t0 = now_s(), last_change = t0;
-    uint64_t last_done = 0;
-    int status = 0;
-    bool hung = false;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        usleep(100000);
-        double now = now_s();
-        uint64_t done = ops_done(&s->report);
-        if (done != last_done) {
-            last_done = done;
-            last_change = now;
-        } else if (now - last_change > HANG_SECONDS) {
-            hung = true;
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        if (progress && s->report.threads)
-            show_progress(&s->report, now - t0, NULL);
-    }
+    forked_run run = {.o = o, .s = s, .progress = progress};
+    hm_isolate_options io = {.watch = watch_run, .watch_ctx = &run};
+    hm_isolated how;
+    hm_isolate(workload_child, &run, &io, &how);
     if (progress)
         fprintf(stderr, "\n");
-    if (hung)
-        snprintf(why, why_len, "the host hung: no operation finished for %d s (the run was killed)", HANG_SECONDS);
-    else if (WIFSIGNALED(status))
-        snprintf(why, why_len, "the host crashed: %s (signal %d)", strsignal(WTERMSIG(status)), WTERMSIG(status));
-    else if (!s->finished)
-        snprintf(why, why_len, "the run ended early: the process exited with status %d (a sanitizer report above?)",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    else
+    hm_isolated_note_stdout(&how, stderr);
+    if (how.end == HM_ISOLATED_REPORTED)
         return NULL;
+    snprintf(why, why_len, "%s", how.message);
     if (s->report.seconds == 0)
-        s->report.seconds = now_s() - t0;
+        s->report.seconds = run.elapsed;
     return why;
 }
 
 static int usage(void)
 {
     printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
-           "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR] [--no-fork]\n\n"
+           "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR] [--timeout S]\n"
+           "                      [--no-fork]\n\n"
            "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
            "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
            "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
            "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
            "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
-           "The run happens in a child process: a host that crashes or hangs (no call returning for %d s) is\n"
+           "The run (loading the host included) happens in a child process: a host that crashes, exits the\n"
+           "process or hangs (no call returning for --timeout S seconds, default %d) is\n"
            "reported with its signal and each thread's last calls. Every call is recorded to\n"
            "DIR/stress-PID.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
            "hostmem replay and reduce), the last calls go to DIR/stress-violation.txt and the exit status is 1.\n"
@@ -291,7 +293,7 @@ static int usage(void)
 int hm_cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
-    unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1;
+    unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS;
     for (int i = 1; i < argc; i++) {
         bool error = false;
         unsigned long long *target = NULL;
@@ -308,6 +310,8 @@ int hm_cmd_stress(int argc, char **argv)
             target = &ops;
         else if (strcmp(argv[i], "--seed") == 0)
             target = &seed;
+        else if (strcmp(argv[i], "--timeout") == 0)
+            target = &timeout;
         else if (strcmp(argv[i], "--json") == 0) {
             o.json = true;
             continue;
@@ -325,9 +329,10 @@ int hm_cmd_stress(int argc, char **argv)
         }
         if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], target) ||
             (target == &threads && (threads == 0 || threads > HM_STRESS_MAX_THREADS)) ||
-            (target == &seconds && seconds == 0)) {
+            (target == &seconds && seconds == 0) || (target == &timeout && (timeout == 0 || timeout > 86400))) {
             fprintf(stderr, "hostmem stress: %s wants a number%s\n", argv[i - 1],
-                    target == &threads ? " from 1 to 64" : target == &seconds ? " of at least 1" : "");
+                    target == &threads ? " from 1 to 64" : target == &seconds ? " of at least 1"
+                    : target == &timeout ? " from 1 to 86400" : "");
             return HM_EXIT_USAGE;
         }
     }
@@ -335,13 +340,8 @@ int hm_cmd_stress(int argc, char **argv)
     o.config.seconds = ops ? 0 : (double)seconds;
     o.config.ops = ops;
     o.config.seed = seed;
+    o.hang_seconds = (unsigned)timeout;
     snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d.trace", o.trace_dir, (int)getpid());
-
-    /* Load the host here first, so a missing library or a failing factory is reported once, plainly. */
-    IHostMemoryManager *probe;
-    if (FAILED(hm_cli_open_host(&o.host, &probe)))
-        return HM_EXIT_USAGE;
-    IHostMemoryManager_Release(probe);
 
     shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
@@ -349,7 +349,7 @@ int hm_cmd_stress(int argc, char **argv)
         return HM_EXIT_FAIL;
     }
     bool progress = isatty(2) && !o.json;
-    char why[256];
+    char why[700];
     const char *crash = NULL;
     if (o.no_fork)
         run_workload(&o, s, progress);
@@ -359,7 +359,9 @@ int hm_cmd_stress(int argc, char **argv)
         fprintf(stderr, "\n");
 
     int exit_code;
-    if (!crash && FAILED(s->run_result)) {
+    if (!crash && s->open_failed) {
+        exit_code = HM_EXIT_USAGE;
+    } else if (!crash && FAILED(s->run_result)) {
         fprintf(stderr, "hostmem stress: the run could not start: %s (the host gives no heap?)\n",
                 hm_hr_name(s->run_result));
         exit_code = HM_EXIT_FAIL;
@@ -368,7 +370,7 @@ int hm_cmd_stress(int argc, char **argv)
         if (o.json)
             print_json(&o, s, crash);
         else
-            print_summary(&o, s);
+            print_summary(&o, s, crash);
         if (violations || crash)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;

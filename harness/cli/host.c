@@ -1,8 +1,8 @@
 /* Choosing the host a subcommand talks to: the built-in manager or a plugin, optionally behind the fault layer. */
 #include "cli.h"
 #include "factory.h"
+#include "plugin.h"
 
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +31,7 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
 {
     *out = NULL;
     IHostMemoryManager *manager = NULL;
+    char err[1024];
     HRESULT hr;
     if (!choice->library) {
         /* HostMemCreateManager's manager, except that --faults replaces HOSTMEM_FAULTS: one fault layer (below). */
@@ -40,35 +41,9 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
                     choice->options ? choice->options : "", HostMemLastError(), hm_hr_name(hr));
             return hr;
         }
-    } else {
-        /* RTLD_LOCAL keeps the plugin's symbols (its own HostMemCreateManager) out of everyone else's way. */
-        void *lib = dlopen(choice->library, RTLD_NOW | RTLD_LOCAL);
-        if (!lib) {
-            fprintf(stderr, "hostmem: cannot load host library '%s': %s\n", choice->library, dlerror());
-            return E_FAIL;
-        }
-        HostMemCreateManagerFn factory = (HostMemCreateManagerFn)(uintptr_t)dlsym(lib, "HostMemCreateManager");
-        if (!factory) {
-            fprintf(stderr,
-                    "hostmem: host library '%s' does not export HostMemCreateManager (a host plugin exports\n"
-                    "  HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager);)\n",
-                    choice->library);
-            dlclose(lib);
-            return E_FAIL;
-        }
-        hr = factory(choice->options, &manager);
-        if (FAILED(hr) || !manager) {
-            const char *(*last_error)(void) = (const char *(*)(void))(uintptr_t)dlsym(lib, "HostMemLastError");
-            fprintf(stderr, "hostmem: HostMemCreateManager of '%s' with options '%s' failed: %s%s%s\n",
-                    choice->library, choice->options ? choice->options : "", hm_hr_name(hr),
-                    last_error && *last_error() ? ": " : "", last_error ? last_error() : "");
-            if (SUCCEEDED(hr)) {
-                fprintf(stderr, "hostmem: (it returned %s but no manager)\n", hm_hr_name(hr));
-                hr = E_POINTER;
-            }
-            return hr;
-        }
-        /* The plugin stays loaded: its objects may outlive any scope we could close it in. */
+    } else if (FAILED(hr = hm_host_open(choice->library, choice->options, &manager, err, sizeof err))) {
+        fprintf(stderr, "hostmem: %s\n", err);
+        return hr;
     }
     if (choice->faults) {
         IHostMemoryManager *wrapped;
@@ -104,4 +79,67 @@ bool hm_cli_parse_size(const char *text, unsigned long long *out)
         return false;
     *out = v << shift;
     return true;
+}
+
+/* ---- Running a whole subcommand isolated ------------------------------------------------------------------- */
+
+typedef struct isolated_command {
+    hm_cmd_fn fn;
+    int argc;
+    char **argv;
+    int code;
+} isolated_command;
+
+static void command_child(void *ctx)
+{
+    isolated_command *c = ctx;
+    c->code = c->fn(c->argc, c->argv);
+}
+
+int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
+{
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args) {
+        fprintf(stderr, "hostmem %s: out of memory\n", name);
+        return HM_EXIT_FAIL;
+    }
+    int n = 0;
+    bool plugin = false;
+    unsigned long long timeout = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--timeout") == 0) {
+            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
+                fprintf(stderr, "hostmem %s: --timeout wants seconds from 1 to 86400\n", name);
+                free(args);
+                return HM_EXIT_USAGE;
+            }
+            continue;
+        }
+        plugin |= i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
+        args[n++] = argv[i];
+    }
+    int code;
+    if (!plugin) {
+        code = fn(n, args);
+    } else {
+        isolated_command *c = hm_shared_alloc(sizeof *c);
+        if (!c) {
+            fprintf(stderr, "hostmem %s: cannot map memory to share with the child\n", name);
+            free(args);
+            return HM_EXIT_FAIL;
+        }
+        *c = (isolated_command){fn, n, args, HM_EXIT_FAIL};
+        hm_isolate_options io = {.timeout_seconds = (double)timeout, .pass_stdout = true};
+        hm_isolated how;
+        if (hm_isolate(command_child, c, &io, &how) == HM_ISOLATED_REPORTED) {
+            code = c->code;
+        } else {
+            fflush(stdout);
+            fprintf(stderr, "hostmem %s: FAIL: %s\n", name, how.message);
+            code = HM_EXIT_FAIL;
+        }
+        hm_shared_free(c, sizeof *c);
+    }
+    free(args);
+    return code;
 }

@@ -1,0 +1,292 @@
+/* Host plugins: loading and isolation (see plugin.h). */
+#include "plugin.h"
+
+#include "guard.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Loading ------------------------------------------------------------------------------------------------ */
+
+HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManager **out, char *err, size_t err_len)
+{
+    *out = NULL;
+    IHostMemoryManager *manager = NULL;
+    if (!library) {
+        HRESULT hr = HostMemCreateManager(options, &manager);
+        if (FAILED(hr) || !manager) {
+            snprintf(err, err_len, "the built-in manager refused options '%s': %s (%s)", options ? options : "",
+                     HostMemLastError(), hm_hr_name(hr));
+            return FAILED(hr) ? hr : E_POINTER;
+        }
+        *out = manager;
+        return S_OK;
+    }
+    /* RTLD_LOCAL keeps the plugin's symbols (its own HostMemCreateManager) out of everyone else's way. */
+    hm_isolate_doing("dlopen (the library's constructors)");
+    void *lib = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    hm_isolate_doing(NULL);
+    if (!lib) {
+        snprintf(err, err_len, "cannot load host library '%s': %s", library, dlerror());
+        return E_FAIL;
+    }
+    HostMemCreateManagerFn factory = (HostMemCreateManagerFn)(uintptr_t)dlsym(lib, "HostMemCreateManager");
+    if (!factory) {
+        snprintf(err, err_len,
+                 "host library '%s' does not export HostMemCreateManager (a host plugin exports\n"
+                 "  HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager);)",
+                 library);
+        return E_FAIL;
+    }
+    hm_isolate_doing("HostMemCreateManager");
+    HRESULT hr = factory(options, &manager);
+    hm_isolate_doing(NULL);
+    if (FAILED(hr) || !manager) {
+        const char *(*last_error)(void) = (const char *(*)(void))(uintptr_t)dlsym(lib, "HostMemLastError");
+        const char *said = last_error ? last_error() : NULL;
+        snprintf(err, err_len, "host library '%s': HostMemCreateManager('%s') failed: %s%s%s%s", library,
+                 options ? options : "", hm_hr_name(hr), said && *said ? ": " : "", said ? said : "",
+                 SUCCEEDED(hr) ? " (it succeeded but gave no manager)" : "");
+        return FAILED(hr) ? hr : E_POINTER;
+    }
+    /* The plugin stays loaded: its objects may outlive any scope we could close it in. */
+    return hm_guard_wrap(manager, out);
+}
+
+/* ---- Isolation ---------------------------------------------------------------------------------------------- */
+
+/* What the child leaves for the parent beside the work's own results. */
+typedef struct control {
+    _Atomic(const char *) doing; /* a literal of this program: the same address in both processes */
+    atomic_int finding;
+    char message[600];
+} control;
+
+static control *child_control; /* set in a child only */
+
+enum { FINDING_STATUS = 86 };
+
+void hm_isolate_doing(const char *what)
+{
+    if (child_control)
+        atomic_store_explicit(&child_control->doing, what, memory_order_relaxed);
+}
+
+_Noreturn void hm_isolate_finding(const char *fmt, ...)
+{
+    char message[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    if (!child_control) {
+        fflush(stdout);
+        fprintf(stderr, "hostmem: FINDING: %s\n", message);
+        exit(1);
+    }
+    memcpy(child_control->message, message, sizeof message);
+    atomic_store(&child_control->finding, 1);
+    _exit(FINDING_STATUS);
+}
+
+void *hm_shared_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void hm_shared_free(void *p, size_t size)
+{
+    if (p)
+        munmap(p, size);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Reads what is there on the child's stdout, keeping the first bytes; closes *fd at its end. */
+static void drain_stdout(int *fd, hm_isolated *how)
+{
+    char buf[65536];
+    ssize_t n = read(*fd, buf, sizeof buf);
+    if (n <= 0) {
+        if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            close(*fd);
+            *fd = -1;
+        }
+        return;
+    }
+    size_t kept = strlen(how->stdout_head), room = sizeof how->stdout_head - 1 - kept;
+    for (ssize_t i = 0; i < n && room; i++, room--)
+        how->stdout_head[kept++] = buf[i] >= 32 && buf[i] < 127 ? buf[i] : '.';
+    how->stdout_head[kept] = '\0';
+    how->stdout_bytes += (unsigned long long)n;
+}
+
+/* In the child: its own process group (so a timeout kills whatever the host started too), dead with its parent,
+ * stdout into the capture pipe, then the work and the "done" byte. */
+static _Noreturn void run_child(void (*work)(void *), void *ctx, control *ctl, pid_t parent, int done_fd, int out_fd)
+{
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    child_control = ctl;
+    if (out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0)
+        _exit(127);
+    work(ctx);
+    hm_isolate_doing(NULL);
+    fflush(NULL);
+    char done = 'D';
+    _exit(write(done_fd, &done, 1) == 1 ? 0 : 127);
+}
+
+static void describe(hm_isolated *how, bool killed, const char *why, int status, const control *ctl)
+{
+    const char *doing = atomic_load(&ctl->doing);
+    snprintf(how->doing, sizeof how->doing, "%s", doing ? doing : "");
+    char in[128] = "";
+    if (doing)
+        snprintf(in, sizeof in, " in %s", doing);
+    if (killed) {
+        how->end = HM_ISOLATED_TIMED_OUT;
+        snprintf(how->message, sizeof how->message, "%s%s%s (the process was killed)", why, doing ? ": it was" : "",
+                 in);
+    } else if (WIFSIGNALED(status)) {
+        how->end = HM_ISOLATED_CRASHED;
+        how->signal = WTERMSIG(status);
+        snprintf(how->message, sizeof how->message, "the host crashed: %s (signal %d)%s", strsignal(how->signal),
+                 how->signal, in);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == FINDING_STATUS && atomic_load(&ctl->finding)) {
+        how->end = HM_ISOLATED_FINDING;
+        snprintf(how->message, sizeof how->message, "%s", ctl->message);
+    } else {
+        how->end = HM_ISOLATED_EXITED;
+        how->status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        snprintf(how->message, sizeof how->message,
+                 "the host exited the process with status %d%s before the call returned%s", how->status, in,
+                 how->status ? " (a sanitizer's report above?)" : " (never a pass: a host must return)");
+    }
+}
+
+hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_options *o, hm_isolated *how)
+{
+    memset(how, 0, sizeof *how);
+    control *ctl = hm_shared_alloc(sizeof *ctl);
+    int done[2] = {-1, -1}, out[2] = {-1, -1};
+    if (!ctl || pipe2(done, O_CLOEXEC) != 0 || (!o->pass_stdout && pipe2(out, O_CLOEXEC) != 0)) {
+        how->end = HM_ISOLATED_NO_CHILD;
+        snprintf(how->message, sizeof how->message, "cannot start a child process: %s", strerror(errno));
+        goto out;
+    }
+    fflush(NULL);
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0) {
+        how->end = HM_ISOLATED_NO_CHILD;
+        snprintf(how->message, sizeof how->message, "cannot start a child process: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0)
+        run_child(work, ctx, ctl, parent, done[1], out[1]);
+    setpgid(pid, pid); /* also here, so that a kill right away reaches the group */
+    close(done[1]);
+    done[1] = -1;
+    if (out[1] >= 0) {
+        close(out[1]);
+        out[1] = -1;
+    }
+    double t0 = now_s();
+    bool got_done = false, killed = false;
+    char why[320] = "";
+    int status = 0;
+    for (;;) {
+        struct pollfd fds[2];
+        nfds_t n = 0;
+        if (done[0] >= 0)
+            fds[n++] = (struct pollfd){.fd = done[0], .events = POLLIN};
+        if (out[0] >= 0)
+            fds[n++] = (struct pollfd){.fd = out[0], .events = POLLIN};
+        if (n ? poll(fds, n, 100) < 0 && errno != EINTR : usleep(100000) < 0 && errno != EINTR)
+            break;
+        for (nfds_t i = 0; i < n; i++) {
+            if (!fds[i].revents)
+                continue;
+            if (fds[i].fd == out[0]) {
+                drain_stdout(&out[0], how);
+            } else {
+                char d = 0;
+                ssize_t r = read(done[0], &d, 1);
+                got_done |= r == 1 && d == 'D';
+                if (r <= 0) {
+                    close(done[0]);
+                    done[0] = -1;
+                }
+            }
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        double elapsed = now_s() - t0;
+        if (!got_done && o->timeout_seconds > 0 && elapsed >= o->timeout_seconds) {
+            snprintf(why, sizeof why, "the host did not return in %g s", o->timeout_seconds);
+            killed = true;
+        } else if (!got_done && o->watch && o->watch(o->watch_ctx, elapsed, why, sizeof why)) {
+            killed = true;
+        }
+        if (killed) {
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+    }
+    /* The child is gone: what it wrote last is in the pipes (a process the host started may still hold them, so
+     * only what is there now is read). */
+    struct pollfd last = {.fd = done[0], .events = POLLIN};
+    if (!got_done && !killed && done[0] >= 0 && poll(&last, 1, 0) == 1) {
+        char d = 0;
+        got_done = read(done[0], &d, 1) == 1 && d == 'D';
+    }
+    for (int rounds = 0; out[0] >= 0 && rounds < 1024; rounds++) {
+        struct pollfd p = {.fd = out[0], .events = POLLIN};
+        if (poll(&p, 1, 0) != 1)
+            break;
+        drain_stdout(&out[0], how);
+    }
+    if (got_done && !killed)
+        how->end = HM_ISOLATED_REPORTED;
+    else
+        describe(how, killed, why, status, ctl);
+out:
+    for (int i = 0; i < 2; i++) {
+        if (done[i] >= 0)
+            close(done[i]);
+        if (out[i] >= 0)
+            close(out[i]);
+    }
+    hm_shared_free(ctl, sizeof *ctl);
+    return how->end;
+}
+
+void hm_isolated_note_stdout(const hm_isolated *how, FILE *f)
+{
+    if (how->stdout_bytes)
+        fprintf(f, "hostmem: note: the host wrote %llu byte(s) on stdout, kept out of the report (they began \"%s\")\n",
+                how->stdout_bytes, how->stdout_head);
+}
