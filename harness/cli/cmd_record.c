@@ -206,11 +206,9 @@ int hm_cmd_record(int argc, char **argv)
             workload = argv[++i];
         } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
             level_name = argv[++i];
-        } else if (strcmp(argv[i], "--calls") == 0 && i + 1 < argc) {
-            if (!hm_cli_parse_size(argv[++i], &calls) || calls == 0) {
-                fprintf(stderr, "hostmem record: --calls wants a positive number, not '%s'\n", argv[i]);
+        } else if (strcmp(argv[i], "--calls") == 0) {
+            if (!hm_cli_take_uint("record", argc, argv, &i, 1, 1000000000, &calls))
                 return HM_EXIT_USAGE;
-            }
         } else {
             usage(stderr);
             return HM_EXIT_USAGE;

@@ -33,9 +33,13 @@ int hm_cmd_replay(int argc, char **argv)
             opts.no_inject = 1;
         else if (strcmp(argv[i], "--compare-load") == 0)
             opts.compare_load = 1;
-        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc)
-            opts.context = atoi(argv[++i]);
-        else if (argv[i][0] == '-' && argv[i][1]) {
+        else if (strcmp(argv[i], "--context") == 0) {
+            unsigned long long context;
+            /* The replay keeps at most 16 calls: the context and the call that diverged. */
+            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 15, &context))
+                return HM_EXIT_USAGE;
+            opts.context = (int)context;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "hostmem replay: unknown option '%s'\n", argv[i]);
             error = true;
         } else if (!path)

@@ -81,25 +81,3 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     *out = manager;
     return S_OK;
 }
-
-bool hm_cli_parse_size(const char *text, unsigned long long *out)
-{
-    if (!text || !*text)
-        return false;
-    char *end;
-    unsigned long long v = strtoull(text, &end, 0);
-    if (end == text)
-        return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case '\0': break;
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: return false;
-    }
-    if (*end != '\0' || (shift && v > (~0ull >> shift)))
-        return false;
-    *out = v << shift;
-    return true;
-}
