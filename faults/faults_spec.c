@@ -19,7 +19,7 @@ typedef struct parser {
 static HRESULT fail_at(parser *ps, const char *where, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static HRESULT fail_at(parser *ps, const char *where, const char *fmt, ...)
 {
-    char what[256];
+    char what[480]; /* the longest, the list of methods, whole */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);

@@ -4,6 +4,7 @@
 #include "error.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define MAX_DECORATORS 8
@@ -54,8 +55,13 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemor
         IHostMemoryManager *wrapped;
         hr = HostMemWrapFaults(manager, faults, &wrapped);
         IHostMemoryManager_Release(manager); /* the wrapper holds its own reference */
-        if (FAILED(hr))
-            return hr; /* HostMemLastError() says what is wrong with the spec */
+        if (FAILED(hr)) {
+            /* Whoever reads HostMemLastError() knows nothing of the environment: name the variable and its value. */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", HostMemLastError());
+            hm_set_error("HOSTMEM_FAULTS='%s' is refused: %s", faults, why);
+            return hr;
+        }
         manager = wrapped;
     }
     if (trace && *trace) {

@@ -72,8 +72,9 @@ int hm_cmd_conform(int argc, char **argv)
     IHostMemoryManager *probe = NULL;
     HRESULT hr = o.factory(choice.options, &probe);
     if (FAILED(hr) || !probe) {
-        fprintf(stderr, "hostmem conform: the host's HostMemCreateManager('%s') failed: %s\n",
-                choice.options ? choice.options : "", hm_hr_name(hr));
+        fprintf(stderr, "hostmem conform: the host's HostMemCreateManager('%s') failed: %s%s%s\n",
+                choice.options ? choice.options : "", hm_hr_name(hr), choice.library ? "" : ": ",
+                choice.library ? "" : HostMemLastError());
         return HM_EXIT_USAGE;
     }
     IHostMemoryManager_Release(probe);

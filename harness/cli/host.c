@@ -34,7 +34,7 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     if (!choice->library) {
         hr = HostMemCreateManager(choice->options, &manager);
         if (FAILED(hr)) {
-            fprintf(stderr, "hostmem: the built-in manager refused options '%s': %s (%s)\n",
+            fprintf(stderr, "hostmem: the built-in manager could not be created (options '%s'): %s (%s)\n",
                     choice->options ? choice->options : "", HostMemLastError(), hm_hr_name(hr));
             return hr;
         }
