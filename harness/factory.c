@@ -1,9 +1,12 @@
 /* The composition root: HostMemCreateManager, the built-in manager behind HOSTMEM_FAULTS and HOSTMEM_TRACE. */
 #include "factory.h"
 
+#include "error.h"
+
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 
 HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out)
@@ -14,8 +17,13 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char
         IHostMemoryManager *wrapped;
         hr = HostMemWrapFaults(manager, faults, &wrapped);
         IHostMemoryManager_Release(manager); /* the wrapper holds its own reference */
-        if (FAILED(hr))
-            return hr; /* HostMemLastError() says what is wrong with the spec */
+        if (FAILED(hr)) {
+            /* Whoever reads HostMemLastError() knows nothing of the environment: name the variable and its value. */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", HostMemLastError());
+            hm_set_error("HOSTMEM_FAULTS='%s' is refused: %s", faults, why);
+            return hr;
+        }
         manager = wrapped;
     }
     if (trace && *trace) {

@@ -243,7 +243,7 @@ static void replayer_init(replayer *rp, const hm_replay_options *opts, hm_replay
         rp->opts = *opts;
     rp->res = res;
     int context = rp->opts.context > 0 ? rp->opts.context : 4;
-    rp->ring_size = (size_t)(context + 1 > CONTEXT_MAX ? CONTEXT_MAX : context + 1);
+    rp->ring_size = (size_t)(context >= CONTEXT_MAX ? CONTEXT_MAX : context + 1); /* no context + 1 at INT_MAX */
     hm_handle_map_init(&rp->map, HM_TRACE_DEAD_KEPT);
 }
 

@@ -42,12 +42,10 @@ static int explore_command(int argc, char **argv)
             o.transient = 1;
         } else if (strcmp(argv[i], "--persistent") == 0) {
             o.persistent = 1;
-        } else if (strcmp(argv[i], "--max") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--max") == 0) {
             unsigned long long n;
-            if (!hm_cli_parse_size(argv[++i], &n) || n == 0) {
-                fprintf(stderr, "hostmem explore: --max wants a positive number, not '%s'\n", argv[i]);
+            if (!hm_cli_take_uint("explore", argc, argv, &i, 1, 1000000000, &n))
                 return HM_EXIT_USAGE;
-            }
             o.max_points = n;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = true;

@@ -107,17 +107,18 @@ int hm_cmd_replay(int argc, char **argv)
             opts.no_inject = 1;
         else if (strcmp(argv[i], "--compare-load") == 0)
             opts.compare_load = 1;
-        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc)
-            opts.context = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--no-fork") == 0)
+        else if (strcmp(argv[i], "--context") == 0) {
+            unsigned long long context;
+            /* The replay keeps at most 16 calls: the context and the call that diverged. */
+            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 15, &context))
+                return HM_EXIT_USAGE;
+            opts.context = (int)context;
+        } else if (strcmp(argv[i], "--no-fork") == 0) {
             no_fork = true;
-        else if (strcmp(argv[i], "--timeout") == 0) {
-            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
-                fprintf(stderr, "hostmem replay: --timeout wants seconds from 1 to 86400\n");
-                error = true;
-            }
-        }
-        else if (argv[i][0] == '-' && argv[i][1]) {
+        } else if (strcmp(argv[i], "--timeout") == 0) {
+            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 86400, &timeout))
+                return HM_EXIT_USAGE;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "hostmem replay: unknown option '%s'\n", argv[i]);
             error = true;
         } else if (!path)

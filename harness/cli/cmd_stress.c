@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #define HANG_SECONDS 20 /* the default --timeout */
+#define MAX_SECONDS 2592000ull   /* --seconds: 30 days */
+#define MAX_OPS 1000000000000ull /* --ops: 10^12 */
 
 /* What the child leaves for the parent, in a shared mapping. */
 typedef struct shared_run {
@@ -294,47 +296,41 @@ int hm_cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
     unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS;
+    bool seconds_given = false;
     for (int i = 1; i < argc; i++) {
-        bool error = false;
-        unsigned long long *target = NULL;
+        bool error = false, ok = true;
         if (hm_cli_take_host_option(&o.host, argc, argv, &i, &error)) {
             if (error)
                 return HM_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--threads") == 0)
-            target = &threads;
-        else if (strcmp(argv[i], "--seconds") == 0)
-            target = &seconds;
-        else if (strcmp(argv[i], "--ops") == 0)
-            target = &ops;
-        else if (strcmp(argv[i], "--seed") == 0)
-            target = &seed;
-        else if (strcmp(argv[i], "--timeout") == 0)
-            target = &timeout;
-        else if (strcmp(argv[i], "--json") == 0) {
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, HM_STRESS_MAX_THREADS, &threads);
+        } else if (strcmp(argv[i], "--seconds") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_SECONDS, &seconds);
+            seconds_given = true;
+        } else if (strcmp(argv[i], "--ops") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_OPS, &ops);
+        } else if (strcmp(argv[i], "--seed") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 0, ~0ull, &seed);
+        } else if (strcmp(argv[i], "--timeout") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, 86400, &timeout);
+        } else if (strcmp(argv[i], "--json") == 0) {
             o.json = true;
-            continue;
         } else if (strcmp(argv[i], "--no-fork") == 0) {
             o.no_fork = true;
-            continue;
         } else if (strcmp(argv[i], "--trace-dir") == 0 && i + 1 < argc) {
             o.trace_dir = argv[++i];
-            continue;
         } else if (strcmp(argv[i], "--help") == 0) {
             return usage();
         } else {
             fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
             return HM_EXIT_USAGE;
         }
-        if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], target) ||
-            (target == &threads && (threads == 0 || threads > HM_STRESS_MAX_THREADS)) ||
-            (target == &seconds && seconds == 0) || (target == &timeout && (timeout == 0 || timeout > 86400))) {
-            fprintf(stderr, "hostmem stress: %s wants a number%s\n", argv[i - 1],
-                    target == &threads ? " from 1 to 64" : target == &seconds ? " of at least 1"
-                    : target == &timeout ? " from 1 to 86400" : "");
+        if (!ok)
             return HM_EXIT_USAGE;
-        }
+    }
+    if (ops && seconds_given) {
+        fprintf(stderr, "hostmem stress: --seconds and --ops both say when to stop: give one\n");
+        return HM_EXIT_USAGE;
     }
     o.config.threads = (unsigned)threads;
     o.config.seconds = ops ? 0 : (double)seconds;

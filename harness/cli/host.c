@@ -37,7 +37,7 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
         /* HostMemCreateManager's manager, except that --faults replaces HOSTMEM_FAULTS: one fault layer (below). */
         hr = hm_create_manager(choice->options, choice->faults ? NULL : getenv("HOSTMEM_FAULTS"), &manager);
         if (FAILED(hr)) {
-            fprintf(stderr, "hostmem: the built-in manager refused options '%s': %s (%s)\n",
+            fprintf(stderr, "hostmem: the built-in manager could not be created (options '%s'): %s (%s)\n",
                     choice->options ? choice->options : "", HostMemLastError(), hm_hr_name(hr));
             return hr;
         }
