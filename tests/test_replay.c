@@ -307,6 +307,7 @@ static IHostMemoryManager *recorded_yielding(const char *path)
     atomic_init(&y->refs, 1);
     assert_int_equal(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &y->inner), S_OK);
     IHostMemoryManager *m = NULL;
+    unlink(path); /* the recorder refuses to overwrite a trace: each seed records afresh */
     assert_int_equal(HostMemWrapRecorder(&y->iface, path, &m), S_OK);
     IHostMemoryManager_Release(&y->iface);
     return m;

@@ -97,10 +97,8 @@ int hm_cmd_conform(int argc, char **argv)
             o.no_fork = true;
         } else if (strcmp(argv[i], "--timeout") == 0) {
             unsigned long long seconds;
-            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &seconds) || seconds == 0 || seconds > 86400) {
-                fprintf(stderr, "hostmem conform: --timeout wants seconds from 1 to 86400\n");
+            if (!hm_cli_take_uint("conform", argc, argv, &i, 1, 86400, &seconds))
                 return HM_EXIT_USAGE;
-            }
             o.timeout_seconds = (unsigned)seconds;
         } else if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);

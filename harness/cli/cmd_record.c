@@ -280,12 +280,12 @@ int hm_cmd_record(int argc, char **argv)
     }
     int code = HM_EXIT_OK;
     if (strcmp(workload, "killed") == 0) {
-        code = record_killed(&host, out, (unsigned long)calls);
+        code = record_killed(&host, spec, out, (unsigned long)calls);
         free(builtin_options);
         return code;
     }
     IHostMemoryManager *m;
-    code = open_recorded(&host, out, &m);
+    code = open_recorded(&host, spec, &m);
     free(builtin_options); /* the factory has parsed them */
     if (code != HM_EXIT_OK)
         return code;

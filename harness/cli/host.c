@@ -59,28 +59,6 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     return S_OK;
 }
 
-bool hm_cli_parse_size(const char *text, unsigned long long *out)
-{
-    if (!text || !*text)
-        return false;
-    char *end;
-    unsigned long long v = strtoull(text, &end, 0);
-    if (end == text)
-        return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case '\0': break;
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: return false;
-    }
-    if (*end != '\0' || (shift && v > (~0ull >> shift)))
-        return false;
-    *out = v << shift;
-    return true;
-}
-
 /* ---- Running a whole subcommand isolated ------------------------------------------------------------------- */
 
 typedef struct isolated_command {
@@ -108,8 +86,7 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
     unsigned long long timeout = 0;
     for (int i = 0; i < argc; i++) {
         if (i > 0 && strcmp(argv[i], "--timeout") == 0) {
-            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
-                fprintf(stderr, "hostmem %s: --timeout wants seconds from 1 to 86400\n", name);
+            if (!hm_cli_take_uint(name, argc, argv, &i, 1, 86400, &timeout)) {
                 free(args);
                 return HM_EXIT_USAGE;
             }
