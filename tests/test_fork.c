@@ -1,9 +1,10 @@
 /* fork() from a busy multi-threaded process: four threads hammer one manager (wrapped in the fault layer) with
  * VirtualAlloc, VirtualFree, VirtualQuery and heap Alloc/Free while the main thread forks; each child makes calls
  * on the same manager and exits. A child that inherited a lock held by another thread at the fork hangs on its
- * first call: the parent gives each child 5 seconds. */
+ * first call: the parent gives each child 5 seconds. Then the same with a recorder around it all. */
 #include <hostmem/faults.h>
 #include <hostmem/hostmem.h>
+#include <hostmem/trace.h>
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -109,7 +110,8 @@ static int wait_for(pid_t pid, double seconds)
     }
 }
 
-static void fork_while_busy(const char *options)
+/* recorded: the calls also go through a recorder (outermost), writing a trace. */
+static void fork_while_busy(const char *options, bool recorded)
 {
     IHostMemoryManager *inner;
     shared s = {0};
@@ -117,6 +119,15 @@ static void fork_while_busy(const char *options)
     /* An armed rule (for a method nobody calls here): the fault layer then takes its lock on every call. */
     assert_int_equal(HostMemWrapFaults(inner, "NeedsVirtualAddressSpace,probability=1%,seed=1", &s.m), S_OK);
     inner->lpVtbl->Release(inner);
+    char trace[] = "/tmp/hostmem-fork-XXXXXX";
+    if (recorded) {
+        int fd = mkstemp(trace);
+        assert_true(fd >= 0);
+        close(fd);
+        IHostMemoryManager *faults = s.m;
+        assert_int_equal(HostMemWrapRecorder(faults, trace, &s.m), S_OK);
+        faults->lpVtbl->Release(faults);
+    }
     assert_int_equal(s.m->lpVtbl->CreateMalloc(s.m, MALLOC_THREADSAFE, &s.heap), S_OK);
     pthread_t threads[THREADS];
     for (int i = 0; i < THREADS; i++)
@@ -141,8 +152,10 @@ static void fork_while_busy(const char *options)
         pthread_join(threads[i], NULL);
     s.heap->lpVtbl->Release(s.heap);
     s.m->lpVtbl->Release(s.m);
+    if (recorded)
+        unlink(trace);
     if (hung || failed)
-        print_error("%s: %d of %d children hung, %d failed (last status %d)\n", options, hung, FORKS, failed,
+        print_error("%s%s: %d of %d children hung, %d failed (last status %d)\n", options, recorded ? ", recorded" : "", hung, FORKS, failed,
                     last_status);
     assert_int_equal(hung, 0);
     assert_int_equal(failed, 0);
@@ -151,13 +164,19 @@ static void fork_while_busy(const char *options)
 static void test_fork_os(void **state)
 {
     (void)state;
-    fork_while_busy("backend=os");
+    fork_while_busy("backend=os", false);
 }
 
 static void test_fork_sim(void **state)
 {
     (void)state;
-    fork_while_busy("backend=sim");
+    fork_while_busy("backend=sim", false);
+}
+
+static void test_fork_recorded(void **state)
+{
+    (void)state;
+    fork_while_busy("backend=os", true);
 }
 
 int main(void)
@@ -165,6 +184,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fork_os),
         cmocka_unit_test(test_fork_sim),
+        cmocka_unit_test(test_fork_recorded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
