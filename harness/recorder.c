@@ -749,19 +749,17 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualAlloc(IHostMemoryManager *iface, voi
         return IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
     bool locked = space_enter(r->log);
     HRESULT hr = IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
-    {
-        hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_ALLOC, hr);
-        rec.addr = (uint64_t)(uintptr_t)addr;
-        rec.size = size;
-        rec.a32 = type;
-        rec.b32 = prot;
-        rec.level = (uint8_t)level;
-        if (ppMem)
-            rec.out = (uint64_t)(uintptr_t)*ppMem;
-        else
-            rec.nulls = HM_TRACE_NULL_OUT1;
-        record_simple(r->log, &rec);
-    }
+    hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_ALLOC, hr);
+    rec.addr = (uint64_t)(uintptr_t)addr;
+    rec.size = size;
+    rec.a32 = type;
+    rec.b32 = prot;
+    rec.level = (uint8_t)level;
+    if (ppMem)
+        rec.out = (uint64_t)(uintptr_t)*ppMem;
+    else
+        rec.nulls = HM_TRACE_NULL_OUT1;
+    record_simple(r->log, &rec);
     space_leave(r->log, locked);
     return hr;
 }
@@ -792,25 +790,23 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, voi
         return IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
     uint64_t epoch = atomic_load_explicit(&r->log->space_epoch, memory_order_acquire);
     HRESULT hr = IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
-    {
-        hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_QUERY, hr);
-        rec.addr = (uint64_t)(uintptr_t)addr;
-        rec.size = length;
-        rec.nulls = (buffer ? 0 : HM_TRACE_NULL_OUT1) | (pResult ? 0 : HM_TRACE_NULL_OUT2);
-        if (pResult)
-            rec.out = *pResult;
-        bool mbi = SUCCEEDED(hr) && buffer && length >= sizeof(MEMORY_BASIC_INFORMATION);
-        if (mbi && hm_raw_pack_mbi(&rec, rec.addr, buffer))
-            mbi = false; /* in the record's own slot */
-        rec.nslots = mbi ? 2 : 1;
-        if (mbi)
-            rec.flags |= HM_RAW_HAS_MBI;
-        uint64_t slot = reserve(r->log, rec.nslots);
-        /* A change of the address space overlapped the query: its place in the trace is not exact. */
-        if ((epoch & 1) || atomic_load_explicit(&r->log->space_epoch, memory_order_relaxed) != epoch)
-            rec.flags |= HM_RAW_CONCURRENT;
-        commit(r->log, slot, &rec, buffer, mbi ? sizeof(MEMORY_BASIC_INFORMATION) : 0);
-    }
+    hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_QUERY, hr);
+    rec.addr = (uint64_t)(uintptr_t)addr;
+    rec.size = length;
+    rec.nulls = (buffer ? 0 : HM_TRACE_NULL_OUT1) | (pResult ? 0 : HM_TRACE_NULL_OUT2);
+    if (pResult)
+        rec.out = *pResult;
+    bool mbi = SUCCEEDED(hr) && buffer && length >= sizeof(MEMORY_BASIC_INFORMATION);
+    if (mbi && hm_raw_pack_mbi(&rec, rec.addr, buffer))
+        mbi = false; /* in the record's own slot */
+    rec.nslots = mbi ? 2 : 1;
+    if (mbi)
+        rec.flags |= HM_RAW_HAS_MBI;
+    uint64_t slot = reserve(r->log, rec.nslots);
+    /* A change of the address space overlapped the query: its place in the trace is not exact. */
+    if ((epoch & 1) || atomic_load_explicit(&r->log->space_epoch, memory_order_relaxed) != epoch)
+        rec.flags |= HM_RAW_CONCURRENT;
+    commit(r->log, slot, &rec, buffer, mbi ? sizeof(MEMORY_BASIC_INFORMATION) : 0);
     return hr;
 }
 
@@ -822,17 +818,15 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualProtect(IHostMemoryManager *iface, v
         return IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
     bool locked = space_enter(r->log);
     HRESULT hr = IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
-    {
-        hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_PROTECT, hr);
-        rec.addr = (uint64_t)(uintptr_t)addr;
-        rec.size = size;
-        rec.b32 = prot;
-        if (pOld)
-            rec.out = *pOld;
-        else
-            rec.nulls = HM_TRACE_NULL_OUT1;
-        record_simple(r->log, &rec);
-    }
+    hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_PROTECT, hr);
+    rec.addr = (uint64_t)(uintptr_t)addr;
+    rec.size = size;
+    rec.b32 = prot;
+    if (pOld)
+        rec.out = *pOld;
+    else
+        rec.nulls = HM_TRACE_NULL_OUT1;
+    record_simple(r->log, &rec);
     space_leave(r->log, locked);
     return hr;
 }

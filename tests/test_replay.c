@@ -9,12 +9,15 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096u
@@ -313,7 +316,7 @@ static IHostMemoryManager *recorded_yielding(const char *path)
     return m;
 }
 
-enum { THREADS = 8, ROUNDS = 40, SHARED_PAGES = 4 * THREADS };
+enum { THREADS = 8, ROUNDS = 30, SEEDS = 3, SHARED_PAGES = 4 * THREADS };
 
 typedef struct workload {
     IHostMemoryManager *m;
@@ -373,7 +376,9 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static void record_threads(const char *path, unsigned seed, int rounds)
+/* Records THREADS threads doing `rounds` rounds each; with ready >= 0 (a forked child), says so on that descriptor
+ * once they run and waits there to be killed. */
+static void record_threads_signalling(const char *path, unsigned seed, int rounds, int ready)
 {
     workload w = {recorded_yielding(path), rounds, NULL, NULL, seed};
     assert_int_equal(IHostMemoryManager_CreateMalloc(w.m, MALLOC_THREADSAFE, &w.shared_heap), S_OK);
@@ -385,11 +390,23 @@ static void record_threads(const char *path, unsigned seed, int rounds)
         args[i] = (worker_arg){&w, i};
         assert_int_equal(pthread_create(&th[i], NULL, worker, &args[i]), 0);
     }
+    if (ready >= 0) {
+        char one = 1;
+        if (write(ready, &one, 1) != 1)
+            _exit(4);
+        for (;;)
+            pause();
+    }
     for (unsigned i = 0; i < THREADS; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     IHostMemoryManager_VirtualFree(w.m, w.shared, 0, MEM_RELEASE);
     IHostMalloc_Release(w.shared_heap);
     IHostMemoryManager_Release(w.m);
+}
+
+static void record_threads(const char *path, unsigned seed, int rounds)
+{
+    record_threads_signalling(path, seed, rounds, -1);
 }
 
 /* Recordings of 8 threads on a correct host replay on it without a divergence, seed after seed. */
@@ -398,7 +415,7 @@ static void test_threads_replay_cleanly(void **state)
     (void)state;
     unsigned diverged = 0;
     char first[sizeof ((hm_replay_result *)0)->report + 32] = "";
-    for (unsigned seed = 1; seed <= 6; seed++) {
+    for (unsigned seed = 1; seed <= SEEDS; seed++) {
         const char *path = tmp_path("threads.raw");
         record_threads(path, seed, ROUNDS);
         hm_replay_result res = replay_file(path);
@@ -408,7 +425,48 @@ static void test_threads_replay_cleanly(void **state)
             snprintf(first, sizeof first, "seed %u: %s", seed, res.report);
     }
     if (diverged)
-        fail_msg("%u of 6 recordings diverged; the first:\n%s", diverged, first);
+        fail_msg("%u of %d recordings diverged; the first:\n%s", diverged, SEEDS, first);
+}
+
+/* A process recording those threads is killed with SIGKILL at a moment that varies from run to run: each trace
+ * replays without a divergence (a release in flight may be lost; a later call proving it implies it). */
+static void test_killed_threads_replay_cleanly(void **state)
+{
+    (void)state;
+    enum { RUNS = 10 };
+    unsigned diverged = 0;
+    uint64_t lost = 0, implied = 0;
+    char first[sizeof ((hm_replay_result *)0)->report + 32] = "";
+    for (unsigned run = 0; run < RUNS; run++) {
+        const char *path = tmp_path("killed-threads.raw");
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            record_threads_signalling(path, run, 1 << 30, fds[1]);
+            _exit(5);
+        }
+        close(fds[1]);
+        char one;
+        assert_int_equal(read(fds[0], &one, 1), 1);
+        close(fds[0]);
+        usleep(1000 + 1000 * (run % 8)); /* 1 to 8 ms of recording */
+        kill(pid, SIGKILL);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        hm_replay_result res = replay_file(path);
+        lost += res.lost;
+        implied += res.implied;
+        if (res.diverged && !diverged++)
+            snprintf(first, sizeof first, "run %u: %s", run, res.report);
+    }
+    print_message("%d killed recordings: %" PRIu64 " gap(s) of lost calls, %" PRIu64 " release(s) implied\n", RUNS,
+                  lost, implied);
+    if (diverged)
+        fail_msg("%u of %d killed recordings diverged; the first:\n%s", diverged, RUNS, first);
 }
 
 /* The reducer works on such a trace (a short one: ddmin replays it many times): a host failing a commit is found
@@ -428,10 +486,10 @@ static void test_reduce_threaded_trace(void **state)
 {
     (void)state;
     const char *path = tmp_path("threads-reduce.raw");
-    record_threads(path, 11, 3);
+    record_threads(path, 11, 2);
     hm_trace *t, *small = NULL;
     assert_int_equal(hm_trace_load(path, &t), S_OK);
-    hm_replay_options opts = {.factory = failing_commit, .factory_ctx = (void *)"VirtualAlloc,op=commit,nth=20"};
+    hm_replay_options opts = {.factory = failing_commit, .factory_ctx = (void *)"VirtualAlloc,op=commit,nth=12"};
     hm_replay_result res;
     assert_int_equal(HostMemReplayTrace(t, &opts, &res), S_OK);
     assert_true(res.diverged);
@@ -521,6 +579,7 @@ static int teardown(void **state)
 {
     (void)state;
     static const char *const names[] = {"relocation.raw", "lost-release.raw", "no-loss.raw",  "threads.raw",
+                                        "killed-threads.raw",
                                         "threads-reduce.raw", "concurrent.txt", "concurrent.bin", "back.txt"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unlink(tmp_path(names[i]));
@@ -534,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_lost_release_implied),
         cmocka_unit_test(test_nothing_implied_without_loss),
         cmocka_unit_test(test_threads_replay_cleanly),
+        cmocka_unit_test(test_killed_threads_replay_cleanly),
         cmocka_unit_test(test_reduce_threaded_trace),
         cmocka_unit_test(test_concurrent_round_trip),
     };
