@@ -17,11 +17,13 @@ static HRESULT open_host(void *ctx, IHostMemoryManager **out)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: hostmem explore [TRACE] [--match RULE] [--transient | --persistent] [--max N]\n"
-               "                       [--host LIB.so] [--host-options S] [--json]\n\n"
+               "                       [--host LIB.so] [--host-options S] [--json] [--timeout SECONDS]\n\n"
                "Runs a scenario once counting the calls RULE matches (default 'VirtualAlloc|heap'), then once per\n"
                "call failing it (transient: only that call; persistent: that call and every later one), checking\n"
                "each run finishes cleanly: the scenario copes, the books stay consistent, nothing leaks.\n"
                "The scenario is the built-in workload (a runtime starting, working and stopping), or a trace.\n"
+               "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
+               "limit) is reported as a failure.\n"
                "Exit 0 when every run finished cleanly, 1 otherwise, 2 for bad usage.\n");
 }
 

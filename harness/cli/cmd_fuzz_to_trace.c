@@ -17,7 +17,8 @@ static void usage(FILE *f)
                "  -o OUT         the text trace to write (default: INPUT.trace)\n"
                "  --faults-input the input is fuzz_calls_faults': its first bytes choose the faults\n"
                "  --host, --host-options  the host the input ran against (default: the built-in manager with\n"
-               "                 " HM_FUZZ_DEFAULT_OPTIONS ")\n");
+               "                 " HM_FUZZ_DEFAULT_OPTIONS "); a plugin runs in a child process: its crash,\n"
+               "                 exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1\n");
 }
 
 static uint8_t *read_input(const char *path, size_t *size)

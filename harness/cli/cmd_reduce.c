@@ -6,7 +6,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hostmem reduce TRACE -o SMALL [--host LIB.so] [--host-options S] [--faults SPEC] [--no-inject]\n");
+    fprintf(f, "usage: hostmem reduce TRACE -o SMALL [--host LIB.so] [--host-options S] [--faults SPEC] [--no-inject]\n"
+               "                     [--timeout SECONDS]\n"
+               "  A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
+               "  limit) is reported and the exit status is 1.\n");
 }
 
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
