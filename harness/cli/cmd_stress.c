@@ -4,10 +4,13 @@
 #include "cli.h"
 #include "stress.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,14 +184,29 @@ static void print_summary(const stress_options *o, const shared_run *s)
     printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
 }
 
+/* A new file of this run's own, never one already there: O_EXCL refuses an existing name and O_NOFOLLOW a symlink
+ * planted in its place (the directory may be shared, /tmp). NULL, said on stderr, when it cannot be made. */
+static FILE *create_new_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "hostmem stress: cannot create '%s': %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    return f;
+}
+
 /* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
- * stderr and in DIR/stress-violation.txt. */
+ * stderr and in DIR/stress-PID-XXXXXX.violation.txt (named after the run's trace). */
 static void report_failure(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stress-violation.txt", o->trace_dir);
-    FILE *f = fopen(path, "w");
+    char path[sizeof o->trace_path + 16];
+    size_t stem = strlen(o->trace_path) - strlen(".trace");
+    snprintf(path, sizeof path, "%.*s.violation.txt", (int)stem, o->trace_path);
+    FILE *f = create_new_file(path);
     for (unsigned t = 0; t < r->threads; t++) {
         const hm_stress_thread *th = &r->thread[t];
         if (!crash && !th->violation[0])
@@ -226,12 +244,17 @@ static void report_failure(const stress_options *o, const shared_run *s, const c
 static const char *run_forked(stress_options *o, shared_run *s, bool progress, char *why, size_t why_len)
 {
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(why, why_len, "cannot start the child process");
         return why;
     }
     if (pid == 0) {
+        /* Die with the parent: a stress run left alone would go on writing its trace for ever. The parent may have
+         * died before the prctl, so its pid is checked after it. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(HM_EXIT_FAIL);
         run_workload(o, s, false);
         fflush(NULL);
         _exit(0);
@@ -282,10 +305,11 @@ static int usage(void)
            "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
            "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
            "The run happens in a child process: a host that crashes or hangs (no call returning for %d s) is\n"
-           "reported with its signal and each thread's last calls. Every call is recorded to\n"
-           "DIR/stress-PID.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
-           "hostmem replay and reduce), the last calls go to DIR/stress-violation.txt and the exit status is 1.\n"
-           "--no-fork runs in-process (for a debugger).\n",
+           "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
+           "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
+           "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
+           "exit status is 1. The child dies with the parent. --no-fork runs in-process (for a debugger).\n"
+           "Numbers are whole: --threads 1-64, --seconds 1-2592000, --ops 1-10^12 (not with --seconds).\n",
            HANG_SECONDS);
     return HM_EXIT_OK;
 }
@@ -332,17 +356,31 @@ int hm_cmd_stress(int argc, char **argv)
     o.config.seconds = ops ? 0 : (double)seconds;
     o.config.ops = ops;
     o.config.seed = seed;
-    snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d.trace", o.trace_dir, (int)getpid());
 
     /* Load the host here first, so a missing library or a failing factory is reported once, plainly. */
     IHostMemoryManager *probe;
     if (FAILED(hm_cli_open_host(&o.host, &probe)))
         return HM_EXIT_USAGE;
     IHostMemoryManager_Release(probe);
+    /* The trace's name is new and unique (mkstemps: O_EXCL), so the recorder never truncates a file that was there
+     * before, nor one a symlink planted under a predictable name points to; a directory where it cannot be made is
+     * bad usage, found before the run rather than a run without its trace. */
+    if ((size_t)snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d-XXXXXX.trace", o.trace_dir,
+                         (int)getpid()) >= sizeof o.trace_path) {
+        fprintf(stderr, "hostmem stress: --trace-dir '%s' is too long\n", o.trace_dir);
+        return HM_EXIT_USAGE;
+    }
+    int trace_fd = mkstemps(o.trace_path, (int)strlen(".trace"));
+    if (trace_fd < 0) {
+        fprintf(stderr, "hostmem stress: cannot create the run's trace in '%s': %s\n", o.trace_dir, strerror(errno));
+        return HM_EXIT_USAGE;
+    }
+    close(trace_fd);
 
     shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         fprintf(stderr, "hostmem stress: cannot map the report: out of memory\n");
+        unlink(o.trace_path);
         return HM_EXIT_FAIL;
     }
     bool progress = isatty(2) && !o.json;
@@ -370,8 +408,8 @@ int hm_cmd_stress(int argc, char **argv)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
     }
-    if (s->recording && exit_code == HM_EXIT_OK)
-        unlink(o.trace_path);
+    if (exit_code == HM_EXIT_OK || !s->recording)
+        unlink(o.trace_path); /* kept only when it holds what went wrong */
     munmap(s, sizeof *s);
     return exit_code;
 }
