@@ -3,12 +3,28 @@
 
 #include "cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
+
+void hm_bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len)
+{
+    if (!b->temp_dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(b->temp_dir, sizeof b->temp_dir, "%s/hostmem-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(b->temp_dir)) {
+            fprintf(stderr, "hostmem bench: cannot make a temporary directory '%s': %s\n", b->temp_dir,
+                    strerror(errno));
+            exit(HM_EXIT_FAIL);
+        }
+    }
+    snprintf(buf, len, "%s/%s", b->temp_dir, name);
+}
 
 double hm_bench_now_ns(void)
 {
@@ -299,6 +315,8 @@ int hm_cmd_bench(int argc, char **argv)
         else if (!b.json)
             fprintf(b.out, "%-8s (not built)\n", parts[i].name);
     }
+    if (b.temp_dir[0])
+        rmdir(b.temp_dir); /* empty: every part removed its files */
     if (b.json)
         fprintf(b.out, "\n  ], \"goals_missed\": %d}\n", b.goals_missed);
     else
