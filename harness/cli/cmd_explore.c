@@ -87,15 +87,20 @@ static int explore_command(int argc, char **argv)
         return hr == E_INVALIDARG ? HM_EXIT_USAGE : HM_EXIT_FAIL;
     }
     if (json) {
-        printf("{\"scenario\": \"%s\", \"match\": \"%s\", \"matching_calls\": %llu, \"runs\": %llu, \"failures\": %llu,"
-               " \"points\": [",
-               trace ? trace : "builtin", o.match ? o.match : "VirtualAlloc|heap",
+        printf("{\"scenario\": ");
+        hm_cli_json_string(stdout, trace ? trace : "builtin");
+        printf(", \"match\": ");
+        hm_cli_json_string(stdout, o.match ? o.match : "VirtualAlloc|heap");
+        printf(", \"matching_calls\": %llu, \"runs\": %llu, \"failures\": %llu, \"points\": [",
                (unsigned long long)r.matching_calls, (unsigned long long)r.runs, (unsigned long long)r.failures);
         for (uint64_t i = 0; i < r.runs; i++) {
             const hm_explore_point *p = &r.points[i];
-            printf("%s\n  {\"k\": %llu, \"persistent\": %s, \"ok\": %s, \"result\": \"%s\", \"message\": \"%s\"}",
-                   i ? "," : "", (unsigned long long)p->k, p->persistent ? "true" : "false", p->ok ? "true" : "false",
-                   hm_hr_name(p->scenario_result), p->message);
+            printf("%s\n  {\"k\": %llu, \"persistent\": %s, \"ok\": %s, \"result\": ", i ? "," : "",
+                   (unsigned long long)p->k, p->persistent ? "true" : "false", p->ok ? "true" : "false");
+            hm_cli_json_string(stdout, hm_hr_name(p->scenario_result));
+            printf(", \"message\": ");
+            hm_cli_json_string(stdout, p->message);
+            printf("}");
         }
         printf("\n]}\n");
     } else {

@@ -163,8 +163,9 @@ int hm_cmd_replay(int argc, char **argv)
             printf("}");
         }
         if (res.diverged) {
-            printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": \"%s\", \"field\": ", res.divergence_seq,
-                   hm_trace_method_name(res.divergence_method));
+            printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": ", res.divergence_seq);
+            hm_cli_json_string(stdout, hm_trace_method_name(res.divergence_method));
+            printf(", \"field\": ");
             hm_cli_json_string(stdout, res.field);
             printf(", \"expected\": ");
             hm_cli_json_string(stdout, res.expected);

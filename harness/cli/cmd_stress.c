@@ -5,6 +5,8 @@
 #include "plugin.h"
 #include "stress.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,14 +182,29 @@ static void print_summary(const stress_options *o, const shared_run *s, const ch
         printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
 }
 
+/* A new file of this run's own, never one already there: O_EXCL refuses an existing name and O_NOFOLLOW a symlink
+ * planted in its place (the directory may be shared, /tmp). NULL, said on stderr, when it cannot be made. */
+static FILE *create_new_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "hostmem stress: cannot create '%s': %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    return f;
+}
+
 /* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
- * stderr and in DIR/stress-violation.txt. */
+ * stderr and in DIR/stress-PID-XXXXXX.violation.txt (named after the run's trace). */
 static void report_failure(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stress-violation.txt", o->trace_dir);
-    FILE *f = fopen(path, "w");
+    char path[sizeof o->trace_path + 16];
+    size_t stem = strlen(o->trace_path) - strlen(".trace");
+    snprintf(path, sizeof path, "%.*s.violation.txt", (int)stem, o->trace_path);
+    FILE *f = create_new_file(path);
     for (unsigned t = 0; t < r->threads; t++) {
         const hm_stress_thread *th = &r->thread[t];
         if (!crash && !th->violation[0])
@@ -282,12 +299,13 @@ static int usage(void)
            "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
            "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
            "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
-           "The run (loading the host included) happens in a child process: a host that crashes, exits the\n"
-           "process or hangs (no call returning for --timeout S seconds, default %d) is\n"
-           "reported with its signal and each thread's last calls. Every call is recorded to\n"
-           "DIR/stress-PID.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
-           "hostmem replay and reduce), the last calls go to DIR/stress-violation.txt and the exit status is 1.\n"
-           "--no-fork runs in-process (for a debugger).\n",
+           "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
+           "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default %d) is\n"
+           "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
+           "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
+           "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
+           "exit status is 1. --no-fork runs in-process (for a debugger).\n"
+           "Numbers are whole: --threads 1-64, --seconds 1-2592000, --ops 1-10^12 (not with --seconds).\n",
            HANG_SECONDS);
     return HM_EXIT_OK;
 }
@@ -337,11 +355,26 @@ int hm_cmd_stress(int argc, char **argv)
     o.config.ops = ops;
     o.config.seed = seed;
     o.hang_seconds = (unsigned)timeout;
-    snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d.trace", o.trace_dir, (int)getpid());
+
+    /* The trace's name is new and unique (mkstemps: O_EXCL), so the recorder never truncates a file that was there
+     * before, nor one a symlink planted under a predictable name points to; a directory where it cannot be made is
+     * bad usage, found before the run rather than a run without its trace. */
+    if ((size_t)snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d-XXXXXX.trace", o.trace_dir,
+                         (int)getpid()) >= sizeof o.trace_path) {
+        fprintf(stderr, "hostmem stress: --trace-dir '%s' is too long\n", o.trace_dir);
+        return HM_EXIT_USAGE;
+    }
+    int trace_fd = mkstemps(o.trace_path, (int)strlen(".trace"));
+    if (trace_fd < 0) {
+        fprintf(stderr, "hostmem stress: cannot create the run's trace in '%s': %s\n", o.trace_dir, strerror(errno));
+        return HM_EXIT_USAGE;
+    }
+    close(trace_fd);
 
     shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         fprintf(stderr, "hostmem stress: cannot map the report: out of memory\n");
+        unlink(o.trace_path);
         return HM_EXIT_FAIL;
     }
     bool progress = isatty(2) && !o.json;
@@ -371,8 +404,8 @@ int hm_cmd_stress(int argc, char **argv)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
     }
-    if (s->recording && exit_code == HM_EXIT_OK)
-        unlink(o.trace_path);
+    if (exit_code == HM_EXIT_OK || !s->recording)
+        unlink(o.trace_path); /* kept only when it holds what went wrong */
     munmap(s, sizeof *s);
     return exit_code;
 }
