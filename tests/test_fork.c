@@ -125,7 +125,9 @@ static void fork_while_busy(const char *options, bool recorded)
         assert_true(fd >= 0);
         close(fd);
         IHostMemoryManager *faults = s.m;
-        assert_int_equal(HostMemWrapRecorder(faults, trace, &s.m), S_OK);
+        char spec[sizeof trace + 16];
+        snprintf(spec, sizeof spec, "%s,overwrite", trace); /* the file mkstemp made is ours */
+        assert_int_equal(HostMemWrapRecorder(faults, spec, &s.m), S_OK);
         faults->lpVtbl->Release(faults);
     }
     assert_int_equal(s.m->lpVtbl->CreateMalloc(s.m, MALLOC_THREADSAFE, &s.heap), S_OK);

@@ -43,7 +43,7 @@ fail() {
 mkdir -p "$dir/tiny" && mount -t tmpfs -o size=512k tmpfs "$dir/tiny" || fail "mount"
 "$hm" record --workload threads -o "$dir/tiny/t.trace" >"$dir/out" 2>&1
 status=$?
-[ $status -eq 1 ] || fail "record on a full file system: exit $status (expected 1)"
+[ $status -eq 2 ] || fail "record on a full file system: exit $status (expected 2: the trace cannot be created)"
 grep -q "no space left on its file system" "$dir/out" || fail "record on a full file system: no message"
 "$hm" stress --threads 2 --ops 5000 --trace-dir "$dir/tiny" >"$dir/out" 2>&1
 status=$?

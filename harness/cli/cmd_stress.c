@@ -72,7 +72,10 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
      * can use (the recorder survives the process being killed); the parent deletes it after a clean run. */
     IHostMemoryManager *recorded, *fault_layer = m;
-    out->recording = SUCCEEDED(HostMemWrapRecorder(m, o->trace_path, &recorded));
+    char spec[sizeof o->trace_path + 16];
+    /* The file is this run's own (made empty, with O_EXCL, before the run), so the recorder may take it over. */
+    snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
+    out->recording = SUCCEEDED(HostMemWrapRecorder(m, spec, &recorded));
     if (out->recording)
         m = recorded;
     else
