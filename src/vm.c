@@ -331,7 +331,7 @@ static bool committed_bounds(const region *r, size_t p0, size_t p1, size_t *a, s
  * was, and the caller fails with nothing changed. */
 static int discard_committed(hm_vm *vm, region *r, size_t p0, size_t p1)
 {
-    size_t a, b;
+    size_t a = 0, b = 0; /* set when committed_bounds returns true (gcc -O3 cannot see it) */
     if (!committed_bounds(r, p0, p1, &a, &b))
         return 0;
     return os_decommit(vm, r->base + (a << PAGE_SHIFT), (b - a) << PAGE_SHIFT);
