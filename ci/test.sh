@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every test of hostmem, as CI runs it: installs what is missing, then builds and runs the unit tests with gcc
-# (Release), builds with clang (Release), runs the tests with clang under ASan+UBSan, under TSan, and under Valgrind
-# memcheck; then the fuzz smoke run and the main job.
+# Every test of hostmem, as CI runs it: installs what is missing, checks that includes go down the layers, then builds
+# and runs the unit tests with gcc (Release), builds with clang (Release), runs the tests with clang under ASan+UBSan,
+# under TSan, and under Valgrind memcheck; then the fuzz smoke run and the main job.
 # Usage: ci/test.sh [quick]   quick: gcc build and tests only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ ci/deps.sh
 out=${HOSTMEM_BUILD_ROOT:-build-ci}
 jobs=$(nproc)
 section() { printf '\n==== %s ====\n' "$*"; }
+
+section "layers: includes go down"
+ci/check-layers.sh
 
 # The gcc stage is a Release build with default options, the build a user makes: gcc warns about more at -O3 (e.g.
 # -Wformat-overflow), so its warnings are checked, and every test runs on the optimised code. This is cheaper than a

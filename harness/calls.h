@@ -1,6 +1,6 @@
 /* The call-sequence fuzz driver: decodes bytes into a sequence of IHostMemoryManager, IHostMalloc and callback
  * calls, runs them against a host and checks every answer against the reference model (model.h). Shared by the
- * fuzz targets (fuzz_calls.c) and `hostmem fuzz-to-trace`. Internal to hostmem. */
+ * fuzz targets (fuzz/fuzz_calls.c) and `hostmem fuzz-to-trace`. Internal to hostmem. */
 #ifndef HOSTMEM_FUZZ_CALLS_H
 #define HOSTMEM_FUZZ_CALLS_H
 
