@@ -1451,13 +1451,13 @@ int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
     IHostMemoryManager *m = NULL;
     HRESULT hr;
     if (config->host_library) {
-        HostMemCreateManagerFn factory = plugin_factory(config->host_library, report); /* says why not */
-        if (!factory) {
-            fprintf(report, "hostmem fuzz: configuration error: HOSTMEM_FUZZ_HOST='%s' is not a usable host plugin\n",
-                    config->host_library);
+        char err[1024];
+        hr = hm_host_open(config->host_library, config->host_options ? config->host_options : "", &m, err, sizeof err);
+        if (FAILED(hr)) {
+            fprintf(report, "hostmem fuzz: configuration error: HOSTMEM_FUZZ_HOST='%s' is not a usable host plugin: %s\n",
+                    config->host_library, err);
             return -1;
         }
-        hr = factory(config->host_options ? config->host_options : "", &m);
     } else {
         hr = HostMemCreateBuiltinManager(builtin_options(config), &m);
     }
@@ -1477,6 +1477,13 @@ int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
             return -1;
         }
         close(fd);
+        /* Each input's calls replace the last input's: the recorder may overwrite the file (its spec's suffix). */
+        static char spec[4200];
+        size_t len = strlen(config->trace_path);
+        if (len < 10 || strcmp(config->trace_path + len - 10, ",overwrite") != 0) {
+            snprintf(spec, sizeof spec, "%s,overwrite", config->trace_path);
+            config->trace_path = spec;
+        }
     }
     return 0;
 }
