@@ -32,6 +32,7 @@ typedef struct fx {
     uintptr_t base; /* the watched reservation (0: none yet) */
     size_t size;
     IHostMalloc *heap;
+    uint8_t *block; /* a live heap block holding pattern(i) at each 4 KiB i */
 } fx;
 
 /* ---- The state a call starts from ------------------------------------------------------------------------- */
@@ -64,6 +65,17 @@ static void prepare_heap_used(fx *f)
     prepare_heap(f);
     void *p;
     assert_int_equal(f->heap->lpVtbl->Alloc(f->heap, 100, eTaskCritical, &p), S_OK);
+}
+
+#define BLOCK_SIZE ((size_t)1 << 20)
+static void prepare_heap_block(fx *f)
+{
+    prepare_heap(f);
+    void *p;
+    assert_int_equal(f->heap->lpVtbl->Alloc(f->heap, BLOCK_SIZE, eTaskCritical, &p), S_OK);
+    f->block = p;
+    for (size_t i = 0; i < BLOCK_SIZE / PAGE; i++)
+        f->block[i * PAGE] = pattern(i);
 }
 
 /* ---- The calls ---------------------------------------------------------------------------------------------- */
@@ -109,6 +121,8 @@ static HRESULT act_heap_alloc_large(fx *f)
     return f->heap->lpVtbl->Alloc(f->heap, 1 << 20, eTaskCritical, &p);
 }
 
+static HRESULT act_heap_free_large(fx *f) { return f->heap->lpVtbl->Free(f->heap, f->block); }
+
 typedef struct scenario {
     const char *name;
     void (*prepare)(fx *f);
@@ -130,6 +144,7 @@ static const scenario scenarios[] = {
     {"VirtualProtect across runs", prepare_small, act_protect},
     {"IHostMalloc::Alloc, the first chunk", prepare_heap, act_heap_alloc},
     {"IHostMalloc::Alloc of a large block", prepare_heap_used, act_heap_alloc_large},
+    {"IHostMalloc::Free of a large block", prepare_heap_block, act_heap_free_large},
 };
 
 /* ---- What must not change ----------------------------------------------------------------------------------- */
@@ -206,6 +221,9 @@ static void expect_unchanged(fx *f, const snapshot *before, const char *what)
     char msg[256];
     if (HostMemCheckConsistency(f->m, msg, sizeof msg) != S_OK)
         report(what, "books unsound: %s", msg);
+    for (size_t i = 0; f->block && i < BLOCK_SIZE / PAGE; i++)
+        if (f->block[i * PAGE] != pattern(i))
+            report(what, "the heap block lost its contents at %zu", i * PAGE);
     for (size_t i = 0; i < after.nruns; i++) {
         const MEMORY_BASIC_INFORMATION *r = &after.runs[i];
         uintptr_t a = (uintptr_t)r->BaseAddress, end = a + r->RegionSize;
