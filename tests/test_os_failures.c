@@ -5,6 +5,7 @@
  * test_map_limit.c does the same for real, at the kernel's limit. */
 #include <hostmem/hostmem.h>
 
+#include "manager.h" /* hm_manager_reset */
 #include "os.h"
 
 #include <errno.h>
@@ -322,11 +323,52 @@ static void test_each_primitive_fails_sim(void **state)
     run_backend("sim");
 }
 
+/* hm_manager_reset cannot fail; a span whose pages it could not discard must not be kept for reuse: the same
+ * reservation after the reset reads zero (a kept span would show the old contents). */
+static void reset_after_refused_discard(const char *backend, bool dedicated)
+{
+    IHostMemoryManager *m;
+    char opts[128];
+    snprintf(opts, sizeof opts, "backend=%s,span=64M,deterministic=1", backend);
+    assert_int_equal(HostMemCreateBuiltinManager(opts, &m), S_OK);
+    size_t size = dedicated ? (size_t)20 << 20 : (size_t)64 << 10;
+    void *p, *q;
+    assert_int_equal(m->lpVtbl->VirtualAlloc(m, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &p), S_OK);
+    memset(p, 0xA5, 4 * PAGE);
+    hm_os_fail(HM_OS_DECOMMIT, 1, ENOMEM, false);
+    assert_int_equal(hm_manager_reset(m), S_OK);
+    unsigned long refused = hm_os_calls(HM_OS_DECOMMIT);
+    hm_os_fail_off();
+    assert_int_equal(refused, 1);
+    assert_int_equal(m->lpVtbl->VirtualAlloc(m, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &q), S_OK);
+    if (q != p) /* the test is about reusing that place */
+        report(backend, "the reservation after the reset went to %p, not %p", q, p);
+    for (size_t i = 0; i < 4 * PAGE; i++)
+        if (((volatile uint8_t *)q)[i] != 0)
+            report(backend, "after a reset whose discard failed, a new reservation at %p (was %p) reads %#x", q, p,
+                   ((uint8_t *)q)[i]);
+    char msg[256];
+    assert_int_equal(HostMemCheckConsistency(m, msg, sizeof msg), S_OK);
+    m->lpVtbl->Release(m);
+}
+
+static void test_reset_after_refused_discard(void **state)
+{
+    (void)state;
+    for (int dedicated = 0; dedicated < 2; dedicated++) {
+        reset_after_refused_discard("os", dedicated);
+        reset_after_refused_discard("sim", dedicated);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_primitive_fails_os),
         cmocka_unit_test(test_each_primitive_fails_sim),
+        cmocka_unit_test(test_reset_after_refused_discard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
