@@ -1057,6 +1057,7 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
             if (!chunk_release_locked(h, c)) { /* the block lives on: Free fails with nothing changed */
                 hm_track_unpoison(pMem, c->large_size);
                 hm_track_malloc(pMem, c->large_size);
+                hm_track_defined(pMem, c->large_size); /* its contents are what they were */
                 heap_unlock(h);
                 return E_OUTOFMEMORY;
             }
