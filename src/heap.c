@@ -530,17 +530,33 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
     return S_OK;
 }
 
-/* Gives chunk c back to the source. Heap lock held. */
-static void chunk_release_locked(heap *h, chunk *c)
+/* Gives chunk c back to the source. Heap lock held. False when the source kept it (the OS would not take the pages
+ * back): c is then the heap's still, as it was, its space outside the header and the live block (large chunks)
+ * nobody's again for the tools. */
+static bool chunk_release_locked(heap *h, chunk *c)
 {
     pthread_mutex_lock(&h->chunks_lock);
     chunk_set_remove(&h->all, c);
     pthread_mutex_unlock(&h->chunks_lock);
-    free(atomic_load_explicit(&c->sites, memory_order_relaxed));
+    void *sites = atomic_load_explicit(&c->sites, memory_order_relaxed); /* c lives in the chunk: read it first */
+    char *base = (char *)chunk_base(c);
+    size_t bytes = c->bytes;
     /* The memory goes back to the manager, which may hand it out again as plain pages. */
-    hm_track_unpoison((void *)chunk_base(c), c->bytes);
-    hm_track_defined((void *)chunk_base(c), c->bytes);
-    h->source.release(h->source.ctx, (void *)chunk_base(c), c->bytes);
+    hm_track_unpoison(base, bytes);
+    hm_track_defined(base, bytes);
+    if (SUCCEEDED(h->source.release(h->source.ctx, base, bytes))) {
+        free(sites);
+        return true;
+    }
+    size_t offset = (size_t)((char *)c - base), header = chunk_header_size(c->slots, c->wide_sizes != NULL);
+    hm_track_poison(base, offset);
+    hm_track_noaccess(base, offset);
+    hm_track_poison((char *)c + header, bytes - offset - header);
+    hm_track_noaccess((char *)c + header, bytes - offset - header);
+    pthread_mutex_lock(&h->chunks_lock);
+    chunk_set_put(&h->all, c); /* where it was: the set needs no room */
+    pthread_mutex_unlock(&h->chunks_lock);
+    return false;
 }
 
 /* Takes empty small chunk c out of local l's service: into the heap's spares while there are few, else back to
@@ -553,16 +569,16 @@ static void chunk_retire_locked(heap *h, local *l, chunk *c)
         partial_remove(l, c);
     h->chunks_in_use--;
     size_t keep = h->peak_chunks_in_use / 2;
-    if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep)) {
+    /* Kept while there are few spares, or when the source will not take it back. */
+    if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep) ||
+        !chunk_release_locked(h, c)) {
         free(atomic_load_explicit(&c->sites, memory_order_relaxed)); /* a spare has no blocks, so no sites */
         atomic_store_explicit(&c->sites, NULL, memory_order_relaxed);
         c->next_partial = h->spares;
         c->spare = true;
         h->spares = c;
         h->spare_count++;
-        return;
     }
-    chunk_release_locked(h, c);
 }
 
 /* An empty chunk (live == 0) stays its class's current chunk when it is the only one with room (avoids
@@ -1038,7 +1054,13 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
     if (c && slot_of_block(c, a, &slot) && slot_size_of(c, slot) && !slot_pending(c, slot)) {
         hm_track_free(pMem);
         if (c->cls == LARGE_CLASS) {
-            chunk_release_locked(h, c);
+            if (!chunk_release_locked(h, c)) { /* the block lives on: Free fails with nothing changed */
+                hm_track_unpoison(pMem, c->large_size);
+                hm_track_malloc(pMem, c->large_size);
+                hm_track_defined(pMem, c->large_size); /* its contents are what they were */
+                heap_unlock(h);
+                return E_OUTOFMEMORY;
+            }
         } else {
             /* Another thread's block (the only local of a single-threaded heap has all in-service small chunks).
              * Its owner may be handing out or freeing other blocks of c right now: write only what it leaves to
@@ -1246,6 +1268,8 @@ static void heap_destroy(heap *h)
         free(atomic_load_explicit(&c->sites, memory_order_relaxed));
         hm_track_unpoison((void *)chunk_base(c), c->bytes);
         hm_track_defined((void *)chunk_base(c), c->bytes);
+        /* A chunk the source cannot take back stays reserved and committed in it (and in its statistics): the
+         * heap is going, there is no one to give it to. */
         h->source.release(h->source.ctx, (void *)chunk_base(c), c->bytes);
     }
     for (local *l = atomic_load(&h->locals), *next; l; l = next) {

@@ -128,12 +128,14 @@ static HRESULT heap_source_alloc(void *ctx, size_t size, EMemoryCriticalLevel le
     return hr;
 }
 
-static void heap_source_release(void *ctx, void *addr, size_t size)
+static HRESULT heap_source_release(void *ctx, void *addr, size_t size)
 {
     heap_binding *b = ctx;
     (void)size;
-    hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* a heap's pages are always cleared */
-    update_pressure(b->manager);
+    HRESULT hr = hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* heap pages: always cleared */
+    if (SUCCEEDED(hr))
+        update_pressure(b->manager);
+    return hr;
 }
 
 /* The heap's last act: keep its leak report, drop the reference it held on the manager. */

@@ -1193,7 +1193,9 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool z
             /* The pages go first, and only if they do the books follow: a dedicated span is unmapped whole (which
              * discards its pages), a shared span's region discarded. */
             span *s = r->span;
-            int err = s->dedicated ? os_unmap_span(vm, s->base, s->size) : discard ? discard_committed(vm, r, 0, r->pages) : 0;
+            int err = s->dedicated ? os_unmap_span(vm, s->base, s->size)
+                      : discard    ? discard_committed(vm, r, 0, r->pages)
+                                   : 0;
             if (err) {
                 hr = hr_from_errno(err);
             } else {

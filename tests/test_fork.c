@@ -157,8 +157,8 @@ static void fork_while_busy(const char *options, bool recorded)
     if (recorded)
         unlink(trace);
     if (hung || failed)
-        print_error("%s%s: %d of %d children hung, %d failed (last status %d)\n", options, recorded ? ", recorded" : "", hung, FORKS, failed,
-                    last_status);
+        print_error("%s%s: %d of %d children hung, %d failed (last status %d)\n", options,
+                    recorded ? ", recorded" : "", hung, FORKS, failed, last_status);
     assert_int_equal(hung, 0);
     assert_int_equal(failed, 0);
 }

@@ -5,6 +5,7 @@
  * test_map_limit.c does the same for real, at the kernel's limit. */
 #include <hostmem/hostmem.h>
 
+#include "manager.h" /* hm_manager_reset */
 #include "os.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ typedef struct fx {
     uintptr_t base; /* the watched reservation (0: none yet) */
     size_t size;
     IHostMalloc *heap;
+    uint8_t *block; /* a live heap block holding pattern(i) at each 4 KiB i */
 } fx;
 
 /* ---- The state a call starts from ------------------------------------------------------------------------- */
@@ -64,6 +66,17 @@ static void prepare_heap_used(fx *f)
     prepare_heap(f);
     void *p;
     assert_int_equal(f->heap->lpVtbl->Alloc(f->heap, 100, eTaskCritical, &p), S_OK);
+}
+
+#define BLOCK_SIZE ((size_t)1 << 20)
+static void prepare_heap_block(fx *f)
+{
+    prepare_heap(f);
+    void *p;
+    assert_int_equal(f->heap->lpVtbl->Alloc(f->heap, BLOCK_SIZE, eTaskCritical, &p), S_OK);
+    f->block = p;
+    for (size_t i = 0; i < BLOCK_SIZE / PAGE; i++)
+        f->block[i * PAGE] = pattern(i);
 }
 
 /* ---- The calls ---------------------------------------------------------------------------------------------- */
@@ -109,6 +122,8 @@ static HRESULT act_heap_alloc_large(fx *f)
     return f->heap->lpVtbl->Alloc(f->heap, 1 << 20, eTaskCritical, &p);
 }
 
+static HRESULT act_heap_free_large(fx *f) { return f->heap->lpVtbl->Free(f->heap, f->block); }
+
 typedef struct scenario {
     const char *name;
     void (*prepare)(fx *f);
@@ -130,6 +145,7 @@ static const scenario scenarios[] = {
     {"VirtualProtect across runs", prepare_small, act_protect},
     {"IHostMalloc::Alloc, the first chunk", prepare_heap, act_heap_alloc},
     {"IHostMalloc::Alloc of a large block", prepare_heap_used, act_heap_alloc_large},
+    {"IHostMalloc::Free of a large block", prepare_heap_block, act_heap_free_large},
 };
 
 /* ---- What must not change ----------------------------------------------------------------------------------- */
@@ -206,6 +222,9 @@ static void expect_unchanged(fx *f, const snapshot *before, const char *what)
     char msg[256];
     if (HostMemCheckConsistency(f->m, msg, sizeof msg) != S_OK)
         report(what, "books unsound: %s", msg);
+    for (size_t i = 0; f->block && i < BLOCK_SIZE / PAGE; i++)
+        if (f->block[i * PAGE] != pattern(i))
+            report(what, "the heap block lost its contents at %zu", i * PAGE);
     for (size_t i = 0; i < after.nruns; i++) {
         const MEMORY_BASIC_INFORMATION *r = &after.runs[i];
         uintptr_t a = (uintptr_t)r->BaseAddress, end = a + r->RegionSize;
@@ -304,11 +323,52 @@ static void test_each_primitive_fails_sim(void **state)
     run_backend("sim");
 }
 
+/* hm_manager_reset cannot fail; a span whose pages it could not discard must not be kept for reuse: the same
+ * reservation after the reset reads zero (a kept span would show the old contents). */
+static void reset_after_refused_discard(const char *backend, bool dedicated)
+{
+    IHostMemoryManager *m;
+    char opts[128];
+    snprintf(opts, sizeof opts, "backend=%s,span=64M,deterministic=1", backend);
+    assert_int_equal(HostMemCreateBuiltinManager(opts, &m), S_OK);
+    size_t size = dedicated ? (size_t)20 << 20 : (size_t)64 << 10;
+    void *p, *q;
+    assert_int_equal(m->lpVtbl->VirtualAlloc(m, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &p), S_OK);
+    memset(p, 0xA5, 4 * PAGE);
+    hm_os_fail(HM_OS_DECOMMIT, 1, ENOMEM, false);
+    assert_int_equal(hm_manager_reset(m), S_OK);
+    unsigned long refused = hm_os_calls(HM_OS_DECOMMIT);
+    hm_os_fail_off();
+    assert_int_equal(refused, 1);
+    assert_int_equal(m->lpVtbl->VirtualAlloc(m, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &q), S_OK);
+    if (q != p) /* the test is about reusing that place */
+        report(backend, "the reservation after the reset went to %p, not %p", q, p);
+    for (size_t i = 0; i < 4 * PAGE; i++)
+        if (((volatile uint8_t *)q)[i] != 0)
+            report(backend, "after a reset whose discard failed, a new reservation at %p (was %p) reads %#x", q, p,
+                   ((uint8_t *)q)[i]);
+    char msg[256];
+    assert_int_equal(HostMemCheckConsistency(m, msg, sizeof msg), S_OK);
+    m->lpVtbl->Release(m);
+}
+
+static void test_reset_after_refused_discard(void **state)
+{
+    (void)state;
+    for (int dedicated = 0; dedicated < 2; dedicated++) {
+        reset_after_refused_discard("os", dedicated);
+        reset_after_refused_discard("sim", dedicated);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_primitive_fails_os),
         cmocka_unit_test(test_each_primitive_fails_sim),
+        cmocka_unit_test(test_reset_after_refused_discard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
