@@ -229,6 +229,8 @@ static void test_every_truncation(void **state)
         {"raw v1", v1, killed_len, 0, killed_len},
         {"raw closed", closed, raw_len, RING_END - 2 * HM_RAW_SLOT, raw_len},
     };
+    /* Every cut; under Valgrind (which cannot see a read past a cut inside a block anyway) every 13th. */
+    size_t step = getenv("HOSTMEM_UNDER_VALGRIND") ? 13 : 1;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         long whole = read_memory(cases[i].data, cases[i].len, cases[i].name);
         if (whole != SOME_CALLS)
@@ -241,7 +243,7 @@ static void test_every_truncation(void **state)
             assert_non_null(blocks[k]);
             memcpy(blocks[k] + k, cases[i].data, cases[i].len);
         }
-        for (size_t len = 0; len <= cases[i].len; len += len < cases[i].from ? PAGE : 1) {
+        for (size_t len = 0; len <= cases[i].len; len += len < cases[i].from ? PAGE : step) {
             size_t k = (8 - len % 8) % 8;
             uint8_t *cut = blocks[k] + k, *block_end = blocks[k] + cases[i].len + 8;
             ASAN_POISON_MEMORY_REGION(cut + len, (size_t)(block_end - (cut + len)));
