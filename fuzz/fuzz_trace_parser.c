@@ -91,7 +91,7 @@ static void check_round_trip(const lines *first, lines *again, const char *encod
     read_all(reader, name, again, NULL, NULL);
     hm_trace_close(reader);
     if (again->end != 0 || again->calls != first->calls || again->len != first->len ||
-        memcmp(again->text, first->text, first->len) != 0 || again->incomplete != first->incomplete ||
+        (first->len && memcmp(again->text, first->text, first->len) != 0) || again->incomplete != first->incomplete ||
         again->incomplete_calls != first->incomplete_calls)
         abort();
 }
