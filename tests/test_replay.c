@@ -179,6 +179,18 @@ static void test_relocation_prefers_what_is_live(void **state)
     }
 }
 
+/* A built-in manager failing the calls a fault spec (ctx) names. */
+static HRESULT failing_commit(void *ctx, IHostMemoryManager **out)
+{
+    IHostMemoryManager *inner = NULL;
+    HRESULT hr = HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, &inner);
+    if (FAILED(hr))
+        return hr;
+    hr = HostMemWrapFaults(inner, ctx, out);
+    IHostMemoryManager_Release(inner);
+    return hr;
+}
+
 /* ---- Releases lost in flight ------------------------------------------------------------------------------ */
 /* A region's MEM_RELEASE was in flight when the recorder was killed (its slot never committed), and another thread
  * got the same address from the host: the later reservation proves the release, replay goes on with a note. */
@@ -208,6 +220,19 @@ static void test_lost_release_implied(void **state)
     assert_int_equal(res.lost, 2);
     assert_int_equal(res.implied, 2);
     assert_int_equal(res.calls, 11);
+
+    /* The reducer on it: a host failing the commit in the region the implied release made room for. */
+    hm_trace *t, *small = NULL;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    hm_replay_options opts = {.factory = failing_commit, .factory_ctx = (void *)"VirtualAlloc,op=commit,nth=2"};
+    hm_reduce_stats stats;
+    assert_int_equal(HostMemReduce(t, &opts, &small, &stats), S_OK);
+    assert_int_equal(small->count, 4); /* both reservations and their commits (the fault counts commits) */
+    assert_int_equal(small->calls[2].mem.handle, 2);
+    assert_int_equal(small->calls[3].addr.handle, 2);
+    assert_int_equal(small->calls[3].method, HM_METHOD_VIRTUAL_ALLOC);
+    hm_trace_free(small);
+    hm_trace_free(t);
 }
 
 /* Without a lost call nothing is implied: a host that hands out a live region's address again is what the trace
@@ -470,16 +495,6 @@ static void test_killed_threads_replay_cleanly(void **state)
 
 /* The reducer works on such a trace (a short one: ddmin replays it many times): a host failing a commit is found
  * again in a small trace. */
-static HRESULT failing_commit(void *ctx, IHostMemoryManager **out)
-{
-    IHostMemoryManager *inner = NULL;
-    HRESULT hr = HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, &inner);
-    if (FAILED(hr))
-        return hr;
-    hr = HostMemWrapFaults(inner, ctx, out);
-    IHostMemoryManager_Release(inner);
-    return hr;
-}
 
 static void test_reduce_threaded_trace(void **state)
 {
