@@ -13,7 +13,8 @@
  *    *VirtualAddressSpace calls) run one at a time, each with its record, under the log's space lock: their order
  *    in the trace is the host's order, also among threads working on one reservation;
  *  - a call that ends something (VirtualFree, Free, ReleasedVirtualAddressSpace, a heap's last Release) takes its
- *    slot before calling the host, every other call after the host returned. So when the host hands an address
+ *    slot before calling the host, and so does RegisterMemoryNotificationCallback (the host may notify the new
+ *    callback before the call returns); every other call takes it after the host returned. So when the host hands an address
  *    one thread freed to another (a region, a heap block, or a heap's memory reused for a region), the free
  *    comes first; heap calls need no lock for that;
  *  - a VirtualQuery does not take the lock (it must stay cheap): it reads the space epoch (odd while a locked
@@ -864,14 +865,19 @@ static HRESULT STDMETHODCALLTYPE rec_RegisterMemoryNotificationCallback(IHostMem
         atomic_fetch_add(&r->log->refs, 1);
         wrapper->id = atomic_fetch_add(&r->log->next_callback, 1) + 1;
     }
+    /* The slot before the call: the host may notify the callback (on this thread or another) before the call
+     * returns, and a notification must not come before the registration that names its callback. */
+    bool recording = log_enabled(r->log);
+    uint64_t slot = recording ? reserve(r->log, 1) : 0;
     HRESULT hr = IHostMemoryManager_RegisterMemoryNotificationCallback(r->inner, wrapper ? &wrapper->iface : NULL);
     uint32_t id = wrapper ? wrapper->id : 0;
     if (wrapper)
         callback_Release(&wrapper->iface); /* the host holds its own reference when it kept it */
-    if (log_enabled(r->log)) {
+    if (recording) {
         hm_raw_record rec = record_start(HM_METHOD_REGISTER_CALLBACK, hr);
         rec.id = id;
-        record_simple(r->log, &rec);
+        rec.nslots = 1;
+        commit(r->log, slot, &rec, NULL, 0);
     }
     return hr;
 }

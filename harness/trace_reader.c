@@ -667,9 +667,7 @@ static void kill_span(hm_trace_reader *r, span_set *s, span *sp)
     span_kill(s, sp);
 }
 
-/* A new region [start, end): the live blocks there are gone (their heap gave the memory back; a heap's last
- * Release frees blocks no Free names). With calls lost in flight, a live region there was released by one of
- * them: the new call proves it, so it is implied rather than taken for a host handing out live memory twice. */
+/* A live span overlapping [start, end), or NULL. */
 static span *live_overlap(span_set *s, uint64_t start, uint64_t end)
 {
     for (long i = span_floor(s, end - 1); i >= 0 && s->v[i].end > start; i--)
@@ -678,6 +676,9 @@ static span *live_overlap(span_set *s, uint64_t start, uint64_t end)
     return NULL;
 }
 
+/* A new region [start, end): the live blocks there are gone (their heap gave the memory back; a heap's last
+ * Release frees blocks no Free names). With calls lost in flight, a live region there was released by one of
+ * them: the new call proves it, so it is implied rather than taken for a host handing out live memory twice. */
 static void new_region_clears(hm_trace_reader *r, uint64_t start, uint64_t size)
 {
     uint64_t end = start + (size ? size : 1);
@@ -863,7 +864,7 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->prot = rec.b32;
         if (c->nulls & HM_TRACE_NULL_OUT1)
             break;
-        /* A call asking for a new region (not a commit inside one) whose answer lies in a live region. */
+        /* A call asking for a new region (not a commit inside a known one) ends what was at its answer. */
         bool fresh = ok && rec.out && ((rec.a32 & MEM_RESERVE) || !rec.addr);
         if (fresh)
             new_region_clears(r, rec.out, rec.size);

@@ -179,6 +179,18 @@ static void test_relocation_prefers_what_is_live(void **state)
     }
 }
 
+/* A built-in manager failing the calls a fault spec (ctx) names. */
+static HRESULT failing_commit(void *ctx, IHostMemoryManager **out)
+{
+    IHostMemoryManager *inner = NULL;
+    HRESULT hr = HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, &inner);
+    if (FAILED(hr))
+        return hr;
+    hr = HostMemWrapFaults(inner, ctx, out);
+    IHostMemoryManager_Release(inner);
+    return hr;
+}
+
 /* ---- Releases lost in flight ------------------------------------------------------------------------------ */
 /* A region's MEM_RELEASE was in flight when the recorder was killed (its slot never committed), and another thread
  * got the same address from the host: the later reservation proves the release, replay goes on with a note. */
@@ -208,6 +220,19 @@ static void test_lost_release_implied(void **state)
     assert_int_equal(res.lost, 2);
     assert_int_equal(res.implied, 2);
     assert_int_equal(res.calls, 11);
+
+    /* The reducer on it: a host failing the commit in the region the implied release made room for. */
+    hm_trace *t, *small = NULL;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    hm_replay_options opts = {.factory = failing_commit, .factory_ctx = (void *)"VirtualAlloc,op=commit,nth=2"};
+    hm_reduce_stats stats;
+    assert_int_equal(HostMemReduce(t, &opts, &small, &stats), S_OK);
+    assert_int_equal(small->count, 4); /* both reservations and their commits (the fault counts commits) */
+    assert_int_equal(small->calls[2].mem.handle, 2);
+    assert_int_equal(small->calls[3].addr.handle, 2);
+    assert_int_equal(small->calls[3].method, HM_METHOD_VIRTUAL_ALLOC);
+    hm_trace_free(small);
+    hm_trace_free(t);
 }
 
 /* Without a lost call nothing is implied: a host that hands out a live region's address again is what the trace
@@ -234,6 +259,7 @@ typedef struct yielding {
     IHostMemoryManager iface;
     atomic_int refs;
     IHostMemoryManager *inner;
+    bool notify_on_register; /* tells a callback the memory state at once, inside its registration */
 } yielding;
 static yielding *yielding_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, yielding, iface); }
 static IHostMemoryManager *inner_of(IHostMemoryManager *i) { return yielding_of(i)->inner; }
@@ -284,7 +310,10 @@ static HRESULT STDMETHODCALLTYPE y_load(IHostMemoryManager *i, DWORD *l, SIZE_T 
 }
 static HRESULT STDMETHODCALLTYPE y_register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c)
 {
-    return IHostMemoryManager_RegisterMemoryNotificationCallback(inner_of(i), c);
+    HRESULT hr = IHostMemoryManager_RegisterMemoryNotificationCallback(inner_of(i), c);
+    if (SUCCEEDED(hr) && c && yielding_of(i)->notify_on_register)
+        ICLRMemoryNotificationCallback_OnMemoryNotification(c, eMemoryAvailableNeutral);
+    return hr;
 }
 static HRESULT STDMETHODCALLTYPE y_needs(IHostMemoryManager *i, LPVOID a, SIZE_T s)
 {
@@ -302,12 +331,13 @@ static const IHostMemoryManagerVtbl yielding_vtbl = {y_qi,    y_addref, y_releas
                                                      y_free,  y_query,  y_protect,  y_load,   y_register,
                                                      y_needs, y_acquired, y_released};
 
-static IHostMemoryManager *recorded_yielding(const char *path)
+static IHostMemoryManager *recorded_yielding(const char *path, bool notify_on_register)
 {
     yielding *y = calloc(1, sizeof *y);
     assert_non_null(y);
     y->iface.lpVtbl = &yielding_vtbl;
     atomic_init(&y->refs, 1);
+    y->notify_on_register = notify_on_register;
     assert_int_equal(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &y->inner), S_OK);
     IHostMemoryManager *m = NULL;
     unlink(path); /* the recorder refuses to overwrite a trace: each seed records afresh */
@@ -380,7 +410,7 @@ static void *worker(void *arg)
  * once they run and waits there to be killed. */
 static void record_threads_signalling(const char *path, unsigned seed, int rounds, int ready)
 {
-    workload w = {recorded_yielding(path), rounds, NULL, NULL, seed};
+    workload w = {recorded_yielding(path, false), rounds, NULL, NULL, seed};
     assert_int_equal(IHostMemoryManager_CreateMalloc(w.m, MALLOC_THREADSAFE, &w.shared_heap), S_OK);
     assert_int_equal(IHostMemoryManager_VirtualAlloc(w.m, NULL, SHARED_PAGES * PAGE, MEM_RESERVE, PAGE_NOACCESS,
                                                      eTaskCritical, (void **)&w.shared), S_OK);
@@ -471,16 +501,6 @@ static void test_killed_threads_replay_cleanly(void **state)
 
 /* The reducer works on such a trace (a short one: ddmin replays it many times): a host failing a commit is found
  * again in a small trace. */
-static HRESULT failing_commit(void *ctx, IHostMemoryManager **out)
-{
-    IHostMemoryManager *inner = NULL;
-    HRESULT hr = HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, &inner);
-    if (FAILED(hr))
-        return hr;
-    hr = HostMemWrapFaults(inner, ctx, out);
-    IHostMemoryManager_Release(inner);
-    return hr;
-}
 
 static void test_reduce_threaded_trace(void **state)
 {
@@ -502,6 +522,56 @@ static void test_reduce_threaded_trace(void **state)
     assert_string_equal(again.field, res.field);
     assert_string_equal(again.expected, res.expected);
     hm_trace_free(small);
+    hm_trace_free(t);
+}
+
+/* ---- Callbacks ------------------------------------------------------------------------------------------- */
+typedef struct counting_callback {
+    ICLRMemoryNotificationCallback iface;
+    atomic_int refs, told;
+} counting_callback;
+static counting_callback *ccb(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
+static HRESULT STDMETHODCALLTYPE ccb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
+{
+    (void)r;
+    *p = i;
+    ccb(i)->refs++;
+    return S_OK;
+}
+static ULONG STDMETHODCALLTYPE ccb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++ccb(i)->refs; }
+static ULONG STDMETHODCALLTYPE ccb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--ccb(i)->refs; }
+static HRESULT STDMETHODCALLTYPE ccb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
+{
+    (void)a;
+    ccb(i)->told++;
+    return S_OK;
+}
+static const ICLRMemoryNotificationCallbackVtbl ccb_vtbl = {ccb_qi, ccb_addref, ccb_release, ccb_notify};
+
+/* A host may tell a callback the memory state inside its registration (or another thread may, before the
+ * registration returns): the registration still comes first in the trace, so the trace converts to text and
+ * reads back (a callback must be registered before it is named). */
+static void test_registration_before_its_notifications(void **state)
+{
+    (void)state;
+    const char *raw = tmp_path("register.raw"), *text = tmp_path("register.txt");
+    IHostMemoryManager *m = recorded_yielding(raw, true);
+    counting_callback cb = {{&ccb_vtbl}, 1, 0};
+    assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
+    IHostMemoryManager_Release(m);
+    assert_int_equal(cb.told, 1);
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(raw, &t), S_OK);
+    assert_int_equal(t->count, 2);
+    assert_int_equal(t->calls[0].method, HM_METHOD_REGISTER_CALLBACK);
+    assert_int_equal(t->calls[1].method, HM_TRACE_ON_NOTIFICATION);
+    hm_trace_writer *w;
+    assert_int_equal(hm_trace_writer_open(text, HM_TRACE_TEXT, &w), S_OK);
+    for (size_t k = 0; k < t->count; k++)
+        assert_int_equal(hm_trace_write(w, &t->calls[k]), S_OK);
+    assert_int_equal(hm_trace_writer_close(w), S_OK);
+    hm_trace_free(t);
+    assert_int_equal(hm_trace_load(text, &t), S_OK);
     hm_trace_free(t);
 }
 
@@ -579,7 +649,7 @@ static int teardown(void **state)
 {
     (void)state;
     static const char *const names[] = {"relocation.raw", "lost-release.raw", "no-loss.raw",  "threads.raw",
-                                        "killed-threads.raw",
+                                        "killed-threads.raw", "register.raw", "register.txt",
                                         "threads-reduce.raw", "concurrent.txt", "concurrent.bin", "back.txt"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unlink(tmp_path(names[i]));
@@ -595,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_threads_replay_cleanly),
         cmocka_unit_test(test_killed_threads_replay_cleanly),
         cmocka_unit_test(test_reduce_threaded_trace),
+        cmocka_unit_test(test_registration_before_its_notifications),
         cmocka_unit_test(test_concurrent_round_trip),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
