@@ -5,7 +5,6 @@
 #include "plugin.h"
 #include "stress.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
