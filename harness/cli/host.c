@@ -97,8 +97,10 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
     int n = 0;
     bool plugin = false;
     unsigned long long timeout = 0;
+    bool options = true; /* after "--" come a program's own arguments: left alone */
     for (int i = 0; i < argc; i++) {
-        if (i > 0 && strcmp(argv[i], "--timeout") == 0) {
+        options &= strcmp(argv[i], "--") != 0;
+        if (options && i > 0 && strcmp(argv[i], "--timeout") == 0) {
             if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
                 fprintf(stderr, "hostmem %s: --timeout wants seconds from 1 to 86400\n", name);
                 free(args);
@@ -106,7 +108,7 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
             }
             continue;
         }
-        plugin |= i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
+        plugin |= options && i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
         args[n++] = argv[i];
     }
     int code;
