@@ -5,13 +5,11 @@
 #include "plugin.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define INVALID_PARAMETER HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER)
 #define INVALID_ADDRESS HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)

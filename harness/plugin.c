@@ -223,7 +223,9 @@ hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_
             fds[n++] = (struct pollfd){.fd = done[0], .events = POLLIN};
         if (out[0] >= 0)
             fds[n++] = (struct pollfd){.fd = out[0], .events = POLLIN};
-        if (n ? poll(fds, n, 100) < 0 && errno != EINTR : usleep(100000) < 0 && errno != EINTR)
+        /* Once the child said done (or closed the pipe) it is about to exit: look again soon. */
+        int wait_ms = got_done || done[0] < 0 ? 1 : 100;
+        if (n ? poll(fds, n, wait_ms) < 0 && errno != EINTR : usleep((useconds_t)wait_ms * 1000) < 0 && errno != EINTR)
             break;
         for (nfds_t i = 0; i < n; i++) {
             if (!fds[i].revents)

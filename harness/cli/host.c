@@ -84,15 +84,17 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
     int n = 0;
     bool plugin = false;
     unsigned long long timeout = 0;
+    bool options = true; /* after "--" come a program's own arguments: left alone */
     for (int i = 0; i < argc; i++) {
-        if (i > 0 && strcmp(argv[i], "--timeout") == 0) {
+        options &= strcmp(argv[i], "--") != 0;
+        if (options && i > 0 && strcmp(argv[i], "--timeout") == 0) {
             if (!hm_cli_take_uint(name, argc, argv, &i, 1, 86400, &timeout)) {
                 free(args);
                 return HM_EXIT_USAGE;
             }
             continue;
         }
-        plugin |= i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
+        plugin |= options && i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
         args[n++] = argv[i];
     }
     int code;
