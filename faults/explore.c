@@ -72,7 +72,7 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
         o.factory = default_factory;
     if (!o.transient && !o.persistent)
         o.transient = o.persistent = 1;
-    char check[256];
+    char check[512]; /* a spec error whole (the list of methods is long) */
     fault_rule *rules;
     size_t nrules;
     if (hm_fault_spec_parse(o.match, &rules, &nrules, check, sizeof check) != S_OK) {

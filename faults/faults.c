@@ -5,6 +5,7 @@
 #include "com.h"
 
 #include "error.h"
+#include "fork.h"
 #include "manager.h"
 
 #include <pthread.h>
@@ -19,6 +20,7 @@ typedef struct faults {
     /* Nothing armed means every call goes straight through: one relaxed load. Call numbers start when armed. */
     atomic_bool armed;
     pthread_mutex_t lock; /* rules, counters, log, callbacks */
+    hm_fork_entry fork_entry; /* the lock, held across fork() */
     fault_rule *rules;
     size_t nrules;
     uint64_t calls;
@@ -232,6 +234,7 @@ static ULONG STDMETHODCALLTYPE faults_Release(IHostMemoryManager *iface)
         IHostMemoryManager_Release(f->inner);
         free(f->rules);
         free(f->log);
+        hm_fork_unregister(&f->fork_entry);
         pthread_mutex_destroy(&f->lock);
         free(f);
     }
@@ -571,6 +574,7 @@ HM_API HRESULT HostMemWrapFaults(IHostMemoryManager *inner, const char *spec, IH
     f->inner = inner;
     IHostMemoryManager_AddRef(inner);
     pthread_mutex_init(&f->lock, NULL);
+    hm_fork_register_mutex(&f->fork_entry, &f->lock, HM_FORK_FAULTS);
     f->rules = rules;
     f->nrules = n;
     f->pressure_load = -1;

@@ -19,7 +19,7 @@ typedef struct parser {
 static HRESULT fail_at(parser *ps, const char *where, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static HRESULT fail_at(parser *ps, const char *where, const char *fmt, ...)
 {
-    char what[256];
+    char what[480]; /* the longest, the list of methods, whole */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
@@ -237,6 +237,9 @@ static HRESULT parse_key(parser *ps, const char *key, size_t klen, const char *v
         buf[vlen] = '\0';
         char *end;
         double d = strtod(buf, &end);
+        if (end == buf) /* no number at all: "%" alone is not 0% */
+            return fail_at(ps, v, "bad probability '%.*s' (expected a number from 0 to 1, or a percentage)",
+                           (int)vlen, v);
         if (*end == '%') {
             d /= 100;
             end++;
@@ -254,6 +257,10 @@ static HRESULT parse_key(parser *ps, const char *key, size_t klen, const char *v
             return fail_at(ps, v, "bad HRESULT '%.*s' (expected a name such as E_OUTOFMEMORY or HOST_E_TIMEOUT, or a "
                                   "number such as 0x8007000E)",
                            (int)vlen, v);
+        if (SUCCEEDED(hr)) /* the call would "fail" with success: nothing fails, yet it counts as injected */
+            return fail_at(ps, v, "bad return '%.*s': a fault must make the call fail, and %s is a success code "
+                                  "(expected a failure HRESULT such as E_OUTOFMEMORY or HOST_E_TIMEOUT)",
+                           (int)vlen, v, hm_hr_name(hr));
         r->result = hr;
         return S_OK;
     }

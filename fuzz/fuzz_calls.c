@@ -1,4 +1,4 @@
-/* Fuzz target: call sequences against a host, checked against the reference model (calls.h, model.h). Built twice:
+/* Fuzz target: call sequences against a host, checked against the reference model (harness/calls.h). Built twice:
  * fuzz_calls (the host as it is) and fuzz_calls_faults (HM_FUZZ_WITH_FAULTS: the input's first bytes also choose
  * which calls the fault layer fails, and the target checks that a failed call changed nothing).
  *
@@ -15,20 +15,31 @@
 #define HM_FUZZ_WITH_FAULTS 0
 #endif
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static hm_fuzz_config config;
+static int configured;
+
+/* The engines call this once before any input (the standalone driver too): a bad environment is a configuration
+ * error, said plainly with exit status 2, not a crash every engine would file as a finding. */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    if (hm_fuzz_config_from_env(&config, stderr) != 0)
+        exit(2);
+    config.faults = HM_FUZZ_WITH_FAULTS;
+    configured = 1;
+    return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static hm_fuzz_config config;
-    static int configured;
-    if (!configured) {
-        hm_fuzz_config_from_env(&config);
-        config.faults = HM_FUZZ_WITH_FAULTS;
-        configured = 1;
-    }
+    if (!configured) /* an engine that skips the initialize hook */
+        LLVMFuzzerInitialize(NULL, NULL);
     hm_fuzz_outcome outcome;
     if (hm_fuzz_calls_run(data, size, &config, &outcome) != 0)
-        abort(); /* the host could not even be set up: nothing else would work either */
+        abort(); /* the configuration worked at start: a host that now cannot be set up is a finding */
     if (outcome.mismatch)
         abort();
     return 0;

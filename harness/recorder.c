@@ -7,9 +7,20 @@
  * by storing the first slot's commit word last. Slot order is the trace's order; the reader skips slots never
  * committed.
  *
- * Ordering across threads: a call that ends something (VirtualFree, Free, ReleasedVirtualAddressSpace, a heap's
- * last Release) takes its slot before calling the host, every other call after the host returned. So when the
- * host hands an address freed by one thread to another, the free always comes first in the trace. */
+ * Ordering across threads: the trace's order must be one in which the calls' effects happened, or a replay blames a
+ * correct host. Three rules give that:
+ *  - the calls that change the address space (VirtualAlloc, VirtualFree, VirtualProtect and the three
+ *    *VirtualAddressSpace calls) run one at a time, each with its record, under the log's space lock: their order
+ *    in the trace is the host's order, also among threads working on one reservation;
+ *  - a call that ends something (VirtualFree, Free, ReleasedVirtualAddressSpace, a heap's last Release) takes its
+ *    slot before calling the host, and so does RegisterMemoryNotificationCallback (the host may notify the new
+ *    callback before the call returns); every other call takes it after the host returned. So when the host hands an address
+ *    one thread freed to another (a region, a heap block, or a heap's memory reused for a region), the free
+ *    comes first; heap calls need no lock for that;
+ *  - a VirtualQuery does not take the lock (it must stay cheap): it reads the space epoch (odd while a locked
+ *    call is in progress) before calling the host and after taking its slot, and when a locked call overlapped
+ *    it, its record says so (HM_RAW_CONCURRENT) and replay does not compare its answer, which may describe the
+ *    state before or after that call. */
 #include "error.h"
 #include "com.h"
 #include "manager.h"
@@ -17,14 +28,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The log: a ring of HM_RAW_RING_SLOTS slots mapped once, near the start of the file, takes every record; every
@@ -43,6 +58,8 @@
 typedef struct recorder_log {
     atomic_uint refs;
     int fd;
+    char *path;
+    struct recorder_log *prev_open, *next_open; /* every open log, for the fork handlers (open_logs_lock) */
     uint64_t serial;         /* tells this log's thread numbers apart from another log's in the thread cache */
     unsigned fork_generation;
     atomic_uint next_thread;
@@ -50,9 +67,13 @@ typedef struct recorder_log {
     uint8_t *map;  /* header + ring */
     uint8_t *ring; /* map + HM_RAW_HEADER */
     pthread_mutex_t copy_lock; /* one thread copies at a time */
-    atomic_bool broken; /* the file could not be written (disk full): calls still go through, unrecorded */
+    /* The file could not be written (disk full): calls still go through, unrecorded; the header says the trace
+     * ends after the calls in their place (log_stop). */
+    atomic_bool broken;
+    pthread_mutex_t space_lock; /* held by a call that changes the address space, with its record */
     /* Written by every call: a line of its own. */
     _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
+    atomic_uint_fast64_t space_epoch; /* 2 per locked call: odd while one is in progress (queries read it) */
     atomic_uint_fast64_t calls;
     /* Written by the copying thread, read by every call. */
     _Alignas(64) atomic_uint_fast64_t copied; /* records [0, copied) are in their place */
@@ -85,11 +106,33 @@ typedef struct recorded_callback {
 static atomic_uint_fast64_t log_serials;
 static atomic_uint fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t open_logs_lock = PTHREAD_MUTEX_INITIALIZER;
+static recorder_log *open_logs;
 
-/* A forked child shares the file but not the slot counter: it must not write, or it would overwrite the
- * parent's records. Its calls go through unrecorded. */
-static void after_fork_in_child(void) { atomic_fetch_add(&fork_generation, 1); }
-static void install_atfork(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+/* fork(): a forked child shares the file but not the slot counter: it must not write, or it would overwrite the
+ * parent's records, so its calls go through unrecorded (it may record to a trace of its own: a new recorder).
+ * The copy locks are taken around fork() so that no copy is half done in the child's image and every lock the
+ * child inherits is free. */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&open_logs_lock);
+    for (recorder_log *log = open_logs; log; log = log->next_open)
+        pthread_mutex_lock(&log->copy_lock);
+}
+static void after_fork_in_parent(void)
+{
+    for (recorder_log *log = open_logs; log; log = log->next_open)
+        pthread_mutex_unlock(&log->copy_lock);
+    pthread_mutex_unlock(&open_logs_lock);
+}
+static void after_fork_in_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+    for (recorder_log *log = open_logs; log; log = log->next_open)
+        pthread_mutex_unlock(&log->copy_lock);
+    pthread_mutex_unlock(&open_logs_lock);
+}
+static void install_atfork(void) { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); }
 
 static inline uint64_t commit_word(uint64_t slot) { return HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK); }
 static inline off_t main_offset(uint64_t slot) { return MAIN_OFFSET + (off_t)slot * HM_RAW_SLOT; }
@@ -98,6 +141,7 @@ static inline uint8_t *ring_slot(recorder_log *log, uint64_t slot)
     return log->ring + (size_t)(slot & (RING_SLOTS - 1)) * HM_RAW_SLOT;
 }
 
+/* Writes buf at offset; false with errno set when it cannot (ENOSPC: the file system is full). */
 static bool write_all(int fd, const void *buf, size_t len, off_t offset)
 {
     const uint8_t *p = buf;
@@ -105,6 +149,8 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
         ssize_t n = pwrite(fd, p, len, offset);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n == 0)
+            errno = ENOSPC;
         if (n <= 0)
             return false;
         p += n;
@@ -112,6 +158,27 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
         offset += n;
     }
     return true;
+}
+
+/* The trace cannot be written (err: the failed write's errno): recording stops here, cleanly. The trace is the
+ * calls already in their place, in order; the header says so (the reader ends there and reports why) and stderr
+ * tells the user. The program goes on, unrecorded. copy_lock held. */
+static void log_stop(recorder_log *log, int err)
+{
+    if (atomic_exchange(&log->broken, true))
+        return;
+    uint64_t calls = atomic_load(&log->calls);
+    int32_t e = err;
+    uint32_t stopped = HM_RAW_STOPPED;
+    /* The header is in the mapping, whose blocks were reserved when the trace was created: this cannot fail. */
+    memcpy(log->map + HM_RAW_STOPPED_CALLS_FIELD, &calls, sizeof calls);
+    memcpy(log->map + HM_RAW_STOPPED_ERRNO_FIELD, &e, sizeof e);
+    atomic_store_explicit((_Atomic uint32_t *)(void *)(log->map + HM_RAW_STOPPED_FIELD), stopped,
+                          memory_order_release);
+    fprintf(stderr,
+            "hostmem: recording to '%s' stopped after %" PRIu64 " calls: writing the trace failed: %s. The program "
+            "goes on unrecorded; the trace holds those %" PRIu64 " calls and says it is incomplete.\n",
+            log->path, calls, strerror(err), calls);
 }
 
 /* The slots a committed call's first slot says it takes (1 when the count is out of range). */
@@ -157,8 +224,10 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
                 if (head > n)
                     head = n;
                 if (!write_all(log->fd, p, head * HM_RAW_SLOT, main_offset(c)) ||
-                    (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head))))
-                    atomic_store(&log->broken, true);
+                    (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head)))) {
+                    log_stop(log, errno);
+                    break;
+                }
                 c += n;
                 mark_copied(log, c, ++calls);
                 continue;
@@ -176,8 +245,10 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
             }
             break; /* in flight */
         }
-        if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c)))
-            atomic_store(&log->broken, true);
+        if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c))) {
+            log_stop(log, errno);
+            break;
+        }
         c = end;
         mark_copied(log, c, calls);
     }
@@ -199,12 +270,22 @@ static void log_release(recorder_log *log)
 {
     if (atomic_fetch_sub(&log->refs, 1) != 1)
         return;
+    pthread_mutex_lock(&open_logs_lock);
+    if (log->prev_open)
+        log->prev_open->next_open = log->next_open;
+    else
+        open_logs = log->next_open;
+    if (log->next_open)
+        log->next_open->prev_open = log->prev_open;
+    pthread_mutex_unlock(&open_logs_lock);
     bool same_process = atomic_load(&fork_generation) == log->fork_generation;
     if (same_process) { /* a forked child must not write */
-        /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). */
+        /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). A
+         * stopped log ends with the calls in their place (log_stop): the ring's are not the trace's. */
         uint64_t reserved = atomic_load(&log->next_slot);
         copy_pending(log, true);
-        if (!atomic_load(&log->broken) && atomic_load(&log->copied) == reserved) {
+        bool broken = atomic_load(&log->broken);
+        if (broken || atomic_load(&log->copied) == reserved) {
 #ifdef FALLOC_FL_PUNCH_HOLE
             if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER,
                           (off_t)RING_SLOTS * HM_RAW_SLOT) != 0)
@@ -212,16 +293,89 @@ static void log_release(recorder_log *log)
                 memset(log->ring, 0, (size_t)RING_SLOTS * HM_RAW_SLOT);
         }
         /* A trace closed properly is exactly its records long. */
-        if (ftruncate(log->fd, main_offset(reserved)) != 0)
+        if (ftruncate(log->fd, main_offset(broken ? atomic_load(&log->copied) : reserved)) != 0)
             (void)0; /* the reader treats trailing zeros as the end anyway */
     }
     munmap(log->map, (size_t)MAIN_OFFSET);
-    close(log->fd);
+    close(log->fd); /* drops the lock too */
     pthread_mutex_destroy(&log->copy_lock);
+    free(log->path);
+    pthread_mutex_destroy(&log->space_lock);
     free(log);
 }
 
-static recorder_log *log_open(const char *path)
+/* HOSTMEM_TRACE's and HostMemWrapRecorder's spec: PATH[,overwrite], with %p in PATH the process id and %% a %.
+ * Returns the path (malloc'd) or NULL with the error set. */
+static char *parse_spec(const char *spec, bool *overwrite)
+{
+    size_t len = strlen(spec);
+    static const char suffix[] = ",overwrite";
+    *overwrite = len > sizeof suffix - 1 && strcmp(spec + len - (sizeof suffix - 1), suffix) == 0;
+    if (*overwrite)
+        len -= sizeof suffix - 1;
+    char pid[24];
+    int pid_len = snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    size_t cap = len * (size_t)pid_len + 1, n = 0;
+    char *path = malloc(cap);
+    if (!path) {
+        hm_set_error("out of memory creating the recorder");
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (spec[i] == '%' && i + 1 < len && spec[i + 1] == 'p') {
+            memcpy(path + n, pid, (size_t)pid_len);
+            n += (size_t)pid_len;
+            i++;
+        } else if (spec[i] == '%' && i + 1 < len && spec[i + 1] == '%') {
+            path[n++] = '%';
+            i++;
+        } else {
+            path[n++] = spec[i];
+        }
+    }
+    path[n] = '\0';
+    return path;
+}
+
+/* Creates the trace file: a new file unless overwrite (then an existing one is emptied, unless another process
+ * records into it), never through a symbolic link, locked while recording; its header and ring are reserved on
+ * the disk before they are mapped, so a full file system is an error now rather than a SIGBUS later. */
+static int create_trace_file(const char *path, bool overwrite)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (overwrite ? 0 : O_EXCL), 0644);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            hm_set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
+                         "in the name for the process id, or add ',overwrite')",
+                         path);
+        else if (errno == ELOOP)
+            hm_set_error("cannot create trace '%s': it is a symbolic link", path);
+        else
+            hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    const char *why = NULL;
+    int err = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+        why = errno == EWOULDBLOCK ? "another process is recording into it" : strerror(errno);
+    else if (overwrite && ftruncate(fd, 0) != 0)
+        why = strerror(errno);
+    else if ((err = posix_fallocate(fd, 0, MAIN_OFFSET)) != 0)
+        why = err == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)" : strerror(err);
+    if (why) {
+        hm_set_error("cannot record to trace '%s': %s", path, why);
+        if (err) /* the file is empty now: no trace is better than a file that is not one */
+            unlink(path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static recorder_log *log_open(const char *spec)
 {
     pthread_once(&atfork_once, install_atfork);
     recorder_log *log = calloc(1, sizeof *log);
@@ -229,18 +383,17 @@ static recorder_log *log_open(const char *path)
         hm_set_error("out of memory creating the recorder");
         return NULL;
     }
-    log->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log->fd < 0) {
-        hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+    bool overwrite;
+    if (!(log->path = parse_spec(spec, &overwrite)) || (log->fd = create_trace_file(log->path, overwrite)) < 0) {
+        free(log->path);
         free(log);
         return NULL;
     }
-    void *m = MAP_FAILED;
-    if (ftruncate(log->fd, MAIN_OFFSET) == 0)
-        m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
+    void *m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
     if (m == MAP_FAILED) {
-        hm_set_error("cannot map trace '%s': %s", path, strerror(errno));
+        hm_set_error("cannot map trace '%s': %s", log->path, strerror(errno));
         close(log->fd);
+        free(log->path);
         free(log);
         return NULL;
     }
@@ -256,6 +409,13 @@ static recorder_log *log_open(const char *path)
     uint64_t ring_slots = RING_SLOTS;
     memcpy(log->map + HM_RAW_RING_FIELD, &ring_slots, sizeof ring_slots);
     pthread_mutex_init(&log->copy_lock, NULL);
+    pthread_mutex_lock(&open_logs_lock);
+    log->next_open = open_logs;
+    if (open_logs)
+        open_logs->prev_open = log;
+    open_logs = log;
+    pthread_mutex_unlock(&open_logs_lock);
+    pthread_mutex_init(&log->space_lock, NULL);
     return log;
 }
 
@@ -282,10 +442,34 @@ static inline bool log_enabled(recorder_log *log)
     return atomic_load_explicit(&fork_generation, memory_order_relaxed) == log->fork_generation;
 }
 
-/* Reserves the slots of one call: returns its first record slot. */
+/* Reserves the slots of one call: returns its first record slot. acq_rel (free on x86, where every atomic add is a
+ * full barrier): a query that takes a slot after a locked call's slot sees that call's epoch change. */
 static inline uint64_t reserve(recorder_log *log, unsigned nslots)
 {
-    return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_relaxed);
+    return atomic_fetch_add_explicit(&log->next_slot, nslots, memory_order_acq_rel);
+}
+
+/* The space lock around a call that changes the address space. A call the host makes back into the recorder on
+ * the same thread (a callback calling VirtualFree, say) already holds it and does not take it again. */
+static _Thread_local recorder_log *space_holder;
+
+static bool space_enter(recorder_log *log)
+{
+    if (space_holder == log)
+        return false;
+    pthread_mutex_lock(&log->space_lock);
+    space_holder = log;
+    atomic_fetch_add_explicit(&log->space_epoch, 1, memory_order_seq_cst); /* odd: a change in progress */
+    return true;
+}
+
+static void space_leave(recorder_log *log, bool entered)
+{
+    if (!entered)
+        return;
+    atomic_fetch_add_explicit(&log->space_epoch, 1, memory_order_release);
+    space_holder = NULL;
+    pthread_mutex_unlock(&log->space_lock);
 }
 
 /* Extra slot i (1-based) of a call: its part of extra, zeros after. */
@@ -316,7 +500,10 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
         uint64_t word = commit_word(slot);
         if (!write_all(log->fd, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
             !write_all(log->fd, &word, sizeof word, main_offset(slot))) {
-            atomic_store(&log->broken, true);
+            int err = errno;
+            pthread_mutex_lock(&log->copy_lock);
+            log_stop(log, err);
+            pthread_mutex_unlock(&log->copy_lock);
             return;
         }
     } else {
@@ -559,20 +746,22 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualAlloc(IHostMemoryManager *iface, voi
                                                   DWORD prot, EMemoryCriticalLevel level, void **ppMem)
 {
     recorder *r = recorder_of(iface);
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
+    bool locked = space_enter(r->log);
     HRESULT hr = IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
-    if (log_enabled(r->log)) {
-        hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_ALLOC, hr);
-        rec.addr = (uint64_t)(uintptr_t)addr;
-        rec.size = size;
-        rec.a32 = type;
-        rec.b32 = prot;
-        rec.level = (uint8_t)level;
-        if (ppMem)
-            rec.out = (uint64_t)(uintptr_t)*ppMem;
-        else
-            rec.nulls = HM_TRACE_NULL_OUT1;
-        record_simple(r->log, &rec);
-    }
+    hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_ALLOC, hr);
+    rec.addr = (uint64_t)(uintptr_t)addr;
+    rec.size = size;
+    rec.a32 = type;
+    rec.b32 = prot;
+    rec.level = (uint8_t)level;
+    if (ppMem)
+        rec.out = (uint64_t)(uintptr_t)*ppMem;
+    else
+        rec.nulls = HM_TRACE_NULL_OUT1;
+    record_simple(r->log, &rec);
+    space_leave(r->log, locked);
     return hr;
 }
 
@@ -581,6 +770,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualFree(IHostMemoryManager *iface, LPVO
     recorder *r = recorder_of(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_VirtualFree(r->inner, addr, size, type);
+    bool locked = space_enter(r->log);
     uint64_t slot = reserve(r->log, 1);
     HRESULT hr = IHostMemoryManager_VirtualFree(r->inner, addr, size, type);
     hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_FREE, hr);
@@ -589,6 +779,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualFree(IHostMemoryManager *iface, LPVO
     rec.a32 = type;
     rec.nslots = 1;
     commit(r->log, slot, &rec, NULL, 0);
+    space_leave(r->log, locked);
     return hr;
 }
 
@@ -596,22 +787,27 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, voi
                                                   SIZE_T *pResult)
 {
     recorder *r = recorder_of(iface);
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
+    uint64_t epoch = atomic_load_explicit(&r->log->space_epoch, memory_order_acquire);
     HRESULT hr = IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
-    if (log_enabled(r->log)) {
-        hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_QUERY, hr);
-        rec.addr = (uint64_t)(uintptr_t)addr;
-        rec.size = length;
-        rec.nulls = (buffer ? 0 : HM_TRACE_NULL_OUT1) | (pResult ? 0 : HM_TRACE_NULL_OUT2);
-        if (pResult)
-            rec.out = *pResult;
-        bool mbi = SUCCEEDED(hr) && buffer && length >= sizeof(MEMORY_BASIC_INFORMATION);
-        if (mbi && hm_raw_pack_mbi(&rec, rec.addr, buffer))
-            mbi = false; /* in the record's own slot */
-        rec.nslots = mbi ? 2 : 1;
-        if (mbi)
-            rec.flags |= HM_RAW_HAS_MBI;
-        commit(r->log, reserve(r->log, rec.nslots), &rec, buffer, mbi ? sizeof(MEMORY_BASIC_INFORMATION) : 0);
-    }
+    hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_QUERY, hr);
+    rec.addr = (uint64_t)(uintptr_t)addr;
+    rec.size = length;
+    rec.nulls = (buffer ? 0 : HM_TRACE_NULL_OUT1) | (pResult ? 0 : HM_TRACE_NULL_OUT2);
+    if (pResult)
+        rec.out = *pResult;
+    bool mbi = SUCCEEDED(hr) && buffer && length >= sizeof(MEMORY_BASIC_INFORMATION);
+    if (mbi && hm_raw_pack_mbi(&rec, rec.addr, buffer))
+        mbi = false; /* in the record's own slot */
+    rec.nslots = mbi ? 2 : 1;
+    if (mbi)
+        rec.flags |= HM_RAW_HAS_MBI;
+    uint64_t slot = reserve(r->log, rec.nslots);
+    /* A change of the address space overlapped the query: its place in the trace is not exact. */
+    if ((epoch & 1) || atomic_load_explicit(&r->log->space_epoch, memory_order_relaxed) != epoch)
+        rec.flags |= HM_RAW_CONCURRENT;
+    commit(r->log, slot, &rec, buffer, mbi ? sizeof(MEMORY_BASIC_INFORMATION) : 0);
     return hr;
 }
 
@@ -619,18 +815,20 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualProtect(IHostMemoryManager *iface, v
                                                     DWORD *pOld)
 {
     recorder *r = recorder_of(iface);
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
+    bool locked = space_enter(r->log);
     HRESULT hr = IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
-    if (log_enabled(r->log)) {
-        hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_PROTECT, hr);
-        rec.addr = (uint64_t)(uintptr_t)addr;
-        rec.size = size;
-        rec.b32 = prot;
-        if (pOld)
-            rec.out = *pOld;
-        else
-            rec.nulls = HM_TRACE_NULL_OUT1;
-        record_simple(r->log, &rec);
-    }
+    hm_raw_record rec = record_start(HM_METHOD_VIRTUAL_PROTECT, hr);
+    rec.addr = (uint64_t)(uintptr_t)addr;
+    rec.size = size;
+    rec.b32 = prot;
+    if (pOld)
+        rec.out = *pOld;
+    else
+        rec.nulls = HM_TRACE_NULL_OUT1;
+    record_simple(r->log, &rec);
+    space_leave(r->log, locked);
     return hr;
 }
 
@@ -667,39 +865,51 @@ static HRESULT STDMETHODCALLTYPE rec_RegisterMemoryNotificationCallback(IHostMem
         atomic_fetch_add(&r->log->refs, 1);
         wrapper->id = atomic_fetch_add(&r->log->next_callback, 1) + 1;
     }
+    /* The slot before the call: the host may notify the callback (on this thread or another) before the call
+     * returns, and a notification must not come before the registration that names its callback. */
+    bool recording = log_enabled(r->log);
+    uint64_t slot = recording ? reserve(r->log, 1) : 0;
     HRESULT hr = IHostMemoryManager_RegisterMemoryNotificationCallback(r->inner, wrapper ? &wrapper->iface : NULL);
     uint32_t id = wrapper ? wrapper->id : 0;
     if (wrapper)
         callback_Release(&wrapper->iface); /* the host holds its own reference when it kept it */
-    if (log_enabled(r->log)) {
+    if (recording) {
         hm_raw_record rec = record_start(HM_METHOD_REGISTER_CALLBACK, hr);
         rec.id = id;
-        record_simple(r->log, &rec);
+        rec.nslots = 1;
+        commit(r->log, slot, &rec, NULL, 0);
     }
     return hr;
 }
 
-static HRESULT record_range(recorder *r, int method, HRESULT hr, LPVOID start, SIZE_T size)
+/* Needs and Acquired: under the space lock with their records (the ledger is address-space state too). */
+static HRESULT record_range(recorder *r, int method, LPVOID start, SIZE_T size)
 {
+    bool locked = space_enter(r->log);
+    HRESULT hr = method == HM_METHOD_NEEDS_VAS ? IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size)
+                                               : IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
     hm_raw_record rec = record_start(method, hr);
     rec.addr = (uint64_t)(uintptr_t)start;
     rec.size = size;
     record_simple(r->log, &rec);
+    space_leave(r->log, locked);
     return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE rec_NeedsVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start, SIZE_T size)
 {
     recorder *r = recorder_of(iface);
-    HRESULT hr = IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size);
-    return log_enabled(r->log) ? record_range(r, HM_METHOD_NEEDS_VAS, hr, start, size) : hr;
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size);
+    return record_range(r, HM_METHOD_NEEDS_VAS, start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE rec_AcquiredVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start, SIZE_T size)
 {
     recorder *r = recorder_of(iface);
-    HRESULT hr = IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
-    return log_enabled(r->log) ? record_range(r, HM_METHOD_ACQUIRED_VAS, hr, start, size) : hr;
+    if (!log_enabled(r->log))
+        return IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
+    return record_range(r, HM_METHOD_ACQUIRED_VAS, start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE rec_ReleasedVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start)
@@ -707,12 +917,14 @@ static HRESULT STDMETHODCALLTYPE rec_ReleasedVirtualAddressSpace(IHostMemoryMana
     recorder *r = recorder_of(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_ReleasedVirtualAddressSpace(r->inner, start);
+    bool locked = space_enter(r->log);
     uint64_t slot = reserve(r->log, 1);
     HRESULT hr = IHostMemoryManager_ReleasedVirtualAddressSpace(r->inner, start);
     hm_raw_record rec = record_start(HM_METHOD_RELEASED_VAS, hr);
     rec.addr = (uint64_t)(uintptr_t)start;
     rec.nslots = 1;
     commit(r->log, slot, &rec, NULL, 0);
+    space_leave(r->log, locked);
     return hr;
 }
 

@@ -10,7 +10,9 @@
  * stops the replay where it is found.
  *
  * Not compared: GetMemoryLoad's figures (machine-dependent; opts->compare_load turns it on), notifications
- * (the host sends them when its own policy says; they are counted), VirtualQuery of an address outside every
+ * (the host sends them when its own policy says; they are counted), a VirtualQuery the recorder saw overlap
+ * another thread's change of the address space (its answer may be from before or after), VirtualQuery of an
+ * address outside every
  * handle (its answer depends on the process's layout: only the HRESULT is compared) and, for a MEM_FREE answer,
  * anything but the state (the size of a free gap depends on the placement). */
 #include "com.h"
@@ -241,7 +243,7 @@ static void replayer_init(replayer *rp, const hm_replay_options *opts, hm_replay
         rp->opts = *opts;
     rp->res = res;
     int context = rp->opts.context > 0 ? rp->opts.context : 4;
-    rp->ring_size = (size_t)(context + 1 > CONTEXT_MAX ? CONTEXT_MAX : context + 1);
+    rp->ring_size = (size_t)(context >= CONTEXT_MAX ? CONTEXT_MAX : context + 1); /* no context + 1 at INT_MAX */
     hm_handle_map_init(&rp->map, HM_TRACE_DEAD_KEPT);
 }
 
@@ -485,6 +487,10 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
         /* The recorded length, so a host that checks dwLength answers the same; but never more than our buffer. */
         SIZE_T pass_len = (SIZE_T)(c->size < sizeof mbi ? c->size : sizeof mbi);
         hr = IHostMemoryManager_VirtualQuery(m, as_ptr(addr), null1 ? NULL : &mbi, pass_len, null2 ? NULL : &got);
+        if (c->concurrent) { /* recorded while another thread changed the address space: either state is right */
+            res->concurrent++;
+            return 0;
+        }
         if (compare_hr(rp, c, hr) || FAILED(hr) || rp->scenario)
             return rp->res->diverged;
         if (!null2 && compare_u64(rp, c, "result", c->query_result, got))
@@ -709,6 +715,10 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
     }
     if (reader) {
         res->lost = hm_trace_reader_lost(reader);
+        const char *why;
+        res->incomplete = hm_trace_reader_incomplete(reader, &res->incomplete_calls, &why);
+        snprintf(res->incomplete_reason, sizeof res->incomplete_reason, "%s", why);
+        res->implied = hm_trace_reader_implied(reader);
         if (got < 0) {
             snprintf(res->error, sizeof res->error, "%s", hm_trace_error(reader));
             hr = E_INVALIDARG;

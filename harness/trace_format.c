@@ -72,7 +72,7 @@ typedef enum field_id {
     F_LINE,
     /* results */
     F_NEWHEAP, F_MEM, F_OLD, F_QRESULT, F_BASE, F_ABASE, F_APROT, F_RSIZE, F_STATE, F_PROTECT, F_MEMTYPE, F_LOAD,
-    F_AVAIL,
+    F_AVAIL, F_CONCURRENT,
     F_END
 } field_id;
 
@@ -83,8 +83,9 @@ static const char *const field_keys[F_END] = {
     [F_LINE] = "line",       [F_NEWHEAP] = "heap",      [F_MEM] = "mem",         [F_OLD] = "old",
     [F_QRESULT] = "result",  [F_BASE] = "base",         [F_ABASE] = "allocbase", [F_APROT] = "allocprot",
     [F_RSIZE] = "regionsize", [F_STATE] = "state",      [F_PROTECT] = "protect", [F_MEMTYPE] = "memtype",
-    [F_LOAD] = "load",       [F_AVAIL] = "available",
+    [F_LOAD] = "load",       [F_AVAIL] = "available",   [F_CONCURRENT] = "concurrent",
 };
+_Static_assert(F_END <= 32, "a line's fields are tracked in a 32-bit set");
 
 #define MAX_FIELDS 10
 typedef struct method_fields {
@@ -98,7 +99,8 @@ static const method_fields fields_of[HM_TRACE_METHOD_COUNT] = {
     [HM_METHOD_VIRTUAL_ALLOC] = {{F_ADDR, F_SIZE, F_ATYPE, F_PROT, F_LEVEL, -1}, {F_MEM, -1}, "ppMem", NULL},
     [HM_METHOD_VIRTUAL_FREE] = {{F_ADDR, F_SIZE, F_FTYPE, -1}, {-1}, NULL, NULL},
     [HM_METHOD_VIRTUAL_QUERY] = {{F_ADDR, F_LENGTH, -1},
-                                 {F_QRESULT, F_BASE, F_ABASE, F_APROT, F_RSIZE, F_STATE, F_PROTECT, F_MEMTYPE, -1},
+                                 {F_QRESULT, F_BASE, F_ABASE, F_APROT, F_RSIZE, F_STATE, F_PROTECT, F_MEMTYPE,
+                                  F_CONCURRENT, -1},
                                  "lpBuffer", "pResult"},
     [HM_METHOD_VIRTUAL_PROTECT] = {{F_ADDR, F_SIZE, F_PROT, -1}, {F_OLD, -1}, "pflOldProtect", NULL},
     [HM_METHOD_GET_MEMORY_LOAD] = {{-1}, {F_LOAD, F_AVAIL, -1}, "pMemoryLoad", "pAvailableBytes"},
@@ -294,6 +296,7 @@ static void put_field(out_buf *o, const hm_trace_call *c, field_id f)
     case F_MEMTYPE: put_flags(o, c->mbi_type, mem_type_names); break;
     case F_LOAD: put(o, "%" PRIu32, c->load); break;
     case F_AVAIL: put_hex(o, c->available_bytes); break;
+    case F_CONCURRENT: put(o, "%d", c->concurrent ? 1 : 0); break;
     case F_END: break;
     }
 }
@@ -327,7 +330,7 @@ HM_API size_t hm_trace_format_call(const hm_trace_call *c, char *buf, size_t len
             continue;
         if (field_is_mbi(f) && !c->has_mbi)
             continue;
-        if (f == F_NEWHEAP && !c->heap)
+        if ((f == F_NEWHEAP && !c->heap) || (f == F_CONCURRENT && !c->concurrent))
             continue;
         put_field(&o, c, f);
     }
@@ -569,6 +572,11 @@ static int parse_field(parser *ps, field_id f, const char *s, size_t len, hm_tra
         c->load = (uint32_t)v;
         return 0;
     case F_AVAIL: return parse_number(ps, key, s, len, UINT64_MAX, &c->available_bytes);
+    case F_CONCURRENT:
+        if (parse_number(ps, key, s, len, 1, &v))
+            return -1;
+        c->concurrent = (int)v;
+        return 0;
     case F_END: break;
     }
     return -1;
@@ -699,7 +707,9 @@ int hm_trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *er
 /* ---- Binary records ---------------------------------------------------------------------------------------
  * varint seq, varint thread, byte method, varint nulls, varint result (as uint32), then every argument and every
  * result field of the method in table order, each as varints (a reference as kind, handle, value; the level as
- * level + 1; the file as has_file, length, bytes; the MBI group preceded by has_mbi). */
+ * level + 1; the file as has_file, length, bytes; the MBI group preceded by has_mbi). `concurrent` is no field of
+ * its own but a bit of the nulls varint, so records written before it existed read the same. */
+#define BIN_CONCURRENT 0x4u
 static size_t put_ref_bin(uint8_t *p, hm_trace_ref r)
 {
     size_t n = hm_varint_put(p, r.kind);
@@ -712,7 +722,7 @@ size_t hm_trace_encode_binary(const hm_trace_call *c, uint8_t *buf)
     size_t n = hm_varint_put(buf, c->seq);
     n += hm_varint_put(buf + n, c->thread);
     buf[n++] = (uint8_t)c->method;
-    n += hm_varint_put(buf + n, c->nulls);
+    n += hm_varint_put(buf + n, c->nulls | (c->concurrent ? BIN_CONCURRENT : 0));
     n += hm_varint_put(buf + n, (uint32_t)c->result);
     const method_fields *mf = &fields_of[c->method];
     for (int side = 0; side < 2; side++) {
@@ -751,7 +761,7 @@ size_t hm_trace_encode_binary(const hm_trace_call *c, uint8_t *buf)
             case F_MEMTYPE: n += hm_varint_put(buf + n, c->mbi_type); break;
             case F_LOAD: n += hm_varint_put(buf + n, c->load); break;
             case F_AVAIL: n += hm_varint_put(buf + n, c->available_bytes); break;
-            case F_END: break;
+            case F_CONCURRENT: case F_END: break;
             }
         }
     }
@@ -832,7 +842,11 @@ long hm_trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *c, char
         snprintf(err, errlen, "field 'method': unknown method %d", c->method);
         return -1;
     }
-    c->nulls = (uint32_t)get_bin(&in, HM_TRACE_NULL_OUT1 | HM_TRACE_NULL_OUT2);
+    c->nulls = (uint32_t)get_bin(&in, HM_TRACE_NULL_OUT1 | HM_TRACE_NULL_OUT2 | BIN_CONCURRENT);
+    c->concurrent = (c->nulls & BIN_CONCURRENT) != 0;
+    c->nulls &= ~BIN_CONCURRENT;
+    if (c->concurrent && c->method != HM_METHOD_VIRTUAL_QUERY && !in.status)
+        in.status = -1; /* only a query can be concurrent */
     c->result = (HRESULT)(uint32_t)get_bin(&in, UINT32_MAX);
     const method_fields *mf = &fields_of[c->method];
     for (int side = 0; side < 2; side++) {
@@ -879,7 +893,7 @@ long hm_trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *c, char
             case F_MEMTYPE: c->mbi_type = (uint32_t)get_bin(&in, UINT32_MAX); break;
             case F_LOAD: c->load = (uint32_t)get_bin(&in, UINT32_MAX); break;
             case F_AVAIL: c->available_bytes = get_bin(&in, UINT64_MAX); break;
-            case F_END: break;
+            case F_CONCURRENT: case F_END: break;
             }
         }
     }

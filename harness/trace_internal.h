@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #define HM_TRACE_TEXT_MAGIC "hostmem-trace"
@@ -37,6 +38,14 @@
  * following ring slots, wrapping), and copied to its place later: a record whose place does not hold it yet is
  * read from the ring, where its commit word names it. */
 #define HM_RAW_RING_FIELD 32
+/* A recorder that could not write (the file system was full) stops recording and says so in the header: a 32-bit
+ * HM_RAW_STOPPED at HM_RAW_STOPPED_FIELD (stored last), the errno of the failed write after it, and at
+ * HM_RAW_STOPPED_CALLS_FIELD the number of calls in the trace (64-bit): the reader ends there. Zeros (every trace
+ * before this field existed, every complete trace): complete. */
+#define HM_RAW_STOPPED_FIELD 40
+#define HM_RAW_STOPPED_ERRNO_FIELD 44
+#define HM_RAW_STOPPED_CALLS_FIELD 48
+#define HM_RAW_STOPPED 1u
 #define HM_RAW_RING_SLOTS 16384u /* 1 MiB */
 #define HM_RAW_RING_MAX (1u << 20) /* a bigger ring is refused (64 MiB) */
 #define HM_RAW_SLOT 64
@@ -47,6 +56,8 @@
 #define HM_RAW_HAS_FILE 0x2u
 /* Version 3: a VirtualQuery answer packed into its call's own slot (the usual case, see hm_raw_pack_mbi). */
 #define HM_RAW_MBI_PACKED 0x4u
+/* A VirtualQuery a call changing the address space overlapped (another thread's): hm_trace_call.concurrent. */
+#define HM_RAW_CONCURRENT 0x8u
 #define HM_RAW_NO_LEVEL 0xffu
 
 typedef struct hm_raw_record {
@@ -121,6 +132,20 @@ static inline void hm_raw_unpack_mbi(const hm_raw_record *rec, MEMORY_BASIC_INFO
     mbi->Protect = rec->b32 >> 16;
     mbi->Type = hm_raw_packed_types[(rec->c32 >> 2) & 3];
 }
+
+/* The text line and binary marker of an incomplete trace (the recorder stopped): text
+ * "#! incomplete: recording stopped after N calls: REASON" (a comment to readers that do not know it); binary a
+ * 0 byte (where a record's sequence number, never 0, would be), varint N, varint length, REASON. */
+#define HM_TRACE_INCOMPLETE_TEXT "#! incomplete: recording stopped after "
+#define HM_TRACE_INCOMPLETE_REASON_MAX 128
+
+/* A writer to an open stream (not closed by hm_trace_writer_close, only flushed). */
+HRESULT hm_trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out);
+
+/* Reads a trace held in memory (data must outlive the reader; name is what errors call it). No copy is made. */
+HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out);
+/* Raw traces: releases lost in flight (a killed recorder) that a later call proved, so far (trace_reader.c). */
+uint64_t hm_trace_reader_implied(const hm_trace_reader *reader);
 
 /* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
 /* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */

@@ -8,17 +8,21 @@
 #include "trace_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define READ_CHUNK (256 * 1024)
 
 /* A region or block of a raw trace, by its recorded address. */
 typedef struct span {
     uint64_t start, end; /* [start, end) */
+    uint64_t died;       /* dead spans: the call that ended it (the latest death wins a relocation) */
     uint32_t handle;
     uint8_t live;
 } span;
@@ -27,7 +31,7 @@ typedef struct span_set {
     size_t count, capacity;
     uint32_t next_handle;
     span *dead; /* the spans that died last (start and handle), oldest first: a ring as in hm_handle_map */
-    size_t dead_head, dead_count;
+    size_t dead_head, dead_count, dead_capacity; /* grown as spans die, up to HM_TRACE_DEAD_KEPT */
 } span_set;
 
 struct hm_trace_reader {
@@ -35,9 +39,14 @@ struct hm_trace_reader {
     bool own_file;
     char *path;
     hm_trace_encoding encoding;
-    uint8_t *buf;
+    uint8_t *buf;      /* READ_CHUNK bytes read from file; or, for a trace in memory, the caller's bytes */
+    bool own_buf;
     size_t start, end; /* unread bytes buf[start, end) */
     bool eof;
+    /* The recorder stopped before the end of the run (raw header, text "#! incomplete", binary marker). */
+    bool incomplete;
+    uint64_t incomplete_calls;
+    char incomplete_reason[128];
     uint64_t line;     /* text: line number of the last line; binary: record number; raw: slot number */
     uint64_t last_seq;
     int failed;
@@ -50,12 +59,16 @@ struct hm_trace_reader {
     size_t thread_count;
     uint32_t next_thread;
     uint64_t lost;
+    uint64_t implied; /* releases lost in flight that a later call proved */
     uint64_t slot;
-    /* raw version 2: a copy of the ring when it holds records not copied to their place (a killed recorder) */
-    uint8_t *ring;
+    /* raw version 2: the ring when it holds records not copied to their place (a killed recorder): the slots
+     * the file holds (ring_have; the rest are zeros), copied, or in place for a trace in memory */
+    const uint8_t *ring;
+    uint8_t *ring_copy;
+    size_t ring_have, ring_capacity;
     uint64_t ring_slots, ring_max; /* ring_max: 1 + the last record slot the ring holds */
     uint64_t *ring_held;           /* the record slots the ring holds, in order */
-    size_t ring_held_count, ring_held_next;
+    size_t ring_held_count, ring_held_capacity, ring_held_next;
     bool in_hole;
     uint8_t extra[3 * HM_RAW_SLOT];
 };
@@ -105,11 +118,22 @@ static int compare_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Raw version 2: reads the ring that follows the header. A copy is kept only when the ring holds a record (the
- * recorder was killed before copying it to its place); a trace closed properly has an empty ring. */
+/* Ring slot i of a raw trace: what the file holds, zeros past its end. */
+static const uint8_t *ring_at(const hm_trace_reader *r, uint64_t i)
+{
+    static const uint8_t zeros[HM_RAW_SLOT];
+    return i < r->ring_have ? r->ring + (size_t)i * HM_RAW_SLOT : zeros;
+}
+
+/* Raw version 2: reads the ring that follows the header. It is kept only when it holds a record (the recorder
+ * was killed before copying it to its place); a trace closed properly has an empty ring. Memory follows what the
+ * file holds, not the ring size the header claims. */
 static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
 {
     r->ring_slots = ring_slots;
+    bool in_memory = !r->own_buf;
+    if (in_memory) /* the caller's bytes stay put: the ring is read where it is */
+        r->ring = r->buf + r->start;
     for (uint64_t i = 0; i < ring_slots;) {
         fill(r, HM_RAW_SLOT);
         size_t have = r->end - r->start;
@@ -120,13 +144,34 @@ static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
         size_t n = have / HM_RAW_SLOT;
         if (n > ring_slots - i)
             n = (size_t)(ring_slots - i);
+        if (all_zero(r->buf + r->start, n * HM_RAW_SLOT)) { /* the usual ring: empty */
+            i += n;
+            r->start += n * HM_RAW_SLOT;
+            continue;
+        }
         for (size_t k = 0; k < n; k++, i++) {
             const uint8_t *p = r->buf + r->start + k * HM_RAW_SLOT;
             if (all_zero(p, HM_RAW_SLOT))
                 continue;
-            if (!r->ring && !(r->ring = calloc((size_t)ring_slots, HM_RAW_SLOT)))
-                return -1;
-            memcpy(r->ring + (size_t)i * HM_RAW_SLOT, p, HM_RAW_SLOT);
+            if (in_memory) {
+                r->ring_have = (size_t)i + 1;
+            } else {
+                if (i >= r->ring_capacity) {
+                    size_t capacity = r->ring_capacity ? r->ring_capacity : 64;
+                    while (capacity <= i)
+                        capacity *= 2;
+                    if (capacity > ring_slots)
+                        capacity = (size_t)ring_slots;
+                    uint8_t *copy = realloc(r->ring_copy, capacity * HM_RAW_SLOT);
+                    if (!copy)
+                        return -1;
+                    r->ring = r->ring_copy = copy;
+                    r->ring_capacity = capacity;
+                }
+                memset(r->ring_copy + r->ring_have * HM_RAW_SLOT, 0, ((size_t)i - r->ring_have) * HM_RAW_SLOT);
+                memcpy(r->ring_copy + (size_t)i * HM_RAW_SLOT, p, HM_RAW_SLOT);
+                r->ring_have = (size_t)i + 1;
+            }
             uint64_t word;
             memcpy(&word, p, sizeof word);
             /* The tag fills the top 24 bits; a slot number (below 2^40) the rest. */
@@ -135,20 +180,59 @@ static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
                 continue;
             if (low > r->ring_max)
                 r->ring_max = low;
-            if (!r->ring_held && !(r->ring_held = malloc((size_t)ring_slots * sizeof *r->ring_held)))
-                return -1;
+            if (r->ring_held_count == r->ring_held_capacity) {
+                size_t capacity = r->ring_held_capacity ? r->ring_held_capacity * 2 : 64;
+                uint64_t *held = realloc(r->ring_held, capacity * sizeof *held);
+                if (!held)
+                    return -1;
+                r->ring_held = held;
+                r->ring_held_capacity = capacity;
+            }
             r->ring_held[r->ring_held_count++] = slot;
         }
         r->start += n * HM_RAW_SLOT;
     }
-    if (r->ring && !r->ring_max) {
-        free(r->ring);
+    if (!r->ring_max) { /* no record: the ring is not needed */
+        free(r->ring_copy);
+        r->ring_copy = NULL;
         r->ring = NULL;
+        r->ring_have = 0;
     }
     if (r->ring_held_count > 1)
         qsort(r->ring_held, r->ring_held_count, sizeof *r->ring_held, compare_u64);
     return 0;
 }
+
+/* Opens a trace file for reading. Only a regular file (or stdin) is a trace: a FIFO or a device would block
+ * the reader or never end, so the file is opened without blocking and checked before it is read. */
+static FILE *open_trace_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        hm_set_error("cannot open trace '%s': %s", path,
+                     S_ISDIR(st.st_mode)    ? "it is a directory"
+                     : S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file (give '-' to read a pipe from stdin)"
+                                            : "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        close(fd);
+    }
+    return f;
+}
+
+static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader **out);
 
 HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
 {
@@ -161,19 +245,41 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
         hm_set_error("out of memory opening trace '%s'", path);
         return E_OUTOFMEMORY;
     }
+    r->own_buf = true;
     if (strcmp(path, "-") == 0) {
         r->file = stdin;
     } else {
-        r->file = fopen(path, "rb");
+        r->file = open_trace_file(path);
         r->own_file = true;
     }
     if (!r->file) {
-        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
         free(r->buf);
         free(r->path);
         free(r);
         return E_FAIL;
     }
+    return open_common(r, path, out);
+}
+
+HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out)
+{
+    *out = NULL;
+    static const uint8_t empty[1];
+    hm_trace_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->path = strdup(name))) {
+        free(r);
+        hm_set_error("out of memory opening trace '%s'", name);
+        return E_OUTOFMEMORY;
+    }
+    /* Read in place: fill() never moves or writes the bytes of a reader at its end. */
+    r->buf = (uint8_t *)(uintptr_t)(size ? data : empty);
+    r->end = size;
+    r->eof = true;
+    return open_common(r, name, out);
+}
+
+static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader **out)
+{
     hm_handle_map_init(&r->known, HM_TRACE_DEAD_KEPT);
     fill(r, HM_RAW_HEADER);
     size_t have = r->end - r->start;
@@ -195,6 +301,16 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
             hm_set_error("%s: slot 0: field 'ring': bad ring size %" PRIu64, path, ring);
             hm_trace_close(r);
             return E_INVALIDARG;
+        }
+        uint32_t stopped;
+        memcpy(&stopped, head + HM_RAW_STOPPED_FIELD, sizeof stopped);
+        if (stopped == HM_RAW_STOPPED) {
+            int32_t err;
+            memcpy(&err, head + HM_RAW_STOPPED_ERRNO_FIELD, sizeof err);
+            memcpy(&r->incomplete_calls, head + HM_RAW_STOPPED_CALLS_FIELD, sizeof r->incomplete_calls);
+            r->incomplete = true;
+            snprintf(r->incomplete_reason, sizeof r->incomplete_reason, "writing the trace failed: %s",
+                     err > 0 ? strerror(err) : "unknown error");
         }
         r->start = HM_RAW_HEADER;
         if (ring && read_ring(r, ring) != 0) {
@@ -224,7 +340,7 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
             hm_trace_close(r);
             return E_INVALIDARG;
         }
-        r->start = llen + 1;
+        r->start = nl ? llen + 1 : llen; /* a header alone, without its newline, is an empty trace */
     }
     *out = r;
     return S_OK;
@@ -242,9 +358,10 @@ HM_API void hm_trace_close(hm_trace_reader *r)
     free(r->regions.dead);
     free(r->blocks.dead);
     free(r->threads);
-    free(r->ring);
+    free(r->ring_copy);
     free(r->ring_held);
-    free(r->buf);
+    if (r->own_buf)
+        free(r->buf);
     free(r->path);
     free(r);
 }
@@ -252,6 +369,31 @@ HM_API void hm_trace_close(hm_trace_reader *r)
 HM_API const char *hm_trace_error(const hm_trace_reader *r) { return r->error; }
 HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *r) { return r->encoding; }
 HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *r) { return r->lost; }
+uint64_t hm_trace_reader_implied(const hm_trace_reader *r) { return r->implied; }
+
+HM_API int hm_trace_reader_incomplete(const hm_trace_reader *r, uint64_t *calls, const char **reason)
+{
+    if (calls)
+        *calls = r->incomplete ? r->incomplete_calls : 0;
+    if (reason)
+        *reason = r->incomplete ? r->incomplete_reason : "";
+    return r->incomplete;
+}
+
+/* "#! incomplete: recording stopped after N calls: REASON" (s is the line, len its length). */
+static void read_incomplete_text(hm_trace_reader *r, const char *s, size_t len)
+{
+    size_t i = strlen(HM_TRACE_INCOMPLETE_TEXT);
+    uint64_t n = 0;
+    for (; i < len && s[i] >= '0' && s[i] <= '9' && n < UINT64_MAX / 10; i++)
+        n = n * 10 + (uint64_t)(s[i] - '0');
+    const char *sep = " calls: ";
+    size_t seplen = strlen(sep);
+    size_t at = len - i >= seplen && memcmp(s + i, sep, seplen) == 0 ? i + seplen : len;
+    r->incomplete = true;
+    r->incomplete_calls = n;
+    snprintf(r->incomplete_reason, sizeof r->incomplete_reason, "%.*s", (int)(len - at), s + at);
+}
 
 /* ---- Handle checks (text and binary) ----------------------------------------------------------------------- */
 static const char *kind_name(uint32_t kind)
@@ -361,6 +503,9 @@ static int next_text(hm_trace_reader *r, hm_trace_call *c)
         size_t i = 0;
         while (i < len && (s[i] == ' ' || s[i] == '\t'))
             i++;
+        if (len >= strlen(HM_TRACE_INCOMPLETE_TEXT) &&
+            memcmp(s, HM_TRACE_INCOMPLETE_TEXT, strlen(HM_TRACE_INCOMPLETE_TEXT)) == 0)
+            read_incomplete_text(r, s, len);
         if (i == len || s[i] == '#')
             continue;
         char err[256];
@@ -376,10 +521,31 @@ static int next_text(hm_trace_reader *r, hm_trace_call *c)
 /* ---- Binary ------------------------------------------------------------------------------------------------- */
 static int next_binary(hm_trace_reader *r, hm_trace_call *c)
 {
-    fill(r, HM_TRACE_BIN_RECORD_MAX);
-    if (r->start == r->end)
-        return 0;
-    r->line++;
+    for (;;) {
+        fill(r, HM_TRACE_BIN_RECORD_MAX);
+        if (r->start == r->end)
+            return 0;
+        r->line++;
+        const uint8_t *p = r->buf + r->start;
+        size_t have = r->end - r->start;
+        if (p[0] != 0)
+            break;
+        /* Not a record (its sequence number would be 0): the marker of an incomplete trace. */
+        size_t used = 1;
+        uint64_t calls = 0, len = 0;
+        long n = hm_varint_get(p + used, have - used, &calls);
+        if (n > 0) {
+            used += (size_t)n;
+            n = hm_varint_get(p + used, have - used, &len);
+        }
+        if (n <= 0 || len >= HM_TRACE_INCOMPLETE_REASON_MAX || have - used - (size_t)n < len)
+            return reader_fail(r, "field 'incomplete': bad marker of an incomplete trace");
+        used += (size_t)n;
+        r->incomplete = true;
+        r->incomplete_calls = calls;
+        snprintf(r->incomplete_reason, sizeof r->incomplete_reason, "%.*s", (int)len, (const char *)p + used);
+        r->start += used + (size_t)len;
+    }
     char err[256];
     long n = hm_trace_decode_binary(r->buf + r->start, r->end - r->start, c, err, sizeof err);
     if (n < 0)
@@ -441,7 +607,7 @@ static span *span_insert(span_set *s, uint64_t start, uint64_t size)
     }
     memmove(&s->v[at + 1], &s->v[at], (s->count - at) * sizeof *s->v);
     s->count++;
-    s->v[at] = (span){start, end, ++s->next_handle, 1};
+    s->v[at] = (span){start, end, 0, ++s->next_handle, 1};
     return &s->v[at];
 }
 
@@ -450,15 +616,28 @@ static void span_kill(span_set *s, span *sp)
     if (!sp->live)
         return;
     sp->live = 0;
-    if (!s->dead && !(s->dead = malloc(HM_TRACE_DEAD_KEPT * sizeof *s->dead)))
-        return;
-    span victim = {0, 0, 0, 0};
+    if (s->dead_count == s->dead_capacity && s->dead_capacity < HM_TRACE_DEAD_KEPT) {
+        /* Grow the ring (unrolled, oldest first): memory follows the deaths seen, up to the window. */
+        size_t capacity = s->dead_capacity ? s->dead_capacity * 2 : 64;
+        if (capacity > HM_TRACE_DEAD_KEPT)
+            capacity = HM_TRACE_DEAD_KEPT;
+        span *dead = malloc(capacity * sizeof *dead);
+        if (!dead)
+            return;
+        for (size_t i = 0; i < s->dead_count; i++)
+            dead[i] = s->dead[(s->dead_head + i) % s->dead_capacity];
+        free(s->dead);
+        s->dead = dead;
+        s->dead_head = 0;
+        s->dead_capacity = capacity;
+    }
+    span victim = {0, 0, 0, 0, 0};
     if (s->dead_count == HM_TRACE_DEAD_KEPT) {
         victim = s->dead[s->dead_head];
         s->dead_head = (s->dead_head + 1) % HM_TRACE_DEAD_KEPT;
         s->dead_count--;
     }
-    s->dead[(s->dead_head + s->dead_count++) % HM_TRACE_DEAD_KEPT] = *sp;
+    s->dead[(s->dead_head + s->dead_count++) % s->dead_capacity] = *sp;
     if (victim.handle) {
         /* Forgotten as the validating reader and the replayer forget it (sp may move: it is not used below). */
         long i = span_floor(s, victim.start);
@@ -467,25 +646,62 @@ static void span_kill(span_set *s, span *sp)
     }
 }
 
+/* An address as what holds it at this call: a live block, else a live region, else the one of a dead block and a
+ * dead region that died last (a query after a release names what was there). A dead handle must never win over a
+ * live one: on the replay host it stands for other memory. */
 static hm_trace_ref relocate(hm_trace_reader *r, uint64_t addr)
 {
-    span *sp = span_containing(&r->blocks, addr);
-    if (sp)
-        return (hm_trace_ref){addr - sp->start, sp->handle, HM_REF_BLOCK};
-    sp = span_containing(&r->regions, addr);
-    if (sp)
-        return (hm_trace_ref){addr - sp->start, sp->handle, HM_REF_ALLOC};
+    span *block = span_containing(&r->blocks, addr), *region = span_containing(&r->regions, addr);
+    if (block && !block->live && region && (region->live || region->died > block->died))
+        block = NULL;
+    if (block)
+        return (hm_trace_ref){addr - block->start, block->handle, HM_REF_BLOCK};
+    if (region)
+        return (hm_trace_ref){addr - region->start, region->handle, HM_REF_ALLOC};
     return (hm_trace_ref){addr, 0, HM_REF_RAW};
 }
 
-/* Recorded thread ids are small numbers from the recorder, but a hostile file may hold any value: beyond this the
- * id is refused (numbered 0) rather than growing the table without bound. */
+static void kill_span(hm_trace_reader *r, span_set *s, span *sp)
+{
+    sp->died = r->last_seq;
+    span_kill(s, sp);
+}
+
+/* A live span overlapping [start, end), or NULL. */
+static span *live_overlap(span_set *s, uint64_t start, uint64_t end)
+{
+    for (long i = span_floor(s, end - 1); i >= 0 && s->v[i].end > start; i--)
+        if (s->v[i].live)
+            return &s->v[i];
+    return NULL;
+}
+
+/* A new region [start, end): the live blocks there are gone (their heap gave the memory back; a heap's last
+ * Release frees blocks no Free names). With calls lost in flight, a live region there was released by one of
+ * them: the new call proves it, so it is implied rather than taken for a host handing out live memory twice. */
+static void new_region_clears(hm_trace_reader *r, uint64_t start, uint64_t size)
+{
+    uint64_t end = start + (size ? size : 1);
+    if (end < start)
+        end = UINT64_MAX;
+    span *sp;
+    while ((sp = live_overlap(&r->blocks, start, end))) /* one at a time: a kill may move the spans */
+        kill_span(r, &r->blocks, sp);
+    while (r->lost && (sp = live_overlap(&r->regions, start, end))) {
+        kill_span(r, &r->regions, sp);
+        r->implied++;
+    }
+}
+
+/* Recorded thread ids are small numbers from the recorder, numbered here in order of first appearance; a hostile
+ * file (or a run of more threads than this) may hold any value: an id beyond the table keeps its value, moved past
+ * every number the table can give (0 for the one id that cannot be moved: refused). */
 #define MAX_RECORDED_THREAD 65536u
 
 static uint32_t thread_number(hm_trace_reader *r, uint32_t recorded)
 {
     if (recorded >= MAX_RECORDED_THREAD)
-        return 0;
+        return recorded + 1;
     if (recorded >= r->thread_count) {
         size_t count = recorded + 16;
         uint32_t *t = realloc(r->threads, count * sizeof *t);
@@ -509,10 +725,7 @@ static bool slot_committed(const uint8_t *p, uint64_t slot)
 
 static bool all_zero(const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return false;
-    return true;
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0); /* libc's memcmp: a closed trace's 1 MiB ring */
 }
 
 /* Version 2 with records left in the ring: each slot from its place, or else from the ring. */
@@ -522,7 +735,7 @@ static int next_raw_ring(hm_trace_reader *r, hm_raw_record *rec, const uint8_t *
         fill(r, HM_RAW_SLOT * 4);
         size_t have = r->end - r->start;
         const uint8_t *p = have >= HM_RAW_SLOT ? r->buf + r->start : NULL;
-        const uint8_t *q = r->ring + (size_t)(r->slot & (r->ring_slots - 1)) * HM_RAW_SLOT;
+        const uint8_t *q = ring_at(r, r->slot & (r->ring_slots - 1));
         r->line = r->slot + 1;
         bool in_place = p && slot_committed(p, r->slot);
         if (in_place || slot_committed(q, r->slot)) {
@@ -537,8 +750,8 @@ static int next_raw_ring(hm_trace_reader *r, hm_raw_record *rec, const uint8_t *
                 memcpy(r->extra, p + HM_RAW_SLOT, len - HM_RAW_SLOT);
             } else {
                 for (unsigned i = 1; i < rec->nslots; i++)
-                    memcpy(r->extra + (i - 1) * HM_RAW_SLOT,
-                           r->ring + (size_t)((r->slot + i) & (r->ring_slots - 1)) * HM_RAW_SLOT, HM_RAW_SLOT);
+                    memcpy(r->extra + (i - 1) * HM_RAW_SLOT, ring_at(r, (r->slot + i) & (r->ring_slots - 1)),
+                           HM_RAW_SLOT);
             }
             *extra = r->extra;
             size_t skip = have < len ? have / HM_RAW_SLOT * HM_RAW_SLOT : len;
@@ -570,6 +783,8 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
 {
     hm_raw_record rec;
     const uint8_t *extra = NULL;
+    if (r->incomplete && r->last_seq >= r->incomplete_calls)
+        return 0; /* where the recorder stopped: what the file holds after it is not the trace */
     if (r->ring) {
         int got = next_raw_ring(r, &rec, &extra);
         if (got <= 0)
@@ -625,8 +840,15 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
     hm_trace_call_init(c);
     c->seq = ++r->last_seq;
     c->thread = thread_number(r, rec.thread);
+    if (!c->thread)
+        return reader_fail(r, "field 'thread': bad thread id %" PRIu32, rec.thread);
     c->method = rec.method;
-    c->nulls = rec.nulls & (HM_TRACE_NULL_OUT1 | HM_TRACE_NULL_OUT2);
+    /* Only the out-parameters the method has (a hostile file may set any bit). */
+    bool two_outs = c->method == HM_METHOD_VIRTUAL_QUERY || c->method == HM_METHOD_GET_MEMORY_LOAD;
+    bool one_out = two_outs || c->method == HM_METHOD_CREATE_MALLOC || c->method == HM_METHOD_VIRTUAL_ALLOC ||
+                   c->method == HM_METHOD_VIRTUAL_PROTECT || c->method == HM_METHOD_HEAP_ALLOC ||
+                   c->method == HM_METHOD_HEAP_DEBUG_ALLOC;
+    c->nulls = rec.nulls & ((one_out ? HM_TRACE_NULL_OUT1 : 0) | (two_outs ? HM_TRACE_NULL_OUT2 : 0));
     c->result = rec.result;
     c->level = hm_trace_method_has_level(c->method) ? (rec.level == HM_RAW_NO_LEVEL ? -1 : rec.level) : -1;
     bool ok = SUCCEEDED(rec.result);
@@ -642,6 +864,10 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->prot = rec.b32;
         if (c->nulls & HM_TRACE_NULL_OUT1)
             break;
+        /* A call asking for a new region (not a commit inside a known one) ends what was at its answer. */
+        bool fresh = ok && rec.out && ((rec.a32 & MEM_RESERVE) || !rec.addr);
+        if (fresh)
+            new_region_clears(r, rec.out, rec.size);
         span *sp = ok && rec.out ? span_containing(&r->regions, rec.out) : NULL;
         if (sp && sp->live) {
             c->mem = (hm_trace_ref){rec.out - sp->start, sp->handle, HM_REF_ALLOC};
@@ -661,13 +887,14 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->type = rec.a32;
         span *sp = span_containing(&r->regions, rec.addr);
         if (ok && (rec.a32 & MEM_RELEASE) && sp)
-            span_kill(&r->regions, sp);
+            kill_span(r, &r->regions, sp);
         break;
     }
     case HM_METHOD_VIRTUAL_QUERY:
         c->addr = relocate(r, rec.addr);
         c->size = rec.size;
         c->query_result = rec.out;
+        c->concurrent = (rec.flags & HM_RAW_CONCURRENT) != 0;
         if ((rec.flags & HM_RAW_MBI_PACKED) || (rec.flags & HM_RAW_HAS_MBI && rec.nslots >= 2)) {
             MEMORY_BASIC_INFORMATION mbi;
             if (rec.flags & HM_RAW_MBI_PACKED)
@@ -723,6 +950,9 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         if (c->nulls & HM_TRACE_NULL_OUT1)
             break;
         if (ok && rec.out) {
+            span *old = r->lost ? span_containing(&r->blocks, rec.out) : NULL;
+            if (old && old->live)
+                r->implied++; /* its Free was lost in flight: this block proves it */
             span *sp = span_insert(&r->blocks, rec.out, rec.size);
             if (!sp)
                 return reader_fail(r, "out of memory");
@@ -736,7 +966,7 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         c->addr = relocate(r, rec.addr);
         span *sp = span_containing(&r->blocks, rec.addr);
         if (ok && sp && sp->start == rec.addr)
-            span_kill(&r->blocks, sp);
+            kill_span(r, &r->blocks, sp);
         break;
     }
     case HM_TRACE_ON_NOTIFICATION:

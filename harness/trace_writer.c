@@ -14,6 +14,25 @@ struct hm_trace_writer {
     bool failed;
 };
 
+static HRESULT writer_start(FILE *file, bool own_file, hm_trace_encoding encoding, hm_trace_writer **out)
+{
+    hm_trace_writer *w = calloc(1, sizeof *w);
+    if (!w) {
+        if (own_file)
+            fclose(file);
+        return E_OUTOFMEMORY;
+    }
+    w->encoding = encoding;
+    w->file = file;
+    w->own_file = own_file;
+    if (encoding == HM_TRACE_TEXT)
+        fprintf(w->file, "%s %d\n", HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION);
+    else
+        fputs(HM_TRACE_BIN_MAGIC, w->file);
+    *out = w;
+    return S_OK;
+}
+
 HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding, hm_trace_writer **out)
 {
     *out = NULL;
@@ -21,27 +40,22 @@ HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding
         hm_set_error("only the recorder writes raw traces");
         return E_INVALIDARG;
     }
-    hm_trace_writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return E_OUTOFMEMORY;
-    w->encoding = encoding;
-    if (strcmp(path, "-") == 0) {
-        w->file = stdout;
-    } else {
-        w->file = fopen(path, "wb");
-        w->own_file = true;
-    }
-    if (!w->file) {
+    if (strcmp(path, "-") == 0)
+        return writer_start(stdout, false, encoding, out);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
         hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
-        free(w);
         return E_FAIL;
     }
-    if (encoding == HM_TRACE_TEXT)
-        fprintf(w->file, "%s %d\n", HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION);
-    else
-        fputs(HM_TRACE_BIN_MAGIC, w->file);
-    *out = w;
-    return S_OK;
+    return writer_start(f, true, encoding, out);
+}
+
+HRESULT hm_trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out)
+{
+    *out = NULL;
+    if (encoding != HM_TRACE_TEXT && encoding != HM_TRACE_BINARY)
+        return E_INVALIDARG;
+    return writer_start(file, false, encoding, out);
 }
 
 HM_API HRESULT hm_trace_write(hm_trace_writer *w, const hm_trace_call *c)
@@ -78,6 +92,31 @@ HM_API HRESULT hm_trace_write_comment(hm_trace_writer *w, const char *comment)
             w->failed = true;
         s = nl ? nl + 1 : NULL;
     } while (s && *s);
+    return w->failed ? E_FAIL : S_OK;
+}
+
+HM_API HRESULT hm_trace_write_incomplete(hm_trace_writer *w, uint64_t calls, const char *reason)
+{
+    char why[HM_TRACE_INCOMPLETE_REASON_MAX];
+    /* One line of text: a newline in the reason would end the marker early. */
+    snprintf(why, sizeof why, "%s", reason ? reason : "");
+    for (char *p = why; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    if (w->encoding == HM_TRACE_TEXT) {
+        if (fprintf(w->file, "%s%llu calls: %s\n", HM_TRACE_INCOMPLETE_TEXT, (unsigned long long)calls, why) < 0)
+            w->failed = true;
+    } else {
+        uint8_t rec[1 + 2 * 10 + sizeof why];
+        size_t n = 0, len = strlen(why);
+        rec[n++] = 0;
+        n += hm_varint_put(rec + n, calls);
+        n += hm_varint_put(rec + n, len);
+        memcpy(rec + n, why, len);
+        n += len;
+        if (fwrite(rec, 1, n, w->file) != n)
+            w->failed = true;
+    }
     return w->failed ? E_FAIL : S_OK;
 }
 

@@ -1,10 +1,8 @@
-/* How hostmem's decorators are seen through, and how the factory applies HOSTMEM_FAULTS and HOSTMEM_TRACE. */
+/* How hostmem's decorators are seen through: the layers above src/ (the fault layer, the recorder) register their
+ * vtables here. (HostMemCreateManager, which applies them, is in harness/factory.c.) */
 #include "manager.h"
 
-#include "error.h"
-
 #include <stdatomic.h>
-#include <stdlib.h>
 
 #define MAX_DECORATORS 8
 
@@ -43,29 +41,4 @@ IHostMemoryManager *hm_decorator_inner(IHostMemoryManager *outer)
             return atomic_load(&kinds[i].inner)(outer);
     }
     return NULL;
-}
-
-HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemoryManager **out)
-{
-    const char *faults = getenv("HOSTMEM_FAULTS");
-    const char *trace = getenv("HOSTMEM_TRACE");
-    HRESULT hr;
-    if (faults && *faults) {
-        IHostMemoryManager *wrapped;
-        hr = HostMemWrapFaults(manager, faults, &wrapped);
-        IHostMemoryManager_Release(manager); /* the wrapper holds its own reference */
-        if (FAILED(hr))
-            return hr; /* HostMemLastError() says what is wrong with the spec */
-        manager = wrapped;
-    }
-    if (trace && *trace) {
-        IHostMemoryManager *wrapped;
-        hr = HostMemWrapRecorder(manager, trace, &wrapped);
-        IHostMemoryManager_Release(manager);
-        if (FAILED(hr))
-            return hr;
-        manager = wrapped;
-    }
-    *out = manager;
-    return S_OK;
 }

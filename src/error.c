@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static _Thread_local char last_error[512];
+static _Thread_local char last_error[1024]; /* room for a fault-spec error quoting the spec */
 
 void hm_set_error(const char *fmt, ...)
 {

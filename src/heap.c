@@ -33,6 +33,7 @@
 #include "heap.h"
 #include "com.h"
 
+#include "fork.h"
 #include "track.h"
 
 #include <pthread.h>
@@ -241,6 +242,7 @@ struct heap {
      * lock: a notification callback may ask for statistics from inside the heap's call to its source. A real lock
      * for single-threaded heaps too: statistics may be read from any thread. */
     pthread_mutex_t chunks_lock;
+    hm_fork_entry fork_lock, fork_chunks; /* lock and chunks_lock, held across fork() */
     bool dying; /* chunks_lock: the heap is giving its chunks back */
 };
 
@@ -528,17 +530,33 @@ static HRESULT chunk_new(heap *h, local *l, uint32_t cls, EMemoryCriticalLevel l
     return S_OK;
 }
 
-/* Gives chunk c back to the source. Heap lock held. */
-static void chunk_release_locked(heap *h, chunk *c)
+/* Gives chunk c back to the source. Heap lock held. False when the source kept it (the OS would not take the pages
+ * back): c is then the heap's still, as it was, its space outside the header and the live block (large chunks)
+ * nobody's again for the tools. */
+static bool chunk_release_locked(heap *h, chunk *c)
 {
     pthread_mutex_lock(&h->chunks_lock);
     chunk_set_remove(&h->all, c);
     pthread_mutex_unlock(&h->chunks_lock);
-    free(atomic_load_explicit(&c->sites, memory_order_relaxed));
+    void *sites = atomic_load_explicit(&c->sites, memory_order_relaxed); /* c lives in the chunk: read it first */
+    char *base = (char *)chunk_base(c);
+    size_t bytes = c->bytes;
     /* The memory goes back to the manager, which may hand it out again as plain pages. */
-    hm_track_unpoison((void *)chunk_base(c), c->bytes);
-    hm_track_defined((void *)chunk_base(c), c->bytes);
-    h->source.release(h->source.ctx, (void *)chunk_base(c), c->bytes);
+    hm_track_unpoison(base, bytes);
+    hm_track_defined(base, bytes);
+    if (SUCCEEDED(h->source.release(h->source.ctx, base, bytes))) {
+        free(sites);
+        return true;
+    }
+    size_t offset = (size_t)((char *)c - base), header = chunk_header_size(c->slots, c->wide_sizes != NULL);
+    hm_track_poison(base, offset);
+    hm_track_noaccess(base, offset);
+    hm_track_poison((char *)c + header, bytes - offset - header);
+    hm_track_noaccess((char *)c + header, bytes - offset - header);
+    pthread_mutex_lock(&h->chunks_lock);
+    chunk_set_put(&h->all, c); /* where it was: the set needs no room */
+    pthread_mutex_unlock(&h->chunks_lock);
+    return false;
 }
 
 /* Takes empty small chunk c out of local l's service: into the heap's spares while there are few, else back to
@@ -551,16 +569,16 @@ static void chunk_retire_locked(heap *h, local *l, chunk *c)
         partial_remove(l, c);
     h->chunks_in_use--;
     size_t keep = h->peak_chunks_in_use / 2;
-    if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep)) {
+    /* Kept while there are few spares, or when the source will not take it back. */
+    if (h->spare_count < (keep < SPARE_MIN ? SPARE_MIN : keep > SPARE_MAX ? SPARE_MAX : keep) ||
+        !chunk_release_locked(h, c)) {
         free(atomic_load_explicit(&c->sites, memory_order_relaxed)); /* a spare has no blocks, so no sites */
         atomic_store_explicit(&c->sites, NULL, memory_order_relaxed);
         c->next_partial = h->spares;
         c->spare = true;
         h->spares = c;
         h->spare_count++;
-        return;
     }
-    chunk_release_locked(h, c);
 }
 
 /* An empty chunk (live == 0) stays its class's current chunk when it is the only one with room (avoids
@@ -726,6 +744,13 @@ static void thread_exit(void *arg)
 }
 
 static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit); }
+
+/* fork(): threads_lock, and each heap's spin lock (the forking thread took it, so the child's unlock is its own). */
+static hm_fork_entry threads_fork;
+static pthread_once_t threads_fork_once = PTHREAD_ONCE_INIT;
+static void threads_fork_register(void) { hm_fork_register_mutex(&threads_fork, &threads_lock, HM_FORK_HEAP_THREADS); }
+static void fork_lock(void *obj) { heap_lock(obj); }
+static void fork_unlock(void *obj) { heap_unlock(obj); }
 
 static local *local_new(heap *h)
 {
@@ -1029,7 +1054,13 @@ static HRESULT __attribute__((noinline)) free_shared(heap *h, void *pMem)
     if (c && slot_of_block(c, a, &slot) && slot_size_of(c, slot) && !slot_pending(c, slot)) {
         hm_track_free(pMem);
         if (c->cls == LARGE_CLASS) {
-            chunk_release_locked(h, c);
+            if (!chunk_release_locked(h, c)) { /* the block lives on: Free fails with nothing changed */
+                hm_track_unpoison(pMem, c->large_size);
+                hm_track_malloc(pMem, c->large_size);
+                hm_track_defined(pMem, c->large_size); /* its contents are what they were */
+                heap_unlock(h);
+                return E_OUTOFMEMORY;
+            }
         } else {
             /* Another thread's block (the only local of a single-threaded heap has all in-service small chunks).
              * Its owner may be handing out or freeing other blocks of c right now: write only what it leaves to
@@ -1205,6 +1236,8 @@ size_t hm_heap_leaks(IHostMalloc *iface, hm_leak *out, size_t max)
 
 static void heap_destroy(heap *h)
 {
+    hm_fork_unregister(&h->fork_lock);
+    hm_fork_unregister(&h->fork_chunks);
     /* First, so no exiting thread reaches this heap through its locals any more. */
     pthread_mutex_lock(&threads_lock);
     for (local *l = atomic_load(&h->locals); l; l = l->next_in_heap)
@@ -1235,6 +1268,8 @@ static void heap_destroy(heap *h)
         free(atomic_load_explicit(&c->sites, memory_order_relaxed));
         hm_track_unpoison((void *)chunk_base(c), c->bytes);
         hm_track_defined((void *)chunk_base(c), c->bytes);
+        /* A chunk the source cannot take back stays reserved and committed in it (and in its statistics): the
+         * heap is going, there is no one to give it to. */
         h->source.release(h->source.ctx, (void *)chunk_base(c), c->bytes);
     }
     for (local *l = atomic_load(&h->locals), *next; l; l = next) {
@@ -1306,12 +1341,17 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
         return E_OUTOFMEMORY;
     }
     pthread_mutex_init(&h->chunks_lock, NULL);
+    hm_fork_register_mutex(&h->fork_chunks, &h->chunks_lock, HM_FORK_HEAP_CHUNKS);
     h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
     atomic_init(&h->ref, 1);
     h->id = atomic_fetch_add(&next_heap_id, 1);
     h->source = *source;
     h->type = malloc_type;
     h->threadsafe = threadsafe;
+    pthread_once(&threads_fork_once, threads_fork_register);
+    h->fork_lock = (hm_fork_entry){.rank = HM_FORK_HEAP, .obj = h, .lock = fork_lock, .unlock = fork_unlock,
+                                   .child = fork_unlock};
+    hm_fork_register(&h->fork_lock);
     if (only) {
         h->only = only;
         h->fast_only = hm_tracking() ? &no_local : only;

@@ -20,8 +20,9 @@ typedef struct hm_page_source {
      * Fails with E_OUTOFMEMORY (budget, critical level) or another HRESULT; then *out is NULL. The heap calls
      * alloc and release under its lock: a source used by one heap need not be thread-safe. */
     HRESULT (*alloc)(void *ctx, size_t size, EMemoryCriticalLevel level, void **out);
-    /* Returns what alloc gave (same address and size). */
-    void (*release)(void *ctx, void *addr, size_t size);
+    /* Returns what alloc gave (same address and size). A failure (the OS would not take the pages back) means the
+     * source kept the memory as it was: still the heap's, committed, with its contents. */
+    HRESULT (*release)(void *ctx, void *addr, size_t size);
     /* Tells the source the heap is gone, with its leak report (n entries, possibly 0). The entries' strings
      * are valid only during the call. Called once, from the heap's last Release, as the very last use of the
      * source: AFTER every chunk has been returned with release() (the source may free ctx here). */

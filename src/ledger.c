@@ -1,6 +1,7 @@
 /* The address-space ledger (see ledger.h). */
 #include "ledger.h"
 
+#include "fork.h"
 #include "procmaps.h"
 
 #include <inttypes.h>
@@ -22,6 +23,7 @@ typedef struct ledger_range {
 struct hm_ledger {
     hm_budget *budget; /* may be NULL: then nothing is charged and Needs always has room */
     pthread_mutex_t lock;
+    hm_fork_entry fork_entry; /* the lock, held across fork() */
     ledger_range *ranges; /* sorted by start, disjoint, none empty */
     size_t count, cap;
     uint64_t bytes;
@@ -39,6 +41,7 @@ hm_ledger *hm_ledger_create(hm_budget *budget)
     const char *log = getenv("HOSTMEM_LOG");
     l->log_to_stderr = log && *log && strcmp(log, "0") != 0;
     pthread_mutex_init(&l->lock, NULL);
+    hm_fork_register_mutex(&l->fork_entry, &l->lock, HM_FORK_LEDGER);
     return l;
 }
 
@@ -46,6 +49,7 @@ void hm_ledger_destroy(hm_ledger *l)
 {
     if (!l)
         return;
+    hm_fork_unregister(&l->fork_entry);
     if (l->budget && l->bytes)
         hm_budget_uncharge(l->budget, l->bytes);
     free(l->ranges);

@@ -5,6 +5,7 @@
 
 #include "budget.h"
 #include "error.h"
+#include "fork.h"
 #include "heap.h"
 #include "ledger.h"
 #include "notify.h"
@@ -35,6 +36,7 @@ struct hm_manager {
     _Atomic uint64_t calls[HM_METHOD_COUNT], failures[HM_METHOD_COUNT];
     _Atomic uint64_t heap_count;
     pthread_mutex_t leaks_lock; /* the heap list and the kept leak reports */
+    hm_fork_entry fork_entry;   /* leaks_lock, held across fork() */
     struct heap_binding *heaps;
     kept_leak *leaks;
     size_t nleaks, cap_leaks;
@@ -99,6 +101,7 @@ static void manager_destroy(hm_manager *m)
     hm_ledger_destroy(m->ledger);
     hm_vm_destroy(m->vm);
     free_leaks(m);
+    hm_fork_unregister(&m->fork_entry);
     pthread_mutex_destroy(&m->leaks_lock);
     free(m);
 }
@@ -125,12 +128,14 @@ static HRESULT heap_source_alloc(void *ctx, size_t size, EMemoryCriticalLevel le
     return hr;
 }
 
-static void heap_source_release(void *ctx, void *addr, size_t size)
+static HRESULT heap_source_release(void *ctx, void *addr, size_t size)
 {
     heap_binding *b = ctx;
     (void)size;
-    hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* a heap's pages are always cleared */
-    update_pressure(b->manager);
+    HRESULT hr = hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* heap pages: always cleared */
+    if (SUCCEEDED(hr))
+        update_pressure(b->manager);
+    return hr;
 }
 
 /* The heap's last act: keep its leak report, drop the reference it held on the manager. */
@@ -395,6 +400,7 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
     m->IHostMemoryManager_iface.lpVtbl = &manager_vtbl;
     atomic_init(&m->ref, 1);
     pthread_mutex_init(&m->leaks_lock, NULL);
+    hm_fork_register_mutex(&m->fork_entry, &m->leaks_lock, HM_FORK_MANAGER);
     hm_budget_init(&m->budget, m->options.limit, m->options.reserve_process, m->options.reserve_appdomain);
     hm_vm_config config = {
         .os = m->options.sim ? &hm_os_sim : &hm_os_linux,
@@ -437,18 +443,6 @@ HRESULT hm_manager_reset(IHostMemoryManager *iface)
     }
     free_leaks(m);
     return S_OK;
-}
-
-HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)
-{
-    if (!ppManager)
-        return E_POINTER;
-    *ppManager = NULL;
-    IHostMemoryManager *manager;
-    HRESULT hr = HostMemCreateBuiltinManager(options, &manager);
-    if (FAILED(hr))
-        return hr;
-    return hm_manager_wrap_from_environment(manager, ppManager);
 }
 
 /* ---- Diagnostics ------------------------------------------------------------------------------------------- */

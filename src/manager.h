@@ -27,8 +27,4 @@ void hm_decorator_register(const IHostMemoryManagerVtbl *vtbl, hm_inner_fn inner
 /* The manager a registered decorator wraps, or NULL. */
 IHostMemoryManager *hm_decorator_inner(IHostMemoryManager *outer);
 
-/* HostMemCreateManager's last step: wraps `manager` (taking over its reference) in the fault layer when
- * HOSTMEM_FAULTS is set and in a recorder when HOSTMEM_TRACE is set. */
-HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, IHostMemoryManager **out);
-
 #endif

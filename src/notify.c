@@ -6,6 +6,10 @@
  * in turn. So calls are never concurrent, never reentrant, and happen in the order the changes did. */
 #include "notify.h"
 
+#include "fork.h"
+
+#include <pthread.h>
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -29,8 +33,22 @@ struct hm_notify {
     pending *queue; /* ring buffer of changes not yet delivered */
     size_t head, queued, queue_cap;
     bool delivering; /* some thread is draining the queue */
+    pthread_t deliverer;      /* which, while delivering */
+    hm_fork_entry fork_entry; /* the lock, held across fork() */
     _Atomic uint64_t calls;
 };
+
+static void fork_lock(void *obj) { pthread_mutex_lock(&((hm_notify *)obj)->lock); }
+static void fork_unlock(void *obj) { pthread_mutex_unlock(&((hm_notify *)obj)->lock); }
+
+/* A thread that was delivering (outside the lock) is gone in the child: its queue is the child's to drain. */
+static void fork_child(void *obj)
+{
+    hm_notify *n = obj;
+    if (n->delivering && !pthread_equal(n->deliverer, pthread_self()))
+        n->delivering = false;
+    pthread_mutex_unlock(&n->lock);
+}
 
 hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis)
 {
@@ -52,6 +70,9 @@ hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteres
     n->hysteresis = hysteresis <= 100 ? hysteresis : 5;
     n->state = eMemoryAvailableNeutral;
     pthread_mutex_init(&n->lock, NULL);
+    n->fork_entry = (hm_fork_entry){.rank = HM_FORK_NOTIFY, .obj = n, .lock = fork_lock, .unlock = fork_unlock,
+                                    .child = fork_child};
+    hm_fork_register(&n->fork_entry);
     return n;
 }
 
@@ -59,6 +80,7 @@ void hm_notify_destroy(hm_notify *n)
 {
     if (!n)
         return;
+    hm_fork_unregister(&n->fork_entry);
     for (size_t i = 0; i < n->ncallbacks; i++)
         ICLRMemoryNotificationCallback_Release(n->callbacks[i]);
     free(n->callbacks);
@@ -163,6 +185,7 @@ static void deliver(hm_notify *n)
     if (n->delivering)
         return; /* the deliverer will find our change in the queue */
     n->delivering = true;
+    n->deliverer = pthread_self();
     while (n->queued) {
         pending next = *queue_at(n, 0);
         n->head = (n->head + 1) % n->queue_cap;

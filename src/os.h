@@ -51,4 +51,24 @@ int hm_os_map_aligned(uintptr_t hint, size_t size, bool fixed, int unix_prot, ui
 extern const hm_os hm_os_linux;
 extern const hm_os hm_os_sim;
 
+/* ---- Failure injection (tests only) -------------------------------------------------------------------------
+ * The kernel can refuse any primitive (ENOMEM near vm.max_map_count, when a change would split a mapping), and the
+ * vm must then fail the call with nothing changed. These hooks let a test make the nth call of one primitive fail,
+ * on every backend, so each error path can be checked without filling the process's map. Unarmed, the only cost
+ * is one relaxed load per primitive call. */
+typedef enum hm_os_op {
+    HM_OS_MAP_SPAN, HM_OS_UNMAP_SPAN, HM_OS_COMMIT, HM_OS_DECOMMIT, HM_OS_PROTECT, HM_OS_RESET, HM_OS_OPS
+} hm_os_op;
+
+/* From now on counts every primitive call (by any vm) from zero, and makes the nth call (1-based) of `op` fail with
+ * `err`, once; nth 0 fails nothing (counting only). partial: a failing commit or protect first applies itself to
+ * its first page, as mprotect does when it fails part-way through a range. */
+void hm_os_fail(hm_os_op op, unsigned long nth, int err, bool partial);
+/* Stops counting and failing. */
+void hm_os_fail_off(void);
+/* Calls of op counted since hm_os_fail. */
+unsigned long hm_os_calls(hm_os_op op);
+/* For the vm, before each primitive: 0 to go ahead, or the error to return (*partial as armed). */
+int hm_os_injected(hm_os_op op, bool *partial);
+
 #endif

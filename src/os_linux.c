@@ -38,6 +38,8 @@ int hm_os_map_aligned(uintptr_t hint, size_t size, bool fixed, int prot, uintptr
         return errno;
     uintptr_t start = (uintptr_t)p;
     uintptr_t aligned = (start + HM_GRANULARITY - 1) & ~(uintptr_t)(HM_GRANULARITY - 1);
+    /* Trimming the padding can be refused (a split at the map limit): the padding then stays mapped, inaccessible
+     * and nobody's, and the span is still good. */
     if (aligned > start)
         munmap(p, aligned - start);
     uintptr_t tail = start + padded - (aligned + size);
@@ -63,7 +65,9 @@ static int linux_commit(uintptr_t addr, size_t size, int prot)
 }
 
 /* Replacing the pages with a fresh PROT_NONE mapping drops their contents and their commit charge in one call
- * (mprotect(PROT_NONE) alone keeps both); with the span's flags the new mapping merges back into the span. */
+ * (mprotect(PROT_NONE) alone keeps both); with the span's flags the new mapping merges back into the span. The
+ * kernel checks the map limit and makes its splits before it unmaps anything, so a refusal (ENOMEM) leaves the
+ * pages as they were. */
 static int linux_decommit(uintptr_t addr, size_t size)
 {
     void *p = mmap((void *)addr, size, PROT_NONE, reserve_flags | MAP_FIXED, -1, 0);

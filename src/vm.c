@@ -1,6 +1,8 @@
 /* Virtual memory with Windows' semantics (see vm.h for the design, docs/semantics.md for each rule). */
 #include "vm.h"
 
+#include "fork.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -75,6 +77,7 @@ struct hm_vm {
     span **spares;       /* spans hm_vm_reset kept mapped: empty, out of the books, reused by span_create */
     size_t nspares, cap_spares;
     pthread_rwlock_t lock;
+    hm_fork_entry fork_entry; /* the lock, held across fork() */
     span **spans;        /* sorted by base */
     region_slab *slabs;
     region *free_regions; /* linked through their `base` field */
@@ -83,6 +86,7 @@ struct hm_vm {
     uint64_t reservations, reserved_pages, committed_pages, peak_committed_pages;
     _Atomic uint64_t guard_trips;
     bool guard_registered;
+    uintptr_t os_mismatch; /* where the OS refused to undo a failed change: the books no longer match it */
 };
 
 /* Memory for books that lookups walk at random: huge pages when the kernel has them (THP in madvise mode). */
@@ -121,6 +125,52 @@ static HRESULT hr_from_errno(int err)
     case EINVAL: return HM_E_INVALID_PARAMETER;
     default: return HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED); /* EACCES, EPERM: the OS refused the protection */
     }
+}
+
+/* ---- Calls into the OS layer --------------------------------------------------------------------------------
+ * Every primitive goes through these, so a test can make any of them fail (os.h). Each caller checks the result:
+ * a call fails with the books and the mappings as they were, or the failure is one that cannot be reported (a
+ * destroy) and is said so where it happens. */
+
+static int os_map_span(hm_vm *vm, uintptr_t hint, size_t size, bool fixed, uintptr_t *out)
+{
+    bool partial;
+    int err = hm_os_injected(HM_OS_MAP_SPAN, &partial);
+    return err ? err : vm->os->map_span(hint, size, fixed, out);
+}
+
+static int os_unmap_span(hm_vm *vm, uintptr_t addr, size_t size)
+{
+    bool partial;
+    int err = hm_os_injected(HM_OS_UNMAP_SPAN, &partial);
+    return err ? err : vm->os->unmap_span(addr, size);
+}
+
+/* commit or protect (op says which). */
+static int os_set_protection(hm_vm *vm, hm_os_op op, uintptr_t addr, size_t size, int prot)
+{
+    bool partial;
+    int (*apply)(uintptr_t, size_t, int) = op == HM_OS_COMMIT ? vm->os->commit : vm->os->protect;
+    int err = hm_os_injected(op, &partial);
+    if (!err)
+        return apply(addr, size, prot);
+    if (partial && size > HM_PAGE_SIZE)
+        apply(addr, HM_PAGE_SIZE, prot); /* as mprotect leaves a range it failed on part-way */
+    return err;
+}
+
+static int os_decommit(hm_vm *vm, uintptr_t addr, size_t size)
+{
+    bool partial;
+    int err = hm_os_injected(HM_OS_DECOMMIT, &partial);
+    return err ? err : vm->os->decommit(addr, size);
+}
+
+static int os_reset(hm_vm *vm, uintptr_t addr, size_t size)
+{
+    bool partial;
+    int err = hm_os_injected(HM_OS_RESET, &partial);
+    return err ? err : vm->os->reset(addr, size);
 }
 
 /* ---- Protections ------------------------------------------------------------------------------------------ */
@@ -245,13 +295,46 @@ static size_t committed_in(const region *r, size_t p0, size_t p1, bool *all_comm
     return n;
 }
 
-/* Reapplies the books' protections to the OS for [p0, p1): after an OS call failed part-way. */
+/* Reapplies the books' protections to the OS for [p0, p1): after a commit or protect failed part-way (mprotect
+ * changes the mappings one by one and can stop at any). Undoing brings the mappings back to what they were, which
+ * the kernel has room for; should it refuse all the same, the books no longer tell the truth about those pages,
+ * and hm_vm_check reports it from then on. */
 static void os_restore(hm_vm *vm, region *r, size_t p0, size_t p1)
 {
     for (uint32_t i = run_index(r, p0); i < r->nruns && r->runs[i].page < p1; i++) {
         size_t a = r->runs[i].page > p0 ? r->runs[i].page : p0, e = run_end(r, i), b = e < p1 ? e : p1;
-        vm->os->protect(r->base + (a << PAGE_SHIFT), (b - a) << PAGE_SHIFT, hm_protect_to_unix(r->runs[i].protect));
+        uintptr_t at = r->base + (a << PAGE_SHIFT);
+        if (os_set_protection(vm, HM_OS_PROTECT, at, (b - a) << PAGE_SHIFT, hm_protect_to_unix(r->runs[i].protect)) &&
+            !vm->os_mismatch)
+            vm->os_mismatch = at;
     }
+}
+
+/* The pages from the first committed page of r in [p0, p1) to the last: [*a, *b), false when none is committed. */
+static bool committed_bounds(const region *r, size_t p0, size_t p1, size_t *a, size_t *b)
+{
+    bool any = false;
+    for (uint32_t i = run_index(r, p0); i < r->nruns && r->runs[i].page < p1; i++) {
+        if (!r->runs[i].protect)
+            continue;
+        size_t e = run_end(r, i);
+        if (!any)
+            *a = r->runs[i].page > p0 ? r->runs[i].page : p0;
+        *b = e < p1 ? e : p1;
+        any = true;
+    }
+    return any;
+}
+
+/* Discards the committed pages of r in [p0, p1) with ONE call over them (reserved pages between are inaccessible
+ * and zero already): the kernel refuses a range before it changes any of it, so a failure leaves every page as it
+ * was, and the caller fails with nothing changed. */
+static int discard_committed(hm_vm *vm, region *r, size_t p0, size_t p1)
+{
+    size_t a = 0, b = 0; /* set when committed_bounds returns true (gcc -O3 cannot see it) */
+    if (!committed_bounds(r, p0, p1, &a, &b))
+        return 0;
+    return os_decommit(vm, r->base + (a << PAGE_SHIFT), (b - a) << PAGE_SHIFT);
 }
 
 /* ---- Spans ------------------------------------------------------------------------------------------------ */
@@ -399,14 +482,34 @@ static void span_remove(hm_vm *vm, span *s)
     vm->nspans--;
 }
 
-static void span_free(hm_vm *vm, span *s)
+/* Frees a span's books (its mapping is the caller's business). The tables are our own memory: an munmap the kernel
+ * refuses leaks them, and changes nothing any caller can see. */
+static void span_forget(span *s)
 {
-    vm->os->unmap_span(s->base, s->size);
     if (s->slots)
         munmap(s->slots, table_bytes(s->granules, sizeof(region)));
     if (s->used)
         munmap(s->used, table_bytes((s->granules + 63) / 64, sizeof(uint64_t)));
     free(s);
+}
+
+/* Unmaps a span and frees its books, for paths that cannot report a failure (destroy, and last resorts): when the
+ * kernel refuses (the span merged into a larger mapping at the map limit), its address space stays mapped, outside
+ * every book. */
+static void span_free(hm_vm *vm, span *s)
+{
+    os_unmap_span(vm, s->base, s->size);
+    span_forget(s);
+}
+
+static bool spare_keep(hm_vm *vm, span *s);
+
+/* Gives back a span that is out of the books and reads as zero: unmapped, or, when the kernel will not unmap it,
+ * kept as a spare (its space stays ours: reused by span_create or unmapped later). */
+static void span_drop(hm_vm *vm, span *s)
+{
+    if (os_unmap_span(vm, s->base, s->size) == 0 || !spare_keep(vm, s))
+        span_forget(s);
 }
 
 /* A spare span (kept mapped by hm_vm_reset) of `size` bytes and the kind asked for at `at` (0: any), taken out of
@@ -428,10 +531,10 @@ static void spares_drop(hm_vm *vm, uintptr_t a, size_t size)
 {
     for (size_t i = 0; i < vm->nspares;) {
         span *s = vm->spares[i];
-        if (s->base < a + size && a < s->base + s->size) {
+        if (s->base < a + size && a < s->base + s->size && os_unmap_span(vm, s->base, s->size) == 0) {
             vm->spares[i] = vm->spares[--vm->nspares];
-            span_free(vm, s);
-        } else {
+            span_forget(s);
+        } else { /* elsewhere, or the kernel keeps it: a spare still (the mapping there then fails) */
             i++;
         }
     }
@@ -443,6 +546,9 @@ static void spares_drop(hm_vm *vm, uintptr_t a, size_t size)
  * free), so a reset vm places its spans as a new one does. */
 static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_at, span **out)
 {
+    /* Room in the span list first, so that span_insert cannot fail once the span is mapped. */
+    if (!span_array_room(&vm->spans, vm->nspans, &vm->cap_spans, 8))
+        return ENOMEM;
     bool reuse = vm->nspares != 0;
     span *spare = NULL;
     uintptr_t base = 0;
@@ -450,7 +556,7 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
     if (fixed_at) {
         if (!reuse || !(spare = spare_take(vm, size, fixed_at, dedicated))) {
             spares_drop(vm, fixed_at, size);
-            err = vm->os->map_span(fixed_at, size, true, &base);
+            err = os_map_span(vm, fixed_at, size, true, &base);
         }
     } else if (vm->deterministic) {
         /* Try the next addresses of the chain; a taken one (another manager, a library) moves us on, in the same
@@ -461,7 +567,7 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
             if (reuse && (spare = spare_take(vm, size, hint, dedicated)) != NULL)
                 break;
             spares_drop(vm, hint, size);
-            err = vm->os->map_span(hint, size, true, &base);
+            err = os_map_span(vm, hint, size, true, &base);
         }
         if (err && !spare && reuse)
             spare = spare_take(vm, size, 0, dedicated);
@@ -469,21 +575,21 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
             base = spare->base;
             err = 0;
         } else if (err) {
-            err = vm->os->map_span(0, size, false, &base);
+            err = os_map_span(vm, 0, size, false, &base);
         }
         if (!err) {
             uintptr_t end = base + size;
             vm->next_hint = (end + HM_GRANULARITY - 1) & ~(uintptr_t)(HM_GRANULARITY - 1);
         }
     } else if (!reuse || !(spare = spare_take(vm, size, 0, dedicated))) {
-        err = vm->os->map_span(0, size, false, &base);
+        err = os_map_span(vm, 0, size, false, &base);
     }
     if (err)
         return err;
     span *s = spare;
     if (!s) {
         if (!(s = calloc(1, sizeof *s))) {
-            vm->os->unmap_span(base, size);
+            os_unmap_span(vm, base, size); /* a refusal leaves an inaccessible mapping outside the books */
             return ENOMEM;
         }
         s->base = base;
@@ -499,10 +605,7 @@ static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_a
             }
         }
     }
-    if ((err = span_insert(vm, s))) {
-        span_free(vm, s);
-        return err;
-    }
+    span_insert(vm, s); /* cannot fail: room was made above */
     *out = s;
     return 0;
 }
@@ -592,9 +695,9 @@ static void region_attach(hm_vm *vm, region *r)
     vm->reserved_pages += r->pages;
 }
 
-/* Takes a region out of the books and gives its span's space back (unmapping a dedicated span). The caller has
- * already decommitted its pages. */
-static void region_detach(hm_vm *vm, region *r)
+/* Takes a region out of the books and gives its span's space back. The caller has already decommitted its pages,
+ * and for a dedicated span returned here (out of the books, its memory the caller's business) unmaps it. */
+static span *region_detach(hm_vm *vm, region *r)
 {
     span *s = r->span;
     if (!s->dedicated) {
@@ -610,13 +713,14 @@ static void region_detach(hm_vm *vm, region *r)
         s->used_count -= n;
         if (g0 < s->lowest_free)
             s->lowest_free = g0;
-    } else {
-        vm->reservations--;
-        vm->reserved_pages -= r->pages;
-        region_release(vm, r);
-        span_remove(vm, s);
-        span_free(vm, s);
+        return NULL;
     }
+    vm->reservations--;
+    vm->reserved_pages -= r->pages;
+    region_release(vm, r);
+    span_remove(vm, s);
+    s->only = NULL;
+    return s;
 }
 
 static void account_commit(hm_vm *vm, int64_t pages)
@@ -624,17 +728,6 @@ static void account_commit(hm_vm *vm, int64_t pages)
     vm->committed_pages += (uint64_t)pages;
     if (vm->committed_pages > vm->peak_committed_pages)
         vm->peak_committed_pages = vm->committed_pages;
-}
-
-/* Discards every committed run of r (for decommit of the whole region and for release). */
-static void decommit_runs(hm_vm *vm, region *r, size_t p0, size_t p1)
-{
-    for (uint32_t i = run_index(r, p0); i < r->nruns && r->runs[i].page < p1; i++) {
-        if (!r->runs[i].protect)
-            continue;
-        size_t a = r->runs[i].page > p0 ? r->runs[i].page : p0, e = run_end(r, i), b = e < p1 ? e : p1;
-        vm->os->decommit(r->base + (a << PAGE_SHIFT), (b - a) << PAGE_SHIFT);
-    }
 }
 
 /* ---- Guard pages ------------------------------------------------------------------------------------------ */
@@ -706,7 +799,8 @@ bool hm_vm_handle_guard_fault(hm_vm *vm, uintptr_t address)
         uint32_t protect = r->runs[run_index(r, p)].protect;
         if ((protect & PAGE_GUARD) && runs_reserve(r) == 0) {
             uint32_t clear = protect & ~(uint32_t)PAGE_GUARD;
-            if (vm->os->protect(r->base + (p << PAGE_SHIFT), HM_PAGE_SIZE, hm_protect_to_unix(clear)) == 0) {
+            if (os_set_protection(vm, HM_OS_PROTECT, r->base + (p << PAGE_SHIFT), HM_PAGE_SIZE,
+                                  hm_protect_to_unix(clear)) == 0) {
                 run_assign(r, p, p + 1, clear);
                 atomic_fetch_add(&vm->guard_trips, 1);
                 handled = true;
@@ -739,6 +833,7 @@ HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out)
         free(vm);
         return E_OUTOFMEMORY;
     }
+    hm_fork_register_rwlock(&vm->fork_entry, &vm->lock, HM_FORK_VM);
     *out = vm;
     return S_OK;
 }
@@ -772,11 +867,12 @@ void hm_vm_destroy(hm_vm *vm)
 {
     if (!vm)
         return;
+    hm_fork_unregister(&vm->fork_entry);
     guard_unregister(vm);
     if (vm->budget && vm->committed_pages)
         hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
     for_each_region(vm, free_region_runs, NULL);
-    for (size_t i = 0; i < vm->nspans; i++)
+    for (size_t i = 0; i < vm->nspans; i++) /* a span the kernel will not unmap leaks: nobody is left to tell */
         span_free(vm, vm->spans[i]);
     for (size_t i = 0; i < vm->nspares; i++)
         span_free(vm, vm->spares[i]);
@@ -812,10 +908,10 @@ void hm_vm_reset(hm_vm *vm)
         hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
     /* Dedicated spares the last life did not reuse go: they are tied to addresses, so they would pile up. */
     for (size_t i = 0; i < vm->nspares;) {
-        if (vm->spares[i]->dedicated) {
-            span_free(vm, vm->spares[i]);
+        if (vm->spares[i]->dedicated && os_unmap_span(vm, vm->spares[i]->base, vm->spares[i]->size) == 0) {
+            span_forget(vm->spares[i]);
             vm->spares[i] = vm->spares[--vm->nspares];
-        } else {
+        } else { /* shared, or the kernel keeps it mapped: a spare still */
             i++;
         }
     }
@@ -824,13 +920,14 @@ void hm_vm_reset(hm_vm *vm)
         span *s = vm->spans[i];
         if (s->dedicated) {
             region *r = s->only;
+            bool zero = true; /* a spare must read as zero: one whose discard failed is unmapped */
             if (r) {
-                decommit_runs(vm, r, 0, r->pages);
+                zero = discard_committed(vm, r, 0, r->pages) == 0;
                 free_region_runs(vm, r, NULL);
             }
             s->only = NULL;
             /* Kept (for a reservation at the same place next time) unless large or many: unmapped whole. */
-            if (s->size > SPARE_DEDICATED_MAX_SIZE || dedicated_kept == SPARE_DEDICATED_MAX ||
+            if (!zero || s->size > SPARE_DEDICATED_MAX_SIZE || dedicated_kept == SPARE_DEDICATED_MAX ||
                 !spare_keep(vm, s)) {
                 span_free(vm, s);
                 continue;
@@ -841,16 +938,18 @@ void hm_vm_reset(hm_vm *vm)
         /* Each region's pages decommitted (zero when next committed), its granules free and its slots clear, as
          * a release leaves them (only its own slots: clearing the table between regions would touch pages never
          * used). */
+        bool zero = true;
         for (size_t g = bit_find(s->used, 0, s->granules, true); g < s->granules;) {
             region *r = &s->slots[g];
             size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
-            decommit_runs(vm, r, 0, r->pages);
+            if (discard_committed(vm, r, 0, r->pages) != 0)
+                zero = false;
             region_detach(vm, r); /* clears r: n was read first */
             g = bit_find(s->used, g + n, s->granules, true);
         }
         s->lowest_free = 0;
         s->used_count = 0;
-        if (!spare_keep(vm, s)) /* kept for span_create, or back to the OS */
+        if (!zero || !spare_keep(vm, s)) /* kept for span_create when it reads as zero, or back to the OS */
             span_free(vm, s);
     }
     vm->nspans = 0;
@@ -940,7 +1039,8 @@ static HRESULT commit_range(hm_vm *vm, region *r, size_t p0, size_t p1, DWORD pr
         return E_OUTOFMEMORY;
     int err = runs_reserve(r);
     if (!err)
-        err = vm->os->commit(r->base + (p0 << PAGE_SHIFT), (p1 - p0) << PAGE_SHIFT, hm_protect_to_unix(protect));
+        err = os_set_protection(vm, HM_OS_COMMIT, r->base + (p0 << PAGE_SHIFT), (p1 - p0) << PAGE_SHIFT,
+                                hm_protect_to_unix(protect));
     if (err) {
         os_restore(vm, r, p0, p1);
         if (charge && vm->budget)
@@ -1008,13 +1108,12 @@ HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD
         } else {
             size_t p0 = (first - r->base) >> PAGE_SHIFT, p1 = (end - r->base) >> PAGE_SHIFT;
             if (type == MEM_RESET) {
-                for (uint32_t i = run_index(r, p0); i < r->nruns && r->runs[i].page < p1; i++) {
-                    if (!r->runs[i].protect)
-                        continue;
-                    size_t a = r->runs[i].page > p0 ? r->runs[i].page : p0, e = run_end(r, i), b = e < p1 ? e : p1;
-                    vm->os->reset(r->base + (a << PAGE_SHIFT), (b - a) << PAGE_SHIFT);
-                }
-                hr = S_OK;
+                /* One call over the committed pages (the reserved ones between hold nothing to drop). */
+                size_t a, b;
+                int err = committed_bounds(r, p0, p1, &a, &b)
+                              ? os_reset(vm, r->base + (a << PAGE_SHIFT), (b - a) << PAGE_SHIFT)
+                              : 0;
+                hr = err ? hr_from_errno(err) : S_OK;
             } else {
                 hr = commit_range(vm, r, p0, p1, protect, level);
             }
@@ -1048,7 +1147,7 @@ HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD
     if (err) {
         if (s && s->dedicated && !s->only) {
             span_remove(vm, s);
-            span_free(vm, s);
+            span_drop(vm, s);
         }
         pthread_rwlock_unlock(&vm->lock);
         return err == EEXIST ? HM_E_INVALID_ADDRESS : E_OUTOFMEMORY;
@@ -1057,7 +1156,9 @@ HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD
     if (type & MEM_COMMIT) {
         hr = commit_range(vm, r, 0, pages, protect, level);
         if (FAILED(hr)) {
-            region_detach(vm, r);
+            span *dedicated = region_detach(vm, r);
+            if (dedicated)
+                span_drop(vm, dedicated);
             pthread_rwlock_unlock(&vm->lock);
             return hr;
         }
@@ -1089,12 +1190,21 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool z
         if (first != r->base) {
             hr = HM_E_INVALID_ADDRESS;
         } else {
-            if (!r->span->dedicated && discard) /* a dedicated span is unmapped whole */
-                decommit_runs(vm, r, 0, r->pages);
-            if (vm->budget && r->committed_pages)
-                hm_budget_uncharge(vm->budget, (uint64_t)r->committed_pages << PAGE_SHIFT);
-            vm->committed_pages -= r->committed_pages;
-            region_detach(vm, r);
+            /* The pages go first, and only if they do the books follow: a dedicated span is unmapped whole (which
+             * discards its pages), a shared span's region discarded. */
+            span *s = r->span;
+            int err = s->dedicated ? os_unmap_span(vm, s->base, s->size)
+                      : discard    ? discard_committed(vm, r, 0, r->pages)
+                                   : 0;
+            if (err) {
+                hr = hr_from_errno(err);
+            } else {
+                if (vm->budget && r->committed_pages)
+                    hm_budget_uncharge(vm->budget, (uint64_t)r->committed_pages << PAGE_SHIFT);
+                vm->committed_pages -= r->committed_pages;
+                if (region_detach(vm, r))
+                    span_forget(s);
+            }
         }
     } else {
         size_t p0, p1;
@@ -1109,10 +1219,11 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool z
         }
         if (SUCCEEDED(hr) && runs_reserve(r) != 0)
             hr = E_OUTOFMEMORY;
+        int err = SUCCEEDED(hr) && discard ? discard_committed(vm, r, p0, p1) : 0;
+        if (err)
+            hr = hr_from_errno(err); /* nothing discarded, the books untouched */
         if (SUCCEEDED(hr)) {
             size_t n = committed_in(r, p0, p1, NULL);
-            if (discard)
-                decommit_runs(vm, r, p0, p1);
             run_assign(r, p0, p1, 0);
             r->committed_pages -= n;
             vm->committed_pages -= n;
@@ -1163,7 +1274,7 @@ HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, 
             if (!empty) {
                 err = runs_reserve(r);
                 if (!err)
-                    err = vm->os->protect(first, end - first, hm_protect_to_unix(stored));
+                    err = os_set_protection(vm, HM_OS_PROTECT, first, end - first, hm_protect_to_unix(stored));
                 if (err) {
                     os_restore(vm, r, p0, p1);
                     hr = hr_from_errno(err);
@@ -1336,6 +1447,8 @@ int hm_vm_check(hm_vm *vm, char *msg, size_t msglen)
             CHECK(s->only != NULL, "dedicated span %zu holds nothing", i);
         }
     }
+    CHECK(!vm->os_mismatch, "the OS refused to restore the protections at %#lx after a failed call: the books no "
+          "longer match the mappings there", (unsigned long)vm->os_mismatch);
     for_each_region(vm, check_region, st);
     CHECK(st->regions == vm->reservations, "%llu regions found, %llu counted", (unsigned long long)st->regions,
           (unsigned long long)vm->reservations);

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 typedef struct test_source {
     size_t live_bytes, chunks;
     int fail_after;                 /* fail the allocation after this many more; -1: never */
+    bool fail_release;              /* keep what the heap gives back (the OS refused), failing the release */
     EMemoryCriticalLevel last_level;
     int destroyed;
     hm_leak report[8];
@@ -49,13 +51,16 @@ static HRESULT source_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, 
     return S_OK;
 }
 
-static void source_release(void *ctx, void *addr, size_t size)
+static HRESULT source_release(void *ctx, void *addr, size_t size)
 {
     test_source *s = ctx;
     assert_int_equal((uintptr_t)addr & 0xFFFF, 0);
+    if (s->fail_release)
+        return E_OUTOFMEMORY;
     munmap(addr, size);
     s->live_bytes -= size;
     s->chunks--;
+    return S_OK;
 }
 
 static void source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
@@ -104,6 +109,49 @@ static void check(IHostMalloc *h)
 }
 
 /* Every size class: blocks are 16-aligned, never overlap, keep their contents, and free cleanly. */
+/* A source that will not take a chunk back (the OS refused to discard its pages): a large block's Free fails with
+ * the block still live and whole; emptied small chunks stay the heap's, as spares. Once the source agrees, all goes
+ * back. */
+static void test_source_refuses_release(void **state)
+{
+    (void)state;
+    for (int threadsafe = 0; threadsafe < 2; threadsafe++) {
+        test_source s;
+        IHostMalloc *h = make_heap(&s, threadsafe ? MALLOC_THREADSAFE : 0);
+        void *large;
+        assert_int_equal(IHostMalloc_Alloc(h, 200000, eTaskCritical, &large), S_OK);
+        memset(large, 0x5A, 200000);
+        enum { SMALL = 200 };
+        void *small[SMALL];
+        for (int i = 0; i < SMALL; i++) {
+            assert_int_equal(IHostMalloc_Alloc(h, 16000, eTaskCritical, &small[i]), S_OK);
+            memset(small[i], i & 0xFF, 16000);
+        }
+        size_t chunks = s.chunks, bytes = s.live_bytes;
+        s.fail_release = true;
+        assert_int_equal(IHostMalloc_Free(h, large), E_OUTOFMEMORY);
+        for (int i = 0; i < 200000; i += 4096)
+            assert_int_equal(((unsigned char *)large)[i], 0x5A);
+        for (int i = 0; i < SMALL; i++)
+            assert_int_equal(IHostMalloc_Free(h, small[i]), S_OK);
+        assert_int_equal(s.chunks, chunks); /* nothing went back */
+        assert_int_equal(s.live_bytes, bytes);
+        assert_int_equal(live_blocks(h), 1);
+        check(h);
+        s.fail_release = false;
+        assert_int_equal(IHostMalloc_Free(h, large), S_OK);
+        assert_int_equal(IHostMalloc_Free(h, large), HOST_E_INVALIDOPERATION);
+        for (int i = 0; i < SMALL; i++) /* the kept chunks serve again */
+            assert_int_equal(IHostMalloc_Alloc(h, 16000, eTaskCritical, &small[i]), S_OK);
+        assert_int_equal(s.chunks, chunks - 1); /* only the large block went */
+        check(h);
+        for (int i = 0; i < SMALL; i++)
+            assert_int_equal(IHostMalloc_Free(h, small[i]), S_OK);
+        IHostMalloc_Release(h);
+        assert_int_equal(s.destroyed, 1); /* and the source got every chunk back first (source_destroyed) */
+    }
+}
+
 static void test_sizes_and_contents(void **state)
 {
     static const size_t sizes[] = {0, 1, 7, 8, 15, 16, 17, 100, 1000, 1024, 1025, 4000, 4096, 20000, 32768, 32769,
@@ -282,14 +330,14 @@ static HRESULT reentrant_alloc(void *ctx, size_t size, EMemoryCriticalLevel leve
     return source_alloc(&r->counts, size, level, out);
 }
 
-static void reentrant_release(void *ctx, void *addr, size_t size)
+static HRESULT reentrant_release(void *ctx, void *addr, size_t size)
 {
     reentrant_source *r = ctx;
     if (r->heap) {
         uint64_t blocks, bytes;
         hm_heap_usage(r->heap, &blocks, &bytes);
     }
-    source_release(&r->counts, addr, size);
+    return source_release(&r->counts, addr, size);
 }
 
 static void reentrant_destroyed(void *ctx, const hm_leak *leaks, size_t n) { ((reentrant_source *)ctx)->heap = NULL; }
@@ -743,11 +791,12 @@ static HRESULT arena_alloc(void *ctx, size_t size, EMemoryCriticalLevel level, v
     return E_OUTOFMEMORY;
 }
 
-static void arena_release(void *ctx, void *addr, size_t size)
+static HRESULT arena_release(void *ctx, void *addr, size_t size)
 {
     arena_source *a = ctx;
     memset(&a->used[((char *)addr - a->base) >> 16], 0, size >> 16);
     a->counts.chunks--;
+    return S_OK;
 }
 
 static void arena_destroyed(void *ctx, const hm_leak *leaks, size_t n) { ((arena_source *)ctx)->counts.destroyed++; }
@@ -824,6 +873,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_spare_chunks), cmocka_unit_test(test_sites_of_reused_slots),
         cmocka_unit_test(test_deterministic_addresses), cmocka_unit_test(test_every_offset_of_a_chunk),
         cmocka_unit_test(test_exact_sizes), cmocka_unit_test(test_statistics_from_inside_the_source),
+        cmocka_unit_test(test_source_refuses_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

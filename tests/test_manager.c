@@ -24,7 +24,7 @@ static IHostMemoryManager *create(const char *options)
     IHostMemoryManager *m = NULL;
     HRESULT hr = HostMemCreateBuiltinManager(options, &m);
     if (hr != S_OK)
-        fail_msg("HostMemCreateBuiltinManager(%s): %s %s", options, hm_hr_name(hr), HostMemLastError());
+        fail_msg("HostMemCreateBuiltinManager(%s): %s %s", options ? options : "NULL", hm_hr_name(hr), HostMemLastError());
     return m;
 }
 

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -150,12 +151,41 @@ static void test_options_help(void **state)
         assert_non_null(strstr(help, keys[i]));
 }
 
+/* A bad HOSTMEM_FAULTS makes the factory fail with a message naming the variable, its value and the parser's reason,
+ * whole (the longest reason lists every method). */
+static void test_environment_faults_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *spec, *message;
+    } cases[] = {
+        {"bogus", "HOSTMEM_FAULTS='bogus' is refused: fault spec: column 1: unknown method 'bogus' (expected "
+                  "VirtualAlloc, VirtualFree, VirtualQuery, VirtualProtect, GetMemoryLoad, CreateMalloc, "
+                  "RegisterMemoryNotificationCallback, NeedsVirtualAddressSpace, AcquiredVirtualAddressSpace, "
+                  "ReleasedVirtualAddressSpace, Alloc, DebugAlloc, Free, heap, any or pressure)"},
+        {"VirtualAlloc,return=S_OK", "HOSTMEM_FAULTS='VirtualAlloc,return=S_OK' is refused: fault spec: column 21: "
+                                     "bad return 'S_OK'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setenv("HOSTMEM_FAULTS", cases[i].spec, 1);
+        IHostMemoryManager *m = NULL;
+        HRESULT hr = HostMemCreateManager(NULL, &m);
+        unsetenv("HOSTMEM_FAULTS");
+        assert_int_equal(hr, E_INVALIDARG);
+        assert_null(m);
+        if (!strstr(HostMemLastError(), cases[i].message))
+            fail_msg("HOSTMEM_FAULTS='%s': message '%s' lacks '%s'", cases[i].spec, HostMemLastError(),
+                     cases[i].message);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_option_strings), cmocka_unit_test(test_option_values),
         cmocka_unit_test(test_sizes),          cmocka_unit_test(test_hresult_names),
         cmocka_unit_test(test_method_and_level_names), cmocka_unit_test(test_options_help),
+        cmocka_unit_test(test_environment_faults_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -435,6 +435,7 @@ static void test_query_answers_round_trip(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = tmp_path("answers.raw");
+        unlink(path); /* the previous case's: the recorder does not overwrite */
         IHostMemoryManager *host = NULL, *m = NULL;
         assert_int_equal(make_liar(NULL, &host), S_OK);
         liar_of(host)->shape = cases[i].shape;

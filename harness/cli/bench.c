@@ -3,17 +3,43 @@
 
 #include "cli.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
+
+void hm_bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len)
+{
+    if (!b->temp_dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(b->temp_dir, sizeof b->temp_dir, "%s/hostmem-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(b->temp_dir)) {
+            fprintf(stderr, "hostmem bench: cannot make a temporary directory '%s': %s\n", b->temp_dir,
+                    strerror(errno));
+            exit(HM_EXIT_FAIL);
+        }
+    }
+    snprintf(buf, len, "%s/%s", b->temp_dir, name);
+}
 
 double hm_bench_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* A figure as JSON: %.4g, or null for what JSON cannot say (inf, nan: a ratio over a zero baseline). */
+static const char *json_number(double v, char *buf, size_t len)
+{
+    if (!isfinite(v))
+        return "null";
+    snprintf(buf, len, "%.4g", v);
+    return buf;
 }
 
 static void row_print(hm_bench *b, const char *group, const char *name, double value, const char *unit,
@@ -23,14 +49,25 @@ static void row_print(hm_bench *b, const char *group, const char *name, double v
     if (has_goal && !met)
         b->goals_missed++;
     if (b->json) {
-        fprintf(b->out, "%s\n    {\"group\": \"%s\", \"name\": \"%s\", \"value\": %.4g, \"unit\": \"%s\"",
-                b->rows ? "," : "", group, name, value, unit);
-        if (baseline_name)
-            fprintf(b->out, ", \"baseline\": \"%s\", \"baseline_value\": %.4g, \"ratio\": %.4f", baseline_name,
-                    baseline, ratio);
-        if (has_goal)
-            fprintf(b->out, ", \"goal\": \"%s\", \"goal_value\": %.4g, \"met\": %s", goal_text, goal,
+        char number[32];
+        fprintf(b->out, "%s\n    {\"group\": ", b->rows ? "," : "");
+        hm_cli_json_string(b->out, group);
+        fprintf(b->out, ", \"name\": ");
+        hm_cli_json_string(b->out, name);
+        fprintf(b->out, ", \"value\": %s, \"unit\": ", json_number(value, number, sizeof number));
+        hm_cli_json_string(b->out, unit);
+        if (baseline_name) {
+            fprintf(b->out, ", \"baseline\": ");
+            hm_cli_json_string(b->out, baseline_name);
+            fprintf(b->out, ", \"baseline_value\": %s", json_number(baseline, number, sizeof number));
+            fprintf(b->out, ", \"ratio\": %s", json_number(ratio, number, sizeof number));
+        }
+        if (has_goal) {
+            fprintf(b->out, ", \"goal\": ");
+            hm_cli_json_string(b->out, goal_text);
+            fprintf(b->out, ", \"goal_value\": %s, \"met\": %s", json_number(goal, number, sizeof number),
                     met ? "true" : "false");
+        }
         fprintf(b->out, "}");
     } else {
         char against[96] = "";
@@ -255,11 +292,21 @@ static int bench_command(int argc, char **argv)
     const bench_part parts[] = {
         {"vm", hm_bench_vm}, {"heap", hm_bench_heap}, {"faults", hm_bench_faults}, {"trace", hm_bench_trace},
         {"stress", hm_bench_stress}};
-    if (b.json)
-        fprintf(b.out, "{\"hostmem\": \"%s\", \"rows\": [", HOSTMEM_VERSION_STRING);
-    else
+    bool known = !only;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        known = known || strcmp(only, parts[i].name) == 0;
+    if (!known) { /* it would run nothing and pass */
+        fprintf(stderr, "hostmem bench: --only wants vm, heap, faults, trace or stress, not '%s'\n", only);
+        return HM_EXIT_USAGE;
+    }
+    if (b.json) {
+        fprintf(b.out, "{\"hostmem\": ");
+        hm_cli_json_string(b.out, HOSTMEM_VERSION_STRING);
+        fprintf(b.out, ", \"rows\": [");
+    } else {
         fprintf(b.out, "%-8s %-40s %10s %-7s %-34s %s\n", "group", "measurement", "value", "unit",
                 "baseline         value   ratio", "goal");
+    }
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         if (only && strcmp(only, parts[i].name) != 0)
             continue;
@@ -268,6 +315,8 @@ static int bench_command(int argc, char **argv)
         else if (!b.json)
             fprintf(b.out, "%-8s (not built)\n", parts[i].name);
     }
+    if (b.temp_dir[0])
+        rmdir(b.temp_dir); /* empty: every part removed its files */
     if (b.json)
         fprintf(b.out, "\n  ], \"goals_missed\": %d}\n", b.goals_missed);
     else

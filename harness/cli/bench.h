@@ -12,6 +12,7 @@ typedef struct hm_bench {
     int rows;           /* rows printed so far */
     int goals_missed;   /* rows whose goal was not met */
     const struct hm_host_choice *host; /* --host: the plugin the stress part measures (NULL: the built-in one) */
+    char temp_dir[4096]; /* "" until hm_bench_temp_path makes it */
 } hm_bench;
 
 /* One row: `value` of what we measure vs `baseline` of the reference, in `unit` (e.g. "ns/op", "Mops/s").
@@ -23,6 +24,11 @@ void hm_bench_row(hm_bench *b, const char *group, const char *name, double value
  * absolute bound in unit (0 for none). */
 void hm_bench_value(hm_bench *b, const char *group, const char *name, double value, const char *unit,
                     bool lower_is_better, double goal);
+
+/* DIR/name in a directory of this run's own (mkdtemp under $TMPDIR or /tmp, removed at the end of the run): no other
+ * user can plant a file or a symlink under a name a part writes to. Exits when the directory cannot be made. The
+ * part unlinks its files. */
+void hm_bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len);
 
 /* Monotonic clock in nanoseconds. */
 double hm_bench_now_ns(void);

@@ -10,17 +10,17 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static double stress_ops_per_second(const hm_host_choice *host, bool checked, unsigned threads, uint64_t ops,
+static double stress_ops_per_second(hm_bench *b, bool checked, unsigned threads, uint64_t ops,
                                     hm_stress_report *report)
 {
+    const hm_host_choice *host = b->host;
     IHostMemoryManager *m, *recorded = NULL;
     if (host ? FAILED(hm_cli_open_host(host, &m)) : FAILED(HostMemCreateBuiltinManager("backend=os", &m))) {
         fprintf(stderr, "hostmem bench: cannot create the manager: %s\n", HostMemLastError());
         exit(HM_EXIT_FAIL);
     }
-    char path[512];
-    const char *dir = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/hostmem-bench-%ld-stress.trace", dir && *dir ? dir : "/tmp", (long)getpid());
+    char path[4200];
+    hm_bench_temp_path(b, "stress.trace", path, sizeof path);
     if (checked && FAILED(HostMemWrapRecorder(m, path, &recorded))) {
         fprintf(stderr, "hostmem bench: cannot record to %s: %s\n", path, HostMemLastError());
         exit(HM_EXIT_FAIL);
@@ -51,11 +51,11 @@ void hm_bench_stress(hm_bench *b)
         exit(HM_EXIT_FAIL);
     uint64_t ops = (uint64_t)(100000 * b->scale) + 1000;
     for (unsigned threads = 1; threads <= 2; threads++) {
-        stress_ops_per_second(b->host, true, threads, ops / 10, report); /* warm up */
+        stress_ops_per_second(b, true, threads, ops / 10, report); /* warm up */
         double best_checked = 0, best_bare = 0;
         for (int round = 0; round < 3; round++) { /* interleaved, best of three */
-            double c = stress_ops_per_second(b->host, true, threads, ops, report);
-            double r = stress_ops_per_second(b->host, false, threads, ops, report);
+            double c = stress_ops_per_second(b, true, threads, ops, report);
+            double r = stress_ops_per_second(b, false, threads, ops, report);
             best_checked = c > best_checked ? c : best_checked;
             best_bare = r > best_bare ? r : best_bare;
         }

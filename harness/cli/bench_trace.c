@@ -12,12 +12,6 @@ static size_t scaled(hm_bench *b, size_t n)
     return s ? s : 1;
 }
 
-static void temp_path(char *buf, size_t len, const char *name)
-{
-    const char *dir = getenv("TMPDIR");
-    snprintf(buf, len, "%s/hostmem-bench-%ld-%s", dir && *dir ? dir : "/tmp", (long)getpid(), name);
-}
-
 static IHostMemoryManager *sim_manager(void)
 {
     IHostMemoryManager *m = NULL;
@@ -54,12 +48,13 @@ static double alloc_free_loop(IHostMemoryManager *m, IHostMalloc *heap, size_t i
 
 static void bench_recorder(hm_bench *b)
 {
-    char path[512];
-    temp_path(path, sizeof path, "rec.raw");
+    char path[4200];
+    hm_bench_temp_path(b, "rec.raw", path, sizeof path);
     size_t n = scaled(b, 2000000);
     double best_bare = 1e9, best_rec = 1e9, best_bare_heap = 1e9, best_rec_heap = 1e9;
     for (int round = 0; round < 3; round++) {
         IHostMemoryManager *bare = sim_manager(), *rec;
+        unlink(path); /* the previous round's */
         if (FAILED(HostMemWrapRecorder(bare, path, &rec))) {
             fprintf(stderr, "hostmem bench: %s\n", HostMemLastError());
             exit(HM_EXIT_FAIL);
@@ -98,11 +93,13 @@ static void bench_recorder(hm_bench *b)
 
 /* A long trace: one recorded cycle of calls repeated with fresh handles (the deterministic manager gives the same
  * answers each time round, as every cycle frees what it took). */
-static bool make_long_trace(const char *path, hm_trace_encoding encoding, size_t calls, size_t *written)
+static bool make_long_trace(hm_bench *b, const char *path, hm_trace_encoding encoding, size_t calls,
+                            size_t *written)
 {
-    char cycle_path[512];
-    temp_path(cycle_path, sizeof cycle_path, "cycle.raw");
+    char cycle_path[4200];
+    hm_bench_temp_path(b, "cycle.raw", cycle_path, sizeof cycle_path);
     IHostMemoryManager *bare = sim_manager(), *m;
+    unlink(cycle_path); /* an earlier run's */
     if (FAILED(HostMemWrapRecorder(bare, cycle_path, &m)))
         return false;
     IHostMemoryManager_Release(bare);
@@ -166,10 +163,10 @@ static HRESULT builtin_factory(void *ctx, IHostMemoryManager **out)
 static void bench_replay(hm_bench *b, hm_trace_encoding encoding, size_t calls, const char *name, const char *options,
                          double goal)
 {
-    char path[512];
-    temp_path(path, sizeof path, encoding == HM_TRACE_BINARY ? "long.bin" : "long.txt");
+    char path[4200];
+    hm_bench_temp_path(b, encoding == HM_TRACE_BINARY ? "long.bin" : "long.txt", path, sizeof path);
     size_t written = 0;
-    if (!make_long_trace(path, encoding, calls, &written)) {
+    if (!make_long_trace(b, path, encoding, calls, &written)) {
         fprintf(stderr, "hostmem bench: cannot make the long trace: %s\n", HostMemLastError());
         unlink(path);
         return;

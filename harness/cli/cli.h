@@ -42,7 +42,13 @@ int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodin
 /* Writes s as a JSON string (escaped), or null when s is NULL. */
 void hm_cli_json_string(FILE *f, const char *s);
 
-/* Parses "123", "64K", "1M", "2G" (binary suffixes); returns false on anything else. */
-bool hm_cli_parse_size(const char *text, unsigned long long *out);
+/* Every numeric option: "123", "64K", "1M", "2G" (binary suffixes), from min to max. Anything else (a sign, a
+ * fraction, hex, junk, an overflow, out of range) prints "hostmem COMMAND: OPTION 'TEXT' is ...: it wants ..." to
+ * stderr and returns false (the caller exits with HM_EXIT_USAGE). */
+bool hm_cli_parse_uint(const char *command, const char *option, const char *text, unsigned long long min,
+                       unsigned long long max, unsigned long long *out);
+/* The same for argv[*i + 1], the value of the option argv[*i]; advances *i. A missing value is an error too. */
+bool hm_cli_take_uint(const char *command, int argc, char **argv, int *i, unsigned long long min,
+                      unsigned long long max, unsigned long long *out);
 
 #endif

@@ -97,10 +97,8 @@ int hm_cmd_conform(int argc, char **argv)
             o.no_fork = true;
         } else if (strcmp(argv[i], "--timeout") == 0) {
             unsigned long long seconds;
-            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &seconds) || seconds == 0 || seconds > 86400) {
-                fprintf(stderr, "hostmem conform: --timeout wants seconds from 1 to 86400\n");
+            if (!hm_cli_take_uint("conform", argc, argv, &i, 1, 86400, &seconds))
                 return HM_EXIT_USAGE;
-            }
             o.timeout_seconds = (unsigned)seconds;
         } else if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -117,10 +115,18 @@ int hm_cmd_conform(int argc, char **argv)
     }
     size_t n;
     const hm_rule *rules = hm_conform_rules(&n);
+    size_t selected = 0;
+    for (size_t i = 0; i < n; i++)
+        selected += !o.filter || strstr(rules[i].id, o.filter);
+    if (!selected) { /* nothing to run would pass */
+        fprintf(stderr, "hostmem conform: no rule's id contains '%s' (hostmem conform --list shows them)\n", o.filter);
+        return HM_EXIT_USAGE;
+    }
     if (list) {
         for (size_t i = 0; i < n; i++)
-            printf("%-40s %s%s [%s]\n", rules[i].id, rules[i].statement, rules[i].policy ? " (policy)" : "",
-                   rules[i].reference);
+            if (!o.filter || strstr(rules[i].id, o.filter))
+                printf("%-40s %s%s [%s]\n", rules[i].id, rules[i].statement, rules[i].policy ? " (policy)" : "",
+                       rules[i].reference);
         return HM_EXIT_OK;
     }
     o.library = choice.library;
@@ -132,8 +138,11 @@ int hm_cmd_conform(int argc, char **argv)
     const char *host = choice.library ? choice.library : "built-in";
     int passed = 0, failed = 0, info = 0;
     unsigned long long host_stdout = 0;
-    if (json)
-        printf("{\"host\": \"%s\", \"rules\": [", host);
+    if (json) {
+        printf("{\"host\": ");
+        hm_cli_json_string(stdout, host);
+        printf(", \"rules\": [");
+    }
     else
         printf("conformance of the %s host\n\n", host);
     bool first = true;
@@ -148,11 +157,15 @@ int hm_cmd_conform(int argc, char **argv)
         info += r.status == HM_RULE_INFO;
         host_stdout += r.host_stdout_bytes;
         if (json) {
-            printf("%s\n  {\"id\": \"%s\", \"status\": \"%s\", \"expected\": ", first ? "" : ",", rules[i].id, status);
+            printf("%s\n  {\"id\": ", first ? "" : ",");
+            hm_cli_json_string(stdout, rules[i].id);
+            printf(", \"status\": \"%s\", \"expected\": ", status);
             hm_cli_json_string(stdout, r.status == HM_RULE_PASS ? rules[i].statement : r.expected);
             printf(", \"actual\": ");
             hm_cli_json_string(stdout, r.status == HM_RULE_PASS ? "as expected" : r.actual);
-            printf(", \"reference\": \"%s\", \"ms\": %.1f}", rules[i].reference, r.ms);
+            printf(", \"reference\": ");
+            hm_cli_json_string(stdout, rules[i].reference);
+            printf(", \"ms\": %.1f}", r.ms);
         } else if (r.status == HM_RULE_PASS) {
             printf("  PASS  %s\n", rules[i].id);
         } else {

@@ -44,12 +44,10 @@ static int explore_command(int argc, char **argv)
             o.transient = 1;
         } else if (strcmp(argv[i], "--persistent") == 0) {
             o.persistent = 1;
-        } else if (strcmp(argv[i], "--max") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--max") == 0) {
             unsigned long long n;
-            if (!hm_cli_parse_size(argv[++i], &n) || n == 0) {
-                fprintf(stderr, "hostmem explore: --max wants a positive number, not '%s'\n", argv[i]);
+            if (!hm_cli_take_uint("explore", argc, argv, &i, 1, 1000000000, &n))
                 return HM_EXIT_USAGE;
-            }
             o.max_points = n;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = true;
@@ -89,15 +87,20 @@ static int explore_command(int argc, char **argv)
         return hr == E_INVALIDARG ? HM_EXIT_USAGE : HM_EXIT_FAIL;
     }
     if (json) {
-        printf("{\"scenario\": \"%s\", \"match\": \"%s\", \"matching_calls\": %llu, \"runs\": %llu, \"failures\": %llu,"
-               " \"points\": [",
-               trace ? trace : "builtin", o.match ? o.match : "VirtualAlloc|heap",
+        printf("{\"scenario\": ");
+        hm_cli_json_string(stdout, trace ? trace : "builtin");
+        printf(", \"match\": ");
+        hm_cli_json_string(stdout, o.match ? o.match : "VirtualAlloc|heap");
+        printf(", \"matching_calls\": %llu, \"runs\": %llu, \"failures\": %llu, \"points\": [",
                (unsigned long long)r.matching_calls, (unsigned long long)r.runs, (unsigned long long)r.failures);
         for (uint64_t i = 0; i < r.runs; i++) {
             const hm_explore_point *p = &r.points[i];
-            printf("%s\n  {\"k\": %llu, \"persistent\": %s, \"ok\": %s, \"result\": \"%s\", \"message\": \"%s\"}",
-                   i ? "," : "", (unsigned long long)p->k, p->persistent ? "true" : "false", p->ok ? "true" : "false",
-                   hm_hr_name(p->scenario_result), p->message);
+            printf("%s\n  {\"k\": %llu, \"persistent\": %s, \"ok\": %s, \"result\": ", i ? "," : "",
+                   (unsigned long long)p->k, p->persistent ? "true" : "false", p->ok ? "true" : "false");
+            hm_cli_json_string(stdout, hm_hr_name(p->scenario_result));
+            printf(", \"message\": ");
+            hm_cli_json_string(stdout, p->message);
+            printf("}");
         }
         printf("\n]}\n");
     } else {

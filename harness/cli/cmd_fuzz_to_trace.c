@@ -5,6 +5,8 @@
 #include "calls.h"
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: hostmem fuzz-to-trace INPUT [-o OUT] [--faults-input] [--host LIB.so] [--host-options S]\n"
                "  INPUT          a file from fuzz_calls (a crash, a corpus entry)\n"
-               "  -o OUT         the text trace to write (default: INPUT.trace)\n"
+               "  -o OUT         the text trace to write (default: INPUT.trace, which must not exist yet)\n"
                "  --faults-input the input is fuzz_calls_faults': its first bytes choose the faults\n"
                "  --host, --host-options  the host the input ran against (default: the built-in manager with\n"
                "                 " HM_FUZZ_DEFAULT_OPTIONS "); a plugin runs in a child process: its crash,\n"
@@ -86,29 +88,48 @@ static int fuzz_to_trace_command(int argc, char **argv)
         return HM_EXIT_USAGE;
     char default_out[4096];
     if (!out) {
+        /* A name the command picks itself (crash files often sit in /tmp): made new, never an existing file nor a
+         * symlink planted there; -o names a file to overwrite. */
         snprintf(default_out, sizeof default_out, "%s.trace", input);
         out = default_out;
+        int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "hostmem fuzz-to-trace: cannot create '%s': %s%s\n", out, strerror(errno),
+                    errno == EEXIST ? " (name the output with -o to replace it)" : "");
+            free(data);
+            return HM_EXIT_USAGE;
+        }
+        close(fd);
     }
     /* The recorder writes its crash-proof raw form; the text form is made from it afterwards. */
-    char raw[] = "/tmp/hostmem-fuzz-XXXXXX";
-    int fd = mkstemp(raw);
+    char raw[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(raw, sizeof raw, "%s/hostmem-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(raw); /* a new file of our own: the recorder may truncate it */
     if (fd < 0) {
-        fprintf(stderr, "hostmem fuzz-to-trace: cannot make a temporary file in /tmp\n");
+        fprintf(stderr, "hostmem fuzz-to-trace: cannot make a temporary file '%s': %s\n", raw, strerror(errno));
+        if (out == default_out)
+            unlink(out);
         free(data);
         return HM_EXIT_FAIL;
     }
     close(fd);
     config.host_library = choice.library;
     config.host_options = choice.options;
-    config.trace_path = raw;
+    char spec[sizeof raw + 16];
+    snprintf(spec, sizeof spec, "%s,overwrite", raw); /* the file mkstemp made is ours to fill */
+    config.trace_path = spec;
     config.report = stdout;
     hm_fuzz_outcome outcome = {0};
     int status = hm_fuzz_calls_run(data, size, &config, &outcome);
     free(data);
     int code = status != 0 ? HM_EXIT_USAGE : hm_cli_trace_copy(raw, out, HM_TRACE_TEXT);
     unlink(raw);
-    if (code != HM_EXIT_OK)
+    if (code != HM_EXIT_OK) {
+        if (out == default_out)
+            unlink(out); /* ours, and holding nothing useful */
         return code;
+    }
     printf("%s: %u call(s) (%u the model could not predict, skipped), %s\n", input, outcome.calls, outcome.skipped,
            outcome.mismatch ? "ending at the mismatch above" : "every answer as the model expected");
     const char *host = choice.library ? choice.library : "";

@@ -19,9 +19,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hostmem record -o TRACE -- PROGRAM [ARGS...]\n"
-               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--host LIB.so]\n"
-               "                      [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n");
+    fprintf(f, "usage: hostmem record -o TRACE [--overwrite] -- PROGRAM [ARGS...]\n"
+               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--overwrite] [--host LIB.so]\n"
+               "                      [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n"
+               "TRACE must not exist unless --overwrite is given (%%p in it is the process id).\n");
 }
 
 /* A callback for the workloads: counts what it is told. */
@@ -53,11 +54,14 @@ static void workload_basic(IHostMemoryManager *m)
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface);
     void *region = NULL, *commit = NULL;
     IHostMemoryManager_VirtualAlloc(m, NULL, 16 * PAGE, MEM_RESERVE, PAGE_NOACCESS, eTaskCritical, &region);
-    IHostMemoryManager_VirtualAlloc(m, (char *)region + PAGE, 2 * PAGE, MEM_COMMIT, PAGE_READWRITE, eAppDomainCritical,
-                                    &commit);
+    /* With --faults the reservation may fail: then there is no inside to commit, query or decommit. */
+    char *inside = region ? (char *)region + PAGE : NULL;
+    if (inside)
+        IHostMemoryManager_VirtualAlloc(m, inside, 2 * PAGE, MEM_COMMIT, PAGE_READWRITE, eAppDomainCritical, &commit);
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T got;
-    IHostMemoryManager_VirtualQuery(m, (char *)region + PAGE + 100, &mbi, sizeof mbi, &got);
+    if (inside)
+        IHostMemoryManager_VirtualQuery(m, inside + 100, &mbi, sizeof mbi, &got);
     DWORD old;
     IHostMemoryManager_VirtualProtect(m, commit, PAGE, PAGE_READONLY, &old);
     IHostMemoryManager_VirtualProtect(m, commit, PAGE, PAGE_READWRITE | PAGE_GUARD, &old);
@@ -67,7 +71,8 @@ static void workload_basic(IHostMemoryManager *m)
     static char stack_byte;
     IHostMemoryManager_VirtualQuery(m, &stack_byte, &mbi, sizeof mbi, &got); /* outside every region: raw */
     IHostMemoryManager_VirtualAlloc(m, NULL, PAGE, MEM_RESERVE | MEM_COMMIT, 0x12345, eTaskCritical, &commit);
-    IHostMemoryManager_VirtualFree(m, (char *)region + PAGE, PAGE, MEM_DECOMMIT);
+    if (inside)
+        IHostMemoryManager_VirtualFree(m, inside, PAGE, MEM_DECOMMIT);
     IHostMemoryManager_VirtualFree(m, region, 0, MEM_RELEASE);
     IHostMemoryManager_VirtualQuery(m, region, &mbi, sizeof mbi, &got); /* after release: still @1 */
     IHostMemoryManager_VirtualFree(m, region, 0, MEM_RELEASE);          /* twice: an error to replay */
@@ -145,20 +150,23 @@ static void loop_forever(IHostMemoryManager *m, int fd)
     }
 }
 
-static HRESULT open_recorded(const hm_host_choice *host, const char *path, IHostMemoryManager **out)
+/* The chosen host, recording to path. Returns an exit code: a host that cannot be made and a trace that cannot be
+ * created are both bad input (2), each said plainly. */
+static int open_recorded(const hm_host_choice *host, const char *path, IHostMemoryManager **out)
 {
     IHostMemoryManager *inner;
-    HRESULT hr = hm_cli_open_host(host, &inner); /* says what went wrong */
-    if (FAILED(hr))
-        return hr;
-    hr = HostMemWrapRecorder(inner, path, out);
+    if (FAILED(hm_cli_open_host(host, &inner))) /* says what went wrong */
+        return HM_EXIT_USAGE;
+    HRESULT hr = HostMemWrapRecorder(inner, path, out);
     IHostMemoryManager_Release(inner);
-    if (FAILED(hr))
+    if (FAILED(hr)) {
         fprintf(stderr, "hostmem record: %s\n", HostMemLastError());
-    return hr;
+        return HM_EXIT_USAGE;
+    }
+    return HM_EXIT_OK;
 }
 
-static int record_killed(const hm_host_choice *host, const char *path, unsigned long calls)
+static int record_killed(const hm_host_choice *host, const char *spec, const char *path, unsigned long calls)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -169,8 +177,9 @@ static int record_killed(const hm_host_choice *host, const char *path, unsigned 
     if (pid == 0) {
         close(fds[0]);
         IHostMemoryManager *m;
-        if (FAILED(open_recorded(host, path, &m)))
-            _exit(1);
+        int code = open_recorded(host, spec, &m);
+        if (code != HM_EXIT_OK)
+            _exit(code);
         loop_forever(m, fds[1]);
     }
     close(fds[1]);
@@ -178,8 +187,11 @@ static int record_killed(const hm_host_choice *host, const char *path, unsigned 
     while (done < calls && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
         ;
     kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    int status = 0;
+    waitpid(pid, &status, 0);
     close(fds[0]);
+    if (done < calls && WIFEXITED(status) && WEXITSTATUS(status) == HM_EXIT_USAGE)
+        return HM_EXIT_USAGE; /* the child could not open the host or the trace, and said so */
     printf("%s: the recorder was killed after at least %lu calls had returned\n", path, done);
     return done >= calls ? HM_EXIT_OK : HM_EXIT_FAIL;
 }
@@ -187,6 +199,7 @@ static int record_killed(const hm_host_choice *host, const char *path, unsigned 
 static int record_command(int argc, char **argv)
 {
     const char *out = NULL, *workload = NULL;
+    bool overwrite = false;
     hm_host_choice host = {0};
     const char *level_name = "task";
     unsigned long long calls = 1000;
@@ -202,15 +215,15 @@ static int record_command(int argc, char **argv)
                 return HM_EXIT_USAGE;
         } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
             out = argv[++i];
+        } else if (strcmp(argv[i], "--overwrite") == 0) {
+            overwrite = true;
         } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
             workload = argv[++i];
         } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
             level_name = argv[++i];
-        } else if (strcmp(argv[i], "--calls") == 0 && i + 1 < argc) {
-            if (!hm_cli_parse_size(argv[++i], &calls) || calls == 0) {
-                fprintf(stderr, "hostmem record: --calls wants a positive number, not '%s'\n", argv[i]);
+        } else if (strcmp(argv[i], "--calls") == 0) {
+            if (!hm_cli_take_uint("record", argc, argv, &i, 1, 1000000000, &calls))
                 return HM_EXIT_USAGE;
-            }
         } else {
             usage(stderr);
             return HM_EXIT_USAGE;
@@ -220,6 +233,11 @@ static int record_command(int argc, char **argv)
         usage(stderr);
         return HM_EXIT_USAGE;
     }
+    char spec[4096];
+    if (snprintf(spec, sizeof spec, "%s%s", out, overwrite ? ",overwrite" : "") >= (int)sizeof spec) {
+        fprintf(stderr, "hostmem record: the trace's name is too long\n");
+        return HM_EXIT_USAGE;
+    }
     if (!workload && (host.library || host.options || host.faults)) {
         fprintf(stderr, "hostmem record: --host, --host-options and --faults choose the host of a --workload; a "
                         "program creates its own (HOSTMEM_FAULTS applies to it)\n");
@@ -227,9 +245,15 @@ static int record_command(int argc, char **argv)
     }
     if (!workload) {
         /* A program: the built-in factory (HostMemCreateManager) records when HOSTMEM_TRACE is set. */
-        setenv("HOSTMEM_TRACE", out, 1);
+        setenv("HOSTMEM_TRACE", spec, 1); /* the recorder's spec: PATH[,overwrite] */
         execvp(argv[i], argv + i);
         fprintf(stderr, "hostmem record: cannot run '%s': %s\n", argv[i], strerror(errno));
+        return HM_EXIT_USAGE;
+    }
+    /* Everything is checked before the output is opened: a usage error never empties an existing file. */
+    if (strcmp(workload, "basic") != 0 && strcmp(workload, "oom") != 0 && strcmp(workload, "threads") != 0 &&
+        strcmp(workload, "killed") != 0) {
+        fprintf(stderr, "hostmem record: unknown workload '%s' (basic, oom, threads, killed)\n", workload);
         return HM_EXIT_USAGE;
     }
     EMemoryCriticalLevel level = strcmp(level_name, "process") == 0     ? eProcessCritical
@@ -241,29 +265,36 @@ static int record_command(int argc, char **argv)
     }
     /* The built-in host runs deterministic on the simulated backend (the trace is the same on every machine); the
      * oom workload gives it a 2 MiB budget to run into. A plugin gets its options as given. */
-    char builtin_options[512];
+    char *builtin_options = NULL;
     if (!host.library) {
-        snprintf(builtin_options, sizeof builtin_options, "deterministic=1,backend=sim%s%s%s",
-                 strcmp(workload, "oom") == 0 ? ",limit=2M" : "", host.options ? "," : "",
-                 host.options ? host.options : "");
+        const char *fixed = strcmp(workload, "oom") == 0 ? "deterministic=1,backend=sim,limit=2M"
+                                                         : "deterministic=1,backend=sim";
+        size_t len = strlen(fixed) + (host.options ? 1 + strlen(host.options) : 0) + 1;
+        builtin_options = malloc(len); /* as long as --host-options is: never cut */
+        if (!builtin_options) {
+            fprintf(stderr, "hostmem record: out of memory\n");
+            return HM_EXIT_FAIL;
+        }
+        snprintf(builtin_options, len, "%s%s%s", fixed, host.options ? "," : "", host.options ? host.options : "");
         host.options = builtin_options;
     }
-    if (strcmp(workload, "killed") == 0)
-        return record_killed(&host, out, (unsigned long)calls);
-    IHostMemoryManager *m;
-    if (FAILED(open_recorded(&host, out, &m)))
-        return HM_EXIT_FAIL;
     int code = HM_EXIT_OK;
+    if (strcmp(workload, "killed") == 0) {
+        code = record_killed(&host, spec, out, (unsigned long)calls);
+        free(builtin_options);
+        return code;
+    }
+    IHostMemoryManager *m;
+    code = open_recorded(&host, spec, &m);
+    free(builtin_options); /* the factory has parsed them */
+    if (code != HM_EXIT_OK)
+        return code;
     if (strcmp(workload, "basic") == 0)
         workload_basic(m);
     else if (strcmp(workload, "oom") == 0)
         code = workload_oom(m, level);
-    else if (strcmp(workload, "threads") == 0)
+    else
         workload_threads(m);
-    else {
-        fprintf(stderr, "hostmem record: unknown workload '%s' (basic, oom, threads, killed)\n", workload);
-        code = HM_EXIT_USAGE;
-    }
     uint64_t recorded = HostMemRecorderCalls(m);
     IHostMemoryManager_Release(m);
     if (code == HM_EXIT_OK)

@@ -62,7 +62,7 @@ static int reduce_command(int argc, char **argv)
                                              ? HM_TRACE_BINARY : HM_TRACE_TEXT, &w))) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
         hm_trace_free(small);
-        return HM_EXIT_FAIL;
+        return HM_EXIT_USAGE; /* an output that cannot be made: bad usage, as everywhere */
     }
     char note[400];
     snprintf(note, sizeof note, "reduced from %s (%zu calls) to %zu calls; keeps: %s", path, stats.original_calls,
@@ -72,10 +72,11 @@ static int reduce_command(int argc, char **argv)
         hm_trace_write(w, &small->calls[i]);
     if (FAILED(hm_trace_writer_close(w))) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
-        code = HM_EXIT_FAIL;
+        code = HM_EXIT_USAGE;
     }
-    printf("%s: %zu calls -> %s: %zu calls (%" PRIu64 " replays); the failure kept: %s\n", path, stats.original_calls,
-           out, stats.reduced_calls, stats.replays, stats.failure);
+    if (code == HM_EXIT_OK)
+        printf("%s: %zu calls -> %s: %zu calls (%" PRIu64 " replays); the failure kept: %s\n", path,
+               stats.original_calls, out, stats.reduced_calls, stats.replays, stats.failure);
     hm_trace_free(small);
     return code;
 }

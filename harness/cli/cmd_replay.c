@@ -1,5 +1,6 @@
 /* hostmem replay TRACE: re-executes a trace against a host and reports the first divergence.
- * Exit codes: 0 every result matched, 1 divergence, 2 bad input (or the host could not be made). */
+ * Exit codes: 0 every result matched, 1 divergence or an incomplete trace (the recorder stopped early), 2 bad input
+ * (or the host could not be made). */
 #include "cli.h"
 #include "plugin.h"
 
@@ -106,17 +107,18 @@ int hm_cmd_replay(int argc, char **argv)
             opts.no_inject = 1;
         else if (strcmp(argv[i], "--compare-load") == 0)
             opts.compare_load = 1;
-        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc)
-            opts.context = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--no-fork") == 0)
+        else if (strcmp(argv[i], "--context") == 0) {
+            unsigned long long context;
+            /* The replay keeps at most 16 calls: the context and the call that diverged. */
+            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 15, &context))
+                return HM_EXIT_USAGE;
+            opts.context = (int)context;
+        } else if (strcmp(argv[i], "--no-fork") == 0) {
             no_fork = true;
-        else if (strcmp(argv[i], "--timeout") == 0) {
-            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
-                fprintf(stderr, "hostmem replay: --timeout wants seconds from 1 to 86400\n");
-                error = true;
-            }
-        }
-        else if (argv[i][0] == '-' && argv[i][1]) {
+        } else if (strcmp(argv[i], "--timeout") == 0) {
+            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 86400, &timeout))
+                return HM_EXIT_USAGE;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "hostmem replay: unknown option '%s'\n", argv[i]);
             error = true;
         } else if (!path)
@@ -152,12 +154,18 @@ int hm_cmd_replay(int argc, char **argv)
         hm_cli_json_string(stdout, path);
         printf(", \"calls\": %" PRIu64 ", \"host_calls\": %" PRIu64 ", \"injected\": %" PRIu64
                ", \"notifications_recorded\": %" PRIu64 ", \"notifications_seen\": %" PRIu64 ", \"lost\": %" PRIu64
-               ", \"diverged\": %s",
+               ", \"implied\": %" PRIu64 ", \"concurrent\": %" PRIu64 ", \"diverged\": %s",
                res.calls, res.host_calls, res.injected, res.notifications_recorded, res.notifications_seen, res.lost,
-               res.diverged ? "true" : "false");
+               res.implied, res.concurrent, res.diverged ? "true" : "false");
+        if (res.incomplete) {
+            printf(", \"incomplete\": {\"calls\": %" PRIu64 ", \"reason\": ", res.incomplete_calls);
+            hm_cli_json_string(stdout, res.incomplete_reason);
+            printf("}");
+        }
         if (res.diverged) {
-            printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": \"%s\", \"field\": ", res.divergence_seq,
-                   hm_trace_method_name(res.divergence_method));
+            printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": ", res.divergence_seq);
+            hm_cli_json_string(stdout, hm_trace_method_name(res.divergence_method));
+            printf(", \"field\": ");
             hm_cli_json_string(stdout, res.field);
             printf(", \"expected\": ");
             hm_cli_json_string(stdout, res.expected);
@@ -177,17 +185,31 @@ int hm_cmd_replay(int argc, char **argv)
             fputs(res.report, stdout);
         printf("%s: %" PRIu64 " calls replayed (%" PRIu64 " to the host, %" PRIu64
                " recorded failures injected), %s\n",
-               path, res.calls, res.host_calls, res.injected, res.diverged ? "DIVERGED" : "every result matched");
+               path, res.calls, res.host_calls, res.injected,
+               res.diverged     ? "DIVERGED"
+               : res.incomplete ? "every result in the trace matched, but the trace is INCOMPLETE"
+                                : "every result matched");
+        if (res.incomplete)
+            printf("the trace is incomplete: recording stopped after %" PRIu64 " calls: %s (the rest of the run was "
+                   "not recorded, so not checked)\n",
+                   res.incomplete_calls, res.incomplete_reason);
         if (res.notifications_recorded || res.notifications_seen)
             printf("notifications: %" PRIu64 " recorded, %" PRIu64 " sent by this host (not compared)\n",
                    res.notifications_recorded, res.notifications_seen);
         if (res.lost)
             printf("note: the recorder was killed with calls in flight (%" PRIu64 " gap(s)); they are not in the trace\n",
                    res.lost);
+        if (res.implied)
+            printf("note: %" PRIu64 " release(s) lost in flight were implied by later calls (not divergences)\n",
+                   res.implied);
+        if (res.concurrent)
+            printf("note: %" PRIu64 " VirtualQuery answer(s) not compared: another thread changed the address space "
+                   "while they ran\n", res.concurrent);
         if (res.fault_spec)
             printf("faults: %s\n", res.fault_spec[0] ? res.fault_spec : "(none: no recorded failure to reproduce)");
     }
-    int code = res.diverged ? HM_EXIT_FAIL : HM_EXIT_OK;
+    /* An incomplete trace is not a clean pass: the run's end was never checked. */
+    int code = res.diverged || res.incomplete ? HM_EXIT_FAIL : HM_EXIT_OK;
     HostMemReplayFree(&res);
     return code;
 }

@@ -5,12 +5,17 @@
 #include "plugin.h"
 #include "stress.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #define HANG_SECONDS 20 /* the default --timeout */
+#define MAX_SECONDS 2592000ull   /* --seconds: 30 days */
+#define MAX_OPS 1000000000000ull /* --ops: 10^12 */
 
 /* What the child leaves for the parent, in a shared mapping. */
 typedef struct shared_run {
@@ -67,7 +72,10 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
      * can use (the recorder survives the process being killed); the parent deletes it after a clean run. */
     IHostMemoryManager *recorded, *fault_layer = m;
-    out->recording = SUCCEEDED(HostMemWrapRecorder(m, o->trace_path, &recorded));
+    char spec[sizeof o->trace_path + 16];
+    /* The file is this run's own (made empty, with O_EXCL, before the run), so the recorder may take it over. */
+    snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
+    out->recording = SUCCEEDED(HostMemWrapRecorder(m, spec, &recorded));
     if (out->recording)
         m = recorded;
     else
@@ -177,14 +185,29 @@ static void print_summary(const stress_options *o, const shared_run *s, const ch
         printf("  violations: %llu\n", (unsigned long long)atomic_load(&r->violations));
 }
 
+/* A new file of this run's own, never one already there: O_EXCL refuses an existing name and O_NOFOLLOW a symlink
+ * planted in its place (the directory may be shared, /tmp). NULL, said on stderr, when it cannot be made. */
+static FILE *create_new_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "hostmem stress: cannot create '%s': %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    return f;
+}
+
 /* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
- * stderr and in DIR/stress-violation.txt. */
+ * stderr and in DIR/stress-PID-XXXXXX.violation.txt (named after the run's trace). */
 static void report_failure(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stress-violation.txt", o->trace_dir);
-    FILE *f = fopen(path, "w");
+    char path[sizeof o->trace_path + 16];
+    size_t stem = strlen(o->trace_path) - strlen(".trace");
+    snprintf(path, sizeof path, "%.*s.violation.txt", (int)stem, o->trace_path);
+    FILE *f = create_new_file(path);
     for (unsigned t = 0; t < r->threads; t++) {
         const hm_stress_thread *th = &r->thread[t];
         if (!crash && !th->violation[0])
@@ -279,12 +302,13 @@ static int usage(void)
            "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
            "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
            "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
-           "The run (loading the host included) happens in a child process: a host that crashes, exits the\n"
-           "process or hangs (no call returning for --timeout S seconds, default %d) is\n"
-           "reported with its signal and each thread's last calls. Every call is recorded to\n"
-           "DIR/stress-PID.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
-           "hostmem replay and reduce), the last calls go to DIR/stress-violation.txt and the exit status is 1.\n"
-           "--no-fork runs in-process (for a debugger).\n",
+           "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
+           "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default %d) is\n"
+           "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
+           "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
+           "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
+           "exit status is 1. --no-fork runs in-process (for a debugger).\n"
+           "Numbers are whole: --threads 1-64, --seconds 1-2592000, --ops 1-10^12 (not with --seconds).\n",
            HANG_SECONDS);
     return HM_EXIT_OK;
 }
@@ -293,58 +317,67 @@ int hm_cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
     unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS;
+    bool seconds_given = false;
     for (int i = 1; i < argc; i++) {
-        bool error = false;
-        unsigned long long *target = NULL;
+        bool error = false, ok = true;
         if (hm_cli_take_host_option(&o.host, argc, argv, &i, &error)) {
             if (error)
                 return HM_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--threads") == 0)
-            target = &threads;
-        else if (strcmp(argv[i], "--seconds") == 0)
-            target = &seconds;
-        else if (strcmp(argv[i], "--ops") == 0)
-            target = &ops;
-        else if (strcmp(argv[i], "--seed") == 0)
-            target = &seed;
-        else if (strcmp(argv[i], "--timeout") == 0)
-            target = &timeout;
-        else if (strcmp(argv[i], "--json") == 0) {
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, HM_STRESS_MAX_THREADS, &threads);
+        } else if (strcmp(argv[i], "--seconds") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_SECONDS, &seconds);
+            seconds_given = true;
+        } else if (strcmp(argv[i], "--ops") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_OPS, &ops);
+        } else if (strcmp(argv[i], "--seed") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 0, ~0ull, &seed);
+        } else if (strcmp(argv[i], "--timeout") == 0) {
+            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, 86400, &timeout);
+        } else if (strcmp(argv[i], "--json") == 0) {
             o.json = true;
-            continue;
         } else if (strcmp(argv[i], "--no-fork") == 0) {
             o.no_fork = true;
-            continue;
         } else if (strcmp(argv[i], "--trace-dir") == 0 && i + 1 < argc) {
             o.trace_dir = argv[++i];
-            continue;
         } else if (strcmp(argv[i], "--help") == 0) {
             return usage();
         } else {
             fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
             return HM_EXIT_USAGE;
         }
-        if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], target) ||
-            (target == &threads && (threads == 0 || threads > HM_STRESS_MAX_THREADS)) ||
-            (target == &seconds && seconds == 0) || (target == &timeout && (timeout == 0 || timeout > 86400))) {
-            fprintf(stderr, "hostmem stress: %s wants a number%s\n", argv[i - 1],
-                    target == &threads ? " from 1 to 64" : target == &seconds ? " of at least 1"
-                    : target == &timeout ? " from 1 to 86400" : "");
+        if (!ok)
             return HM_EXIT_USAGE;
-        }
+    }
+    if (ops && seconds_given) {
+        fprintf(stderr, "hostmem stress: --seconds and --ops both say when to stop: give one\n");
+        return HM_EXIT_USAGE;
     }
     o.config.threads = (unsigned)threads;
     o.config.seconds = ops ? 0 : (double)seconds;
     o.config.ops = ops;
     o.config.seed = seed;
     o.hang_seconds = (unsigned)timeout;
-    snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d.trace", o.trace_dir, (int)getpid());
+
+    /* The trace's name is new and unique (mkstemps: O_EXCL), so the recorder never truncates a file that was there
+     * before, nor one a symlink planted under a predictable name points to; a directory where it cannot be made is
+     * bad usage, found before the run rather than a run without its trace. */
+    if ((size_t)snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d-XXXXXX.trace", o.trace_dir,
+                         (int)getpid()) >= sizeof o.trace_path) {
+        fprintf(stderr, "hostmem stress: --trace-dir '%s' is too long\n", o.trace_dir);
+        return HM_EXIT_USAGE;
+    }
+    int trace_fd = mkstemps(o.trace_path, (int)strlen(".trace"));
+    if (trace_fd < 0) {
+        fprintf(stderr, "hostmem stress: cannot create the run's trace in '%s': %s\n", o.trace_dir, strerror(errno));
+        return HM_EXIT_USAGE;
+    }
+    close(trace_fd);
 
     shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         fprintf(stderr, "hostmem stress: cannot map the report: out of memory\n");
+        unlink(o.trace_path);
         return HM_EXIT_FAIL;
     }
     bool progress = isatty(2) && !o.json;
@@ -374,8 +407,8 @@ int hm_cmd_stress(int argc, char **argv)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
     }
-    if (s->recording && exit_code == HM_EXIT_OK)
-        unlink(o.trace_path);
+    if (exit_code == HM_EXIT_OK || !s->recording)
+        unlink(o.trace_path); /* kept only when it holds what went wrong */
     munmap(s, sizeof *s);
     return exit_code;
 }

@@ -26,10 +26,10 @@ int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodin
         return HM_EXIT_USAGE;
     }
     hm_trace_writer *w;
-    if (FAILED(hm_trace_writer_open(out, encoding, &w))) {
+    if (FAILED(hm_trace_writer_open(out, encoding, &w))) { /* an output that cannot be made: bad usage */
         fprintf(stderr, "hostmem trace: %s\n", HostMemLastError());
         hm_trace_close(r);
-        return HM_EXIT_FAIL;
+        return HM_EXIT_USAGE;
     }
     hm_trace_call call;
     int got;
@@ -43,6 +43,10 @@ int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodin
                  hm_trace_reader_lost(r));
         hm_trace_write_comment(w, note);
     }
+    uint64_t recorded;
+    const char *why;
+    if (got == 0 && hm_trace_reader_incomplete(r, &recorded, &why) && FAILED(hm_trace_write_incomplete(w, recorded, why)))
+        write_failed = true;
     if (FAILED(hm_trace_writer_close(w)))
         write_failed = true;
     int code = HM_EXIT_OK;
@@ -51,7 +55,7 @@ int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodin
         code = HM_EXIT_USAGE;
     } else if (write_failed) {
         fprintf(stderr, "hostmem trace: writing '%s' failed\n", out);
-        code = HM_EXIT_FAIL;
+        code = HM_EXIT_USAGE;
     }
     hm_trace_close(r);
     return code;

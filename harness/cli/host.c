@@ -1,5 +1,6 @@
 /* Choosing the host a subcommand talks to: the built-in manager or a plugin, optionally behind the fault layer. */
 #include "cli.h"
+#include "factory.h"
 #include "plugin.h"
 
 #include <stdlib.h>
@@ -31,8 +32,16 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     *out = NULL;
     IHostMemoryManager *manager = NULL;
     char err[1024];
-    HRESULT hr = hm_host_open(choice->library, choice->options, &manager, err, sizeof err);
-    if (FAILED(hr)) {
+    HRESULT hr;
+    if (!choice->library) {
+        /* HostMemCreateManager's manager, except that --faults replaces HOSTMEM_FAULTS: one fault layer (below). */
+        hr = hm_create_manager(choice->options, choice->faults ? NULL : getenv("HOSTMEM_FAULTS"), &manager);
+        if (FAILED(hr)) {
+            fprintf(stderr, "hostmem: the built-in manager could not be created (options '%s'): %s (%s)\n",
+                    choice->options ? choice->options : "", HostMemLastError(), hm_hr_name(hr));
+            return hr;
+        }
+    } else if (FAILED(hr = hm_host_open(choice->library, choice->options, &manager, err, sizeof err))) {
         fprintf(stderr, "hostmem: %s\n", err);
         return hr;
     }
@@ -48,28 +57,6 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     }
     *out = manager;
     return S_OK;
-}
-
-bool hm_cli_parse_size(const char *text, unsigned long long *out)
-{
-    if (!text || !*text)
-        return false;
-    char *end;
-    unsigned long long v = strtoull(text, &end, 0);
-    if (end == text)
-        return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case '\0': break;
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: return false;
-    }
-    if (*end != '\0' || (shift && v > (~0ull >> shift)))
-        return false;
-    *out = v << shift;
-    return true;
 }
 
 /* ---- Running a whole subcommand isolated ------------------------------------------------------------------- */
@@ -101,8 +88,7 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         options &= strcmp(argv[i], "--") != 0;
         if (options && i > 0 && strcmp(argv[i], "--timeout") == 0) {
-            if (i + 1 >= argc || !hm_cli_parse_size(argv[++i], &timeout) || timeout == 0 || timeout > 86400) {
-                fprintf(stderr, "hostmem %s: --timeout wants seconds from 1 to 86400\n", name);
+            if (!hm_cli_take_uint(name, argc, argv, &i, 1, 86400, &timeout)) {
                 free(args);
                 return HM_EXIT_USAGE;
             }

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int hm_cmd_bench(int argc, char **argv);
@@ -69,6 +70,12 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* hostmem's own managers are not recorded: HOSTMEM_TRACE=t.trace hostmem replay t.trace would overwrite the
+     * trace it reads. HOSTMEM_TRACE_SELF=1 keeps it (to record what a command asks of a host). `hostmem record`
+     * sets it again for the program it runs. */
+    const char *self = getenv("HOSTMEM_TRACE_SELF");
+    if (!self || strcmp(self, "1") != 0)
+        unsetenv("HOSTMEM_TRACE");
     if (argc < 2) {
         usage(stderr);
         return HM_EXIT_USAGE;

@@ -24,7 +24,7 @@
  *     probability=P  fail with probability P (0.01 or 1%), from a PRNG seeded by seed= (default 1)
  *     seed=S
  *     return=HR    the HRESULT to return: a name (E_OUTOFMEMORY, HOST_E_TIMEOUT, ...) or hex; default
- *                  E_OUTOFMEMORY
+ *                  E_OUTOFMEMORY. A success code (S_OK, S_FALSE, ...) is refused: it would fail nothing
  *   'pressure' rules take: load=PCT (what GetMemoryLoad reports from then on), available=BYTES,
  *     notify=low|neutral|high (OnMemoryNotification is called once on every registered callback), and
  *     the same trigger keys (after=N global calls, call=N, nth=...).
@@ -39,6 +39,7 @@
 #ifndef HOSTMEM_FAULTS_H
 #define HOSTMEM_FAULTS_H
 
+#include "api.h"
 #include "interfaces.h"
 
 #include <stdint.h>
@@ -46,10 +47,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#ifndef HM_API
-#define HM_API __attribute__((visibility("default")))
 #endif
 
 /* Wraps inner (which gets one reference from the wrapper) in a fault layer with the rules of spec (NULL or ""

@@ -5,7 +5,9 @@
 #ifndef HOSTMEM_HOSTMEM_H
 #define HOSTMEM_HOSTMEM_H
 
+#include "api.h"
 #include "interfaces.h"
+#include "methods.h"
 #include "win32.h"
 
 #include <stdint.h>
@@ -19,10 +21,6 @@ extern "C" {
 #define HOSTMEM_VERSION_MINOR 1
 #define HOSTMEM_VERSION_PATCH 0
 #define HOSTMEM_VERSION_STRING "0.1.0"
-
-#ifndef HM_API
-#define HM_API __attribute__((visibility("default")))
-#endif
 
 /* ---- The factory: hostmem's built-in manager, and the ABI every host plugin exports ----------------------
  *
@@ -54,34 +52,6 @@ HM_API int hm_hr_parse(const char *text, size_t len, HRESULT *out);
 /* "eTaskCritical" etc., and the short names used in specs and traces ("task", "appdomain", "process"). */
 HM_API const char *hm_level_name(EMemoryCriticalLevel level);
 HM_API const char *hm_level_short(EMemoryCriticalLevel level);
-
-/* ---- Methods of the contract, numbered for fault rules, traces and statistics -------------------------- */
-#define HM_METHOD_MAP(X)                                                                                    \
-    X(CREATE_MALLOC, "CreateMalloc")                                                                       \
-    X(VIRTUAL_ALLOC, "VirtualAlloc")                                                                       \
-    X(VIRTUAL_FREE, "VirtualFree")                                                                         \
-    X(VIRTUAL_QUERY, "VirtualQuery")                                                                       \
-    X(VIRTUAL_PROTECT, "VirtualProtect")                                                                   \
-    X(GET_MEMORY_LOAD, "GetMemoryLoad")                                                                    \
-    X(REGISTER_CALLBACK, "RegisterMemoryNotificationCallback")                                             \
-    X(NEEDS_VAS, "NeedsVirtualAddressSpace")                                                               \
-    X(ACQUIRED_VAS, "AcquiredVirtualAddressSpace")                                                         \
-    X(RELEASED_VAS, "ReleasedVirtualAddressSpace")                                                         \
-    X(HEAP_ALLOC, "Alloc")                                                                                 \
-    X(HEAP_DEBUG_ALLOC, "DebugAlloc")                                                                      \
-    X(HEAP_FREE, "Free")
-
-typedef enum hm_method {
-#define HM_METHOD_ENUM_(id, name) HM_METHOD_##id,
-    HM_METHOD_MAP(HM_METHOD_ENUM_)
-#undef HM_METHOD_ENUM_
-        HM_METHOD_COUNT
-} hm_method;
-
-/* The IDL name of a method ("VirtualAlloc"); hm_method_parse matches it case-insensitively (also
- * "CreateMAlloc"), returning HM_METHOD_COUNT when unknown. */
-HM_API const char *hm_method_name(hm_method m);
-HM_API hm_method hm_method_parse(const char *text, size_t len);
 
 /* ---- Diagnostics of the built-in manager ---------------------------------------------------------------
  * Work on a manager made by HostMemCreateBuiltinManager (or on a hostmem decorator around one, which they see
@@ -130,6 +100,7 @@ HM_API uint64_t HostMemPrintLeaks(IHostMemoryManager *manager, FILE *f, int incl
 }
 #endif
 
+/* The umbrella: the fault layer and record/replay too. (They include what they need, never this header.) */
 #include "faults.h"
 #include "trace.h"
 

@@ -6,6 +6,7 @@
 #ifndef HOSTMEM_INTERFACES_H
 #define HOSTMEM_INTERFACES_H
 
+#include "api.h"
 #include "win32.h"
 
 #ifdef __cplusplus

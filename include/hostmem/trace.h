@@ -15,7 +15,10 @@
 #ifndef HOSTMEM_TRACE_H
 #define HOSTMEM_TRACE_H
 
-#include "hostmem.h" /* hm_method; includes this header back at its end, harmlessly */
+#include "api.h"
+#include "faults.h" /* hm_manager_factory_fn */
+#include "interfaces.h"
+#include "methods.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -24,13 +27,14 @@
 extern "C" {
 #endif
 
-#ifndef HM_API
-#define HM_API __attribute__((visibility("default")))
-#endif
-
 /* ---- Recording -------------------------------------------------------------------------------------------
  * Wraps inner (the wrapper takes its own reference) in a recorder that writes every call to the trace at path
- * (created or truncated; raw encoding). Heaps created through the wrapper and callbacks registered through it
+ * (raw encoding). path is "FILE[,overwrite]" as HOSTMEM_TRACE is: %p in FILE is the process id, %% a %. FILE must
+ * not exist unless ",overwrite" is given; it is never followed through a symbolic link, and it is locked while
+ * recording (a second recorder of the same file is refused). Fails (E_FAIL, HostMemLastError says why) when the
+ * file cannot be created or its first 1 MiB cannot be reserved on the disk. When a write fails later (the file
+ * system is full), recording stops: the program goes on, stderr says how many calls the trace holds, and the
+ * trace says it is incomplete (hm_trace_reader_incomplete). Heaps created through the wrapper and callbacks registered through it
  * are wrapped too, so Alloc/DebugAlloc/Free, a heap's final Release and OnMemoryNotification are recorded.
  * Each call is in the file (the page cache) before it returns to its caller, so a SIGKILL loses at most the
  * calls in flight. The file is cut to its real length when the last reference to the recorder goes. */
@@ -41,7 +45,7 @@ HM_API IHostMemoryManager *HostMemRecorderInner(IHostMemoryManager *outer);
 HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer);
 
 /* ---- Calls -------------------------------------------------------------------------------------------------- */
-/* The methods of a trace: hm_method (hostmem.h), plus two calls that are not host methods but change what later
+/* The methods of a trace: hm_method (methods.h), plus two calls that are not host methods but change what later
  * calls mean: the CLR's callback being notified, and the final Release of a heap. */
 enum {
     HM_TRACE_ON_NOTIFICATION = HM_METHOD_COUNT, /* ICLRMemoryNotificationCallback::OnMemoryNotification */
@@ -92,6 +96,9 @@ typedef struct hm_trace_call {
     uint64_t mbi_region_size;
     uint32_t load;          /* *pMemoryLoad */
     uint64_t available_bytes; /* *pAvailableBytes */
+    /* VirtualQuery: another thread changed the address space while it ran, so its answer may describe the state
+     * before or after that change; replay does not compare it (docs/trace-format.md, "Threads"). */
+    int concurrent;
 } hm_trace_call;
 
 /* One call as its text line, without newline. Returns the length it needs (like snprintf). */
@@ -111,6 +118,10 @@ HM_API const char *hm_trace_error(const hm_trace_reader *reader);
 HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *reader);
 /* Raw traces only: slots found empty between calls (calls in flight when the recorder was killed). */
 HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *reader);
+/* 1 when the trace says the recorder stopped before the recorded run ended (a write failed: the file system was
+ * full): the trace holds the first *calls calls, *reason says why ("No space left on device"). 0 for a complete
+ * trace. Final once hm_trace_next returned 0 (text and binary traces carry it after their last call). */
+HM_API int hm_trace_reader_incomplete(const hm_trace_reader *reader, uint64_t *calls, const char **reason);
 HM_API void hm_trace_close(hm_trace_reader *reader);
 
 /* A whole trace in memory (the reducer and exploration need random access). */
@@ -128,6 +139,9 @@ HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding
 HM_API HRESULT hm_trace_write(hm_trace_writer *writer, const hm_trace_call *call);
 /* A "# ..." line (text only; ignored by the binary encoding). */
 HM_API HRESULT hm_trace_write_comment(hm_trace_writer *writer, const char *comment);
+/* Marks the trace written as incomplete: the recording stopped after `calls` calls, for `reason`
+ * (hm_trace_reader_incomplete). Write it after the calls. */
+HM_API HRESULT hm_trace_write_incomplete(hm_trace_writer *writer, uint64_t calls, const char *reason);
 /* Flushes and closes; E_FAIL when anything could not be written. */
 HM_API HRESULT hm_trace_writer_close(hm_trace_writer *writer);
 
@@ -155,6 +169,8 @@ typedef struct hm_replay_result {
     uint64_t injected;       /* recorded failures reproduced by injection */
     uint64_t notifications_recorded, notifications_seen;
     uint64_t lost;           /* raw traces: calls lost in flight */
+    uint64_t implied;        /* raw traces: releases lost in flight that a later call proved (not divergences) */
+    uint64_t concurrent;     /* VirtualQuery calls whose answers were not compared (see hm_trace_call) */
     int diverged;            /* 1 when a result differed */
     uint64_t divergence_seq; /* the trace's sequence number of the first divergent call */
     int divergence_method;
@@ -163,6 +179,11 @@ typedef struct hm_replay_result {
     char report[4096];       /* the divergence: context lines, the call, expected vs actual */
     char *fault_spec;        /* emit_faults: a spec failing the same calls in a rerun of the real program */
     char error[512];         /* bad input: FILE:LINE: field 'F': ... */
+    /* The trace says the recorder stopped early (hm_trace_reader_incomplete): what matched is only the calls
+     * recorded before, incomplete_calls of them, and the rest of the run was not checked. */
+    int incomplete;
+    uint64_t incomplete_calls;
+    char incomplete_reason[128];
 } hm_replay_result;
 
 /* Replays the trace at path (streamed) or in memory. S_OK when it ran to the end or to a divergence (see

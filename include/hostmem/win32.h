@@ -6,17 +6,14 @@
 #ifndef HOSTMEM_WIN32_H
 #define HOSTMEM_WIN32_H
 
+#include "api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-/* Marks what libhostmem exports (it is built with hidden visibility). */
-#ifndef HM_API
-#define HM_API __attribute__((visibility("default")))
 #endif
 
 typedef int32_t HRESULT;

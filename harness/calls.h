@@ -1,6 +1,6 @@
 /* The call-sequence fuzz driver: decodes bytes into a sequence of IHostMemoryManager, IHostMalloc and callback
  * calls, runs them against a host and checks every answer against the reference model (model.h). Shared by the
- * fuzz targets (fuzz_calls.c) and `hostmem fuzz-to-trace`. Internal to hostmem. */
+ * fuzz targets (fuzz/fuzz_calls.c) and `hostmem fuzz-to-trace`. Internal to hostmem. */
 #ifndef HOSTMEM_FUZZ_CALLS_H
 #define HOSTMEM_FUZZ_CALLS_H
 
@@ -36,7 +36,9 @@ typedef struct hm_fuzz_outcome {
 int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome);
 
 /* The configuration the fuzz targets read from the environment: HOSTMEM_FUZZ_HOST, HOSTMEM_FUZZ_HOST_OPTIONS,
- * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE, HOSTMEM_FUZZ_FRESH (1: fresh_manager). */
-void hm_fuzz_config_from_env(hm_fuzz_config *config);
+ * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE, HOSTMEM_FUZZ_FRESH (1: fresh_manager). Then it is tried once: the host
+ * library loads, the host starts with the options, the trace can be created. Returns 0, or -1 after saying on
+ * report which variable is wrong, its value and why (a configuration error, not a finding: no input would run). */
+int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report);
 
 #endif

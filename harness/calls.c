@@ -16,10 +16,13 @@
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_OPS 400
 #define HISTORY 12
@@ -1435,7 +1438,7 @@ static bool env_flag(const char *name)
     return v && *v && strcmp(v, "0") != 0;
 }
 
-void hm_fuzz_config_from_env(hm_fuzz_config *config)
+int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
 {
     const char *host = getenv("HOSTMEM_FUZZ_HOST");
     config->host_library = host && *host ? host : NULL;
@@ -1444,4 +1447,43 @@ void hm_fuzz_config_from_env(hm_fuzz_config *config)
     config->trace_path = trace && *trace ? trace : NULL;
     config->fresh_manager = env_flag("HOSTMEM_FUZZ_FRESH");
     config->verbose = env_flag("HOSTMEM_FUZZ_VERBOSE");
+
+    IHostMemoryManager *m = NULL;
+    HRESULT hr;
+    if (config->host_library) {
+        char err[1024];
+        hr = hm_host_open(config->host_library, config->host_options ? config->host_options : "", &m, err, sizeof err);
+        if (FAILED(hr)) {
+            fprintf(report, "hostmem fuzz: configuration error: HOSTMEM_FUZZ_HOST='%s' is not a usable host plugin: %s\n",
+                    config->host_library, err);
+            return -1;
+        }
+    } else {
+        hr = HostMemCreateBuiltinManager(builtin_options(config), &m);
+    }
+    if (FAILED(hr) || !m) {
+        fprintf(report, "hostmem fuzz: configuration error: the %s host refused HOSTMEM_FUZZ_HOST_OPTIONS='%s': %s%s%s\n",
+                config->host_library ? config->host_library : "built-in",
+                config->host_options ? config->host_options : "", hm_hr_name(hr),
+                config->host_library ? "" : ": ", config->host_library ? "" : HostMemLastError());
+        return -1;
+    }
+    IHostMemoryManager_Release(m);
+    if (config->trace_path) { /* created now, as each run will; not truncated here */
+        int fd = open(config->trace_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(report, "hostmem fuzz: configuration error: HOSTMEM_FUZZ_TRACE='%s' cannot be created: %s\n",
+                    config->trace_path, strerror(errno));
+            return -1;
+        }
+        close(fd);
+        /* Each input's calls replace the last input's: the recorder may overwrite the file (its spec's suffix). */
+        static char spec[4200];
+        size_t len = strlen(config->trace_path);
+        if (len < 10 || strcmp(config->trace_path + len - 10, ",overwrite") != 0) {
+            snprintf(spec, sizeof spec, "%s,overwrite", config->trace_path);
+            config->trace_path = spec;
+        }
+    }
+    return 0;
 }

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Every --json output is valid JSON, also when the names it carries (a host library's path, a trace's path) hold a
+# quote, a backslash and a newline. Usage: json_outputs.sh HOSTMEM HOST_PLUGIN.so TRACE PYTHON3
+set -u
+hostmem=$1 plugin=$2 trace=$3 python=$4
+dir=$(mktemp -d "${TMPDIR:-/tmp}/hostmem-json.XXXXXX") || exit 1
+trap 'rm -rf "$dir"' EXIT
+nl='
+'
+weird="$dir/we\"ird\\na${nl}me"
+ln -s "$plugin" "$weird.so" && cp "$trace" "$weird.trace" || exit 1
+status=0
+check() { # check NAME COMMAND...: the command's stdout must parse as JSON
+    name=$1
+    shift
+    "$@" >"$dir/out.json" 2>"$dir/err.txt"
+    code=$?
+    if ! "$python" -m json.tool "$dir/out.json" >/dev/null 2>"$dir/why.txt"; then
+        echo "FAIL $name (exit $code): invalid JSON: $(cat "$dir/why.txt")"
+        cat "$dir/out.json" "$dir/err.txt"
+        status=1
+    else
+        echo "ok   $name"
+    fi
+}
+check conform "$hostmem" conform --json --filter vm.release --host "$weird.so"
+check stress "$hostmem" stress --json --threads 1 --ops 2000 --trace-dir "$dir" --host "$weird.so"
+check replay "$hostmem" replay --json "$weird.trace"
+check replay-plugin "$hostmem" replay --json "$weird.trace" --host "$weird.so"
+check explore "$hostmem" explore --json --max 3 "$weird.trace" --match 'VirtualAlloc|heap'
+check bench "$hostmem" bench --json --quick --only faults
+[ $status = 0 ] && echo "every --json output is valid JSON"
+exit $status
