@@ -1,4 +1,4 @@
-/* Fuzz target: call sequences against a host, checked against the reference model (harness/calls.h). Built twice:
+/* Fuzz target: call sequences against a host, checked against the reference model (harness/check/calls.h). Built twice:
  * fuzz_calls (the host as it is) and fuzz_calls_faults (HM_FUZZ_WITH_FAULTS: the input's first bytes also choose
  * which calls the fault layer fails, and the target checks that a failed call changed nothing).
  *
