@@ -2,6 +2,7 @@
  * expected and what it got, and stops at the first difference. */
 #include "conform.h"
 
+#include "clock.h"
 #include "plugin.h"
 
 #include <pthread.h>
@@ -922,13 +923,6 @@ static void run_in_process(const hm_rule *rule, const hm_conform_options *o, hm_
         out->status = HM_RULE_INFO;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 typedef struct rule_run {
     const hm_rule *rule;
     const hm_conform_options *o;
@@ -944,10 +938,10 @@ static void run_rule_child(void *ctx)
 void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
 {
     memset(out, 0, sizeof *out);
-    double t0 = now_ms();
+    double t0 = (double)hm_now_ns() / 1e6;
     if (o->no_fork) {
         run_in_process(rule, o, out);
-        out->ms = now_ms() - t0;
+        out->ms = (double)hm_now_ns() / 1e6 - t0;
         return;
     }
     /* Everything that touches the host (loading it included) happens in the child: whatever the host does ends
@@ -972,5 +966,5 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
     }
     out->host_stdout_bytes = how.stdout_bytes;
     hm_shared_free(run.shared, sizeof *out);
-    out->ms = now_ms() - t0;
+    out->ms = (double)hm_now_ns() / 1e6 - t0;
 }
