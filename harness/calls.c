@@ -1109,14 +1109,17 @@ static void op_memory_load(fuzz_run *r)
         mismatch(r, "reported a memory load of %u%% (a percentage)", (unsigned)load);
 }
 
-static fuzz_callback *callback_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, fuzz_callback, iface); }
+static inline fuzz_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, fuzz_callback, iface);
+}
 static HRESULT STDMETHODCALLTYPE cb_query(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
 {
     if (!ppv)
         return E_POINTER;
     if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
         *ppv = i;
-        atomic_fetch_add(&callback_of(i)->ref, 1);
+        atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1);
         return S_OK;
     }
     *ppv = NULL;
@@ -1124,16 +1127,16 @@ static HRESULT STDMETHODCALLTYPE cb_query(ICLRMemoryNotificationCallback *i, REF
 }
 static ULONG STDMETHODCALLTYPE cb_addref(ICLRMemoryNotificationCallback *i)
 {
-    return (ULONG)atomic_fetch_add(&callback_of(i)->ref, 1) + 1;
+    return (ULONG)atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) + 1;
 }
 static ULONG STDMETHODCALLTYPE cb_release(ICLRMemoryNotificationCallback *i)
 {
-    return (ULONG)atomic_fetch_sub(&callback_of(i)->ref, 1) - 1;
+    return (ULONG)atomic_fetch_sub(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) - 1;
 }
 /* A runtime's callback may call back into the host; a host holding its own lock here deadlocks (a fuzz timeout). */
 static HRESULT STDMETHODCALLTYPE cb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
 {
-    fuzz_callback *c = callback_of(i);
+    fuzz_callback *c = impl_from_ICLRMemoryNotificationCallback(i);
     if ((int)e < eMemoryAvailableLow || (int)e > eMemoryAvailableHigh)
         atomic_store(&c->run->callback_problem, (int)e == 0 ? -1 : (int)e);
     DWORD load;

@@ -713,15 +713,18 @@ typedef struct counting_cb {
     ICLRMemoryNotificationCallback iface;
     atomic_int ref;
 } counting_cb;
-static counting_cb *cb_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_cb, iface); }
+static inline counting_cb *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, counting_cb, iface);
+}
 static HRESULT STDMETHODCALLTYPE cb_QI(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
 {
     (void)i, (void)r;
     *p = NULL;
     return E_NOINTERFACE;
 }
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_of(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_of(i)->ref, 1) - 1; }
+static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) - 1; }
 static HRESULT STDMETHODCALLTYPE cb_On(ICLRMemoryNotificationCallback *i, EMemoryAvailable e) { (void)i, (void)e; return S_OK; }
 static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QI, cb_AddRef, cb_Release, cb_On};
 

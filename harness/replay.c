@@ -193,7 +193,10 @@ typedef struct replay_callback {
     atomic_uint_fast64_t seen;
 } replay_callback;
 
-static replay_callback *rcb_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, replay_callback, iface); }
+static inline replay_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, replay_callback, iface);
+}
 
 static HRESULT STDMETHODCALLTYPE rcb_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
 {
@@ -201,11 +204,11 @@ static HRESULT STDMETHODCALLTYPE rcb_QueryInterface(ICLRMemoryNotificationCallba
 }
 static ULONG STDMETHODCALLTYPE rcb_AddRef(ICLRMemoryNotificationCallback *iface)
 {
-    return atomic_fetch_add(&rcb_of(iface)->refs, 1) + 1;
+    return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(iface)->refs, 1) + 1;
 }
 static ULONG STDMETHODCALLTYPE rcb_Release(ICLRMemoryNotificationCallback *iface)
 {
-    replay_callback *cb = rcb_of(iface);
+    replay_callback *cb = impl_from_ICLRMemoryNotificationCallback(iface);
     ULONG refs = atomic_fetch_sub(&cb->refs, 1) - 1;
     if (refs == 0)
         free(cb);
@@ -214,7 +217,7 @@ static ULONG STDMETHODCALLTYPE rcb_Release(ICLRMemoryNotificationCallback *iface
 static HRESULT STDMETHODCALLTYPE rcb_OnMemoryNotification(ICLRMemoryNotificationCallback *iface, EMemoryAvailable a)
 {
     (void)a;
-    atomic_fetch_add(&rcb_of(iface)->seen, 1);
+    atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(iface)->seen, 1);
     return S_OK;
 }
 static const ICLRMemoryNotificationCallbackVtbl rcb_vtbl = {rcb_QueryInterface, rcb_AddRef, rcb_Release,

@@ -443,7 +443,10 @@ typedef struct notification_counter {
     _Atomic(hm_stress_report *) report;
 } notification_counter;
 
-#define COUNTER_FROM_IFACE(iface) HM_CONTAINER_OF(iface, notification_counter, ICLRMemoryNotificationCallback_iface)
+static inline notification_counter *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, notification_counter, ICLRMemoryNotificationCallback_iface);
+}
 
 static HRESULT STDMETHODCALLTYPE counter_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
 {
@@ -452,12 +455,12 @@ static HRESULT STDMETHODCALLTYPE counter_QueryInterface(ICLRMemoryNotificationCa
 
 static ULONG STDMETHODCALLTYPE counter_AddRef(ICLRMemoryNotificationCallback *iface)
 {
-    return atomic_fetch_add(&COUNTER_FROM_IFACE(iface)->refs, 1) + 1;
+    return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(iface)->refs, 1) + 1;
 }
 
 static ULONG STDMETHODCALLTYPE counter_Release(ICLRMemoryNotificationCallback *iface)
 {
-    notification_counter *c = COUNTER_FROM_IFACE(iface);
+    notification_counter *c = impl_from_ICLRMemoryNotificationCallback(iface);
     ULONG left = atomic_fetch_sub(&c->refs, 1) - 1;
     if (left == 0)
         free(c);
@@ -467,7 +470,7 @@ static ULONG STDMETHODCALLTYPE counter_Release(ICLRMemoryNotificationCallback *i
 static HRESULT STDMETHODCALLTYPE counter_OnMemoryNotification(ICLRMemoryNotificationCallback *iface,
                                                               EMemoryAvailable available)
 {
-    hm_stress_report *report = atomic_load(&COUNTER_FROM_IFACE(iface)->report);
+    hm_stress_report *report = atomic_load(&impl_from_ICLRMemoryNotificationCallback(iface)->report);
     if (!report)
         return S_OK;
     if (available < eMemoryAvailableLow || available > eMemoryAvailableHigh) {

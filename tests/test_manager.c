@@ -37,23 +37,26 @@ typedef struct recorder_cb {
     IHostMemoryManager *reenter; /* when set, the callback calls back into the manager */
 } recorder_cb;
 
-static recorder_cb *cb_from(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, recorder_cb, iface); }
+static inline recorder_cb *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, recorder_cb, iface);
+}
 
 static HRESULT STDMETHODCALLTYPE cb_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
 {
     if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
         *ppv = i;
-        atomic_fetch_add(&cb_from(i)->ref, 1);
+        atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1);
         return S_OK;
     }
     *ppv = NULL;
     return E_NOINTERFACE;
 }
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_from(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_from(i)->ref, 1) - 1; }
+static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) - 1; }
 static HRESULT STDMETHODCALLTYPE cb_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
 {
-    recorder_cb *cb = cb_from(i);
+    recorder_cb *cb = impl_from_ICLRMemoryNotificationCallback(i);
     if (cb->count < 64)
         cb->seen[cb->count] = e;
     cb->count++;

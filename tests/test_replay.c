@@ -261,16 +261,19 @@ typedef struct yielding {
     IHostMemoryManager *inner;
     bool notify_on_register; /* tells a callback the memory state at once, inside its registration */
 } yielding;
-static yielding *yielding_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, yielding, iface); }
-static IHostMemoryManager *inner_of(IHostMemoryManager *i) { return yielding_of(i)->inner; }
+static inline yielding *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, yielding, iface);
+}
+static IHostMemoryManager *inner_of(IHostMemoryManager *i) { return impl_from_IHostMemoryManager(i)->inner; }
 static HRESULT STDMETHODCALLTYPE y_qi(IHostMemoryManager *i, REFIID r, void **p)
 {
     return IHostMemoryManager_QueryInterface(inner_of(i), r, p);
 }
-static ULONG STDMETHODCALLTYPE y_addref(IHostMemoryManager *i) { return (ULONG)++yielding_of(i)->refs; }
+static ULONG STDMETHODCALLTYPE y_addref(IHostMemoryManager *i) { return (ULONG)++impl_from_IHostMemoryManager(i)->refs; }
 static ULONG STDMETHODCALLTYPE y_release(IHostMemoryManager *i)
 {
-    yielding *y = yielding_of(i);
+    yielding *y = impl_from_IHostMemoryManager(i);
     int refs = --y->refs;
     if (refs == 0) {
         IHostMemoryManager_Release(y->inner);
@@ -311,7 +314,7 @@ static HRESULT STDMETHODCALLTYPE y_load(IHostMemoryManager *i, DWORD *l, SIZE_T 
 static HRESULT STDMETHODCALLTYPE y_register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c)
 {
     HRESULT hr = IHostMemoryManager_RegisterMemoryNotificationCallback(inner_of(i), c);
-    if (SUCCEEDED(hr) && c && yielding_of(i)->notify_on_register)
+    if (SUCCEEDED(hr) && c && impl_from_IHostMemoryManager(i)->notify_on_register)
         ICLRMemoryNotificationCallback_OnMemoryNotification(c, eMemoryAvailableNeutral);
     return hr;
 }
@@ -530,20 +533,23 @@ typedef struct counting_callback {
     ICLRMemoryNotificationCallback iface;
     atomic_int refs, told;
 } counting_callback;
-static counting_callback *ccb(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
+static inline counting_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, counting_callback, iface);
+}
 static HRESULT STDMETHODCALLTYPE ccb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
 {
     (void)r;
     *p = i;
-    ccb(i)->refs++;
+    impl_from_ICLRMemoryNotificationCallback(i)->refs++;
     return S_OK;
 }
-static ULONG STDMETHODCALLTYPE ccb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++ccb(i)->refs; }
-static ULONG STDMETHODCALLTYPE ccb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--ccb(i)->refs; }
+static ULONG STDMETHODCALLTYPE ccb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++impl_from_ICLRMemoryNotificationCallback(i)->refs; }
+static ULONG STDMETHODCALLTYPE ccb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--impl_from_ICLRMemoryNotificationCallback(i)->refs; }
 static HRESULT STDMETHODCALLTYPE ccb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
 {
     (void)a;
-    ccb(i)->told++;
+    impl_from_ICLRMemoryNotificationCallback(i)->told++;
     return S_OK;
 }
 static const ICLRMemoryNotificationCallbackVtbl ccb_vtbl = {ccb_qi, ccb_addref, ccb_release, ccb_notify};

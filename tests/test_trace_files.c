@@ -487,7 +487,10 @@ typedef struct lockless_host {
     IHostMemoryManager iface;
     atomic_uintptr_t next;
 } lockless_host;
-static lockless_host *lockless_of(IHostMemoryManager *m) { return HM_CONTAINER_OF(m, lockless_host, iface); }
+static inline lockless_host *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, lockless_host, iface);
+}
 static HRESULT STDMETHODCALLTYPE ll_qi(IHostMemoryManager *m, REFIID r, void **p)
 {
     (void)m, (void)r;
@@ -508,7 +511,7 @@ static HRESULT STDMETHODCALLTYPE ll_alloc(IHostMemoryManager *m, void *a, SIZE_T
                                           EMemoryCriticalLevel l, void **pp)
 {
     (void)a, (void)t, (void)p, (void)l;
-    *pp = (void *)atomic_fetch_add(&lockless_of(m)->next, (s + 0xffff) & ~(SIZE_T)0xffff);
+    *pp = (void *)atomic_fetch_add(&impl_from_IHostMemoryManager(m)->next, (s + 0xffff) & ~(SIZE_T)0xffff);
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE ll_free(IHostMemoryManager *m, void *a, SIZE_T s, DWORD t)

@@ -32,17 +32,20 @@ typedef struct counting_callback {
     int told;
 } counting_callback;
 
-static counting_callback *cc_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
+static inline counting_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, counting_callback, iface);
+}
 static HRESULT STDMETHODCALLTYPE cc_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
 {
     return hm_com_query(i, &IID_ICLRMemoryNotificationCallback, riid, ppv);
 }
-static ULONG STDMETHODCALLTYPE cc_AddRef(ICLRMemoryNotificationCallback *i) { return (ULONG)++cc_of(i)->refs; }
-static ULONG STDMETHODCALLTYPE cc_Release(ICLRMemoryNotificationCallback *i) { return (ULONG)--cc_of(i)->refs; }
+static ULONG STDMETHODCALLTYPE cc_AddRef(ICLRMemoryNotificationCallback *i) { return (ULONG)++impl_from_ICLRMemoryNotificationCallback(i)->refs; }
+static ULONG STDMETHODCALLTYPE cc_Release(ICLRMemoryNotificationCallback *i) { return (ULONG)--impl_from_ICLRMemoryNotificationCallback(i)->refs; }
 static HRESULT STDMETHODCALLTYPE cc_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
 {
     (void)a;
-    cc_of(i)->told++;
+    impl_from_ICLRMemoryNotificationCallback(i)->told++;
     return S_OK;
 }
 static const ICLRMemoryNotificationCallbackVtbl cc_vtbl = {cc_QueryInterface, cc_AddRef, cc_Release,
