@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "support/support.h"
+
 /* ---- A mock host: answers S_OK with fake addresses, counts what reaches it ------------------------------------- */
 typedef struct mock {
     IHostMemoryManager iface;
@@ -297,27 +299,6 @@ static void test_log(void **state)
     IHostMemoryManager_Release(f);
 }
 
-typedef struct cb {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int ref;
-    int count;
-    EMemoryAvailable last;
-} cb;
-static inline cb *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
-{
-    return HM_CONTAINER_OF(iface, cb, iface);
-}
-static HRESULT STDMETHODCALLTYPE cb_QI(ICLRMemoryNotificationCallback *i, REFIID r, void **p) { (void)i, (void)r; *p = NULL; return E_NOINTERFACE; }
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) - 1; }
-static HRESULT STDMETHODCALLTYPE cb_On(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
-{
-    impl_from_ICLRMemoryNotificationCallback(i)->count++;
-    impl_from_ICLRMemoryNotificationCallback(i)->last = e;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QI, cb_AddRef, cb_Release, cb_On};
-
 /* A pressure rule makes GetMemoryLoad report the chosen load from its trigger on, and notifies once. */
 static void test_pressure(void **state)
 {
@@ -326,9 +307,9 @@ static void test_pressure(void **state)
     m.load = 10;
     IHostMemoryManager *f;
     assert_int_equal(HostMemWrapFaults(&m.iface, "pressure,after=5,load=95,available=1M,notify=low", &f), S_OK);
-    cb c = {{&cb_vtbl}, 1, 0, 0};
+    counting_callback c = COUNTING_CALLBACK_INIT;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(f, &c.iface), S_OK); /* call 1 */
-    assert_int_equal(atomic_load(&c.ref), 2);
+    assert_int_equal(atomic_load(&c.refs), 2);
     DWORD load;
     SIZE_T avail;
     for (int i = 2; i <= 5; i++) {
@@ -345,7 +326,7 @@ static void test_pressure(void **state)
     assert_int_equal(IHostMemoryManager_GetMemoryLoad(f, &load, &avail), S_OK);
     assert_int_equal(c.count, 1);
     IHostMemoryManager_Release(f);
-    assert_int_equal(atomic_load(&c.ref), 1);
+    assert_int_equal(atomic_load(&c.refs), 1);
 }
 
 typedef struct spec_error_case {

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "support/support.h"
+
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,17 +23,6 @@
 #include <unistd.h>
 
 #define PAGE 4096u
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char paths[8][128];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 128, "%s/%s", tmpdir, name);
-    return p;
-}
 
 /* ---- Raw traces built by hand (version 1: the slots right after the header, no ring) ---------------------- */
 typedef struct raw_builder {
@@ -529,31 +520,6 @@ static void test_reduce_threaded_trace(void **state)
 }
 
 /* ---- Callbacks ------------------------------------------------------------------------------------------- */
-typedef struct counting_callback {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int refs, told;
-} counting_callback;
-static inline counting_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
-{
-    return HM_CONTAINER_OF(iface, counting_callback, iface);
-}
-static HRESULT STDMETHODCALLTYPE ccb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
-{
-    (void)r;
-    *p = i;
-    impl_from_ICLRMemoryNotificationCallback(i)->refs++;
-    return S_OK;
-}
-static ULONG STDMETHODCALLTYPE ccb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++impl_from_ICLRMemoryNotificationCallback(i)->refs; }
-static ULONG STDMETHODCALLTYPE ccb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--impl_from_ICLRMemoryNotificationCallback(i)->refs; }
-static HRESULT STDMETHODCALLTYPE ccb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
-{
-    (void)a;
-    impl_from_ICLRMemoryNotificationCallback(i)->told++;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl ccb_vtbl = {ccb_qi, ccb_addref, ccb_release, ccb_notify};
-
 /* A host may tell a callback the memory state inside its registration (or another thread may, before the
  * registration returns): the registration still comes first in the trace, so the trace converts to text and
  * reads back (a callback must be registered before it is named). */
@@ -562,10 +528,10 @@ static void test_registration_before_its_notifications(void **state)
     (void)state;
     const char *raw = tmp_path("register.raw"), *text = tmp_path("register.txt");
     IHostMemoryManager *m = recorded_yielding(raw, true);
-    counting_callback cb = {{&ccb_vtbl}, 1, 0};
+    counting_callback cb = COUNTING_CALLBACK_INIT;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
     IHostMemoryManager_Release(m);
-    assert_int_equal(cb.told, 1);
+    assert_int_equal(cb.count, 1);
     hm_trace *t;
     assert_int_equal(hm_trace_load(raw, &t), S_OK);
     assert_int_equal(t->count, 2);
@@ -647,19 +613,13 @@ static void test_concurrent_round_trip(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/hostmem-replay-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_create("hostmem-replay");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    static const char *const names[] = {"relocation.raw", "lost-release.raw", "no-loss.raw",  "threads.raw",
-                                        "killed-threads.raw", "register.raw", "register.txt",
-                                        "threads-reduce.raw", "concurrent.txt", "concurrent.bin", "back.txt"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        unlink(tmp_path(names[i]));
-    return rmdir(tmpdir);
+    return tmp_dir_remove();
 }
 
 int main(void)

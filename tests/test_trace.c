@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "support/support.h"
+
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
@@ -18,17 +20,6 @@
 #include <unistd.h>
 
 #define PAGE 4096u
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char paths[8][128];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 128, "%s/%s", tmpdir, name);
-    return p;
-}
 
 static IHostMemoryManager *builtin(const char *options)
 {
@@ -45,58 +36,8 @@ static IHostMemoryManager *recorded(const char *options, const char *path)
     return m;
 }
 
-static void write_file(const char *path, const char *text, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, len, f), len);
-    fclose(f);
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-/* ---- A callback for the recorded workload ---- */
-typedef struct test_callback {
-    ICLRMemoryNotificationCallback iface;
-    int refs, told;
-} test_callback;
-static inline test_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
-{
-    return HM_CONTAINER_OF(iface, test_callback, iface);
-}
-static HRESULT STDMETHODCALLTYPE tcb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
-{
-    (void)r;
-    *p = i;
-    impl_from_ICLRMemoryNotificationCallback(i)->refs++;
-    return S_OK;
-}
-static ULONG STDMETHODCALLTYPE tcb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++impl_from_ICLRMemoryNotificationCallback(i)->refs; }
-static ULONG STDMETHODCALLTYPE tcb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--impl_from_ICLRMemoryNotificationCallback(i)->refs; }
-static HRESULT STDMETHODCALLTYPE tcb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
-{
-    (void)a;
-    impl_from_ICLRMemoryNotificationCallback(i)->told++;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl tcb_vtbl = {tcb_qi, tcb_addref, tcb_release, tcb_notify};
-
 /* Every method once or more; returns the number of calls made (notifications excluded). */
-static void every_method(IHostMemoryManager *m, test_callback *cb)
+static void every_method(IHostMemoryManager *m, counting_callback *cb)
 {
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb->iface), S_OK);
     void *region = NULL, *commit = NULL;
@@ -131,7 +72,7 @@ static const char *record_every_method(const char *name)
 {
     const char *path = tmp_path(name);
     IHostMemoryManager *m = recorded("deterministic=1,backend=sim", path);
-    test_callback cb = {{&tcb_vtbl}, 1, 0};
+    counting_callback cb = COUNTING_CALLBACK_INIT;
     every_method(m, &cb);
     IHostMemoryManager_Release(m);
     return path;
@@ -241,7 +182,7 @@ static void test_relocation(void **state)
     (void)state;
     const char *path = tmp_path("reloc.raw");
     IHostMemoryManager *m = recorded("deterministic=1,backend=sim,base=0x7ec000000000", path);
-    test_callback cb = {{&tcb_vtbl}, 1, 0};
+    counting_callback cb = COUNTING_CALLBACK_INIT;
     every_method(m, &cb);
     IHostMemoryManager_Release(m);
     hm_replay_options opts = {0};
@@ -972,16 +913,13 @@ static void test_truncated_and_hostile(void **state)
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/hostmem-test-trace-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_create("hostmem-test-trace");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove();
 }
 
 int main(void)
