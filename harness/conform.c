@@ -3,6 +3,7 @@
 #include "conform.h"
 
 #include "clock.h"
+#include "counting_callback.h"
 #include "plugin.h"
 
 #include <pthread.h>
@@ -709,32 +710,13 @@ static void rule_load_reported(hm_rule_ctx *c)
     EXPECT_HR(c, "GetMemoryLoad(NULL, ...)", IHostMemoryManager_GetMemoryLoad(c->m, NULL, &avail), E_POINTER);
 }
 
-typedef struct counting_cb {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int ref;
-} counting_cb;
-static inline counting_cb *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
-{
-    return HM_CONTAINER_OF(iface, counting_cb, iface);
-}
-static HRESULT STDMETHODCALLTYPE cb_QI(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
-{
-    (void)i, (void)r;
-    *p = NULL;
-    return E_NOINTERFACE;
-}
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) - 1; }
-static HRESULT STDMETHODCALLTYPE cb_On(ICLRMemoryNotificationCallback *i, EMemoryAvailable e) { (void)i, (void)e; return S_OK; }
-static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QI, cb_AddRef, cb_Release, cb_On};
-
 static void rule_callback_reference(hm_rule_ctx *c)
 {
-    static counting_cb cb; /* outlives the manager, which releases it when it goes */
-    cb.iface.lpVtbl = &cb_vtbl;
-    atomic_store(&cb.ref, 1);
+    static hm_counting_callback cb; /* outlives the manager, which releases it when it goes */
+    cb.iface.lpVtbl = &hm_counting_callback_vtbl;
+    atomic_store(&cb.refs, 1);
     EXPECT_HR(c, "RegisterMemoryNotificationCallback", IHostMemoryManager_RegisterMemoryNotificationCallback(c->m, &cb.iface), S_OK);
-    EXPECT(c, atomic_load(&cb.ref) >= 2, "the host keeps a reference to the callback", "refcount %d", atomic_load(&cb.ref));
+    EXPECT(c, atomic_load(&cb.refs) >= 2, "the host keeps a reference to the callback", "refcount %d", atomic_load(&cb.refs));
 }
 
 static void rule_ledger_round_trip(hm_rule_ctx *c)

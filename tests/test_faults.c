@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "support/support.h"
+#include "counting_callback.h"
 
 /* ---- A mock host: answers S_OK with fake addresses, counts what reaches it ------------------------------------- */
 typedef struct mock {
@@ -307,7 +307,7 @@ static void test_pressure(void **state)
     m.load = 10;
     IHostMemoryManager *f;
     assert_int_equal(HostMemWrapFaults(&m.iface, "pressure,after=5,load=95,available=1M,notify=low", &f), S_OK);
-    counting_callback c = COUNTING_CALLBACK_INIT;
+    hm_counting_callback c = HM_COUNTING_CALLBACK_INIT;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(f, &c.iface), S_OK); /* call 1 */
     assert_int_equal(atomic_load(&c.refs), 2);
     DWORD load;

@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "support/support.h"
+#include "counting_callback.h"
 
 #define MB(x) ((size_t)(x) << 20)
 
@@ -32,7 +32,7 @@ static IHostMemoryManager *create(const char *options)
 
 /* Calls back into the manager (cb->ctx) from inside a notification: must not deadlock, since callbacks run with no
  * lock held. */
-static void reenter_manager(counting_callback *cb, EMemoryAvailable e)
+static void reenter_manager(hm_counting_callback *cb, EMemoryAvailable e)
 {
     IHostMemoryManager *m = cb->ctx;
     DWORD load;
@@ -145,7 +145,7 @@ static void test_memory_load(void **state)
 static void test_notifications(void **state)
 {
     IHostMemoryManager *m = create("limit=100M,backend=sim,notify.low=80,notify.high=40,notify.hysteresis=5");
-    counting_callback cb = COUNTING_CALLBACK_INIT;
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     cb.on_notify = reenter_manager;
     cb.ctx = m;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
@@ -342,7 +342,7 @@ static uint64_t page_sum(uintptr_t p, size_t bytes)
 /* One fixed sequence of calls touching every part of a manager; every answer (results, addresses, VirtualQuery
  * fields, page contents, statistics) goes to `a`. `dirty` makes it leave much behind: spans, a dedicated span, live
  * reservations with written pages, guard pages, acquired ranges, callbacks, a leaking heap. */
-static void script(IHostMemoryManager *m, answers *a, bool dirty, counting_callback *cb)
+static void script(IHostMemoryManager *m, answers *a, bool dirty, hm_counting_callback *cb)
 {
     const uintptr_t base = 0x7e9000000000; /* deterministic mode's first span */
     /* Before anything is reserved: the span does not exist yet. */
@@ -446,7 +446,7 @@ static void reset_answers_as_new(const char *options)
     memset(&fresh, 0, sizeof fresh);
     memset(&again, 0, sizeof again);
     memset(&after_dirty, 0, sizeof after_dirty);
-    counting_callback cb = COUNTING_CALLBACK_INIT;
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     IHostMemoryManager *m = create(options);
     script(m, &fresh, false, &cb);
     assert_int_equal(IHostMemoryManager_Release(m), 0);
@@ -456,14 +456,14 @@ static void reset_answers_as_new(const char *options)
     m = create(options);
     /* Reset right away, after the clean script, and after one that leaves everything behind. */
     assert_int_equal(hm_manager_reset(m), S_OK);
-    cb = (counting_callback)COUNTING_CALLBACK_INIT;
+    cb = (hm_counting_callback)HM_COUNTING_CALLBACK_INIT;
     script(m, &again, false, &cb);
     assert_same_answers(&fresh, &again, "after a reset of a new manager");
     assert_int_equal(hm_manager_reset(m), S_OK);
     assert_int_equal(atomic_load(&cb.refs), 1); /* the reset released the callback */
     for (int round = 0; round < 2; round++) {
         memset(&dirt, 0, sizeof dirt);
-        counting_callback other = COUNTING_CALLBACK_INIT;
+        hm_counting_callback other = HM_COUNTING_CALLBACK_INIT;
         script(m, &dirt, true, &other);
         assert_int_equal(hm_manager_reset(m), S_OK);
         assert_int_equal(atomic_load(&other.refs), 1);
@@ -472,7 +472,7 @@ static void reset_answers_as_new(const char *options)
         assert_int_equal(st.reservations + st.committed_bytes + st.ledger_ranges + st.spans + st.heap_count, 0);
         assert_int_equal(HostMemPrintLeaks(m, stderr, 0), 0); /* the leak report went with the reset */
         memset(&after_dirty, 0, sizeof after_dirty);
-        cb = (counting_callback)COUNTING_CALLBACK_INIT;
+        cb = (hm_counting_callback)HM_COUNTING_CALLBACK_INIT;
         script(m, &after_dirty, false, &cb);
         assert_same_answers(&fresh, &after_dirty, "after a reset of a used manager");
         assert_int_equal(hm_manager_reset(m), S_OK);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "counting_callback.h"
 #include "support/support.h"
 
 #include <inttypes.h>
@@ -528,7 +529,7 @@ static void test_registration_before_its_notifications(void **state)
     (void)state;
     const char *raw = tmp_path("register.raw"), *text = tmp_path("register.txt");
     IHostMemoryManager *m = recorded_yielding(raw, true);
-    counting_callback cb = COUNTING_CALLBACK_INIT;
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
     IHostMemoryManager_Release(m);
     assert_int_equal(cb.count, 1);

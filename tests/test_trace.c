@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "counting_callback.h"
 #include "support/support.h"
 
 #include <pthread.h>
@@ -37,7 +38,7 @@ static IHostMemoryManager *recorded(const char *options, const char *path)
 }
 
 /* Every method once or more; returns the number of calls made (notifications excluded). */
-static void every_method(IHostMemoryManager *m, counting_callback *cb)
+static void every_method(IHostMemoryManager *m, hm_counting_callback *cb)
 {
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb->iface), S_OK);
     void *region = NULL, *commit = NULL;
@@ -72,7 +73,7 @@ static const char *record_every_method(const char *name)
 {
     const char *path = tmp_path(name);
     IHostMemoryManager *m = recorded("deterministic=1,backend=sim", path);
-    counting_callback cb = COUNTING_CALLBACK_INIT;
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     every_method(m, &cb);
     IHostMemoryManager_Release(m);
     return path;
@@ -182,7 +183,7 @@ static void test_relocation(void **state)
     (void)state;
     const char *path = tmp_path("reloc.raw");
     IHostMemoryManager *m = recorded("deterministic=1,backend=sim,base=0x7ec000000000", path);
-    counting_callback cb = COUNTING_CALLBACK_INIT;
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     every_method(m, &cb);
     IHostMemoryManager_Release(m);
     hm_replay_options opts = {0};
