@@ -1,5 +1,5 @@
 /* Helpers the cmocka tests share: a scratch directory with paths in it, and whole-file read and write. Each failure
- * is a cmocka assertion in the calling test. (The counting notification callback is harness/counting_callback.h.) */
+ * is a cmocka assertion in the calling test. (The counting notification callback is harness/trace/counting_callback.h.) */
 #ifndef HOSTMEM_TESTS_SUPPORT_H
 #define HOSTMEM_TESTS_SUPPORT_H
 
