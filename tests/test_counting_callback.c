@@ -8,10 +8,12 @@
 
 #include <cmocka.h>
 
+/* The hook sees each notification after it is counted. */
 static void note_level(hm_counting_callback *cb, EMemoryAvailable e)
 {
     int *hooked = cb->ctx;
-    *hooked = *hooked * 10 + (int)e;
+    if (atomic_load(&cb->count) <= 3)
+        *hooked = *hooked * 10 + (int)e;
 }
 
 static void test_counts_and_hooks(void **state)
