@@ -1,9 +1,9 @@
 /* The fault-spec parser: hand-written, so every error can point at its column and say what was expected. */
 #include "faults_spec.h"
 
-#include <ctype.h>
+#include "size_parse.h"
+
 #include <stdarg.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,33 +40,11 @@ static bool word_is(const char *p, size_t n, const char *word)
     return strlen(word) == n && strncasecmp(p, word, n) == 0;
 }
 
+/* Decimal, 0x hex; with allow_suffix also K/M/G/T (sizes: docs/faults.md). */
 static bool parse_u64(const char *p, size_t n, uint64_t *out, bool allow_suffix)
 {
-    char buf[40];
-    if (n == 0 || n >= sizeof buf || !isdigit((unsigned char)p[0]))
-        return false;
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(buf, &end, 0);
-    if (errno)
-        return false;
-    unsigned shift = 0;
-    if (allow_suffix && *end) {
-        switch (toupper((unsigned char)*end)) {
-        case 'K': shift = 10; break;
-        case 'M': shift = 20; break;
-        case 'G': shift = 30; break;
-        case 'T': shift = 40; break;
-        default: return false;
-        }
-        end++;
-    }
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return false;
-    *out = (uint64_t)v << shift;
-    return true;
+    unsigned flags = HM_SIZE_RADIX | (allow_suffix ? HM_SIZE_KMG | HM_SIZE_T : 0);
+    return hm_parse_size(p, n, flags, out) == HM_SIZE_OK;
 }
 
 /* "A-B", "A-", "-B" or "A". */

@@ -2,9 +2,9 @@
 #include "options.h"
 
 #include "error.h"
+#include "size_parse.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,37 +53,10 @@ static const option_desc option_table[] = {
 };
 #define OPTION_COUNT (sizeof option_table / sizeof option_table[0])
 
-bool hm_parse_size(const char *text, size_t len, uint64_t *out)
+/* The manager's sizes: decimal, 0x hex, K/M/G/T with an optional B ("64KB"), as docs/options.md says. */
+static bool parse_size(const char *v, size_t n, uint64_t *out)
 {
-    char buf[40];
-    if (len == 0 || len >= sizeof buf)
-        return false;
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    if (!isdigit((unsigned char)buf[0]))
-        return false;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(buf, &end, 0);
-    if (errno)
-        return false;
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case '\0': break;
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    case 'T': shift = 40; end++; break;
-    default: return false;
-    }
-    if (shift && (*end == 'B' || *end == 'b'))
-        end++;
-    if (*end != '\0')
-        return false;
-    if (shift && v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
-    return true;
+    return hm_parse_size(v, n, HM_SIZE_RADIX | HM_SIZE_KMG | HM_SIZE_T | HM_SIZE_BYTES, out) == HM_SIZE_OK;
 }
 
 static bool parse_bool(const char *v, size_t n, bool *out)
@@ -123,17 +96,17 @@ static bool apply(const option_desc *d, const char *v, size_t n, hm_options *o)
         *(bool *)field = b;
         return true;
     case OPT_SIZE:
-        if (!hm_parse_size(v, n, &x))
+        if (!parse_size(v, n, &x))
             return false;
         *(uint64_t *)field = x;
         return true;
     case OPT_ADDRESS:
-        if (!hm_parse_size(v, n, &x) || x % 0x10000 != 0 || x >= 0x7ffffffff000ull)
+        if (!parse_size(v, n, &x) || x % 0x10000 != 0 || x >= 0x7ffffffff000ull)
             return false;
         *(uint64_t *)field = x;
         return true;
     case OPT_PERCENT:
-        if (!hm_parse_size(v, n, &x) || x > 100)
+        if (!parse_size(v, n, &x) || x > 100)
             return false;
         *(unsigned *)field = (unsigned)x;
         return true;

@@ -23,7 +23,4 @@ typedef struct hm_options {
  * HostMemLastError() naming both. */
 HRESULT hm_options_parse(const char *text, hm_options *out);
 
-/* Parses "4096", "0x1000", "64K", "16M", "2G", "1T" (binary suffixes); false on anything else or overflow. */
-bool hm_parse_size(const char *text, size_t len, uint64_t *out);
-
 #endif

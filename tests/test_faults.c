@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "counting_callback.h"
+
 /* ---- A mock host: answers S_OK with fake addresses, counts what reaches it ------------------------------------- */
 typedef struct mock {
     IHostMemoryManager iface;
@@ -22,15 +24,18 @@ typedef struct mock {
     ICLRMemoryNotificationCallback *callback;
 } mock;
 
-static mock *mock_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, mock, iface); }
-static mock *mock_of_heap(IHostMalloc *i) { return HM_CONTAINER_OF(i, mock, heap_iface); }
+static inline mock *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, mock, iface);
+}
+static inline mock *impl_from_IHostMalloc(IHostMalloc *iface) { return HM_CONTAINER_OF(iface, mock, heap_iface); }
 
 static HRESULT STDMETHODCALLTYPE m_QI(IHostMemoryManager *i, REFIID r, void **p) { (void)i, (void)r; *p = NULL; return E_NOINTERFACE; }
-static ULONG STDMETHODCALLTYPE m_AddRef(IHostMemoryManager *i) { return atomic_fetch_add(&mock_of(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE m_Release(IHostMemoryManager *i) { return atomic_fetch_sub(&mock_of(i)->ref, 1) - 1; }
+static ULONG STDMETHODCALLTYPE m_AddRef(IHostMemoryManager *i) { return atomic_fetch_add(&impl_from_IHostMemoryManager(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE m_Release(IHostMemoryManager *i) { return atomic_fetch_sub(&impl_from_IHostMemoryManager(i)->ref, 1) - 1; }
 static HRESULT STDMETHODCALLTYPE m_CreateMalloc(IHostMemoryManager *i, DWORD t, IHostMalloc **pp)
 {
-    mock *m = mock_of(i);
+    mock *m = impl_from_IHostMemoryManager(i);
     m->calls[HM_METHOD_CREATE_MALLOC]++;
     atomic_fetch_add(&m->heap_ref, 1);
     *pp = &m->heap_iface;
@@ -39,32 +44,32 @@ static HRESULT STDMETHODCALLTYPE m_CreateMalloc(IHostMemoryManager *i, DWORD t, 
 static HRESULT STDMETHODCALLTYPE m_VirtualAlloc(IHostMemoryManager *i, void *a, SIZE_T s, DWORD t, DWORD p,
                                                 EMemoryCriticalLevel l, void **pp)
 {
-    mock *m = mock_of(i);
+    mock *m = impl_from_IHostMemoryManager(i);
     m->calls[HM_METHOD_VIRTUAL_ALLOC]++;
     *pp = a ? a : (void *)(m->next += 0x10000);
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE m_VirtualFree(IHostMemoryManager *i, LPVOID a, SIZE_T s, DWORD t)
 {
-    mock_of(i)->calls[HM_METHOD_VIRTUAL_FREE]++;
+    impl_from_IHostMemoryManager(i)->calls[HM_METHOD_VIRTUAL_FREE]++;
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE m_VirtualQuery(IHostMemoryManager *i, void *a, void *b, SIZE_T l, SIZE_T *r)
 {
-    mock_of(i)->calls[HM_METHOD_VIRTUAL_QUERY]++;
+    impl_from_IHostMemoryManager(i)->calls[HM_METHOD_VIRTUAL_QUERY]++;
     memset(b, 0, sizeof(MEMORY_BASIC_INFORMATION));
     *r = sizeof(MEMORY_BASIC_INFORMATION);
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE m_VirtualProtect(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *o)
 {
-    mock_of(i)->calls[HM_METHOD_VIRTUAL_PROTECT]++;
+    impl_from_IHostMemoryManager(i)->calls[HM_METHOD_VIRTUAL_PROTECT]++;
     *o = PAGE_READWRITE;
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE m_GetMemoryLoad(IHostMemoryManager *i, DWORD *l, SIZE_T *a)
 {
-    mock *m = mock_of(i);
+    mock *m = impl_from_IHostMemoryManager(i);
     m->calls[HM_METHOD_GET_MEMORY_LOAD]++;
     *l = m->load;
     *a = 12345;
@@ -72,36 +77,36 @@ static HRESULT STDMETHODCALLTYPE m_GetMemoryLoad(IHostMemoryManager *i, DWORD *l
 }
 static HRESULT STDMETHODCALLTYPE m_Register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *cb)
 {
-    mock *m = mock_of(i);
+    mock *m = impl_from_IHostMemoryManager(i);
     m->calls[HM_METHOD_REGISTER_CALLBACK]++;
     m->callback = cb;
     return S_OK;
 }
-static HRESULT STDMETHODCALLTYPE m_Needs(IHostMemoryManager *i, LPVOID a, SIZE_T s) { mock_of(i)->calls[HM_METHOD_NEEDS_VAS]++; return S_OK; }
-static HRESULT STDMETHODCALLTYPE m_Acquired(IHostMemoryManager *i, LPVOID a, SIZE_T s) { mock_of(i)->calls[HM_METHOD_ACQUIRED_VAS]++; return S_OK; }
-static HRESULT STDMETHODCALLTYPE m_Released(IHostMemoryManager *i, LPVOID a) { mock_of(i)->calls[HM_METHOD_RELEASED_VAS]++; return S_OK; }
+static HRESULT STDMETHODCALLTYPE m_Needs(IHostMemoryManager *i, LPVOID a, SIZE_T s) { impl_from_IHostMemoryManager(i)->calls[HM_METHOD_NEEDS_VAS]++; return S_OK; }
+static HRESULT STDMETHODCALLTYPE m_Acquired(IHostMemoryManager *i, LPVOID a, SIZE_T s) { impl_from_IHostMemoryManager(i)->calls[HM_METHOD_ACQUIRED_VAS]++; return S_OK; }
+static HRESULT STDMETHODCALLTYPE m_Released(IHostMemoryManager *i, LPVOID a) { impl_from_IHostMemoryManager(i)->calls[HM_METHOD_RELEASED_VAS]++; return S_OK; }
 static const IHostMemoryManagerVtbl mock_vtbl = {m_QI, m_AddRef, m_Release, m_CreateMalloc, m_VirtualAlloc, m_VirtualFree,
                                                  m_VirtualQuery, m_VirtualProtect, m_GetMemoryLoad, m_Register, m_Needs,
                                                  m_Acquired, m_Released};
 
 static HRESULT STDMETHODCALLTYPE h_QI(IHostMalloc *i, REFIID r, void **p) { (void)i, (void)r; *p = NULL; return E_NOINTERFACE; }
-static ULONG STDMETHODCALLTYPE h_AddRef(IHostMalloc *i) { return atomic_fetch_add(&mock_of_heap(i)->heap_ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE h_Release(IHostMalloc *i) { return atomic_fetch_sub(&mock_of_heap(i)->heap_ref, 1) - 1; }
+static ULONG STDMETHODCALLTYPE h_AddRef(IHostMalloc *i) { return atomic_fetch_add(&impl_from_IHostMalloc(i)->heap_ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE h_Release(IHostMalloc *i) { return atomic_fetch_sub(&impl_from_IHostMalloc(i)->heap_ref, 1) - 1; }
 static HRESULT STDMETHODCALLTYPE h_Alloc(IHostMalloc *i, SIZE_T s, EMemoryCriticalLevel l, void **pp)
 {
-    mock *m = mock_of_heap(i);
+    mock *m = impl_from_IHostMalloc(i);
     m->calls[HM_METHOD_HEAP_ALLOC]++;
     *pp = (void *)(m->next += 16);
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE h_DebugAlloc(IHostMalloc *i, SIZE_T s, EMemoryCriticalLevel l, char *f, int n, void **pp)
 {
-    mock *m = mock_of_heap(i);
+    mock *m = impl_from_IHostMalloc(i);
     m->calls[HM_METHOD_HEAP_DEBUG_ALLOC]++;
     *pp = (void *)(m->next += 16);
     return S_OK;
 }
-static HRESULT STDMETHODCALLTYPE h_Free(IHostMalloc *i, void *p) { mock_of_heap(i)->calls[HM_METHOD_HEAP_FREE]++; return S_OK; }
+static HRESULT STDMETHODCALLTYPE h_Free(IHostMalloc *i, void *p) { impl_from_IHostMalloc(i)->calls[HM_METHOD_HEAP_FREE]++; return S_OK; }
 static const IHostMallocVtbl mock_heap_vtbl = {h_QI, h_AddRef, h_Release, h_Alloc, h_DebugAlloc, h_Free};
 
 static void mock_init(mock *m)
@@ -294,24 +299,6 @@ static void test_log(void **state)
     IHostMemoryManager_Release(f);
 }
 
-typedef struct cb {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int ref;
-    int count;
-    EMemoryAvailable last;
-} cb;
-static cb *cb_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, cb, iface); }
-static HRESULT STDMETHODCALLTYPE cb_QI(ICLRMemoryNotificationCallback *i, REFIID r, void **p) { (void)i, (void)r; *p = NULL; return E_NOINTERFACE; }
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_of(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_of(i)->ref, 1) - 1; }
-static HRESULT STDMETHODCALLTYPE cb_On(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
-{
-    cb_of(i)->count++;
-    cb_of(i)->last = e;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QI, cb_AddRef, cb_Release, cb_On};
-
 /* A pressure rule makes GetMemoryLoad report the chosen load from its trigger on, and notifies once. */
 static void test_pressure(void **state)
 {
@@ -320,9 +307,9 @@ static void test_pressure(void **state)
     m.load = 10;
     IHostMemoryManager *f;
     assert_int_equal(HostMemWrapFaults(&m.iface, "pressure,after=5,load=95,available=1M,notify=low", &f), S_OK);
-    cb c = {{&cb_vtbl}, 1, 0, 0};
+    hm_counting_callback c = HM_COUNTING_CALLBACK_INIT;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(f, &c.iface), S_OK); /* call 1 */
-    assert_int_equal(atomic_load(&c.ref), 2);
+    assert_int_equal(atomic_load(&c.refs), 2);
     DWORD load;
     SIZE_T avail;
     for (int i = 2; i <= 5; i++) {
@@ -339,7 +326,7 @@ static void test_pressure(void **state)
     assert_int_equal(IHostMemoryManager_GetMemoryLoad(f, &load, &avail), S_OK);
     assert_int_equal(c.count, 1);
     IHostMemoryManager_Release(f);
-    assert_int_equal(atomic_load(&c.ref), 1);
+    assert_int_equal(atomic_load(&c.refs), 1);
 }
 
 typedef struct spec_error_case {

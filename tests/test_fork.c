@@ -2,6 +2,8 @@
  * VirtualAlloc, VirtualFree, VirtualQuery and heap Alloc/Free while the main thread forks; each child makes calls
  * on the same manager and exits. A child that inherited a lock held by another thread at the fork hangs on its
  * first call: the parent gives each child 5 seconds. Then the same with a recorder around it all. */
+#include "clock.h"
+
 #include <hostmem/faults.h>
 #include <hostmem/hostmem.h>
 #include <hostmem/trace.h>
@@ -84,23 +86,16 @@ static int child_calls(shared *s)
     return 0;
 }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* The child's exit status, or -1 when it did not finish within `seconds` (it is killed). */
 static int wait_for(pid_t pid, double seconds)
 {
-    double deadline = now() + seconds;
+    double deadline = hm_now_seconds() + seconds;
     for (;;) {
         int status;
         pid_t done = waitpid(pid, &status, WNOHANG);
         if (done == pid)
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        if (now() > deadline) {
+        if (hm_now_seconds() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             return -1;

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "counting_callback.h"
+
 #define MB(x) ((size_t)(x) << 20)
 
 static IHostMemoryManager *create(const char *options)
@@ -28,47 +30,18 @@ static IHostMemoryManager *create(const char *options)
     return m;
 }
 
-/* ---- A notification callback that records what it is told ------------------------------------------------ */
-typedef struct recorder_cb {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int ref;
-    int count;
-    EMemoryAvailable seen[64];
-    IHostMemoryManager *reenter; /* when set, the callback calls back into the manager */
-} recorder_cb;
-
-static recorder_cb *cb_from(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, recorder_cb, iface); }
-
-static HRESULT STDMETHODCALLTYPE cb_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
+/* Calls back into the manager (cb->ctx) from inside a notification: must not deadlock, since callbacks run with no
+ * lock held. */
+static void reenter_manager(hm_counting_callback *cb, EMemoryAvailable e)
 {
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
-        *ppv = i;
-        atomic_fetch_add(&cb_from(i)->ref, 1);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    IHostMemoryManager *m = cb->ctx;
+    DWORD load;
+    SIZE_T avail;
+    assert_int_equal(IHostMemoryManager_GetMemoryLoad(m, &load, &avail), S_OK);
+    void *p;
+    if (IHostMemoryManager_VirtualAlloc(m, NULL, 4096, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p) == S_OK)
+        IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE);
 }
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_from(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_from(i)->ref, 1) - 1; }
-static HRESULT STDMETHODCALLTYPE cb_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
-{
-    recorder_cb *cb = cb_from(i);
-    if (cb->count < 64)
-        cb->seen[cb->count] = e;
-    cb->count++;
-    if (cb->reenter) { /* must not deadlock: callbacks run with no lock held */
-        DWORD load;
-        SIZE_T avail;
-        assert_int_equal(IHostMemoryManager_GetMemoryLoad(cb->reenter, &load, &avail), S_OK);
-        void *p;
-        if (IHostMemoryManager_VirtualAlloc(cb->reenter, NULL, 4096, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p) == S_OK)
-            IHostMemoryManager_VirtualFree(cb->reenter, p, 0, MEM_RELEASE);
-    }
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QueryInterface, cb_AddRef, cb_Release,
-                                                            cb_OnMemoryNotification};
 
 /* ---- COM ------------------------------------------------------------------------------------------------ */
 
@@ -172,10 +145,11 @@ static void test_memory_load(void **state)
 static void test_notifications(void **state)
 {
     IHostMemoryManager *m = create("limit=100M,backend=sim,notify.low=80,notify.high=40,notify.hysteresis=5");
-    recorder_cb cb = {.iface = {&cb_vtbl}, .ref = 1};
-    cb.reenter = m;
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
+    cb.on_notify = reenter_manager;
+    cb.ctx = m;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
-    assert_int_equal(atomic_load(&cb.ref), 2);
+    assert_int_equal(atomic_load(&cb.refs), 2);
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, NULL), E_POINTER);
     void *p, *q;
     assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, MB(85), MEM_COMMIT, PAGE_READWRITE, eProcessCritical, &p),
@@ -197,7 +171,7 @@ static void test_notifications(void **state)
     assert_int_equal(HostMemGetStats(m, &st), S_OK);
     assert_int_equal(st.notifications, (uint64_t)cb.count);
     assert_int_equal(IHostMemoryManager_Release(m), 0);
-    assert_int_equal(atomic_load(&cb.ref), 1);
+    assert_int_equal(atomic_load(&cb.refs), 1);
 }
 
 /* Heaps draw their memory through the manager's VirtualAlloc at the caller's level, keep a reference on the
@@ -368,7 +342,7 @@ static uint64_t page_sum(uintptr_t p, size_t bytes)
 /* One fixed sequence of calls touching every part of a manager; every answer (results, addresses, VirtualQuery
  * fields, page contents, statistics) goes to `a`. `dirty` makes it leave much behind: spans, a dedicated span, live
  * reservations with written pages, guard pages, acquired ranges, callbacks, a leaking heap. */
-static void script(IHostMemoryManager *m, answers *a, bool dirty, recorder_cb *cb)
+static void script(IHostMemoryManager *m, answers *a, bool dirty, hm_counting_callback *cb)
 {
     const uintptr_t base = 0x7e9000000000; /* deterministic mode's first span */
     /* Before anything is reserved: the span does not exist yet. */
@@ -472,33 +446,33 @@ static void reset_answers_as_new(const char *options)
     memset(&fresh, 0, sizeof fresh);
     memset(&again, 0, sizeof again);
     memset(&after_dirty, 0, sizeof after_dirty);
-    recorder_cb cb = {.iface.lpVtbl = &cb_vtbl, .ref = 1};
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     IHostMemoryManager *m = create(options);
     script(m, &fresh, false, &cb);
     assert_int_equal(IHostMemoryManager_Release(m), 0);
-    assert_int_equal(atomic_load(&cb.ref), 1);
+    assert_int_equal(atomic_load(&cb.refs), 1);
     assert_true(fresh.n > 500);
 
     m = create(options);
     /* Reset right away, after the clean script, and after one that leaves everything behind. */
     assert_int_equal(hm_manager_reset(m), S_OK);
-    cb = (recorder_cb){.iface.lpVtbl = &cb_vtbl, .ref = 1};
+    cb = (hm_counting_callback)HM_COUNTING_CALLBACK_INIT;
     script(m, &again, false, &cb);
     assert_same_answers(&fresh, &again, "after a reset of a new manager");
     assert_int_equal(hm_manager_reset(m), S_OK);
-    assert_int_equal(atomic_load(&cb.ref), 1); /* the reset released the callback */
+    assert_int_equal(atomic_load(&cb.refs), 1); /* the reset released the callback */
     for (int round = 0; round < 2; round++) {
         memset(&dirt, 0, sizeof dirt);
-        recorder_cb other = {.iface.lpVtbl = &cb_vtbl, .ref = 1};
+        hm_counting_callback other = HM_COUNTING_CALLBACK_INIT;
         script(m, &dirt, true, &other);
         assert_int_equal(hm_manager_reset(m), S_OK);
-        assert_int_equal(atomic_load(&other.ref), 1);
+        assert_int_equal(atomic_load(&other.refs), 1);
         hm_stats st;
         assert_int_equal(HostMemGetStats(m, &st), S_OK);
         assert_int_equal(st.reservations + st.committed_bytes + st.ledger_ranges + st.spans + st.heap_count, 0);
         assert_int_equal(HostMemPrintLeaks(m, stderr, 0), 0); /* the leak report went with the reset */
         memset(&after_dirty, 0, sizeof after_dirty);
-        cb = (recorder_cb){.iface.lpVtbl = &cb_vtbl, .ref = 1};
+        cb = (hm_counting_callback)HM_COUNTING_CALLBACK_INIT;
         script(m, &after_dirty, false, &cb);
         assert_same_answers(&fresh, &after_dirty, "after a reset of a used manager");
         assert_int_equal(hm_manager_reset(m), S_OK);

@@ -3,6 +3,8 @@
  * truth: S_OK with the change made, or E_OUTOFMEMORY with nothing changed; never S_OK for a change the kernel
  * refused (a decommitted page still readable and holding its bytes). Skipped when filling the map would take more
  * than 5 seconds. */
+#include "clock.h"
+
 #include <hostmem/hostmem.h>
 
 #include <errno.h>
@@ -46,13 +48,6 @@ static bool faults(uintptr_t p)
     }
     sigaction(SIGSEGV, &old, NULL);
     return faulted;
-}
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 /* The child's verdict goes out on stderr, written without allocating (malloc may need a mapping). */
@@ -100,12 +95,12 @@ static int child(void)
     char *area = mmap(NULL, pages * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (area == MAP_FAILED)
         return child_fail("the fragmenting area could not be mapped\n");
-    double start = now();
+    double start = hm_now_seconds();
     size_t i = 1;
     for (; i < pages; i += 2) {
         if (mprotect(area + i * PAGE, PAGE, PROT_READ) != 0)
             break;
-        if ((i & 1023) == 1 && now() - start > 5.0) {
+        if ((i & 1023) == 1 && hm_now_seconds() - start > 5.0) {
             fprintf(stderr, "skipped: filling the map took more than 5 s\n");
             return SKIP;
         }

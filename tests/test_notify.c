@@ -39,7 +39,10 @@ typedef struct recorder {
     bool spin;                    /* yields a little inside every call, to widen races */
 } recorder;
 
-static recorder *rec(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, recorder, iface); }
+static inline recorder *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, recorder, iface);
+}
 
 static HRESULT STDMETHODCALLTYPE r_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
 {
@@ -54,20 +57,20 @@ static HRESULT STDMETHODCALLTYPE r_QueryInterface(ICLRMemoryNotificationCallback
 
 static ULONG STDMETHODCALLTYPE r_AddRef(ICLRMemoryNotificationCallback *i)
 {
-    atomic_fetch_add(&rec(i)->addrefs, 1);
-    return (ULONG)atomic_fetch_add(&rec(i)->ref, 1) + 1;
+    atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->addrefs, 1);
+    return (ULONG)atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) + 1;
 }
 
 static ULONG STDMETHODCALLTYPE r_Release(ICLRMemoryNotificationCallback *i)
 {
-    return (ULONG)atomic_fetch_sub(&rec(i)->ref, 1) - 1;
+    return (ULONG)atomic_fetch_sub(&impl_from_ICLRMemoryNotificationCallback(i)->ref, 1) - 1;
 }
 
 static char letter(EMemoryAvailable e) { return e == eMemoryAvailableLow ? 'L' : e == eMemoryAvailableHigh ? 'H' : 'N'; }
 
 static HRESULT STDMETHODCALLTYPE r_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
 {
-    recorder *r = rec(i);
+    recorder *r = impl_from_ICLRMemoryNotificationCallback(i);
     if (atomic_fetch_add(&r->inside, 1) != 0)
         atomic_fetch_add(&r->overlapped, 1);
     if (r->count < SEEN_MAX)

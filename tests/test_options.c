@@ -1,5 +1,6 @@
 /* Options of the built-in manager and the names of HRESULTs, methods and levels. */
 #include "options.h"
+#include "size_parse.h"
 
 #include <hostmem/hostmem.h>
 
@@ -82,26 +83,54 @@ static void test_option_values(void **state)
     assert_true(o.zero_heaps_only);
 }
 
+/* The one size parser, with each caller's set: the options' (hex, K-T, "KB"), the fault spec's sizes (hex, K-T)
+ * and counts (hex, no suffix), and the hostmem command's numbers (decimal, K-G). */
+#define OPTIONS (HM_SIZE_RADIX | HM_SIZE_KMG | HM_SIZE_T | HM_SIZE_BYTES)
+#define FAULT_SIZE (HM_SIZE_RADIX | HM_SIZE_KMG | HM_SIZE_T)
+#define FAULT_COUNT HM_SIZE_RADIX
+#define CLI HM_SIZE_KMG
+#define OK HM_SIZE_OK
+#define BAD HM_SIZE_NOT_A_NUMBER
+#define BIG HM_SIZE_TOO_LARGE
+
 typedef struct size_case {
     const char *text;
-    bool ok;
+    unsigned flags;
+    hm_size_result result;
     uint64_t value;
 } size_case;
 
 static void test_sizes(void **state)
 {
     static const size_case cases[] = {
-        {"0", true, 0},          {"4096", true, 4096},       {"0x1000", true, 4096}, {"64K", true, 65536},
-        {"64k", true, 65536},    {"1M", true, 1u << 20},     {"2G", true, 2ull << 30}, {"1T", true, 1ull << 40},
-        {"3MB", true, 3u << 20}, {"", false, 0},             {"K", false, 0},        {"1X", false, 0},
-        {"1 M", false, 0},       {"-5", false, 0},           {"18446744073709551616", false, 0},
+        {"0", OPTIONS, OK, 0}, {"4096", OPTIONS, OK, 4096}, {"0x1000", OPTIONS, OK, 4096}, {"0X1f", OPTIONS, OK, 31},
+        {"010", OPTIONS, OK, 8}, /* a leading 0 is octal, as strtoull's base 0 read it */
+        {"08", OPTIONS, BAD, 0}, {"64K", OPTIONS, OK, 65536}, {"64k", OPTIONS, OK, 65536},
+        {"1M", OPTIONS, OK, 1u << 20}, {"2G", OPTIONS, OK, 2ull << 30}, {"1T", OPTIONS, OK, 1ull << 40},
+        {"3MB", OPTIONS, OK, 3u << 20}, {"3mb", OPTIONS, OK, 3u << 20}, {"0x10K", OPTIONS, OK, 16u << 10},
+        {"", OPTIONS, BAD, 0}, {"K", OPTIONS, BAD, 0}, {"0x", OPTIONS, BAD, 0}, {"1X", OPTIONS, BAD, 0},
+        {"1 M", OPTIONS, BAD, 0}, {"1KK", OPTIONS, BAD, 0}, {"1B", OPTIONS, BAD, 0}, {"-5", OPTIONS, BAD, 0},
+        {"+5", OPTIONS, BAD, 0}, {" 5", OPTIONS, BAD, 0}, {"18446744073709551615", OPTIONS, OK, UINT64_MAX},
+        {"18446744073709551616", OPTIONS, BIG, 0}, {"0x10000000000000000", OPTIONS, BIG, 0},
+        {"16777216T", OPTIONS, BIG, 0}, {"16777215T", OPTIONS, OK, 16777215ull << 40},
+        {"1M", FAULT_SIZE, OK, 1u << 20}, {"2t", FAULT_SIZE, OK, 2ull << 40}, {"0x4000", FAULT_SIZE, OK, 0x4000},
+        {"1KB", FAULT_SIZE, BAD, 0},
+        {"3", FAULT_COUNT, OK, 3}, {"0x7f", FAULT_COUNT, OK, 0x7f}, {"3K", FAULT_COUNT, BAD, 0},
+        {"64k", CLI, OK, 65536}, {"2G", CLI, OK, 2ull << 30}, {"1T", CLI, BAD, 0}, {"1KB", CLI, BAD, 0},
+        {"0x10", CLI, BAD, 0}, {"010", CLI, OK, 10}, {"1.5", CLI, BAD, 0}, {"17179869184G", CLI, BIG, 0},
+        {"99999999999999999999x", CLI, BAD, 0}, /* junk outranks an overflow */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint64_t v = 12345;
-        bool ok = hm_parse_size(cases[i].text, strlen(cases[i].text), &v);
-        if (ok != cases[i].ok || (ok && v != cases[i].value))
-            fail_msg("size '%s': ok=%d value=%llu", cases[i].text, ok, (unsigned long long)v);
+        hm_size_result r = hm_parse_size(cases[i].text, strlen(cases[i].text), cases[i].flags, &v);
+        if (r != cases[i].result || v != (r == HM_SIZE_OK ? cases[i].value : 12345))
+            fail_msg("size '%s' (flags %#x): result %d value %llu", cases[i].text, cases[i].flags, (int)r,
+                     (unsigned long long)v);
     }
+    /* The text is length-bounded: what follows len is not read. */
+    uint64_t v = 0;
+    assert_int_equal(hm_parse_size("64K,limit=1", 3, OPTIONS, &v), HM_SIZE_OK);
+    assert_int_equal(v, 65536);
 }
 
 /* Every HRESULT name in the table parses back to its value; numbers parse too; the names are the specs'. */

@@ -127,22 +127,25 @@ typedef struct fake {
     aim aim;
 } fake;
 
-static fake *F(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, fake, iface); }
+static inline fake *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, fake, iface);
+}
 static HRESULT STDMETHODCALLTYPE f_qi(IHostMemoryManager *i, REFIID r, void **p)
 {
     (void)r;
     *p = i; /* itself, for anything: the layer must hand back itself instead */
-    F(i)->ref++;
+    impl_from_IHostMemoryManager(i)->ref++;
     return S_OK;
 }
-static ULONG STDMETHODCALLTYPE f_addref(IHostMemoryManager *i) { return (ULONG)++F(i)->ref; }
-static ULONG STDMETHODCALLTYPE f_release(IHostMemoryManager *i) { return (ULONG)--F(i)->ref; }
+static ULONG STDMETHODCALLTYPE f_addref(IHostMemoryManager *i) { return (ULONG)++impl_from_IHostMemoryManager(i)->ref; }
+static ULONG STDMETHODCALLTYPE f_release(IHostMemoryManager *i) { return (ULONG)--impl_from_IHostMemoryManager(i)->ref; }
 static HRESULT STDMETHODCALLTYPE f_valloc(IHostMemoryManager *i, void *a, SIZE_T s, DWORD t, DWORD p,
                                           EMemoryCriticalLevel l, void **pp)
 {
     (void)a, (void)s, (void)t, (void)p, (void)l;
     pp[0] = (void *)0x10000;
-    if (F(i)->aim == WRITES_PAST_END)
+    if (impl_from_IHostMemoryManager(i)->aim == WRITES_PAST_END)
         pp[1] = (void *)0x20000;
     return S_OK;
 }
@@ -150,9 +153,9 @@ static HRESULT STDMETHODCALLTYPE f_vquery(IHostMemoryManager *i, void *a, void *
 {
     (void)a;
     memset(buf, 0x11, len);
-    if (F(i)->aim == WRITES_PAST_END)
+    if (impl_from_IHostMemoryManager(i)->aim == WRITES_PAST_END)
         memset((char *)buf + len, 0x41, 3);
-    if (F(i)->aim == WRITES_BEFORE)
+    if (impl_from_IHostMemoryManager(i)->aim == WRITES_BEFORE)
         ((char *)buf)[-1] = 0x42;
     *res = len;
     return S_OK;

@@ -9,6 +9,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "counting_callback.h"
+#include "support/support.h"
+
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,17 +24,6 @@
 #include <unistd.h>
 
 #define PAGE 4096u
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char paths[8][128];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 128, "%s/%s", tmpdir, name);
-    return p;
-}
 
 /* ---- Raw traces built by hand (version 1: the slots right after the header, no ring) ---------------------- */
 typedef struct raw_builder {
@@ -261,16 +253,19 @@ typedef struct yielding {
     IHostMemoryManager *inner;
     bool notify_on_register; /* tells a callback the memory state at once, inside its registration */
 } yielding;
-static yielding *yielding_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, yielding, iface); }
-static IHostMemoryManager *inner_of(IHostMemoryManager *i) { return yielding_of(i)->inner; }
+static inline yielding *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, yielding, iface);
+}
+static IHostMemoryManager *inner_of(IHostMemoryManager *i) { return impl_from_IHostMemoryManager(i)->inner; }
 static HRESULT STDMETHODCALLTYPE y_qi(IHostMemoryManager *i, REFIID r, void **p)
 {
     return IHostMemoryManager_QueryInterface(inner_of(i), r, p);
 }
-static ULONG STDMETHODCALLTYPE y_addref(IHostMemoryManager *i) { return (ULONG)++yielding_of(i)->refs; }
+static ULONG STDMETHODCALLTYPE y_addref(IHostMemoryManager *i) { return (ULONG)++impl_from_IHostMemoryManager(i)->refs; }
 static ULONG STDMETHODCALLTYPE y_release(IHostMemoryManager *i)
 {
-    yielding *y = yielding_of(i);
+    yielding *y = impl_from_IHostMemoryManager(i);
     int refs = --y->refs;
     if (refs == 0) {
         IHostMemoryManager_Release(y->inner);
@@ -311,7 +306,7 @@ static HRESULT STDMETHODCALLTYPE y_load(IHostMemoryManager *i, DWORD *l, SIZE_T 
 static HRESULT STDMETHODCALLTYPE y_register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c)
 {
     HRESULT hr = IHostMemoryManager_RegisterMemoryNotificationCallback(inner_of(i), c);
-    if (SUCCEEDED(hr) && c && yielding_of(i)->notify_on_register)
+    if (SUCCEEDED(hr) && c && impl_from_IHostMemoryManager(i)->notify_on_register)
         ICLRMemoryNotificationCallback_OnMemoryNotification(c, eMemoryAvailableNeutral);
     return hr;
 }
@@ -526,28 +521,6 @@ static void test_reduce_threaded_trace(void **state)
 }
 
 /* ---- Callbacks ------------------------------------------------------------------------------------------- */
-typedef struct counting_callback {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int refs, told;
-} counting_callback;
-static counting_callback *ccb(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
-static HRESULT STDMETHODCALLTYPE ccb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
-{
-    (void)r;
-    *p = i;
-    ccb(i)->refs++;
-    return S_OK;
-}
-static ULONG STDMETHODCALLTYPE ccb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++ccb(i)->refs; }
-static ULONG STDMETHODCALLTYPE ccb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--ccb(i)->refs; }
-static HRESULT STDMETHODCALLTYPE ccb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
-{
-    (void)a;
-    ccb(i)->told++;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl ccb_vtbl = {ccb_qi, ccb_addref, ccb_release, ccb_notify};
-
 /* A host may tell a callback the memory state inside its registration (or another thread may, before the
  * registration returns): the registration still comes first in the trace, so the trace converts to text and
  * reads back (a callback must be registered before it is named). */
@@ -556,10 +529,10 @@ static void test_registration_before_its_notifications(void **state)
     (void)state;
     const char *raw = tmp_path("register.raw"), *text = tmp_path("register.txt");
     IHostMemoryManager *m = recorded_yielding(raw, true);
-    counting_callback cb = {{&ccb_vtbl}, 1, 0};
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface), S_OK);
     IHostMemoryManager_Release(m);
-    assert_int_equal(cb.told, 1);
+    assert_int_equal(cb.count, 1);
     hm_trace *t;
     assert_int_equal(hm_trace_load(raw, &t), S_OK);
     assert_int_equal(t->count, 2);
@@ -641,19 +614,13 @@ static void test_concurrent_round_trip(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/hostmem-replay-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_create("hostmem-replay");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    static const char *const names[] = {"relocation.raw", "lost-release.raw", "no-loss.raw",  "threads.raw",
-                                        "killed-threads.raw", "register.raw", "register.txt",
-                                        "threads-reduce.raw", "concurrent.txt", "concurrent.bin", "back.txt"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        unlink(tmp_path(names[i]));
-    return rmdir(tmpdir);
+    return tmp_dir_remove();
 }
 
 int main(void)

@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "counting_callback.h"
+#include "support/support.h"
+
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
@@ -18,17 +21,6 @@
 #include <unistd.h>
 
 #define PAGE 4096u
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char paths[8][128];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 128, "%s/%s", tmpdir, name);
-    return p;
-}
 
 static IHostMemoryManager *builtin(const char *options)
 {
@@ -45,55 +37,8 @@ static IHostMemoryManager *recorded(const char *options, const char *path)
     return m;
 }
 
-static void write_file(const char *path, const char *text, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, len, f), len);
-    fclose(f);
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-/* ---- A callback for the recorded workload ---- */
-typedef struct test_callback {
-    ICLRMemoryNotificationCallback iface;
-    int refs, told;
-} test_callback;
-static test_callback *tcb(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, test_callback, iface); }
-static HRESULT STDMETHODCALLTYPE tcb_qi(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
-{
-    (void)r;
-    *p = i;
-    tcb(i)->refs++;
-    return S_OK;
-}
-static ULONG STDMETHODCALLTYPE tcb_addref(ICLRMemoryNotificationCallback *i) { return (ULONG)++tcb(i)->refs; }
-static ULONG STDMETHODCALLTYPE tcb_release(ICLRMemoryNotificationCallback *i) { return (ULONG)--tcb(i)->refs; }
-static HRESULT STDMETHODCALLTYPE tcb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
-{
-    (void)a;
-    tcb(i)->told++;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl tcb_vtbl = {tcb_qi, tcb_addref, tcb_release, tcb_notify};
-
 /* Every method once or more; returns the number of calls made (notifications excluded). */
-static void every_method(IHostMemoryManager *m, test_callback *cb)
+static void every_method(IHostMemoryManager *m, hm_counting_callback *cb)
 {
     assert_int_equal(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb->iface), S_OK);
     void *region = NULL, *commit = NULL;
@@ -128,7 +73,7 @@ static const char *record_every_method(const char *name)
 {
     const char *path = tmp_path(name);
     IHostMemoryManager *m = recorded("deterministic=1,backend=sim", path);
-    test_callback cb = {{&tcb_vtbl}, 1, 0};
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     every_method(m, &cb);
     IHostMemoryManager_Release(m);
     return path;
@@ -238,7 +183,7 @@ static void test_relocation(void **state)
     (void)state;
     const char *path = tmp_path("reloc.raw");
     IHostMemoryManager *m = recorded("deterministic=1,backend=sim,base=0x7ec000000000", path);
-    test_callback cb = {{&tcb_vtbl}, 1, 0};
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     every_method(m, &cb);
     IHostMemoryManager_Release(m);
     hm_replay_options opts = {0};
@@ -265,17 +210,20 @@ typedef struct liar {
     void (*shape)(MEMORY_BASIC_INFORMATION *mbi); /* applied to every VirtualQuery answer when set */
     void (*before_free)(void);                     /* called by VirtualFree before the inner host's, when set */
 } liar;
-static liar *liar_of(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, liar, iface); }
-static unsigned liar_tick(IHostMemoryManager *i) { return ++liar_of(i)->calls; }
-static bool lying(IHostMemoryManager *i) { return liar_tick(i) == liar_of(i)->lie_at; }
+static inline liar *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, liar, iface);
+}
+static unsigned liar_tick(IHostMemoryManager *i) { return ++impl_from_IHostMemoryManager(i)->calls; }
+static bool lying(IHostMemoryManager *i) { return liar_tick(i) == impl_from_IHostMemoryManager(i)->lie_at; }
 static HRESULT STDMETHODCALLTYPE l_qi(IHostMemoryManager *i, REFIID r, void **p)
 {
-    return IHostMemoryManager_QueryInterface(liar_of(i)->inner, r, p);
+    return IHostMemoryManager_QueryInterface(impl_from_IHostMemoryManager(i)->inner, r, p);
 }
-static ULONG STDMETHODCALLTYPE l_addref(IHostMemoryManager *i) { return (ULONG)++liar_of(i)->refs; }
+static ULONG STDMETHODCALLTYPE l_addref(IHostMemoryManager *i) { return (ULONG)++impl_from_IHostMemoryManager(i)->refs; }
 static ULONG STDMETHODCALLTYPE l_release(IHostMemoryManager *i)
 {
-    liar *l = liar_of(i);
+    liar *l = impl_from_IHostMemoryManager(i);
     if (--l->refs)
         return (ULONG)l->refs;
     IHostMemoryManager_Release(l->inner);
@@ -286,15 +234,15 @@ static HRESULT STDMETHODCALLTYPE l_create(IHostMemoryManager *i, DWORD t, IHostM
 {
     if (lying(i))
         return E_OUTOFMEMORY;
-    return IHostMemoryManager_CreateMalloc(liar_of(i)->inner, t, pp);
+    return IHostMemoryManager_CreateMalloc(impl_from_IHostMemoryManager(i)->inner, t, pp);
 }
 static HRESULT STDMETHODCALLTYPE l_alloc(IHostMemoryManager *i, void *a, SIZE_T s, DWORD t, DWORD p,
                                          EMemoryCriticalLevel l, void **pp)
 {
     bool lie = lying(i);
-    HRESULT hr = IHostMemoryManager_VirtualAlloc(liar_of(i)->inner, a, s, t, p, l, pp);
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(impl_from_IHostMemoryManager(i)->inner, a, s, t, p, l, pp);
     if (lie && SUCCEEDED(hr) && pp && !a) { /* a region, but somewhere else than asked */
-        IHostMemoryManager_VirtualFree(liar_of(i)->inner, *pp, 0, MEM_RELEASE);
+        IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, *pp, 0, MEM_RELEASE);
         return E_ACCESSDENIED;
     }
     return hr;
@@ -302,24 +250,24 @@ static HRESULT STDMETHODCALLTYPE l_alloc(IHostMemoryManager *i, void *a, SIZE_T 
 static HRESULT STDMETHODCALLTYPE l_free(IHostMemoryManager *i, LPVOID a, SIZE_T s, DWORD t)
 {
     liar_tick(i);
-    if (liar_of(i)->before_free)
-        liar_of(i)->before_free();
-    return IHostMemoryManager_VirtualFree(liar_of(i)->inner, a, s, t);
+    if (impl_from_IHostMemoryManager(i)->before_free)
+        impl_from_IHostMemoryManager(i)->before_free();
+    return IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, a, s, t);
 }
 static HRESULT STDMETHODCALLTYPE l_query(IHostMemoryManager *i, void *a, void *b, SIZE_T n, SIZE_T *r)
 {
     bool lie = lying(i);
-    HRESULT hr = IHostMemoryManager_VirtualQuery(liar_of(i)->inner, a, b, n, r);
+    HRESULT hr = IHostMemoryManager_VirtualQuery(impl_from_IHostMemoryManager(i)->inner, a, b, n, r);
     if (lie && SUCCEEDED(hr) && b)
         ((MEMORY_BASIC_INFORMATION *)b)->Protect = PAGE_EXECUTE;
-    if (liar_of(i)->shape && SUCCEEDED(hr) && b)
-        liar_of(i)->shape(b);
+    if (impl_from_IHostMemoryManager(i)->shape && SUCCEEDED(hr) && b)
+        impl_from_IHostMemoryManager(i)->shape(b);
     return hr;
 }
 static HRESULT STDMETHODCALLTYPE l_protect(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *o)
 {
     bool lie = lying(i);
-    HRESULT hr = IHostMemoryManager_VirtualProtect(liar_of(i)->inner, a, s, p, o);
+    HRESULT hr = IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, o);
     if (lie && o)
         *o = PAGE_NOACCESS;
     return hr;
@@ -327,27 +275,27 @@ static HRESULT STDMETHODCALLTYPE l_protect(IHostMemoryManager *i, void *a, SIZE_
 static HRESULT STDMETHODCALLTYPE l_load(IHostMemoryManager *i, DWORD *l, SIZE_T *a)
 {
     liar_tick(i);
-    return IHostMemoryManager_GetMemoryLoad(liar_of(i)->inner, l, a);
+    return IHostMemoryManager_GetMemoryLoad(impl_from_IHostMemoryManager(i)->inner, l, a);
 }
 static HRESULT STDMETHODCALLTYPE l_register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c)
 {
     liar_tick(i);
-    return IHostMemoryManager_RegisterMemoryNotificationCallback(liar_of(i)->inner, c);
+    return IHostMemoryManager_RegisterMemoryNotificationCallback(impl_from_IHostMemoryManager(i)->inner, c);
 }
 static HRESULT STDMETHODCALLTYPE l_needs(IHostMemoryManager *i, LPVOID a, SIZE_T s)
 {
     liar_tick(i);
-    return IHostMemoryManager_NeedsVirtualAddressSpace(liar_of(i)->inner, a, s);
+    return IHostMemoryManager_NeedsVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s);
 }
 static HRESULT STDMETHODCALLTYPE l_acquired(IHostMemoryManager *i, LPVOID a, SIZE_T s)
 {
     liar_tick(i);
-    return IHostMemoryManager_AcquiredVirtualAddressSpace(liar_of(i)->inner, a, s);
+    return IHostMemoryManager_AcquiredVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s);
 }
 static HRESULT STDMETHODCALLTYPE l_released(IHostMemoryManager *i, LPVOID a)
 {
     liar_tick(i);
-    return IHostMemoryManager_ReleasedVirtualAddressSpace(liar_of(i)->inner, a);
+    return IHostMemoryManager_ReleasedVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a);
 }
 static const IHostMemoryManagerVtbl liar_vtbl = {l_qi, l_addref, l_release, l_create, l_alloc, l_free, l_query,
                                                  l_protect, l_load, l_register, l_needs, l_acquired, l_released};
@@ -438,7 +386,7 @@ static void test_query_answers_round_trip(void **state)
         unlink(path); /* the previous case's: the recorder does not overwrite */
         IHostMemoryManager *host = NULL, *m = NULL;
         assert_int_equal(make_liar(NULL, &host), S_OK);
-        liar_of(host)->shape = cases[i].shape;
+        impl_from_IHostMemoryManager(host)->shape = cases[i].shape;
         assert_int_equal(HostMemWrapRecorder(host, path, &m), S_OK);
         IHostMemoryManager_Release(host);
         void *region = NULL;
@@ -517,7 +465,7 @@ static void test_full_ring(void **state)
                                                      &region), S_OK);
     assert_int_equal(sem_init(&free_entered, 0, 0), 0);
     assert_int_equal(sem_init(&free_may_go, 0, 0), 0);
-    liar_of(host)->before_free = block_in_free;
+    impl_from_IHostMemoryManager(host)->before_free = block_in_free;
     free_call call = {m, region, E_FAIL};
     pthread_t freeing;
     assert_int_equal(pthread_create(&freeing, NULL, free_region, &call), 0);
@@ -966,16 +914,13 @@ static void test_truncated_and_hostile(void **state)
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/hostmem-test-trace-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_create("hostmem-test-trace");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove();
 }
 
 int main(void)

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "support/support.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,41 +41,6 @@
 
 #define PAGE 4096u
 #define RING_END ((size_t)HM_RAW_HEADER + (size_t)HM_RAW_RING_SLOTS * HM_RAW_SLOT)
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char paths[8][160];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 160, "%s/%s", tmpdir, name);
-    return p;
-}
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    fclose(f);
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
 
 static IHostMemoryManager *recorded(const char *spec)
 {
@@ -451,8 +418,8 @@ static void test_existing_trace_kept(void **state)
     }
     /* %p: the process id; %%: a percent sign. */
     char spec[200], expect[200];
-    snprintf(spec, sizeof spec, "%s/pid-%%p-%%%%.raw", tmpdir);
-    snprintf(expect, sizeof expect, "%s/pid-%ld-%%.raw", tmpdir, (long)getpid());
+    snprintf(spec, sizeof spec, "%s/pid-%%p-%%%%.raw", tmp_dir());
+    snprintf(expect, sizeof expect, "%s/pid-%ld-%%.raw", tmp_dir(), (long)getpid());
     IHostMemoryManager *m = recorded(spec);
     IHostMemoryManager_Release(m);
     struct stat st;
@@ -471,7 +438,7 @@ static void test_reader_refuses_fifo(void **state)
     hm_trace_reader *r = NULL;
     assert_int_equal(hm_trace_open(fifo, &r), E_FAIL);
     assert_non_null(strstr(HostMemLastError(), "FIFO"));
-    assert_int_equal(hm_trace_open(tmpdir, &r), E_FAIL);
+    assert_int_equal(hm_trace_open(tmp_dir(), &r), E_FAIL);
     assert_non_null(strstr(HostMemLastError(), "directory"));
     hm_replay_result res;
     assert_int_equal(HostMemReplay(fifo, NULL, &res), E_FAIL);
@@ -487,7 +454,10 @@ typedef struct lockless_host {
     IHostMemoryManager iface;
     atomic_uintptr_t next;
 } lockless_host;
-static lockless_host *lockless_of(IHostMemoryManager *m) { return HM_CONTAINER_OF(m, lockless_host, iface); }
+static inline lockless_host *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, lockless_host, iface);
+}
 static HRESULT STDMETHODCALLTYPE ll_qi(IHostMemoryManager *m, REFIID r, void **p)
 {
     (void)m, (void)r;
@@ -508,7 +478,7 @@ static HRESULT STDMETHODCALLTYPE ll_alloc(IHostMemoryManager *m, void *a, SIZE_T
                                           EMemoryCriticalLevel l, void **pp)
 {
     (void)a, (void)t, (void)p, (void)l;
-    *pp = (void *)atomic_fetch_add(&lockless_of(m)->next, (s + 0xffff) & ~(SIZE_T)0xffff);
+    *pp = (void *)atomic_fetch_add(&impl_from_IHostMemoryManager(m)->next, (s + 0xffff) & ~(SIZE_T)0xffff);
     return S_OK;
 }
 static HRESULT STDMETHODCALLTYPE ll_free(IHostMemoryManager *m, void *a, SIZE_T s, DWORD t)
@@ -581,7 +551,7 @@ static void test_fork_while_recording(void **state)
     for (int i = 0; i < FORK_WORKERS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, fork_worker, m), 0);
     char own_spec[200];
-    snprintf(own_spec, sizeof own_spec, "%s/child-%%p.raw", tmpdir);
+    snprintf(own_spec, sizeof own_spec, "%s/child-%%p.raw", tmp_dir());
     for (int f = 0; f < FORKS; f++) {
         usleep(2000);
         pid_t pid = fork();
@@ -617,7 +587,7 @@ static void test_fork_while_recording(void **state)
             fail_msg("fork %d: child status 0x%x%s", f, (unsigned)status,
                      WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? " (hung: a lock held across fork)" : "");
         char own[200];
-        snprintf(own, sizeof own, "%s/child-%ld.raw", tmpdir, (long)pid);
+        snprintf(own, sizeof own, "%s/child-%ld.raw", tmp_dir(), (long)pid);
         hm_trace *t;
         assert_int_equal(hm_trace_load(own, &t), S_OK);
         assert_int_equal(t->count, 1);
@@ -640,16 +610,13 @@ static void test_fork_while_recording(void **state)
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/hostmem-test-files-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_create("hostmem-test-files");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove();
 }
 
 int main(int argc, char **argv)

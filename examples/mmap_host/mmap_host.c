@@ -49,7 +49,10 @@ typedef struct host {
     int nledger;
 } host;
 
-static host *H(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, host, iface); }
+static inline host *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, host, iface);
+}
 
 static reservation *find(host *h, uintptr_t a)
 {
@@ -177,7 +180,7 @@ static void drop(host *h, reservation *r)
 static HRESULT STDMETHODCALLTYPE VirtualAlloc_(IHostMemoryManager *i, void *address, SIZE_T size, DWORD type,
                                                DWORD protect, EMemoryCriticalLevel level, void **ppMem)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     if (!ppMem)
         return E_POINTER;
     *ppMem = NULL;
@@ -240,7 +243,7 @@ out:
 
 static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID address, SIZE_T size, DWORD type)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     if (type != MEM_DECOMMIT && type != MEM_RELEASE)
         return E_INVALID_PARAMETER;
     if (type == MEM_RELEASE && size)
@@ -275,7 +278,7 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID addr
 static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *address, SIZE_T size, DWORD protect,
                                                  DWORD *old)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     if (!old)
         return E_POINTER;
     *old = PAGE_NOACCESS;
@@ -351,7 +354,7 @@ static bool describe_foreign(uintptr_t a, MEMORY_BASIC_INFORMATION *mbi)
 static HRESULT STDMETHODCALLTYPE VirtualQuery_(IHostMemoryManager *i, void *address, void *buffer, SIZE_T length,
                                                SIZE_T *result)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     if (!result)
         return E_POINTER;
     *result = 0;
@@ -407,7 +410,7 @@ typedef struct heap {
     size_t nlive, cap;
 } heap;
 
-static heap *HP(IHostMalloc *i) { return HM_CONTAINER_OF(i, heap, iface); }
+static inline heap *impl_from_IHostMalloc(IHostMalloc *iface) { return HM_CONTAINER_OF(iface, heap, iface); }
 
 static HRESULT STDMETHODCALLTYPE heap_QI(IHostMalloc *i, REFIID riid, void **ppv)
 {
@@ -417,13 +420,13 @@ static HRESULT STDMETHODCALLTYPE heap_QI(IHostMalloc *i, REFIID riid, void **ppv
     if (!IsEqualIID(riid, &IID_IUnknown) && !IsEqualIID(riid, &IID_IHostMalloc))
         return E_NOINTERFACE;
     *ppv = i;
-    atomic_fetch_add(&HP(i)->ref, 1);
+    atomic_fetch_add(&impl_from_IHostMalloc(i)->ref, 1);
     return S_OK;
 }
-static ULONG STDMETHODCALLTYPE heap_AddRef(IHostMalloc *i) { return atomic_fetch_add(&HP(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE heap_AddRef(IHostMalloc *i) { return atomic_fetch_add(&impl_from_IHostMalloc(i)->ref, 1) + 1; }
 static ULONG STDMETHODCALLTYPE heap_Release(IHostMalloc *i)
 {
-    heap *hp = HP(i);
+    heap *hp = impl_from_IHostMalloc(i);
     ULONG left = atomic_fetch_sub(&hp->ref, 1) - 1;
     if (!left) {
         for (size_t k = 0; k < hp->nlive; k++)
@@ -436,7 +439,7 @@ static ULONG STDMETHODCALLTYPE heap_Release(IHostMalloc *i)
 }
 static HRESULT STDMETHODCALLTYPE heap_Alloc(IHostMalloc *i, SIZE_T size, EMemoryCriticalLevel level, void **pp)
 {
-    heap *hp = HP(i);
+    heap *hp = impl_from_IHostMalloc(i);
     if (!pp)
         return E_POINTER;
     *pp = NULL;
@@ -462,7 +465,7 @@ static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *i, SIZE_T size, EM
 }
 static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *i, void *p)
 {
-    heap *hp = HP(i);
+    heap *hp = impl_from_IHostMalloc(i);
     if (!p)
         return S_OK;
     pthread_mutex_lock(&hp->lock);
@@ -512,7 +515,7 @@ static HRESULT STDMETHODCALLTYPE GetMemoryLoad_(IHostMemoryManager *i, DWORD *lo
 
 static HRESULT STDMETHODCALLTYPE Register_(IHostMemoryManager *i, ICLRMemoryNotificationCallback *cb)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     if (!cb)
         return E_POINTER;
     pthread_mutex_lock(&h->lock);
@@ -529,7 +532,7 @@ static HRESULT STDMETHODCALLTYPE Needs_(IHostMemoryManager *i, LPVOID start, SIZ
 
 static HRESULT STDMETHODCALLTYPE Acquired_(IHostMemoryManager *i, LPVOID start, SIZE_T size)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     pthread_mutex_lock(&h->lock);
     HRESULT hr = h->nledger < 64 ? S_OK : E_OUTOFMEMORY;
     if (hr == S_OK) {
@@ -542,7 +545,7 @@ static HRESULT STDMETHODCALLTYPE Acquired_(IHostMemoryManager *i, LPVOID start, 
 
 static HRESULT STDMETHODCALLTYPE Released_(IHostMemoryManager *i, LPVOID start)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     HRESULT hr = HOST_E_INVALIDOPERATION;
     pthread_mutex_lock(&h->lock);
     for (int k = 0; k < h->nledger; k++)
@@ -563,15 +566,15 @@ static HRESULT STDMETHODCALLTYPE QueryInterface_(IHostMemoryManager *i, REFIID r
     if (!IsEqualIID(riid, &IID_IUnknown) && !IsEqualIID(riid, &IID_IHostMemoryManager))
         return E_NOINTERFACE;
     *ppv = i;
-    atomic_fetch_add(&H(i)->ref, 1);
+    atomic_fetch_add(&impl_from_IHostMemoryManager(i)->ref, 1);
     return S_OK;
 }
 
-static ULONG STDMETHODCALLTYPE AddRef_(IHostMemoryManager *i) { return atomic_fetch_add(&H(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE AddRef_(IHostMemoryManager *i) { return atomic_fetch_add(&impl_from_IHostMemoryManager(i)->ref, 1) + 1; }
 
 static ULONG STDMETHODCALLTYPE Release_(IHostMemoryManager *i)
 {
-    host *h = H(i);
+    host *h = impl_from_IHostMemoryManager(i);
     ULONG left = atomic_fetch_sub(&h->ref, 1) - 1;
     if (!left) {
         while (h->list)

@@ -10,6 +10,7 @@
 #include "calls.h"
 #include "model.h"
 
+#include "counting_callback.h"
 #include "manager.h"
 #include "plugin.h"
 
@@ -39,13 +40,6 @@ typedef union {
     const char *s;
 } deferred_arg;
 
-typedef struct fuzz_callback {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int ref;
-    fuzz_run *run;
-    int index;
-} fuzz_callback;
-
 struct fuzz_run {
     const hm_fuzz_config *config;
     FILE *report;
@@ -56,7 +50,7 @@ struct fuzz_run {
     IHostMemoryManager *bare;   /* the host itself (callbacks call it directly: no faults, no double count) */
     IHostMemoryManager *faults; /* the fault layer, or NULL */
     IHostMalloc *heap[HM_MODEL_MAX_HEAPS];
-    fuzz_callback callback[MAX_CALLBACKS];
+    hm_counting_callback callback[MAX_CALLBACKS]; /* ctx: the run */
     int ncallbacks;
     atomic_int callback_problem; /* set from a notification with a bad value or a failing re-entrant call */
     hm_model model;
@@ -1109,55 +1103,33 @@ static void op_memory_load(fuzz_run *r)
         mismatch(r, "reported a memory load of %u%% (a percentage)", (unsigned)load);
 }
 
-static fuzz_callback *callback_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, fuzz_callback, iface); }
-static HRESULT STDMETHODCALLTYPE cb_query(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback)) {
-        *ppv = i;
-        atomic_fetch_add(&callback_of(i)->ref, 1);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-static ULONG STDMETHODCALLTYPE cb_addref(ICLRMemoryNotificationCallback *i)
-{
-    return (ULONG)atomic_fetch_add(&callback_of(i)->ref, 1) + 1;
-}
-static ULONG STDMETHODCALLTYPE cb_release(ICLRMemoryNotificationCallback *i)
-{
-    return (ULONG)atomic_fetch_sub(&callback_of(i)->ref, 1) - 1;
-}
 /* A runtime's callback may call back into the host; a host holding its own lock here deadlocks (a fuzz timeout). */
-static HRESULT STDMETHODCALLTYPE cb_notify(ICLRMemoryNotificationCallback *i, EMemoryAvailable e)
+static void check_notification(hm_counting_callback *cb, EMemoryAvailable e)
 {
-    fuzz_callback *c = callback_of(i);
+    fuzz_run *run = cb->ctx;
     if ((int)e < eMemoryAvailableLow || (int)e > eMemoryAvailableHigh)
-        atomic_store(&c->run->callback_problem, (int)e == 0 ? -1 : (int)e);
+        atomic_store(&run->callback_problem, (int)e == 0 ? -1 : (int)e);
     DWORD load;
     SIZE_T available;
-    IHostMemoryManager_GetMemoryLoad(c->run->bare, &load, &available);
-    return S_OK;
+    IHostMemoryManager_GetMemoryLoad(run->bare, &load, &available);
 }
-static const ICLRMemoryNotificationCallbackVtbl callback_vtbl = {cb_query, cb_addref, cb_release, cb_notify};
 
 static void op_register_callback(fuzz_run *r)
 {
     bool null_arg = take8(r) == 0xee && r->strict;
     if (!null_arg && r->ncallbacks == MAX_CALLBACKS)
         return;
-    fuzz_callback *c = null_arg ? NULL : &r->callback[r->ncallbacks];
+    hm_counting_callback *c = null_arg ? NULL : &r->callback[r->ncallbacks];
     if (c)
-        *c = (fuzz_callback){.iface.lpVtbl = &callback_vtbl, .ref = 1, .run = r, .index = r->ncallbacks};
+        *c = (hm_counting_callback){.iface.lpVtbl = &hm_counting_callback_vtbl, .refs = 1,
+                                    .on_notify = check_notification, .ctx = r};
     note_call(r, "RegisterMemoryNotificationCallback(%s)", c ? "a callback" : "NULL");
     HRESULT hr = IHostMemoryManager_RegisterMemoryNotificationCallback(r->host, c ? &c->iface : NULL);
     HRESULT want = was_injected(r) ? r->injected : c ? S_OK : E_POINTER;
     if (!expect_hr(r, hr, want) || !c)
         return;
     r->ncallbacks++;
-    if (hr == S_OK && atomic_load(&c->ref) < 2)
+    if (hr == S_OK && atomic_load(&c->refs) < 2)
         mismatch(r, "took the callback without keeping a reference to it (AddRef)");
 }
 
@@ -1420,10 +1392,10 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
     if (!r->config->host_library)
         builtin_reset(); /* releases the callbacks, as the last Release would */
     for (int i = 0; i < r->ncallbacks && status == 0; i++)
-        if (atomic_load(&r->callback[i].ref) != 1 && !r->failed) {
+        if (atomic_load(&r->callback[i].refs) != 1 && !r->failed) {
             r->current = "the manager's last Release";
             mismatch(r, "the host still holds %d reference(s) to callback %d after its last Release",
-                     atomic_load(&r->callback[i].ref) - 1, i);
+                     atomic_load(&r->callback[i].refs) - 1, i);
         }
     if (outcome)
         *outcome = (hm_fuzz_outcome){r->calls, r->skipped, r->failed};

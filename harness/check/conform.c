@@ -2,6 +2,8 @@
  * expected and what it got, and stops at the first difference. */
 #include "conform.h"
 
+#include "clock.h"
+#include "counting_callback.h"
 #include "plugin.h"
 
 #include <pthread.h>
@@ -708,29 +710,13 @@ static void rule_load_reported(hm_rule_ctx *c)
     EXPECT_HR(c, "GetMemoryLoad(NULL, ...)", IHostMemoryManager_GetMemoryLoad(c->m, NULL, &avail), E_POINTER);
 }
 
-typedef struct counting_cb {
-    ICLRMemoryNotificationCallback iface;
-    atomic_int ref;
-} counting_cb;
-static counting_cb *cb_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_cb, iface); }
-static HRESULT STDMETHODCALLTYPE cb_QI(ICLRMemoryNotificationCallback *i, REFIID r, void **p)
-{
-    (void)i, (void)r;
-    *p = NULL;
-    return E_NOINTERFACE;
-}
-static ULONG STDMETHODCALLTYPE cb_AddRef(ICLRMemoryNotificationCallback *i) { return atomic_fetch_add(&cb_of(i)->ref, 1) + 1; }
-static ULONG STDMETHODCALLTYPE cb_Release(ICLRMemoryNotificationCallback *i) { return atomic_fetch_sub(&cb_of(i)->ref, 1) - 1; }
-static HRESULT STDMETHODCALLTYPE cb_On(ICLRMemoryNotificationCallback *i, EMemoryAvailable e) { (void)i, (void)e; return S_OK; }
-static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {cb_QI, cb_AddRef, cb_Release, cb_On};
-
 static void rule_callback_reference(hm_rule_ctx *c)
 {
-    static counting_cb cb; /* outlives the manager, which releases it when it goes */
-    cb.iface.lpVtbl = &cb_vtbl;
-    atomic_store(&cb.ref, 1);
+    static hm_counting_callback cb; /* outlives the manager, which releases it when it goes */
+    cb.iface.lpVtbl = &hm_counting_callback_vtbl;
+    atomic_store(&cb.refs, 1);
     EXPECT_HR(c, "RegisterMemoryNotificationCallback", IHostMemoryManager_RegisterMemoryNotificationCallback(c->m, &cb.iface), S_OK);
-    EXPECT(c, atomic_load(&cb.ref) >= 2, "the host keeps a reference to the callback", "refcount %d", atomic_load(&cb.ref));
+    EXPECT(c, atomic_load(&cb.refs) >= 2, "the host keeps a reference to the callback", "refcount %d", atomic_load(&cb.refs));
 }
 
 static void rule_ledger_round_trip(hm_rule_ctx *c)
@@ -922,13 +908,6 @@ static void run_in_process(const hm_rule *rule, const hm_conform_options *o, hm_
         out->status = HM_RULE_INFO;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 typedef struct rule_run {
     const hm_rule *rule;
     const hm_conform_options *o;
@@ -944,10 +923,10 @@ static void run_rule_child(void *ctx)
 void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
 {
     memset(out, 0, sizeof *out);
-    double t0 = now_ms();
+    double t0 = (double)hm_now_ns() / 1e6;
     if (o->no_fork) {
         run_in_process(rule, o, out);
-        out->ms = now_ms() - t0;
+        out->ms = (double)hm_now_ns() / 1e6 - t0;
         return;
     }
     /* Everything that touches the host (loading it included) happens in the child: whatever the host does ends
@@ -972,5 +951,5 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
     }
     out->host_stdout_bytes = how.stdout_bytes;
     hm_shared_free(run.shared, sizeof *out);
-    out->ms = now_ms() - t0;
+    out->ms = (double)hm_now_ns() / 1e6 - t0;
 }

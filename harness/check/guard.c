@@ -91,8 +91,14 @@ typedef struct guard_heap {
     IHostMalloc *inner;
 } guard_heap;
 
-#define GUARD(iface) HM_CONTAINER_OF(iface, guard, IHostMemoryManager_iface)
-#define GUARD_HEAP(iface) HM_CONTAINER_OF(iface, guard_heap, IHostMalloc_iface)
+static inline guard *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, guard, IHostMemoryManager_iface);
+}
+static inline guard_heap *impl_from_IHostMalloc(IHostMalloc *iface)
+{
+    return HM_CONTAINER_OF(iface, guard_heap, IHostMalloc_iface);
+}
 
 static IHostMalloc *wrap_heap(IHostMalloc *inner);
 
@@ -100,7 +106,7 @@ static IHostMalloc *wrap_heap(IHostMalloc *inner);
 
 static HRESULT STDMETHODCALLTYPE g_QueryInterface(IHostMemoryManager *iface, REFIID riid, void **ppv)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     guarded gv;
     void *slot = guard_open(&gv, ppv, sizeof *ppv);
     HRESULT hr;
@@ -115,7 +121,7 @@ static HRESULT STDMETHODCALLTYPE g_QueryInterface(IHostMemoryManager *iface, REF
 
 static ULONG STDMETHODCALLTYPE g_AddRef(IHostMemoryManager *iface)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     atomic_fetch_add(&g->ref, 1);
     ULONG n;
     GUARDED_CALL("IHostMemoryManager::AddRef", n, IHostMemoryManager_AddRef(g->inner));
@@ -124,7 +130,7 @@ static ULONG STDMETHODCALLTYPE g_AddRef(IHostMemoryManager *iface)
 
 static ULONG STDMETHODCALLTYPE g_Release(IHostMemoryManager *iface)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     ULONG n;
     GUARDED_CALL("IHostMemoryManager::Release", n, IHostMemoryManager_Release(g->inner));
     if (atomic_fetch_sub(&g->ref, 1) == 1)
@@ -134,7 +140,7 @@ static ULONG STDMETHODCALLTYPE g_Release(IHostMemoryManager *iface)
 
 static HRESULT STDMETHODCALLTYPE g_CreateMalloc(IHostMemoryManager *iface, DWORD type, IHostMalloc **ppMalloc)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     guarded gv;
     IHostMalloc **slot = guard_open(&gv, ppMalloc, sizeof *ppMalloc);
     HRESULT hr;
@@ -155,7 +161,7 @@ static HRESULT STDMETHODCALLTYPE g_CreateMalloc(IHostMemoryManager *iface, DWORD
 static HRESULT STDMETHODCALLTYPE g_VirtualAlloc(IHostMemoryManager *iface, void *address, SIZE_T size, DWORD type,
                                                 DWORD protect, EMemoryCriticalLevel level, void **ppMem)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     guarded gv;
     void **slot = guard_open(&gv, ppMem, sizeof *ppMem);
     HRESULT hr;
@@ -169,14 +175,14 @@ static HRESULT STDMETHODCALLTYPE g_VirtualFree(IHostMemoryManager *iface, LPVOID
 {
     HRESULT hr;
     GUARDED_CALL("IHostMemoryManager::VirtualFree", hr,
-                 IHostMemoryManager_VirtualFree(GUARD(iface)->inner, address, size, type));
+                 IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(iface)->inner, address, size, type));
     return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE g_VirtualQuery(IHostMemoryManager *iface, void *address, void *buffer,
                                                 SIZE_T length, SIZE_T *pResult)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     guarded gb, gr;
     void *buffer_slot = guard_open(&gb, buffer, length);
     SIZE_T *result_slot = guard_open(&gr, pResult, sizeof *pResult);
@@ -191,7 +197,7 @@ static HRESULT STDMETHODCALLTYPE g_VirtualQuery(IHostMemoryManager *iface, void 
 static HRESULT STDMETHODCALLTYPE g_VirtualProtect(IHostMemoryManager *iface, void *address, SIZE_T size,
                                                   DWORD protect, DWORD *pOld)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     guarded gv;
     DWORD *slot = guard_open(&gv, pOld, sizeof *pOld);
     HRESULT hr;
@@ -203,7 +209,7 @@ static HRESULT STDMETHODCALLTYPE g_VirtualProtect(IHostMemoryManager *iface, voi
 
 static HRESULT STDMETHODCALLTYPE g_GetMemoryLoad(IHostMemoryManager *iface, DWORD *pLoad, SIZE_T *pAvailable)
 {
-    guard *g = GUARD(iface);
+    guard *g = impl_from_IHostMemoryManager(iface);
     guarded gl, ga;
     DWORD *load_slot = guard_open(&gl, pLoad, sizeof *pLoad);
     SIZE_T *available_slot = guard_open(&ga, pAvailable, sizeof *pAvailable);
@@ -220,7 +226,7 @@ static HRESULT STDMETHODCALLTYPE g_RegisterMemoryNotificationCallback(IHostMemor
 {
     HRESULT hr;
     GUARDED_CALL("IHostMemoryManager::RegisterMemoryNotificationCallback", hr,
-                 IHostMemoryManager_RegisterMemoryNotificationCallback(GUARD(iface)->inner, callback));
+                 IHostMemoryManager_RegisterMemoryNotificationCallback(impl_from_IHostMemoryManager(iface)->inner, callback));
     return hr;
 }
 
@@ -228,7 +234,7 @@ static HRESULT STDMETHODCALLTYPE g_NeedsVirtualAddressSpace(IHostMemoryManager *
 {
     HRESULT hr;
     GUARDED_CALL("IHostMemoryManager::NeedsVirtualAddressSpace", hr,
-                 IHostMemoryManager_NeedsVirtualAddressSpace(GUARD(iface)->inner, start, size));
+                 IHostMemoryManager_NeedsVirtualAddressSpace(impl_from_IHostMemoryManager(iface)->inner, start, size));
     return hr;
 }
 
@@ -236,7 +242,7 @@ static HRESULT STDMETHODCALLTYPE g_AcquiredVirtualAddressSpace(IHostMemoryManage
 {
     HRESULT hr;
     GUARDED_CALL("IHostMemoryManager::AcquiredVirtualAddressSpace", hr,
-                 IHostMemoryManager_AcquiredVirtualAddressSpace(GUARD(iface)->inner, start, size));
+                 IHostMemoryManager_AcquiredVirtualAddressSpace(impl_from_IHostMemoryManager(iface)->inner, start, size));
     return hr;
 }
 
@@ -244,7 +250,7 @@ static HRESULT STDMETHODCALLTYPE g_ReleasedVirtualAddressSpace(IHostMemoryManage
 {
     HRESULT hr;
     GUARDED_CALL("IHostMemoryManager::ReleasedVirtualAddressSpace", hr,
-                 IHostMemoryManager_ReleasedVirtualAddressSpace(GUARD(iface)->inner, start));
+                 IHostMemoryManager_ReleasedVirtualAddressSpace(impl_from_IHostMemoryManager(iface)->inner, start));
     return hr;
 }
 
@@ -260,7 +266,7 @@ static const IHostMemoryManagerVtbl guard_vtbl = {
 
 static HRESULT STDMETHODCALLTYPE gh_QueryInterface(IHostMalloc *iface, REFIID riid, void **ppv)
 {
-    guard_heap *h = GUARD_HEAP(iface);
+    guard_heap *h = impl_from_IHostMalloc(iface);
     guarded gv;
     void *slot = guard_open(&gv, ppv, sizeof *ppv);
     HRESULT hr;
@@ -275,7 +281,7 @@ static HRESULT STDMETHODCALLTYPE gh_QueryInterface(IHostMalloc *iface, REFIID ri
 
 static ULONG STDMETHODCALLTYPE gh_AddRef(IHostMalloc *iface)
 {
-    guard_heap *h = GUARD_HEAP(iface);
+    guard_heap *h = impl_from_IHostMalloc(iface);
     atomic_fetch_add(&h->ref, 1);
     ULONG n;
     GUARDED_CALL("IHostMalloc::AddRef", n, IHostMalloc_AddRef(h->inner));
@@ -284,7 +290,7 @@ static ULONG STDMETHODCALLTYPE gh_AddRef(IHostMalloc *iface)
 
 static ULONG STDMETHODCALLTYPE gh_Release(IHostMalloc *iface)
 {
-    guard_heap *h = GUARD_HEAP(iface);
+    guard_heap *h = impl_from_IHostMalloc(iface);
     ULONG n;
     GUARDED_CALL("IHostMalloc::Release", n, IHostMalloc_Release(h->inner));
     if (atomic_fetch_sub(&h->ref, 1) == 1)
@@ -294,7 +300,7 @@ static ULONG STDMETHODCALLTYPE gh_Release(IHostMalloc *iface)
 
 static HRESULT STDMETHODCALLTYPE gh_Alloc(IHostMalloc *iface, SIZE_T size, EMemoryCriticalLevel level, void **ppMem)
 {
-    guard_heap *h = GUARD_HEAP(iface);
+    guard_heap *h = impl_from_IHostMalloc(iface);
     guarded gv;
     void **slot = guard_open(&gv, ppMem, sizeof *ppMem);
     HRESULT hr;
@@ -306,7 +312,7 @@ static HRESULT STDMETHODCALLTYPE gh_Alloc(IHostMalloc *iface, SIZE_T size, EMemo
 static HRESULT STDMETHODCALLTYPE gh_DebugAlloc(IHostMalloc *iface, SIZE_T size, EMemoryCriticalLevel level,
                                                char *file, int line, void **ppMem)
 {
-    guard_heap *h = GUARD_HEAP(iface);
+    guard_heap *h = impl_from_IHostMalloc(iface);
     guarded gv;
     void **slot = guard_open(&gv, ppMem, sizeof *ppMem);
     HRESULT hr;
@@ -318,7 +324,7 @@ static HRESULT STDMETHODCALLTYPE gh_DebugAlloc(IHostMalloc *iface, SIZE_T size, 
 static HRESULT STDMETHODCALLTYPE gh_Free(IHostMalloc *iface, void *p)
 {
     HRESULT hr;
-    GUARDED_CALL("IHostMalloc::Free", hr, IHostMalloc_Free(GUARD_HEAP(iface)->inner, p));
+    GUARDED_CALL("IHostMalloc::Free", hr, IHostMalloc_Free(impl_from_IHostMalloc(iface)->inner, p));
     return hr;
 }
 

@@ -1,6 +1,7 @@
 /* Host plugins: loading and isolation (see plugin.h). */
 #include "plugin.h"
 
+#include "clock.h"
 #include "guard.h"
 
 #include <dlfcn.h>
@@ -114,13 +115,6 @@ void hm_shared_free(void *p, size_t size)
         munmap(p, size);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Reads what is there on the child's stdout, keeping the first bytes; closes *fd at its end. */
 static void drain_stdout(int *fd, hm_isolated *how)
 {
@@ -212,7 +206,7 @@ hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_
         close(out[1]);
         out[1] = -1;
     }
-    double t0 = now_s();
+    double t0 = hm_now_seconds();
     bool got_done = false, killed = false;
     char why[320] = "";
     int status = 0;
@@ -252,7 +246,7 @@ hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_
                 status = -1;
                 break;
             }
-            double elapsed = now_s() - t0;
+            double elapsed = hm_now_seconds() - t0;
             if (!got_done && o->timeout_seconds > 0 && elapsed >= o->timeout_seconds) {
                 snprintf(why, sizeof why, "the host did not return in %g s", o->timeout_seconds);
                 killed = true;

@@ -8,6 +8,7 @@
  * threads' frees and allocations in the host's heap. */
 #include "stress.h"
 
+#include "clock.h"
 #include "com.h"
 
 #include <pthread.h>
@@ -66,13 +67,6 @@ static uint64_t next_random(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- What each thread remembers ------------------------------------------------------------------------------ */
 
 /* Counts a finished call and, when verifying, logs it and its latency (t0 = 0: not timed). */
@@ -86,7 +80,7 @@ static void count_call(worker *w, int op, HRESULT hr, uint64_t t0, const void *a
     if (!w->verify)
         return;
     if (t0) {
-        uint64_t ns = now_ns() - t0;
+        uint64_t ns = hm_now_ns() - t0;
         int b = ns ? 64 - __builtin_clzll(ns) : 0;
         t->latency[op][b < HM_STRESS_HIST_BUCKETS ? b : HM_STRESS_HIST_BUCKETS - 1]++;
     }
@@ -163,7 +157,7 @@ static bool verify_page(worker *w, reservation *r, int p)
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T n = 0;
     char *page = r->base + p * PAGE;
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualQuery(w->m, page + (p * 37) % PAGE, &mbi, sizeof mbi, &n);
     count_call(w, HM_STRESS_QUERY, hr, t0, page, 0, eTaskCritical, 0, NULL);
     if (!w->verify || FAILED(hr))
@@ -226,7 +220,7 @@ static bool do_reserve(worker *w, uint64_t x)
 {
     void *p = NULL;
     EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, NULL, PAGES * PAGE, MEM_RESERVE, PAGE_READWRITE, level, &p);
     count_call(w, HM_STRESS_RESERVE, hr, t0, NULL, PAGES * PAGE, level, 0, p);
     if (SUCCEEDED(hr)) {
@@ -246,7 +240,7 @@ static bool do_commit(worker *w, uint64_t x, reservation *r, int page, int count
     void *c = NULL;
     char *at = r->base + page * PAGE;
     EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, at, (SIZE_T)count * PAGE, MEM_COMMIT, PAGE_READWRITE, level,
                                                  &c);
     count_call(w, HM_STRESS_COMMIT, hr, t0, at, (uint64_t)count * PAGE, level, 0, c);
@@ -270,7 +264,7 @@ static bool do_commit(worker *w, uint64_t x, reservation *r, int page, int count
 static bool do_decommit(worker *w, reservation *r, int page, int count)
 {
     char *at = r->base + page * PAGE;
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualFree(w->m, at, (SIZE_T)count * PAGE, MEM_DECOMMIT);
     count_call(w, HM_STRESS_DECOMMIT, hr, t0, at, (uint64_t)count * PAGE, eTaskCritical, 0, NULL);
     if (FAILED(hr))
@@ -287,7 +281,7 @@ static bool do_protect(worker *w, uint64_t x, reservation *r, int page, int coun
         all_committed &= r->committed[k];
     char *at = r->base + page * PAGE;
     DWORD want = (x >> 50) & 1 ? PAGE_READONLY : PAGE_READWRITE, old = 0;
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualProtect(w->m, at, (SIZE_T)count * PAGE, want, &old);
     count_call(w, HM_STRESS_PROTECT, hr, t0, at, (uint64_t)count * PAGE, eTaskCritical, want,
                (void *)(uintptr_t)old);
@@ -307,7 +301,7 @@ static bool do_protect(worker *w, uint64_t x, reservation *r, int page, int coun
 
 static bool do_release(worker *w, reservation *r)
 {
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualFree(w->m, r->base, 0, MEM_RELEASE);
     count_call(w, HM_STRESS_RELEASE, hr, t0, r->base, 0, eTaskCritical, 0, NULL);
     if (FAILED(hr))
@@ -322,7 +316,7 @@ static bool do_release_inside(worker *w, reservation *r, int page)
     if (page == 0)
         page = 1;
     char *at = r->base + page * PAGE;
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualFree(w->m, at, 0, MEM_RELEASE);
     count_call(w, HM_STRESS_RELEASE_INSIDE, hr, t0, at, 0, eTaskCritical, 0, NULL);
     if (SUCCEEDED(hr)) {
@@ -341,7 +335,7 @@ static bool do_heap(worker *w, uint64_t x)
         IHostMalloc *h = (x >> 33) & 1 || !w->own_heap ? w->shared_heap : w->own_heap;
         EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
         block b = {h, NULL, 8 + (size_t)(x >> 20) % 2000, (unsigned char)(x >> 45) | 1};
-        uint64_t t0 = w->verify ? now_ns() : 0;
+        uint64_t t0 = w->verify ? hm_now_ns() : 0;
         HRESULT hr = IHostMalloc_Alloc(h, b.size, level, (void **)&b.p);
         count_call(w, HM_STRESS_HEAP_ALLOC, hr, t0, h, b.size, level, 0, b.p);
         if (SUCCEEDED(hr)) {
@@ -364,7 +358,7 @@ static bool do_heap(worker *w, uint64_t x)
             return violate(w, "heap block %p byte %zu (its last) holds %#x, not %#x: another block overlaps it",
                            (void *)b->p, b->size - 1, b->p[b->size - 1], b->fill);
     }
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMalloc_Free(b->heap, b->p);
     count_call(w, HM_STRESS_HEAP_FREE, hr, t0, b->p, b->size, eTaskCritical, 0, b->heap);
     if (SUCCEEDED(hr))
@@ -376,7 +370,7 @@ static bool do_load(worker *w)
 {
     DWORD load = 0;
     SIZE_T available = 0;
-    uint64_t t0 = w->verify ? now_ns() : 0;
+    uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_GetMemoryLoad(w->m, &load, &available);
     count_call(w, HM_STRESS_LOAD, hr, t0, NULL, available, eTaskCritical, 0, (void *)(uintptr_t)load);
     if (w->verify && SUCCEEDED(hr) && load > 100)
@@ -449,7 +443,10 @@ typedef struct notification_counter {
     _Atomic(hm_stress_report *) report;
 } notification_counter;
 
-#define COUNTER_FROM_IFACE(iface) HM_CONTAINER_OF(iface, notification_counter, ICLRMemoryNotificationCallback_iface)
+static inline notification_counter *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
+{
+    return HM_CONTAINER_OF(iface, notification_counter, ICLRMemoryNotificationCallback_iface);
+}
 
 static HRESULT STDMETHODCALLTYPE counter_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
 {
@@ -458,12 +455,12 @@ static HRESULT STDMETHODCALLTYPE counter_QueryInterface(ICLRMemoryNotificationCa
 
 static ULONG STDMETHODCALLTYPE counter_AddRef(ICLRMemoryNotificationCallback *iface)
 {
-    return atomic_fetch_add(&COUNTER_FROM_IFACE(iface)->refs, 1) + 1;
+    return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(iface)->refs, 1) + 1;
 }
 
 static ULONG STDMETHODCALLTYPE counter_Release(ICLRMemoryNotificationCallback *iface)
 {
-    notification_counter *c = COUNTER_FROM_IFACE(iface);
+    notification_counter *c = impl_from_ICLRMemoryNotificationCallback(iface);
     ULONG left = atomic_fetch_sub(&c->refs, 1) - 1;
     if (left == 0)
         free(c);
@@ -473,7 +470,7 @@ static ULONG STDMETHODCALLTYPE counter_Release(ICLRMemoryNotificationCallback *i
 static HRESULT STDMETHODCALLTYPE counter_OnMemoryNotification(ICLRMemoryNotificationCallback *iface,
                                                               EMemoryAvailable available)
 {
-    hm_stress_report *report = atomic_load(&COUNTER_FROM_IFACE(iface)->report);
+    hm_stress_report *report = atomic_load(&impl_from_ICLRMemoryNotificationCallback(iface)->report);
     if (!report)
         return S_OK;
     if (available < eMemoryAvailableLow || available > eMemoryAvailableHigh) {
@@ -520,7 +517,7 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
     atomic_init(&counter->refs, 1);
     atomic_init(&counter->report, report);
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, &counter->ICLRMemoryNotificationCallback_iface);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = hm_now_ns();
     unsigned started = 0;
     for (unsigned i = 0; i < config->threads; i++) {
         workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .seed = config->seed * 1000 + i,
@@ -537,7 +534,7 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
         started++;
     }
     while (!config->ops || config->progress) {
-        double elapsed = (double)(now_ns() - t0) / 1e9;
+        double elapsed = (double)(hm_now_ns() - t0) / 1e9;
         if (atomic_load(&report->stop) || (!config->ops && elapsed >= config->seconds))
             break;
         if (config->ops) { /* done when every thread has done its share */
@@ -556,7 +553,7 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
         atomic_store(&report->stop, true);
     for (unsigned i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    report->seconds = (double)(now_ns() - t0) / 1e9;
+    report->seconds = (double)(hm_now_ns() - t0) / 1e9;
     atomic_store(&counter->report, NULL);
     ICLRMemoryNotificationCallback_Release(&counter->ICLRMemoryNotificationCallback_iface);
     IHostMalloc_Release(shared);

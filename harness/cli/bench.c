@@ -26,13 +26,6 @@ void hm_bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len)
     snprintf(buf, len, "%s/%s", b->temp_dir, name);
 }
 
-double hm_bench_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 /* A figure as JSON: %.4g, or null for what JSON cannot say (inf, nan: a ratio over a zero baseline). */
 static const char *json_number(double v, char *buf, size_t len)
 {
@@ -126,7 +119,7 @@ static void touch_pages(volatile char *p, size_t size)
 /* One reserve -> commit -> touch -> decommit -> release cycle, through the manager, in ns. */
 static double cycle_manager(IHostMemoryManager *m, size_t size, size_t iterations)
 {
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     for (size_t i = 0; i < iterations; i++) {
         void *p, *c;
         if (IHostMemoryManager_VirtualAlloc(m, NULL, size, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p) != S_OK ||
@@ -138,13 +131,13 @@ static double cycle_manager(IHostMemoryManager *m, size_t size, size_t iteration
         IHostMemoryManager_VirtualFree(m, p, size, MEM_DECOMMIT);
         IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE);
     }
-    return (hm_bench_now_ns() - t0) / (double)iterations;
+    return ((double)hm_now_ns() - t0) / (double)iterations;
 }
 
 /* The same cycle with the system calls a Linux program would make by hand. */
 static double cycle_raw(size_t size, size_t iterations)
 {
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     for (size_t i = 0; i < iterations; i++) {
         char *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED || mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
@@ -156,7 +149,7 @@ static double cycle_raw(size_t size, size_t iterations)
         mprotect(p, size, PROT_NONE);
         munmap(p, size);
     }
-    return (hm_bench_now_ns() - t0) / (double)iterations;
+    return ((double)hm_now_ns() - t0) / (double)iterations;
 }
 
 static void bench_cycle(hm_bench *b)
@@ -215,12 +208,12 @@ static void bench_query(hm_bench *b)
         MEMORY_BASIC_INFORMATION mbi;
         SIZE_T got;
         uint64_t check = 0;
-        double t0 = hm_bench_now_ns();
+        double t0 = (double)hm_now_ns();
         for (size_t i = 0; i < queries; i++) {
             IHostMemoryManager_VirtualQuery(m, targets[i & (WINDOW - 1)], &mbi, sizeof mbi, &got);
             check += mbi.RegionSize;
         }
-        double ns = (hm_bench_now_ns() - t0) / (double)queries;
+        double ns = ((double)hm_now_ns() - t0) / (double)queries;
         if (check == 0)
             fprintf(stderr, "(impossible: no region had a size)\n");
         char name[64];

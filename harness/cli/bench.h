@@ -2,6 +2,8 @@
 #ifndef HOSTMEM_BENCH_H
 #define HOSTMEM_BENCH_H
 
+#include "clock.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -31,7 +33,6 @@ void hm_bench_value(hm_bench *b, const char *group, const char *name, double val
 void hm_bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len);
 
 /* Monotonic clock in nanoseconds. */
-double hm_bench_now_ns(void);
 
 /* The parts (each in its own file). */
 void hm_bench_vm(hm_bench *b);

@@ -10,10 +10,10 @@ static double ns_per_query(IHostMemoryManager *m, void *address, size_t n)
 {
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T got;
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     for (size_t i = 0; i < n; i++)
         IHostMemoryManager_VirtualQuery(m, address, &mbi, sizeof mbi, &got);
-    return (hm_bench_now_ns() - t0) / (double)n;
+    return ((double)hm_now_ns() - t0) / (double)n;
 }
 
 void hm_bench_faults(hm_bench *b)

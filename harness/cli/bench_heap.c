@@ -66,7 +66,7 @@ static void *workload(void *p)
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         live[i] = r->a->alloc(r->a->ctx, 8 + (size_t)((s >> 33) % 1017));
     }
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     for (size_t i = 0; i < r->steps; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         size_t slot = (size_t)(s >> 40) % LIVE;
@@ -74,7 +74,7 @@ static void *workload(void *p)
         live[slot] = r->a->alloc(r->a->ctx, 8 + (size_t)((s >> 20) % 1017));
         *(volatile char *)live[slot] = 1; /* touch it, as a user would */
     }
-    r->ns = hm_bench_now_ns() - t0;
+    r->ns = (double)hm_now_ns() - t0;
     for (size_t i = 0; i < LIVE; i++)
         r->a->release(r->a->ctx, live[i]);
     free(live);

@@ -28,22 +28,22 @@ static double query_loop(IHostMemoryManager *m, void *addr, size_t iterations)
 {
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T got;
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     for (size_t i = 0; i < iterations; i++)
         IHostMemoryManager_VirtualQuery(m, addr, &mbi, sizeof mbi, &got);
-    return (hm_bench_now_ns() - t0) / (double)iterations;
+    return ((double)hm_now_ns() - t0) / (double)iterations;
 }
 
 static double alloc_free_loop(IHostMemoryManager *m, IHostMalloc *heap, size_t iterations)
 {
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     for (size_t i = 0; i < iterations; i++) {
         void *p = NULL;
         IHostMalloc_Alloc(heap, 64, eTaskCritical, &p);
         IHostMalloc_Free(heap, p);
     }
     (void)m;
-    return (hm_bench_now_ns() - t0) / (double)(2 * iterations);
+    return ((double)hm_now_ns() - t0) / (double)(2 * iterations);
 }
 
 static void bench_recorder(hm_bench *b)
@@ -175,9 +175,9 @@ static void bench_replay(hm_bench *b, hm_trace_encoding encoding, size_t calls, 
     opts.factory = builtin_factory;
     opts.factory_ctx = (void *)options;
     hm_replay_result res;
-    double t0 = hm_bench_now_ns();
+    double t0 = (double)hm_now_ns();
     HRESULT hr = HostMemReplay(path, &opts, &res);
-    double seconds = (hm_bench_now_ns() - t0) / 1e9;
+    double seconds = ((double)hm_now_ns() - t0) / 1e9;
     unlink(path);
     if (FAILED(hr) || res.diverged || res.calls != written) {
         fprintf(stderr, "hostmem bench: the long trace did not replay cleanly: %s%s\n", res.error, res.report);

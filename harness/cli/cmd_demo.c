@@ -1,6 +1,7 @@
 /* hostmem demo: the main job. Runs each stage against the built-in host (or --host) and ends with a one-screen
  * report. */
 #include "cli.h"
+#include "clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,20 +15,13 @@ typedef struct stage {
     double seconds;
 } stage;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int run_stage(stage *s, hm_cmd_fn fn, int argc, char **argv)
 {
     printf("\n---- %s: %s\n", s->name, s->what);
     fflush(stdout);
-    double t0 = now_s();
+    double t0 = hm_now_seconds();
     s->status = fn(argc, argv);
-    s->seconds = now_s() - t0;
+    s->seconds = hm_now_seconds() - t0;
     fflush(stdout);
     return s->status;
 }

@@ -5,7 +5,7 @@
  *   threads   four threads reserving, committing and allocating at once
  *   killed    a child records in a loop and is SIGKILLed after --calls calls (the trace it leaves behind) */
 #include "cli.h"
-#include "com.h"
+#include "counting_callback.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -25,32 +25,9 @@ static void usage(FILE *f)
                "TRACE must not exist unless --overwrite is given (%%p in it is the process id).\n");
 }
 
-/* A callback for the workloads: counts what it is told. */
-typedef struct counting_callback {
-    ICLRMemoryNotificationCallback iface;
-    int refs; /* single-threaded use */
-    int told;
-} counting_callback;
-
-static counting_callback *cc_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, counting_callback, iface); }
-static HRESULT STDMETHODCALLTYPE cc_QueryInterface(ICLRMemoryNotificationCallback *i, REFIID riid, void **ppv)
-{
-    return hm_com_query(i, &IID_ICLRMemoryNotificationCallback, riid, ppv);
-}
-static ULONG STDMETHODCALLTYPE cc_AddRef(ICLRMemoryNotificationCallback *i) { return (ULONG)++cc_of(i)->refs; }
-static ULONG STDMETHODCALLTYPE cc_Release(ICLRMemoryNotificationCallback *i) { return (ULONG)--cc_of(i)->refs; }
-static HRESULT STDMETHODCALLTYPE cc_OnMemoryNotification(ICLRMemoryNotificationCallback *i, EMemoryAvailable a)
-{
-    (void)a;
-    cc_of(i)->told++;
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl cc_vtbl = {cc_QueryInterface, cc_AddRef, cc_Release,
-                                                           cc_OnMemoryNotification};
-
 static void workload_basic(IHostMemoryManager *m)
 {
-    static counting_callback cb = {{&cc_vtbl}, 1, 0};
+    static hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, &cb.iface);
     void *region = NULL, *commit = NULL;
     IHostMemoryManager_VirtualAlloc(m, NULL, 16 * PAGE, MEM_RESERVE, PAGE_NOACCESS, eTaskCritical, &region);

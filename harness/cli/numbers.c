@@ -3,54 +3,25 @@
  * range it wants. */
 #include "cli.h"
 
-#include <ctype.h>
+#include "size_parse.h"
+
 #include <string.h>
-
-enum parsed { PARSED, NOT_A_NUMBER, TOO_LARGE };
-
-/* Decimal digits with an optional binary suffix K, M or G. */
-static enum parsed parse_decimal(const char *text, unsigned long long *out)
-{
-    const unsigned long long top = ~0ull;
-    unsigned long long v = 0;
-    bool overflow = false;
-    const char *p = text;
-    if (!isdigit((unsigned char)*p))
-        return NOT_A_NUMBER; /* empty, a sign, a space, a dot */
-    for (; isdigit((unsigned char)*p); p++) {
-        unsigned digit = (unsigned)(*p - '0');
-        if (v > (top - digit) / 10)
-            overflow = true;
-        else
-            v = v * 10 + digit;
-    }
-    unsigned shift = 0;
-    switch (*p) {
-    case '\0': break;
-    case 'k': case 'K': shift = 10; p++; break;
-    case 'm': case 'M': shift = 20; p++; break;
-    case 'g': case 'G': shift = 30; p++; break;
-    default: return NOT_A_NUMBER;
-    }
-    if (*p != '\0')
-        return NOT_A_NUMBER;
-    if (overflow || (shift && v > (top >> shift)))
-        return TOO_LARGE;
-    *out = v << shift;
-    return PARSED;
-}
 
 bool hm_cli_parse_uint(const char *command, const char *option, const char *text, unsigned long long min,
                        unsigned long long max, unsigned long long *out)
 {
-    unsigned long long v = 0;
-    enum parsed how = text ? parse_decimal(text, &v) : NOT_A_NUMBER;
-    if (how == PARSED && v >= min && v <= max) {
+    uint64_t v = 0;
+    /* Decimal digits with an optional binary suffix K, M or G. */
+    hm_size_result how = text ? hm_parse_size(text, strlen(text), HM_SIZE_KMG, &v) : HM_SIZE_NOT_A_NUMBER;
+    if (how == HM_SIZE_OK && v >= min && v <= max) {
         *out = v;
         return true;
     }
+    const char *what = how == HM_SIZE_NOT_A_NUMBER ? "not a whole number"
+                       : how == HM_SIZE_TOO_LARGE  ? "too large"
+                                                   : "out of range";
     fprintf(stderr, "hostmem %s: %s '%s' is %s: it wants a whole number from %llu to %llu%s\n", command, option,
-            text ? text : "", how == NOT_A_NUMBER ? "not a whole number" : how == TOO_LARGE ? "too large" : "out of range",
+            text ? text : "", what,
             min, max, max >= 1024 ? " (a suffix K, M or G multiplies by 1024, 1024^2 or 1024^3)" : "");
     return false;
 }

@@ -538,7 +538,7 @@ static inline hm_raw_record record_start(int method, HRESULT hr)
 }
 
 /* ---- Callbacks ---------------------------------------------------------------------------------------------- */
-static recorded_callback *callback_of(ICLRMemoryNotificationCallback *iface)
+static inline recorded_callback *impl_from_ICLRMemoryNotificationCallback(ICLRMemoryNotificationCallback *iface)
 {
     return HM_CONTAINER_OF(iface, recorded_callback, iface);
 }
@@ -550,12 +550,12 @@ static HRESULT STDMETHODCALLTYPE callback_QueryInterface(ICLRMemoryNotificationC
 
 static ULONG STDMETHODCALLTYPE callback_AddRef(ICLRMemoryNotificationCallback *iface)
 {
-    return atomic_fetch_add(&callback_of(iface)->refs, 1) + 1;
+    return atomic_fetch_add(&impl_from_ICLRMemoryNotificationCallback(iface)->refs, 1) + 1;
 }
 
 static ULONG STDMETHODCALLTYPE callback_Release(ICLRMemoryNotificationCallback *iface)
 {
-    recorded_callback *cb = callback_of(iface);
+    recorded_callback *cb = impl_from_ICLRMemoryNotificationCallback(iface);
     ULONG refs = atomic_fetch_sub(&cb->refs, 1) - 1;
     if (refs == 0) {
         ICLRMemoryNotificationCallback_Release(cb->inner);
@@ -568,7 +568,7 @@ static ULONG STDMETHODCALLTYPE callback_Release(ICLRMemoryNotificationCallback *
 static HRESULT STDMETHODCALLTYPE callback_OnMemoryNotification(ICLRMemoryNotificationCallback *iface,
                                                                EMemoryAvailable available)
 {
-    recorded_callback *cb = callback_of(iface);
+    recorded_callback *cb = impl_from_ICLRMemoryNotificationCallback(iface);
     HRESULT hr = ICLRMemoryNotificationCallback_OnMemoryNotification(cb->inner, available);
     if (log_enabled(cb->log)) {
         hm_raw_record rec = record_start(HM_TRACE_ON_NOTIFICATION, hr);
@@ -587,18 +587,21 @@ static const ICLRMemoryNotificationCallbackVtbl callback_vtbl = {
 };
 
 /* ---- Heaps -------------------------------------------------------------------------------------------------- */
-static recorded_heap *heap_of(IHostMalloc *iface) { return HM_CONTAINER_OF(iface, recorded_heap, iface); }
+static inline recorded_heap *impl_from_IHostMalloc(IHostMalloc *iface)
+{
+    return HM_CONTAINER_OF(iface, recorded_heap, iface);
+}
 
 static HRESULT STDMETHODCALLTYPE heap_QueryInterface(IHostMalloc *iface, REFIID riid, void **ppv)
 {
     return hm_com_query(iface, &IID_IHostMalloc, riid, ppv);
 }
 
-static ULONG STDMETHODCALLTYPE heap_AddRef(IHostMalloc *iface) { return atomic_fetch_add(&heap_of(iface)->refs, 1) + 1; }
+static ULONG STDMETHODCALLTYPE heap_AddRef(IHostMalloc *iface) { return atomic_fetch_add(&impl_from_IHostMalloc(iface)->refs, 1) + 1; }
 
 static ULONG STDMETHODCALLTYPE heap_Release(IHostMalloc *iface)
 {
-    recorded_heap *heap = heap_of(iface);
+    recorded_heap *heap = impl_from_IHostMalloc(iface);
     ULONG refs = atomic_fetch_sub(&heap->refs, 1) - 1;
     if (refs == 0) {
         if (log_enabled(heap->log)) {
@@ -619,7 +622,7 @@ static ULONG STDMETHODCALLTYPE heap_Release(IHostMalloc *iface)
 
 static HRESULT STDMETHODCALLTYPE heap_Alloc(IHostMalloc *iface, SIZE_T size, EMemoryCriticalLevel level, void **ppMem)
 {
-    recorded_heap *heap = heap_of(iface);
+    recorded_heap *heap = impl_from_IHostMalloc(iface);
     HRESULT hr = IHostMalloc_Alloc(heap->inner, size, level, ppMem);
     if (log_enabled(heap->log)) {
         hm_raw_record rec = record_start(HM_METHOD_HEAP_ALLOC, hr);
@@ -638,7 +641,7 @@ static HRESULT STDMETHODCALLTYPE heap_Alloc(IHostMalloc *iface, SIZE_T size, EMe
 static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T size, EMemoryCriticalLevel level,
                                                  char *file, int line, void **ppMem)
 {
-    recorded_heap *heap = heap_of(iface);
+    recorded_heap *heap = impl_from_IHostMalloc(iface);
     HRESULT hr = IHostMalloc_DebugAlloc(heap->inner, size, level, file, line, ppMem);
     if (log_enabled(heap->log)) {
         hm_raw_record rec = record_start(HM_METHOD_HEAP_DEBUG_ALLOC, hr);
@@ -668,7 +671,7 @@ static HRESULT STDMETHODCALLTYPE heap_DebugAlloc(IHostMalloc *iface, SIZE_T size
 
 static HRESULT STDMETHODCALLTYPE heap_Free(IHostMalloc *iface, void *mem)
 {
-    recorded_heap *heap = heap_of(iface);
+    recorded_heap *heap = impl_from_IHostMalloc(iface);
     if (!log_enabled(heap->log))
         return IHostMalloc_Free(heap->inner, mem);
     uint64_t slot = reserve(heap->log, 1);
@@ -686,7 +689,10 @@ static const IHostMallocVtbl heap_vtbl = {
 };
 
 /* ---- The manager -------------------------------------------------------------------------------------------- */
-static recorder *recorder_of(IHostMemoryManager *iface) { return HM_CONTAINER_OF(iface, recorder, iface); }
+static inline recorder *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, recorder, iface);
+}
 
 static HRESULT STDMETHODCALLTYPE rec_QueryInterface(IHostMemoryManager *iface, REFIID riid, void **ppv)
 {
@@ -695,12 +701,12 @@ static HRESULT STDMETHODCALLTYPE rec_QueryInterface(IHostMemoryManager *iface, R
 
 static ULONG STDMETHODCALLTYPE rec_AddRef(IHostMemoryManager *iface)
 {
-    return atomic_fetch_add(&recorder_of(iface)->refs, 1) + 1;
+    return atomic_fetch_add(&impl_from_IHostMemoryManager(iface)->refs, 1) + 1;
 }
 
 static ULONG STDMETHODCALLTYPE rec_Release(IHostMemoryManager *iface)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     ULONG refs = atomic_fetch_sub(&r->refs, 1) - 1;
     if (refs == 0) {
         IHostMemoryManager_Release(r->inner); /* releases callbacks it holds, which release the log */
@@ -712,7 +718,7 @@ static ULONG STDMETHODCALLTYPE rec_Release(IHostMemoryManager *iface)
 
 static HRESULT STDMETHODCALLTYPE rec_CreateMalloc(IHostMemoryManager *iface, DWORD type, IHostMalloc **ppMalloc)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     HRESULT hr = IHostMemoryManager_CreateMalloc(r->inner, type, ppMalloc);
     uint32_t id = 0;
     if (SUCCEEDED(hr) && ppMalloc && *ppMalloc) {
@@ -745,7 +751,7 @@ static HRESULT STDMETHODCALLTYPE rec_CreateMalloc(IHostMemoryManager *iface, DWO
 static HRESULT STDMETHODCALLTYPE rec_VirtualAlloc(IHostMemoryManager *iface, void *addr, SIZE_T size, DWORD type,
                                                   DWORD prot, EMemoryCriticalLevel level, void **ppMem)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_VirtualAlloc(r->inner, addr, size, type, prot, level, ppMem);
     bool locked = space_enter(r->log);
@@ -767,7 +773,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualAlloc(IHostMemoryManager *iface, voi
 
 static HRESULT STDMETHODCALLTYPE rec_VirtualFree(IHostMemoryManager *iface, LPVOID addr, SIZE_T size, DWORD type)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_VirtualFree(r->inner, addr, size, type);
     bool locked = space_enter(r->log);
@@ -786,7 +792,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualFree(IHostMemoryManager *iface, LPVO
 static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, void *addr, void *buffer, SIZE_T length,
                                                   SIZE_T *pResult)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_VirtualQuery(r->inner, addr, buffer, length, pResult);
     uint64_t epoch = atomic_load_explicit(&r->log->space_epoch, memory_order_acquire);
@@ -814,7 +820,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualQuery(IHostMemoryManager *iface, voi
 static HRESULT STDMETHODCALLTYPE rec_VirtualProtect(IHostMemoryManager *iface, void *addr, SIZE_T size, DWORD prot,
                                                     DWORD *pOld)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_VirtualProtect(r->inner, addr, size, prot, pOld);
     bool locked = space_enter(r->log);
@@ -834,7 +840,7 @@ static HRESULT STDMETHODCALLTYPE rec_VirtualProtect(IHostMemoryManager *iface, v
 
 static HRESULT STDMETHODCALLTYPE rec_GetMemoryLoad(IHostMemoryManager *iface, DWORD *pLoad, SIZE_T *pAvailable)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     HRESULT hr = IHostMemoryManager_GetMemoryLoad(r->inner, pLoad, pAvailable);
     if (log_enabled(r->log)) {
         hm_raw_record rec = record_start(HM_METHOD_GET_MEMORY_LOAD, hr);
@@ -851,7 +857,7 @@ static HRESULT STDMETHODCALLTYPE rec_GetMemoryLoad(IHostMemoryManager *iface, DW
 static HRESULT STDMETHODCALLTYPE rec_RegisterMemoryNotificationCallback(IHostMemoryManager *iface,
                                                                         ICLRMemoryNotificationCallback *callback)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     recorded_callback *wrapper = NULL;
     if (callback) {
         wrapper = malloc(sizeof *wrapper);
@@ -898,7 +904,7 @@ static HRESULT record_range(recorder *r, int method, LPVOID start, SIZE_T size)
 
 static HRESULT STDMETHODCALLTYPE rec_NeedsVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start, SIZE_T size)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_NeedsVirtualAddressSpace(r->inner, start, size);
     return record_range(r, HM_METHOD_NEEDS_VAS, start, size);
@@ -906,7 +912,7 @@ static HRESULT STDMETHODCALLTYPE rec_NeedsVirtualAddressSpace(IHostMemoryManager
 
 static HRESULT STDMETHODCALLTYPE rec_AcquiredVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start, SIZE_T size)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_AcquiredVirtualAddressSpace(r->inner, start, size);
     return record_range(r, HM_METHOD_ACQUIRED_VAS, start, size);
@@ -914,7 +920,7 @@ static HRESULT STDMETHODCALLTYPE rec_AcquiredVirtualAddressSpace(IHostMemoryMana
 
 static HRESULT STDMETHODCALLTYPE rec_ReleasedVirtualAddressSpace(IHostMemoryManager *iface, LPVOID start)
 {
-    recorder *r = recorder_of(iface);
+    recorder *r = impl_from_IHostMemoryManager(iface);
     if (!log_enabled(r->log))
         return IHostMemoryManager_ReleasedVirtualAddressSpace(r->inner, start);
     bool locked = space_enter(r->log);
@@ -946,14 +952,14 @@ static const IHostMemoryManagerVtbl recorder_vtbl = {
 
 HM_API IHostMemoryManager *HostMemRecorderInner(IHostMemoryManager *outer)
 {
-    return outer && outer->lpVtbl == &recorder_vtbl ? recorder_of(outer)->inner : NULL;
+    return outer && outer->lpVtbl == &recorder_vtbl ? impl_from_IHostMemoryManager(outer)->inner : NULL;
 }
 
 HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer)
 {
     if (!outer || outer->lpVtbl != &recorder_vtbl)
         return 0;
-    recorder_log *log = recorder_of(outer)->log;
+    recorder_log *log = impl_from_IHostMemoryManager(outer)->log;
     /* Calls are counted as they are copied to their place (not in a forked child: it must not write). */
     if (log_enabled(log))
         copy_pending(log, true);

@@ -16,6 +16,7 @@
  * handle (its answer depends on the process's layout: only the HRESULT is compared) and, for a MEM_FREE answer,
  * anything but the state (the size of a free gap depends on the placement). */
 #include "com.h"
+#include "counting_callback.h"
 #include "error.h"
 #include "trace_internal.h"
 
@@ -186,39 +187,9 @@ static void plan_free(plan *p)
     free(p->keys);
 }
 
-/* ---- Callbacks the replay registers --------------------------------------------------------------------- */
-typedef struct replay_callback {
-    ICLRMemoryNotificationCallback iface;
-    atomic_uint refs;
-    atomic_uint_fast64_t seen;
-} replay_callback;
-
-static replay_callback *rcb_of(ICLRMemoryNotificationCallback *i) { return HM_CONTAINER_OF(i, replay_callback, iface); }
-
-static HRESULT STDMETHODCALLTYPE rcb_QueryInterface(ICLRMemoryNotificationCallback *iface, REFIID riid, void **ppv)
-{
-    return hm_com_query(iface, &IID_ICLRMemoryNotificationCallback, riid, ppv);
-}
-static ULONG STDMETHODCALLTYPE rcb_AddRef(ICLRMemoryNotificationCallback *iface)
-{
-    return atomic_fetch_add(&rcb_of(iface)->refs, 1) + 1;
-}
-static ULONG STDMETHODCALLTYPE rcb_Release(ICLRMemoryNotificationCallback *iface)
-{
-    replay_callback *cb = rcb_of(iface);
-    ULONG refs = atomic_fetch_sub(&cb->refs, 1) - 1;
-    if (refs == 0)
-        free(cb);
-    return refs;
-}
-static HRESULT STDMETHODCALLTYPE rcb_OnMemoryNotification(ICLRMemoryNotificationCallback *iface, EMemoryAvailable a)
-{
-    (void)a;
-    atomic_fetch_add(&rcb_of(iface)->seen, 1);
-    return S_OK;
-}
-static const ICLRMemoryNotificationCallbackVtbl rcb_vtbl = {rcb_QueryInterface, rcb_AddRef, rcb_Release,
-                                                            rcb_OnMemoryNotification};
+/* ---- Callbacks the replay registers: they count what they are told, and free themselves on their last Release
+ * (the host may keep its reference past the replay) ---- */
+typedef hm_counting_callback replay_callback;
 
 /* ---- The replayer ---------------------------------------------------------------------------------------- */
 typedef struct replayer {
@@ -533,7 +504,7 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
     case HM_METHOD_REGISTER_CALLBACK: {
         replay_callback *cb = NULL;
         if (c->callback) {
-            cb = calloc(1, sizeof *cb);
+            cb = hm_counting_callback_new();
             replay_callback **grown = realloc(rp->callbacks, (rp->ncallbacks + 1) * sizeof *grown);
             if (!cb || !grown) {
                 free(cb);
@@ -544,8 +515,6 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
                 return 1;
             }
             rp->callbacks = grown;
-            cb->iface.lpVtbl = &rcb_vtbl;
-            atomic_init(&cb->refs, 1);
             rp->callbacks[rp->ncallbacks++] = cb; /* our reference, dropped at the end */
             hm_handle_entry *e = hm_handle_map_put(&rp->map, HM_HANDLE_CALLBACK, c->callback);
             if (e)
@@ -640,8 +609,8 @@ static void replayer_finish(replayer *rp)
             IHostMalloc_Release((IHostMalloc *)as_ptr(e->address));
     }
     for (size_t i = 0; i < rp->ncallbacks; i++) {
-        rp->res->notifications_seen += atomic_load(&rp->callbacks[i]->seen);
-        rcb_Release(&rp->callbacks[i]->iface);
+        rp->res->notifications_seen += atomic_load(&rp->callbacks[i]->count);
+        ICLRMemoryNotificationCallback_Release(&rp->callbacks[i]->iface);
     }
     free(rp->callbacks);
     free(rp->ledger);

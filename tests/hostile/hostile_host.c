@@ -23,7 +23,10 @@ typedef struct hostile {
     IHostMemoryManager *inner;
 } hostile;
 
-static hostile *H(IHostMemoryManager *i) { return HM_CONTAINER_OF(i, hostile, iface); }
+static inline hostile *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
+{
+    return HM_CONTAINER_OF(iface, hostile, iface);
+}
 
 __attribute__((unused)) static void crash(void)
 {
@@ -47,16 +50,16 @@ static HRESULT STDMETHODCALLTYPE QI(IHostMemoryManager *i, REFIID r, void **p)
         return E_POINTER;
     if (IsEqualIID(r, &IID_IUnknown) || IsEqualIID(r, &IID_IHostMemoryManager)) {
         *p = i;
-        atomic_fetch_add(&H(i)->ref, 1);
+        atomic_fetch_add(&impl_from_IHostMemoryManager(i)->ref, 1);
         return S_OK;
     }
     *p = NULL;
     return E_NOINTERFACE;
 }
-static ULONG STDMETHODCALLTYPE AddRef(IHostMemoryManager *i) { return atomic_fetch_add(&H(i)->ref, 1) + 1; }
+static ULONG STDMETHODCALLTYPE AddRef(IHostMemoryManager *i) { return atomic_fetch_add(&impl_from_IHostMemoryManager(i)->ref, 1) + 1; }
 static ULONG STDMETHODCALLTYPE Release(IHostMemoryManager *i)
 {
-    hostile *h = H(i);
+    hostile *h = impl_from_IHostMemoryManager(i);
     ULONG left = atomic_fetch_sub(&h->ref, 1) - 1;
     if (!left) {
 #ifdef HOSTILE_RELEASE_HANG
@@ -69,7 +72,7 @@ static ULONG STDMETHODCALLTYPE Release(IHostMemoryManager *i)
 }
 static HRESULT STDMETHODCALLTYPE CreateMalloc(IHostMemoryManager *i, DWORD t, IHostMalloc **pp)
 {
-    return IHostMemoryManager_CreateMalloc(H(i)->inner, t, pp);
+    return IHostMemoryManager_CreateMalloc(impl_from_IHostMemoryManager(i)->inner, t, pp);
 }
 static HRESULT STDMETHODCALLTYPE VAlloc(IHostMemoryManager *i, void *a, SIZE_T s, DWORD t, DWORD p,
                                         EMemoryCriticalLevel l, void **pp)
@@ -80,15 +83,15 @@ static HRESULT STDMETHODCALLTYPE VAlloc(IHostMemoryManager *i, void *a, SIZE_T s
     if (atomic_fetch_add(&calls, 1) + 1 == (at ? atoi(at) : 100))
         exit(0);
 #endif
-    return IHostMemoryManager_VirtualAlloc(H(i)->inner, a, s, t, p, l, pp);
+    return IHostMemoryManager_VirtualAlloc(impl_from_IHostMemoryManager(i)->inner, a, s, t, p, l, pp);
 }
 static HRESULT STDMETHODCALLTYPE VFree(IHostMemoryManager *i, LPVOID a, SIZE_T s, DWORD t)
 {
-    return IHostMemoryManager_VirtualFree(H(i)->inner, a, s, t);
+    return IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, a, s, t);
 }
 static HRESULT STDMETHODCALLTYPE VQuery(IHostMemoryManager *i, void *a, void *buf, SIZE_T len, SIZE_T *res)
 {
-    HRESULT hr = IHostMemoryManager_VirtualQuery(H(i)->inner, a, buf, len, res);
+    HRESULT hr = IHostMemoryManager_VirtualQuery(impl_from_IHostMemoryManager(i)->inner, a, buf, len, res);
 #ifdef HOSTILE_QUERY_OVERRUN
     if (buf && len >= sizeof(MEMORY_BASIC_INFORMATION))
         memset((char *)buf + len, 0x41, 8);
@@ -97,27 +100,27 @@ static HRESULT STDMETHODCALLTYPE VQuery(IHostMemoryManager *i, void *a, void *bu
 }
 static HRESULT STDMETHODCALLTYPE VProtect(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *old)
 {
-    return IHostMemoryManager_VirtualProtect(H(i)->inner, a, s, p, old);
+    return IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, old);
 }
 static HRESULT STDMETHODCALLTYPE Load(IHostMemoryManager *i, DWORD *l, SIZE_T *a)
 {
-    return IHostMemoryManager_GetMemoryLoad(H(i)->inner, l, a);
+    return IHostMemoryManager_GetMemoryLoad(impl_from_IHostMemoryManager(i)->inner, l, a);
 }
 static HRESULT STDMETHODCALLTYPE Register(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c)
 {
-    return IHostMemoryManager_RegisterMemoryNotificationCallback(H(i)->inner, c);
+    return IHostMemoryManager_RegisterMemoryNotificationCallback(impl_from_IHostMemoryManager(i)->inner, c);
 }
 static HRESULT STDMETHODCALLTYPE Needs(IHostMemoryManager *i, LPVOID a, SIZE_T s)
 {
-    return IHostMemoryManager_NeedsVirtualAddressSpace(H(i)->inner, a, s);
+    return IHostMemoryManager_NeedsVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s);
 }
 static HRESULT STDMETHODCALLTYPE Acquired(IHostMemoryManager *i, LPVOID a, SIZE_T s)
 {
-    return IHostMemoryManager_AcquiredVirtualAddressSpace(H(i)->inner, a, s);
+    return IHostMemoryManager_AcquiredVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s);
 }
 static HRESULT STDMETHODCALLTYPE Released(IHostMemoryManager *i, LPVOID a)
 {
-    return IHostMemoryManager_ReleasedVirtualAddressSpace(H(i)->inner, a);
+    return IHostMemoryManager_ReleasedVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a);
 }
 
 static const IHostMemoryManagerVtbl vtbl = {QI,       AddRef, Release,  CreateMalloc, VAlloc, VFree,   VQuery,
