@@ -476,6 +476,15 @@ static bool check_canary(worker *w, const block *b, const char *when)
                        (void *)b->p, me, b->size, (unsigned long long)tag_seq(b->canary), (void *)b->p, other,
                        tag_size(found), (unsigned long long)tag_seq(found), when);
     }
+    if (found != b->canary && other == me && tag_size(found) >= 8 && tag_seq(found) != tag_seq(b->canary)) {
+        w->out->other_thread = other;
+        w->out->other_call = tag_seq(found);
+        return violate(w, "heap block %p was handed out twice while live: thread %u got it (%zu bytes) from its call "
+                          "#%llu, IHostMalloc::Alloc -> %p, and again (%zu bytes) from its call #%llu, which wrote its "
+                          "canary over it (found %s); the host's heap handed one block out twice",
+                       (void *)b->p, me, b->size, (unsigned long long)tag_seq(b->canary), (void *)b->p,
+                       tag_size(found), (unsigned long long)tag_seq(found), when);
+    }
     if (found != b->canary)
         return violate(w, "heap block %p (%zu bytes, thread %u's from its call #%llu): its first 8 bytes hold %#llx, not "
                           "its canary %#llx (found %s): written by someone else while the thread held it",
