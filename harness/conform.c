@@ -739,7 +739,7 @@ static unsigned char size_pattern(unsigned block, size_t offset)
 }
 
 /* Blocks of every size class, from 1 byte past the large-block thresholds a host may have (4 KiB, 64 KiB, 1 MiB) to
- * 8 MiB: three live at once of each size, none overlapping another, each filled completely and still holding all of
+ * 4 MiB + 1: three live at once of each size (two past 64 KiB), none overlapping another, each filled completely and still holding all of
  * it when its neighbours are filled too. A block short by even a byte, or two blocks sharing bytes, shows. */
 static void rule_heap_size_classes(hm_rule_ctx *c)
 {
@@ -750,21 +750,23 @@ static void rule_heap_size_classes(hm_rule_ctx *c)
     size_t n = 0;
     for (size_t s = 1; s <= 128; s++)
         sizes[n++] = s;
-    for (size_t p = 256; p <= ((size_t)8 << 20); p *= 2) {
+    for (size_t p = 256; p <= ((size_t)4 << 20); p *= 2) {
         size_t near[] = {p / 2 + p / 4, p - 16, p - 1, p, p + 1, p + 16, p + p / 4};
         for (size_t k = 0; k < sizeof near / sizeof near[0]; k++)
-            sizes[n++] = near[k];
+            if (p <= KB(64) || near[k] == p - 1 || near[k] == p + 1) /* big blocks: each side of the power */
+                sizes[n++] = near[k];
     }
     enum { LIVE = 3 };
     unsigned id = 0;
     for (size_t i = 0; i < n && c->result->status == HM_RULE_PASS; i++) {
         size_t size = sizes[i];
+        int live = size > KB(64) ? 2 : LIVE; /* a big block has one neighbour to check: it keeps the rule quick */
         unsigned char *b[LIVE] = {0};
         unsigned ids[LIVE];
-        for (int k = 0; k < LIVE; k++) {
+        for (int k = 0; k < live; k++) {
             HRESULT hr = IHostMalloc_Alloc(h, size, eTaskCritical, (void **)&b[k]);
             if (hr != S_OK || !b[k]) {
-                verdict(c, HM_RULE_FAIL, "Alloc of every size up to 8 MiB succeeds", "Alloc(%zu) -> %s", size,
+                verdict(c, HM_RULE_FAIL, "Alloc of every size up to 4 MiB succeeds", "Alloc(%zu) -> %s", size,
                         hm_hr_name(hr));
                 b[k] = NULL;
                 break;
@@ -776,10 +778,10 @@ static void rule_heap_size_classes(hm_rule_ctx *c)
                             "two live blocks of %zu bytes: %p and %p (%td bytes apart)", size, (void *)b[j],
                             (void *)b[k], b[k] > b[j] ? b[k] - b[j] : b[j] - b[k]);
         }
-        for (int k = 0; k < LIVE && b[k] && c->result->status == HM_RULE_PASS; k++)
+        for (int k = 0; k < live && b[k] && c->result->status == HM_RULE_PASS; k++)
             for (size_t o = 0; o < size; o++)
                 b[k][o] = size_pattern(ids[k], o);
-        for (int k = 0; k < LIVE && b[k] && c->result->status == HM_RULE_PASS; k++)
+        for (int k = 0; k < live && b[k] && c->result->status == HM_RULE_PASS; k++)
             for (size_t o = 0; o < size; o++)
                 if (b[k][o] != size_pattern(ids[k], o)) {
                     verdict(c, HM_RULE_FAIL, "a block holds every byte of its size, written over by nothing",
@@ -787,7 +789,7 @@ static void rule_heap_size_classes(hm_rule_ctx *c)
                             size, (void *)b[k], o, b[k][o], size_pattern(ids[k], o));
                     break;
                 }
-        for (int k = 0; k < LIVE; k++)
+        for (int k = 0; k < live; k++)
             if (b[k] && c->result->status == HM_RULE_PASS)
                 IHostMalloc_Free(h, b[k]); /* a corrupted heap is left alone: the verdict is in */
     }
@@ -1018,7 +1020,7 @@ static const hm_rule rules[] = {
     R("heap.double-free", "a double free is HOST_E_INVALIDOPERATION", "contract.md", rule_heap_double_free),
     R("heap.null-out-pointer", "Alloc with a NULL ppMem is E_POINTER", "contract.md", rule_heap_null_out),
     R("heap.alignment", "every block from Alloc and DebugAlloc is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)", "contract.md", rule_heap_alignment),
-    R("heap.size-classes", "blocks of every size from 1 byte to 8 MiB hold all their bytes and never overlap", "contract.md", rule_heap_size_classes),
+    R("heap.size-classes", "blocks of every size from 1 byte to 4 MiB hold all their bytes and never overlap", "contract.md", rule_heap_size_classes),
     R("heap.size-near-max", "sizes near SIZE_MAX fail with E_OUTOFMEMORY, never wrap to a small block", "contract.md", rule_heap_size_near_max),
     R("load.reported", "GetMemoryLoad gives a percentage and available bytes; NULL pointers are E_POINTER", "contract.md", rule_load_reported),
     R("callback.registered-addref", "a registered callback is kept with a reference", "contract.md", rule_callback_reference),
