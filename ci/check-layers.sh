@@ -3,7 +3,9 @@
 #   include/hostmem/  the public API: includes only public headers, and none of them the umbrella hostmem.h
 #   src/              the built-in manager
 #   faults/           the fault layer
-#   harness/          record, replay, reduce, conform, stress; HostMemCreateManager (harness/factory.c)
+#   harness/trace/    the trace format, reader, writer, recorder, replay, reduce
+#   harness/          HostMemCreateManager (harness/factory.c): composes src/, faults/ and the recorder
+#   harness/check/    conform, stress, the call-sequence driver and model, the host loader and isolation helper
 #   harness/cli/      the hostmem command
 #   fuzz/             the fuzz targets: nothing outside fuzz/ includes from it
 # examples/ (a third-party host) includes only the public API; tests/ anything but fuzz/.
@@ -14,12 +16,14 @@ set -euo pipefail
 root=$(cd "${1:-$(dirname "$0")/..}" && pwd)
 cd "$root"
 
-roots=(include src faults harness fuzz examples tests) # harness/cli/ is under harness/
-search=(include src faults harness harness/cli fuzz) # the include path of the project's targets
+roots=(include src faults harness fuzz examples tests) # harness/trace/, check/ and cli/ are under harness/
+search=(include src faults harness/trace harness harness/check harness/cli fuzz) # the project's include path
 
 # layer: the folder a path (relative to root, normalised) belongs to, or "other". (Sets a variable: no subshell.)
 layer_of() {
   case $1 in
+    harness/trace/*) layer=harness/trace ;;
+    harness/check/*) layer=harness/check ;;
     harness/cli/*) layer=harness/cli ;;
     include/* | src/* | faults/* | harness/* | fuzz/* | examples/* | tests/*) layer=${1%%/*} ;;
     *) layer=other ;;
@@ -32,11 +36,13 @@ allowed_for() {
     include) allowed="include" ;;
     src) allowed="include src" ;;
     faults) allowed="include src faults" ;;
-    harness) allowed="include src faults harness" ;;
-    harness/cli) allowed="include src faults harness harness/cli" ;;
-    fuzz) allowed="include src faults harness harness/cli fuzz" ;;
+    harness/trace) allowed="include src faults harness/trace" ;;
+    harness) allowed="include src faults harness/trace harness" ;;
+    harness/check) allowed="include src faults harness/trace harness harness/check" ;;
+    harness/cli) allowed="include src faults harness/trace harness harness/check harness/cli" ;;
+    fuzz) allowed="include src faults harness/trace harness harness/check harness/cli fuzz" ;;
     examples) allowed="include examples" ;;
-    tests) allowed="include src faults harness harness/cli tests" ;;
+    tests) allowed="include src faults harness/trace harness harness/check harness/cli tests" ;;
   esac
 }
 

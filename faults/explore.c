@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule);
-
 static HRESULT default_factory(void *ctx, IHostMemoryManager **out)
 {
     (void)ctx;

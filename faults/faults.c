@@ -643,7 +643,6 @@ HM_API void HostMemFaultsLogPrint(IHostMemoryManager *outer, FILE *out)
 }
 
 /* For exploration: how many calls the first rule matched. */
-uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule);
 uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule)
 {
     faults *f = faults_from(outer);

@@ -1,4 +1,5 @@
-/* Fault rules and their text form (the grammar is in include/hostmem/faults.h and docs/faults.md). Internal. */
+/* The fault layer's internal header: fault rules and their text form (the grammar is in include/hostmem/faults.h and
+ * docs/faults.md), and what faults.c gives explore.c. */
 #ifndef HOSTMEM_FAULTS_SPEC_H
 #define HOSTMEM_FAULTS_SPEC_H
 
@@ -40,5 +41,8 @@ HRESULT hm_fault_spec_parse(const char *spec, fault_rule **rules, size_t *count,
 
 /* A spec that selects exactly this rule's matching calls (its target and filters, without triggers), for logs. */
 void hm_fault_rule_filters(const fault_rule *r, char *out, size_t outlen);
+
+/* For exploration (faults/explore.c): how many calls rule `rule` of the fault layer `outer` matched (faults.c). */
+uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule);
 
 #endif

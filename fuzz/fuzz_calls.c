@@ -1,5 +1,5 @@
-/* Fuzz target: call sequences against a host, checked against the reference model (harness/calls.h). Built twice:
- * fuzz_calls (the host as it is) and fuzz_calls_faults (HM_FUZZ_WITH_FAULTS: the input's first bytes also choose
+/* Fuzz target: call sequences against a host, checked against the reference model (harness/check/calls.h). Built
+ * twice: fuzz_calls (the host as it is) and fuzz_calls_faults (HM_FUZZ_WITH_FAULTS: the input's first bytes also choose
  * which calls the fault layer fails, and the target checks that a failed call changed nothing).
  *
  * Environment: HOSTMEM_FUZZ_HOST=lib.so fuzzes a host plugin instead of hostmem's built-in manager (with
@@ -7,6 +7,8 @@
  * HOSTMEM_FUZZ_VERBOSE=1 prints every call; HOSTMEM_FUZZ_FRESH=1 makes a new built-in manager for every input instead
  * of resetting one (hm_manager_reset: the same answers, much cheaper). A mismatch prints what the host answered, what
  * the model expected and the calls before it, then aborts, so every engine keeps the input. */
+#include "fuzz.h"
+
 #include "calls.h"
 
 #include <stdlib.h>
@@ -14,9 +16,6 @@
 #ifndef HM_FUZZ_WITH_FAULTS
 #define HM_FUZZ_WITH_FAULTS 0
 #endif
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static hm_fuzz_config config;
 static int configured;

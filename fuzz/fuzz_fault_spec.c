@@ -1,12 +1,12 @@
 /* Fuzz target: the fault-spec parser. Any text must be accepted or refused with a message naming a column inside
  * the text, never crash or hang; an accepted spec must build a working fault layer. */
+#include "fuzz.h"
+
 #include <hostmem/hostmem.h>
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

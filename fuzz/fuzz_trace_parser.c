@@ -5,6 +5,8 @@
  *
  * Speed: the input is read where it lies (hm_trace_open_memory: no file, no copy, no 256 KiB read buffer), and the
  * round trip goes through buffers kept from one input to the next. */
+#include "fuzz.h"
+
 #include "trace_internal.h"
 
 #include <hostmem/hostmem.h>
@@ -14,8 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_CALLS 4096     /* calls compared in the round trip (a bigger input is read to its end, unchecked beyond) */
 #define ENCODED_MAX (4u << 20) /* room for the text or binary form of MAX_CALLS calls (a line is under 4096 bytes) */

@@ -1,5 +1,7 @@
 /* Runs every file (or every file in every directory) named on the command line through a fuzz target once, without
  * a fuzzing engine: for gcc, Valgrind and CI checks of the seed corpus. */
+#include "fuzz.h"
+
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -7,9 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-/* Optional, as with libFuzzer: a target that defines it is set up once before the first input. */
-int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+/* Optional (fuzz.h): a target that does not define it leaves it null. */
+#pragma weak LLVMFuzzerInitialize
 
 static int run_file(const char *path)
 {

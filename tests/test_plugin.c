@@ -1,6 +1,6 @@
-/* Isolating a host (harness/plugin.c) and guarding its out-parameters (harness/guard.c): every way a child can end
- * is classified as what it is, a child that ends without reporting is never a pass, and a host writing next to a
- * buffer it was given is caught, with the method and the bytes named. */
+/* Isolating a host (harness/check/plugin.c) and guarding its out-parameters (harness/check/guard.c): every way a
+ * child can end is classified as what it is, a child that ends without reporting is never a pass, and a host writing
+ * next to a buffer it was given is caught, with the method and the bytes named. */
 #include "guard.h"
 #include "plugin.h"
 

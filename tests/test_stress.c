@@ -1,4 +1,4 @@
-/* Stress (harness/stress.c): the built-in host runs clean, runs are reproducible, the bare mode makes the same
+/* Stress (harness/check/stress.c): the built-in host runs clean, runs are reproducible, the bare mode makes the same
  * calls, and each check fires on the lie it exists for. The lying hosts are the built-in manager with one entry of
  * its vtable replaced by a function that calls the real one and then lies. */
 #include "stress.h"

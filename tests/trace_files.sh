@@ -70,5 +70,12 @@ status=$?
 grep -q "^the trace is incomplete: recording stopped after $calls calls: writing the trace failed: No space left on device" \
     "$dir/out" || fail "replay does not say the trace is incomplete"
 grep -q "every result matched\$" "$dir/out" && fail "replay claims a full match"
+"$hm" trace convert "$trace" "$dir/run.bin" >"$dir/out" 2>&1 || fail "trace convert"
+"$hm" trace stats "$dir/run.bin" >"$dir/out" 2>&1 || fail "trace stats"
+grep -q "^the trace is incomplete: recording stopped after $calls calls" "$dir/out" ||
+    fail "the binary conversion lost the incomplete mark"
+"$hm" trace cat "$dir/run.bin" >"$dir/out" 2>&1 || fail "trace cat"
+tail -1 "$dir/out" | grep -q "^#! incomplete: recording stopped after $calls calls: writing the trace failed" ||
+    fail "the text form has no incomplete mark"
 echo "ok: the disk filled after $calls calls: the program went on, replay reports the trace incomplete"
 XEOF2

@@ -247,7 +247,7 @@ typedef struct bench_part {
     void (*fn)(hm_bench *);
 } bench_part;
 
-int hm_cmd_bench(int argc, char **argv)
+static int bench_command(int argc, char **argv)
 {
     hm_bench b = {.out = stdout, .scale = 1.0};
     hm_host_choice host = {0};
@@ -323,3 +323,6 @@ int hm_cmd_bench(int argc, char **argv)
         fprintf(b.out, "\n%d measurement(s), %d goal(s) missed\n", b.rows, b.goals_missed);
     return b.goals_missed ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
+
+/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
+int hm_cmd_bench(int argc, char **argv) { return hm_cli_isolated("bench", bench_command, argc, argv); }

@@ -14,6 +14,18 @@ enum { HM_EXIT_OK = 0, HM_EXIT_FAIL = 1, HM_EXIT_USAGE = 2 };
 /* A subcommand: argv[0] is the subcommand's name. Returns an exit code. */
 typedef int (*hm_cmd_fn)(int argc, char **argv);
 
+/* The subcommands (cmd_<name>.c, bench.c), each an hm_cmd_fn; main.c dispatches to them, `demo` runs several. */
+int hm_cmd_bench(int argc, char **argv);
+int hm_cmd_conform(int argc, char **argv);
+int hm_cmd_demo(int argc, char **argv);
+int hm_cmd_explore(int argc, char **argv);
+int hm_cmd_fuzz_to_trace(int argc, char **argv);
+int hm_cmd_record(int argc, char **argv);
+int hm_cmd_reduce(int argc, char **argv);
+int hm_cmd_replay(int argc, char **argv);
+int hm_cmd_stress(int argc, char **argv);
+int hm_cmd_trace(int argc, char **argv);
+
 /* Options every subcommand that talks to a host accepts: --host LIB.so, --host-options S, --faults SPEC.
  * hm_cli_take_host_option() consumes argv[*i] (and its value) when it is one of them and returns true;
  * false when argv[*i] is something else; on a missing value it prints an error and sets *error. */

@@ -7,10 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-int hm_cmd_conform(int argc, char **argv);
-int hm_cmd_stress(int argc, char **argv);
-int hm_cmd_replay(int argc, char **argv);
-
 typedef struct stage {
     const char *name;
     const char *what;

@@ -196,7 +196,7 @@ static int record_killed(const hm_host_choice *host, const char *spec, const cha
     return done >= calls ? HM_EXIT_OK : HM_EXIT_FAIL;
 }
 
-int hm_cmd_record(int argc, char **argv)
+static int record_command(int argc, char **argv)
 {
     const char *out = NULL, *workload = NULL;
     bool overwrite = false;
@@ -301,3 +301,6 @@ int hm_cmd_record(int argc, char **argv)
         printf("%s: %llu calls recorded\n", out, (unsigned long long)recorded);
     return code;
 }
+
+/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
+int hm_cmd_record(int argc, char **argv) { return hm_cli_isolated("record", record_command, argc, argv); }

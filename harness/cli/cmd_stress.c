@@ -1,4 +1,4 @@
-/* hostmem stress: the workload of harness/stress.c against the chosen host, run in a child process so that a host
+/* hostmem stress: the workload of harness/check/stress.c against the chosen host, run in a child process so that a host
  * that crashes or hangs still gets a report (its signal, each thread's last calls, the recorded trace), with live
  * progress on a terminal and a summary or JSON at the end. */
 #include "cli.h"

@@ -98,6 +98,10 @@ static int stats(const char *in)
            in, encodings[hm_trace_reader_encoding(r)], total, threads, regions, blocks, heaps);
     if (hm_trace_reader_lost(r))
         printf(", %" PRIu64 " gap(s) of calls lost in flight", hm_trace_reader_lost(r));
+    uint64_t recorded;
+    const char *why;
+    if (hm_trace_reader_incomplete(r, &recorded, &why))
+        printf("\nthe trace is incomplete: recording stopped after %" PRIu64 " calls: %s", recorded, why);
     printf("\n%-36s %12s %12s\n", "method", "calls", "failed");
     for (int m = 0; m < HM_TRACE_METHOD_COUNT; m++)
         if (calls[m])

@@ -5,17 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int hm_cmd_bench(int argc, char **argv);
-int hm_cmd_explore(int argc, char **argv);
-int hm_cmd_replay(int argc, char **argv);
-int hm_cmd_reduce(int argc, char **argv);
-int hm_cmd_trace(int argc, char **argv);
-int hm_cmd_record(int argc, char **argv);
-int hm_cmd_conform(int argc, char **argv);
-int hm_cmd_stress(int argc, char **argv);
-int hm_cmd_demo(int argc, char **argv);
-int hm_cmd_fuzz_to_trace(int argc, char **argv);
-
 static int cmd_options(int argc, char **argv)
 {
     (void)argc, (void)argv;

@@ -213,7 +213,12 @@ static FILE *open_trace_file(const char *path)
         return NULL;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
         hm_set_error("cannot open trace '%s': %s", path,
                      S_ISDIR(st.st_mode)    ? "it is a directory"
                      : S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file (give '-' to read a pipe from stdin)"

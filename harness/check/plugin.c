@@ -225,8 +225,10 @@ hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_
             fds[n++] = (struct pollfd){.fd = out[0], .events = POLLIN};
         /* Once the child said done (or closed the pipe) it is about to exit: look again soon. */
         int wait_ms = got_done || done[0] < 0 ? 1 : 100;
-        if (n ? poll(fds, n, wait_ms) < 0 && errno != EINTR : usleep((useconds_t)wait_ms * 1000) < 0 && errno != EINTR)
-            break;
+        if (n ? poll(fds, n, wait_ms) < 0 && errno != EINTR : usleep((useconds_t)wait_ms * 1000) < 0 && errno != EINTR) {
+            snprintf(why, sizeof why, "cannot watch the child: %s", strerror(errno));
+            killed = true;
+        }
         for (nfds_t i = 0; i < n; i++) {
             if (!fds[i].revents)
                 continue;
@@ -242,14 +244,21 @@ hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_
                 }
             }
         }
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        double elapsed = now_s() - t0;
-        if (!got_done && o->timeout_seconds > 0 && elapsed >= o->timeout_seconds) {
-            snprintf(why, sizeof why, "the host did not return in %g s", o->timeout_seconds);
-            killed = true;
-        } else if (!got_done && o->watch && o->watch(o->watch_ctx, elapsed, why, sizeof why)) {
-            killed = true;
+        if (!killed) {
+            pid_t waited = waitpid(pid, &status, WNOHANG);
+            if (waited == pid)
+                break;
+            if (waited < 0 && errno != EINTR) { /* reaped elsewhere (SIGCHLD ignored): its status is lost */
+                status = -1;
+                break;
+            }
+            double elapsed = now_s() - t0;
+            if (!got_done && o->timeout_seconds > 0 && elapsed >= o->timeout_seconds) {
+                snprintf(why, sizeof why, "the host did not return in %g s", o->timeout_seconds);
+                killed = true;
+            } else if (!got_done && o->watch && o->watch(o->watch_ctx, elapsed, why, sizeof why)) {
+                killed = true;
+            }
         }
         if (killed) {
             kill(-pid, SIGKILL);
