@@ -634,6 +634,9 @@ static void rule_heap_blocks(hm_rule_ctx *c)
             return;
         }
         memset(blocks[i], i & 0xFF, size);
+        if ((uintptr_t)blocks[i] % 16)
+            verdict(c, HM_RULE_FAIL, "every heap block is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
+                    "Alloc(%zu) returned %p", size, (void *)blocks[i]);
     }
     for (int i = 0; i < N; i++) {
         size_t size = 1 + (size_t)(i * 37 % 2000);
@@ -772,6 +775,9 @@ static void rule_heap_size_classes(hm_rule_ctx *c)
                 break;
             }
             ids[k] = ++id;
+            if ((uintptr_t)b[k] % 16)
+                verdict(c, HM_RULE_FAIL, "every heap block is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
+                        "Alloc(%zu) returned %p", size, (void *)b[k]);
             for (int j = 0; j < k; j++)
                 if (b[j] < b[k] + size && b[k] < b[j] + size)
                     verdict(c, HM_RULE_FAIL, "live blocks never overlap",
