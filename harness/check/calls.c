@@ -994,8 +994,8 @@ static void op_heap_alloc(fuzz_run *r, bool debug)
     }
     uintptr_t a = (uintptr_t)mem;
     char what[160];
-    if (!a || a % 8) {
-        mismatch(r, "returned the block %p, which is %s", mem, a ? "not 8-byte aligned" : "NULL");
+    if (!a || a % 16) { /* MEMORY_ALLOCATION_ALIGNMENT on x64: what HeapAlloc guarantees and the runtime relies on */
+        mismatch(r, "returned the block %p, which is %s", mem, a ? "not 16-byte aligned" : "NULL");
         return;
     }
     if (hm_model_overlaps(&r->model, a, size, what, sizeof what)) {

@@ -636,6 +636,9 @@ static void rule_heap_blocks(hm_rule_ctx *c)
             return;
         }
         memset(blocks[i], i & 0xFF, size);
+        if ((uintptr_t)blocks[i] % 16)
+            verdict(c, HM_RULE_FAIL, "every heap block is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
+                    "Alloc(%zu) returned %p", size, (void *)blocks[i]);
     }
     for (int i = 0; i < N; i++) {
         size_t size = 1 + (size_t)(i * 37 % 2000);
@@ -696,6 +699,138 @@ static void rule_heap_null_out(hm_rule_ctx *c)
     HRESULT hr = IHostMalloc_Alloc(h, 16, eTaskCritical, NULL);
     IHostMalloc_Release(h);
     EXPECT(c, hr == E_POINTER, "Alloc(..., ppMem = NULL) -> E_POINTER", "%s", hm_hr_name(hr));
+}
+
+/* Every block is 16-byte aligned on x64 (MEMORY_ALLOCATION_ALIGNMENT, HeapAlloc's guarantee): the runtime keeps
+ * 16-byte data (SSE, interlocked 128-bit) in heap blocks. Sizes 1..64 and powers of two, from Alloc and DebugAlloc. */
+static void rule_heap_alignment(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    if (!h)
+        return;
+    enum { N = 96 };
+    void *blocks[N];
+    int n = 0;
+    for (; n < N; n++) {
+        size_t size = n < 64 ? (size_t)n + 1 : (size_t)1 << (n - 64) % 20;
+        bool debug = n % 2;
+        void *p = NULL;
+        HRESULT hr = debug ? IHostMalloc_DebugAlloc(h, size, eTaskCritical, (char *)"conform.c", n, &p)
+                           : IHostMalloc_Alloc(h, size, eTaskCritical, &p);
+        if (hr != S_OK || !p) {
+            verdict(c, HM_RULE_FAIL, "Alloc and DebugAlloc of small blocks succeed", "%s(%zu) -> %s",
+                    debug ? "DebugAlloc" : "Alloc", size, hm_hr_name(hr));
+            break;
+        }
+        blocks[n] = p;
+        if ((uintptr_t)p % 16) {
+            verdict(c, HM_RULE_FAIL, "every heap block is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
+                    "%s(%zu) returned %p, %zu bytes past a 16-byte boundary", debug ? "DebugAlloc" : "Alloc", size, p,
+                    (size_t)((uintptr_t)p % 16));
+            n++;
+            break;
+        }
+    }
+    while (n > 0)
+        IHostMalloc_Free(h, blocks[--n]);
+    IHostMalloc_Release(h);
+}
+
+/* A block's bytes: a pattern of its number and the offset, so a byte written by a neighbour (or another offset of
+ * the same block) is told apart. */
+static unsigned char size_pattern(unsigned block, size_t offset)
+{
+    return (unsigned char)(block * 0x9Du + offset + (offset >> 8) * 7u + (offset >> 16) * 13u);
+}
+
+/* Blocks of every size class, from 1 byte past the large-block thresholds a host may have (4 KiB, 64 KiB, 1 MiB) to
+ * 4 MiB + 1: three live at once of each size (two past 64 KiB), none overlapping another, each filled completely and still holding all of
+ * it when its neighbours are filled too. A block short by even a byte, or two blocks sharing bytes, shows. */
+static void rule_heap_size_classes(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    if (!h)
+        return;
+    size_t sizes[400];
+    size_t n = 0;
+    for (size_t s = 1; s <= 128; s++)
+        sizes[n++] = s;
+    for (size_t p = 256; p <= ((size_t)4 << 20); p *= 2) {
+        size_t near[] = {p / 2 + p / 4, p - 16, p - 1, p, p + 1, p + 16, p + p / 4};
+        for (size_t k = 0; k < sizeof near / sizeof near[0]; k++)
+            if (p <= KB(64) || near[k] == p - 1 || near[k] == p + 1) /* big blocks: each side of the power */
+                sizes[n++] = near[k];
+    }
+    enum { LIVE = 3 };
+    unsigned id = 0;
+    for (size_t i = 0; i < n && c->result->status == HM_RULE_PASS; i++) {
+        size_t size = sizes[i];
+        int live = size > KB(64) ? 2 : LIVE; /* a big block has one neighbour to check: it keeps the rule quick */
+        unsigned char *b[LIVE] = {0};
+        unsigned ids[LIVE];
+        for (int k = 0; k < live; k++) {
+            HRESULT hr = IHostMalloc_Alloc(h, size, eTaskCritical, (void **)&b[k]);
+            if (hr != S_OK || !b[k]) {
+                verdict(c, HM_RULE_FAIL, "Alloc of every size up to 4 MiB succeeds", "Alloc(%zu) -> %s", size,
+                        hm_hr_name(hr));
+                b[k] = NULL;
+                break;
+            }
+            ids[k] = ++id;
+            if ((uintptr_t)b[k] % 16)
+                verdict(c, HM_RULE_FAIL, "every heap block is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
+                        "Alloc(%zu) returned %p", size, (void *)b[k]);
+            for (int j = 0; j < k; j++)
+                if (b[j] < b[k] + size && b[k] < b[j] + size)
+                    verdict(c, HM_RULE_FAIL, "live blocks never overlap",
+                            "two live blocks of %zu bytes: %p and %p (%td bytes apart)", size, (void *)b[j],
+                            (void *)b[k], b[k] > b[j] ? b[k] - b[j] : b[j] - b[k]);
+        }
+        for (int k = 0; k < live && b[k] && c->result->status == HM_RULE_PASS; k++)
+            for (size_t o = 0; o < size; o++)
+                b[k][o] = size_pattern(ids[k], o);
+        for (int k = 0; k < live && b[k] && c->result->status == HM_RULE_PASS; k++)
+            for (size_t o = 0; o < size; o++)
+                if (b[k][o] != size_pattern(ids[k], o)) {
+                    verdict(c, HM_RULE_FAIL, "a block holds every byte of its size, written over by nothing",
+                            "Alloc(%zu) -> %p: byte %zu holds %#x, not %#x (the block is short, or overlaps another)",
+                            size, (void *)b[k], o, b[k][o], size_pattern(ids[k], o));
+                    break;
+                }
+        for (int k = 0; k < live; k++)
+            if (b[k] && c->result->status == HM_RULE_PASS)
+                IHostMalloc_Free(h, b[k]); /* a corrupted heap is left alone: the verdict is in */
+    }
+    if (c->result->status == HM_RULE_PASS)
+        IHostMalloc_Release(h);
+}
+
+/* A size the host cannot serve fails with E_OUTOFMEMORY and *ppMem NULL; a header added to it must not wrap it
+ * round to a small block. */
+static void rule_heap_size_near_max(hm_rule_ctx *c)
+{
+    IHostMalloc *h = make_heap(c);
+    if (!h)
+        return;
+    static const size_t huge[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 8, SIZE_MAX - 15, SIZE_MAX - 16, SIZE_MAX - 64,
+                                  SIZE_MAX - 4095, SIZE_MAX / 2 + 1, (size_t)1 << 62};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0] && c->result->status == HM_RULE_PASS; i++)
+        for (int debug = 0; debug < 2; debug++) {
+            void *p = (void *)(uintptr_t)0x1;
+            HRESULT hr = debug ? IHostMalloc_DebugAlloc(h, huge[i], eTaskCritical, (char *)"conform.c", 1, &p)
+                               : IHostMalloc_Alloc(h, huge[i], eTaskCritical, &p);
+            if (hr != E_OUTOFMEMORY || p) {
+                char exp[120];
+                snprintf(exp, sizeof exp, "%s(%#zx) -> E_OUTOFMEMORY, *ppMem NULL", debug ? "DebugAlloc" : "Alloc",
+                         huge[i]);
+                verdict(c, HM_RULE_FAIL, exp, "%s, *ppMem %p%s", hm_hr_name(hr), p,
+                        SUCCEEDED(hr) ? " (the size wrapped round to a small block)" : "");
+                if (SUCCEEDED(hr) && p)
+                    IHostMalloc_Free(h, p);
+                break;
+            }
+        }
+    IHostMalloc_Release(h);
 }
 
 /* ---- Load, callbacks, ledger --------------------------------------------------------------------------------------- */
@@ -876,6 +1011,9 @@ static const hm_rule rules[] = {
     R("heap.free-foreign-pointer", "Free of a pointer the heap does not own is HOST_E_INVALIDOPERATION", "contract.md", rule_heap_free_foreign),
     R("heap.double-free", "a double free is HOST_E_INVALIDOPERATION", "contract.md", rule_heap_double_free),
     R("heap.null-out-pointer", "Alloc with a NULL ppMem is E_POINTER", "contract.md", rule_heap_null_out),
+    R("heap.alignment", "every block from Alloc and DebugAlloc is 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)", "contract.md", rule_heap_alignment),
+    R("heap.size-classes", "blocks of every size from 1 byte to 4 MiB hold all their bytes and never overlap", "contract.md", rule_heap_size_classes),
+    R("heap.size-near-max", "sizes near SIZE_MAX fail with E_OUTOFMEMORY, never wrap to a small block", "contract.md", rule_heap_size_near_max),
     R("load.reported", "GetMemoryLoad gives a percentage and available bytes; NULL pointers are E_POINTER", "contract.md", rule_load_reported),
     R("callback.registered-addref", "a registered callback is kept with a reference", "contract.md", rule_callback_reference),
     R("ledger.round-trip", "an acquired range can be released", "contract.md", rule_ledger_round_trip),

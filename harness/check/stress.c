@@ -12,6 +12,7 @@
 #include "com.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -41,7 +42,11 @@ typedef struct block {
     unsigned char *p;
     size_t size;
     unsigned char fill;
+    uint64_t canary; /* the heap workload: the tag in the block's first 8 bytes */
 } block;
+
+#define HEAP_LIVE 32      /* blocks each thread holds at most in the heap workload */
+#define MAILBOX_SLOTS 64  /* blocks in flight between threads (heap workload): handed over, freed by the taker */
 
 typedef struct worker {
     int id;
@@ -55,6 +60,8 @@ typedef struct worker {
     int nres;
     block blocks[MAX_BLOCKS];
     int nblocks;
+    _Atomic uint64_t *mailbox; /* the heap workload's hand-over slots, shared by every thread */
+    uint64_t canaries;         /* blocks tagged so far (the sequence when calls are not logged) */
 } worker;
 
 const char *hm_stress_op_name(int op) { return op >= 0 && op < HM_STRESS_OP_COUNT ? op_names[op] : "?"; }
@@ -334,13 +341,16 @@ static bool do_heap(worker *w, uint64_t x)
     if (w->nblocks == 0 || (w->nblocks < MAX_BLOCKS && (x >> 7) & 1)) {
         IHostMalloc *h = (x >> 33) & 1 || !w->own_heap ? w->shared_heap : w->own_heap;
         EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
-        block b = {h, NULL, 8 + (size_t)(x >> 20) % 2000, (unsigned char)(x >> 45) | 1};
+        block b = {h, NULL, 8 + (size_t)(x >> 20) % 2000, (unsigned char)(x >> 45) | 1, 0};
         uint64_t t0 = w->verify ? hm_now_ns() : 0;
         HRESULT hr = IHostMalloc_Alloc(h, b.size, level, (void **)&b.p);
         count_call(w, HM_STRESS_HEAP_ALLOC, hr, t0, h, b.size, level, 0, b.p);
         if (SUCCEEDED(hr)) {
             if (w->verify && !b.p)
                 return violate(w, "Alloc(%#zx) succeeded with a NULL block", b.size);
+            if (w->verify && (uintptr_t)b.p % 16)
+                return violate(w, "Alloc(%#zx) returned %p, which is not 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
+                               b.size, (void *)b.p);
             memset(b.p, b.fill, b.size);
             w->blocks[w->nblocks++] = b;
         } else if (w->verify && b.p) {
@@ -413,14 +423,168 @@ static bool step(worker *w)
     return do_load(w);
 }
 
+/* ---- The heap workload ------------------------------------------------------------------------------------------- */
+
+/* A block's canary: its first 8 bytes name the thread holding it (bits 56..63), its size (43..55) and the call that
+ * got it (0..42); every other byte holds a fill made from that tag. A block another thread was also given holds the
+ * other thread's tag, which names it and its call. */
+#define TAG_SEQ_BITS 43
+static uint64_t make_tag(unsigned thread, size_t size, uint64_t seq)
+{
+    return (uint64_t)thread << 56 | (uint64_t)size << TAG_SEQ_BITS | (seq & ((1ull << TAG_SEQ_BITS) - 1));
+}
+static unsigned tag_thread(uint64_t tag) { return (unsigned)(tag >> 56); }
+static size_t tag_size(uint64_t tag) { return (size_t)(tag >> TAG_SEQ_BITS) & 0x1FFF; }
+static uint64_t tag_seq(uint64_t tag) { return tag & ((1ull << TAG_SEQ_BITS) - 1); }
+static unsigned char tag_fill(uint64_t tag) { return (unsigned char)(tag ^ tag >> 17 ^ tag >> 56) | 1; }
+
+static void write_canary(block *b)
+{
+    memcpy(b->p, &b->canary, sizeof b->canary);
+    memset(b->p + sizeof b->canary, tag_fill(b->canary), b->size - sizeof b->canary);
+}
+
+/* The heap workload's check: b (held by this thread, given by its call b->canary's seq) still holds its canary. When
+ * it holds another thread's tag, the host gave that thread the same block: both are named. */
+static bool check_canary(worker *w, const block *b, const char *when)
+{
+    if (!w->verify)
+        return true;
+    uint64_t found;
+    memcpy(&found, b->p, sizeof found);
+    unsigned char fill = tag_fill(b->canary);
+    size_t bad = 0;
+    if (found == b->canary) { /* every fourth 8 bytes and the last 8 (the tag alone shows a block given twice) */
+        uint64_t word = 0x0101010101010101ull * fill, got;
+        bad = b->size;
+        for (size_t at = sizeof found; at + 8 <= b->size; at += 32) {
+            memcpy(&got, b->p + at, 8);
+            if (got != word) {
+                bad = at;
+                break;
+            }
+        }
+        for (size_t i = b->size >= 16 ? b->size - 8 : sizeof found; bad == b->size && i < b->size; i++)
+            if (b->p[i] != fill)
+                bad = i;
+        while (bad < b->size && b->p[bad] == fill) /* the byte that differs */
+            bad++;
+    }
+    if (found == b->canary && bad == b->size)
+        return true;
+    unsigned me = tag_thread(b->canary), other = tag_thread(found); /* me: its holder (the donor, if handed over) */
+    w->out->shared_block = (uint64_t)(uintptr_t)b->p;
+    if (found != b->canary && other >= 1 && other <= w->report->threads && other != me && tag_size(found) >= 8) {
+        w->out->other_thread = other;
+        w->out->other_call = tag_seq(found);
+        return violate(w, "heap block %p was held by two threads at once: thread %u got it (%zu bytes) from its call "
+                          "#%llu, IHostMalloc::Alloc -> %p, and thread %u got the same block (%zu bytes) from its call "
+                          "#%llu and wrote its canary over it (found %s); the host's heap handed one block out twice",
+                       (void *)b->p, me, b->size, (unsigned long long)tag_seq(b->canary), (void *)b->p, other,
+                       tag_size(found), (unsigned long long)tag_seq(found), when);
+    }
+    if (found != b->canary && other == me && tag_size(found) >= 8 && tag_seq(found) != tag_seq(b->canary)) {
+        w->out->other_thread = other;
+        w->out->other_call = tag_seq(found);
+        return violate(w, "heap block %p was handed out twice while live: thread %u got it (%zu bytes) from its call "
+                          "#%llu, IHostMalloc::Alloc -> %p, and again (%zu bytes) from its call #%llu, which wrote its "
+                          "canary over it (found %s); the host's heap handed one block out twice",
+                       (void *)b->p, me, b->size, (unsigned long long)tag_seq(b->canary), (void *)b->p,
+                       tag_size(found), (unsigned long long)tag_seq(found), when);
+    }
+    if (found != b->canary)
+        return violate(w, "heap block %p (%zu bytes, thread %u's from its call #%llu): its first 8 bytes hold %#llx, not "
+                          "its canary %#llx (found %s): written by someone else while the thread held it",
+                       (void *)b->p, b->size, me, (unsigned long long)tag_seq(b->canary), (unsigned long long)found,
+                       (unsigned long long)b->canary, when);
+    return violate(w, "heap block %p (%zu bytes, thread %u's from its call #%llu): byte %zu holds %#x, not %#x (found "
+                      "%s): written by someone else while the thread held it",
+                   (void *)b->p, b->size, me, (unsigned long long)tag_seq(b->canary), bad, b->p[bad], fill, when);
+}
+
+/* The heap workload's calls take tens of nanoseconds, as much as reading the clock twice: one in 8 is timed. */
+static uint64_t heap_clock(worker *w) { return w->verify && (w->out->calls & 7) == 0 ? hm_now_ns() : 0; }
+
+static bool heap_free(worker *w, const block *b)
+{
+    uint64_t t0 = heap_clock(w);
+    HRESULT hr = IHostMalloc_Free(b->heap, b->p);
+    count_call(w, HM_STRESS_HEAP_FREE, hr, t0, b->p, b->size, eTaskCritical, 0, b->heap);
+    return SUCCEEDED(hr);
+}
+
+/* Mailbox entries pack a block (16-byte aligned, below 2^47: 43 bits), its size (13 bits) and the thread that handed
+ * it over (7 bits). */
+static uint64_t pack_mail(const block *b, unsigned thread)
+{
+    return (uint64_t)(uintptr_t)b->p >> 4 | (uint64_t)b->size << 43 | (uint64_t)thread << 56;
+}
+static unsigned char *mail_block(uint64_t mail) { return (unsigned char *)(uintptr_t)((mail & ((1ull << 43) - 1)) << 4); }
+
+/* One step of the heap workload: 50% Alloc (small blocks, some up to 4 KiB; one in 8 checked again after a yield),
+ * 35% Free of an own block, 15% a block handed to another thread through a mailbox slot and whatever block was
+ * waiting there freed by this thread. Every block's canary is checked before it leaves the thread. */
+static bool heap_step(worker *w)
+{
+    uint64_t x = next_random(&w->seed);
+    int choice = (int)(x % 100);
+    if (w->nblocks == 0 || (choice < 50 && w->nblocks < HEAP_LIVE)) {
+        EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x / 100 % 3);
+        size_t size = (x >> 12) % 16 ? 8 + (size_t)(x >> 16) % 249 : 257 + (size_t)(x >> 16) % 3840;
+        block b = {w->shared_heap, NULL, size, 0, 0};
+        uint64_t t0 = heap_clock(w);
+        HRESULT hr = IHostMalloc_Alloc(b.heap, size, level, (void **)&b.p);
+        count_call(w, HM_STRESS_HEAP_ALLOC, hr, t0, b.heap, size, level, 0, b.p);
+        if (FAILED(hr))
+            return !w->verify || !b.p || violate(w, "a failed Alloc left *ppMem = %p", (void *)b.p);
+        if (w->verify && (!b.p || (uintptr_t)b.p % 16))
+            return violate(w, "Alloc(%#zx) returned %p, which is %s", size, (void *)b.p,
+                           b.p ? "not 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)" : "NULL");
+        b.canary = make_tag((unsigned)w->id, size, w->verify ? w->out->calls : ++w->canaries);
+        write_canary(&b);
+        w->blocks[w->nblocks++] = b;
+        if ((x >> 40) % 8 == 0) { /* let another thread run, then look: a block it was also given shows now */
+            sched_yield();
+            return check_canary(w, &w->blocks[w->nblocks - 1], "after a yield");
+        }
+        return true;
+    }
+    int k = (int)((x >> 20) % (uint64_t)w->nblocks);
+    block b = w->blocks[k];
+    if (!check_canary(w, &b, choice < 85 ? "before Free" : "before handing it to another thread"))
+        return false;
+    w->blocks[k] = w->blocks[--w->nblocks];
+    if (choice < 85) {
+        if (!heap_free(w, &b))
+            w->blocks[w->nblocks++] = b; /* refused (injected): kept, freed later */
+        return true;
+    }
+    uint64_t got = atomic_exchange(&w->mailbox[(x >> 30) % MAILBOX_SLOTS], pack_mail(&b, (unsigned)w->id));
+    if (!got)
+        return true;
+    block theirs = {w->shared_heap, mail_block(got), (size_t)(got >> 43) & 0x1FFF, 0, 0};
+    unsigned donor = (unsigned)(got >> 56);
+    if (w->verify) { /* the donor's canary, intact: the donor named in it, the size it was handed over with */
+        uint64_t found;
+        memcpy(&found, theirs.p, sizeof found);
+        theirs.canary = tag_thread(found) == donor && tag_size(found) == theirs.size ? found : make_tag(donor, theirs.size, 0);
+        if (!check_canary(w, &theirs, "in a block another thread handed over"))
+            return false;
+    }
+    if (!heap_free(w, &theirs) && w->nblocks < MAX_BLOCKS)
+        w->blocks[w->nblocks++] = theirs; /* refused (injected): ours now, freed later */
+    return true;
+}
+
 static void *run_worker(void *arg)
 {
     worker *w = arg;
-    IHostMemoryManager_CreateMalloc(w->m, 0, &w->own_heap); /* may fail (faults): the shared heap serves then */
+    if (!w->mailbox) /* the heap workload uses the shared heap alone */
+        IHostMemoryManager_CreateMalloc(w->m, 0, &w->own_heap); /* may fail (faults): the shared heap serves then */
     for (uint64_t i = 0; !atomic_load_explicit(&w->report->stop, memory_order_relaxed) &&
                          (!w->ops_limit || i < w->ops_limit);
          i++) {
-        if (!step(w))
+        if (!(w->mailbox ? heap_step(w) : step(w)))
             break;
         atomic_store_explicit(&w->out->done, i + 1, memory_order_relaxed);
     }
@@ -492,7 +656,8 @@ static const ICLRMemoryNotificationCallbackVtbl counter_vtbl = {counter_QueryInt
 HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report)
 {
     memset(report, 0, sizeof *report);
-    if (!m || config->threads == 0 || config->threads > HM_STRESS_MAX_THREADS || (!config->ops && config->seconds <= 0))
+    if (!m || config->threads == 0 || config->threads > HM_STRESS_MAX_THREADS || (!config->ops && config->seconds <= 0) ||
+        (config->workload != HM_STRESS_MIXED && config->workload != HM_STRESS_HEAP))
         return E_INVALIDARG;
     report->threads = config->threads;
     IHostMalloc *shared = NULL;
@@ -506,7 +671,9 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
     notification_counter *counter = calloc(1, sizeof *counter);
     worker *workers = calloc(config->threads, sizeof *workers);
     pthread_t *threads = calloc(config->threads, sizeof *threads);
-    if (!counter || !workers || !threads) {
+    _Atomic uint64_t *mailbox = config->workload == HM_STRESS_HEAP ? calloc(MAILBOX_SLOTS, sizeof *mailbox) : NULL;
+    if (!counter || !workers || !threads || (config->workload == HM_STRESS_HEAP && !mailbox)) {
+        free(mailbox);
         free(counter);
         free(workers);
         free(threads);
@@ -520,7 +687,8 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
     uint64_t t0 = hm_now_ns();
     unsigned started = 0;
     for (unsigned i = 0; i < config->threads; i++) {
-        workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .seed = config->seed * 1000 + i,
+        workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .mailbox = mailbox,
+                              .seed = config->seed * 1000 + i,
                               .verify = config->verify, .report = report, .out = &report->thread[i]};
         if (config->ops) /* the first ops % threads threads take one more, so the total is exact */
             workers[i].ops_limit = config->ops / config->threads + (i < config->ops % config->threads);
@@ -556,6 +724,10 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
     report->seconds = (double)(hm_now_ns() - t0) / 1e9;
     atomic_store(&counter->report, NULL);
     ICLRMemoryNotificationCallback_Release(&counter->ICLRMemoryNotificationCallback_iface);
+    for (int i = 0; mailbox && i < MAILBOX_SLOTS; i++) /* blocks still in flight between threads */
+        if (mailbox[i])
+            IHostMalloc_Free(shared, mail_block(mailbox[i]));
+    free(mailbox);
     IHostMalloc_Release(shared);
     free(workers);
     free(threads);

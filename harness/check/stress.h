@@ -46,6 +46,11 @@ typedef struct hm_stress_thread {
     hm_stress_call ring[HM_STRESS_RING];
     uint64_t calls; /* calls made; the last min(calls, HM_STRESS_RING) are in ring */
     char violation[512];
+    /* A heap block found held by two threads at once (the heap workload): the block, and the other thread (1-based)
+     * and its call (1-based, as the call log numbers them) that was handed the same block; 0 when none. */
+    uint64_t shared_block;
+    unsigned other_thread;
+    uint64_t other_call;
 } hm_stress_thread;
 
 /* Everything a run produces. Plain memory with no pointers, so `hostmem stress` can keep it in a mapping shared
@@ -59,11 +64,19 @@ typedef struct hm_stress_report {
     hm_stress_thread thread[HM_STRESS_MAX_THREADS];
 } hm_stress_report;
 
+/* What the threads do. */
+typedef enum hm_stress_workload {
+    HM_STRESS_MIXED, /* every method: reservations, commits, queries, heaps, loads (the table in docs/stress.md) */
+    HM_STRESS_HEAP,  /* heaps only: tight Alloc/Free of small blocks on the one shared MALLOC_THREADSAFE heap, blocks
+                      * handed to other threads to free, each block's canary checked after a yield */
+} hm_stress_workload;
+
 typedef struct hm_stress_config {
     unsigned threads;   /* 1..HM_STRESS_MAX_THREADS */
     double seconds;     /* run time when ops is 0 */
     uint64_t ops;       /* operations in all (split evenly among threads); 0: run for `seconds` */
     uint64_t seed;
+    hm_stress_workload workload;
     bool verify;        /* false: the same calls and memory writes, with no model checks, no call log and no
                          * latency clock (the baseline `hostmem bench` measures the checks against) */
     /* Called about every 100 ms from the calling thread while the workers run (may be NULL). */

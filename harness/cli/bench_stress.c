@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static double stress_ops_per_second(hm_bench *b, bool checked, unsigned threads, uint64_t ops,
-                                    hm_stress_report *report)
+static double stress_ops_per_second(hm_bench *b, hm_stress_workload workload, bool checked, unsigned threads,
+                                    uint64_t ops, hm_stress_report *report)
 {
     const hm_host_choice *host = b->host;
     IHostMemoryManager *m, *recorded = NULL;
@@ -25,7 +25,7 @@ static double stress_ops_per_second(hm_bench *b, bool checked, unsigned threads,
         fprintf(stderr, "hostmem bench: cannot record to %s: %s\n", path, HostMemLastError());
         exit(HM_EXIT_FAIL);
     }
-    hm_stress_config config = {.threads = threads, .ops = ops, .seed = 7, .verify = checked};
+    hm_stress_config config = {.threads = threads, .ops = ops, .seed = 7, .workload = workload, .verify = checked};
     HRESULT hr = hm_stress_run(recorded ? recorded : m, &config, report);
     if (recorded)
         IHostMemoryManager_Release(recorded);
@@ -49,18 +49,31 @@ void hm_bench_stress(hm_bench *b)
     hm_stress_report *report = malloc(sizeof *report);
     if (!report)
         exit(HM_EXIT_FAIL);
-    uint64_t ops = (uint64_t)(100000 * b->scale) + 1000;
-    for (unsigned threads = 1; threads <= 2; threads++) {
-        stress_ops_per_second(b, true, threads, ops / 10, report); /* warm up */
+    /* The mixed workload on 1 and 2 threads; the heap workload (`--workload heap`, whose steps are ten times
+     * cheaper, hence ten times as many) on 2 and 4 threads sharing one heap. */
+    static const struct {
+        hm_stress_workload workload;
+        unsigned threads;
+        uint64_t ops;
+        const char *name;
+    } runs[] = {{HM_STRESS_MIXED, 1, 100000, "stress"},
+                {HM_STRESS_MIXED, 2, 100000, "stress"},
+                {HM_STRESS_HEAP, 2, 1000000, "stress --workload heap"},
+                {HM_STRESS_HEAP, 4, 1000000, "stress --workload heap"}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        unsigned threads = runs[i].threads;
+        uint64_t ops = (uint64_t)((double)runs[i].ops * b->scale) + 1000;
+        stress_ops_per_second(b, runs[i].workload, true, threads, ops / 10, report); /* warm up */
         double best_checked = 0, best_bare = 0;
         for (int round = 0; round < 3; round++) { /* interleaved, best of three */
-            double c = stress_ops_per_second(b, true, threads, ops, report);
-            double r = stress_ops_per_second(b, false, threads, ops, report);
+            double c = stress_ops_per_second(b, runs[i].workload, true, threads, ops, report);
+            double r = stress_ops_per_second(b, runs[i].workload, false, threads, ops, report);
             best_checked = c > best_checked ? c : best_checked;
             best_bare = r > best_bare ? r : best_bare;
         }
-        char name[64];
-        snprintf(name, sizeof name, "stress, %u thread%s, checked and recorded", threads, threads > 1 ? "s" : "");
+        char name[80];
+        snprintf(name, sizeof name, "%s, %u thread%s, checked and recorded", runs[i].name, threads,
+                 threads > 1 ? "s" : "");
         hm_bench_row(b, "stress", name, best_checked / 1e3, "same, bare", best_bare / 1e3, "ksteps/s", false, 1.5);
     }
     free(report);

@@ -199,6 +199,23 @@ static FILE *create_new_file(const char *path)
     return f;
 }
 
+/* The other thread that held a block at the same time: its call that got the block (when still in its log) and its
+ * last calls. Read after the run, when the threads are done. */
+static void print_other_thread(FILE *f, const hm_stress_thread *o, unsigned id, uint64_t call, uint64_t block)
+{
+    FILE *out[2] = {stderr, f};
+    for (int i = 0; i < 2 && out[i]; i++) {
+        if (call && call <= o->calls && o->calls - call < HM_STRESS_RING) {
+            char line[256];
+            hm_stress_format_call(&o->ring[(call - 1) % HM_STRESS_RING], line, sizeof line);
+            fprintf(out[i], "thread %u's call #%llu that got block %#llx: %s\n", id, (unsigned long long)call,
+                    (unsigned long long)block, line);
+        }
+        fprintf(out[i], "thread %u's last calls:\n", id);
+        print_last_calls(out[i], o, id, i ? HM_STRESS_RING : 8);
+    }
+}
+
 /* On a violation or a crash: the message, the offending thread's last calls (every thread's, for a crash) on
  * stderr and in DIR/stress-PID-XXXXXX.violation.txt (named after the run's trace). */
 static void report_failure(const stress_options *o, const shared_run *s, const char *crash)
@@ -225,6 +242,9 @@ static void report_failure(const stress_options *o, const shared_run *s, const c
         print_last_calls(stderr, th, t + 1, crash ? 4 : 8);
         if (f)
             print_last_calls(f, th, t + 1, HM_STRESS_RING);
+        if (!crash && th->other_thread && th->other_thread <= r->threads) /* the heap workload: a block held twice */
+            print_other_thread(f, &r->thread[th->other_thread - 1], th->other_thread, th->other_call,
+                               th->shared_block);
         if (!crash)
             break;
     }
@@ -239,6 +259,29 @@ static void report_failure(const stress_options *o, const shared_run *s, const c
                 o->trace_path, o->trace_path, o->trace_path);
     else if (s->trace_note[0])
         fprintf(stderr, "(not recorded: %s)\n", s->trace_note);
+}
+
+/* A child that exits with a sanitizer's exit code has printed the sanitizer's report on stderr, above: name it. */
+static void name_sanitizer(char *why, size_t len)
+{
+    static const struct {
+        int status;
+        const char *note;
+    } codes[] = {
+        {66, "66 is ThreadSanitizer's exit code (run with TSAN_OPTIONS=halt_on_error=1): its report is above"},
+        {23, "23 is a sanitizer exit code you chose: its report is above"},
+        {1, "1 is AddressSanitizer's and UndefinedBehaviorSanitizer's exit code: a report above, if any, is theirs"},
+    };
+    const char *at = strstr(why, "exited the process with status ");
+    if (!at)
+        return;
+    int status = atoi(at + strlen("exited the process with status "));
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (codes[i].status == status) {
+            size_t used = strlen(why);
+            snprintf(why + used, len - used, "; %s", codes[i].note);
+            return;
+        }
 }
 
 typedef struct forked_run {
@@ -287,6 +330,8 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     if (how.end == HM_ISOLATED_REPORTED)
         return NULL;
     snprintf(why, why_len, "%s", how.message);
+    if (how.end == HM_ISOLATED_EXITED)
+        name_sanitizer(why, why_len);
     if (s->report.seconds == 0)
         s->report.seconds = run.elapsed;
     return why;
@@ -295,13 +340,16 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
 static int usage(void)
 {
     printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
-           "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR] [--timeout S]\n"
-           "                      [--no-fork]\n\n"
+           "                      [--workload mixed|heap] [--seed N] [--faults SPEC] [--json] [--trace-dir DIR]\n"
+           "                      [--timeout S] [--no-fork]\n\n"
            "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
            "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
            "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
            "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
-           "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
+           "not overlapping). With --faults, failures are accepted but must change nothing.\n"
+           "--workload heap: only heap calls, tight Alloc/Free of small blocks on one shared MALLOC_THREADSAFE\n"
+           "heap, blocks freed by other threads, each block's canary checked after a yield: a block the heap\n"
+           "hands to two threads at once is reported with both threads' calls.\n\n"
            "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
            "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default %d) is\n"
            "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
@@ -334,6 +382,16 @@ int hm_cmd_stress(int argc, char **argv)
             ok = hm_cli_take_uint("stress", argc, argv, &i, 0, ~0ull, &seed);
         } else if (strcmp(argv[i], "--timeout") == 0) {
             ok = hm_cli_take_uint("stress", argc, argv, &i, 1, 86400, &timeout);
+        } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
+            const char *w = argv[++i];
+            if (strcmp(w, "mixed") == 0) {
+                o.config.workload = HM_STRESS_MIXED;
+            } else if (strcmp(w, "heap") == 0) {
+                o.config.workload = HM_STRESS_HEAP;
+            } else {
+                fprintf(stderr, "hostmem stress: --workload '%s' is not one: mixed (the default) or heap\n", w);
+                return HM_EXIT_USAGE;
+            }
         } else if (strcmp(argv[i], "--json") == 0) {
             o.json = true;
         } else if (strcmp(argv[i], "--no-fork") == 0) {

@@ -4,10 +4,16 @@
  *   MERGED_REGIONS     VirtualQuery runs a region on into the next allocation when it looks alike
  *   OVERLAPPING_HEAP   every 16th heap allocation returns a block that is still in use
  *   RELEASE_ANYWHERE   MEM_RELEASE accepts any address inside a reservation
- *   CRASH_ON_QUERY     VirtualQuery of a committed page dereferences NULL */
+ *   CRASH_ON_QUERY     VirtualQuery of a committed page dereferences NULL
+ *   MISALIGNED         heap blocks (Alloc and DebugAlloc) are 8-byte aligned, not 16
+ *   SHORT_BLOCK        a size class rounds down: a block of 4 KiB+1 .. 8 KiB gets only 4 KiB
+ *   SIZE_WRAP          Alloc adds its 16-byte header without checking: Alloc(SIZE_MAX - 8) wraps to a small block
+ *   RACY_HEAP          a cache of small blocks in front of the heap, a stack with no lock (check, then act), even
+ *                      under MALLOC_THREADSAFE: two threads popping at once get the same block */
 #include <hostmem/hostmem.h>
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,12 +23,22 @@ typedef struct broken {
     IHostMemoryManager *inner;
 } broken;
 
+#define RACY_CACHE_SLOTS 1024
+#define RACY_BLOCK 256 /* the size every small block gets, so any cached block serves any small request */
+#define RACY_HEADER 16 /* before each block: 0 large, 1 small and live, 2 small and in the cache */
+
 typedef struct broken_heap {
     IHostMalloc iface;
     atomic_int ref;
     IHostMalloc *inner;
     void *last;
     int count;
+#ifdef BROKEN_RACY_HEAP
+    /* Each access is atomic, but a pop is a load of top, a load of the slot, a store of top: two threads that load
+     * the same top both take the same block. */
+    _Atomic(void *) cache[RACY_CACHE_SLOTS];
+    atomic_int top;
+#endif
 } broken_heap;
 
 static inline broken *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
@@ -77,6 +93,49 @@ static HRESULT STDMETHODCALLTYPE H_Alloc(IHostMalloc *i, SIZE_T s, EMemoryCritic
         return S_OK;
     }
 #endif
+#ifdef BROKEN_MISALIGNED
+    if (pp && s <= SIZE_MAX - 8) { /* 8 bytes past a 16-aligned block */
+        HRESULT hr = IHostMalloc_Alloc(h->inner, s + 8, l, pp);
+        if (SUCCEEDED(hr))
+            *pp = (char *)*pp + 8;
+        return hr;
+    }
+#endif
+#ifdef BROKEN_SHORT_BLOCK
+    if (s > 4096 && s <= 8192)
+        s = 4096;
+#endif
+#ifdef BROKEN_SIZE_WRAP
+    if (pp) { /* a header in front of the block, its size added without an overflow check */
+        HRESULT hr = IHostMalloc_Alloc(h->inner, s + 16, l, pp);
+        if (SUCCEEDED(hr))
+            *pp = (char *)*pp + 16;
+        return hr;
+    }
+#endif
+#ifdef BROKEN_RACY_HEAP
+    if (pp && (unsigned)l <= eProcessCritical) {
+        if (s <= RACY_BLOCK) {
+            int top = atomic_load_explicit(&h->top, memory_order_acquire);
+            if (top > 0) {
+                void *p = atomic_load_explicit(&h->cache[top - 1], memory_order_relaxed);
+                atomic_store_explicit(&h->top, top - 1, memory_order_release);
+                *(size_t *)((char *)p - RACY_HEADER) = 1;
+                *pp = p;
+                return S_OK;
+            }
+        }
+        size_t want = s <= RACY_BLOCK ? RACY_BLOCK : s;
+        if (want > SIZE_MAX - RACY_HEADER)
+            return IHostMalloc_Alloc(h->inner, s, l, pp);
+        HRESULT hr = IHostMalloc_Alloc(h->inner, want + RACY_HEADER, l, pp);
+        if (SUCCEEDED(hr)) {
+            *(size_t *)*pp = s <= RACY_BLOCK;
+            *pp = (char *)*pp + RACY_HEADER;
+        }
+        return hr;
+    }
+#endif
     HRESULT hr = IHostMalloc_Alloc(h->inner, s, l, pp);
     if (SUCCEEDED(hr))
         h->last = *pp;
@@ -84,11 +143,41 @@ static HRESULT STDMETHODCALLTYPE H_Alloc(IHostMalloc *i, SIZE_T s, EMemoryCritic
 }
 static HRESULT STDMETHODCALLTYPE H_DebugAlloc(IHostMalloc *i, SIZE_T s, EMemoryCriticalLevel l, char *f, int n, void **pp)
 {
+#if defined(BROKEN_MISALIGNED) || defined(BROKEN_SIZE_WRAP) || defined(BROKEN_RACY_HEAP)
+    (void)f, (void)n;
+    return H_Alloc(i, s, l, pp); /* the same blocks, so Free can tell them apart */
+#else
     return IHostMalloc_DebugAlloc(impl_from_IHostMalloc(i)->inner, s, l, f, n, pp);
+#endif
 }
 static HRESULT STDMETHODCALLTYPE H_Free(IHostMalloc *i, void *p)
 {
     broken_heap *h = impl_from_IHostMalloc(i);
+#ifdef BROKEN_MISALIGNED
+    if (p && (uintptr_t)p % 16 == 8)
+        p = (char *)p - 8;
+#endif
+#ifdef BROKEN_SIZE_WRAP
+    if (p && (uintptr_t)p % 16 == 0)
+        p = (char *)p - 16;
+#endif
+#ifdef BROKEN_RACY_HEAP
+    if (p && (uintptr_t)p % 16 == 0) {
+        char *raw = (char *)p - RACY_HEADER;
+        if (*(size_t *)raw == 2)
+            return HOST_E_INVALIDOPERATION; /* already in the cache: a double free */
+        if (*(size_t *)raw == 1) {
+            *(size_t *)raw = 2;
+            int top = atomic_load_explicit(&h->top, memory_order_acquire);
+            if (top < RACY_CACHE_SLOTS) {
+                atomic_store_explicit(&h->cache[top], p, memory_order_relaxed);
+                atomic_store_explicit(&h->top, top + 1, memory_order_release);
+                return S_OK;
+            }
+        }
+        p = raw;
+    }
+#endif
     if (p == h->last)
         h->last = NULL;
     return IHostMalloc_Free(h->inner, p);
