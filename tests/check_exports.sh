@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/check_exports.sh NM LIBRARY INCLUDE_DIR: libhostmem.so exports exactly the public API, the functions and
-# objects include/hostmem/*.h declare with HM_API: no internal symbol leaks out, no declared one is missing.
+# objects include/hostmem/*.h declare with HM_API
+# (and the IIDs contract.h declares with HM_DEFINE_GUID): no internal symbol leaks out, no declared one is missing.
 set -euo pipefail
 nm=$1 lib=$2 include=$3
 work=$(mktemp -d)
@@ -10,7 +11,11 @@ trap 'rm -rf "$work"' EXIT
   sed 's/@.*//' | sort -u >"$work/exported"
 # The name before the "(" or ";" that ends an HM_API declaration: `HM_API T *name(...` or `extern HM_API T name;`.
 grep -hE '^[[:space:]]*(extern[[:space:]]+)?HM_API[[:space:]]' "$include"/hostmem/*.h |
-  sed -nE 's/^[^(;]*[^A-Za-z0-9_]([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*[(;].*/\1/p' | sort -u >"$work/declared"
+  sed -nE 's/^[^(;]*[^A-Za-z0-9_]([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*[(;].*/\1/p' >"$work/declared.api"
+# The IIDs contract.h declares with HM_DEFINE_GUID(name, ...), which libhostmem defines and exports (src/iids.c).
+grep -hE '^[[:space:]]*HM_DEFINE_GUID\(' "$include"/hostmem/*.h |
+  sed -nE 's/^[[:space:]]*HM_DEFINE_GUID\(([A-Za-z_][A-Za-z0-9_]*),.*/\1/p' >>"$work/declared.api"
+sort -u "$work/declared.api" >"$work/declared"
 if [ ! -s "$work/declared" ] || [ ! -s "$work/exported" ]; then
   echo "check_exports: found $(wc -l <"$work/declared") declared and $(wc -l <"$work/exported") exported symbols" >&2
   exit 1

@@ -1,10 +1,12 @@
 /* An example host for the CLR hosting memory contract, built on plain mmap, for people writing their own.
  *
- * It uses only hostmem's public headers (the types and the COM binding) and exports the factory every hostmem tool
- * loads:  hostmem conform --host ./libhostmem_example_mmap.so
+ * It includes only <hostmem/contract.h> (the types, the COM binding, the IIDs; no hostmem library is linked) and
+ * exports the factory every hostmem tool loads:  hostmem conform --host ./libhostmem_example_mmap.so
  * It keeps things simple on purpose: a list of reservations with one byte per page, one mutex, a malloc-backed
  * heap. hostmem's built-in manager (src/) does the same job at scale. */
-#include <hostmem/hostmem.h>
+/* This file defines the IIDs it compares against (HM_DEFINE_GUID in contract.h). */
+#define HOSTMEM_INITGUID
+#include <hostmem/contract.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -591,11 +593,6 @@ static const IHostMemoryManagerVtbl host_vtbl = {
     QueryInterface_, AddRef_, Release_, CreateMalloc_, VirtualAlloc_, VirtualFree_, VirtualQuery_, VirtualProtect_,
     GetMemoryLoad_, Register_, Needs_, Acquired_, Released_,
 };
-
-/* The IIDs this plugin compares against (hostmem's library defines them too; a plugin carries its own). */
-const IID IID_IUnknown = {0x00000000, 0x0000, 0x0000, {0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46}};
-const IID IID_IHostMemoryManager = {0x7BC698D1, 0xF9E3, 0x4460, {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
-const IID IID_IHostMalloc = {0x1831991C, 0xCC53, 0x4A31, {0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
 
 __attribute__((visibility("default"))) HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **pp)
 {

@@ -30,7 +30,7 @@ extern "C" {
  *
  * The built-in factory also honours HOSTMEM_FAULTS (a fault spec, docs/faults.md) and HOSTMEM_TRACE (a trace
  * path, docs/trace-format.md) from the environment, so a program records or injects without code changes. */
-typedef HRESULT (*HostMemCreateManagerFn)(const char *options, IHostMemoryManager **ppManager);
+/* (HostMemCreateManagerFn, the factory's type, is in contract.h.) */
 HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager);
 
 /* The built-in manager alone, ignoring HOSTMEM_FAULTS and HOSTMEM_TRACE. */
