@@ -2,6 +2,7 @@
  * that crashes or hangs still gets a report (its signal, each thread's last calls, the recorded trace), with live
  * progress on a terminal and a summary or JSON at the end. */
 #include "cli.h"
+#include "junit.h"
 #include "plugin.h"
 #include "stress.h"
 
@@ -36,6 +37,7 @@ typedef struct stress_options {
     bool json, no_fork;
     unsigned hang_seconds;   /* no operation finished for this long: the host is hung */
     const char *trace_dir;
+    const char *junit;       /* --junit FILE, or NULL */
     char trace_path[4096];
 } stress_options;
 
@@ -241,6 +243,32 @@ static void report_failure(const stress_options *o, const shared_run *s, const c
         fprintf(stderr, "(not recorded: %s)\n", s->trace_note);
 }
 
+/* --junit FILE: one testcase for the run (a failure when the host crashed or hung) and one per thread (a failure
+ * when its answers broke its model). */
+static bool write_junit(const stress_options *o, const shared_run *s, const char *crash)
+{
+    const hm_stress_report *r = &s->report;
+    unsigned threads = r->threads ? r->threads : o->config.threads, failures = crash != NULL;
+    for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++)
+        failures += r->thread[t].violation[0] != 0;
+    char suite[4200], name[64], out[4200];
+    snprintf(suite, sizeof suite, "hostmem stress (%s host)", o->host.library ? o->host.library : "built-in");
+    FILE *f = hm_junit_open("stress", o->junit, suite, threads + 1, failures, 0, r->seconds);
+    if (!f)
+        return false;
+    snprintf(out, sizeof out, "seed %llu; the run is recorded in %s", (unsigned long long)o->config.seed,
+             o->trace_path);
+    hm_junit_case(f, "hostmem.stress", "the run completes", r->seconds, crash ? "failure" : NULL,
+                  crash ? "the host did not survive the run" : NULL, crash, crash && s->recording ? out : NULL);
+    for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++) {
+        const char *violation = r->thread[t].violation;
+        snprintf(name, sizeof name, "thread %u: every answer matches its model", t + 1);
+        hm_junit_case(f, "hostmem.stress", name, r->seconds, violation[0] ? "failure" : NULL,
+                      violation[0] ? "VIOLATION" : NULL, violation, violation[0] && s->recording ? out : NULL);
+    }
+    return hm_junit_close("stress", o->junit, f);
+}
+
 typedef struct forked_run {
     stress_options *o;
     shared_run *s;
@@ -295,8 +323,8 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
 static int usage(void)
 {
     printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
-           "                      [--seed N] [--faults SPEC] [--json] [--trace-dir DIR] [--timeout S]\n"
-           "                      [--no-fork]\n\n"
+           "                      [--seed N] [--faults SPEC] [--json] [--junit FILE] [--trace-dir DIR]\n"
+           "                      [--timeout S] [--no-fork]\n\n"
            "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
            "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
            "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
@@ -307,7 +335,8 @@ static int usage(void)
            "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
            "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
            "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
-           "exit status is 1. --no-fork runs in-process (for a debugger).\n"
+           "exit status is 1. --no-fork runs in-process (for a debugger). --junit FILE also writes a JUnit XML report:\n"
+           "a testcase for the run (failing on a crash or hang) and one per thread (failing on a violation).\n"
            "Numbers are whole: --threads 1-64, --seconds 1-2592000, --ops 1-10^12 (not with --seconds).\n",
            HANG_SECONDS);
     return HM_EXIT_OK;
@@ -338,9 +367,11 @@ int hm_cmd_stress(int argc, char **argv)
             o.json = true;
         } else if (strcmp(argv[i], "--no-fork") == 0) {
             o.no_fork = true;
+        } else if (strcmp(argv[i], "--junit") == 0 && i + 1 < argc) {
+            o.junit = argv[++i];
         } else if (strcmp(argv[i], "--trace-dir") == 0 && i + 1 < argc) {
             o.trace_dir = argv[++i];
-        } else if (strcmp(argv[i], "--help") == 0) {
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             return usage();
         } else {
             fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
@@ -406,6 +437,8 @@ int hm_cmd_stress(int argc, char **argv)
         if (violations || crash)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
+        if (o.junit && !write_junit(&o, s, crash))
+            exit_code = HM_EXIT_FAIL; /* a CI run must not lose its report silently */
     }
     if (exit_code == HM_EXIT_OK || !s->recording)
         unlink(o.trace_path); /* kept only when it holds what went wrong */
