@@ -4,30 +4,26 @@
 #include "plugin.h"
 
 #include "junit.h"
+#include "options.h"
 
 #include <errno.h>
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem conform [--host LIB.so] [--host-options S] [--filter PATTERN]... [--skip PATTERN]...\n"
-               "                       [--baseline FILE] [--json] [--junit FILE] [--list] [--timeout SECONDS]\n"
-               "                       [--no-fork]\n\n"
-               "Runs every rule of the hosting memory contract and of Windows' virtual memory against a host (the\n"
-               "built-in one by default), each on a fresh manager in its own process, and prints PASS, FAIL (with\n"
-               "expected and actual) or INFO (a choice the host may make) per rule. Loading the host, its factory\n"
-               "and Release run in child processes too, each rule with a timeout (default 10 s): a host that\n"
-               "crashes, exits the process or hangs fails the rule (or the load) it did so in. --no-fork runs in\n"
-               "this process (for a debugger).\n"
-               "--filter (repeatable) runs the rules one of its patterns matches, --skip leaves out the ones it\n"
-               "matches: a shell glob (vm.*.zeroed) matches the whole id, a pattern without * ? [ any part of it. A\n"
-               "pattern that matches no rule is bad usage. --baseline FILE lists known deviations, one per line:\n"
-               "RULE-ID REASON ('#' starts a comment); a listed rule that fails is KNOWN and does not fail the run,\n"
-               "one that passes is STALE (reported, not a failure). --junit FILE also writes a JUnit XML report.\n"
-               "Exit 0 when every rule passes, 1 when one fails, 2 for bad usage or a host that cannot be loaded.\n");
-}
+static const char description[] =
+    "Runs every rule of the hosting memory contract and of Windows' virtual memory against a host (the\n"
+    "built-in one by default), each on a fresh manager in its own process, and prints PASS, FAIL (with\n"
+    "expected and actual) or INFO (a choice the host may make) per rule. Loading the host, its factory\n"
+    "and Release run in child processes too, each rule with a timeout (default 10 s): a host that\n"
+    "crashes, exits the process or hangs fails the rule (or the load) it did so in. --no-fork runs in\n"
+    "this process (for a debugger).\n"
+    "--filter (repeatable) runs the rules one of its patterns matches, --skip leaves out the ones it\n"
+    "matches: a shell glob (vm.*.zeroed) matches the whole id, a pattern without * ? [ any part of it. A\n"
+    "pattern that matches no rule is bad usage. --baseline FILE lists known deviations, one per line:\n"
+    "RULE-ID REASON ('#' starts a comment); a listed rule that fails is KNOWN and does not fail the run,\n"
+    "one that passes is STALE (reported, not a failure). --junit FILE also writes a JUnit XML report.\n"
+    "Exit 0 when every rule passes, 1 when one fails, 2 for bad usage or a host that cannot be loaded.\n";
 
 /* The probe: load the host and make and release one manager, in a child like every rule, so a bad library is
  * reported once, before any rule runs. */
@@ -230,10 +226,32 @@ int hm_cmd_conform(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_conform_options o = {0};
-    bool json = false, list = false;
+    bool json = false, list = false, no_fork = false;
     const char *baseline = NULL, *junit = NULL;
-    const char **filters = calloc((size_t)argc, sizeof *filters), **skips = calloc((size_t)argc, sizeof *skips);
-    size_t filter_count = 0, skip_count = 0;
+    hm_option_list filter = {0}, skip = {0};
+    unsigned long long timeout = 0;
+    const hm_option table[] = {
+        HM_HOST_OPTIONS(&choice),
+        {"--faults", "SPEC", HM_OPTION_STRING, &choice.faults, 0, 0,
+         "refused: injected failures would make correct hosts fail (use stress or explore)", NULL},
+        {"--filter", "PATTERN", HM_OPTION_LIST, &filter, 0, 0, "run only the rules a pattern matches", NULL},
+        {"--skip", "PATTERN", HM_OPTION_LIST, &skip, 0, 0, "leave out the rules a pattern matches", NULL},
+        {"--baseline", "FILE", HM_OPTION_STRING, &baseline, 0, 0, "known deviations: RULE-ID REASON per line", NULL},
+        {"--junit", "FILE", HM_OPTION_STRING, &junit, 0, 0, "also write a JUnit XML report", NULL},
+        {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON document on stdout", NULL},
+        {"--list", NULL, HM_OPTION_FLAG, &list, 0, 0, "list the (selected) rules, run nothing", NULL},
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "per rule (default 10)", NULL},
+        {"--no-fork", NULL, HM_OPTION_FLAG, &no_fork, 0, 0, "run in this process (for a debugger)", NULL},
+    };
+    const hm_command_spec spec = {"conform", "", 0, 0, description, table, sizeof table / sizeof table[0]};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    o.no_fork = no_fork;
+    o.timeout_seconds = (unsigned)timeout;
+    const char *const *filters = filter.items, *const *skips = skip.items;
+    size_t filter_count = filter.count, skip_count = skip.count;
     size_t n;
     const hm_rule *rules = hm_conform_rules(&n);
     char **reasons = calloc(n, sizeof *reasons);
@@ -241,44 +259,10 @@ int hm_cmd_conform(int argc, char **argv)
     verdict *v = calloc(n, sizeof *v);
     hm_rule_result *results = calloc(n, sizeof *results);
     int code = HM_EXIT_USAGE;
-    if (!filters || !skips || !reasons || !lines || !v || !results) {
+    if (!reasons || !lines || !v || !results) {
         fprintf(stderr, "hostmem conform: out of memory\n");
         code = HM_EXIT_FAIL;
         goto done;
-    }
-    for (int i = 1; i < argc; i++) {
-        bool error = false;
-        if (hm_cli_take_host_option(&choice, argc, argv, &i, &error)) {
-            if (error)
-                goto done;
-        } else if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) {
-            filters[filter_count++] = argv[++i];
-        } else if (strcmp(argv[i], "--skip") == 0 && i + 1 < argc) {
-            skips[skip_count++] = argv[++i];
-        } else if (strcmp(argv[i], "--baseline") == 0 && i + 1 < argc) {
-            baseline = argv[++i];
-        } else if (strcmp(argv[i], "--junit") == 0 && i + 1 < argc) {
-            junit = argv[++i];
-        } else if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--list") == 0) {
-            list = true;
-        } else if (strcmp(argv[i], "--no-fork") == 0) {
-            o.no_fork = true;
-        } else if (strcmp(argv[i], "--timeout") == 0) {
-            unsigned long long seconds;
-            if (!hm_cli_take_uint("conform", argc, argv, &i, 1, 86400, &seconds))
-                goto done;
-            o.timeout_seconds = (unsigned)seconds;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            code = HM_EXIT_OK;
-            goto done;
-        } else {
-            fprintf(stderr, "hostmem conform: unknown argument '%s'\n\n", argv[i]);
-            usage(stderr);
-            goto done;
-        }
     }
     if (choice.faults) {
         fprintf(stderr, "hostmem conform: --faults would make correct hosts fail; use it with stress or explore\n");
@@ -390,7 +374,5 @@ done:
     free(lines);
     free(v);
     free(results);
-    free(filters);
-    free(skips);
     return code;
 }
