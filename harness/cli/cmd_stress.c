@@ -3,6 +3,7 @@
  * progress on a terminal and a summary or JSON at the end. */
 #include "cli.h"
 #include "junit.h"
+#include "options.h"
 #include "plugin.h"
 #include "stress.h"
 
@@ -320,66 +321,44 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     return why;
 }
 
-static int usage(void)
-{
-    printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
-           "                      [--seed N] [--faults SPEC] [--json] [--junit FILE] [--trace-dir DIR]\n"
-           "                      [--timeout S] [--no-fork]\n\n"
-           "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
-           "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
-           "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
-           "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
-           "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
-           "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
-           "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default %d) is\n"
-           "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
-           "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
-           "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
-           "exit status is 1. --no-fork runs in-process (for a debugger). --junit FILE also writes a JUnit XML report:\n"
-           "a testcase for the run (failing on a crash or hang) and one per thread (failing on a violation).\n"
-           "Numbers are whole: --threads 1-64, --seconds 1-2592000, --ops 1-10^12 (not with --seconds).\n",
-           HANG_SECONDS);
-    return HM_EXIT_OK;
-}
+static const char description[] =
+    "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
+    "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
+    "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
+    "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
+    "not overlapping). With --faults, failures are accepted but must change nothing.\n\n"
+    "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
+    "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default 20) is\n"
+    "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
+    "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
+    "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
+    "exit status is 1. --junit FILE also writes a JUnit XML report: a testcase for the run (failing on a\n"
+    "crash or hang) and one per thread (failing on a violation).\n";
 
 int hm_cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
     unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS;
     bool seconds_given = false;
-    for (int i = 1; i < argc; i++) {
-        bool error = false, ok = true;
-        if (hm_cli_take_host_option(&o.host, argc, argv, &i, &error)) {
-            if (error)
-                return HM_EXIT_USAGE;
-        } else if (strcmp(argv[i], "--threads") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, HM_STRESS_MAX_THREADS, &threads);
-        } else if (strcmp(argv[i], "--seconds") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_SECONDS, &seconds);
-            seconds_given = true;
-        } else if (strcmp(argv[i], "--ops") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_OPS, &ops);
-        } else if (strcmp(argv[i], "--seed") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 0, ~0ull, &seed);
-        } else if (strcmp(argv[i], "--timeout") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, 86400, &timeout);
-        } else if (strcmp(argv[i], "--json") == 0) {
-            o.json = true;
-        } else if (strcmp(argv[i], "--no-fork") == 0) {
-            o.no_fork = true;
-        } else if (strcmp(argv[i], "--junit") == 0 && i + 1 < argc) {
-            o.junit = argv[++i];
-        } else if (strcmp(argv[i], "--trace-dir") == 0 && i + 1 < argc) {
-            o.trace_dir = argv[++i];
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            return usage();
-        } else {
-            fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
-            return HM_EXIT_USAGE;
-        }
-        if (!ok)
-            return HM_EXIT_USAGE;
-    }
+    const hm_option table[] = {
+        HM_HOST_OPTIONS(&o.host),
+        HM_FAULTS_OPTION(&o.host),
+        {"--threads", "N", HM_OPTION_UINT, &threads, 1, HM_STRESS_MAX_THREADS, "threads (default 4)", NULL},
+        {"--seconds", "S", HM_OPTION_UINT, &seconds, 1, MAX_SECONDS, "how long (default 5)", &seconds_given},
+        {"--ops", "N", HM_OPTION_UINT, &ops, 1, MAX_OPS, "operations in all, instead of --seconds", NULL},
+        {"--seed", "N", HM_OPTION_UINT, &seed, 0, ~0ull, "the workload's seed (default 1)", NULL},
+        {"--json", NULL, HM_OPTION_FLAG, &o.json, 0, 0, "one JSON object on stdout", NULL},
+        {"--junit", "FILE", HM_OPTION_STRING, &o.junit, 0, 0, "also write a JUnit XML report", NULL},
+        {"--trace-dir", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0, "where the run's trace goes (default .)", NULL},
+        {"--timeout", "S", HM_OPTION_UINT, &timeout, 1, 86400, "no operation finishing this long is a hang (default 20)",
+         NULL},
+        {"--no-fork", NULL, HM_OPTION_FLAG, &o.no_fork, 0, 0, "run in this process (for a debugger)", NULL},
+    };
+    const hm_command_spec spec = {"stress", "", 0, 0, description, table, sizeof table / sizeof table[0]};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
     if (ops && seconds_given) {
         fprintf(stderr, "hostmem stress: --seconds and --ops both say when to stop: give one\n");
         return HM_EXIT_USAGE;

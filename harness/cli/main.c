@@ -53,8 +53,10 @@ static void usage(FILE *f)
             HOSTMEM_VERSION_STRING);
     for (size_t i = 0; i < n; i++)
         fprintf(f, "  %-14s %s\n", c[i].name, c[i].summary);
-    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so, --host-options S and --faults SPEC.\n"
-               "'hostmem COMMAND --help' tells more. Exit codes: 0 success, 1 a check failed, 2 bad usage or input.\n");
+    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so and --host-options S; stress, replay, reduce\n"
+               "and record also take --faults SPEC (conform, explore and fuzz-to-trace refuse it: they choose their\n"
+               "own failures or none). 'hostmem help COMMAND' or 'hostmem COMMAND --help' tells more.\n"
+               "Exit codes: 0 success, 1 a check failed, 2 bad usage or input.\n");
 }
 
 int main(int argc, char **argv)
@@ -69,6 +71,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return HM_EXIT_USAGE;
     }
+    size_t n;
+    const command *c = commands(&n);
+    if (strcmp(argv[1], "help") == 0 && argc > 2) { /* hostmem help CMD: CMD --help */
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(argv[2], c[i].name) == 0) {
+                char *help_argv[] = {argv[2], "--help", NULL};
+                return c[i].fn(2, help_argv);
+            }
+        fprintf(stderr, "hostmem help: unknown command '%s'\n\n", argv[2]);
+        usage(stderr);
+        return HM_EXIT_USAGE;
+    }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return HM_EXIT_OK;
@@ -77,8 +91,6 @@ int main(int argc, char **argv)
         printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
         return HM_EXIT_OK;
     }
-    size_t n;
-    const command *c = commands(&n);
     for (size_t i = 0; i < n; i++)
         if (strcmp(argv[1], c[i].name) == 0)
             return c[i].fn(argc - 1, argv + 1);
