@@ -1,5 +1,6 @@
 /* The hostmem command: one binary, one subcommand per job. */
 #include "cli.h"
+#include "options.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,12 @@
 
 static int cmd_options(int argc, char **argv)
 {
-    (void)argc, (void)argv;
+    const hm_command_spec spec = {"options", "", 0, 0, "Lists the built-in manager's options (--host-options).\n",
+                                  NULL, 0};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
     printf("Options of the built-in manager (HostMemCreateManager, --host-options), as key=value,...:\n%s",
            HostMemOptionsHelp());
     return HM_EXIT_OK;
