@@ -59,9 +59,9 @@ static void usage(FILE *f)
             HOSTMEM_VERSION_STRING);
     for (size_t i = 0; i < n; i++)
         fprintf(f, "  %-14s %s\n", c[i].name, c[i].summary);
-    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so and --host-options S; stress, replay, reduce\n"
-               "and record also take --faults SPEC (conform, explore and fuzz-to-trace refuse it: they choose their\n"
-               "own failures or none). 'hostmem help COMMAND' or 'hostmem COMMAND --help' tells more.\n"
+    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so and --host-options S; stress, replay,\n"
+               "reduce, record and bench also take --faults SPEC (conform, explore and fuzz-to-trace refuse it: they\n"
+               "choose their own failures or none). 'hostmem help COMMAND' or 'hostmem COMMAND --help' tells more.\n"
                "Exit codes: 0 success, 1 a check failed, 2 bad usage or input.\n");
 }
 
