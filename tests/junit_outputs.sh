@@ -9,6 +9,7 @@ rm -f conform.xml stress.xml stress-*.trace stress-*.violation.txt
 printf '# known deviations\nvm.commit.zeroed  recycles pages <unzeroed> & says "so" '"'"'here'"'"'\n' > baseline
 "$hostmem" conform --host "$broken" --filter vm.commit --baseline baseline --junit conform.xml > /dev/null
 echo "conform exited with $?"
+"$hostmem" conform --host "$broken" --filter vm.commit --baseline baseline --json > conform.json
 "$hostmem" stress --host "$broken" --threads 1 --ops 20000 --trace-dir . --junit stress.xml > /dev/null 2>&1
 echo "stress exited with $?"
 "$python" - <<'PY'
@@ -22,6 +23,11 @@ assert skipped is not None and '<unzeroed> & says "so"' in skipped.get("message"
 assert cases["vm.commit.at-null"].find("failure") is None
 assert int(c.get("tests")) == len(cases) and c.get("failures") == "1" and c.get("skipped") == "1", c.attrib
 print("conform junit: %d testcases, 1 failure, 1 known" % len(cases))
+import json
+j = json.load(open("conform.json"))
+known = [r for r in j["rules"] if r["status"] == "known"]
+assert j["known"] == 1 and j["failed"] == 1 and known[0]["baseline"].startswith("recycles pages <unzeroed>"), j
+print("conform json with a baseline: valid")
 s = ET.parse("stress.xml").getroot().find("testsuite")
 failures = [t for t in s.findall("testcase") if t.find("failure") is not None]
 assert failures and int(s.get("failures")) == len(failures), s.attrib
