@@ -10,6 +10,7 @@
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char description[] =
     "Runs every rule of the hosting memory contract and of Windows' virtual memory against a host (the\n"
@@ -44,7 +45,7 @@ static void probe_child(void *ctx)
 
 /* HM_EXIT_OK when the host loads; HM_EXIT_USAGE (with the loader's message) when it cannot be loaded or its factory
  * fails; HM_EXIT_FAIL when it crashes, exits or hangs while being loaded, made or released: that is a finding. */
-static int probe_host(const hm_conform_options *o, bool json, const char *junit)
+static int probe_host(const hm_conform_options *o, bool json, FILE *junit)
 {
     probe *p = o->no_fork ? calloc(1, sizeof *p) : hm_shared_alloc(sizeof *p);
     if (!p) {
@@ -72,11 +73,10 @@ static int probe_host(const hm_conform_options *o, bool json, const char *junit)
             printf(", \"passed\": 0, \"failed\": 1, \"info\": 0}\n");
         }
         fprintf(stderr, "hostmem conform: FAIL: loading the %s host: %s\n", host, how.message);
-        FILE *f = junit ? hm_junit_open("conform", junit, "hostmem conform", 1, 1, 0, 0) : NULL;
-        if (f) {
-            hm_junit_case(f, "hostmem.conform", "load", 0, "failure", "the host could not be loaded", how.message,
+        if (junit) {
+            hm_junit_begin(junit, "hostmem conform", 1, 1, 0, 0);
+            hm_junit_case(junit, "hostmem.conform", "load", 0, "failure", "the host could not be loaded", how.message,
                           NULL);
-            hm_junit_close("conform", junit, f);
         }
     } else if (FAILED(p->hr)) {
         code = HM_EXIT_USAGE;
@@ -186,7 +186,7 @@ static bool read_baseline(const char *path, const hm_rule *rules, size_t n, char
 typedef enum verdict { V_SKIPPED, V_PASS, V_FAIL, V_INFO, V_KNOWN, V_STALE } verdict;
 static const char *const verdict_json[] = {"", "pass", "fail", "info", "known", "stale"};
 
-static bool write_junit(const char *path, const char *host, const hm_rule *rules, size_t n, const verdict *v,
+static void write_junit(FILE *f, const char *host, const hm_rule *rules, size_t n, const verdict *v,
                         const hm_rule_result *r, char *const *reasons, unsigned tests, unsigned failed,
                         unsigned known)
 {
@@ -195,9 +195,7 @@ static bool write_junit(const char *path, const char *host, const hm_rule *rules
         seconds += v[i] != V_SKIPPED ? r[i].ms / 1000 : 0;
     char suite[512];
     snprintf(suite, sizeof suite, "hostmem conform (%s host)", host);
-    FILE *f = hm_junit_open("conform", path, suite, tests, failed, known, seconds);
-    if (!f)
-        return false;
+    hm_junit_begin(f, suite, tests, failed, known, seconds);
     for (size_t i = 0; i < n; i++) {
         if (v[i] == V_SKIPPED)
             continue;
@@ -219,7 +217,6 @@ static bool write_junit(const char *path, const char *host, const hm_rule *rules
         }
         hm_junit_case(f, "hostmem.conform", rules[i].id, r[i].ms / 1000, kind, msg, text, out);
     }
-    return hm_junit_close("conform", path, f);
 }
 
 int hm_cmd_conform(int argc, char **argv)
@@ -259,6 +256,7 @@ int hm_cmd_conform(int argc, char **argv)
     verdict *v = calloc(n, sizeof *v);
     hm_rule_result *results = calloc(n, sizeof *results);
     int code = HM_EXIT_USAGE;
+    FILE *junit_file = NULL;
     if (!reasons || !lines || !v || !results) {
         fprintf(stderr, "hostmem conform: out of memory\n");
         code = HM_EXIT_FAIL;
@@ -294,7 +292,10 @@ int hm_cmd_conform(int argc, char **argv)
     }
     o.library = choice.library;
     o.host_options = choice.options;
-    code = probe_host(&o, json, junit);
+    /* Made before anything runs: an output that cannot be created is bad usage, not a lost report at the end. */
+    if (junit && !(junit_file = hm_junit_create("conform", junit)))
+        goto done;
+    code = probe_host(&o, json, junit_file);
     if (code != HM_EXIT_OK)
         goto done;
 
@@ -365,9 +366,18 @@ int hm_cmd_conform(int argc, char **argv)
     else
         printf("\n%u passed, %u failed, %u info\n", passed, failed, info);
     code = failed ? HM_EXIT_FAIL : HM_EXIT_OK;
-    if (junit && !write_junit(junit, host, rules, n, v, results, reasons, selected, failed, known))
-        code = HM_EXIT_FAIL; /* a CI run must not lose its report silently */
+    if (junit_file)
+        write_junit(junit_file, host, rules, n, v, results, reasons, selected, failed, known);
 done:
+    /* A report that cannot be written fails the run: CI must not lose it silently. After a host that cannot be
+     * loaded (exit 2: nothing ran) there is no report: the file made for it goes. */
+    if (junit_file && code != HM_EXIT_USAGE) {
+        if (!hm_junit_close("conform", junit, junit_file))
+            code = HM_EXIT_FAIL;
+    } else if (junit_file) {
+        fclose(junit_file);
+        unlink(junit);
+    }
     for (size_t i = 0; reasons && i < n; i++)
         free(reasons[i]);
     free(reasons);

@@ -245,18 +245,18 @@ static void report_failure(const stress_options *o, const shared_run *s, const c
 }
 
 /* --junit FILE: one testcase for the run (a failure when the host crashed or hung) and one per thread (a failure
- * when its answers broke its model). */
-static bool write_junit(const stress_options *o, const shared_run *s, const char *crash)
+ * when its answers broke its model; skipped, never passed, when the run did not finish). */
+static bool write_junit(const stress_options *o, FILE *f, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
-    unsigned threads = r->threads ? r->threads : o->config.threads, failures = crash != NULL;
-    for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++)
+    unsigned threads = r->threads ? r->threads : o->config.threads, failures = crash != NULL, skipped = 0;
+    for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++) {
         failures += r->thread[t].violation[0] != 0;
+        skipped += crash && !r->thread[t].violation[0];
+    }
     char suite[4200], name[64], out[4200];
     snprintf(suite, sizeof suite, "hostmem stress (%s host)", o->host.library ? o->host.library : "built-in");
-    FILE *f = hm_junit_open("stress", o->junit, suite, threads + 1, failures, 0, r->seconds);
-    if (!f)
-        return false;
+    hm_junit_begin(f, suite, threads + 1, failures, skipped, r->seconds);
     snprintf(out, sizeof out, "seed %llu; the run is recorded in %s", (unsigned long long)o->config.seed,
              o->trace_path);
     hm_junit_case(f, "hostmem.stress", "the run completes", r->seconds, crash ? "failure" : NULL,
@@ -264,8 +264,12 @@ static bool write_junit(const stress_options *o, const shared_run *s, const char
     for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++) {
         const char *violation = r->thread[t].violation;
         snprintf(name, sizeof name, "thread %u: every answer matches its model", t + 1);
-        hm_junit_case(f, "hostmem.stress", name, r->seconds, violation[0] ? "failure" : NULL,
-                      violation[0] ? "VIOLATION" : NULL, violation, violation[0] && s->recording ? out : NULL);
+        if (violation[0])
+            hm_junit_case(f, "hostmem.stress", name, r->seconds, "failure", "VIOLATION", violation,
+                          s->recording ? out : NULL);
+        else
+            hm_junit_case(f, "hostmem.stress", name, r->seconds, crash ? "skipped" : NULL,
+                          crash ? "not checked to the end: the run did not finish" : NULL, NULL, NULL);
     }
     return hm_junit_close("stress", o->junit, f);
 }
@@ -383,11 +387,21 @@ int hm_cmd_stress(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     close(trace_fd);
+    /* The JUnit report is made before the run too: an output that cannot be created is bad usage, found early. */
+    FILE *junit = NULL;
+    if (o.junit && !(junit = hm_junit_create("stress", o.junit))) {
+        unlink(o.trace_path);
+        return HM_EXIT_USAGE;
+    }
 
     shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         fprintf(stderr, "hostmem stress: cannot map the report: out of memory\n");
         unlink(o.trace_path);
+        if (junit) {
+            fclose(junit);
+            unlink(o.junit);
+        }
         return HM_EXIT_FAIL;
     }
     bool progress = isatty(2) && !o.json;
@@ -416,8 +430,13 @@ int hm_cmd_stress(int argc, char **argv)
         if (violations || crash)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
-        if (o.junit && !write_junit(&o, s, crash))
+        if (junit && !write_junit(&o, junit, s, crash))
             exit_code = HM_EXIT_FAIL; /* a CI run must not lose its report silently */
+        junit = NULL;             /* closed */
+    }
+    if (junit) { /* the run never started: no report */
+        fclose(junit);
+        unlink(o.junit);
     }
     if (exit_code == HM_EXIT_OK || !s->recording)
         unlink(o.trace_path); /* kept only when it holds what went wrong */

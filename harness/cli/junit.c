@@ -20,19 +20,20 @@ void hm_junit_escape(FILE *f, const char *s)
     }
 }
 
-FILE *hm_junit_open(const char *command, const char *path, const char *suite, unsigned tests, unsigned failures,
-                    unsigned skipped, double seconds)
+FILE *hm_junit_create(const char *command, const char *path)
 {
     FILE *f = fopen(path, "w");
-    if (!f) {
+    if (!f)
         fprintf(stderr, "hostmem %s: cannot create the JUnit report '%s': %s\n", command, path, strerror(errno));
-        return NULL;
-    }
+    return f;
+}
+
+void hm_junit_begin(FILE *f, const char *suite, unsigned tests, unsigned failures, unsigned skipped, double seconds)
+{
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"");
     hm_junit_escape(f, suite);
     fprintf(f, "\" tests=\"%u\" failures=\"%u\" errors=\"0\" skipped=\"%u\" time=\"%.3f\">\n", tests, failures,
             skipped, seconds);
-    return f;
 }
 
 void hm_junit_case(FILE *f, const char *classname, const char *name, double seconds, const char *kind,

@@ -9,10 +9,12 @@
  * (all below 0x20 but tab, newline and carriage return) become '?'. NULL writes nothing. */
 void hm_junit_escape(FILE *f, const char *s);
 
-/* Opens FILE for the report (errors go to stderr, naming it, as "hostmem COMMAND: ..."; NULL then) and writes the
- * XML declaration and <testsuites><testsuite ...> with its totals. */
-FILE *hm_junit_open(const char *command, const char *path, const char *suite, unsigned tests, unsigned failures,
-                    unsigned skipped, double seconds);
+/* Creates FILE for the report, before the run, so an output that cannot be made is bad usage found early (said on
+ * stderr as "hostmem COMMAND: ...", naming it; NULL then). */
+FILE *hm_junit_create(const char *command, const char *path);
+
+/* Writes the XML declaration and <testsuites><testsuite ...> with its totals, once they are known. */
+void hm_junit_begin(FILE *f, const char *suite, unsigned tests, unsigned failures, unsigned skipped, double seconds);
 
 /* One testcase. kind: NULL (passed), "failure" or "skipped" (with message, and body as the element's text when
  * not NULL); out, when not NULL, becomes its <system-out>. */
