@@ -37,7 +37,6 @@ const hm_rule *hm_conform_rules(size_t *count);
 typedef struct hm_conform_options {
     const char *library;             /* the host plugin (NULL: the built-in manager) */
     const char *host_options;
-    const char *filter;              /* run only rules whose id contains this (NULL: all) */
     bool no_fork;                    /* run in-process (for debuggers); a crash then ends the run */
     unsigned timeout_seconds;        /* per rule; default 10 */
 } hm_conform_options;

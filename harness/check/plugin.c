@@ -36,12 +36,22 @@ HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManage
         *out = manager;
         return S_OK;
     }
+    /* A name without a slash is searched in the library path only by dlopen; `--host libmyhost.so` means the file
+     * in the current directory when there is one there, as a user expects. */
+    char local[4096];
+    const char *path = library;
+    if (!strchr(library, '/') && access(library, F_OK) == 0 &&
+        (size_t)snprintf(local, sizeof local, "./%s", library) < sizeof local)
+        path = local;
     /* RTLD_LOCAL keeps the plugin's symbols (its own HostMemCreateManager) out of everyone else's way. */
     hm_isolate_doing("dlopen (the library's constructors)");
-    void *lib = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     hm_isolate_doing(NULL);
     if (!lib) {
-        snprintf(err, err_len, "cannot load host library '%s': %s", library, dlerror());
+        snprintf(err, err_len, "cannot load host library '%s': %s%s", library, dlerror(),
+                 strchr(library, '/') ? ""
+                                      : " (a name without a slash is looked for in the current directory, then in the "
+                                        "library path)");
         return E_FAIL;
     }
     HostMemCreateManagerFn factory = (HostMemCreateManagerFn)(uintptr_t)dlsym(lib, "HostMemCreateManager");

@@ -13,7 +13,8 @@
 /* ---- Loading ------------------------------------------------------------------------------------------------ */
 
 /* Makes a manager: the built-in one (HostMemCreateManager(options)) when library is NULL, else the plugin's
- * (dlopen, dlsym("HostMemCreateManager"), its factory) wrapped in the guard layer (guard.h). The plugin stays
+ * (dlopen, dlsym("HostMemCreateManager"), its factory; a library named without a slash is ./NAME when that file
+ * exists, else dlopen's search of the library path) wrapped in the guard layer (guard.h). The plugin stays
  * loaded. On failure writes a message naming the library, the symbol or the factory's result (and the host's
  * HostMemLastError, when it exports one) into err and returns the failure. Inside an isolated child each step is
  * named as the call in flight (hm_isolate_doing). */

@@ -12,14 +12,15 @@ typedef struct hm_bench {
     bool json;
     double scale;       /* 1.0 normal; --quick uses 0.1: every part scales its iteration counts by it */
     int rows;           /* rows printed so far */
-    int goals_missed;   /* rows whose goal was not met */
+    int goals_missed;   /* rows whose goal was not met (the exit status only with --check) */
     const struct hm_host_choice *host; /* --host: the plugin the stress part measures (NULL: the built-in one) */
     char temp_dir[4096]; /* "" until hm_bench_temp_path makes it */
 } hm_bench;
 
 /* One row: `value` of what we measure vs `baseline` of the reference, in `unit` (e.g. "ns/op", "Mops/s").
- * ratio = value / baseline when lower_is_better, else baseline / value, so ratio <= 1 is "as good or better"
- * and goal_ratio is the most the goal allows (0 for no goal). */
+ * ratio = value / baseline, hostmem over the baseline as the README gives it: for a time (lower_is_better) below 1
+ * is faster and goal_ratio is the most the goal allows; for a throughput above 1 is faster and goal_ratio is the
+ * least the goal allows (0 for no goal). */
 void hm_bench_row(hm_bench *b, const char *group, const char *name, double value, const char *baseline_name,
                   double baseline, const char *unit, bool lower_is_better, double goal_ratio);
 /* A row without baseline (e.g. an absolute figure like "ns per VirtualQuery at 1M reservations"). goal is an

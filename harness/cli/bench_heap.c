@@ -140,7 +140,7 @@ void hm_bench_heap(hm_bench *b)
             if (have_je)
                 hm_bench_row(b, "heap", name, v, "jemalloc", jm, "Mops/s", false, 0);
             if (have_mi)
-                hm_bench_row(b, "heap", name, v, "mimalloc", mm, "Mops/s", false, 1.25);
+                hm_bench_row(b, "heap", name, v, "mimalloc", mm, "Mops/s", false, 0.8);
         }
     }
     IHostMalloc_Release(safe);

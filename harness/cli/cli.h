@@ -26,15 +26,13 @@ int hm_cmd_replay(int argc, char **argv);
 int hm_cmd_stress(int argc, char **argv);
 int hm_cmd_trace(int argc, char **argv);
 
-/* Options every subcommand that talks to a host accepts: --host LIB.so, --host-options S, --faults SPEC.
- * hm_cli_take_host_option() consumes argv[*i] (and its value) when it is one of them and returns true;
- * false when argv[*i] is something else; on a missing value it prints an error and sets *error. */
+/* The host a subcommand talks to, from --host LIB.so, --host-options S, --faults SPEC (options.h's
+ * HM_HOST_OPTIONS and HM_FAULTS_OPTION put them in a command's option table). */
 typedef struct hm_host_choice {
     const char *library;  /* NULL: the built-in manager */
     const char *options;  /* passed to the factory */
     const char *faults;   /* NULL: none (HOSTMEM_FAULTS still applies to the built-in factory) */
 } hm_host_choice;
-bool hm_cli_take_host_option(hm_host_choice *choice, int argc, char **argv, int *i, bool *error);
 
 /* Creates the chosen manager (loading the plugin when library is set, then wrapping it in the fault layer when
  * faults is set). On failure prints a clear message naming the library, symbol or option to stderr and returns

@@ -2,6 +2,7 @@
  * report. */
 #include "cli.h"
 #include "clock.h"
+#include "options.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -79,15 +80,14 @@ static int builtin_smoke(int argc, char **argv)
 
 int hm_cmd_demo(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: hostmem demo\n\nThe main job: conformance, a short stress with faults and an OOM replay "
-                   "against the built-in host, then a report. Exit 0 when every stage passed.\n");
-            return HM_EXIT_OK;
-        }
-        fprintf(stderr, "hostmem demo: unknown argument '%s'\n", argv[i]);
-        return HM_EXIT_USAGE;
-    }
+    const hm_command_spec spec = {"demo", "", 0, 0,
+                                  "The main job: conformance, a short stress with faults and an OOM replay against\n"
+                                  "the built-in host, then a report. Exit 0 when every stage passed.\n",
+                                  NULL, 0};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
     printf("hostmem %s: the built-in host, checked end to end\n", HOSTMEM_VERSION_STRING);
     stage stages[] = {
         {"smoke", "the contract's basics on the built-in host", 0, 0},

@@ -1,5 +1,6 @@
 /* hostmem explore: systematic OOM exploration of a scenario (SQLite's loop; see docs/faults.md). */
 #include "cli.h"
+#include "options.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,54 +15,45 @@ static HRESULT open_host(void *ctx, IHostMemoryManager **out)
     return hm_cli_open_host(&f->choice, out);
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem explore [TRACE] [--match RULE] [--transient | --persistent] [--max N]\n"
-               "                       [--host LIB.so] [--host-options S] [--json] [--timeout SECONDS]\n\n"
-               "Runs a scenario once counting the calls RULE matches (default 'VirtualAlloc|heap'), then once per\n"
-               "call failing it (transient: only that call; persistent: that call and every later one), checking\n"
-               "each run finishes cleanly: the scenario copes, the books stay consistent, nothing leaks.\n"
-               "The scenario is the built-in workload (a runtime starting, working and stopping), or a trace.\n"
-               "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
-               "limit) is reported as a failure.\n"
-               "Exit 0 when every run finished cleanly, 1 otherwise, 2 for bad usage.\n");
-}
+static const char description[] =
+    "Runs a scenario once counting the calls RULE matches (default 'VirtualAlloc|heap'), then once per\n"
+    "call failing it (transient: only that call; persistent: that call and every later one), checking\n"
+    "each run finishes cleanly: the scenario copes, the books stay consistent, nothing leaks.\n"
+    "The scenario is the built-in workload (a runtime starting, working and stopping), or a trace.\n"
+    "It prints the runs that failed and a summary; --verbose prints every run.\n"
+    "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
+    "limit) is reported as a failure.\n"
+    "Exit 0 when every run finished cleanly, 1 otherwise, 2 for bad usage or a host that cannot be loaded.\n";
 
 static int explore_command(int argc, char **argv)
 {
     hm_explore_options o = {0};
     host_factory factory = {{0}};
-    const char *trace = NULL;
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        bool error = false;
-        if (hm_cli_take_host_option(&factory.choice, argc, argv, &i, &error)) {
-            if (error)
-                return HM_EXIT_USAGE;
-        } else if (strcmp(argv[i], "--match") == 0 && i + 1 < argc) {
-            o.match = argv[++i];
-        } else if (strcmp(argv[i], "--transient") == 0) {
-            o.transient = 1;
-        } else if (strcmp(argv[i], "--persistent") == 0) {
-            o.persistent = 1;
-        } else if (strcmp(argv[i], "--max") == 0) {
-            unsigned long long n;
-            if (!hm_cli_take_uint("explore", argc, argv, &i, 1, 1000000000, &n))
-                return HM_EXIT_USAGE;
-            o.max_points = n;
-        } else if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return HM_EXIT_OK;
-        } else if (argv[i][0] != '-' && !trace) {
-            trace = argv[i];
-        } else {
-            fprintf(stderr, "hostmem explore: unknown argument '%s'\n\n", argv[i]);
-            usage(stderr);
-            return HM_EXIT_USAGE;
-        }
-    }
+    bool json = false, verbose = false, transient = false, persistent = false;
+    unsigned long long max = 0, timeout = 0;
+    const hm_option table[] = {
+        HM_HOST_OPTIONS(&factory.choice),
+        {"--faults", "SPEC", HM_OPTION_STRING, &factory.choice.faults, 0, 0,
+         "refused: exploration injects its own failures", NULL},
+        {"--match", "RULE", HM_OPTION_STRING, &o.match, 0, 0, "the calls to fail (default 'VirtualAlloc|heap')", NULL},
+        {"--transient", NULL, HM_OPTION_FLAG, &transient, 0, 0, "fail only the chosen call", NULL},
+        {"--persistent", NULL, HM_OPTION_FLAG, &persistent, 0, 0, "fail the chosen call and every later one", NULL},
+        {"--max", "N", HM_OPTION_UINT, &max, 1, 1000000000, "at most N runs of each kind", NULL},
+        {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON document on stdout (every run)", NULL},
+        {"--verbose", NULL, HM_OPTION_FLAG, &verbose, 0, 0, "print every run, not only the failed ones", NULL},
+        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole exploration of a plugin", NULL},
+    };
+    const hm_command_spec spec = {"explore", "[TRACE]", 0, 1, description, table, sizeof table / sizeof table[0]};
+    const char *operands[1] = {NULL};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    const char *trace = operands[0];
+    o.transient = transient;
+    o.persistent = persistent;
+    o.max_points = max;
     if (factory.choice.faults) {
         fprintf(stderr, "hostmem explore: --faults does not combine with exploration (it injects its own)\n");
         return HM_EXIT_USAGE;
@@ -77,7 +69,15 @@ static int explore_command(int argc, char **argv)
     }
     o.factory = open_host;
     o.factory_ctx = &factory;
-    o.progress = json ? NULL : stdout;
+    o.progress = json || !verbose ? NULL : stdout;
+    /* A host that cannot be loaded or made is bad input (it said why), not a failed exploration. */
+    IHostMemoryManager *probe;
+    if (FAILED(open_host(&factory, &probe))) {
+        if (loaded)
+            hm_trace_free(loaded);
+        return HM_EXIT_USAGE;
+    }
+    IHostMemoryManager_Release(probe);
     hm_explore_result r;
     HRESULT hr = HostMemExplore(scenario, loaded, &o, &r);
     if (loaded)
@@ -104,8 +104,12 @@ static int explore_command(int argc, char **argv)
         }
         printf("\n]}\n");
     } else {
-        printf("\n%llu matching call(s); %llu run(s), %llu failed\n", (unsigned long long)r.matching_calls,
-               (unsigned long long)r.runs, (unsigned long long)r.failures);
+        for (uint64_t i = 0; i < r.runs && !verbose; i++) /* --verbose printed them all already */
+            if (!r.points[i].ok)
+                printf("%-10s fail call %3llu of %llu: FAILED: %s\n", r.points[i].persistent ? "persistent" : "transient",
+                       (unsigned long long)r.points[i].k, (unsigned long long)r.matching_calls, r.points[i].message);
+        printf("%s%llu matching call(s); %llu run(s), %llu failed\n", verbose || r.failures ? "\n" : "",
+               (unsigned long long)r.matching_calls, (unsigned long long)r.runs, (unsigned long long)r.failures);
     }
     int code = r.failures ? HM_EXIT_FAIL : HM_EXIT_OK;
     HostMemExploreFree(&r);

@@ -4,6 +4,7 @@
  * the trace ends at it), 2 bad usage or input. */
 #include "calls.h"
 #include "cli.h"
+#include "options.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,16 +13,12 @@
 #include <string.h>
 #include <unistd.h>
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem fuzz-to-trace INPUT [-o OUT] [--faults-input] [--host LIB.so] [--host-options S]\n"
-               "  INPUT          a file from fuzz_calls (a crash, a corpus entry)\n"
-               "  -o OUT         the text trace to write (default: INPUT.trace, which must not exist yet)\n"
-               "  --faults-input the input is fuzz_calls_faults': its first bytes choose the faults\n"
-               "  --host, --host-options  the host the input ran against (default: the built-in manager with\n"
-               "                 " HM_FUZZ_DEFAULT_OPTIONS "); a plugin runs in a child process: its crash,\n"
-               "                 exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1\n");
-}
+static const char description[] =
+    "Runs INPUT, a file from fuzz_calls (a crash, a corpus entry), once against a host, recording every\n"
+    "call, and writes them as a readable text trace for hostmem replay and reduce. Without --host the\n"
+    "built-in manager runs with " HM_FUZZ_DEFAULT_OPTIONS "; a plugin runs in a child process: its\n"
+    "crash, exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1.\n"
+    "Exit 0 the input ran clean, 1 it showed a mismatch (the trace ends at it), 2 bad usage or input.\n";
 
 static uint8_t *read_input(const char *path, size_t *size)
 {
@@ -55,31 +52,30 @@ static int fuzz_to_trace_command(int argc, char **argv)
     hm_fuzz_config config = {0};
     const char *input = NULL, *out = NULL;
     hm_host_choice choice = {0};
-    for (int i = 1; i < argc; i++) {
-        bool error = false;
-        if (hm_cli_take_host_option(&choice, argc, argv, &i, &error)) {
-            if (error)
-                return HM_EXIT_USAGE;
-        } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
-            out = argv[++i];
-        } else if (strcmp(argv[i], "--faults-input") == 0) {
-            config.faults = true;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return HM_EXIT_OK;
-        } else if (argv[i][0] != '-' && !input) {
-            input = argv[i];
-        } else {
-            fprintf(stderr, "hostmem fuzz-to-trace: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return HM_EXIT_USAGE;
-        }
-    }
-    if (!input || choice.faults) {
-        if (choice.faults)
-            fprintf(stderr, "hostmem fuzz-to-trace: --faults does not apply (a faults input chooses its own: "
-                            "--faults-input)\n");
-        usage(stderr);
+    bool faults_input = false;
+    unsigned long long timeout = 0;
+    const hm_option table[] = {
+        {"-o", "OUT", HM_OPTION_STRING, &out, 0, 0, "the text trace to write (default: INPUT.trace, a new file)", NULL},
+        {"--faults-input", NULL, HM_OPTION_FLAG, &faults_input, 0, 0,
+         "the input is fuzz_calls_faults': its first bytes choose the faults", NULL},
+        HM_HOST_OPTIONS(&choice),
+        {"--faults", "SPEC", HM_OPTION_STRING, &choice.faults, 0, 0,
+         "refused: a faults input chooses its own (--faults-input)", NULL},
+        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the run of a plugin", NULL},
+    };
+    const hm_command_spec command = {"fuzz-to-trace", "INPUT", 1, 1, description, table, sizeof table / sizeof table[0]};
+    const char *operands[1];
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&command, argc, argv, operands, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    input = operands[0];
+    config.faults = faults_input;
+    if (choice.faults) {
+        fprintf(stderr, "hostmem fuzz-to-trace: --faults does not apply (a faults input chooses its own: "
+                        "--faults-input)\n");
+        hm_cli_usage(&command, stderr, false);
         return HM_EXIT_USAGE;
     }
     size_t size;

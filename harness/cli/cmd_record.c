@@ -6,6 +6,7 @@
  *   killed    a child records in a loop and is SIGKILLed after --calls calls (the trace it leaves behind) */
 #include "cli.h"
 #include "counting_callback.h"
+#include "options.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -17,13 +18,12 @@
 
 #define PAGE 4096u
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem record -o TRACE [--overwrite] -- PROGRAM [ARGS...]\n"
-               "       hostmem record --workload basic|oom|threads|killed -o TRACE [--overwrite] [--host LIB.so]\n"
-               "                      [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n"
-               "TRACE must not exist unless --overwrite is given (%%p in it is the process id).\n");
-}
+static const char description[] =
+    "  hostmem record -o TRACE [--overwrite] -- PROGRAM [ARGS...]\n"
+    "  hostmem record --workload basic|oom|threads|killed -o TRACE [--overwrite] [--host LIB.so]\n"
+    "                 [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n"
+    "Records every call a program (linked with libhostmem) or a built-in workload makes into TRACE.\n"
+    "TRACE must not exist unless --overwrite is given (%p in it is the process id).\n";
 
 static void workload_basic(IHostMemoryManager *m)
 {
@@ -180,34 +180,33 @@ static int record_command(int argc, char **argv)
     hm_host_choice host = {0};
     const char *level_name = "task";
     unsigned long long calls = 1000;
+    const hm_option table[] = {
+        {"-o", "TRACE", HM_OPTION_STRING, &out, 0, 0, "the trace to write (required)", NULL},
+        {"--overwrite", NULL, HM_OPTION_FLAG, &overwrite, 0, 0, "replace TRACE when it exists", NULL},
+        {"--workload", "NAME", HM_OPTION_STRING, &workload, 0, 0, "basic, oom, threads or killed, instead of a program",
+         NULL},
+        HM_HOST_OPTIONS(&host),
+        HM_FAULTS_OPTION(&host),
+        {"--level", "LEVEL", HM_OPTION_STRING, &level_name, 0, 0, "task, appdomain or process (default task)", NULL},
+        {"--calls", "N", HM_OPTION_UINT, &calls, 1, 1000000000, "the killed workload's calls (default 1000)", NULL},
+    };
+    const hm_command_spec command = {"record", "[-- PROGRAM [ARGS...]]", 0, 0, description, table,
+                                     sizeof table / sizeof table[0]};
+    /* The program and its arguments, after "--", are its own: the options end there. */
     int i = 1;
-    for (; i < argc; i++) {
-        bool error = false;
-        if (strcmp(argv[i], "--") == 0) {
-            i++;
-            break;
-        }
-        if (hm_cli_take_host_option(&host, argc, argv, &i, &error)) {
-            if (error)
-                return HM_EXIT_USAGE;
-        } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
-            out = argv[++i];
-        } else if (strcmp(argv[i], "--overwrite") == 0) {
-            overwrite = true;
-        } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
-            workload = argv[++i];
-        } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
-            level_name = argv[++i];
-        } else if (strcmp(argv[i], "--calls") == 0) {
-            if (!hm_cli_take_uint("record", argc, argv, &i, 1, 1000000000, &calls))
-                return HM_EXIT_USAGE;
-        } else {
-            usage(stderr);
-            return HM_EXIT_USAGE;
-        }
-    }
+    while (i < argc && strcmp(argv[i], "--") != 0)
+        i++;
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&command, i, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    if (i < argc)
+        i++; /* past "--" */
     if (!out || (!workload && i >= argc) || (workload && i < argc)) {
-        usage(stderr);
+        fprintf(stderr, "hostmem record: %s\n", !out                   ? "-o TRACE is missing"
+                                                 : !workload && i >= argc ? "no --workload and no -- PROGRAM to run"
+                                                                          : "--workload and a program: give one");
+        hm_cli_usage(&command, stderr, false);
         return HM_EXIT_USAGE;
     }
     char spec[4096];

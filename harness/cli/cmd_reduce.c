@@ -1,16 +1,15 @@
 /* hostmem reduce TRACE -o SMALL: the fewest calls that still show the trace's failure (ddmin). */
 #include "cli.h"
+#include "options.h"
 
 #include <inttypes.h>
 #include <string.h>
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem reduce TRACE -o SMALL [--host LIB.so] [--host-options S] [--faults SPEC] [--no-inject]\n"
-               "                     [--timeout SECONDS]\n"
-               "  A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
-               "  limit) is reported and the exit status is 1.\n");
-}
+static const char description[] =
+    "Delta debugging: the fewest calls of TRACE whose replay still shows the same failure (a divergence,\n"
+    "a recorded E_OUTOFMEMORY), written to SMALL (binary when it ends in .bin, else text).\n"
+    "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
+    "limit) is reported and the exit status is 1.\n";
 
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
 
@@ -18,26 +17,30 @@ static int reduce_command(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
-    const char *path = NULL, *out = NULL;
-    bool error = false;
-    for (int i = 1; i < argc && !error; i++) {
-        if (hm_cli_take_host_option(&choice, argc, argv, &i, &error))
-            continue;
-        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
-            out = argv[++i];
-        else if (strcmp(argv[i], "--no-inject") == 0)
-            opts.no_inject = 1;
-        else if (argv[i][0] == '-' && argv[i][1])
-            error = true;
-        else if (!path)
-            path = argv[i];
-        else
-            error = true;
-    }
-    if (error || !path || !out) {
-        usage(stderr);
+    const char *out = NULL;
+    bool no_inject = false;
+    unsigned long long timeout = 0;
+    const hm_option table[] = {
+        {"-o", "SMALL", HM_OPTION_STRING, &out, 0, 0, "the reduced trace to write (required)", NULL},
+        HM_HOST_OPTIONS(&choice),
+        HM_FAULTS_OPTION(&choice),
+        {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
+        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole reduction of a plugin", NULL},
+    };
+    const hm_command_spec spec = {"reduce", "TRACE -o SMALL", 1, 1, description, table, sizeof table / sizeof table[0]};
+    const char *operands[1];
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    const char *path = operands[0];
+    if (!out) {
+        fprintf(stderr, "hostmem reduce: -o SMALL is missing: where to write the reduced trace\n");
+        hm_cli_usage(&spec, stderr, false);
         return HM_EXIT_USAGE;
     }
+    opts.no_inject = no_inject;
     if (!choice.library && !choice.options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     opts.factory = open_choice;

@@ -2,21 +2,21 @@
  * Exit codes: 0 every result matched, 1 divergence or an incomplete trace (the recorder stopped early), 2 bad input
  * (or the host could not be made). */
 #include "cli.h"
+#include "options.h"
 #include "plugin.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem replay TRACE [--host LIB.so] [--host-options S] [--faults SPEC] [--emit-faults]\n"
-               "                            [--json] [--no-inject] [--compare-load] [--context N]\n"
-               "                            [--timeout SECONDS] [--no-fork]\n"
-               "  Without --host and --host-options the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
-               "  The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
-               "  within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n");
-}
+static const char description[] =
+    "Re-executes every call of TRACE against a host and compares each result with the recorded one; the\n"
+    "first divergence is shown with the calls before it. Recorded E_OUTOFMEMORY results are injected at\n"
+    "the same calls (unless --no-inject), so a recorded OOM reproduces. Without --host and --host-options\n"
+    "the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
+    "The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
+    "within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n"
+    "Exit 0 every result matched, 1 a divergence, a host failure or an incomplete trace, 2 bad input.\n";
 
 /* The replay's manager factory: the chosen host, made afresh for each run. */
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
@@ -93,43 +93,32 @@ int hm_cmd_replay(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
-    const char *path = NULL;
-    bool json = false, error = false, no_fork = false;
-    unsigned long long timeout = DEFAULT_TIMEOUT;
-    for (int i = 1; i < argc && !error; i++) {
-        if (hm_cli_take_host_option(&choice, argc, argv, &i, &error))
-            continue;
-        if (strcmp(argv[i], "--emit-faults") == 0)
-            opts.emit_faults = 1;
-        else if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--no-inject") == 0)
-            opts.no_inject = 1;
-        else if (strcmp(argv[i], "--compare-load") == 0)
-            opts.compare_load = 1;
-        else if (strcmp(argv[i], "--context") == 0) {
-            unsigned long long context;
-            /* The replay keeps at most 16 calls: the context and the call that diverged. */
-            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 15, &context))
-                return HM_EXIT_USAGE;
-            opts.context = (int)context;
-        } else if (strcmp(argv[i], "--no-fork") == 0) {
-            no_fork = true;
-        } else if (strcmp(argv[i], "--timeout") == 0) {
-            if (!hm_cli_take_uint("replay", argc, argv, &i, 1, 86400, &timeout))
-                return HM_EXIT_USAGE;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "hostmem replay: unknown option '%s'\n", argv[i]);
-            error = true;
-        } else if (!path)
-            path = argv[i];
-        else
-            error = true;
-    }
-    if (error || !path) {
-        usage(stderr);
-        return HM_EXIT_USAGE;
-    }
+    bool json = false, no_fork = false, emit_faults = false, no_inject = false, compare_load = false;
+    unsigned long long timeout = DEFAULT_TIMEOUT, context = 0;
+    const hm_option table[] = {
+        HM_HOST_OPTIONS(&choice),
+        HM_FAULTS_OPTION(&choice),
+        {"--emit-faults", NULL, HM_OPTION_FLAG, &emit_faults, 0, 0,
+         "print a fault spec that fails the same calls in the real program", NULL},
+        {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON object on stdout", NULL},
+        {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
+        {"--compare-load", NULL, HM_OPTION_FLAG, &compare_load, 0, 0, "compare GetMemoryLoad's figures too", NULL},
+        /* The replay keeps at most 16 calls: the context and the call that diverged. */
+        {"--context", "N", HM_OPTION_UINT, &context, 1, 15, "trace lines shown before a divergence (default 4)", NULL},
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole replay (default 60)", NULL},
+        {"--no-fork", NULL, HM_OPTION_FLAG, &no_fork, 0, 0, "run in this process (for a debugger)", NULL},
+    };
+    const hm_command_spec spec = {"replay", "TRACE", 1, 1, description, table, sizeof table / sizeof table[0]};
+    const char *operands[1];
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    const char *path = operands[0];
+    opts.emit_faults = emit_faults;
+    opts.no_inject = no_inject;
+    opts.compare_load = compare_load;
+    opts.context = (int)context;
     if (!choice.library && !choice.options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     opts.factory = open_choice;

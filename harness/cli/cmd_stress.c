@@ -2,6 +2,8 @@
  * that crashes or hangs still gets a report (its signal, each thread's last calls, the recorded trace), with live
  * progress on a terminal and a summary or JSON at the end. */
 #include "cli.h"
+#include "junit.h"
+#include "options.h"
 #include "plugin.h"
 #include "stress.h"
 
@@ -36,6 +38,7 @@ typedef struct stress_options {
     bool json, no_fork;
     unsigned hang_seconds;   /* no operation finished for this long: the host is hung */
     const char *trace_dir;
+    const char *junit;       /* --junit FILE, or NULL */
     char trace_path[4096];
 } stress_options;
 
@@ -284,6 +287,36 @@ static void name_sanitizer(char *why, size_t len)
         }
 }
 
+/* --junit FILE: one testcase for the run (a failure when the host crashed or hung) and one per thread (a failure
+ * when its answers broke its model; skipped, never passed, when the run did not finish). */
+static bool write_junit(const stress_options *o, FILE *f, const shared_run *s, const char *crash)
+{
+    const hm_stress_report *r = &s->report;
+    unsigned threads = r->threads ? r->threads : o->config.threads, failures = crash != NULL, skipped = 0;
+    for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++) {
+        failures += r->thread[t].violation[0] != 0;
+        skipped += crash && !r->thread[t].violation[0];
+    }
+    char suite[4200], name[64], out[4200];
+    snprintf(suite, sizeof suite, "hostmem stress (%s host)", o->host.library ? o->host.library : "built-in");
+    hm_junit_begin(f, suite, threads + 1, failures, skipped, r->seconds);
+    snprintf(out, sizeof out, "seed %llu; the run is recorded in %s", (unsigned long long)o->config.seed,
+             o->trace_path);
+    hm_junit_case(f, "hostmem.stress", "the run completes", r->seconds, crash ? "failure" : NULL,
+                  crash ? "the host did not survive the run" : NULL, crash, crash && s->recording ? out : NULL);
+    for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++) {
+        const char *violation = r->thread[t].violation;
+        snprintf(name, sizeof name, "thread %u: every answer matches its model", t + 1);
+        if (violation[0])
+            hm_junit_case(f, "hostmem.stress", name, r->seconds, "failure", "VIOLATION", violation,
+                          s->recording ? out : NULL);
+        else
+            hm_junit_case(f, "hostmem.stress", name, r->seconds, crash ? "skipped" : NULL,
+                          crash ? "not checked to the end: the run did not finish" : NULL, NULL, NULL);
+    }
+    return hm_junit_close("stress", o->junit, f);
+}
+
 typedef struct forked_run {
     stress_options *o;
     shared_run *s;
@@ -337,75 +370,56 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     return why;
 }
 
-static int usage(void)
-{
-    printf("usage: hostmem stress [--host LIB.so] [--host-options S] [--threads N] [--seconds S | --ops N]\n"
-           "                      [--workload mixed|heap] [--seed N] [--faults SPEC] [--json] [--trace-dir DIR]\n"
-           "                      [--timeout S] [--no-fork]\n\n"
-           "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
-           "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
-           "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
-           "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
-           "not overlapping). With --faults, failures are accepted but must change nothing.\n"
-           "--workload heap: only heap calls, tight Alloc/Free of small blocks on one shared MALLOC_THREADSAFE\n"
-           "heap, blocks freed by other threads, each block's canary checked after a yield: a block the heap\n"
-           "hands to two threads at once is reported with both threads' calls.\n\n"
-           "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
-           "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default %d) is\n"
-           "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
-           "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
-           "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
-           "exit status is 1. --no-fork runs in-process (for a debugger).\n"
-           "Numbers are whole: --threads 1-64, --seconds 1-2592000, --ops 1-10^12 (not with --seconds).\n",
-           HANG_SECONDS);
-    return HM_EXIT_OK;
-}
+static const char description[] =
+    "Hammers a host from N threads (default 4, for 5 s): reserve, commit, decommit, release (also from\n"
+    "inside a reservation, which must be refused), protect, query, heap alloc and free on a shared and a\n"
+    "private heap, load queries, notifications. Each thread writes patterns into its pages and blocks and\n"
+    "checks every answer against its own model (regions exactly, page contents, zeroed commits, blocks\n"
+    "not overlapping). With --faults, failures are accepted but must change nothing.\n"
+    "--workload heap: only heap calls, tight Alloc/Free of small blocks on one shared MALLOC_THREADSAFE\n"
+    "heap, blocks freed by other threads, each block's canary checked after a yield: a block the heap\n"
+    "hands to two threads at once is reported with both threads' calls.\n\n"
+    "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
+    "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default 20) is\n"
+    "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
+    "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
+    "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
+    "exit status is 1. --junit FILE also writes a JUnit XML report: a testcase for the run (failing on a\n"
+    "crash or hang) and one per thread (failing on a violation).\n";
 
 int hm_cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
     unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS;
     bool seconds_given = false;
-    for (int i = 1; i < argc; i++) {
-        bool error = false, ok = true;
-        if (hm_cli_take_host_option(&o.host, argc, argv, &i, &error)) {
-            if (error)
-                return HM_EXIT_USAGE;
-        } else if (strcmp(argv[i], "--threads") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, HM_STRESS_MAX_THREADS, &threads);
-        } else if (strcmp(argv[i], "--seconds") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_SECONDS, &seconds);
-            seconds_given = true;
-        } else if (strcmp(argv[i], "--ops") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, MAX_OPS, &ops);
-        } else if (strcmp(argv[i], "--seed") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 0, ~0ull, &seed);
-        } else if (strcmp(argv[i], "--timeout") == 0) {
-            ok = hm_cli_take_uint("stress", argc, argv, &i, 1, 86400, &timeout);
-        } else if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc) {
-            const char *w = argv[++i];
-            if (strcmp(w, "mixed") == 0) {
-                o.config.workload = HM_STRESS_MIXED;
-            } else if (strcmp(w, "heap") == 0) {
-                o.config.workload = HM_STRESS_HEAP;
-            } else {
-                fprintf(stderr, "hostmem stress: --workload '%s' is not one: mixed (the default) or heap\n", w);
-                return HM_EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--json") == 0) {
-            o.json = true;
-        } else if (strcmp(argv[i], "--no-fork") == 0) {
-            o.no_fork = true;
-        } else if (strcmp(argv[i], "--trace-dir") == 0 && i + 1 < argc) {
-            o.trace_dir = argv[++i];
-        } else if (strcmp(argv[i], "--help") == 0) {
-            return usage();
-        } else {
-            fprintf(stderr, "hostmem stress: unknown argument '%s' (try --help)\n", argv[i]);
-            return HM_EXIT_USAGE;
-        }
-        if (!ok)
-            return HM_EXIT_USAGE;
+    const char *workload = "mixed";
+    const hm_option table[] = {
+        HM_HOST_OPTIONS(&o.host),
+        HM_FAULTS_OPTION(&o.host),
+        {"--threads", "N", HM_OPTION_UINT, &threads, 1, HM_STRESS_MAX_THREADS, "threads (default 4)", NULL},
+        {"--seconds", "S", HM_OPTION_UINT, &seconds, 1, MAX_SECONDS, "how long (default 5)", &seconds_given},
+        {"--ops", "N", HM_OPTION_UINT, &ops, 1, MAX_OPS, "operations in all, instead of --seconds", NULL},
+        {"--seed", "N", HM_OPTION_UINT, &seed, 0, ~0ull, "the workload's seed (default 1)", NULL},
+        {"--workload", "W", HM_OPTION_STRING, &workload, 0, 0, "mixed (the default) or heap", NULL},
+        {"--json", NULL, HM_OPTION_FLAG, &o.json, 0, 0, "one JSON object on stdout", NULL},
+        {"--junit", "FILE", HM_OPTION_STRING, &o.junit, 0, 0, "also write a JUnit XML report", NULL},
+        {"--trace-dir", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0, "where the run's trace goes (default .)", NULL},
+        {"--timeout", "S", HM_OPTION_UINT, &timeout, 1, 86400, "no operation finishing this long is a hang (default 20)",
+         NULL},
+        {"--no-fork", NULL, HM_OPTION_FLAG, &o.no_fork, 0, 0, "run in this process (for a debugger)", NULL},
+    };
+    const hm_command_spec spec = {"stress", "", 0, 0, description, table, sizeof table / sizeof table[0]};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
+    if (strcmp(workload, "mixed") == 0) {
+        o.config.workload = HM_STRESS_MIXED;
+    } else if (strcmp(workload, "heap") == 0) {
+        o.config.workload = HM_STRESS_HEAP;
+    } else {
+        fprintf(stderr, "hostmem stress: --workload '%s' is not one: mixed (the default) or heap\n", workload);
+        return HM_EXIT_USAGE;
     }
     if (ops && seconds_given) {
         fprintf(stderr, "hostmem stress: --seconds and --ops both say when to stop: give one\n");
@@ -431,11 +445,21 @@ int hm_cmd_stress(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     close(trace_fd);
+    /* The JUnit report is made before the run too: an output that cannot be created is bad usage, found early. */
+    FILE *junit = NULL;
+    if (o.junit && !(junit = hm_junit_create("stress", o.junit))) {
+        unlink(o.trace_path);
+        return HM_EXIT_USAGE;
+    }
 
     shared_run *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         fprintf(stderr, "hostmem stress: cannot map the report: out of memory\n");
         unlink(o.trace_path);
+        if (junit) {
+            fclose(junit);
+            unlink(o.junit);
+        }
         return HM_EXIT_FAIL;
     }
     bool progress = isatty(2) && !o.json;
@@ -464,6 +488,13 @@ int hm_cmd_stress(int argc, char **argv)
         if (violations || crash)
             report_failure(&o, s, crash);
         exit_code = violations || crash ? HM_EXIT_FAIL : HM_EXIT_OK;
+        if (junit && !write_junit(&o, junit, s, crash))
+            exit_code = HM_EXIT_FAIL; /* a CI run must not lose its report silently */
+        junit = NULL;             /* closed */
+    }
+    if (junit) { /* the run never started: no report */
+        fclose(junit);
+        unlink(o.junit);
     }
     if (exit_code == HM_EXIT_OK || !s->recording)
         unlink(o.trace_path); /* kept only when it holds what went wrong */

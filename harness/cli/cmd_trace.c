@@ -1,16 +1,15 @@
 /* hostmem trace convert|cat|stats: traces between encodings, as text, and summarised. */
 #include "cli.h"
+#include "options.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: hostmem trace convert IN OUT [--to text|binary]   (default: binary when OUT ends in .bin)\n"
-               "       hostmem trace cat IN                              (any encoding, as text, to stdout)\n"
-               "       hostmem trace stats IN                            (calls and failures per method)\n");
-}
+static const char description[] =
+    "  hostmem trace convert IN OUT [--to text|binary]   (default: binary when OUT ends in .bin)\n"
+    "  hostmem trace cat IN                              (any encoding, as text, to stdout)\n"
+    "  hostmem trace stats IN                            (calls and failures per method)\n";
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -112,27 +111,35 @@ static int stats(const char *in)
 
 int hm_cmd_trace(int argc, char **argv)
 {
-    if (argc < 3) {
-        usage(stderr);
+    const char *to = NULL;
+    const hm_option table[] = {
+        {"--to", "text|binary", HM_OPTION_STRING, &to, 0, 0, "convert: the encoding of OUT", NULL},
+    };
+    const hm_command_spec spec = {"trace", "convert IN OUT | cat IN | stats IN", 2, 3, description, table,
+                                  sizeof table / sizeof table[0]};
+    const char *operands[3];
+    size_t n;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &n);
+    if (parsed >= 0)
+        return parsed;
+    const char *verb = operands[0];
+    bool convert = strcmp(verb, "convert") == 0;
+    if (to && (!convert || (strcmp(to, "text") != 0 && strcmp(to, "binary") != 0))) {
+        fprintf(stderr, "hostmem trace: --to '%s': it wants text or binary, with convert\n", to);
+        hm_cli_usage(&spec, stderr, false);
         return HM_EXIT_USAGE;
     }
-    const char *verb = argv[1];
-    if (strcmp(verb, "cat") == 0 && argc == 3)
-        return hm_cli_trace_copy(argv[2], "-", HM_TRACE_TEXT);
-    if (strcmp(verb, "stats") == 0 && argc == 3)
-        return stats(argv[2]);
-    if (strcmp(verb, "convert") == 0 && (argc == 4 || argc == 6)) {
-        hm_trace_encoding encoding = ends_with(argv[3], ".bin") ? HM_TRACE_BINARY : HM_TRACE_TEXT;
-        if (argc == 6) {
-            if (strcmp(argv[4], "--to") != 0 ||
-                (strcmp(argv[5], "text") != 0 && strcmp(argv[5], "binary") != 0)) {
-                usage(stderr);
-                return HM_EXIT_USAGE;
-            }
-            encoding = strcmp(argv[5], "binary") == 0 ? HM_TRACE_BINARY : HM_TRACE_TEXT;
-        }
-        return hm_cli_trace_copy(argv[2], argv[3], encoding);
+    if (strcmp(verb, "cat") == 0 && n == 2)
+        return hm_cli_trace_copy(operands[1], "-", HM_TRACE_TEXT);
+    if (strcmp(verb, "stats") == 0 && n == 2)
+        return stats(operands[1]);
+    if (convert && n == 3) {
+        hm_trace_encoding encoding = ends_with(operands[2], ".bin") ? HM_TRACE_BINARY : HM_TRACE_TEXT;
+        if (to)
+            encoding = strcmp(to, "binary") == 0 ? HM_TRACE_BINARY : HM_TRACE_TEXT;
+        return hm_cli_trace_copy(operands[1], operands[2], encoding);
     }
-    usage(stderr);
+    fprintf(stderr, "hostmem trace: '%s' with %zu file(s): it wants convert IN OUT, cat IN or stats IN\n", verb, n - 1);
+    hm_cli_usage(&spec, stderr, false);
     return HM_EXIT_USAGE;
 }

@@ -6,27 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool hm_cli_take_host_option(hm_host_choice *choice, int argc, char **argv, int *i, bool *error)
-{
-    const char *arg = argv[*i];
-    const char **slot = NULL;
-    if (strcmp(arg, "--host") == 0)
-        slot = &choice->library;
-    else if (strcmp(arg, "--host-options") == 0)
-        slot = &choice->options;
-    else if (strcmp(arg, "--faults") == 0)
-        slot = &choice->faults;
-    else
-        return false;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "hostmem: %s needs a value\n", arg);
-        *error = true;
-        return true;
-    }
-    *slot = argv[++*i];
-    return true;
-}
-
 HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
 {
     *out = NULL;

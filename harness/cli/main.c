@@ -1,5 +1,6 @@
 /* The hostmem command: one binary, one subcommand per job. */
 #include "cli.h"
+#include "options.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,12 @@
 
 static int cmd_options(int argc, char **argv)
 {
-    (void)argc, (void)argv;
+    const hm_command_spec spec = {"options", "", 0, 0, "Lists the built-in manager's options (--host-options).\n",
+                                  NULL, 0};
+    size_t operand_count;
+    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    if (parsed >= 0)
+        return parsed;
     printf("Options of the built-in manager (HostMemCreateManager, --host-options), as key=value,...:\n%s",
            HostMemOptionsHelp());
     return HM_EXIT_OK;
@@ -53,8 +59,10 @@ static void usage(FILE *f)
             HOSTMEM_VERSION_STRING);
     for (size_t i = 0; i < n; i++)
         fprintf(f, "  %-14s %s\n", c[i].name, c[i].summary);
-    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so, --host-options S and --faults SPEC.\n"
-               "'hostmem COMMAND --help' tells more. Exit codes: 0 success, 1 a check failed, 2 bad usage or input.\n");
+    fprintf(f, "\nEvery command that talks to a host takes --host LIB.so and --host-options S; stress, replay,\n"
+               "reduce, record and bench also take --faults SPEC (conform, explore and fuzz-to-trace refuse it: they\n"
+               "choose their own failures or none). 'hostmem help COMMAND' or 'hostmem COMMAND --help' tells more.\n"
+               "Exit codes: 0 success, 1 a check failed, 2 bad usage or input.\n");
 }
 
 int main(int argc, char **argv)
@@ -69,6 +77,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return HM_EXIT_USAGE;
     }
+    size_t n;
+    const command *c = commands(&n);
+    if (strcmp(argv[1], "help") == 0 && argc > 2) { /* hostmem help CMD: CMD --help */
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(argv[2], c[i].name) == 0) {
+                char *help_argv[] = {argv[2], "--help", NULL};
+                return c[i].fn(2, help_argv);
+            }
+        fprintf(stderr, "hostmem help: unknown command '%s'\n\n", argv[2]);
+        usage(stderr);
+        return HM_EXIT_USAGE;
+    }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return HM_EXIT_OK;
@@ -77,8 +97,6 @@ int main(int argc, char **argv)
         printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
         return HM_EXIT_OK;
     }
-    size_t n;
-    const command *c = commands(&n);
     for (size_t i = 0; i < n; i++)
         if (strcmp(argv[1], c[i].name) == 0)
             return c[i].fn(argc - 1, argv + 1);

@@ -1,0 +1,60 @@
+/* One option parser for every subcommand: a table of options per command, from which the usage text is made too. */
+#ifndef HOSTMEM_CLI_OPTIONS_H
+#define HOSTMEM_CLI_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+typedef enum hm_option_kind {
+    HM_OPTION_FLAG,   /* no value; target: bool */
+    HM_OPTION_UINT,   /* a whole number from min to max (hm_cli_parse_uint: 64K, 1M...); target: unsigned long long */
+    HM_OPTION_STRING, /* one value (the last one given wins); target: const char * */
+    HM_OPTION_LIST,   /* repeatable; target: hm_option_list */
+} hm_option_kind;
+
+#define HM_OPTION_LIST_MAX 64
+typedef struct hm_option_list {
+    const char *items[HM_OPTION_LIST_MAX];
+    size_t count;
+} hm_option_list;
+
+typedef struct hm_option {
+    const char *name;       /* "--threads" */
+    const char *value;      /* what the value is, in the usage: "N", "FILE" (NULL for a flag) */
+    hm_option_kind kind;
+    void *target;
+    unsigned long long min, max; /* HM_OPTION_UINT */
+    const char *help;       /* one line */
+    bool *given;            /* set when the option is on the command line (may be NULL) */
+} hm_option;
+
+typedef struct hm_command_spec {
+    const char *name;        /* "replay" */
+    const char *operands;    /* after the options in the usage line: "TRACE", "" for none */
+    size_t min_operands, max_operands;
+    const char *description; /* the paragraph --help prints after the usage line and before the options */
+    const hm_option *options;
+    size_t option_count;
+} hm_command_spec;
+
+/* The options every command that talks to a host takes, for a command's table (targets in *choice). */
+#define HM_HOST_OPTIONS(choice)                                                                                    \
+    {"--host", "LIB.so", HM_OPTION_STRING, &(choice)->library, 0, 0,                                              \
+     "the host plugin (NAME without a slash: ./NAME when it exists, else the library path)", NULL},               \
+    {"--host-options", "S", HM_OPTION_STRING, &(choice)->options, 0, 0, "options passed to the host's factory", NULL}
+#define HM_FAULTS_OPTION(choice)                                                                                   \
+    {"--faults", "SPEC", HM_OPTION_STRING, &(choice)->faults, 0, 0, "inject failures (docs/faults.md)", NULL}
+
+/* Parses argv[1..argc-1] against spec: options anywhere, operands (arguments not starting with '-', "-" itself, and
+ * everything after "--") into operands[0..*operand_count-1] (operands holds max_operands). -h and --help print the
+ * usage to stdout and return HM_EXIT_OK; an unknown option, a missing or bad value, or a wrong number of operands
+ * prints the problem and the usage line to stderr and returns HM_EXIT_USAGE. Returns -1 when the command should
+ * run. */
+int hm_cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
+                     size_t *operand_count);
+
+/* The usage line ("usage: hostmem NAME [options] OPERANDS"), and with full the description and every option. */
+void hm_cli_usage(const hm_command_spec *spec, FILE *f, bool full);
+
+#endif
