@@ -111,7 +111,7 @@ HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
     return size <= ceiling && charged <= ceiling - size ? S_OK : E_OUTOFMEMORY;
 }
 
-/* SSCLI 2.0 passes the size it asked MapViewOfFile for, which is 0 for "the whole file" (contract-research.md 7.4).
+/* SSCLI 2.0 passes the size it asked MapViewOfFile for, which is 0 for "the whole file" (its PAL's MapViewOfFile path).
  * The view is measured then, as CoreCLR does: the run of mapped pages the process map shows from start. */
 static uint64_t measure_view(uintptr_t start)
 {

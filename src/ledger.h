@@ -3,7 +3,7 @@
  *
  * The CLR calls NeedsVirtualAddressSpace only after a MapViewOfFile failed (asking the host to make room),
  * AcquiredVirtualAddressSpace after each successful map, and ReleasedVirtualAddressSpace after each unmap
- * (contract-research.md 7.4). The ledger records acquired ranges (they charge the budget) and checks the calls
+ * (the CLR's own MapViewOfFile wrappers in SSCLI 2.0 and CoreCLR). The ledger records acquired ranges (they charge the budget) and checks the calls
  * for consistency; every inconsistency is logged (kept in a bounded list, and printed to stderr when the
  * HOSTMEM_LOG environment variable is set) and answered as below. */
 #ifndef HOSTMEM_SRC_LEDGER_H

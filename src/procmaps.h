@@ -9,7 +9,7 @@
  * Gaps are MEM_FREE (Protect PAGE_NOACCESS, everything else 0) up to the next mapping or the top of user space.
  *
  * The map is read with open/read in pieces through a buffer on the stack: no malloc, no stdio, no lock, since
- * VirtualQuery may run while other threads are suspended (contract-research.md section 10, pitfall 7). */
+ * VirtualQuery may run while other threads are suspended (the CLR queries during a GC suspension). */
 #ifndef HOSTMEM_SRC_PROCMAPS_H
 #define HOSTMEM_SRC_PROCMAPS_H
 
