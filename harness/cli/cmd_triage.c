@@ -18,7 +18,8 @@ static const char description[] =
     "on the host against the model, and when it fails, run on the built-in manager to record the answers\n"
     "the model expects, then replayed on the host for the signature. Each input runs in\n"
     "a child process (--timeout SECONDS each, default 60). One line per group: the count, the smallest\n"
-    "input, the signature. Exit 0 no failure, 1 at least one group, 2 bad usage.\n";
+    "input, the signature. --reduce OUTDIR reduces each group's smallest input on the host (a child each)\n"
+    "into OUTDIR/group-N.trace. Exit 0 no failure, 1 at least one group, 2 bad usage.\n";
 
 #define DEFAULT_TIMEOUT 60
 
@@ -125,6 +126,81 @@ static void triage_child(void *ctx)
         unlink(raw);
 }
 
+/* --reduce: the smallest input of a group, reduced on the host in a child, written to out. */
+typedef struct reduce_run {
+    char path[4096], out[4096];
+    const hm_host_choice *choice;
+    int done; /* 1 written; -1 failed (why in failure) */
+    size_t original_calls, reduced_calls;
+    char failure[256];
+} reduce_run;
+
+static void reduce_child(void *ctx)
+{
+    reduce_run *run = ctx;
+    hm_trace *trace = NULL;
+    hm_trace_reader *probe;
+    char raw[4096] = "";
+    run->done = -1;
+    if (SUCCEEDED(hm_trace_open(run->path, &probe))) {
+        hm_trace_close(probe);
+    } else {
+        size_t size;
+        uint8_t *data = read_all(run->path, &size);
+        const char *tmp = getenv("TMPDIR");
+        snprintf(raw, sizeof raw, "%s/hostmem-triage-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        int fd = data ? mkstemp(raw) : -1;
+        if (fd < 0) {
+            free(data);
+            snprintf(run->failure, sizeof run->failure, "cannot read the input or make a temporary file");
+            return;
+        }
+        close(fd);
+        char spec[sizeof raw + 16];
+        snprintf(spec, sizeof spec, "%s,overwrite", raw);
+        FILE *quiet = fopen("/dev/null", "w");
+        hm_fuzz_config config = {.trace_path = spec, .report = quiet};
+        hm_fuzz_outcome outcome = {0};
+        hm_fuzz_calls_run(data, size, &config, &outcome);
+        if (quiet)
+            fclose(quiet);
+        free(data);
+    }
+    HRESULT hr = hm_trace_load(raw[0] ? raw : run->path, &trace);
+    if (raw[0])
+        unlink(raw);
+    if (FAILED(hr)) {
+        snprintf(run->failure, sizeof run->failure, "%.250s", HostMemLastError());
+        return;
+    }
+    hm_replay_options opts = {.factory = open_choice, .factory_ctx = (void *)run->choice};
+    hm_trace *small = NULL;
+    hm_reduce_stats stats;
+    hr = HostMemReduce(trace, &opts, &small, &stats);
+    hm_trace_free(trace);
+    hm_trace_writer *w;
+    if (FAILED(hr) || FAILED(hm_trace_writer_open(run->out, HM_TRACE_TEXT, &w))) {
+        snprintf(run->failure, sizeof run->failure, "%.250s", HostMemLastError());
+        hm_trace_free(small);
+        return;
+    }
+    char note[400];
+    snprintf(note, sizeof note, "reduced by hostmem triage from %.150s; keeps: %.200s", run->path, stats.failure);
+    hm_trace_write_comment(w, note);
+    for (size_t i = 0; i < small->count; i++)
+        hm_trace_write(w, &small->calls[i]);
+    hr = hm_trace_writer_close(w);
+    hm_trace_free(small);
+    if (FAILED(hr)) {
+        snprintf(run->failure, sizeof run->failure, "%.250s", HostMemLastError());
+        return;
+    }
+    run->done = 1;
+    run->original_calls = stats.original_calls;
+    run->reduced_calls = stats.reduced_calls;
+    snprintf(run->failure, sizeof run->failure, "%s", stats.failure);
+}
+
 typedef struct group {
     char signature[200];
     size_t count;
@@ -138,8 +214,11 @@ int hm_cmd_triage(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     unsigned long long timeout = DEFAULT_TIMEOUT;
+    const char *reduce_dir = NULL;
     const hm_option table[] = {
         HM_HOST_OPTIONS(&choice),
+        {"--reduce", "OUTDIR", HM_OPTION_STRING, &reduce_dir, 0, 0,
+         "reduce each group's smallest input on the host, into OUTDIR/group-N.trace", NULL},
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for each input's replay (default 60)", NULL},
     };
     const hm_command_spec spec = {"triage", "DIR", 1, 1, description, table, sizeof table / sizeof table[0]};
@@ -233,6 +312,25 @@ int hm_cmd_triage(int argc, char **argv)
         printf("%zu  %s (%lld bytes)  %s\n", groups[k].count, groups[k].smallest, groups[k].smallest_size,
                groups[k].signature);
     printf("%s: %zu input(s), %zu group(s) of failures, %zu clean\n", dir, inputs, ngroups, clean);
+    reduce_run *rr = reduce_dir && ngroups ? hm_shared_alloc(sizeof *rr) : NULL;
+    for (size_t k = 0; rr && k < ngroups; k++) {
+        memset(rr, 0, sizeof *rr);
+        snprintf(rr->path, sizeof rr->path, "%s", groups[k].smallest);
+        snprintf(rr->out, sizeof rr->out, "%s/group-%zu.trace", reduce_dir, k + 1);
+        rr->choice = &choice;
+        hm_isolate_options io = {.timeout_seconds = (unsigned)timeout};
+        hm_isolated how;
+        hm_isolate(reduce_child, rr, &io, &how);
+        if (how.end != HM_ISOLATED_REPORTED)
+            printf("group %zu: not reduced: %s\n", k + 1, how.message);
+        else if (rr->done < 0)
+            printf("group %zu: not reduced: %s\n", k + 1, rr->failure);
+        else
+            printf("group %zu: %s: %zu calls -> %s: %zu calls; keeps: %s\n", k + 1, rr->path, rr->original_calls,
+                   rr->out, rr->reduced_calls, rr->failure);
+    }
+    if (rr)
+        hm_shared_free(rr, sizeof *rr);
     if (code == HM_EXIT_OK && ngroups)
         code = HM_EXIT_FAIL;
     free(groups);
