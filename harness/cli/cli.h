@@ -25,6 +25,7 @@ int hm_cmd_reduce(int argc, char **argv);
 int hm_cmd_replay(int argc, char **argv);
 int hm_cmd_stress(int argc, char **argv);
 int hm_cmd_trace(int argc, char **argv);
+int hm_cmd_triage(int argc, char **argv);
 
 /* The host a subcommand talks to, from --host LIB.so, --host-options S, --faults SPEC (options.h's
  * HM_HOST_OPTIONS and HM_FAULTS_OPTION put them in a command's option table). */

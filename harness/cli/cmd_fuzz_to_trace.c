@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 static const char description[] =
-    "Runs INPUT, a file from fuzz_calls (a crash, a corpus entry), once against a host, recording every\n"
-    "call, and writes them as a readable text trace for hostmem replay and reduce. Without --host the\n"
+    "Runs INPUT, a file from fuzz_calls (a crash, a corpus entry), recording every call, and writes them\n"
+    "as a readable text trace for hostmem replay and reduce. With --host the trace records the answers\n"
+    "the model expects (the input run on the built-in manager), then the input runs on the host and its\n"
+    "mismatch is reported: replaying the trace on the host diverges at the bug. Without --host the\n"
     "built-in manager runs with " HM_FUZZ_DEFAULT_OPTIONS "; a plugin runs in a child process: its\n"
     "crash, exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1.\n"
     "Exit 0 the input ran clean, 1 it showed a mismatch (the trace ends at it), 2 bad usage or input.\n";
@@ -110,32 +112,61 @@ static int fuzz_to_trace_command(int argc, char **argv)
         return HM_EXIT_FAIL;
     }
     close(fd);
-    config.host_library = choice.library;
-    config.host_options = choice.options;
     char spec[sizeof raw + 16];
     snprintf(spec, sizeof spec, "%s,overwrite", raw); /* the file mkstemp made is ours to fill */
     config.trace_path = spec;
     config.report = stdout;
+    /* With a plugin, the trace records the answers the model agrees with (the built-in manager's), not the
+     * plugin's: replaying it against the plugin then diverges at the bug. Recorded first, so a plugin that
+     * crashes below still leaves the trace. */
+    FILE *quiet = NULL;
+    if (choice.library) {
+        quiet = fopen("/dev/null", "w");
+        config.report = quiet;
+    } else {
+        config.host_options = choice.options;
+    }
     hm_fuzz_outcome outcome = {0};
     int status = hm_fuzz_calls_run(data, size, &config, &outcome);
-    free(data);
+    bool reference_mismatch = choice.library && outcome.mismatch;
     int code = status != 0 ? HM_EXIT_USAGE : hm_cli_trace_copy(raw, out, HM_TRACE_TEXT);
     unlink(raw);
+    if (quiet)
+        fclose(quiet);
     if (code != HM_EXIT_OK) {
+        free(data);
         if (out == default_out)
             unlink(out); /* ours, and holding nothing useful */
         return code;
     }
+    if (choice.library) {
+        config.host_library = choice.library;
+        config.host_options = choice.options;
+        config.trace_path = NULL;
+        config.report = stdout;
+        memset(&outcome, 0, sizeof outcome);
+        status = hm_fuzz_calls_run(data, size, &config, &outcome);
+        if (status != 0) {
+            free(data);
+            return HM_EXIT_USAGE;
+        }
+        if (reference_mismatch)
+            fprintf(stderr, "hostmem fuzz-to-trace: note: the built-in manager disagreed with the model on this input; "
+                            "the trace ends there\n");
+    }
+    free(data);
     printf("%s: %u call(s) (%u the model could not predict, skipped), %s\n", input, outcome.calls, outcome.skipped,
            outcome.mismatch ? "ending at the mismatch above" : "every answer as the model expected");
+    if (choice.library)
+        printf("the trace records the answers the model expects (the built-in manager's), so replaying it on the host "
+               "shows where the host differs\n");
     const char *host = choice.library ? choice.library : "";
     printf("trace written to %s\n", out);
     if (*host)
         printf("  replay it on the host:          hostmem replay %s --host %s\n", out, host);
-    printf("  replay it on the built-in host: hostmem replay %s%s\n", out,
-           *host ? "   (the first divergence is where the host differs)" : "");
+    printf("  replay it on the built-in host: hostmem replay %s\n", out);
     printf("  shrink it:                      hostmem reduce %s -o %s.small%s\n", out, out,
-           *host ? "   (to the calls where the host and the built-in one differ)" : "");
+           *host ? " --host ...   (to the calls where the host differs)" : "");
     return outcome.mismatch ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
 

@@ -6,8 +6,10 @@
 #include <string.h>
 
 static const char description[] =
-    "Delta debugging: the fewest calls of TRACE whose replay still shows the same failure (a divergence,\n"
-    "a recorded E_OUTOFMEMORY), written to SMALL (binary when it ends in .bin, else text).\n"
+    "Delta debugging: the fewest calls of TRACE whose replay still shows the same failure, written to\n"
+    "SMALL (binary when it ends in .bin, else text). The failure is the signature of the first divergence\n"
+    "(the method and the HRESULTs, or the method and the field that differs) or a recorded E_OUTOFMEMORY;\n"
+    "a candidate whose first divergence is another bug is refused (--any accepts it).\n"
     "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
     "limit) is reported and the exit status is 1.\n";
 
@@ -18,13 +20,14 @@ static int reduce_command(int argc, char **argv)
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
     const char *out = NULL;
-    bool no_inject = false;
+    bool no_inject = false, any = false;
     unsigned long long timeout = 0;
     const hm_option table[] = {
         {"-o", "SMALL", HM_OPTION_STRING, &out, 0, 0, "the reduced trace to write (required)", NULL},
         HM_HOST_OPTIONS(&choice),
         HM_FAULTS_OPTION(&choice),
         {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
+        {"--any", NULL, HM_OPTION_FLAG, &any, 0, 0, "keep any divergence, not only the original's signature", NULL},
         /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole reduction of a plugin", NULL},
     };
@@ -41,6 +44,7 @@ static int reduce_command(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     opts.no_inject = no_inject;
+    opts.any_failure = any;
     if (!choice.library && !choice.options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     opts.factory = open_choice;

@@ -11,7 +11,8 @@
 
 static const char description[] =
     "Re-executes every call of TRACE against a host and compares each result with the recorded one; the\n"
-    "first divergence is shown with the calls before it. Recorded E_OUTOFMEMORY results are injected at\n"
+    "first divergence is shown with the calls before it, the recorded answer and this host's, and its\n"
+    "signature (the method and the HRESULTs, or the field that differs: what reduce keeps). Recorded E_OUTOFMEMORY results are injected at\n"
     "the same calls (unless --no-inject), so a recorded OOM reproduces. Without --host and --host-options\n"
     "the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
     "The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
@@ -160,6 +161,13 @@ int hm_cmd_replay(int argc, char **argv)
             hm_cli_json_string(stdout, res.expected);
             printf(", \"actual\": ");
             hm_cli_json_string(stdout, res.actual);
+            /* "recorded" and "this_host" say whose answer each is; "expected"/"actual" stay for older readers. */
+            printf(", \"recorded\": ");
+            hm_cli_json_string(stdout, res.expected);
+            printf(", \"this_host\": ");
+            hm_cli_json_string(stdout, res.actual);
+            printf(", \"signature\": ");
+            hm_cli_json_string(stdout, res.signature);
             printf(", \"report\": ");
             hm_cli_json_string(stdout, res.report);
             printf("}");
@@ -170,8 +178,10 @@ int hm_cmd_replay(int argc, char **argv)
         }
         printf("}\n");
     } else {
-        if (res.diverged)
+        if (res.diverged) {
             fputs(res.report, stdout);
+            printf("signature: %s\n", res.signature);
+        }
         printf("%s: %" PRIu64 " calls replayed (%" PRIu64 " to the host, %" PRIu64
                " recorded failures injected), %s\n",
                path, res.calls, res.host_calls, res.injected,

@@ -40,6 +40,7 @@ static const command *commands(size_t *n)
             {"record", hm_cmd_record, "record a program's (or a built-in workload's) calls into a trace"},
             {"trace", hm_cmd_trace, "convert, print or summarise traces"},
             {"fuzz-to-trace", hm_cmd_fuzz_to_trace, "turn a fuzzer input into a readable trace"},
+            {"triage", hm_cmd_triage, "replay a crash folder and group the failures by signature"},
             {"bench", hm_cmd_bench, "measure the manager against raw syscalls and malloc, as ratios"},
             {"options", cmd_options, "list the built-in manager's options"},
         };

@@ -16,7 +16,7 @@
 typedef struct failure {
     enum { FAIL_DIVERGENCE, FAIL_OOM } kind;
     int method;
-    char field[32], expected[80], actual[80]; /* divergence */
+    char signature[160];                      /* divergence: hm_replay_result.signature */
     uint64_t target_seq;                      /* OOM: the call that must still fail */
     hm_replay_options opts;
 } failure;
@@ -69,11 +69,11 @@ static bool same_failure(const failure *want, const hm_replay_result *res)
 {
     if (want->kind == FAIL_OOM)
         return !res->diverged || res->divergence_seq > want->target_seq;
-    if (!res->diverged || res->divergence_method != want->method || strcmp(res->field, want->field) != 0)
+    if (!res->diverged)
         return false;
-    /* For HRESULTs the values are the failure; for addresses and sizes only where they differ. */
-    return strcmp(want->field, "result") != 0 ||
-           (strcmp(res->expected, want->expected) == 0 && strcmp(res->actual, want->actual) == 0);
+    /* The first divergence must be the same bug (its signature), or else a candidate may trade the failure for
+     * another bug of the same host; --any takes whichever comes first. */
+    return want->opts.any_failure || strcmp(res->signature, want->signature) == 0;
 }
 
 static bool interesting(reducer *r, const size_t *keep, size_t nkeep)
@@ -167,11 +167,11 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
     if (res.diverged) {
         r.want.kind = FAIL_DIVERGENCE;
         r.want.method = res.divergence_method;
-        memcpy(r.want.field, res.field, sizeof r.want.field);
-        memcpy(r.want.expected, res.expected, sizeof r.want.expected);
-        memcpy(r.want.actual, res.actual, sizeof r.want.actual);
-        snprintf(stats->failure, sizeof stats->failure, "%s %s: expected %s, got %s",
-                 hm_trace_method_name(res.divergence_method), res.field, res.expected, res.actual);
+        memcpy(r.want.signature, res.signature, sizeof r.want.signature);
+        if (r.want.opts.any_failure)
+            snprintf(stats->failure, sizeof stats->failure, "any divergence (the original's: %s)", res.signature);
+        else
+            snprintf(stats->failure, sizeof stats->failure, "%s", res.signature);
     } else {
         const hm_trace_call *oom = NULL;
         for (size_t i = trace->count; i-- > 0 && !oom;) {
@@ -198,7 +198,7 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
             (!nres.diverged || nres.divergence_seq > oom->seq))
             r.want.opts = natural;
         HostMemReplayFree(&nres);
-        snprintf(stats->failure, sizeof stats->failure, "call %" PRIu64 " %s (level %d) fails with %s%s", oom->seq,
+        snprintf(stats->failure, sizeof stats->failure, "oom-reproduced: call %" PRIu64 " %s (level %d) fails with %s%s", oom->seq,
                  hm_trace_method_name(oom->method), oom->level, hm_hr_name(oom->result),
                  r.want.opts.no_inject ? " on the host itself" : " (injected)");
     }

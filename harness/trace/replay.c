@@ -261,9 +261,14 @@ static int diverge(replayer *rp, const hm_trace_call *c, const char *field, cons
     snprintf(res->field, sizeof res->field, "%s", field);
     snprintf(res->expected, sizeof res->expected, "%.79s", both);
     snprintf(res->actual, sizeof res->actual, "%.79s", tab ? tab + 1 : "");
+    if (strcmp(field, "result") == 0)
+        snprintf(res->signature, sizeof res->signature, "%s: hr %.60s recorded, %.60s on this host",
+                 hm_trace_method_name(c->method), res->expected, res->actual);
+    else
+        snprintf(res->signature, sizeof res->signature, "%s: field %s", hm_trace_method_name(c->method), field);
 
     strbuf s = {0};
-    sb_printf(&s, "divergence at call %" PRIu64 " (%s), field '%s': expected %s, got %s\n", c->seq,
+    sb_printf(&s, "divergence at call %" PRIu64 " (%s), field '%s': recorded %s, this host %s\n", c->seq,
               hm_trace_method_name(c->method), field, res->expected, res->actual);
     size_t first = (rp->ring_next + rp->ring_size - rp->ring_count) % rp->ring_size;
     for (size_t i = 0; i < rp->ring_count; i++) {
@@ -272,7 +277,7 @@ static int diverge(replayer *rp, const hm_trace_call *c, const char *field, cons
         hm_trace_format_call(k, line, sizeof line);
         sb_printf(&s, "%s %s\n", i + 1 == rp->ring_count ? ">" : " ", line);
     }
-    sb_printf(&s, "  expected %s: %s\n  actual   %s: %s\n", field, res->expected, field, res->actual);
+    sb_printf(&s, "  recorded  %s: %s\n  this host %s: %s\n", field, res->expected, field, res->actual);
     snprintf(res->report, sizeof res->report, "%s", s.p ? s.p : "");
     free(s.p);
     return 1;

@@ -161,6 +161,7 @@ typedef struct hm_replay_options {
     int compare_load;    /* compare GetMemoryLoad's figures too (machine-dependent; off by default) */
     int context;         /* trace lines shown before a divergence (default 4) */
     int emit_faults;     /* build fault_spec (below) */
+    int any_failure;     /* HostMemReduce: keep any divergence, not only the original's signature */
 } hm_replay_options;
 
 typedef struct hm_replay_result {
@@ -175,7 +176,7 @@ typedef struct hm_replay_result {
     uint64_t divergence_seq; /* the trace's sequence number of the first divergent call */
     int divergence_method;
     char field[32];          /* "result", "mem", "old", "base", "state", ... */
-    char expected[80], actual[80];
+    char expected[80], actual[80]; /* expected: what the trace recorded; actual: what this host answered */
     char report[4096];       /* the divergence: context lines, the call, expected vs actual */
     char *fault_spec;        /* emit_faults: a spec failing the same calls in a rerun of the real program */
     char error[512];         /* bad input: FILE:LINE: field 'F': ... */
@@ -184,6 +185,10 @@ typedef struct hm_replay_result {
     int incomplete;
     uint64_t incomplete_calls;
     char incomplete_reason[128];
+    /* The divergence's signature: what tells one bug from another, stable across inputs and placements:
+     * "VirtualFree: hr S_OK recorded, E_INVALIDARG on this host" (an HRESULT), "VirtualQuery: field state" (any
+     * other field). Empty when the replay did not diverge. */
+    char signature[160];
 } hm_replay_result;
 
 /* Replays the trace at path (streamed) or in memory. S_OK when it ran to the end or to a divergence (see
@@ -200,8 +205,8 @@ typedef struct hm_reduce_stats {
     char failure[256];       /* the failure kept: "VirtualAlloc result: expected S_OK, got E_OUTOFMEMORY" */
 } hm_reduce_stats;
 
-/* Shrinks trace to a 1-minimal subset (ddmin over calls) that replays with the same failure: the same divergence
- * (method, field, and for results the same expected and actual HRESULTs), or, for a trace that replays cleanly
+/* Shrinks trace to a 1-minimal subset (ddmin over calls) that replays with the same failure: a first divergence
+ * with the original's signature (any divergence with opts->any_failure), or, for a trace that replays cleanly
  * but recorded an OOM, the host itself reaching that OOM (same method and level) with injection off. Dropping a
  * call drops every call using a handle it created. E_INVALIDARG when the trace shows no failure. */
 HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opts, hm_trace **reduced,
