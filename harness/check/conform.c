@@ -997,7 +997,7 @@ static void prot_mismatch(prot_table *t, DWORD value, bool accept, DWORD want_pr
     int n = snprintf(t->text + t->len, sizeof t->text - t->len, "%svalue %#x: expected ", t->len ? "; " : "", value);
     if (n > 0 && (t->len += (size_t)n) < sizeof t->text)
         n = accept ? snprintf(t->text + t->len, sizeof t->text - t->len, "accepted with Protect %#x", want_protect)
-                   : snprintf(t->text + t->len, sizeof t->text - t->len, "ERROR_INVALID_PARAMETER");
+                   : snprintf(t->text + t->len, sizeof t->text - t->len, "E_INVALIDARG");
     if (n > 0 && (t->len += (size_t)n) < sizeof t->text) {
         snprintf(t->text + t->len, sizeof t->text - t->len, ", got ");
         t->len = strlen(t->text);
