@@ -1254,7 +1254,7 @@ static const hm_rule rules[] = {
     R("vm.prot-table.commit-at-null", "every protection value in MEM_COMMIT at NULL is refused or read back as Windows does", "semantics.md", rule_prot_table_commit_null),
     R("vm.prot-table.commit-in-place", "every protection value in MEM_COMMIT of a reserved page is refused or read back as Windows does", "semantics.md", rule_prot_table_commit_in_place),
     R("vm.prot-table.protect", "every protection value in VirtualProtect is refused or read back as Windows does", "semantics.md", rule_prot_table_protect),
-    R("vm.commit.top-down-at-null", "MEM_COMMIT|MEM_TOP_DOWN at NULL reserves and commits, high up", "semantics.md", rule_commit_top_down_at_null),
+    R("vm.alloc.commit-top-down", "MEM_COMMIT|MEM_TOP_DOWN at NULL reserves and commits, high up", "semantics.md", rule_commit_top_down_at_null),
     R("vm.sub-page.chain", "1024-byte commit, protect and decommit each cover their whole page", "semantics.md", rule_sub_page_chain),
     R("vm.protect.old-keeps-modifiers", "the old protection of a GUARD or NOCACHE page keeps its modifier", "semantics.md", rule_protect_old_modifiers),
     R("vm.protect.nocache-on-plain", "PAGE_NOCACHE asked of a plain allocation is accepted and ignored", "semantics.md", rule_protect_nocache_on_plain),
