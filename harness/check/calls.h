@@ -23,6 +23,7 @@ typedef struct hm_fuzz_config {
     FILE *report;             /* where a mismatch is described (stderr when NULL) */
     bool verbose;             /* print every call to the report as it is made */
     bool fresh_manager;       /* a new built-in manager for every input, instead of one reset between inputs */
+    bool strict_codes;        /* a plugin's failures must carry Windows' exact codes (HOSTMEM_FUZZ_STRICT) */
 } hm_fuzz_config;
 
 typedef struct hm_fuzz_outcome {

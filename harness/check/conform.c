@@ -948,6 +948,236 @@ static void rule_policy_levels(hm_rule_ctx *c)
 
 /* ---- The catalogue ----------------------------------------------------------------------------------------------- */
 
+/* ---- Protection tables: every base value 0x00-0xff with each combination of the modifiers -------------------- */
+
+/* What Windows answers for a protection in VirtualAlloc and VirtualProtect of private memory, written from the
+ * documented rules (docs/semantics.md, VirtualAlloc check 8), apart from the manager's own validator. */
+static bool prot_windows_accepts(DWORD protect)
+{
+    static const DWORD bases[] = {PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_EXECUTE, PAGE_EXECUTE_READ,
+                                  PAGE_EXECUTE_READWRITE};
+    DWORD base = protect & 0xFFu, mods = protect & ~0xFFu;
+    bool known = false;
+    for (size_t i = 0; i < sizeof bases / sizeof bases[0]; i++)
+        known |= base == bases[i];
+    if (!known || (mods & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)))
+        return false;
+    bool guard = mods & PAGE_GUARD, nocache = mods & PAGE_NOCACHE, wc = mods & PAGE_WRITECOMBINE;
+    if ((guard && base == PAGE_NOACCESS) || (nocache && (guard || wc)) || (wc && guard))
+        return false;
+    return !((nocache || wc) && base == PAGE_NOACCESS);
+}
+
+static const DWORD prot_modifiers[] = {0,
+                                       PAGE_GUARD,
+                                       PAGE_NOCACHE,
+                                       PAGE_WRITECOMBINE,
+                                       PAGE_GUARD | PAGE_NOCACHE,
+                                       PAGE_GUARD | PAGE_WRITECOMBINE,
+                                       PAGE_NOCACHE | PAGE_WRITECOMBINE,
+                                       PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE};
+#define PROT_VALUES (256 * (sizeof prot_modifiers / sizeof prot_modifiers[0]))
+#define PROT_REPORTED 4 /* mismatches named in the verdict; the rest are counted */
+
+typedef enum { PROT_RESERVE, PROT_COMMIT_AT_NULL, PROT_COMMIT_IN_PLACE, PROT_VIRTUALPROTECT } prot_op;
+
+typedef struct prot_table {
+    hm_rule_ctx *c;
+    const char *what;
+    char text[420];
+    size_t len, mismatches;
+} prot_table;
+
+static void prot_mismatch(prot_table *t, DWORD value, bool accept, DWORD want_protect, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void prot_mismatch(prot_table *t, DWORD value, bool accept, DWORD want_protect, const char *fmt, ...)
+{
+    if (t->mismatches++ >= PROT_REPORTED || t->len >= sizeof t->text)
+        return;
+    int n = snprintf(t->text + t->len, sizeof t->text - t->len, "%svalue %#x: expected ", t->len ? "; " : "", value);
+    if (n > 0 && (t->len += (size_t)n) < sizeof t->text)
+        n = accept ? snprintf(t->text + t->len, sizeof t->text - t->len, "accepted with Protect %#x", want_protect)
+                   : snprintf(t->text + t->len, sizeof t->text - t->len, "E_INVALIDARG");
+    if (n > 0 && (t->len += (size_t)n) < sizeof t->text) {
+        snprintf(t->text + t->len, sizeof t->text - t->len, ", got ");
+        t->len = strlen(t->text);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    if (t->len < sizeof t->text)
+        vsnprintf(t->text + t->len, sizeof t->text - t->len, fmt, ap);
+    va_end(ap);
+    t->len = strlen(t->text);
+}
+
+/* One value through one operation. The page the operation works on is set up by the caller (`page`). */
+static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
+{
+    hm_rule_ctx *c = t->c;
+    bool accept = prot_windows_accepts(value);
+    /* Cache modifiers belong to the allocation: a commit in place or a VirtualProtect on a plain allocation
+     * ignores them; an allocation made with one reports it. */
+    DWORD want = op == PROT_RESERVE ? 0 : op == PROT_COMMIT_AT_NULL ? value : value & ~(DWORD)(PAGE_NOCACHE | PAGE_WRITECOMBINE);
+    DWORD want_alloc = op <= PROT_COMMIT_AT_NULL ? value : PAGE_READWRITE;
+    void *p = NULL;
+    DWORD old = 0;
+    HRESULT hr;
+    switch (op) {
+    case PROT_RESERVE:
+    case PROT_COMMIT_AT_NULL:
+        hr = IHostMemoryManager_VirtualAlloc(c->m, NULL, KB(4), op == PROT_RESERVE ? MEM_RESERVE : MEM_COMMIT, value,
+                                             eTaskCritical, &p);
+        break;
+    case PROT_COMMIT_IN_PLACE:
+        hr = IHostMemoryManager_VirtualAlloc(c->m, page, KB(4), MEM_COMMIT, value, eTaskCritical, &p);
+        break;
+    default:
+        hr = IHostMemoryManager_VirtualProtect(c->m, page, KB(4), value, &old);
+        p = page;
+        break;
+    }
+    if (!accept) {
+        if (hr != INVALID_PARAMETER)
+            prot_mismatch(t, value, false, 0, "%s", hm_hr_name(hr));
+        if (SUCCEEDED(hr) && op <= PROT_COMMIT_AT_NULL && p)
+            release(c, p);
+        if (SUCCEEDED(hr) && op == PROT_COMMIT_IN_PLACE)
+            IHostMemoryManager_VirtualFree(c->m, page, KB(4), MEM_DECOMMIT);
+        if (SUCCEEDED(hr) && op == PROT_VIRTUALPROTECT)
+            IHostMemoryManager_VirtualProtect(c->m, page, KB(4), PAGE_READWRITE, &old);
+        return;
+    }
+    if (hr != S_OK || !p) {
+        prot_mismatch(t, value, true, want, "%s", hm_hr_name(hr));
+        return;
+    }
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n = 0;
+    memset(&mbi, 0, sizeof mbi);
+    HRESULT q = IHostMemoryManager_VirtualQuery(c->m, p, &mbi, sizeof mbi, &n);
+    if (q != S_OK)
+        prot_mismatch(t, value, true, want, "VirtualQuery %s", hm_hr_name(q));
+    else if (mbi.Protect != want || mbi.AllocationProtect != want_alloc)
+        prot_mismatch(t, value, true, want, "Protect %#x AllocationProtect %#x (expected AllocationProtect %#x)",
+                      mbi.Protect, mbi.AllocationProtect, want_alloc);
+    else if (op == PROT_VIRTUALPROTECT && old != PAGE_READWRITE)
+        prot_mismatch(t, value, true, want, "old protection %#x instead of PAGE_READWRITE", old);
+    switch (op) {
+    case PROT_RESERVE:
+    case PROT_COMMIT_AT_NULL:
+        release(c, p);
+        break;
+    case PROT_COMMIT_IN_PLACE:
+        IHostMemoryManager_VirtualFree(c->m, page, KB(4), MEM_DECOMMIT);
+        break;
+    default:
+        IHostMemoryManager_VirtualProtect(c->m, page, KB(4), PAGE_READWRITE, &old);
+        break;
+    }
+}
+
+static void prot_table_run(hm_rule_ctx *c, prot_op op, const char *what)
+{
+    prot_table t = {.c = c, .what = what};
+    char *page = NULL;
+    if (op == PROT_COMMIT_IN_PLACE && !(page = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE)))
+        return;
+    if (op == PROT_VIRTUALPROTECT && !(page = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)))
+        return;
+    for (size_t m = 0; m < sizeof prot_modifiers / sizeof prot_modifiers[0]; m++)
+        for (DWORD base = 0; base < 256; base++)
+            prot_one(&t, op, base | prot_modifiers[m], page);
+    if (t.mismatches) {
+        char exp[200];
+        snprintf(exp, sizeof exp, "%s: each of the %zu protection values answered as Windows does", what,
+                 (size_t)PROT_VALUES);
+        verdict(c, HM_RULE_FAIL, exp, "%zu differ: %s%s", t.mismatches, t.text,
+                t.mismatches > PROT_REPORTED ? "; ..." : "");
+    }
+}
+
+static void rule_prot_table_reserve(hm_rule_ctx *c) { prot_table_run(c, PROT_RESERVE, "VirtualAlloc(NULL, 4K, MEM_RESERVE, value)"); }
+static void rule_prot_table_commit_null(hm_rule_ctx *c) { prot_table_run(c, PROT_COMMIT_AT_NULL, "VirtualAlloc(NULL, 4K, MEM_COMMIT, value)"); }
+static void rule_prot_table_commit_in_place(hm_rule_ctx *c) { prot_table_run(c, PROT_COMMIT_IN_PLACE, "VirtualAlloc(reserved page, 4K, MEM_COMMIT, value)"); }
+static void rule_prot_table_protect(hm_rule_ctx *c) { prot_table_run(c, PROT_VIRTUALPROTECT, "VirtualProtect(PAGE_READWRITE page, 4K, value)"); }
+
+static void rule_commit_top_down_at_null(hm_rule_ctx *c)
+{
+    void *low = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *p = low ? reserve(c, KB(4), MEM_COMMIT | MEM_TOP_DOWN, PAGE_READWRITE) : NULL;
+    if (p && expect_region(c, "VirtualAlloc(NULL, 4K, MEM_COMMIT|MEM_TOP_DOWN) reserves and commits", p, MEM_COMMIT,
+                           PAGE_READWRITE, KB(4), p, PAGE_READWRITE))
+        EXPECT(c, (uintptr_t)p > (uintptr_t)low, "a MEM_COMMIT|MEM_TOP_DOWN allocation lies above one made before it",
+               "%p below %p", p, low);
+}
+
+/* Sizes under a page cover the page they touch, in commit, protect and decommit alike. */
+static void rule_sub_page_chain(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE);
+    void *q = NULL;
+    DWORD old = 0;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualAlloc(base + 0x1000, 1024, MEM_COMMIT, PAGE_READWRITE)",
+              IHostMemoryManager_VirtualAlloc(c->m, p + 0x1000, 1024, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
+    EXPECT(c, q == p + 0x1000, "the page is returned", "%p", q);
+    if (!expect_region(c, "a 1024-byte commit commits its whole page", p + 0x1000, MEM_COMMIT, PAGE_READWRITE, KB(4), p,
+                       PAGE_READWRITE))
+        return;
+    EXPECT_HR(c, "VirtualProtect(base + 0x1000, 1024, PAGE_READONLY)",
+              IHostMemoryManager_VirtualProtect(c->m, p + 0x1000, 1024, PAGE_READONLY, &old), S_OK);
+    EXPECT(c, old == PAGE_READWRITE, "the old protection is PAGE_READWRITE", "%#x", old);
+    if (!expect_region(c, "a 1024-byte VirtualProtect changes the whole page", p + 0x1000, MEM_COMMIT, PAGE_READONLY,
+                       KB(4), p, PAGE_READWRITE))
+        return;
+    EXPECT_HR(c, "VirtualFree(base + 0x1000, 1024, MEM_DECOMMIT)",
+              IHostMemoryManager_VirtualFree(c->m, p + 0x1000, 1024, MEM_DECOMMIT), S_OK);
+    if (!expect_region(c, "a 1024-byte decommit decommits the whole page", p, MEM_RESERVE, 0, KB(64), p, PAGE_READWRITE))
+        return;
+    EXPECT_HR(c, "VirtualProtect(decommitted page, 1024, PAGE_READONLY)",
+              IHostMemoryManager_VirtualProtect(c->m, p + 0x1000, 1024, PAGE_READONLY, &old), INVALID_ADDRESS);
+}
+
+/* The old protection of a GUARD or NOCACHE page comes back with its modifier. */
+static void rule_protect_old_modifiers(hm_rule_ctx *c)
+{
+    static const DWORD given[] = {PAGE_READWRITE | PAGE_GUARD, PAGE_READWRITE | PAGE_NOCACHE};
+    for (size_t i = 0; i < 2; i++) {
+        char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, given[i]);
+        DWORD old = 0;
+        if (!p)
+            return;
+        EXPECT_HR(c, "VirtualProtect(..., PAGE_READONLY)", IHostMemoryManager_VirtualProtect(c->m, p, KB(4), PAGE_READONLY, &old), S_OK);
+        char exp[120];
+        snprintf(exp, sizeof exp, "the old protection of a page allocated %#x is %#x", given[i], given[i]);
+        EXPECT(c, old == given[i], exp, "%#x", old);
+        release(c, p);
+    }
+}
+
+static void rule_protect_nocache_on_plain(hm_rule_ctx *c)
+{
+    char *p = reserve(c, KB(4), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    DWORD old = 0;
+    if (!p)
+        return;
+    EXPECT_HR(c, "VirtualProtect(plain page, PAGE_READWRITE|PAGE_NOCACHE)",
+              IHostMemoryManager_VirtualProtect(c->m, p, KB(4), PAGE_READWRITE | PAGE_NOCACHE, &old), S_OK);
+    expect_region(c, "PAGE_NOCACHE asked of a plain allocation is ignored", p, MEM_COMMIT, PAGE_READWRITE, KB(4), p,
+                  PAGE_READWRITE);
+}
+
+static void rule_alloc_write_watch(hm_rule_ctx *c)
+{
+    void *p = NULL;
+    EXPECT_HR(c, "VirtualAlloc(NULL, 64K, MEM_RESERVE|MEM_COMMIT|MEM_WRITE_WATCH, PAGE_READWRITE)",
+              IHostMemoryManager_VirtualAlloc(c->m, NULL, KB(64), MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH,
+                                              PAGE_READWRITE, eTaskCritical, &p),
+              S_OK);
+    expect_region(c, "a write-watched allocation is committed", p, MEM_COMMIT, PAGE_READWRITE, KB(64), p, PAGE_READWRITE);
+}
+
 #define R(id, statement, ref, fn) {id, statement, ref, fn, false}
 #define POLICY(id, statement, ref, fn) {id, statement, ref, fn, true}
 static const hm_rule rules[] = {
@@ -1020,6 +1250,15 @@ static const hm_rule rules[] = {
     POLICY("ledger.release-unknown", "releasing a range never acquired is refused", "issue 3", rule_ledger_release_unknown),
     R("threads.concurrent-reserve-release", "concurrent reserve/query/release from 4 threads stay consistent", "B.11 100", rule_threads),
     POLICY("policy.commit-budget", "an impossible commit fails with E_OUTOFMEMORY", "contract.md", rule_policy_levels),
+    R("vm.prot-table.reserve", "every protection value (0x00-0xff with GUARD/NOCACHE/WRITECOMBINE) in MEM_RESERVE is refused or kept as Windows does", "semantics.md", rule_prot_table_reserve),
+    R("vm.prot-table.commit-at-null", "every protection value in MEM_COMMIT at NULL is refused or read back as Windows does", "semantics.md", rule_prot_table_commit_null),
+    R("vm.prot-table.commit-in-place", "every protection value in MEM_COMMIT of a reserved page is refused or read back as Windows does", "semantics.md", rule_prot_table_commit_in_place),
+    R("vm.prot-table.protect", "every protection value in VirtualProtect is refused or read back as Windows does", "semantics.md", rule_prot_table_protect),
+    R("vm.alloc.commit-top-down", "MEM_COMMIT|MEM_TOP_DOWN at NULL reserves and commits, high up", "semantics.md", rule_commit_top_down_at_null),
+    R("vm.sub-page.chain", "1024-byte commit, protect and decommit each cover their whole page", "semantics.md", rule_sub_page_chain),
+    R("vm.protect.old-keeps-modifiers", "the old protection of a GUARD or NOCACHE page keeps its modifier", "semantics.md", rule_protect_old_modifiers),
+    R("vm.protect.nocache-on-plain", "PAGE_NOCACHE asked of a plain allocation is accepted and ignored", "semantics.md", rule_protect_nocache_on_plain),
+    R("vm.alloc.write-watch", "MEM_RESERVE|MEM_COMMIT|MEM_WRITE_WATCH is accepted", "semantics.md", rule_alloc_write_watch),
 };
 
 const hm_rule *hm_conform_rules(size_t *count)

@@ -576,6 +576,19 @@ static bool heap_step(worker *w)
     return true;
 }
 
+/* AddRef and Release return the new count: two of each count up by one and back down (only the differences are
+ * checked: a host may hold references of its own). Called on an object no other thread counts at the time. */
+static bool refcounts_ok(IUnknown *object, char *why, size_t len)
+{
+    ULONG a = IUnknown_AddRef(object), b = IUnknown_AddRef(object);
+    ULONG c = IUnknown_Release(object), d = IUnknown_Release(object);
+    if (a >= 2 && b == a + 1 && c == a && d == a - 1)
+        return true;
+    snprintf(why, len, "AddRef returned %lu then %lu, Release %lu then %lu (the new counts: n, n+1, n, n-1, n >= 2)",
+             (unsigned long)a, (unsigned long)b, (unsigned long)c, (unsigned long)d);
+    return false;
+}
+
 static void *run_worker(void *arg)
 {
     worker *w = arg;
@@ -592,6 +605,9 @@ static void *run_worker(void *arg)
         IHostMalloc_Free(w->blocks[i].heap, w->blocks[i].p);
     for (int i = 0; i < w->nres; i++)
         IHostMemoryManager_VirtualFree(w->m, w->res[i].base, 0, MEM_RELEASE);
+    char why[200];
+    if (w->own_heap && !atomic_load(&w->report->stop) && !refcounts_ok((IUnknown *)w->own_heap, why, sizeof why))
+        violate(w, "its heap's %s", why);
     if (w->own_heap)
         IHostMalloc_Release(w->own_heap);
     return NULL;
@@ -668,6 +684,20 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
     if (!shared)
         return FAILED(hr) ? hr : E_POINTER;
     hr = S_OK;
+    char why[200];
+    IHostMemoryManager *host = config->unwrapped ? config->unwrapped : m;
+    IHostMalloc *host_heap = NULL;
+    bool counted = refcounts_ok((IUnknown *)host, why, sizeof why);
+    if (counted && SUCCEEDED(IHostMemoryManager_CreateMalloc(host, 0, &host_heap)) && host_heap) {
+        counted = refcounts_ok((IUnknown *)host_heap, why, sizeof why);
+        IHostMalloc_Release(host_heap);
+    }
+    if (!counted) {
+        snprintf(report->thread[0].violation, sizeof report->thread[0].violation, "before the threads started: %s", why);
+        atomic_fetch_add(&report->violations, 1);
+        IHostMalloc_Release(shared);
+        return S_OK;
+    }
     notification_counter *counter = calloc(1, sizeof *counter);
     worker *workers = calloc(config->threads, sizeof *workers);
     pthread_t *threads = calloc(config->threads, sizeof *threads);

@@ -82,6 +82,8 @@ typedef struct hm_stress_config {
     /* Called about every 100 ms from the calling thread while the workers run (may be NULL). */
     void (*progress)(const hm_stress_report *report, double elapsed_seconds, void *ctx);
     void *progress_ctx;
+    IHostMemoryManager *unwrapped; /* the host under any recorder, or NULL (then the manager run): its and a heap's
+                                    * AddRef/Release counts are checked before the threads start */
 } hm_stress_config;
 
 /* Runs the workload against m, filling *report (which it clears first). Returns S_OK when the run completed (look

@@ -84,6 +84,7 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     else
         snprintf(out->trace_note, sizeof out->trace_note, "%s", HostMemLastError());
     hm_stress_config config = o->config;
+    config.unwrapped = fault_layer;
     config.progress = progress ? show_progress : NULL;
     out->run_result = hm_stress_run(m, &config, &out->report);
     if (o->host.faults) {

@@ -9,7 +9,11 @@
  *   SHORT_BLOCK        a size class rounds down: a block of 4 KiB+1 .. 8 KiB gets only 4 KiB
  *   SIZE_WRAP          Alloc adds its 16-byte header without checking: Alloc(SIZE_MAX - 8) wraps to a small block
  *   RACY_HEAP          a cache of small blocks in front of the heap, a stack with no lock (check, then act), even
- *                      under MALLOC_THREADSAFE: two threads popping at once get the same block */
+ *                      under MALLOC_THREADSAFE: two threads popping at once get the same block
+ *   PROT_TABLE         PAGE_EXECUTE_WRITECOPY (refused by Windows for private memory) is taken as
+ *                      PAGE_EXECUTE_READWRITE, in VirtualAlloc and VirtualProtect alike
+ *   BAD_REFCOUNT       Release (of the manager and of its heaps) returns 0 whatever the count; AddRef is right
+ *   LOOSE_CODES        every failing VirtualFree answers E_FAIL instead of Windows' code */
 #include <hostmem/hostmem.h>
 
 #include <stdatomic.h>
@@ -69,6 +73,9 @@ static ULONG STDMETHODCALLTYPE Release(IHostMemoryManager *i)
         IHostMemoryManager_Release(b->inner);
         free(b);
     }
+#ifdef BROKEN_BAD_REFCOUNT
+    return 0; /* "nobody reads it" */
+#endif
     return left;
 }
 
@@ -82,6 +89,9 @@ static ULONG STDMETHODCALLTYPE H_Release(IHostMalloc *i)
         IHostMalloc_Release(h->inner);
         free(h);
     }
+#ifdef BROKEN_BAD_REFCOUNT
+    return 0;
+#endif
     return left;
 }
 static HRESULT STDMETHODCALLTYPE H_Alloc(IHostMalloc *i, SIZE_T s, EMemoryCriticalLevel l, void **pp)
@@ -201,6 +211,10 @@ static HRESULT STDMETHODCALLTYPE CreateMalloc(IHostMemoryManager *i, DWORD t, IH
 static HRESULT STDMETHODCALLTYPE VirtualAlloc_(IHostMemoryManager *i, void *a, SIZE_T s, DWORD t, DWORD p,
                                                EMemoryCriticalLevel l, void **pp)
 {
+#ifdef BROKEN_PROT_TABLE
+    if ((p & 0xFFu) == PAGE_EXECUTE_WRITECOPY)
+        p = (p & ~0xFFu) | PAGE_EXECUTE_READWRITE;
+#endif
     HRESULT hr = IHostMemoryManager_VirtualAlloc(impl_from_IHostMemoryManager(i)->inner, a, s, t, p, l, pp);
 #ifdef BROKEN_NO_ZERO_RECOMMIT
     /* Stale data where fresh zero pages belong: what a host that decommits with mprotect alone would show. */
@@ -220,7 +234,12 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID a, S
             a = mbi.AllocationBase;
     }
 #endif
-    return IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, a, s, t);
+    HRESULT hr = IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, a, s, t);
+#ifdef BROKEN_LOOSE_CODES
+    if (FAILED(hr))
+        hr = E_FAIL;
+#endif
+    return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE VirtualQuery_(IHostMemoryManager *i, void *a, void *buf, SIZE_T len, SIZE_T *res)
@@ -246,7 +265,14 @@ static HRESULT STDMETHODCALLTYPE VirtualQuery_(IHostMemoryManager *i, void *a, v
     return hr;
 }
 
-static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *o) { return IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, o); }
+static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *a, SIZE_T s, DWORD p, DWORD *o)
+{
+#ifdef BROKEN_PROT_TABLE
+    if ((p & 0xFFu) == PAGE_EXECUTE_WRITECOPY)
+        p = (p & ~0xFFu) | PAGE_EXECUTE_READWRITE;
+#endif
+    return IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, o);
+}
 static HRESULT STDMETHODCALLTYPE GetMemoryLoad_(IHostMemoryManager *i, DWORD *l, SIZE_T *a) { return IHostMemoryManager_GetMemoryLoad(impl_from_IHostMemoryManager(i)->inner, l, a); }
 static HRESULT STDMETHODCALLTYPE Register_(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c) { return IHostMemoryManager_RegisterMemoryNotificationCallback(impl_from_IHostMemoryManager(i)->inner, c); }
 static HRESULT STDMETHODCALLTYPE Needs_(IHostMemoryManager *i, LPVOID a, SIZE_T s) { return IHostMemoryManager_NeedsVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s); }
