@@ -363,6 +363,10 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     if (how.end == HM_ISOLATED_REPORTED)
         return NULL;
     snprintf(why, why_len, "%s", how.message);
+    const char *in_callback = atomic_load(&s->report.in_callback);
+    if (how.end == HM_ISOLATED_TIMED_OUT && in_callback)
+        snprintf(why, why_len, "the host called OnMemoryNotification holding a lock: %s did not return in %u s",
+                 in_callback, o->hang_seconds);
     if (how.end == HM_ISOLATED_EXITED)
         name_sanitizer(why, why_len);
     if (s->report.seconds == 0)
@@ -429,6 +433,7 @@ int hm_cmd_stress(int argc, char **argv)
     o.config.seconds = ops ? 0 : (double)seconds;
     o.config.ops = ops;
     o.config.seed = seed;
+    o.config.check_refusals = !o.host.faults; /* an injected E_OUTOFMEMORY is no finding */
     o.hang_seconds = (unsigned)timeout;
 
     /* The trace's name is new and unique (mkstemps: O_EXCL), so the recorder never truncates a file that was there
