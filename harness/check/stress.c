@@ -415,6 +415,13 @@ static bool do_load(worker *w)
     count_call(w, HM_STRESS_LOAD, hr, t0, NULL, available, eTaskCritical, 0, (void *)(uintptr_t)load);
     if (w->verify && SUCCEEDED(hr) && load > 100)
         return violate(w, "GetMemoryLoad reported %u%%", load);
+    if (SUCCEEDED(hr)) {
+        unsigned seen = (unsigned)load + 1, none = 0, peak = atomic_load(&w->report->load_peak);
+        atomic_compare_exchange_strong(&w->report->load_first, &none, seen);
+        atomic_store(&w->report->load_last, seen);
+        while (seen > peak && !atomic_compare_exchange_weak(&w->report->load_peak, &peak, seen))
+            ;
+    }
     return true;
 }
 

@@ -64,6 +64,9 @@ typedef struct hm_stress_report {
     /* The call the callback makes back into the host while it is in flight (a literal: the same address in a forked
      * child and its parent), so a hang there is named: the host notified holding a lock. */
     _Atomic(const char *) in_callback;
+    /* The host's own GetMemoryLoad over the run, as the threads saw it (percent + 1; 0: never read): a load that
+     * creeps up while the workload's live set stays bounded is a host that loses its accounting. */
+    atomic_uint load_first, load_peak, load_last;
     hm_stress_thread thread[HM_STRESS_MAX_THREADS];
 } hm_stress_report;
 

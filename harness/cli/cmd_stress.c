@@ -173,6 +173,9 @@ static void print_summary(const stress_options *o, const shared_run *s, const ch
     printf("  every answer checked against each thread's model; notifications: %llu low, %llu neutral, %llu high\n",
            (unsigned long long)atomic_load(&r->notifications[0]), (unsigned long long)atomic_load(&r->notifications[1]),
            (unsigned long long)atomic_load(&r->notifications[2]));
+    if (atomic_load(&r->load_first))
+        printf("  host load (its GetMemoryLoad): %u%% first, %u%% peak, %u%% last\n", atomic_load(&r->load_first) - 1,
+               atomic_load(&r->load_peak) - 1, atomic_load(&r->load_last) - 1);
     if (o->host.faults) {
         printf("  faults injected: %llu%s\n", (unsigned long long)s->faults_injected,
                s->first_fault_count ? " (first ones below)" : "");
