@@ -946,6 +946,173 @@ static void rule_policy_levels(hm_rule_ctx *c)
     }
 }
 
+/* ---- Pressure: callbacks that call back in, cycles that must keep succeeding ------------------------------------- */
+
+/* What a runtime does inside OnMemoryNotification: queries, asks for the load, allocates and frees a little. Each
+ * call is named in the shared result while in flight, so a host that notifies while holding its own lock is reported
+ * by the call that never returned (see reentry_hang_message). */
+static const char reentry_load[] = "GetMemoryLoad from inside the callback";
+static const char reentry_query[] = "VirtualQuery from inside the callback";
+static const char reentry_alloc[] = "VirtualAlloc from inside the callback";
+static const char reentry_free[] = "VirtualFree from inside the callback";
+
+typedef struct reentry {
+    hm_rule_ctx *c;
+    IHostMemoryManager *m;
+    void *extra;     /* the reservation made from inside the callback */
+    void *probe;     /* a reservation of the rule's to query */
+    int calls, bad;  /* notifications that called back in; calls that did not succeed */
+    char first_bad[160];
+} reentry;
+
+static void reentry_note(reentry *r, const char *what, HRESULT hr)
+{
+    if (hr == S_OK || r->bad++)
+        return;
+    snprintf(r->first_bad, sizeof r->first_bad, "%s -> %s", what, hm_hr_name(hr));
+}
+
+static HRESULT reentry_call(reentry *r, const char *what)
+{
+    r->c->result->in_callback = what;
+    HRESULT hr;
+    if (what == reentry_query) {
+        MEMORY_BASIC_INFORMATION mbi;
+        SIZE_T n;
+        hr = IHostMemoryManager_VirtualQuery(r->m, r->probe, &mbi, sizeof mbi, &n);
+    } else if (what == reentry_load) {
+        DWORD load;
+        SIZE_T avail;
+        hr = IHostMemoryManager_GetMemoryLoad(r->m, &load, &avail);
+    } else if (what == reentry_alloc) {
+        /* A reservation is never charged, so the host has no reason to refuse it even at full load. */
+        hr = IHostMemoryManager_VirtualAlloc(r->m, NULL, KB(64), MEM_RESERVE, PAGE_READWRITE, eProcessCritical, &r->extra);
+    } else {
+        hr = IHostMemoryManager_VirtualFree(r->m, r->extra, 0, MEM_RELEASE);
+        r->extra = NULL;
+    }
+    r->c->result->in_callback = NULL;
+    reentry_note(r, what, hr);
+    return hr;
+}
+
+static void reentry_on_notify(hm_counting_callback *cb, EMemoryAvailable e)
+{
+    (void)e;
+    reentry *r = cb->ctx;
+    reentry_call(r, reentry_query);
+    reentry_call(r, reentry_load);
+    if (reentry_call(r, reentry_alloc) == S_OK && r->extra)
+        reentry_call(r, reentry_free);
+    r->calls++;
+}
+
+/* The timeout message for a rule that hung inside the callback: the cause, then the call that did not return. */
+static void reentry_hang_message(const hm_isolated *how, const char *in_callback, double timeout, char *out, size_t len)
+{
+    if (how->end == HM_ISOLATED_TIMED_OUT && in_callback)
+        snprintf(out, len, "the host called OnMemoryNotification holding a lock: %s did not return in %g s", in_callback,
+                 timeout);
+}
+
+#define PRESSURE_CHUNKS 256
+#define PRESSURE_CAP ((size_t)4 << 30) /* commits stop here: a host with a bigger budget is not driven to a notification */
+
+static void rule_callback_reentry(hm_rule_ctx *c)
+{
+    static hm_counting_callback cb; /* outlives the manager, which releases it when it goes */
+    reentry r = {c, c->m, NULL, NULL, 0, 0, ""};
+    cb.iface.lpVtbl = &hm_counting_callback_vtbl;
+    atomic_store(&cb.refs, 1);
+    cb.on_notify = reentry_on_notify;
+    cb.ctx = &r;
+    if (!(r.probe = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE)))
+        return;
+    EXPECT_HR(c, "RegisterMemoryNotificationCallback", IHostMemoryManager_RegisterMemoryNotificationCallback(c->m, &cb.iface), S_OK);
+    DWORD load = 0;
+    SIZE_T avail = 0;
+    EXPECT_HR(c, "GetMemoryLoad", IHostMemoryManager_GetMemoryLoad(c->m, &load, &avail), S_OK);
+    /* Commit toward the budget the host's own GetMemoryLoad describes, until its state changes and it notifies. */
+    size_t chunk = avail / 64 > KB(64) ? (avail / 64 + KB(64) - 1) / KB(64) * KB(64) : KB(64), total = 0;
+    void *chunks[PRESSURE_CHUNKS];
+    int n = 0;
+    while (n < PRESSURE_CHUNKS && atomic_load(&cb.count) == 0 && total + chunk <= PRESSURE_CAP) {
+        void *p = NULL;
+        if (IHostMemoryManager_VirtualAlloc(c->m, NULL, chunk, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p) != S_OK || !p)
+            break;
+        chunks[n++] = p;
+        total += chunk;
+    }
+    for (int i = 0; i < n; i++)
+        release(c, chunks[i]); /* the load falls again: a second notification, and a second call back in */
+    IHostMemoryManager_GetMemoryLoad(c->m, &load, &avail);
+    release(c, r.probe);
+    if (atomic_load(&cb.count) == 0) {
+        verdict(c, HM_RULE_INFO, "committing toward the budget makes the host notify, and the callback calls back in",
+                "no notification after committing %zu bytes (load then %u%%): not exercised; a smaller budget "
+                "(--host-options) drives it", total, load);
+        return;
+    }
+    EXPECT(c, r.bad == 0, "GetMemoryLoad, VirtualQuery and a VirtualAlloc/VirtualFree from inside OnMemoryNotification succeed",
+           "%d of the calls failed, first %s", r.bad, r.first_bad);
+}
+
+#define CYCLES 4000
+
+/* Right after an E_OUTOFMEMORY: a refusal is real when the host itself says fewer bytes (plus a 64 KiB granule of
+ * slack for rounding and heap chunks) are available than were asked for. */
+static void expect_real_refusal(hm_rule_ctx *c, const char *what, int cycle, size_t asked)
+{
+    DWORD load = 0;
+    SIZE_T avail = 0;
+    if (IHostMemoryManager_GetMemoryLoad(c->m, &load, &avail) != S_OK || avail < asked + KB(64))
+        return;
+    char exp[160];
+    snprintf(exp, sizeof exp, "%d cycles that each give back what they take keep succeeding", CYCLES);
+    verdict(c, HM_RULE_FAIL, exp,
+            "spurious out-of-memory: cycle %d: %s -> E_OUTOFMEMORY although GetMemoryLoad reports %zu bytes "
+            "available (load %u%%): the host does not give back what decommit, release or Free return",
+            cycle, what, (size_t)avail, load);
+}
+
+static void rule_cycles_keep_succeeding(hm_rule_ctx *c)
+{
+    for (int i = 0; i < CYCLES && c->result->status == HM_RULE_PASS; i++) {
+        void *base = NULL, *p = NULL;
+        HRESULT hr = IHostMemoryManager_VirtualAlloc(c->m, NULL, KB(64), MEM_RESERVE, PAGE_READWRITE, eProcessCritical, &base);
+        if (hr != S_OK) {
+            EXPECT(c, hr == E_OUTOFMEMORY, "a 64 KiB reservation succeeds or is refused with E_OUTOFMEMORY", "cycle %d: %s", i, hm_hr_name(hr));
+            expect_real_refusal(c, "VirtualAlloc(NULL, 64K, MEM_RESERVE, eProcessCritical)", i, KB(64));
+            return;
+        }
+        hr = IHostMemoryManager_VirtualAlloc(c->m, base, KB(64), MEM_COMMIT, PAGE_READWRITE, eProcessCritical, &p);
+        if (hr == S_OK)
+            hr = IHostMemoryManager_VirtualFree(c->m, base, KB(64), MEM_DECOMMIT);
+        release(c, base);
+        if (hr == E_OUTOFMEMORY) {
+            expect_real_refusal(c, "VirtualAlloc(base, 64K, MEM_COMMIT, eProcessCritical)", i, KB(64));
+            return;
+        }
+        EXPECT_HR(c, "a commit and decommit of a fresh reservation", hr, S_OK);
+    }
+    for (int i = 0; i < CYCLES && c->result->status == HM_RULE_PASS; i++) {
+        IHostMalloc *h = NULL;
+        void *p = NULL;
+        HRESULT hr = IHostMemoryManager_CreateMalloc(c->m, MALLOC_THREADSAFE, &h);
+        if (hr == S_OK) {
+            hr = IHostMalloc_Alloc(h, KB(16), eProcessCritical, &p);
+            if (hr == S_OK)
+                hr = IHostMalloc_Free(h, p);
+            IHostMalloc_Release(h);
+        }
+        if (hr == E_OUTOFMEMORY) {
+            expect_real_refusal(c, "CreateMalloc, then Alloc(16K, eProcessCritical)", i, KB(16));
+            return;
+        }
+        EXPECT_HR(c, "a heap's create, Alloc(16K), Free and Release", hr, S_OK);
+    }
+}
+
 /* ---- The catalogue ----------------------------------------------------------------------------------------------- */
 
 /* ---- Protection tables: every base value 0x00-0xff with each combination of the modifiers -------------------- */
@@ -1259,6 +1426,8 @@ static const hm_rule rules[] = {
     R("vm.protect.old-keeps-modifiers", "the old protection of a GUARD or NOCACHE page keeps its modifier", "semantics.md", rule_protect_old_modifiers),
     R("vm.protect.nocache-on-plain", "PAGE_NOCACHE asked of a plain allocation is accepted and ignored", "semantics.md", rule_protect_nocache_on_plain),
     R("vm.alloc.write-watch", "MEM_RESERVE|MEM_COMMIT|MEM_WRITE_WATCH is accepted", "semantics.md", rule_alloc_write_watch),
+    R("callback.reentry", "a callback may call the host (GetMemoryLoad, VirtualQuery, VirtualAlloc/VirtualFree) from inside OnMemoryNotification", "contract.md", rule_callback_reentry),
+    R("pressure.cycles-keep-succeeding", "thousands of reserve/commit/decommit/release and heap create/alloc/free/release cycles keep succeeding", "contract.md", rule_cycles_keep_succeeding),
 };
 
 const hm_rule *hm_conform_rules(size_t *count)
@@ -1325,6 +1494,8 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
                  how.end == HM_ISOLATED_FINDING ? "the host writes only inside the buffers it is given"
                                                 : "the check runs to its end");
         snprintf(out->actual, sizeof out->actual, "%.399s", how.message);
+        reentry_hang_message(&how, run.shared ? run.shared->in_callback : NULL, io.timeout_seconds, out->actual,
+                             sizeof out->actual);
     }
     out->host_stdout_bytes = how.stdout_bytes;
     hm_shared_free(run.shared, sizeof *out);

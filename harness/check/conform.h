@@ -16,6 +16,8 @@ typedef struct hm_rule_result {
     char actual[400];
     double ms;
     unsigned long long host_stdout_bytes; /* what the host wrote on stdout (kept out of the report) */
+    const char *in_callback; /* while a check calls the host from inside OnMemoryNotification: that call (a literal,
+                              * the same address in the child and the parent), so a hang there is named as such */
 } hm_rule_result;
 
 /* What a check gets: a fresh manager from the host, and where to write its verdict. */

@@ -53,7 +53,7 @@ typedef struct worker {
     IHostMemoryManager *m;
     IHostMalloc *shared_heap, *own_heap;
     uint64_t seed, ops_limit;
-    bool verify;
+    bool verify, check_refusals;
     hm_stress_report *report;
     hm_stress_thread *out;
     reservation res[MAX_RESERVATIONS];
@@ -223,6 +223,30 @@ static bool verify_unchanged(worker *w, reservation *r, int first, int count, co
 
 /* ---- The workload -------------------------------------------------------------------------------------------- */
 
+/* What the host says is available, or 0 when it will not say. */
+static uint64_t available_now(worker *w)
+{
+    DWORD load;
+    SIZE_T available = 0;
+    return IHostMemoryManager_GetMemoryLoad(w->m, &load, &available) == S_OK ? available : 0;
+}
+
+/* An E_OUTOFMEMORY at eProcessCritical (the level that may use the whole budget) for a request smaller than what
+ * the host reports available, both before and after the call, with room for what the other threads may take
+ * meanwhile (1 MiB each) and a 64 KiB granule of rounding: the host refused what it had, it lost the books. */
+static bool check_refusal(worker *w, HRESULT hr, EMemoryCriticalLevel level, uint64_t before, const char *call,
+                          uint64_t size)
+{
+    if (!w->check_refusals || hr != E_OUTOFMEMORY || level != eProcessCritical)
+        return true;
+    uint64_t after = available_now(w), slack = ((uint64_t)w->report->threads << 20) + (64 << 10);
+    if (before < size + slack || after < size + slack)
+        return true;
+    return violate(w, "spurious out-of-memory: %s of %#llx bytes at eProcessCritical -> E_OUTOFMEMORY although "
+                      "GetMemoryLoad reports %llu bytes available (no fault injected)",
+                   call, (unsigned long long)size, (unsigned long long)(after < before ? after : before));
+}
+
 static bool do_reserve(worker *w, uint64_t x)
 {
     void *p = NULL;
@@ -247,10 +271,13 @@ static bool do_commit(worker *w, uint64_t x, reservation *r, int page, int count
     void *c = NULL;
     char *at = r->base + page * PAGE;
     EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
+    uint64_t before = w->check_refusals && level == eProcessCritical ? available_now(w) : 0;
     uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, at, (SIZE_T)count * PAGE, MEM_COMMIT, PAGE_READWRITE, level,
                                                  &c);
     count_call(w, HM_STRESS_COMMIT, hr, t0, at, (uint64_t)count * PAGE, level, 0, c);
+    if (!check_refusal(w, hr, level, before, "VirtualAlloc(MEM_COMMIT)", (uint64_t)count * PAGE))
+        return false;
     if (FAILED(hr))
         return !w->verify || verify_unchanged(w, r, page, count, "VirtualAlloc(MEM_COMMIT)", hr);
     if (w->verify && c != at)
@@ -342,9 +369,12 @@ static bool do_heap(worker *w, uint64_t x)
         IHostMalloc *h = (x >> 33) & 1 || !w->own_heap ? w->shared_heap : w->own_heap;
         EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
         block b = {h, NULL, 8 + (size_t)(x >> 20) % 2000, (unsigned char)(x >> 45) | 1, 0};
+        uint64_t before = w->check_refusals && level == eProcessCritical ? available_now(w) : 0;
         uint64_t t0 = w->verify ? hm_now_ns() : 0;
         HRESULT hr = IHostMalloc_Alloc(h, b.size, level, (void **)&b.p);
         count_call(w, HM_STRESS_HEAP_ALLOC, hr, t0, h, b.size, level, 0, b.p);
+        if (!check_refusal(w, hr, level, before, "Alloc", b.size))
+            return false;
         if (SUCCEEDED(hr)) {
             if (w->verify && !b.p)
                 return violate(w, "Alloc(%#zx) succeeded with a NULL block", b.size);
@@ -385,6 +415,13 @@ static bool do_load(worker *w)
     count_call(w, HM_STRESS_LOAD, hr, t0, NULL, available, eTaskCritical, 0, (void *)(uintptr_t)load);
     if (w->verify && SUCCEEDED(hr) && load > 100)
         return violate(w, "GetMemoryLoad reported %u%%", load);
+    if (SUCCEEDED(hr)) {
+        unsigned seen = (unsigned)load + 1, none = 0, peak = atomic_load(&w->report->load_peak);
+        atomic_compare_exchange_strong(&w->report->load_first, &none, seen);
+        atomic_store(&w->report->load_last, seen);
+        while (seen > peak && !atomic_compare_exchange_weak(&w->report->load_peak, &peak, seen))
+            ;
+    }
     return true;
 }
 
@@ -620,6 +657,7 @@ static void *run_worker(void *arg)
 typedef struct notification_counter {
     ICLRMemoryNotificationCallback ICLRMemoryNotificationCallback_iface;
     atomic_uint refs;
+    IHostMemoryManager *m; /* called back from inside each notification, as a runtime does */
     _Atomic(hm_stress_report *) report;
 } notification_counter;
 
@@ -661,6 +699,17 @@ static HRESULT STDMETHODCALLTYPE counter_OnMemoryNotification(ICLRMemoryNotifica
         return S_OK;
     }
     atomic_fetch_add(&report->notifications[available - eMemoryAvailableLow], 1);
+    /* A runtime reacts: it asks for the load and queries. A host that notifies holding its own lock hangs here. */
+    IHostMemoryManager *m = impl_from_ICLRMemoryNotificationCallback(iface)->m;
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n;
+    DWORD load;
+    SIZE_T avail;
+    atomic_store(&report->in_callback, "VirtualQuery from inside the callback");
+    IHostMemoryManager_VirtualQuery(m, &mbi, &mbi, sizeof mbi, &n);
+    atomic_store(&report->in_callback, "GetMemoryLoad from inside the callback");
+    IHostMemoryManager_GetMemoryLoad(m, &load, &avail);
+    atomic_store(&report->in_callback, NULL);
     return S_OK;
 }
 
@@ -713,12 +762,13 @@ HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_
     counter->ICLRMemoryNotificationCallback_iface.lpVtbl = &counter_vtbl;
     atomic_init(&counter->refs, 1);
     atomic_init(&counter->report, report);
+    counter->m = m;
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, &counter->ICLRMemoryNotificationCallback_iface);
     uint64_t t0 = hm_now_ns();
     unsigned started = 0;
     for (unsigned i = 0; i < config->threads; i++) {
         workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .mailbox = mailbox,
-                              .seed = config->seed * 1000 + i,
+                              .seed = config->seed * 1000 + i, .check_refusals = config->check_refusals && config->verify,
                               .verify = config->verify, .report = report, .out = &report->thread[i]};
         if (config->ops) /* the first ops % threads threads take one more, so the total is exact */
             workers[i].ops_limit = config->ops / config->threads + (i < config->ops % config->threads);

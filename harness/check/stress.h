@@ -61,6 +61,12 @@ typedef struct hm_stress_report {
     atomic_bool stop;
     atomic_uint_fast64_t violations;
     atomic_uint_fast64_t notifications[3]; /* OnMemoryNotification by level: [0] low, [1] neutral, [2] high */
+    /* The call the callback makes back into the host while it is in flight (a literal: the same address in a forked
+     * child and its parent), so a hang there is named: the host notified holding a lock. */
+    _Atomic(const char *) in_callback;
+    /* The host's own GetMemoryLoad over the run, as the threads saw it (percent + 1; 0: never read): a load that
+     * creeps up while the workload's live set stays bounded is a host that loses its accounting. */
+    atomic_uint load_first, load_peak, load_last;
     hm_stress_thread thread[HM_STRESS_MAX_THREADS];
 } hm_stress_report;
 
@@ -77,6 +83,8 @@ typedef struct hm_stress_config {
     uint64_t ops;       /* operations in all (split evenly among threads); 0: run for `seconds` */
     uint64_t seed;
     hm_stress_workload workload;
+    bool check_refusals; /* no faults injected: an E_OUTOFMEMORY at eProcessCritical for less than the host itself
+                          * reports available (before and after the call) is a violation, "spurious out-of-memory" */
     bool verify;        /* false: the same calls and memory writes, with no model checks, no call log and no
                          * latency clock (the baseline `hostmem bench` measures the checks against) */
     /* Called about every 100 ms from the calling thread while the workers run (may be NULL). */

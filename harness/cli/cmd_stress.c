@@ -174,6 +174,9 @@ static void print_summary(const stress_options *o, const shared_run *s, const ch
     printf("  every answer checked against each thread's model; notifications: %llu low, %llu neutral, %llu high\n",
            (unsigned long long)atomic_load(&r->notifications[0]), (unsigned long long)atomic_load(&r->notifications[1]),
            (unsigned long long)atomic_load(&r->notifications[2]));
+    if (atomic_load(&r->load_first))
+        printf("  host load (its GetMemoryLoad): %u%% first, %u%% peak, %u%% last\n", atomic_load(&r->load_first) - 1,
+               atomic_load(&r->load_peak) - 1, atomic_load(&r->load_last) - 1);
     if (o->host.faults) {
         printf("  faults injected: %llu%s\n", (unsigned long long)s->faults_injected,
                s->first_fault_count ? " (first ones below)" : "");
@@ -364,6 +367,10 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     if (how.end == HM_ISOLATED_REPORTED)
         return NULL;
     snprintf(why, why_len, "%s", how.message);
+    const char *in_callback = atomic_load(&s->report.in_callback);
+    if (how.end == HM_ISOLATED_TIMED_OUT && in_callback)
+        snprintf(why, why_len, "the host called OnMemoryNotification holding a lock: %s did not return in %u s",
+                 in_callback, o->hang_seconds);
     if (how.end == HM_ISOLATED_EXITED)
         name_sanitizer(why, why_len);
     if (s->report.seconds == 0)
@@ -430,6 +437,7 @@ int hm_cmd_stress(int argc, char **argv)
     o.config.seconds = ops ? 0 : (double)seconds;
     o.config.ops = ops;
     o.config.seed = seed;
+    o.config.check_refusals = !o.host.faults; /* an injected E_OUTOFMEMORY is no finding */
     o.hang_seconds = (unsigned)timeout;
 
     /* The trace's name is new and unique (mkstemps: O_EXCL), so the recorder never truncates a file that was there

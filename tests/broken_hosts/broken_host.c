@@ -13,8 +13,50 @@
  *   PROT_TABLE         PAGE_EXECUTE_WRITECOPY (refused by Windows for private memory) is taken as
  *                      PAGE_EXECUTE_READWRITE, in VirtualAlloc and VirtualProtect alike
  *   BAD_REFCOUNT       Release (of the manager and of its heaps) returns 0 whatever the count; AddRef is right
- *   LOOSE_CODES        every failing VirtualFree answers E_FAIL instead of Windows' code */
+ *   LOOSE_CODES        every failing VirtualFree answers E_FAIL instead of Windows' code
+ *   LOCK_IN_CALLBACK   every call holds one non-recursive mutex, also while the manager inside notifies: a callback
+ *                      that calls back into the host (VirtualQuery, GetMemoryLoad) deadlocks
+ *   LEAKY              keeps its own commit accounting (VirtualAlloc commits, heap Allocs) and never gives any back on
+ *                      decommit, release or Free: past LEAKY_LIMIT it refuses with E_OUTOFMEMORY although its
+ *                      GetMemoryLoad (the manager inside) still reports the bytes available */
 #include <hostmem/hostmem.h>
+
+#ifdef BROKEN_LOCK_IN_CALLBACK
+#include <pthread.h>
+static pthread_mutex_t host_lock = PTHREAD_MUTEX_INITIALIZER; /* the default kind: relocking it never returns */
+#define LOCKED(call)                                                                                              \
+    do {                                                                                                          \
+        pthread_mutex_lock(&host_lock);                                                                           \
+        HRESULT hr_ = (call);                                                                                     \
+        pthread_mutex_unlock(&host_lock);                                                                         \
+        return hr_;                                                                                               \
+    } while (0)
+#define LOCKED_INTO(hr, call)                                                                                     \
+    do {                                                                                                          \
+        pthread_mutex_lock(&host_lock);                                                                           \
+        hr = (call);                                                                                              \
+        pthread_mutex_unlock(&host_lock);                                                                         \
+    } while (0)
+#else
+#define LOCKED(call) return (call)
+#define LOCKED_INTO(hr, call) hr = (call)
+#endif
+
+#ifdef BROKEN_LEAKY
+#include <stdatomic.h>
+#include <stdint.h>
+#define LEAKY_LIMIT ((uint64_t)32 << 20)
+static _Atomic uint64_t leaky_charged; /* only ever grows */
+static int leaky_charge(SIZE_T bytes)
+{
+    uint64_t now = atomic_fetch_add(&leaky_charged, bytes) + bytes;
+    if (now > LEAKY_LIMIT) {
+        atomic_fetch_sub(&leaky_charged, bytes);
+        return 0;
+    }
+    return 1;
+}
+#endif
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -97,6 +139,12 @@ static ULONG STDMETHODCALLTYPE H_Release(IHostMalloc *i)
 static HRESULT STDMETHODCALLTYPE H_Alloc(IHostMalloc *i, SIZE_T s, EMemoryCriticalLevel l, void **pp)
 {
     broken_heap *h = impl_from_IHostMalloc(i);
+#ifdef BROKEN_LEAKY
+    if (pp && !leaky_charge(s)) {
+        *pp = NULL;
+        return E_OUTOFMEMORY;
+    }
+#endif
 #ifdef BROKEN_OVERLAPPING_HEAP
     if (pp && h->last && ++h->count % 16 == 0) {
         *pp = h->last; /* still in use by its owner */
@@ -215,7 +263,19 @@ static HRESULT STDMETHODCALLTYPE VirtualAlloc_(IHostMemoryManager *i, void *a, S
     if ((p & 0xFFu) == PAGE_EXECUTE_WRITECOPY)
         p = (p & ~0xFFu) | PAGE_EXECUTE_READWRITE;
 #endif
+#ifdef BROKEN_LEAKY
+    if ((t & MEM_COMMIT) && pp && !leaky_charge(s)) {
+        *pp = NULL;
+        return E_OUTOFMEMORY;
+    }
+#endif
+#ifdef BROKEN_LOCK_IN_CALLBACK
+    pthread_mutex_lock(&host_lock); /* held while the manager inside notifies the callbacks */
+#endif
     HRESULT hr = IHostMemoryManager_VirtualAlloc(impl_from_IHostMemoryManager(i)->inner, a, s, t, p, l, pp);
+#ifdef BROKEN_LOCK_IN_CALLBACK
+    pthread_mutex_unlock(&host_lock);
+#endif
 #ifdef BROKEN_NO_ZERO_RECOMMIT
     /* Stale data where fresh zero pages belong: what a host that decommits with mprotect alone would show. */
     if (SUCCEEDED(hr) && (t & MEM_COMMIT) && a && (p == PAGE_READWRITE || p == PAGE_EXECUTE_READWRITE))
@@ -234,7 +294,8 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID a, S
             a = mbi.AllocationBase;
     }
 #endif
-    HRESULT hr = IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, a, s, t);
+    HRESULT hr;
+    LOCKED_INTO(hr, IHostMemoryManager_VirtualFree(impl_from_IHostMemoryManager(i)->inner, a, s, t));
 #ifdef BROKEN_LOOSE_CODES
     if (FAILED(hr))
         hr = E_FAIL;
@@ -244,6 +305,9 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID a, S
 
 static HRESULT STDMETHODCALLTYPE VirtualQuery_(IHostMemoryManager *i, void *a, void *buf, SIZE_T len, SIZE_T *res)
 {
+#ifdef BROKEN_LOCK_IN_CALLBACK
+    LOCKED(IHostMemoryManager_VirtualQuery(impl_from_IHostMemoryManager(i)->inner, a, buf, len, res));
+#endif
     HRESULT hr = IHostMemoryManager_VirtualQuery(impl_from_IHostMemoryManager(i)->inner, a, buf, len, res);
 #if defined(BROKEN_MERGED_REGIONS) || defined(BROKEN_CRASH_ON_QUERY)
     MEMORY_BASIC_INFORMATION *mbi = buf;
@@ -273,7 +337,7 @@ static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *a,
 #endif
     return IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, o);
 }
-static HRESULT STDMETHODCALLTYPE GetMemoryLoad_(IHostMemoryManager *i, DWORD *l, SIZE_T *a) { return IHostMemoryManager_GetMemoryLoad(impl_from_IHostMemoryManager(i)->inner, l, a); }
+static HRESULT STDMETHODCALLTYPE GetMemoryLoad_(IHostMemoryManager *i, DWORD *l, SIZE_T *a) { LOCKED(IHostMemoryManager_GetMemoryLoad(impl_from_IHostMemoryManager(i)->inner, l, a)); }
 static HRESULT STDMETHODCALLTYPE Register_(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c) { return IHostMemoryManager_RegisterMemoryNotificationCallback(impl_from_IHostMemoryManager(i)->inner, c); }
 static HRESULT STDMETHODCALLTYPE Needs_(IHostMemoryManager *i, LPVOID a, SIZE_T s) { return IHostMemoryManager_NeedsVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s); }
 static HRESULT STDMETHODCALLTYPE Acquired_(IHostMemoryManager *i, LPVOID a, SIZE_T s) { return IHostMemoryManager_AcquiredVirtualAddressSpace(impl_from_IHostMemoryManager(i)->inner, a, s); }
