@@ -1,7 +1,7 @@
 /* The handle map: binds the handles a trace names (@n, #n, hN, cN) to what the live side gave for them, for the
  * readers' validation, the replayer and the reducer. An open-addressing table with lazy forgetting of the dead
  * (see handle_map.h). */
-#include "handle_map.h"
+#include "trace_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

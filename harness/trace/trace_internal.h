@@ -1,4 +1,5 @@
-/* Record and replay: what the trace modules share. Internal to hostmem.
+/* Record and replay: what the trace modules share, the one internal header every .c file of harness/trace/ includes
+ * (with the services of src/ the layer uses). Internal to hostmem.
  *
  * trace_format.c   the call model: per-method fields, text lines and binary records of one call, names of flags
  * trace_reader.c   the three encodings in, relocation of raw traces, validation of handles
@@ -11,7 +12,10 @@
 
 #include <hostmem/hostmem.h>
 
+#include "com.h"
+#include "error.h"
 #include "handle_map.h"
+#include "manager.h"
 
 #include <stdbool.h>
 #include <stddef.h>
