@@ -25,7 +25,9 @@ for arg in "$@"; do
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${build:-$root/build}" 2>/dev/null && pwd) || { echo "ci/rename-internal.sh: no build directory '${build:-$root/build}'" >&2; exit 2; }
+build=${build:-$root/build}
+[ -d "$build" ] || { echo "ci/rename-internal.sh: no build directory '$build'" >&2; exit 2; }
+build=$(cd "$build" && pwd)
 nm=${NM:-nm}
 lib=$build/libhostmem.so
 [ -f "$lib" ] || { echo "ci/rename-internal.sh: $lib not found: build the project first" >&2; exit 2; }
