@@ -1,7 +1,7 @@
-/* The built-in manager's internal header: what the files of src/ share, in one place (mimalloc's
- * internal.h style). Every .c file of src/ includes this and nothing else of src/. Each module keeps its own header, which says what
- * it offers; the layers above include those module headers one by one (they see only the services they use: the
- * COM helpers, errors, fork safety, options, sizes, the clock), never this file's whole set.
+/* The built-in manager's internal header: what the files of src/ share, in one place (mimalloc's internal.h
+ * style). Every .c file of src/ includes this and nothing else of src/. Each module keeps its own header, which
+ * says what it offers; the layers above include those module headers one by one (they see only the services they
+ * use: the COM helpers, errors, fork safety, options, sizes, the clock), never this file's whole set.
  *
  * budget.h     the commit budget            heap.h       IHostMalloc heaps       os.h        the OS layer
  * clock.h      monotonic time               ledger.h     who owns which page     procmaps.h  /proc/self/maps
