@@ -1,7 +1,5 @@
 /* Systematic OOM exploration (SQLite's do_one_faultsim_test loop) and the built-in scenario it runs by default. */
-#include "faults_spec.h"
-
-#include "error.h"
+#include "faults_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

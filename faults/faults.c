@@ -1,12 +1,7 @@
 /* The fault layer: a decorator around any IHostMemoryManager (and the heaps it makes) that fails the calls its
  * rules choose (see include/hostmem/faults.h). Model: SQLite's test_malloc.c — every wrapper asks one function,
  * fault_check(), whether to fail, and hm_fault_hit() exists only as a breakpoint target. */
-#include "faults_spec.h"
-#include "com.h"
-
-#include "error.h"
-#include "fork.h"
-#include "manager.h"
+#include "faults_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -55,7 +50,6 @@ static inline faults_heap *impl_from_IHostMalloc(IHostMalloc *iface)
 }
 
 /* Set a breakpoint here to stop at every injected fault. */
-__attribute__((noinline)) void hm_fault_hit(const hm_fault_event *event);
 __attribute__((noinline)) void hm_fault_hit(const hm_fault_event *event)
 {
     __asm__ volatile("" : : "r"(event) : "memory");

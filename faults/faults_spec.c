@@ -1,7 +1,5 @@
 /* The fault-spec parser: hand-written, so every error can point at its column and say what was expected. */
-#include "faults_spec.h"
-
-#include "size_parse.h"
+#include "faults_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>

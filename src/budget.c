@@ -1,5 +1,5 @@
 /* The commit budget and the critical-level policy (see budget.h). */
-#include "budget.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

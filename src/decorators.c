@@ -1,6 +1,6 @@
 /* How hostmem's decorators are seen through: the layers above src/ (the fault layer, the recorder) register their
  * vtables here. (HostMemCreateManager, which applies them, is in harness/factory.c.) */
-#include "manager.h"
+#include "internal.h"
 
 #include <stdatomic.h>
 

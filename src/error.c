@@ -1,5 +1,5 @@
 /* Per-thread error messages behind HostMemLastError(). */
-#include "error.h"
+#include "internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* The fork handlers over every registered lock (see fork.h). */
-#include "fork.h"
+#include "internal.h"
 
 #include <stddef.h>
 

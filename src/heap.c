@@ -30,11 +30,7 @@
  * by a thread, a full chunk, a chunk with pending blocks or sites, a tool watching, bad arguments) is a tail call to
  * a slow path with the same arguments, so the fast paths save no registers. There is one vtable for
  * single-threaded heaps and one for thread-safe ones, so the fast paths find the local without a test. */
-#include "heap.h"
-#include "com.h"
-
-#include "fork.h"
-#include "track.h"
+#include "internal.h"
 
 #include <pthread.h>
 #include <sched.h>

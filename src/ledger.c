@@ -1,8 +1,5 @@
 /* The address-space ledger (see ledger.h). */
-#include "ledger.h"
-
-#include "fork.h"
-#include "procmaps.h"
+#include "internal.h"
 
 #include <inttypes.h>
 #include <pthread.h>

@@ -1,17 +1,6 @@
 /* The built-in IHostMemoryManager: COM plumbing over the VM books (vm.c), the budget (budget.c), heaps (heap.c),
  * notifications (notify.c) and the address-space ledger (ledger.c). */
-#include "manager.h"
-#include "com.h"
-
-#include "budget.h"
-#include "error.h"
-#include "fork.h"
-#include "heap.h"
-#include "ledger.h"
-#include "notify.h"
-#include "options.h"
-#include "procmaps.h"
-#include "vm.h"
+#include "internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -1,4 +1,6 @@
 /* Names of HRESULTs, methods and critical levels, for reports, fault specs and traces. */
+#include "internal.h"
+
 #include <hostmem/hostmem.h>
 
 #include <ctype.h>

@@ -4,9 +4,7 @@
  * that finds nobody delivering becomes the deliverer and drains the queue, calling the callbacks with the mutex
  * released; changes made meanwhile (by other threads, or by a callback itself) are appended and drained by it
  * in turn. So calls are never concurrent, never reentrant, and happen in the order the changes did. */
-#include "notify.h"
-
-#include "fork.h"
+#include "internal.h"
 
 #include <pthread.h>
 

@@ -1,8 +1,5 @@
 /* Options of the built-in manager (documented in docs/options.md; keep the table below and that page in step). */
-#include "options.h"
-
-#include "error.h"
-#include "size_parse.h"
+#include "internal.h"
 
 #include <ctype.h>
 #include <pthread.h>

@@ -1,5 +1,5 @@
 /* Failure injection for the OS layer's primitives (see os.h): a test-only switch, off unless a test arms it. */
-#include "os.h"
+#include "internal.h"
 
 #include <stdatomic.h>
 

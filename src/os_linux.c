@@ -1,5 +1,5 @@
 /* The OS layer on Linux: real protections (see os.h). */
-#include "os.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <sys/mman.h>

@@ -1,5 +1,5 @@
 /* The simulated OS layer: protections are bookkeeping only (see os.h); decommit zeroes in place. */
-#include "os.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <sys/mman.h>

@@ -1,7 +1,5 @@
 /* VirtualQuery from /proc/self/maps (see procmaps.h). */
-#include "procmaps.h"
-
-#include "os.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* One size parser for every layer, so an option, a fault rule and a command-line flag read "64K" alike. Written by
  * hand rather than on strtoull: the text is length-bounded (a token inside "key=value,..."), and an overflow must be
  * told apart from junk. */
-#include "size_parse.h"
+#include "internal.h"
 
 static int digit_value(char c, unsigned base)
 {

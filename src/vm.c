@@ -1,7 +1,5 @@
 /* Virtual memory with Windows' semantics (see vm.h for the design, docs/semantics.md for each rule). */
-#include "vm.h"
-
-#include "fork.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,7 +1,5 @@
 /* The guard layer (see guard.h). */
-#include "guard.h"
-
-#include "plugin.h"
+#include "check.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>

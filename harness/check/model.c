@@ -1,5 +1,5 @@
 /* The reference model of the call-sequence fuzz target: see model.h. */
-#include "model.h"
+#include "check.h"
 
 #include <stddef.h>
 #include <stdio.h>

@@ -1,8 +1,5 @@
 /* Host plugins: loading and isolation (see plugin.h). */
-#include "plugin.h"
-
-#include "clock.h"
-#include "guard.h"
+#include "check.h"
 
 #include <dlfcn.h>
 #include <errno.h>

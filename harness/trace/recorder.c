@@ -21,9 +21,6 @@
  *    call is in progress) before calling the host and after taking its slot, and when a locked call overlapped
  *    it, its record says so (HM_RAW_CONCURRENT) and replay does not compare its answer, which may describe the
  *    state before or after that call. */
-#include "error.h"
-#include "com.h"
-#include "manager.h"
 #include "trace_internal.h"
 
 #include <errno.h>

@@ -4,7 +4,6 @@
  * before (and not twice). Raw traces (the recorder's) hold real addresses: the reader relocates them, giving
  * each region a VirtualAlloc returns @n and each heap block #n in order, and writing later addresses inside
  * them as handle+offset. Either way memory follows the allocations alive at a point of the trace. */
-#include "error.h"
 #include "trace_internal.h"
 
 #include <errno.h>

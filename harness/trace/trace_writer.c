@@ -1,5 +1,4 @@
 /* Writing traces: text (one line per call) and binary (varints), through stdio buffering. */
-#include "error.h"
 #include "trace_internal.h"
 
 #include <errno.h>

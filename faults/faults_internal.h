@@ -1,9 +1,16 @@
-/* The fault layer's internal header: fault rules and their text form (the grammar is in include/hostmem/faults.h and
- * docs/faults.md), and what faults.c gives explore.c. */
-#ifndef HOSTMEM_FAULTS_SPEC_H
-#define HOSTMEM_FAULTS_SPEC_H
+/* The fault layer's internal header, the one every .c file of faults/ includes: fault rules and their text form
+ * (the grammar is in include/hostmem/faults.h and docs/faults.md), what faults.c gives explore.c, and the services
+ * of src/ the layer uses. */
+#ifndef HOSTMEM_FAULTS_INTERNAL_H
+#define HOSTMEM_FAULTS_INTERNAL_H
 
 #include <hostmem/hostmem.h>
+
+#include "com.h"
+#include "error.h"
+#include "fork.h"
+#include "manager.h"
+#include "size_parse.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,5 +51,8 @@ void hm_fault_rule_filters(const fault_rule *r, char *out, size_t outlen);
 
 /* For exploration (faults/explore.c): how many calls rule `rule` of the fault layer `outer` matched (faults.c). */
 uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule);
+
+/* Called at every injected fault (faults.c): it exists only as a breakpoint target, so it is never inlined. */
+__attribute__((noinline)) void hm_fault_hit(const hm_fault_event *event);
 
 #endif
