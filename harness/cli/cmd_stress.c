@@ -36,6 +36,7 @@ typedef struct stress_options {
     hm_host_choice host;
     hm_stress_config config;
     bool json, no_fork, no_trace;
+    unsigned long long trace_max; /* --trace-max: the recorder's ",max=" (0: no cap) */
     unsigned heartbeat_seconds; /* a progress line on stdout this often when it is not a terminal (0: none) */
     unsigned hang_seconds;   /* no operation finished for this long: the host is hung */
     const char *trace_dir;
@@ -76,9 +77,12 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
      * can use (the recorder survives the process being killed); the parent deletes it after a clean run. */
     IHostMemoryManager *recorded, *fault_layer = m;
-    char spec[sizeof o->trace_path + 16];
+    char spec[sizeof o->trace_path + 48];
     /* The file is this run's own (made empty, with O_EXCL, before the run), so the recorder may take it over. */
-    snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
+    if (o->trace_max)
+        snprintf(spec, sizeof spec, "%s,max=%llu,overwrite", o->trace_path, o->trace_max);
+    else
+        snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
     if (o->no_trace)
         snprintf(out->trace_note, sizeof out->trace_note, "--no-trace");
     else if ((out->recording = SUCCEEDED(HostMemWrapRecorder(m, spec, &recorded))))
@@ -417,6 +421,8 @@ int hm_cmd_stress(int argc, char **argv)
         {"--artifacts", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0,
          "where the trace and violation report go (default .)", NULL},
         {"--trace-dir", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0, "the same as --artifacts DIR", NULL},
+        {"--trace-max", "SIZE", HM_OPTION_UINT, &o.trace_max, 2 << 20, 1ull << 50,
+         "stop recording before the trace passes SIZE bytes (K, M, G; default: no cap)", NULL},
         {"--no-trace", NULL, HM_OPTION_FLAG, &o.no_trace, 0, 0, "record nothing (a violation has no trace)", NULL},
         {"--heartbeat", "S", HM_OPTION_UINT, &heartbeat, 0, 3600,
          "a progress line on stdout every S s when it is not a terminal (default 10, 0 none)", NULL},
