@@ -6,8 +6,10 @@
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out)
 {
@@ -30,8 +32,12 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char
         IHostMemoryManager *wrapped;
         hr = HostMemWrapRecorder(manager, trace, &wrapped);
         IHostMemoryManager_Release(manager);
-        if (FAILED(hr))
+        if (FAILED(hr)) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", HostMemLastError());
+            hm_set_error("HOSTMEM_TRACE='%s' is refused: %s", trace, why);
             return hr;
+        }
         manager = wrapped;
     }
     *out = manager;
@@ -52,5 +58,12 @@ HRESULT hm_create_manager(const char *options, const char *faults, IHostMemoryMa
 
 HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)
 {
-    return hm_create_manager(options, getenv("HOSTMEM_FAULTS"), ppManager);
+    HRESULT hr = hm_create_manager(options, getenv("HOSTMEM_FAULTS"), ppManager);
+    /* A typo in an environment variable is the user's, not the host's: a host seldom prints HostMemLastError(), so
+     * say it on stderr, once per process (a host may create many managers). */
+    static atomic_flag said = ATOMIC_FLAG_INIT;
+    const char *why = HostMemLastError();
+    if (FAILED(hr) && strncmp(why, "HOSTMEM_", 8) == 0 && !atomic_flag_test_and_set(&said))
+        fprintf(stderr, "hostmem: %s\n", why);
+    return hr;
 }

@@ -78,6 +78,33 @@ static int builtin_smoke(int argc, char **argv)
     return failed ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
 
+/* The recorded OOM trace: from the working directory when run in the source tree, else from the install's
+ * share/hostmem next to bin/ (found from the executable, so a moved install works), else from where it was built. */
+static void find_demo_trace(char *path, size_t size)
+{
+    static const char name[] = "oom-appdomain.trace";
+    snprintf(path, size, "corpus/traces/%s", name);
+    if (access(path, R_OK) == 0)
+        return;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            if ((size_t)snprintf(path, size, "%s/../%s/hostmem/%s", exe, HOSTMEM_INSTALL_DATADIR, name) < size &&
+                access(path, R_OK) == 0)
+                return;
+        }
+    }
+#ifdef HOSTMEM_SOURCE_DIR
+    snprintf(path, size, "%s/corpus/traces/%s", HOSTMEM_SOURCE_DIR, name);
+#else
+    snprintf(path, size, "corpus/traces/%s", name);
+#endif
+}
+
 int hm_cmd_demo(int argc, char **argv)
 {
     const hm_command_spec spec = {"demo", "", 0, 0,
@@ -99,12 +126,8 @@ int hm_cmd_demo(int argc, char **argv)
     char *conform_argv[] = {"conform", NULL};
     char *stress_argv[] = {"stress", "--threads", "2", "--seconds", "3", "--seed", "1", "--faults",
                            "VirtualAlloc,op=commit,probability=2%,seed=1;heap,probability=1%,seed=2", NULL};
-    /* The recorded OOM trace: from the working directory when run in the source tree, else from where it was built. */
-    char trace[4096] = "corpus/traces/oom-appdomain.trace";
-#ifdef HOSTMEM_SOURCE_DIR
-    if (access(trace, R_OK) != 0)
-        snprintf(trace, sizeof trace, "%s/corpus/traces/oom-appdomain.trace", HOSTMEM_SOURCE_DIR);
-#endif
+    char trace[4096];
+    find_demo_trace(trace, sizeof trace);
     char *replay_argv[] = {"replay", trace, NULL};
     run_stage(&stages[0], builtin_smoke, 1, smoke_argv);
     run_stage(&stages[1], hm_cmd_conform, 1, conform_argv);

@@ -35,7 +35,9 @@ typedef struct shared_run {
 typedef struct stress_options {
     hm_host_choice host;
     hm_stress_config config;
-    bool json, no_fork;
+    bool json, no_fork, no_trace;
+    unsigned long long trace_max; /* --trace-max: the recorder's ",max=" (0: no cap) */
+    unsigned heartbeat_seconds; /* a progress line on stdout this often when it is not a terminal (0: none) */
     unsigned hang_seconds;   /* no operation finished for this long: the host is hung */
     const char *trace_dir;
     const char *junit;       /* --junit FILE, or NULL */
@@ -75,11 +77,15 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
      * can use (the recorder survives the process being killed); the parent deletes it after a clean run. */
     IHostMemoryManager *recorded, *fault_layer = m;
-    char spec[sizeof o->trace_path + 16];
+    char spec[sizeof o->trace_path + 48];
     /* The file is this run's own (made empty, with O_EXCL, before the run), so the recorder may take it over. */
-    snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
-    out->recording = SUCCEEDED(HostMemWrapRecorder(m, spec, &recorded));
-    if (out->recording)
+    if (o->trace_max)
+        snprintf(spec, sizeof spec, "%s,max=%llu,overwrite", o->trace_path, o->trace_max);
+    else
+        snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
+    if (o->no_trace)
+        snprintf(out->trace_note, sizeof out->trace_note, "--no-trace");
+    else if ((out->recording = SUCCEEDED(HostMemWrapRecorder(m, spec, &recorded))))
         m = recorded;
     else
         snprintf(out->trace_note, sizeof out->trace_note, "%s", HostMemLastError());
@@ -326,7 +332,7 @@ typedef struct forked_run {
     shared_run *s;
     bool progress;
     uint64_t last_done;
-    double last_change, elapsed;
+    double last_change, elapsed, last_heartbeat;
 } forked_run;
 
 static void workload_child(void *ctx)
@@ -350,6 +356,14 @@ static bool watch_run(void *ctx, double elapsed, char *why, size_t why_len)
     }
     if (run->progress && run->s->report.threads)
         show_progress(&run->s->report, elapsed, NULL);
+    /* A log (CI, nohup) shows a long run alive without the terminal's \r progress. */
+    if (run->o->heartbeat_seconds && elapsed - run->last_heartbeat >= run->o->heartbeat_seconds) {
+        run->last_heartbeat = elapsed;
+        printf("stress: %.0f s, %llu ops, %.0f ops/s, %llu violation(s)\n", elapsed, (unsigned long long)done,
+               elapsed > 0 ? (double)done / elapsed : 0.0,
+               (unsigned long long)atomic_load(&run->s->report.violations));
+        fflush(stdout);
+    }
     return false;
 }
 
@@ -390,15 +404,16 @@ static const char description[] =
     "The run (loading the host included) happens in a child process that dies with the parent: a host\n"
     "that crashes, exits the process or hangs (no call returning for --timeout S seconds, default 20) is\n"
     "reported with its signal and each thread's last calls. Every call is recorded to a new file\n"
-    "DIR/stress-PID-XXXXXX.trace (deleted after a clean run); after a violation or a crash it is kept (for\n"
-    "hostmem replay and reduce), the last calls go to DIR/stress-PID-XXXXXX.violation.txt beside it and the\n"
-    "exit status is 1. --junit FILE also writes a JUnit XML report: a testcase for the run (failing on a\n"
+    "DIR/stress-PID-XXXXXX.trace (--artifacts DIR, default .; deleted after a clean run; none with\n"
+    "--no-trace); after a violation or a crash it is kept (for hostmem replay and reduce), the last calls\n"
+    "go to DIR/stress-PID-XXXXXX.violation.txt beside it and the exit status is 1. When stdout is not a\n"
+    "terminal, a progress line is printed every 10 s (--heartbeat). --junit FILE also writes a JUnit XML report: a testcase for the run (failing on a\n"
     "crash or hang) and one per thread (failing on a violation).\n";
 
 int hm_cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
-    unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS;
+    unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS, heartbeat = 10;
     bool seconds_given = false;
     const char *workload = "mixed";
     const hm_option table[] = {
@@ -411,7 +426,14 @@ int hm_cmd_stress(int argc, char **argv)
         {"--workload", "W", HM_OPTION_STRING, &workload, 0, 0, "mixed (the default) or heap", NULL},
         {"--json", NULL, HM_OPTION_FLAG, &o.json, 0, 0, "one JSON object on stdout", NULL},
         {"--junit", "FILE", HM_OPTION_STRING, &o.junit, 0, 0, "also write a JUnit XML report", NULL},
-        {"--trace-dir", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0, "where the run's trace goes (default .)", NULL},
+        {"--artifacts", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0,
+         "where the trace and violation report go (default .)", NULL},
+        {"--trace-dir", "DIR", HM_OPTION_STRING, &o.trace_dir, 0, 0, "the same as --artifacts DIR", NULL},
+        {"--trace-max", "SIZE", HM_OPTION_UINT, &o.trace_max, 2 << 20, 1ull << 50,
+         "stop recording before the trace passes SIZE bytes (K, M, G; default: no cap)", NULL},
+        {"--no-trace", NULL, HM_OPTION_FLAG, &o.no_trace, 0, 0, "record nothing (a violation has no trace)", NULL},
+        {"--heartbeat", "S", HM_OPTION_UINT, &heartbeat, 0, 3600,
+         "a progress line on stdout every S s when it is not a terminal (default 10, 0 none)", NULL},
         {"--timeout", "S", HM_OPTION_UINT, &timeout, 1, 86400, "no operation finishing this long is a hang (default 20)",
          NULL},
         {"--no-fork", NULL, HM_OPTION_FLAG, &o.no_fork, 0, 0, "run in this process (for a debugger)", NULL},
@@ -439,13 +461,14 @@ int hm_cmd_stress(int argc, char **argv)
     o.config.seed = seed;
     o.config.check_refusals = !o.host.faults; /* an injected E_OUTOFMEMORY is no finding */
     o.hang_seconds = (unsigned)timeout;
+    o.heartbeat_seconds = isatty(1) || o.json || o.no_fork ? 0 : (unsigned)heartbeat;
 
     /* The trace's name is new and unique (mkstemps: O_EXCL), so the recorder never truncates a file that was there
      * before, nor one a symlink planted under a predictable name points to; a directory where it cannot be made is
      * bad usage, found before the run rather than a run without its trace. */
     if ((size_t)snprintf(o.trace_path, sizeof o.trace_path, "%s/stress-%d-XXXXXX.trace", o.trace_dir,
                          (int)getpid()) >= sizeof o.trace_path) {
-        fprintf(stderr, "hostmem stress: --trace-dir '%s' is too long\n", o.trace_dir);
+        fprintf(stderr, "hostmem stress: --artifacts '%s' is too long\n", o.trace_dir);
         return HM_EXIT_USAGE;
     }
     int trace_fd = mkstemps(o.trace_path, (int)strlen(".trace"));
@@ -454,6 +477,8 @@ int hm_cmd_stress(int argc, char **argv)
         return HM_EXIT_USAGE;
     }
     close(trace_fd);
+    if (o.no_trace) /* the directory is checked all the same: the violation report goes there */
+        unlink(o.trace_path);
     /* The JUnit report is made before the run too: an output that cannot be created is bad usage, found early. */
     FILE *junit = NULL;
     if (o.junit && !(junit = hm_junit_create("stress", o.junit))) {

@@ -5,8 +5,71 @@
 
 #include <string.h>
 
+static hm_help_format help_format = HM_HELP_TEXT;
+
+void hm_cli_set_help_format(hm_help_format format)
+{
+    help_format = format;
+}
+
+/* Text for roff: a backslash doubled, '-' escaped, and a line starting with '.' or '\'' protected. */
+static void roff_text(FILE *f, const char *s)
+{
+    bool line_start = true;
+    for (; *s; s++) {
+        if (line_start && (*s == '.' || *s == '\''))
+            fputs("\\&", f);
+        if (*s == '\\')
+            fputs("\\e", f);
+        else if (*s == '-')
+            fputs("\\-", f);
+        else
+            fputc(*s, f);
+        line_start = *s == '\n';
+    }
+}
+
+static void man_section(const hm_command_spec *spec, FILE *f)
+{
+    fprintf(f, ".SS \"hostmem %s\"\n.B hostmem %s\n[OPTIONS]", spec->name, spec->name);
+    if (spec->operands && *spec->operands) {
+        fputc(' ', f);
+        roff_text(f, spec->operands);
+    }
+    fputs("\n.PP\n", f);
+    if (spec->description)
+        roff_text(f, spec->description);
+    for (size_t i = 0; i < spec->option_count; i++) {
+        const hm_option *o = &spec->options[i];
+        fputs(".TP\n.B ", f);
+        roff_text(f, o->name);
+        if (o->value) {
+            fputs(" \\fI", f);
+            roff_text(f, o->value);
+            fputs("\\fR", f);
+        }
+        fputc('\n', f);
+        roff_text(f, o->help);
+        if (o->kind == HM_OPTION_UINT)
+            fprintf(f, " (%llu\\-%llu)", o->min, o->max);
+        if (o->kind == HM_OPTION_LIST)
+            fputs(" (repeatable)", f);
+        fputc('\n', f);
+    }
+}
+
 void hm_cli_usage(const hm_command_spec *spec, FILE *f, bool full)
 {
+    if (full && help_format == HM_HELP_MAN) {
+        man_section(spec, f);
+        return;
+    }
+    if (full && help_format == HM_HELP_WORDS) {
+        for (size_t i = 0; i < spec->option_count; i++)
+            fprintf(f, "%s ", spec->options[i].name);
+        fputs("--help", f);
+        return;
+    }
     fprintf(f, "usage: hostmem %s [OPTIONS]%s%s\n", spec->name, spec->operands && *spec->operands ? " " : "",
             spec->operands ? spec->operands : "");
     if (!full) {

@@ -54,6 +54,12 @@ typedef struct hm_command_spec {
 int hm_cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
                      size_t *operand_count);
 
+/* What -h/--help prints: the usage text, a man page section (roff) or the command's option names (for a bash
+ * completion). `hostmem help --man` and `--bash-completion` run every command's --help in the other modes, so the man
+ * page and the completion come from the same tables as --help. */
+typedef enum hm_help_format { HM_HELP_TEXT, HM_HELP_MAN, HM_HELP_WORDS } hm_help_format;
+void hm_cli_set_help_format(hm_help_format format);
+
 /* The usage line ("usage: hostmem NAME [options] OPERANDS"), and with full the description and every option. */
 void hm_cli_usage(const hm_command_spec *spec, FILE *f, bool full);
 

@@ -67,6 +67,7 @@ typedef struct recorder_log {
     /* The file could not be written (disk full): calls still go through, unrecorded; the header says the trace
      * ends after the calls in their place (log_stop). */
     atomic_bool broken;
+    off_t max_size; /* ",max=SIZE": recording stops (as on a full disk) rather than grow the file past it; 0: none */
     pthread_mutex_t space_lock; /* held by a call that changes the address space, with its record */
     /* Written by every call: a line of its own. */
     _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
@@ -157,6 +158,16 @@ static bool write_all(int fd, const void *buf, size_t len, off_t offset)
     return true;
 }
 
+/* write_all within the log's ",max=SIZE" (EFBIG past it). */
+static bool write_record(recorder_log *log, const void *buf, size_t len, off_t offset)
+{
+    if (log->max_size && offset + (off_t)len > log->max_size) {
+        errno = EFBIG;
+        return false;
+    }
+    return write_all(log->fd, buf, len, offset);
+}
+
 /* The trace cannot be written (err: the failed write's errno): recording stops here, cleanly. The trace is the
  * calls already in their place, in order; the header says so (the reader ends there and reports why) and stderr
  * tells the user. The program goes on, unrecorded. copy_lock held. */
@@ -172,10 +183,16 @@ static void log_stop(recorder_log *log, int err)
     memcpy(log->map + HM_RAW_STOPPED_ERRNO_FIELD, &e, sizeof e);
     atomic_store_explicit((_Atomic uint32_t *)(void *)(log->map + HM_RAW_STOPPED_FIELD), stopped,
                           memory_order_release);
-    fprintf(stderr,
-            "hostmem: recording to '%s' stopped after %" PRIu64 " calls: writing the trace failed: %s. The program "
-            "goes on unrecorded; the trace holds those %" PRIu64 " calls and says it is incomplete.\n",
-            log->path, calls, strerror(err), calls);
+    if (err == EFBIG && log->max_size)
+        fprintf(stderr,
+                "hostmem: recording to '%s' stopped after %" PRIu64 " calls: the trace reached its max=%lld bytes. "
+                "The program goes on unrecorded; the trace holds those calls and says it is incomplete.\n",
+                log->path, calls, (long long)log->max_size);
+    else
+        fprintf(stderr,
+                "hostmem: recording to '%s' stopped after %" PRIu64 " calls: writing the trace failed: %s. The "
+                "program goes on unrecorded; the trace holds those %" PRIu64 " calls and says it is incomplete.\n",
+                log->path, calls, strerror(err), calls);
 }
 
 /* The slots a committed call's first slot says it takes (1 when the count is out of range). */
@@ -220,8 +237,8 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
                 size_t head = (size_t)(RING_SLOTS - (c & (RING_SLOTS - 1)));
                 if (head > n)
                     head = n;
-                if (!write_all(log->fd, p, head * HM_RAW_SLOT, main_offset(c)) ||
-                    (n > head && !write_all(log->fd, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head)))) {
+                if (!write_record(log, p, head * HM_RAW_SLOT, main_offset(c)) ||
+                    (n > head && !write_record(log, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head)))) {
                     log_stop(log, errno);
                     break;
                 }
@@ -242,7 +259,7 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
             }
             break; /* in flight */
         }
-        if (!write_all(log->fd, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c))) {
+        if (!write_record(log, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c))) {
             log_stop(log, errno);
             break;
         }
@@ -303,13 +320,39 @@ static void log_release(recorder_log *log)
 
 /* HOSTMEM_TRACE's and HostMemWrapRecorder's spec: PATH[,overwrite], with %p in PATH the process id and %% a %.
  * Returns the path (malloc'd) or NULL with the error set. */
-static char *parse_spec(const char *spec, bool *overwrite)
+static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
 {
     size_t len = strlen(spec);
     static const char suffix[] = ",overwrite";
     *overwrite = len > sizeof suffix - 1 && strcmp(spec + len - (sizeof suffix - 1), suffix) == 0;
     if (*overwrite)
         len -= sizeof suffix - 1;
+    /* ",max=SIZE" (K, M or G: 1024, 1024^2, 1024^3), before ",overwrite"; at least the header and the ring. */
+    *max_size = 0;
+    const char *max = NULL;
+    for (size_t i = len; i-- > 0;)
+        if (spec[i] == ',') {
+            if (strncmp(spec + i, ",max=", 5) == 0)
+                max = spec + i;
+            break;
+        }
+    if (max) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(max + 5, &end, 10);
+        unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+        if (shift)
+            end++;
+        if (errno || end != spec + len || end == max + 5 || v > (1ull << 62) >> shift ||
+            (off_t)(v << shift) <= MAIN_OFFSET) {
+            hm_set_error("trace spec '%s': max='%.*s' is not a size above the trace's first %lld bytes (a number "
+                         "with K, M or G)",
+                         spec, (int)(spec + len - max - 5), max + 5, (long long)MAIN_OFFSET);
+            return NULL;
+        }
+        *max_size = (off_t)(v << shift);
+        len = (size_t)(max - spec);
+    }
     char pid[24];
     int pid_len = snprintf(pid, sizeof pid, "%ld", (long)getpid());
     size_t cap = len * (size_t)pid_len + 1, n = 0;
@@ -381,7 +424,7 @@ static recorder_log *log_open(const char *spec)
         return NULL;
     }
     bool overwrite;
-    if (!(log->path = parse_spec(spec, &overwrite)) || (log->fd = create_trace_file(log->path, overwrite)) < 0) {
+    if (!(log->path = parse_spec(spec, &overwrite, &log->max_size)) || (log->fd = create_trace_file(log->path, overwrite)) < 0) {
         free(log->path);
         free(log);
         return NULL;
@@ -495,8 +538,8 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
         for (unsigned i = 1; i < n; i++)
             put_extra(buf + (size_t)i * HM_RAW_SLOT, extra, extra_len, i);
         uint64_t word = commit_word(slot);
-        if (!write_all(log->fd, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
-            !write_all(log->fd, &word, sizeof word, main_offset(slot))) {
+        if (!write_record(log, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
+            !write_record(log, &word, sizeof word, main_offset(slot))) {
             int err = errno;
             pthread_mutex_lock(&log->copy_lock);
             log_stop(log, err);

@@ -29,7 +29,8 @@ extern "C" {
 
 /* ---- Recording -------------------------------------------------------------------------------------------
  * Wraps inner (the wrapper takes its own reference) in a recorder that writes every call to the trace at path
- * (raw encoding). path is "FILE[,overwrite]" as HOSTMEM_TRACE is: %p in FILE is the process id, %% a %. FILE must
+ * (raw encoding). path is "FILE[,max=SIZE][,overwrite]" as HOSTMEM_TRACE is: %p in FILE is the process id, %% a %;
+ * max=SIZE (K, M, G) stops the recording, as a full disk does, before the file grows past SIZE bytes. FILE must
  * not exist unless ",overwrite" is given; it is never followed through a symbolic link, and it is locked while
  * recording (a second recorder of the same file is refused). Fails (E_FAIL, HostMemLastError says why) when the
  * file cannot be created or its first 1 MiB cannot be reserved on the disk. When a write fails later (the file
