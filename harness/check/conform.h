@@ -29,7 +29,7 @@ typedef struct hm_rule_ctx {
 typedef struct hm_rule {
     const char *id;         /* e.g. "vm.release.not-at-base" */
     const char *statement;  /* the rule in one sentence */
-    const char *reference;  /* where it comes from: win32-vm-reference.md rule numbers, contract.md */
+    const char *reference;  /* where it is documented: a section of docs/semantics.md, the hosting contract, COM */
     void (*check)(hm_rule_ctx *c);
     bool policy;            /* a choice the host may make: a mismatch is information, not failure */
 } hm_rule;
