@@ -30,7 +30,7 @@ static void explore_run(hm_scenario_fn scenario, void *ctx, const hm_explore_opt
     }
     point->scenario_result = scenario(m, ctx);
     *injected = HostMemFaultsLogCount(m);
-    *matched = hm_faults_rule_matched(m, 0);
+    *matched = hm__faults_rule_matched(m, 0);
     char msg[200];
     HRESULT check = HostMemCheckConsistency(m, msg, sizeof msg);
     point->consistent = check == S_OK ? 1 : check == E_NOINTERFACE ? -1 : 0;
@@ -71,8 +71,8 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
     char check[512]; /* a spec error whole (the list of methods is long) */
     fault_rule *rules;
     size_t nrules;
-    if (hm_fault_spec_parse(o.match, &rules, &nrules, check, sizeof check) != S_OK) {
-        hm_set_error("explore: bad --match: %s", check);
+    if (hm__fault_spec_parse(o.match, &rules, &nrules, check, sizeof check) != S_OK) {
+        hm__set_error("explore: bad --match: %s", check);
         return E_INVALIDARG;
     }
     const fault_rule *r = rules;
@@ -80,7 +80,7 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
                  !r->has_after_bytes && !r->has_times && !r->has_probability;
     free(rules);
     if (!plain) {
-        hm_set_error("explore: --match must be one rule without triggers (no nth, every, after, after-bytes, call, "
+        hm__set_error("explore: --match must be one rule without triggers (no nth, every, after, after-bytes, call, "
                      "times or probability): '%s'", o.match);
         return E_INVALIDARG;
     }
@@ -91,7 +91,7 @@ HM_API HRESULT HostMemExplore(hm_scenario_fn scenario, void *ctx, const hm_explo
     uint64_t injected = 0, matched = 0;
     explore_run(scenario, ctx, &o, spec, &count_point, &injected, &matched);
     if (!count_point.ok) {
-        hm_set_error("explore: the scenario does not run cleanly without faults: %s", count_point.message);
+        hm__set_error("explore: the scenario does not run cleanly without faults: %s", count_point.message);
         return E_FAIL;
     }
     result->matching_calls = matched;

@@ -1,6 +1,6 @@
 /* The fault layer: a decorator around any IHostMemoryManager (and the heaps it makes) that fails the calls its
  * rules choose (see include/hostmem/faults.h). Model: SQLite's test_malloc.c — every wrapper asks one function,
- * fault_check(), whether to fail, and hm_fault_hit() exists only as a breakpoint target. */
+ * fault_check(), whether to fail, and hm__fault_hit() exists only as a breakpoint target. */
 #include "faults_internal.h"
 
 #include <pthread.h>
@@ -50,7 +50,7 @@ static inline faults_heap *impl_from_IHostMalloc(IHostMalloc *iface)
 }
 
 /* Set a breakpoint here to stop at every injected fault. */
-__attribute__((noinline)) void hm_fault_hit(const hm_fault_event *event)
+__attribute__((noinline)) void hm__fault_hit(const hm_fault_event *event)
 {
     __asm__ volatile("" : : "r"(event) : "memory");
 }
@@ -196,7 +196,7 @@ static HRESULT fault_check(faults *f, const call_info *c)
         }
         if (f->nlog < f->cap_log)
             f->log[f->nlog++] = event;
-        hm_fault_hit(&event);
+        hm__fault_hit(&event);
         break;
     }
     pthread_mutex_unlock(&f->lock);
@@ -228,7 +228,7 @@ static ULONG STDMETHODCALLTYPE faults_Release(IHostMemoryManager *iface)
         IHostMemoryManager_Release(f->inner);
         free(f->rules);
         free(f->log);
-        hm_fork_unregister(&f->fork_entry);
+        hm__fork_unregister(&f->fork_entry);
         pthread_mutex_destroy(&f->lock);
         free(f);
     }
@@ -493,7 +493,7 @@ HM_API HRESULT HostMemFaultSpecCheck(const char *spec, char *err, size_t errlen)
 {
     fault_rule *rules;
     size_t n;
-    HRESULT hr = hm_fault_spec_parse(spec, &rules, &n, err, errlen);
+    HRESULT hr = hm__fault_spec_parse(spec, &rules, &n, err, errlen);
     free(rules);
     return hr;
 }
@@ -506,9 +506,9 @@ HM_API HRESULT HostMemFaultsAdd(IHostMemoryManager *outer, const char *spec)
     char err[512];
     fault_rule *rules;
     size_t n;
-    HRESULT hr = hm_fault_spec_parse(spec, &rules, &n, err, sizeof err);
+    HRESULT hr = hm__fault_spec_parse(spec, &rules, &n, err, sizeof err);
     if (FAILED(hr)) {
-        hm_set_error("%s", err);
+        hm__set_error("%s", err);
         return hr;
     }
     pthread_mutex_lock(&f->lock);
@@ -553,9 +553,9 @@ HM_API HRESULT HostMemWrapFaults(IHostMemoryManager *inner, const char *spec, IH
     char err[512];
     fault_rule *rules;
     size_t n;
-    HRESULT hr = hm_fault_spec_parse(spec, &rules, &n, err, sizeof err);
+    HRESULT hr = hm__fault_spec_parse(spec, &rules, &n, err, sizeof err);
     if (FAILED(hr)) {
-        hm_set_error("%s", err);
+        hm__set_error("%s", err);
         return hr;
     }
     faults *f = calloc(1, sizeof *f);
@@ -568,12 +568,12 @@ HM_API HRESULT HostMemWrapFaults(IHostMemoryManager *inner, const char *spec, IH
     f->inner = inner;
     IHostMemoryManager_AddRef(inner);
     pthread_mutex_init(&f->lock, NULL);
-    hm_fork_register_mutex(&f->fork_entry, &f->lock, HM_FORK_FAULTS);
+    hm__fork_register_mutex(&f->fork_entry, &f->lock, HM_FORK_FAULTS);
     f->rules = rules;
     f->nrules = n;
     f->pressure_load = -1;
     atomic_init(&f->armed, n > 0);
-    hm_decorator_register(&faults_vtbl, HostMemFaultsInner);
+    hm__decorator_register(&faults_vtbl, HostMemFaultsInner);
     *ppOuter = &f->IHostMemoryManager_iface;
     return S_OK;
 }
@@ -622,7 +622,7 @@ HM_API void HostMemFaultsLogPrint(IHostMemoryManager *outer, FILE *out)
     for (size_t i = 0; i < f->nlog; i++) {
         const hm_fault_event *e = &f->log[i];
         char filters[256];
-        hm_fault_rule_filters(&f->rules[e->rule], filters, sizeof filters);
+        hm__fault_rule_filters(&f->rules[e->rule], filters, sizeof filters);
         fprintf(out, "fault %zu: call %llu, %s #%llu", i + 1, (unsigned long long)e->call, hm_method_name(e->method),
                 (unsigned long long)e->method_call);
         if (e->level >= 0)
@@ -637,7 +637,7 @@ HM_API void HostMemFaultsLogPrint(IHostMemoryManager *outer, FILE *out)
 }
 
 /* For exploration: how many calls the first rule matched. */
-uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule)
+uint64_t hm__faults_rule_matched(IHostMemoryManager *outer, size_t rule)
 {
     faults *f = faults_from(outer);
     if (!f)

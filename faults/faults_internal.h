@@ -44,15 +44,15 @@ typedef struct fault_rule {
 
 /* Parses spec into *rules (malloc'd; *count entries). NULL or "" gives no rules. On error returns E_INVALIDARG with
  * a message in err: "fault spec: column 14: unknown key 'lvl' (expected ...)". */
-HRESULT hm_fault_spec_parse(const char *spec, fault_rule **rules, size_t *count, char *err, size_t errlen);
+HRESULT hm__fault_spec_parse(const char *spec, fault_rule **rules, size_t *count, char *err, size_t errlen);
 
 /* A spec that selects exactly this rule's matching calls (its target and filters, without triggers), for logs. */
-void hm_fault_rule_filters(const fault_rule *r, char *out, size_t outlen);
+void hm__fault_rule_filters(const fault_rule *r, char *out, size_t outlen);
 
 /* For exploration (faults/explore.c): how many calls rule `rule` of the fault layer `outer` matched (faults.c). */
-uint64_t hm_faults_rule_matched(IHostMemoryManager *outer, size_t rule);
+uint64_t hm__faults_rule_matched(IHostMemoryManager *outer, size_t rule);
 
 /* Called at every injected fault (faults.c): it exists only as a breakpoint target, so it is never inlined. */
-__attribute__((noinline)) void hm_fault_hit(const hm_fault_event *event);
+__attribute__((noinline)) void hm__fault_hit(const hm_fault_event *event);
 
 #endif

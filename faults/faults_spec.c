@@ -42,7 +42,7 @@ static bool word_is(const char *p, size_t n, const char *word)
 static bool parse_u64(const char *p, size_t n, uint64_t *out, bool allow_suffix)
 {
     unsigned flags = HM_SIZE_RADIX | (allow_suffix ? HM_SIZE_KMG | HM_SIZE_T : 0);
-    return hm_parse_size(p, n, flags, out) == HM_SIZE_OK;
+    return hm__parse_size(p, n, flags, out) == HM_SIZE_OK;
 }
 
 /* "A-B", "A-", "-B" or "A". */
@@ -317,7 +317,7 @@ static HRESULT parse_rule(parser *ps, fault_rule *r)
     return S_OK;
 }
 
-HRESULT hm_fault_spec_parse(const char *spec, fault_rule **rules, size_t *count, char *err, size_t errlen)
+HRESULT hm__fault_spec_parse(const char *spec, fault_rule **rules, size_t *count, char *err, size_t errlen)
 {
     *rules = NULL;
     *count = 0;
@@ -359,7 +359,7 @@ HRESULT hm_fault_spec_parse(const char *spec, fault_rule **rules, size_t *count,
     return S_OK;
 }
 
-void hm_fault_rule_filters(const fault_rule *r, char *out, size_t outlen)
+void hm__fault_rule_filters(const fault_rule *r, char *out, size_t outlen)
 {
     size_t at = 0;
 #define APPEND(...) (at += (size_t)snprintf(out + at, at < outlen ? outlen - at : 0, __VA_ARGS__))

@@ -5,7 +5,7 @@
  * Environment: HOSTMEM_FUZZ_HOST=lib.so fuzzes a host plugin instead of hostmem's built-in manager (with
  * HOSTMEM_FUZZ_HOST_OPTIONS); HOSTMEM_FUZZ_TRACE=path records the calls of the input (run it on one input);
  * HOSTMEM_FUZZ_VERBOSE=1 prints every call; HOSTMEM_FUZZ_FRESH=1 makes a new built-in manager for every input instead
- * of resetting one (hm_manager_reset: the same answers, much cheaper). A mismatch prints what the host answered, what
+ * of resetting one (hm__manager_reset: the same answers, much cheaper). A mismatch prints what the host answered, what
  * the model expected and the calls before it, then aborts, so every engine keeps the input. */
 #include "fuzz.h"
 
@@ -25,7 +25,7 @@ static int configured;
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    if (hm_fuzz_config_from_env(&config, stderr) != 0)
+    if (hm__fuzz_config_from_env(&config, stderr) != 0)
         exit(2);
     config.faults = HM_FUZZ_WITH_FAULTS;
     configured = 1;
@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!configured) /* an engine that skips the initialize hook */
         LLVMFuzzerInitialize(NULL, NULL);
     hm_fuzz_outcome outcome;
-    if (hm_fuzz_calls_run(data, size, &config, &outcome) != 0)
+    if (hm__fuzz_calls_run(data, size, &config, &outcome) != 0)
         abort(); /* the configuration worked at start: a host that now cannot be set up is a finding */
     if (outcome.mismatch)
         abort();

@@ -3,7 +3,7 @@
  * also fed to the line parser directly. And what was read must survive the writer: the calls read are written as
  * text and as binary, read back, and must format to the same lines (the encodings carry the same information).
  *
- * Speed: the input is read where it lies (hm_trace_open_memory: no file, no copy, no 256 KiB read buffer), and the
+ * Speed: the input is read where it lies (hm__trace_open_memory: no file, no copy, no 256 KiB read buffer), and the
  * round trip goes through buffers kept from one input to the next. */
 #include "fuzz.h"
 
@@ -86,7 +86,7 @@ static void read_all(hm_trace_reader *reader, const char *name, lines *out, hm_t
 static void check_round_trip(const lines *first, lines *again, const char *encoded, size_t len, const char *name)
 {
     hm_trace_reader *reader;
-    if (hm_trace_open_memory(encoded, len, name, &reader) != S_OK)
+    if (hm__trace_open_memory(encoded, len, name, &reader) != S_OK)
         abort();
     read_all(reader, name, again, NULL, NULL);
     hm_trace_close(reader);
@@ -102,7 +102,7 @@ static hm_trace_writer *writer_into(char **buffer, hm_trace_encoding encoding, F
     if (!*buffer && !(*buffer = malloc(ENCODED_MAX)))
         abort();
     hm_trace_writer *w;
-    if (!(*f = fmemopen(*buffer, ENCODED_MAX, "w")) || hm_trace_writer_open_stream(*f, encoding, &w) != S_OK)
+    if (!(*f = fmemopen(*buffer, ENCODED_MAX, "w")) || hm__trace_writer_open_stream(*f, encoding, &w) != S_OK)
         abort();
     return w;
 }
@@ -122,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > (1 << 20))
         return 0;
     hm_trace_reader *reader;
-    if (hm_trace_open_memory(data, size, "fuzz.trace", &reader) == S_OK) {
+    if (hm__trace_open_memory(data, size, "fuzz.trace", &reader) == S_OK) {
         FILE *tf, *bf;
         hm_trace_writer *tw = writer_into(&encoded_text, HM_TRACE_TEXT, &tf);
         hm_trace_writer *bw = writer_into(&encoded_binary, HM_TRACE_BINARY, &bf);
@@ -145,7 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = (size_t)((nl ? nl : end) - p);
         hm_trace_call call;
         char err[256];
-        hm_trace_parse_line(p, len, &call, err, sizeof err);
+        hm__trace_parse_line(p, len, &call, err, sizeof err);
         p = nl ? nl + 1 : end;
     }
     return 0;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out)
+HRESULT hm__manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out)
 {
     const char *trace = getenv("HOSTMEM_TRACE");
     HRESULT hr;
@@ -23,7 +23,7 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char
             /* Whoever reads HostMemLastError() knows nothing of the environment: name the variable and its value. */
             char why[1024];
             snprintf(why, sizeof why, "%s", HostMemLastError());
-            hm_set_error("HOSTMEM_FAULTS='%s' is refused: %s", faults, why);
+            hm__set_error("HOSTMEM_FAULTS='%s' is refused: %s", faults, why);
             return hr;
         }
         manager = wrapped;
@@ -35,7 +35,7 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char
         if (FAILED(hr)) {
             char why[1024];
             snprintf(why, sizeof why, "%s", HostMemLastError());
-            hm_set_error("HOSTMEM_TRACE='%s' is refused: %s", trace, why);
+            hm__set_error("HOSTMEM_TRACE='%s' is refused: %s", trace, why);
             return hr;
         }
         manager = wrapped;
@@ -44,7 +44,7 @@ HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char
     return S_OK;
 }
 
-HRESULT hm_create_manager(const char *options, const char *faults, IHostMemoryManager **ppManager)
+HRESULT hm__create_manager(const char *options, const char *faults, IHostMemoryManager **ppManager)
 {
     if (!ppManager)
         return E_POINTER;
@@ -53,12 +53,12 @@ HRESULT hm_create_manager(const char *options, const char *faults, IHostMemoryMa
     HRESULT hr = HostMemCreateBuiltinManager(options, &manager);
     if (FAILED(hr))
         return hr;
-    return hm_manager_wrap_from_environment(manager, faults, ppManager);
+    return hm__manager_wrap_from_environment(manager, faults, ppManager);
 }
 
 HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)
 {
-    HRESULT hr = hm_create_manager(options, getenv("HOSTMEM_FAULTS"), ppManager);
+    HRESULT hr = hm__create_manager(options, getenv("HOSTMEM_FAULTS"), ppManager);
     /* A typo in an environment variable is the user's, not the host's: a host seldom prints HostMemLastError(), so
      * say it on stderr, once per process (a host may create many managers). */
     static atomic_flag said = ATOMIC_FLAG_INIT;

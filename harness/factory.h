@@ -9,10 +9,10 @@
 /* HostMemCreateManager with the fault spec given (NULL or "": no fault layer) in place of HOSTMEM_FAULTS; a recorder
  * still when HOSTMEM_TRACE is set. The hostmem command uses it when --faults gives the spec, so there is one fault
  * layer, not two. */
-HRESULT hm_create_manager(const char *options, const char *faults, IHostMemoryManager **ppManager);
+HRESULT hm__create_manager(const char *options, const char *faults, IHostMemoryManager **ppManager);
 
-/* hm_create_manager's last step: wraps `manager` (taking over its reference) in the fault layer when faults is set
+/* hm__create_manager's last step: wraps `manager` (taking over its reference) in the fault layer when faults is set
  * and in a recorder when HOSTMEM_TRACE is set. */
-HRESULT hm_manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out);
+HRESULT hm__manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out);
 
 #endif

@@ -64,7 +64,7 @@ static uint64_t tightest_up_to_root(const char *base, const char *rel, const cha
     return best;
 }
 
-uint64_t hm_budget_cgroup_limit(const char *proc_cgroup, const char *cgroup_root)
+uint64_t hm__budget_cgroup_limit(const char *proc_cgroup, const char *cgroup_root)
 {
     char buf[8192], base[4096];
     if (!read_small_file(proc_cgroup, buf, sizeof buf))
@@ -96,18 +96,18 @@ uint64_t hm_budget_cgroup_limit(const char *proc_cgroup, const char *cgroup_root
     return v2 ? v2 : v1;
 }
 
-uint64_t hm_budget_system_limit(void)
+uint64_t hm__budget_system_limit(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     uint64_t physical = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)1 << 32;
     /* A cgroup may allow more than the machine has; like the .NET runtime, take the smaller. */
-    uint64_t cgroup = hm_budget_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+    uint64_t cgroup = hm__budget_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
     return cgroup && cgroup < physical ? cgroup : physical;
 }
 
-void hm_budget_init(hm_budget *b, uint64_t limit, uint64_t reserve_process, uint64_t reserve_appdomain)
+void hm__budget_init(hm_budget *b, uint64_t limit, uint64_t reserve_process, uint64_t reserve_appdomain)
 {
-    b->limit = limit ? limit : hm_budget_system_limit();
+    b->limit = limit ? limit : hm__budget_system_limit();
     b->reserve_process = reserve_process ? reserve_process : b->limit / 32;
     b->reserve_appdomain = reserve_appdomain ? reserve_appdomain : b->limit / 32;
     /* Keep the task ceiling at or above zero. */
@@ -119,7 +119,7 @@ void hm_budget_init(hm_budget *b, uint64_t limit, uint64_t reserve_process, uint
     atomic_init(&b->peak, 0);
 }
 
-uint64_t hm_budget_ceiling(const hm_budget *b, EMemoryCriticalLevel level)
+uint64_t hm__budget_ceiling(const hm_budget *b, EMemoryCriticalLevel level)
 {
     switch (level) {
     case eProcessCritical: return b->limit;
@@ -128,9 +128,9 @@ uint64_t hm_budget_ceiling(const hm_budget *b, EMemoryCriticalLevel level)
     }
 }
 
-bool hm_budget_charge(hm_budget *b, EMemoryCriticalLevel level, uint64_t bytes)
+bool hm__budget_charge(hm_budget *b, EMemoryCriticalLevel level, uint64_t bytes)
 {
-    uint64_t ceiling = hm_budget_ceiling(b, level);
+    uint64_t ceiling = hm__budget_ceiling(b, level);
     uint64_t now = atomic_load_explicit(&b->charged, memory_order_relaxed);
     do {
         if (bytes > ceiling || now > ceiling - bytes)
@@ -144,7 +144,7 @@ bool hm_budget_charge(hm_budget *b, EMemoryCriticalLevel level, uint64_t bytes)
     return true;
 }
 
-void hm_budget_charge_always(hm_budget *b, uint64_t bytes)
+void hm__budget_charge_always(hm_budget *b, uint64_t bytes)
 {
     uint64_t total = atomic_fetch_add_explicit(&b->charged, bytes, memory_order_relaxed) + bytes;
     uint64_t peak = atomic_load_explicit(&b->peak, memory_order_relaxed);
@@ -153,12 +153,12 @@ void hm_budget_charge_always(hm_budget *b, uint64_t bytes)
         ;
 }
 
-void hm_budget_uncharge(hm_budget *b, uint64_t bytes)
+void hm__budget_uncharge(hm_budget *b, uint64_t bytes)
 {
     atomic_fetch_sub_explicit(&b->charged, bytes, memory_order_relaxed);
 }
 
-void hm_budget_load(const hm_budget *b, DWORD *load, SIZE_T *available)
+void hm__budget_load(const hm_budget *b, DWORD *load, SIZE_T *available)
 {
     uint64_t charged = atomic_load_explicit(&((hm_budget *)b)->charged, memory_order_relaxed);
     if (charged >= b->limit) {

@@ -14,7 +14,7 @@ typedef struct decorator_kind {
 
 static decorator_kind kinds[MAX_DECORATORS];
 
-void hm_decorator_register(const IHostMemoryManagerVtbl *vtbl, hm_inner_fn inner)
+void hm__decorator_register(const IHostMemoryManagerVtbl *vtbl, hm_inner_fn inner)
 {
     for (int i = 0; i < MAX_DECORATORS; i++) {
         const IHostMemoryManagerVtbl *seen = atomic_load(&kinds[i].vtbl);
@@ -29,7 +29,7 @@ void hm_decorator_register(const IHostMemoryManagerVtbl *vtbl, hm_inner_fn inner
     }
 }
 
-IHostMemoryManager *hm_decorator_inner(IHostMemoryManager *outer)
+IHostMemoryManager *hm__decorator_inner(IHostMemoryManager *outer)
 {
     if (!outer)
         return NULL;

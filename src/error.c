@@ -6,7 +6,7 @@
 
 static _Thread_local char last_error[1024]; /* room for a fault-spec error quoting the spec */
 
-void hm_set_error(const char *fmt, ...)
+void hm__set_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -14,6 +14,6 @@ void hm_set_error(const char *fmt, ...)
     va_end(ap);
 }
 
-void hm_clear_error(void) { last_error[0] = '\0'; }
+void hm__clear_error(void) { last_error[0] = '\0'; }
 
 HM_API const char *HostMemLastError(void) { return last_error; }

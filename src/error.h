@@ -5,8 +5,8 @@
 #include <hostmem/hostmem.h>
 
 /* Sets this thread's last error message (printf-style). Returns nothing: callers return their HRESULT. */
-void hm_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hm__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Clears it (at the start of an operation that may set it). */
-void hm_clear_error(void);
+void hm__clear_error(void);
 
 #endif

@@ -33,7 +33,7 @@ static void child(void)
 
 static void install(void) { pthread_atfork(prepare, parent, child); }
 
-void hm_fork_register(hm_fork_entry *e)
+void hm__fork_register(hm_fork_entry *e)
 {
     pthread_once(&install_once, install);
     pthread_mutex_lock(&registry_lock);
@@ -45,7 +45,7 @@ void hm_fork_register(hm_fork_entry *e)
     pthread_mutex_unlock(&registry_lock);
 }
 
-void hm_fork_unregister(hm_fork_entry *e)
+void hm__fork_unregister(hm_fork_entry *e)
 {
     pthread_mutex_lock(&registry_lock);
     if (e->prev)
@@ -60,11 +60,11 @@ void hm_fork_unregister(hm_fork_entry *e)
 static void mutex_lock(void *m) { pthread_mutex_lock(m); }
 static void mutex_unlock(void *m) { pthread_mutex_unlock(m); }
 
-void hm_fork_register_mutex(hm_fork_entry *e, pthread_mutex_t *mutex, hm_fork_rank rank)
+void hm__fork_register_mutex(hm_fork_entry *e, pthread_mutex_t *mutex, hm_fork_rank rank)
 {
     /* A default mutex has no owner check: the child's thread (the one that locked it) unlocks it as the parent's. */
     *e = (hm_fork_entry){.rank = rank, .obj = mutex, .lock = mutex_lock, .unlock = mutex_unlock, .child = mutex_unlock};
-    hm_fork_register(e);
+    hm__fork_register(e);
 }
 
 static void rwlock_lock(void *l) { pthread_rwlock_wrlock(l); }
@@ -72,9 +72,9 @@ static void rwlock_unlock(void *l) { pthread_rwlock_unlock(l); }
 /* glibc's rwlock remembers its writer by thread id, which the child's thread does not share: made anew instead. */
 static void rwlock_child(void *l) { pthread_rwlock_init(l, NULL); }
 
-void hm_fork_register_rwlock(hm_fork_entry *e, pthread_rwlock_t *rwlock, hm_fork_rank rank)
+void hm__fork_register_rwlock(hm_fork_entry *e, pthread_rwlock_t *rwlock, hm_fork_rank rank)
 {
     *e = (hm_fork_entry){.rank = rank, .obj = rwlock, .lock = rwlock_lock, .unlock = rwlock_unlock,
                          .child = rwlock_child};
-    hm_fork_register(e);
+    hm__fork_register(e);
 }

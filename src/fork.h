@@ -38,12 +38,12 @@ typedef struct hm_fork_entry {
     void (*child)(void *obj);  /* after, in the child (the only thread there: the one that forked) */
 } hm_fork_entry;
 
-/* Registers e (filled in by the caller) until hm_fork_unregister. */
-void hm_fork_register(hm_fork_entry *e);
-void hm_fork_unregister(hm_fork_entry *e);
+/* Registers e (filled in by the caller) until hm__fork_unregister. */
+void hm__fork_register(hm_fork_entry *e);
+void hm__fork_unregister(hm_fork_entry *e);
 
 /* Fills e for a plain mutex or a read-write lock and registers it. */
-void hm_fork_register_mutex(hm_fork_entry *e, pthread_mutex_t *mutex, hm_fork_rank rank);
-void hm_fork_register_rwlock(hm_fork_entry *e, pthread_rwlock_t *rwlock, hm_fork_rank rank);
+void hm__fork_register_mutex(hm_fork_entry *e, pthread_mutex_t *mutex, hm_fork_rank rank);
+void hm__fork_register_rwlock(hm_fork_entry *e, pthread_rwlock_t *rwlock, hm_fork_rank rank);
 
 #endif

@@ -12,7 +12,7 @@
  * before touching anything (hashed by granule number: neighbouring chunks sit at their home entries, where the
  * fast path looks), then checks the pointer is a block start (one multiplication) and that its slot is live:
  * foreign pointers, interior pointers and double frees are refused, changing nothing. No counters are kept on the
- * way: statistics count the live blocks by walking the chunks (hm_heap_usage).
+ * way: statistics count the live blocks by walking the chunks (hm__heap_usage).
  *
  * Threads. A heap's chunks are divided among "locals": a single-threaded heap has one; a thread-safe heap gives
  * each thread that uses it a local of its own (found through a small thread-local cache keyed by heap id), so
@@ -57,7 +57,7 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 #if defined(HM_TRACK_VALGRIND)
-bool hm_track_valgrind;
+bool hm__track_valgrind;
 #endif
 
 /* Size classes (slot sizes): 16..1024 by 16, then by 12.5% steps up to 32 KiB. Slots are multiples of 16 and
@@ -233,7 +233,7 @@ struct heap {
     size_t chunks_in_use, peak_chunks_in_use; /* small chunks serving a local (heap lock) */
     site *sites;
     size_t nsites, cap_sites;
-    /* Taken, inside the heap lock, where a chunk joins or leaves `all` or is laid out anew, and by hm_heap_usage,
+    /* Taken, inside the heap lock, where a chunk joins or leaves `all` or is laid out anew, and by hm__heap_usage,
      * which counts the live blocks by walking the chunks (no counters for Alloc and Free to keep) without the heap
      * lock: a notification callback may ask for statistics from inside the heap's call to its source. A real lock
      * for single-threaded heaps too: statistics may be read from any thread. */
@@ -744,7 +744,7 @@ static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit)
 /* fork(): threads_lock, and each heap's spin lock (the forking thread took it, so the child's unlock is its own). */
 static hm_fork_entry threads_fork;
 static pthread_once_t threads_fork_once = PTHREAD_ONCE_INIT;
-static void threads_fork_register(void) { hm_fork_register_mutex(&threads_fork, &threads_lock, HM_FORK_HEAP_THREADS); }
+static void threads_fork_register(void) { hm__fork_register_mutex(&threads_fork, &threads_lock, HM_FORK_HEAP_THREADS); }
 static void fork_lock(void *obj) { heap_lock(obj); }
 static void fork_unlock(void *obj) { heap_unlock(obj); }
 
@@ -1215,7 +1215,7 @@ static size_t collect_leaks(heap *h, hm_leak **out, bool quiescent)
     return leaks ? k : 0;
 }
 
-size_t hm_heap_leaks(IHostMalloc *iface, hm_leak *out, size_t max)
+size_t hm__heap_leaks(IHostMalloc *iface, hm_leak *out, size_t max)
 {
     heap *h = impl_from_IHostMalloc(iface);
     heap_lock(h);
@@ -1232,8 +1232,8 @@ size_t hm_heap_leaks(IHostMalloc *iface, hm_leak *out, size_t max)
 
 static void heap_destroy(heap *h)
 {
-    hm_fork_unregister(&h->fork_lock);
-    hm_fork_unregister(&h->fork_chunks);
+    hm__fork_unregister(&h->fork_lock);
+    hm__fork_unregister(&h->fork_chunks);
     /* First, so no exiting thread reaches this heap through its locals any more. */
     pthread_mutex_lock(&threads_lock);
     for (local *l = atomic_load(&h->locals); l; l = l->next_in_heap)
@@ -1256,7 +1256,7 @@ static void heap_destroy(heap *h)
         if (!c)
             continue;
 #if defined(HM_TRACK_VALGRIND)
-        if (hm_track_valgrind) /* (a walk of every slot, for nothing when Valgrind is not watching) */
+        if (hm__track_valgrind) /* (a walk of every slot, for nothing when Valgrind is not watching) */
             for (uint32_t slot = 0; slot < c->slots; slot++)
                 if (slot_in_use(c, slot))
                     hm_track_free(block_at(c, slot));
@@ -1310,7 +1310,7 @@ static const IHostMallocVtbl heap_vtbl_single = {heap_QueryInterface, heap_AddRe
 static const IHostMallocVtbl heap_vtbl_safe = {heap_QueryInterface, heap_AddRef,     heap_Release,
                                                heap_Alloc_safe,     heap_DebugAlloc, heap_Free_safe};
 
-HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out)
+HRESULT hm__heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out)
 {
     if (!out)
         return E_POINTER;
@@ -1337,7 +1337,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
         return E_OUTOFMEMORY;
     }
     pthread_mutex_init(&h->chunks_lock, NULL);
-    hm_fork_register_mutex(&h->fork_chunks, &h->chunks_lock, HM_FORK_HEAP_CHUNKS);
+    hm__fork_register_mutex(&h->fork_chunks, &h->chunks_lock, HM_FORK_HEAP_CHUNKS);
     h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
     atomic_init(&h->ref, 1);
     h->id = atomic_fetch_add(&next_heap_id, 1);
@@ -1347,7 +1347,7 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     pthread_once(&threads_fork_once, threads_fork_register);
     h->fork_lock = (hm_fork_entry){.rank = HM_FORK_HEAP, .obj = h, .lock = fork_lock, .unlock = fork_unlock,
                                    .child = fork_unlock};
-    hm_fork_register(&h->fork_lock);
+    hm__fork_register(&h->fork_lock);
     if (only) {
         h->only = only;
         h->fast_only = hm_tracking() ? &no_local : only;
@@ -1361,12 +1361,12 @@ HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMal
     return S_OK;
 }
 
-bool hm_heap_is_builtin(IHostMalloc *iface)
+bool hm__heap_is_builtin(IHostMalloc *iface)
 {
     return iface && (iface->lpVtbl == &heap_vtbl_safe || iface->lpVtbl == &heap_vtbl_single);
 }
 
-void hm_heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
+void hm__heap_usage(IHostMalloc *iface, uint64_t *blocks, uint64_t *bytes)
 {
     heap *h = impl_from_IHostMalloc(iface);
     uint64_t n = 0, total = 0;
@@ -1455,7 +1455,7 @@ static int check_chunk(heap *h, chunk *c, uint64_t *live_total, uint64_t *pendin
     return 0;
 }
 
-int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
+int hm__heap_check(IHostMalloc *iface, char *msg, size_t msglen)
 {
     heap *h = impl_from_IHostMalloc(iface);
     int bad = 0;
@@ -1482,7 +1482,7 @@ int hm_heap_check(IHostMalloc *iface, char *msg, size_t msglen)
         }
     }
     uint64_t blocks, bytes;
-    hm_heap_usage(iface, &blocks, &bytes);
+    hm__heap_usage(iface, &blocks, &bytes);
     if (!bad && blocks != live_total - pending_total) {
         snprintf(msg, msglen, "%llu live blocks (%llu pending) found, %llu counted", (unsigned long long)live_total,
                  (unsigned long long)pending_total, (unsigned long long)blocks);

@@ -32,21 +32,21 @@ typedef struct hm_page_source {
 /* Creates a heap with one reference. malloc_type: MALLOC_THREADSAFE (1) and/or MALLOC_EXECUTABLE (2); other bits
  * give E_INVALIDARG. A single-threaded heap takes no locks (the caller serializes, as the contract says); a
  * thread-safe one takes its lock only for new chunks, frees of another thread's blocks, large blocks and reports. */
-HRESULT hm_heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out);
+HRESULT hm__heap_create(const hm_page_source *source, DWORD malloc_type, IHostMalloc **out);
 
 /* True when heap is one of ours (its vtable is the built-in heap's). */
-bool hm_heap_is_builtin(IHostMalloc *heap);
+bool hm__heap_is_builtin(IHostMalloc *heap);
 
 /* Live blocks and their requested bytes, counted by walking the heap's chunks without stopping its users (their
  * marks are read with relaxed loads) and without the heap lock (only a lock that chunk changes take): callable
  * from a notification callback that the heap's call to its source set off. */
-void hm_heap_usage(IHostMalloc *heap, uint64_t *blocks, uint64_t *bytes);
+void hm__heap_usage(IHostMalloc *heap, uint64_t *blocks, uint64_t *bytes);
 
 /* Live blocks by (file, line); see HostMemHeapLeaks. */
-size_t hm_heap_leaks(IHostMalloc *heap, hm_leak *out, size_t max);
+size_t hm__heap_leaks(IHostMalloc *heap, hm_leak *out, size_t max);
 
 /* Checks the heap's invariants (free lists, marks, pending frees, chunk sets, no overlaps); 0 when sound, else -1 and
  * a message. Reads every thread's bookkeeping: call it while no other thread uses the heap. */
-int hm_heap_check(IHostMalloc *heap, char *msg, size_t msglen);
+int hm__heap_check(IHostMalloc *heap, char *msg, size_t msglen);
 
 #endif

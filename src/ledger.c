@@ -29,7 +29,7 @@ struct hm_ledger {
     bool log_to_stderr; /* HOSTMEM_LOG, read once: getenv is not safe against a concurrent setenv */
 };
 
-hm_ledger *hm_ledger_create(hm_budget *budget)
+hm_ledger *hm__ledger_create(hm_budget *budget)
 {
     hm_ledger *l = calloc(1, sizeof *l);
     if (!l)
@@ -38,17 +38,17 @@ hm_ledger *hm_ledger_create(hm_budget *budget)
     const char *log = getenv("HOSTMEM_LOG");
     l->log_to_stderr = log && *log && strcmp(log, "0") != 0;
     pthread_mutex_init(&l->lock, NULL);
-    hm_fork_register_mutex(&l->fork_entry, &l->lock, HM_FORK_LEDGER);
+    hm__fork_register_mutex(&l->fork_entry, &l->lock, HM_FORK_LEDGER);
     return l;
 }
 
-void hm_ledger_destroy(hm_ledger *l)
+void hm__ledger_destroy(hm_ledger *l)
 {
     if (!l)
         return;
-    hm_fork_unregister(&l->fork_entry);
+    hm__fork_unregister(&l->fork_entry);
     if (l->budget && l->bytes)
-        hm_budget_uncharge(l->budget, l->bytes);
+        hm__budget_uncharge(l->budget, l->bytes);
     free(l->ranges);
     free(l->problems);
     pthread_mutex_destroy(&l->lock);
@@ -85,18 +85,18 @@ static size_t lower_bound(const hm_ledger *l, uintptr_t start)
     return lo;
 }
 
-void hm_ledger_reset(hm_ledger *l)
+void hm__ledger_reset(hm_ledger *l)
 {
     pthread_mutex_lock(&l->lock);
     if (l->budget && l->bytes)
-        hm_budget_uncharge(l->budget, l->bytes);
+        hm__budget_uncharge(l->budget, l->bytes);
     l->count = 0;
     l->bytes = 0;
     l->problems_logged = 0; /* (the ring stays allocated; only logged lines are ever read) */
     pthread_mutex_unlock(&l->lock);
 }
 
-HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
+HRESULT hm__ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
 {
     (void)start; /* where the runtime wanted the view says nothing about how much room there is */
     if (size == 0 || !l->budget)
@@ -104,7 +104,7 @@ HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
     /* Room is judged at eAppDomainCritical's ceiling: the runtime asks before it maps, and a refusal only makes it
      * report an out-of-memory it can handle. Nothing is charged: Acquired does that once the view exists. */
     uint64_t charged = atomic_load(&l->budget->charged);
-    uint64_t ceiling = hm_budget_ceiling(l->budget, eAppDomainCritical);
+    uint64_t ceiling = hm__budget_ceiling(l->budget, eAppDomainCritical);
     return size <= ceiling && charged <= ceiling - size ? S_OK : E_OUTOFMEMORY;
 }
 
@@ -113,12 +113,12 @@ HRESULT hm_ledger_needs(hm_ledger *l, uintptr_t start, uint64_t size)
 static uint64_t measure_view(uintptr_t start)
 {
     MEMORY_BASIC_INFORMATION mbi;
-    if (!start || hm_procmaps_query(start, &mbi) != S_OK || mbi.State == MEM_FREE)
+    if (!start || hm__procmaps_query(start, &mbi) != S_OK || mbi.State == MEM_FREE)
         return 0;
     return (uint64_t)mbi.RegionSize;
 }
 
-HRESULT hm_ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size)
+HRESULT hm__ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size)
 {
     if (size == 0)
         size = measure_view(start);
@@ -164,13 +164,13 @@ HRESULT hm_ledger_acquired(hm_ledger *l, uintptr_t start, uint64_t size)
     l->count++;
     l->bytes += size;
     if (l->budget)
-        hm_budget_charge_always(l->budget, size);
+        hm__budget_charge_always(l->budget, size);
 out:
     pthread_mutex_unlock(&l->lock);
     return hr;
 }
 
-HRESULT hm_ledger_released(hm_ledger *l, uintptr_t start)
+HRESULT hm__ledger_released(hm_ledger *l, uintptr_t start)
 {
     pthread_mutex_lock(&l->lock);
     HRESULT hr = S_OK;
@@ -190,13 +190,13 @@ HRESULT hm_ledger_released(hm_ledger *l, uintptr_t start)
         l->count--;
         l->bytes -= size;
         if (l->budget)
-            hm_budget_uncharge(l->budget, size);
+            hm__budget_uncharge(l->budget, size);
     }
     pthread_mutex_unlock(&l->lock);
     return hr;
 }
 
-uint64_t hm_ledger_ranges(hm_ledger *l)
+uint64_t hm__ledger_ranges(hm_ledger *l)
 {
     pthread_mutex_lock(&l->lock);
     uint64_t n = l->count;
@@ -204,7 +204,7 @@ uint64_t hm_ledger_ranges(hm_ledger *l)
     return n;
 }
 
-uint64_t hm_ledger_bytes(hm_ledger *l)
+uint64_t hm__ledger_bytes(hm_ledger *l)
 {
     pthread_mutex_lock(&l->lock);
     uint64_t n = l->bytes;
@@ -212,7 +212,7 @@ uint64_t hm_ledger_bytes(hm_ledger *l)
     return n;
 }
 
-size_t hm_ledger_problems(hm_ledger *l, char (*out)[160], size_t max)
+size_t hm__ledger_problems(hm_ledger *l, char (*out)[160], size_t max)
 {
     pthread_mutex_lock(&l->lock);
     size_t total = l->problems_logged, kept = !l->problems ? 0 : total < PROBLEM_RING ? total : PROBLEM_RING;
@@ -223,7 +223,7 @@ size_t hm_ledger_problems(hm_ledger *l, char (*out)[160], size_t max)
     return total;
 }
 
-int hm_ledger_check(hm_ledger *l, char *msg, size_t msglen)
+int hm__ledger_check(hm_ledger *l, char *msg, size_t msglen)
 {
     pthread_mutex_lock(&l->lock);
     uint64_t sum = 0;

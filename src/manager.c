@@ -58,8 +58,8 @@ static void update_pressure(hm_manager *m)
 {
     DWORD load;
     SIZE_T available;
-    hm_budget_load(&m->budget, &load, &available);
-    hm_notify_update(m->notify, load);
+    hm__budget_load(&m->budget, &load, &available);
+    hm__notify_update(m->notify, load);
 }
 
 /* ---- IUnknown ------------------------------------------------------------------------------------------------ */
@@ -86,11 +86,11 @@ static void free_leaks(hm_manager *m)
 
 static void manager_destroy(hm_manager *m)
 {
-    hm_notify_destroy(m->notify);
-    hm_ledger_destroy(m->ledger);
-    hm_vm_destroy(m->vm);
+    hm__notify_destroy(m->notify);
+    hm__ledger_destroy(m->ledger);
+    hm__vm_destroy(m->vm);
     free_leaks(m);
-    hm_fork_unregister(&m->fork_entry);
+    hm__fork_unregister(&m->fork_entry);
     pthread_mutex_destroy(&m->leaks_lock);
     free(m);
 }
@@ -110,7 +110,7 @@ static HRESULT heap_source_alloc(void *ctx, size_t size, EMemoryCriticalLevel le
 {
     heap_binding *b = ctx;
     uintptr_t base;
-    HRESULT hr = hm_vm_alloc(b->manager->vm, 0, size, MEM_RESERVE | MEM_COMMIT, b->protect, level, &base);
+    HRESULT hr = hm__vm_alloc(b->manager->vm, 0, size, MEM_RESERVE | MEM_COMMIT, b->protect, level, &base);
     *out = SUCCEEDED(hr) ? (void *)base : NULL;
     if (SUCCEEDED(hr))
         update_pressure(b->manager);
@@ -121,7 +121,7 @@ static HRESULT heap_source_release(void *ctx, void *addr, size_t size)
 {
     heap_binding *b = ctx;
     (void)size;
-    HRESULT hr = hm_vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* heap pages: always cleared */
+    HRESULT hr = hm__vm_free(b->manager->vm, (uintptr_t)addr, 0, MEM_RELEASE, true); /* heap pages: always cleared */
     if (SUCCEEDED(hr))
         update_pressure(b->manager);
     return hr;
@@ -172,7 +172,7 @@ static HRESULT STDMETHODCALLTYPE manager_CreateMalloc(IHostMemoryManager *iface,
     *b = (heap_binding){.manager = m, .protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE};
     hm_page_source source = {b, heap_source_alloc, heap_source_release, heap_source_destroyed};
     IHostMemoryManager_AddRef(iface); /* the heap's reference, dropped in heap_source_destroyed */
-    HRESULT hr = hm_heap_create(&source, type, ppMalloc);
+    HRESULT hr = hm__heap_create(&source, type, ppMalloc);
     if (FAILED(hr)) {
         free(b);
         IHostMemoryManager_Release(iface);
@@ -209,7 +209,7 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualAlloc(IHostMemoryManager *iface,
     if (!valid_level(eCriticalLevel))
         return count(m, HM_METHOD_VIRTUAL_ALLOC, E_INVALIDARG);
     uintptr_t base = 0;
-    HRESULT hr = hm_vm_alloc(m->vm, (uintptr_t)pAddress, dwSize, flAllocationType, flProtect, eCriticalLevel, &base);
+    HRESULT hr = hm__vm_alloc(m->vm, (uintptr_t)pAddress, dwSize, flAllocationType, flProtect, eCriticalLevel, &base);
     if (SUCCEEDED(hr)) {
         *ppMem = (void *)base;
         if (flAllocationType & MEM_COMMIT)
@@ -219,13 +219,13 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualAlloc(IHostMemoryManager *iface,
 }
 
 /* VirtualQuery for an address outside the manager's spans: the process map, where the spans a reset manager keeps
- * mapped (hm_vm_spare) are the free space they would be in a new manager, so a reset manager answers as a new one. */
+ * mapped (hm__vm_spare) are the free space they would be in a new manager, so a reset manager answers as a new one. */
 static HRESULT query_outside(hm_manager *m, uintptr_t address, MEMORY_BASIC_INFORMATION *info)
 {
     uintptr_t page = address & ~(uintptr_t)(HM_PAGE_SIZE - 1), start, end;
-    bool after_spare = hm_vm_spare(m->vm, page, &start, &end);
+    bool after_spare = hm__vm_spare(m->vm, page, &start, &end);
     if (!after_spare) {
-        HRESULT hr = hm_procmaps_query(address, info);
+        HRESULT hr = hm__procmaps_query(address, info);
         if (hr != S_OK || info->State != MEM_FREE)
             return hr;
         end = page + info->RegionSize;
@@ -233,13 +233,13 @@ static HRESULT query_outside(hm_manager *m, uintptr_t address, MEMORY_BASIC_INFO
     /* Free up to `end`; the free space goes on through spares and whatever free space follows each. */
     for (;;) {
         MEMORY_BASIC_INFORMATION next;
-        if (after_spare && end < HM_MAX_ADDRESS && hm_procmaps_query(end, &next) == S_OK && next.State == MEM_FREE)
+        if (after_spare && end < HM_MAX_ADDRESS && hm__procmaps_query(end, &next) == S_OK && next.State == MEM_FREE)
             end += next.RegionSize;
-        after_spare = end < HM_MAX_ADDRESS && hm_vm_spare(m->vm, end, &start, &end);
+        after_spare = end < HM_MAX_ADDRESS && hm__vm_spare(m->vm, end, &start, &end);
         if (!after_spare)
             break;
     }
-    hm_procmaps_free_info(page, end, info);
+    hm__procmaps_free_info(page, end, info);
     return S_OK;
 }
 
@@ -247,7 +247,7 @@ static HRESULT query_outside(hm_manager *m, uintptr_t address, MEMORY_BASIC_INFO
  * HOST_E_INVALIDOPERATION case ("memory not allocated through the host"). */
 static bool foreign_mapping(hm_manager *m, uintptr_t address)
 {
-    if (!address || hm_vm_owns(m->vm, address))
+    if (!address || hm__vm_owns(m->vm, address))
         return false;
     MEMORY_BASIC_INFORMATION info;
     return query_outside(m, address, &info) == S_OK && info.State != MEM_FREE;
@@ -257,7 +257,7 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualFree(IHostMemoryManager *iface, 
                                                      DWORD dwFreeType)
 {
     hm_manager *m = impl_from_IHostMemoryManager(iface);
-    HRESULT hr = hm_vm_free(m->vm, (uintptr_t)lpAddress, dwSize, dwFreeType, !m->options.zero_heaps_only);
+    HRESULT hr = hm__vm_free(m->vm, (uintptr_t)lpAddress, dwSize, dwFreeType, !m->options.zero_heaps_only);
     if (hr == HM_E_INVALID_ADDRESS && foreign_mapping(m, (uintptr_t)lpAddress))
         hr = HOST_E_INVALIDOPERATION;
     if (SUCCEEDED(hr))
@@ -281,7 +281,7 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualQuery(IHostMemoryManager *iface,
         return count(m, HM_METHOD_VIRTUAL_QUERY, HM_E_INVALID_PARAMETER);
     /* Filled locally and copied after the books' lock is gone: the buffer may itself be a guard page. */
     MEMORY_BASIC_INFORMATION info;
-    HRESULT hr = hm_vm_query(m->vm, address, &info);
+    HRESULT hr = hm__vm_query(m->vm, address, &info);
     if (hr == S_FALSE)
         hr = query_outside(m, address, &info);
     if (SUCCEEDED(hr)) {
@@ -299,7 +299,7 @@ static HRESULT STDMETHODCALLTYPE manager_VirtualProtect(IHostMemoryManager *ifac
     if (!pflOldProtect)
         return count(m, HM_METHOD_VIRTUAL_PROTECT, E_POINTER);
     DWORD old;
-    HRESULT hr = hm_vm_protect(m->vm, (uintptr_t)lpAddress, dwSize, flNewProtect, &old);
+    HRESULT hr = hm__vm_protect(m->vm, (uintptr_t)lpAddress, dwSize, flNewProtect, &old);
     *pflOldProtect = old;
     return count(m, HM_METHOD_VIRTUAL_PROTECT, hr);
 }
@@ -314,10 +314,10 @@ static HRESULT STDMETHODCALLTYPE manager_GetMemoryLoad(IHostMemoryManager *iface
         return count(m, HM_METHOD_GET_MEMORY_LOAD, E_POINTER);
     DWORD load;
     SIZE_T available;
-    hm_budget_load(&m->budget, &load, &available);
+    hm__budget_load(&m->budget, &load, &available);
     *pMemoryLoad = load;
     *pAvailableBytes = available;
-    hm_notify_update(m->notify, load);
+    hm__notify_update(m->notify, load);
     return count(m, HM_METHOD_GET_MEMORY_LOAD, S_OK);
 }
 
@@ -325,21 +325,21 @@ static HRESULT STDMETHODCALLTYPE manager_RegisterMemoryNotificationCallback(IHos
                                                                             ICLRMemoryNotificationCallback *pCallback)
 {
     hm_manager *m = impl_from_IHostMemoryManager(iface);
-    return count(m, HM_METHOD_REGISTER_CALLBACK, hm_notify_register(m->notify, pCallback));
+    return count(m, HM_METHOD_REGISTER_CALLBACK, hm__notify_register(m->notify, pCallback));
 }
 
 static HRESULT STDMETHODCALLTYPE manager_NeedsVirtualAddressSpace(IHostMemoryManager *iface, LPVOID startAddress,
                                                                   SIZE_T size)
 {
     hm_manager *m = impl_from_IHostMemoryManager(iface);
-    return count(m, HM_METHOD_NEEDS_VAS, hm_ledger_needs(m->ledger, (uintptr_t)startAddress, size));
+    return count(m, HM_METHOD_NEEDS_VAS, hm__ledger_needs(m->ledger, (uintptr_t)startAddress, size));
 }
 
 static HRESULT STDMETHODCALLTYPE manager_AcquiredVirtualAddressSpace(IHostMemoryManager *iface, LPVOID startAddress,
                                                                      SIZE_T size)
 {
     hm_manager *m = impl_from_IHostMemoryManager(iface);
-    HRESULT hr = hm_ledger_acquired(m->ledger, (uintptr_t)startAddress, size);
+    HRESULT hr = hm__ledger_acquired(m->ledger, (uintptr_t)startAddress, size);
     if (SUCCEEDED(hr))
         update_pressure(m);
     return count(m, HM_METHOD_ACQUIRED_VAS, hr);
@@ -348,7 +348,7 @@ static HRESULT STDMETHODCALLTYPE manager_AcquiredVirtualAddressSpace(IHostMemory
 static HRESULT STDMETHODCALLTYPE manager_ReleasedVirtualAddressSpace(IHostMemoryManager *iface, LPVOID startAddress)
 {
     hm_manager *m = impl_from_IHostMemoryManager(iface);
-    HRESULT hr = hm_ledger_released(m->ledger, (uintptr_t)startAddress);
+    HRESULT hr = hm__ledger_released(m->ledger, (uintptr_t)startAddress);
     if (SUCCEEDED(hr))
         update_pressure(m);
     return count(m, HM_METHOD_RELEASED_VAS, hr);
@@ -377,11 +377,11 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
     if (!ppManager)
         return E_POINTER;
     *ppManager = NULL;
-    hm_clear_error();
+    hm__clear_error();
     hm_manager *m = calloc(1, sizeof *m);
     if (!m)
         return E_OUTOFMEMORY;
-    HRESULT hr = hm_options_parse(options, &m->options);
+    HRESULT hr = hm__options_parse(options, &m->options);
     if (FAILED(hr)) {
         free(m);
         return hr;
@@ -389,19 +389,19 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
     m->IHostMemoryManager_iface.lpVtbl = &manager_vtbl;
     atomic_init(&m->ref, 1);
     pthread_mutex_init(&m->leaks_lock, NULL);
-    hm_fork_register_mutex(&m->fork_entry, &m->leaks_lock, HM_FORK_MANAGER);
-    hm_budget_init(&m->budget, m->options.limit, m->options.reserve_process, m->options.reserve_appdomain);
+    hm__fork_register_mutex(&m->fork_entry, &m->leaks_lock, HM_FORK_MANAGER);
+    hm__budget_init(&m->budget, m->options.limit, m->options.reserve_process, m->options.reserve_appdomain);
     hm_vm_config config = {
-        .os = m->options.sim ? &hm_os_sim : &hm_os_linux,
+        .os = m->options.sim ? &hm__os_sim : &hm__os_linux,
         .budget = &m->budget,
         .span_size = m->options.span,
         .base = m->options.base,
         .deterministic = m->options.deterministic,
     };
-    hr = hm_vm_create(&config, &m->vm);
+    hr = hm__vm_create(&config, &m->vm);
     if (SUCCEEDED(hr)) {
-        m->notify = hm_notify_create(m->options.notify_low, m->options.notify_high, m->options.notify_hysteresis);
-        m->ledger = hm_ledger_create(&m->budget);
+        m->notify = hm__notify_create(m->options.notify_low, m->options.notify_high, m->options.notify_hysteresis);
+        m->ledger = hm__ledger_create(&m->budget);
         if (!m->notify || !m->ledger)
             hr = E_OUTOFMEMORY;
     }
@@ -413,7 +413,7 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
     return S_OK;
 }
 
-HRESULT hm_manager_reset(IHostMemoryManager *iface)
+HRESULT hm__manager_reset(IHostMemoryManager *iface)
 {
     hm_manager *m = iface && iface->lpVtbl == &manager_vtbl ? impl_from_IHostMemoryManager(iface) : NULL;
     if (!m)
@@ -421,9 +421,9 @@ HRESULT hm_manager_reset(IHostMemoryManager *iface)
     /* A live heap or another reference would see its memory vanish. */
     if (atomic_load(&m->ref) != 1 || atomic_load(&m->heap_count) != 0)
         return HOST_E_INVALIDOPERATION;
-    hm_notify_reset(m->notify); /* releases the callbacks */
-    hm_ledger_reset(m->ledger); /* uncharges its ranges */
-    hm_vm_reset(m->vm);         /* uncharges the commits */
+    hm__notify_reset(m->notify); /* releases the callbacks */
+    hm__ledger_reset(m->ledger); /* uncharges its ranges */
+    hm__vm_reset(m->vm);         /* uncharges the commits */
     atomic_store(&m->budget.charged, 0);
     atomic_store(&m->budget.peak, 0);
     for (int i = 0; i < HM_METHOD_COUNT; i++) {
@@ -436,12 +436,12 @@ HRESULT hm_manager_reset(IHostMemoryManager *iface)
 
 /* ---- Diagnostics ------------------------------------------------------------------------------------------- */
 
-hm_manager *hm_manager_from(IHostMemoryManager *iface)
+hm_manager *hm__manager_from(IHostMemoryManager *iface)
 {
     for (int depth = 0; iface && depth < 16; depth++) {
         if (iface->lpVtbl == &manager_vtbl)
             return impl_from_IHostMemoryManager(iface);
-        iface = hm_decorator_inner(iface);
+        iface = hm__decorator_inner(iface);
     }
     return NULL;
 }
@@ -450,12 +450,12 @@ HM_API HRESULT HostMemGetStats(IHostMemoryManager *manager, hm_stats *out)
 {
     if (!out)
         return E_POINTER;
-    hm_manager *m = hm_manager_from(manager);
+    hm_manager *m = hm__manager_from(manager);
     if (!m)
         return E_NOINTERFACE;
     memset(out, 0, sizeof *out);
     hm_vm_stats vs;
-    hm_vm_get_stats(m->vm, &vs);
+    hm__vm_get_stats(m->vm, &vs);
     out->reservations = vs.reservations;
     out->reserved_bytes = vs.reserved_bytes;
     out->committed_bytes = vs.committed_bytes;
@@ -466,18 +466,18 @@ HM_API HRESULT HostMemGetStats(IHostMemoryManager *manager, hm_stats *out)
     pthread_mutex_lock(&m->leaks_lock);
     for (heap_binding *b = m->heaps; b; b = b->next) {
         uint64_t blocks, bytes;
-        hm_heap_usage(b->heap, &blocks, &bytes);
+        hm__heap_usage(b->heap, &blocks, &bytes);
         out->heap_live_blocks += blocks;
         out->heap_live_bytes += bytes;
     }
     pthread_mutex_unlock(&m->leaks_lock);
-    out->ledger_ranges = hm_ledger_ranges(m->ledger);
-    out->ledger_bytes = hm_ledger_bytes(m->ledger);
+    out->ledger_ranges = hm__ledger_ranges(m->ledger);
+    out->ledger_bytes = hm__ledger_bytes(m->ledger);
     out->budget_bytes = m->budget.limit;
-    out->notifications = hm_notify_count(m->notify);
+    out->notifications = hm__notify_count(m->notify);
     SIZE_T available;
     DWORD load;
-    hm_budget_load(&m->budget, &load, &available);
+    hm__budget_load(&m->budget, &load, &available);
     out->memory_load = load;
     for (int i = 0; i < HM_METHOD_COUNT; i++) {
         out->calls[i] = atomic_load(&m->calls[i]);
@@ -488,19 +488,19 @@ HM_API HRESULT HostMemGetStats(IHostMemoryManager *manager, hm_stats *out)
 
 HM_API HRESULT HostMemCheckConsistency(IHostMemoryManager *manager, char *msg, size_t msglen)
 {
-    hm_manager *m = hm_manager_from(manager);
+    hm_manager *m = hm__manager_from(manager);
     if (!m)
         return E_NOINTERFACE;
     char scratch[256];
     if (!msg || !msglen)
         msg = scratch, msglen = sizeof scratch;
     msg[0] = '\0';
-    if (hm_vm_check(m->vm, msg, msglen) != 0 || hm_ledger_check(m->ledger, msg, msglen) != 0)
+    if (hm__vm_check(m->vm, msg, msglen) != 0 || hm__ledger_check(m->ledger, msg, msglen) != 0)
         return E_FAIL;
     /* The budget is charged by commits and by the ledger, and by nothing else. */
     hm_vm_stats vs;
-    hm_vm_get_stats(m->vm, &vs);
-    uint64_t charged = atomic_load(&m->budget.charged), expected = vs.committed_bytes + hm_ledger_bytes(m->ledger);
+    hm__vm_get_stats(m->vm, &vs);
+    uint64_t charged = atomic_load(&m->budget.charged), expected = vs.committed_bytes + hm__ledger_bytes(m->ledger);
     if (charged != expected) {
         snprintf(msg, msglen, "budget charged %llu bytes, but commits and ledger hold %llu",
                  (unsigned long long)charged, (unsigned long long)expected);
@@ -511,15 +511,15 @@ HM_API HRESULT HostMemCheckConsistency(IHostMemoryManager *manager, char *msg, s
 
 HM_API size_t HostMemHeapLeaks(IHostMalloc *heap, hm_leak *out, size_t max)
 {
-    if (!heap || !hm_heap_is_builtin(heap))
+    if (!heap || !hm__heap_is_builtin(heap))
         return 0;
-    return hm_heap_leaks(heap, out, max);
+    return hm__heap_leaks(heap, out, max);
 }
 
 HM_API uint64_t HostMemPrintLeaks(IHostMemoryManager *manager, FILE *f, int include_live)
 {
     (void)include_live; /* live heaps are not tracked by the manager; use HostMemHeapLeaks on them */
-    hm_manager *m = hm_manager_from(manager);
+    hm_manager *m = hm__manager_from(manager);
     if (!m)
         return 0;
     uint64_t blocks = 0;
@@ -534,4 +534,4 @@ HM_API uint64_t HostMemPrintLeaks(IHostMemoryManager *manager, FILE *f, int incl
     return blocks;
 }
 
-hm_notify *hm_manager_notify(hm_manager *m) { return m->notify; }
+hm_notify *hm__manager_notify(hm_manager *m) { return m->notify; }

@@ -48,7 +48,7 @@ static void fork_child(void *obj)
     pthread_mutex_unlock(&n->lock);
 }
 
-hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis)
+hm_notify *hm__notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis)
 {
     hm_notify *n = calloc(1, sizeof *n);
     if (!n)
@@ -70,15 +70,15 @@ hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteres
     pthread_mutex_init(&n->lock, NULL);
     n->fork_entry = (hm_fork_entry){.rank = HM_FORK_NOTIFY, .obj = n, .lock = fork_lock, .unlock = fork_unlock,
                                     .child = fork_child};
-    hm_fork_register(&n->fork_entry);
+    hm__fork_register(&n->fork_entry);
     return n;
 }
 
-void hm_notify_destroy(hm_notify *n)
+void hm__notify_destroy(hm_notify *n)
 {
     if (!n)
         return;
-    hm_fork_unregister(&n->fork_entry);
+    hm__fork_unregister(&n->fork_entry);
     for (size_t i = 0; i < n->ncallbacks; i++)
         ICLRMemoryNotificationCallback_Release(n->callbacks[i]);
     free(n->callbacks);
@@ -87,7 +87,7 @@ void hm_notify_destroy(hm_notify *n)
     free(n);
 }
 
-void hm_notify_reset(hm_notify *n)
+void hm__notify_reset(hm_notify *n)
 {
     pthread_mutex_lock(&n->lock);
     ICLRMemoryNotificationCallback **callbacks = n->callbacks;
@@ -103,7 +103,7 @@ void hm_notify_reset(hm_notify *n)
     free(callbacks);
 }
 
-HRESULT hm_notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb)
+HRESULT hm__notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb)
 {
     if (!cb)
         return E_POINTER;
@@ -199,7 +199,7 @@ static void deliver(hm_notify *n)
     n->delivering = false;
 }
 
-void hm_notify_update(hm_notify *n, unsigned load)
+void hm__notify_update(hm_notify *n, unsigned load)
 {
     pthread_mutex_lock(&n->lock);
     EMemoryAvailable next = next_state(n, load);
@@ -211,7 +211,7 @@ void hm_notify_update(hm_notify *n, unsigned load)
     pthread_mutex_unlock(&n->lock);
 }
 
-void hm_notify_force(hm_notify *n, EMemoryAvailable state)
+void hm__notify_force(hm_notify *n, EMemoryAvailable state)
 {
     pthread_mutex_lock(&n->lock);
     n->state = state;
@@ -220,7 +220,7 @@ void hm_notify_force(hm_notify *n, EMemoryAvailable state)
     pthread_mutex_unlock(&n->lock);
 }
 
-EMemoryAvailable hm_notify_state(hm_notify *n)
+EMemoryAvailable hm__notify_state(hm_notify *n)
 {
     pthread_mutex_lock(&n->lock);
     EMemoryAvailable s = n->state;
@@ -228,9 +228,9 @@ EMemoryAvailable hm_notify_state(hm_notify *n)
     return s;
 }
 
-uint64_t hm_notify_count(hm_notify *n) { return atomic_load(&n->calls); }
+uint64_t hm__notify_count(hm_notify *n) { return atomic_load(&n->calls); }
 
-size_t hm_notify_callbacks(hm_notify *n)
+size_t hm__notify_callbacks(hm_notify *n)
 {
     pthread_mutex_lock(&n->lock);
     size_t c = n->ncallbacks;

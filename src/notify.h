@@ -1,6 +1,6 @@
 /* Memory-pressure notifications of the built-in manager. Internal to hostmem.
  *
- * Keeps the registered ICLRMemoryNotificationCallback objects (each AddRef'd; released by hm_notify_destroy)
+ * Keeps the registered ICLRMemoryNotificationCallback objects (each AddRef'd; released by hm__notify_destroy)
  * and a pressure state, low / neutral / high, driven by the memory load:
  *   load >= low_at                      -> eMemoryAvailableLow
  *   load <= high_at                     -> eMemoryAvailableHigh
@@ -27,26 +27,26 @@ typedef struct hm_notify hm_notify;
 
 /* Thresholds in percent. Out of range: low_at > 100 becomes 90, hysteresis > 100 becomes 5, and high_at >= low_at
  * becomes 50 (or low_at - 1 when low_at <= 50). The state starts Neutral. NULL when out of memory. */
-hm_notify *hm_notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis);
+hm_notify *hm__notify_create(unsigned low_at, unsigned high_at, unsigned hysteresis);
 /* Releases every callback. Not while a call into n is running. */
-void hm_notify_destroy(hm_notify *n);
+void hm__notify_destroy(hm_notify *n);
 
-/* Back to the state hm_notify_create gave: every callback released, the state Neutral, nothing pending, the count
+/* Back to the state hm__notify_create gave: every callback released, the state Neutral, nothing pending, the count
  * zero. Not while a call into n is running. */
-void hm_notify_reset(hm_notify *n);
+void hm__notify_reset(hm_notify *n);
 
 /* E_POINTER for NULL; registering the same object twice keeps one registration. A callback hears of the changes
  * that happen after it registered. */
-HRESULT hm_notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb);
+HRESULT hm__notify_register(hm_notify *n, ICLRMemoryNotificationCallback *cb);
 
 /* Feeds a new load figure; delivers any resulting notification before returning (see above). */
-void hm_notify_update(hm_notify *n, unsigned load);
+void hm__notify_update(hm_notify *n, unsigned load);
 
 /* Sends `state` to every callback now, whatever the load (used by fault-injected pressure). */
-void hm_notify_force(hm_notify *n, EMemoryAvailable state);
+void hm__notify_force(hm_notify *n, EMemoryAvailable state);
 
-EMemoryAvailable hm_notify_state(hm_notify *n);
-uint64_t hm_notify_count(hm_notify *n); /* OnMemoryNotification calls made */
-size_t hm_notify_callbacks(hm_notify *n);
+EMemoryAvailable hm__notify_state(hm_notify *n);
+uint64_t hm__notify_count(hm_notify *n); /* OnMemoryNotification calls made */
+size_t hm__notify_callbacks(hm_notify *n);
 
 #endif

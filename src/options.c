@@ -53,7 +53,7 @@ static const option_desc option_table[] = {
 /* The manager's sizes: decimal, 0x hex, K/M/G/T with an optional B ("64KB"), as docs/options.md says. */
 static bool parse_size(const char *v, size_t n, uint64_t *out)
 {
-    return hm_parse_size(v, n, HM_SIZE_RADIX | HM_SIZE_KMG | HM_SIZE_T | HM_SIZE_BYTES, out) == HM_SIZE_OK;
+    return hm__parse_size(v, n, HM_SIZE_RADIX | HM_SIZE_KMG | HM_SIZE_T | HM_SIZE_BYTES, out) == HM_SIZE_OK;
 }
 
 static bool parse_bool(const char *v, size_t n, bool *out)
@@ -129,7 +129,7 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
-HRESULT hm_options_parse(const char *text, hm_options *out)
+HRESULT hm__options_parse(const char *text, hm_options *out)
 {
     memset(out, 0, sizeof *out);
     out->notify_low = 90;
@@ -149,7 +149,7 @@ HRESULT hm_options_parse(const char *text, hm_options *out)
             continue; /* tolerate "a=1,,b=2" and a trailing comma */
         const char *eq = memchr(item, '=', n);
         if (!eq) {
-            hm_set_error("option '%.*s': expected key=value", (int)n, item);
+            hm__set_error("option '%.*s': expected key=value", (int)n, item);
             return E_INVALIDARG;
         }
         const char *key = item, *value = eq + 1;
@@ -161,24 +161,24 @@ HRESULT hm_options_parse(const char *text, hm_options *out)
             if (strlen(option_table[i].key) == klen && strncmp(option_table[i].key, key, klen) == 0)
                 d = &option_table[i];
         if (!d) {
-            hm_set_error("unknown option '%.*s' (known: backend, deterministic, base, span, limit, reserve.process, "
+            hm__set_error("unknown option '%.*s' (known: backend, deterministic, base, span, limit, reserve.process, "
                          "reserve.appdomain, notify.low, notify.high, notify.hysteresis, zero)",
                          (int)klen, key);
             return E_INVALIDARG;
         }
         if (!apply(d, value, vlen, out)) {
-            hm_set_error("option '%s': bad value '%.*s' (expected %s)", d->key, (int)vlen, value,
+            hm__set_error("option '%s': bad value '%.*s' (expected %s)", d->key, (int)vlen, value,
                          expectation(d));
             return E_INVALIDARG;
         }
     }
     if (out->zero_heaps_only && !out->sim) {
         /* The os backend's decommit is what takes the pages' access away: it cannot be skipped. */
-        hm_set_error("option 'zero=heaps' needs backend=sim");
+        hm__set_error("option 'zero=heaps' needs backend=sim");
         return E_INVALIDARG;
     }
     if (out->notify_high >= out->notify_low) {
-        hm_set_error("options notify.high (%u) and notify.low (%u): high must be below low", out->notify_high,
+        hm__set_error("options notify.high (%u) and notify.low (%u): high must be below low", out->notify_high,
                      out->notify_low);
         return E_INVALIDARG;
     }

@@ -21,6 +21,6 @@ typedef struct hm_options {
 
 /* Fills *out from text (NULL or "" for defaults). E_INVALIDARG for an unknown key or a bad value, with
  * HostMemLastError() naming both. */
-HRESULT hm_options_parse(const char *text, hm_options *out);
+HRESULT hm__options_parse(const char *text, hm_options *out);
 
 #endif

@@ -5,8 +5,8 @@
  * Policy (which error becomes which HRESULT, budgets, bookkeeping) lives above this line, in vm.c.
  *
  * Two backends:
- *   hm_os_linux  real protections with mmap/mprotect: reserved pages fault, PAGE_GUARD traps.
- *   hm_os_sim    deterministic and cheap: spans are mapped read-write once, protections are bookkeeping only
+ *   hm__os_linux  real protections with mmap/mprotect: reserved pages fault, PAGE_GUARD traps.
+ *   hm__os_sim    deterministic and cheap: spans are mapped read-write once, protections are bookkeeping only
  *                (no mprotect, no VMA splits, no kernel limits), decommit still zeroes. For fuzzing, replay and
  *                benchmarks of the bookkeeping; a program that touches reserved pages is not caught. */
 #ifndef HOSTMEM_SRC_OS_H
@@ -46,10 +46,10 @@ typedef struct hm_os {
 
 /* Maps size bytes at a 64 KiB boundary with unix protection `unix_prot` (over-reserving one granule and
  * trimming both ends, since mmap only promises page alignment). Shared by both backends. */
-int hm_os_map_aligned(uintptr_t hint, size_t size, bool fixed, int unix_prot, uintptr_t *out);
+int hm__os_map_aligned(uintptr_t hint, size_t size, bool fixed, int unix_prot, uintptr_t *out);
 
-extern const hm_os hm_os_linux;
-extern const hm_os hm_os_sim;
+extern const hm_os hm__os_linux;
+extern const hm_os hm__os_sim;
 
 /* ---- Failure injection (tests only) -------------------------------------------------------------------------
  * The kernel can refuse any primitive (ENOMEM near vm.max_map_count, when a change would split a mapping), and the
@@ -63,12 +63,12 @@ typedef enum hm_os_op {
 /* From now on counts every primitive call (by any vm) from zero, and makes the nth call (1-based) of `op` fail with
  * `err`, once; nth 0 fails nothing (counting only). partial: a failing commit or protect first applies itself to
  * its first page, as mprotect does when it fails part-way through a range. */
-void hm_os_fail(hm_os_op op, unsigned long nth, int err, bool partial);
+void hm__os_fail(hm_os_op op, unsigned long nth, int err, bool partial);
 /* Stops counting and failing. */
-void hm_os_fail_off(void);
-/* Calls of op counted since hm_os_fail. */
-unsigned long hm_os_calls(hm_os_op op);
+void hm__os_fail_off(void);
+/* Calls of op counted since hm__os_fail. */
+unsigned long hm__os_calls(hm_os_op op);
 /* For the vm, before each primitive: 0 to go ahead, or the error to return (*partial as armed). */
-int hm_os_injected(hm_os_op op, bool *partial);
+int hm__os_injected(hm_os_op op, bool *partial);
 
 #endif

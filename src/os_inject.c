@@ -9,7 +9,7 @@ static _Atomic unsigned long fail_at; /* the call number of fail_op that fails; 
 static atomic_int fail_op, fail_err;
 static atomic_bool fail_partial;
 
-void hm_os_fail(hm_os_op op, unsigned long nth, int err, bool partial)
+void hm__os_fail(hm_os_op op, unsigned long nth, int err, bool partial)
 {
     atomic_store(&armed, false);
     for (int i = 0; i < HM_OS_OPS; i++)
@@ -21,11 +21,11 @@ void hm_os_fail(hm_os_op op, unsigned long nth, int err, bool partial)
     atomic_store(&armed, true);
 }
 
-void hm_os_fail_off(void) { atomic_store(&armed, false); }
+void hm__os_fail_off(void) { atomic_store(&armed, false); }
 
-unsigned long hm_os_calls(hm_os_op op) { return atomic_load(&calls[op]); }
+unsigned long hm__os_calls(hm_os_op op) { return atomic_load(&calls[op]); }
 
-int hm_os_injected(hm_os_op op, bool *partial)
+int hm__os_injected(hm_os_op op, bool *partial)
 {
     *partial = false;
     if (!atomic_load_explicit(&armed, memory_order_relaxed))

@@ -17,7 +17,7 @@ static int unix_prot(int prot)
            ((prot & HM_PROT_EXEC) ? PROT_EXEC : 0);
 }
 
-int hm_os_map_aligned(uintptr_t hint, size_t size, bool fixed, int prot, uintptr_t *out)
+int hm__os_map_aligned(uintptr_t hint, size_t size, bool fixed, int prot, uintptr_t *out)
 {
     if (fixed) {
         void *p = mmap((void *)hint, size, prot, reserve_flags | MAP_FIXED_NOREPLACE, -1, 0);
@@ -51,7 +51,7 @@ int hm_os_map_aligned(uintptr_t hint, size_t size, bool fixed, int prot, uintptr
 
 static int linux_map_span(uintptr_t hint, size_t size, bool fixed, uintptr_t *out)
 {
-    return hm_os_map_aligned(hint, size, fixed, PROT_NONE, out);
+    return hm__os_map_aligned(hint, size, fixed, PROT_NONE, out);
 }
 
 static int linux_unmap_span(uintptr_t addr, size_t size)
@@ -79,7 +79,7 @@ static int linux_reset(uintptr_t addr, size_t size)
     return madvise((void *)addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
 }
 
-const hm_os hm_os_linux = {
+const hm_os hm__os_linux = {
     .name = "linux",
     .enforces_protection = true,
     .map_span = linux_map_span,

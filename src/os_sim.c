@@ -6,7 +6,7 @@
 
 static int sim_map_span(uintptr_t hint, size_t size, bool fixed, uintptr_t *out)
 {
-    return hm_os_map_aligned(hint, size, fixed, PROT_READ | PROT_WRITE, out);
+    return hm__os_map_aligned(hint, size, fixed, PROT_READ | PROT_WRITE, out);
 }
 
 static int sim_unmap_span(uintptr_t addr, size_t size)
@@ -75,7 +75,7 @@ static int sim_discard(uintptr_t addr, size_t size)
     return madvise((void *)addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
 }
 
-const hm_os hm_os_sim = {
+const hm_os hm__os_sim = {
     .name = "sim",
     .enforces_protection = false,
     .map_span = sim_map_span,

@@ -71,7 +71,7 @@ static bool skip_spaces(const char **p, const char *end)
     return true;
 }
 
-bool hm_procmaps_parse_line(const char *line, size_t len, hm_map_entry *out)
+bool hm__procmaps_parse_line(const char *line, size_t len, hm_map_entry *out)
 {
     const char *p = line, *end = line + len;
     uint64_t start, stop, offset, major, minor, inode;
@@ -119,7 +119,7 @@ typedef struct maps_source {
 static bool visit_line(const char *line, size_t len, entry_fn fn, void *ctx)
 {
     hm_map_entry e;
-    return !hm_procmaps_parse_line(line, len, &e) || fn(&e, ctx);
+    return !hm__procmaps_parse_line(line, len, &e) || fn(&e, ctx);
 }
 
 static void scan_text(const char *text, size_t len, entry_fn fn, void *ctx)
@@ -286,7 +286,7 @@ static bool find_file_facts(const hm_map_entry *e, void *ctx)
     return true;
 }
 
-void hm_procmaps_free_info(uintptr_t page, uintptr_t end, MEMORY_BASIC_INFORMATION *out)
+void hm__procmaps_free_info(uintptr_t page, uintptr_t end, MEMORY_BASIC_INFORMATION *out)
 {
     memset(out, 0, sizeof *out);
     out->BaseAddress = (void *)page;
@@ -322,7 +322,7 @@ static HRESULT query_source(const maps_source *src, const file_id *main_binary, 
         return E_FAIL;
     if (!q.found) {
         /* [vsyscall] lies beyond user space: the top of user space ends the last gap. */
-        hm_procmaps_free_info(q.page, q.next_start < HM_MAX_ADDRESS ? q.next_start : HM_MAX_ADDRESS, out);
+        hm__procmaps_free_info(q.page, q.next_start < HM_MAX_ADDRESS ? q.next_start : HM_MAX_ADDRESS, out);
         return S_OK;
     }
     DWORD protect = protect_of(q.hit_perms);
@@ -355,13 +355,13 @@ static HRESULT query_source(const maps_source *src, const file_id *main_binary, 
     return S_OK;
 }
 
-HRESULT hm_procmaps_query_text(const char *text, size_t len, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+HRESULT hm__procmaps_query_text(const char *text, size_t len, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     maps_source src = {.text = text, .len = len, .fd = -1};
     return query_source(&src, NULL, address, out);
 }
 
-HRESULT hm_procmaps_query_fd(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+HRESULT hm__procmaps_query_fd(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     if (fd < 0)
         return E_FAIL;
@@ -390,12 +390,12 @@ struct hm_procmap_query {
 };
 
 /* 1: the ioctl works; -1: this kernel has none (ENOTTY, EINVAL), so every query parses the map; 0: not known yet.
- * hm_procmaps_set_ioctl changes it (tests). */
+ * hm__procmaps_set_ioctl changes it (tests). */
 static _Atomic int ioctl_state;
 
-void hm_procmaps_set_ioctl(bool enabled) { atomic_store(&ioctl_state, enabled ? 0 : -1); }
+void hm__procmaps_set_ioctl(bool enabled) { atomic_store(&ioctl_state, enabled ? 0 : -1); }
 
-HRESULT hm_procmaps_query_ioctl(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+HRESULT hm__procmaps_query_ioctl(int fd, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     if (address >= HM_MAX_ADDRESS)
         return HM_E_INVALID_PARAMETER;
@@ -435,7 +435,7 @@ HRESULT hm_procmaps_query_ioctl(int fd, uintptr_t address, MEMORY_BASIC_INFORMAT
         if (q.vma_start < HM_MAX_ADDRESS)
             next = (uintptr_t)q.vma_start;
     }
-    hm_procmaps_free_info(page, next, out);
+    hm__procmaps_free_info(page, next, out);
     return S_OK;
 }
 
@@ -497,13 +497,13 @@ static int shared_maps(void)
     return none;
 }
 
-HRESULT hm_procmaps_query(uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+HRESULT hm__procmaps_query(uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     if (address >= HM_MAX_ADDRESS)
         return HM_E_INVALID_PARAMETER;
     pthread_once(&main_binary_once, find_main_binary);
     /* One mapping from the kernel when it can say all (a gap, anonymous memory); else the whole map. */
-    HRESULT hr = hm_procmaps_query_ioctl(shared_maps(), address, out);
+    HRESULT hr = hm__procmaps_query_ioctl(shared_maps(), address, out);
     if (hr != S_FALSE)
         return hr;
     int fd = open_maps();

@@ -14,7 +14,7 @@ static char upper(char c)
     return c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
 }
 
-hm_size_result hm_parse_size(const char *text, size_t len, unsigned flags, uint64_t *out)
+hm_size_result hm__parse_size(const char *text, size_t len, unsigned flags, uint64_t *out)
 {
     const char *p = text, *end = text + len;
     if (len == 0 || digit_value(*p, 10) < 0)

@@ -21,6 +21,6 @@ typedef enum hm_size_result {
 } hm_size_result;
 
 /* Parses text[0..len) whole (it need not end in a NUL) into *out, untouched unless HM_SIZE_OK. */
-hm_size_result hm_parse_size(const char *text, size_t len, unsigned flags, uint64_t *out);
+hm_size_result hm__parse_size(const char *text, size_t len, unsigned flags, uint64_t *out);
 
 #endif

@@ -34,14 +34,14 @@
 /* RUNNING_ON_VALGRIND, read once by hm_track_init: natively a client request costs a few ns, and its argument block
  * gives every caller a stack frame, too much for a heap's fast path; a predictable branch on this flag costs
  * nothing. The requests themselves are out of line. */
-extern bool hm_track_valgrind;
+extern bool hm__track_valgrind;
 #define HM_TRACK_COLD static void __attribute__((noinline, cold, unused))
 HM_TRACK_COLD hm_track_vg_malloc(void *p, size_t n) { VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, 0); }
 HM_TRACK_COLD hm_track_vg_free(void *p) { VALGRIND_FREELIKE_BLOCK(p, 0); }
 HM_TRACK_COLD hm_track_vg_noaccess(void *p, size_t n) { (void)VALGRIND_MAKE_MEM_NOACCESS(p, n); }
 HM_TRACK_COLD hm_track_vg_defined(void *p, size_t n) { (void)VALGRIND_MAKE_MEM_DEFINED(p, n); }
-#define hm_track_init() ((void)(hm_track_valgrind = RUNNING_ON_VALGRIND != 0))
-#define HM_TRACK_VG(call) do { if (__builtin_expect(hm_track_valgrind, 0)) call; } while (0)
+#define hm_track_init() ((void)(hm__track_valgrind = RUNNING_ON_VALGRIND != 0))
+#define HM_TRACK_VG(call) do { if (__builtin_expect(hm__track_valgrind, 0)) call; } while (0)
 #define hm_track_malloc(p, n) HM_TRACK_VG(hm_track_vg_malloc((p), (n)))
 #define hm_track_free(p) HM_TRACK_VG(hm_track_vg_free(p))
 #define hm_track_noaccess(p, n) HM_TRACK_VG(hm_track_vg_noaccess((p), (n)))
@@ -58,7 +58,7 @@ HM_TRACK_COLD hm_track_vg_defined(void *p, size_t n) { (void)VALGRIND_MAKE_MEM_D
 #if defined(HM_TRACK_ASAN)
 #define hm_tracking() 1
 #elif defined(HM_TRACK_VALGRIND)
-#define hm_tracking() __builtin_expect(hm_track_valgrind, 0)
+#define hm_tracking() __builtin_expect(hm__track_valgrind, 0)
 #else
 #define hm_tracking() 0
 #endif

@@ -70,9 +70,9 @@ struct hm_vm {
     size_t span_size;
     bool deterministic;
     uintptr_t next_hint; /* deterministic mode: where the next span goes */
-    size_t first_span_size; /* span_size and next_hint as created: where hm_vm_reset goes back to */
+    size_t first_span_size; /* span_size and next_hint as created: where hm__vm_reset goes back to */
     uintptr_t first_hint;
-    span **spares;       /* spans hm_vm_reset kept mapped: empty, out of the books, reused by span_create */
+    span **spares;       /* spans hm__vm_reset kept mapped: empty, out of the books, reused by span_create */
     size_t nspares, cap_spares;
     pthread_rwlock_t lock;
     hm_fork_entry fork_entry; /* the lock, held across fork() */
@@ -133,14 +133,14 @@ static HRESULT hr_from_errno(int err)
 static int os_map_span(hm_vm *vm, uintptr_t hint, size_t size, bool fixed, uintptr_t *out)
 {
     bool partial;
-    int err = hm_os_injected(HM_OS_MAP_SPAN, &partial);
+    int err = hm__os_injected(HM_OS_MAP_SPAN, &partial);
     return err ? err : vm->os->map_span(hint, size, fixed, out);
 }
 
 static int os_unmap_span(hm_vm *vm, uintptr_t addr, size_t size)
 {
     bool partial;
-    int err = hm_os_injected(HM_OS_UNMAP_SPAN, &partial);
+    int err = hm__os_injected(HM_OS_UNMAP_SPAN, &partial);
     return err ? err : vm->os->unmap_span(addr, size);
 }
 
@@ -149,7 +149,7 @@ static int os_set_protection(hm_vm *vm, hm_os_op op, uintptr_t addr, size_t size
 {
     bool partial;
     int (*apply)(uintptr_t, size_t, int) = op == HM_OS_COMMIT ? vm->os->commit : vm->os->protect;
-    int err = hm_os_injected(op, &partial);
+    int err = hm__os_injected(op, &partial);
     if (!err)
         return apply(addr, size, prot);
     if (partial && size > HM_PAGE_SIZE)
@@ -160,20 +160,20 @@ static int os_set_protection(hm_vm *vm, hm_os_op op, uintptr_t addr, size_t size
 static int os_decommit(hm_vm *vm, uintptr_t addr, size_t size)
 {
     bool partial;
-    int err = hm_os_injected(HM_OS_DECOMMIT, &partial);
+    int err = hm__os_injected(HM_OS_DECOMMIT, &partial);
     return err ? err : vm->os->decommit(addr, size);
 }
 
 static int os_reset(hm_vm *vm, uintptr_t addr, size_t size)
 {
     bool partial;
-    int err = hm_os_injected(HM_OS_RESET, &partial);
+    int err = hm__os_injected(HM_OS_RESET, &partial);
     return err ? err : vm->os->reset(addr, size);
 }
 
 /* ---- Protections ------------------------------------------------------------------------------------------ */
 
-bool hm_protect_is_valid(DWORD protect)
+bool hm__protect_is_valid(DWORD protect)
 {
     DWORD base = protect & 0xFFu, mods = protect & ~0xFFu;
     if (mods & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE))
@@ -197,7 +197,7 @@ bool hm_protect_is_valid(DWORD protect)
     return true;
 }
 
-int hm_protect_to_unix(DWORD protect)
+int hm__protect_to_unix(DWORD protect)
 {
     if (protect & PAGE_GUARD)
         return HM_PROT_NONE;
@@ -296,13 +296,13 @@ static size_t committed_in(const region *r, size_t p0, size_t p1, bool *all_comm
 /* Reapplies the books' protections to the OS for [p0, p1): after a commit or protect failed part-way (mprotect
  * changes the mappings one by one and can stop at any). Undoing brings the mappings back to what they were, which
  * the kernel has room for; should it refuse all the same, the books no longer tell the truth about those pages,
- * and hm_vm_check reports it from then on. */
+ * and hm__vm_check reports it from then on. */
 static void os_restore(hm_vm *vm, region *r, size_t p0, size_t p1)
 {
     for (uint32_t i = run_index(r, p0); i < r->nruns && r->runs[i].page < p1; i++) {
         size_t a = r->runs[i].page > p0 ? r->runs[i].page : p0, e = run_end(r, i), b = e < p1 ? e : p1;
         uintptr_t at = r->base + (a << PAGE_SHIFT);
-        if (os_set_protection(vm, HM_OS_PROTECT, at, (b - a) << PAGE_SHIFT, hm_protect_to_unix(r->runs[i].protect)) &&
+        if (os_set_protection(vm, HM_OS_PROTECT, at, (b - a) << PAGE_SHIFT, hm__protect_to_unix(r->runs[i].protect)) &&
             !vm->os_mismatch)
             vm->os_mismatch = at;
     }
@@ -510,7 +510,7 @@ static void span_drop(hm_vm *vm, span *s)
         span_forget(s);
 }
 
-/* A spare span (kept mapped by hm_vm_reset) of `size` bytes and the kind asked for at `at` (0: any), taken out of
+/* A spare span (kept mapped by hm__vm_reset) of `size` bytes and the kind asked for at `at` (0: any), taken out of
  * the spares. Its tables are clear and its memory reads as zero, as a new mapping's would. */
 static span *spare_take(hm_vm *vm, size_t size, uintptr_t at, bool dedicated)
 {
@@ -539,7 +539,7 @@ static void spares_drop(hm_vm *vm, uintptr_t a, size_t size)
 }
 
 /* Maps a new span of `size` bytes. fixed_at != 0: exactly there. Otherwise the deterministic chain of hints (or
- * anywhere). The span may be a spare of the same kind and size (hm_vm_reset) instead: in deterministic mode or at a
+ * anywhere). The span may be a spare of the same kind and size (hm__vm_reset) instead: in deterministic mode or at a
  * fixed address only where a new one would have been mapped (it is the spare that keeps that address from being
  * free), so a reset vm places its spans as a new one does. */
 static int span_create(hm_vm *vm, size_t size, bool dedicated, uintptr_t fixed_at, span **out)
@@ -740,7 +740,7 @@ static void segv_handler(int sig, siginfo_t *info, void *context)
     uintptr_t a = (uintptr_t)info->si_addr;
     for (int i = 0; i < MAX_GUARDED_VMS; i++) {
         hm_vm *vm = atomic_load(&guarded_vms[i]);
-        if (vm && hm_vm_owns(vm, a) && hm_vm_handle_guard_fault(vm, a))
+        if (vm && hm__vm_owns(vm, a) && hm__vm_handle_guard_fault(vm, a))
             return; /* retry the access: the page is no longer guarded */
     }
     /* Not ours: hand it to whoever had the signal before (the runtime's handler, ASan, or the default). */
@@ -787,7 +787,7 @@ static void guard_unregister(hm_vm *vm)
     }
 }
 
-bool hm_vm_handle_guard_fault(hm_vm *vm, uintptr_t address)
+bool hm__vm_handle_guard_fault(hm_vm *vm, uintptr_t address)
 {
     bool handled = false;
     pthread_rwlock_wrlock(&vm->lock);
@@ -798,7 +798,7 @@ bool hm_vm_handle_guard_fault(hm_vm *vm, uintptr_t address)
         if ((protect & PAGE_GUARD) && runs_reserve(r) == 0) {
             uint32_t clear = protect & ~(uint32_t)PAGE_GUARD;
             if (os_set_protection(vm, HM_OS_PROTECT, r->base + (p << PAGE_SHIFT), HM_PAGE_SIZE,
-                                  hm_protect_to_unix(clear)) == 0) {
+                                  hm__protect_to_unix(clear)) == 0) {
                 run_assign(r, p, p + 1, clear);
                 atomic_fetch_add(&vm->guard_trips, 1);
                 handled = true;
@@ -811,12 +811,12 @@ bool hm_vm_handle_guard_fault(hm_vm *vm, uintptr_t address)
 
 /* ---- Life ------------------------------------------------------------------------------------------------- */
 
-HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out)
+HRESULT hm__vm_create(const hm_vm_config *config, hm_vm **out)
 {
     hm_vm *vm = calloc(1, sizeof *vm);
     if (!vm)
         return E_OUTOFMEMORY;
-    vm->os = config->os ? config->os : &hm_os_linux;
+    vm->os = config->os ? config->os : &hm__os_linux;
     vm->budget = config->budget;
     size_t span_bytes = config->span_size ? config->span_size : DEFAULT_SPAN_SIZE;
     span_bytes = (span_bytes + HM_GRANULARITY - 1) & ~(size_t)(HM_GRANULARITY - 1);
@@ -831,7 +831,7 @@ HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out)
         free(vm);
         return E_OUTOFMEMORY;
     }
-    hm_fork_register_rwlock(&vm->fork_entry, &vm->lock, HM_FORK_VM);
+    hm__fork_register_rwlock(&vm->fork_entry, &vm->lock, HM_FORK_VM);
     *out = vm;
     return S_OK;
 }
@@ -861,14 +861,14 @@ static void free_region_runs(hm_vm *vm, region *r, void *ctx)
         free(r->runs);
 }
 
-void hm_vm_destroy(hm_vm *vm)
+void hm__vm_destroy(hm_vm *vm)
 {
     if (!vm)
         return;
-    hm_fork_unregister(&vm->fork_entry);
+    hm__fork_unregister(&vm->fork_entry);
     guard_unregister(vm);
     if (vm->budget && vm->committed_pages)
-        hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
+        hm__budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
     for_each_region(vm, free_region_runs, NULL);
     for (size_t i = 0; i < vm->nspans; i++) /* a span the kernel will not unmap leaks: nobody is left to tell */
         span_free(vm, vm->spans[i]);
@@ -885,7 +885,7 @@ void hm_vm_destroy(hm_vm *vm)
     free(vm);
 }
 
-/* Dedicated spans hm_vm_reset keeps mapped: at most this many, none larger. */
+/* Dedicated spans hm__vm_reset keeps mapped: at most this many, none larger. */
 #define SPARE_DEDICATED_MAX 16
 #define SPARE_DEDICATED_MAX_SIZE ((size_t)256 << 20)
 
@@ -897,13 +897,13 @@ static bool spare_keep(hm_vm *vm, span *s)
     return true;
 }
 
-void hm_vm_reset(hm_vm *vm)
+void hm__vm_reset(hm_vm *vm)
 {
     pthread_rwlock_wrlock(&vm->lock);
     guard_unregister(vm);
     vm->guard_registered = false;
     if (vm->budget && vm->committed_pages)
-        hm_budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
+        hm__budget_uncharge(vm->budget, vm->committed_pages << PAGE_SHIFT);
     /* Dedicated spares the last life did not reuse go: they are tied to addresses, so they would pile up. */
     for (size_t i = 0; i < vm->nspares;) {
         if (vm->spares[i]->dedicated && os_unmap_span(vm, vm->spares[i]->base, vm->spares[i]->size) == 0) {
@@ -1033,16 +1033,16 @@ static HRESULT commit_range(hm_vm *vm, region *r, size_t p0, size_t p1, DWORD pr
 {
     size_t already = committed_in(r, p0, p1, NULL);
     uint64_t charge = (uint64_t)((p1 - p0) - already) << PAGE_SHIFT;
-    if (charge && vm->budget && !hm_budget_charge(vm->budget, level, charge))
+    if (charge && vm->budget && !hm__budget_charge(vm->budget, level, charge))
         return E_OUTOFMEMORY;
     int err = runs_reserve(r);
     if (!err)
         err = os_set_protection(vm, HM_OS_COMMIT, r->base + (p0 << PAGE_SHIFT), (p1 - p0) << PAGE_SHIFT,
-                                hm_protect_to_unix(protect));
+                                hm__protect_to_unix(protect));
     if (err) {
         os_restore(vm, r, p0, p1);
         if (charge && vm->budget)
-            hm_budget_uncharge(vm->budget, charge);
+            hm__budget_uncharge(vm->budget, charge);
         return hr_from_errno(err);
     }
     uint32_t stored = protect & ~(uint32_t)CACHE_MODIFIERS;
@@ -1073,7 +1073,7 @@ static HRESULT validate_alloc(uintptr_t address, size_t size, DWORD type, DWORD 
         return (type & (MEM_RESERVE | MEM_COMMIT)) == (MEM_RESERVE | MEM_COMMIT)
                    ? HRESULT_FROM_WIN32(ERROR_PRIVILEGE_NOT_HELD) /* as for a process without SeLockMemoryPrivilege */
                    : HM_E_INVALID_PARAMETER;
-    if (type != MEM_RESET && !hm_protect_is_valid(protect))
+    if (type != MEM_RESET && !hm__protect_is_valid(protect))
         return HM_E_INVALID_PARAMETER;
     if (size > HM_MAX_ADDRESS)
         return HM_E_INVALID_PARAMETER;
@@ -1086,7 +1086,7 @@ static HRESULT validate_alloc(uintptr_t address, size_t size, DWORD type, DWORD 
     return S_OK;
 }
 
-HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
+HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
                     uintptr_t *out)
 {
     *out = 0;
@@ -1168,7 +1168,7 @@ HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD
 
 /* ---- VirtualFree ------------------------------------------------------------------------------------------- */
 
-HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero)
+HRESULT hm__vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero)
 {
     bool discard = zero || vm->os->enforces_protection; /* the os backend's decommit also takes access away */
     if (type != MEM_DECOMMIT && type != MEM_RELEASE)
@@ -1198,7 +1198,7 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool z
                 hr = hr_from_errno(err);
             } else {
                 if (vm->budget && r->committed_pages)
-                    hm_budget_uncharge(vm->budget, (uint64_t)r->committed_pages << PAGE_SHIFT);
+                    hm__budget_uncharge(vm->budget, (uint64_t)r->committed_pages << PAGE_SHIFT);
                 vm->committed_pages -= r->committed_pages;
                 if (region_detach(vm, r))
                     span_forget(s);
@@ -1226,7 +1226,7 @@ HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool z
             r->committed_pages -= n;
             vm->committed_pages -= n;
             if (vm->budget && n)
-                hm_budget_uncharge(vm->budget, (uint64_t)n << PAGE_SHIFT);
+                hm__budget_uncharge(vm->budget, (uint64_t)n << PAGE_SHIFT);
         }
     }
     pthread_rwlock_unlock(&vm->lock);
@@ -1240,10 +1240,10 @@ static DWORD reported_protect(const region *r, uint32_t stored)
     return stored ? stored | (r->alloc_protect & CACHE_MODIFIERS) : 0;
 }
 
-HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old)
+HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old)
 {
     *old = PAGE_NOACCESS;
-    if (!hm_protect_is_valid(protect))
+    if (!hm__protect_is_valid(protect))
         return HM_E_INVALID_PARAMETER;
     uintptr_t first = page_down(address), end;
     if (size > UINTPTR_MAX - address || !page_up(address + size, &end))
@@ -1272,7 +1272,7 @@ HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, 
             if (!empty) {
                 err = runs_reserve(r);
                 if (!err)
-                    err = os_set_protection(vm, HM_OS_PROTECT, first, end - first, hm_protect_to_unix(stored));
+                    err = os_set_protection(vm, HM_OS_PROTECT, first, end - first, hm__protect_to_unix(stored));
                 if (err) {
                     os_restore(vm, r, p0, p1);
                     hr = hr_from_errno(err);
@@ -1292,7 +1292,7 @@ HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, 
 
 /* ---- VirtualQuery ----------------------------------------------------------------------------------------- */
 
-bool hm_vm_owns(hm_vm *vm, uintptr_t address)
+bool hm__vm_owns(hm_vm *vm, uintptr_t address)
 {
     pthread_rwlock_rdlock(&vm->lock);
     bool owns = find_span(vm, address) != NULL;
@@ -1300,7 +1300,7 @@ bool hm_vm_owns(hm_vm *vm, uintptr_t address)
     return owns;
 }
 
-bool hm_vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end)
+bool hm__vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end)
 {
     bool found = false;
     pthread_rwlock_rdlock(&vm->lock);
@@ -1316,7 +1316,7 @@ bool hm_vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end)
     return found;
 }
 
-HRESULT hm_vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info)
+HRESULT hm__vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info)
 {
     uintptr_t page = page_down(address);
     pthread_rwlock_rdlock(&vm->lock);
@@ -1357,7 +1357,7 @@ HRESULT hm_vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info
 
 /* ---- Statistics and checks ---------------------------------------------------------------------------------- */
 
-void hm_vm_get_stats(hm_vm *vm, hm_vm_stats *out)
+void hm__vm_get_stats(hm_vm *vm, hm_vm_stats *out)
 {
     pthread_rwlock_rdlock(&vm->lock);
     out->reservations = vm->reservations;
@@ -1400,7 +1400,7 @@ static void check_region(hm_vm *vm, region *r, void *ctx)
               (unsigned long)r->base, i);
         CHECK(i == 0 || r->runs[i].protect != r->runs[i - 1].protect, "region %#lx: runs %u and %u not merged",
               (unsigned long)r->base, i - 1, i);
-        CHECK(r->runs[i].protect == 0 || hm_protect_is_valid(r->runs[i].protect),
+        CHECK(r->runs[i].protect == 0 || hm__protect_is_valid(r->runs[i].protect),
               "region %#lx: run %u has invalid protection %#x", (unsigned long)r->base, i, r->runs[i].protect);
         if (r->runs[i].protect)
             committed += e - r->runs[i].page;
@@ -1421,7 +1421,7 @@ static void check_region(hm_vm *vm, region *r, void *ctx)
     }
 }
 
-int hm_vm_check(hm_vm *vm, char *msg, size_t msglen)
+int hm__vm_check(hm_vm *vm, char *msg, size_t msglen)
 {
     char scratch[8];
     check_state state = {msg ? msg : scratch, msg ? msglen : sizeof scratch, 0, 0, 0, 0};

@@ -25,7 +25,7 @@
 typedef struct hm_vm hm_vm;
 
 typedef struct hm_vm_config {
-    const hm_os *os;          /* &hm_os_linux or &hm_os_sim */
+    const hm_os *os;          /* &hm__os_linux or &hm__os_sim */
     hm_budget *budget;        /* commits are charged here at the caller's critical level; NULL: no budget */
     size_t span_size;         /* bytes per shared span (rounded to 64 KiB); 0: 16 GiB */
     uintptr_t base;           /* where the first span should go (0: anywhere; the kernel decides) */
@@ -37,48 +37,48 @@ typedef struct hm_vm_config {
  * stacks, and inside the application range of ASan and TSan. */
 #define HM_VM_DETERMINISTIC_BASE ((uintptr_t)0x7e9000000000)
 
-HRESULT hm_vm_create(const hm_vm_config *config, hm_vm **out);
+HRESULT hm__vm_create(const hm_vm_config *config, hm_vm **out);
 /* Releases every reservation and span. */
-void hm_vm_destroy(hm_vm *vm);
-/* Puts the vm back to its state just after hm_vm_create: every reservation released (its commit uncharged), every
+void hm__vm_destroy(hm_vm *vm);
+/* Puts the vm back to its state just after hm__vm_create: every reservation released (its commit uncharged), every
  * statistic zero, spans placed as a new vm would place them. Cheaper than destroy and create: spans stay mapped as
  * spares (their committed pages are decommitted, so they read as zero again; dedicated ones only up to 16 of at most
  * 256 MiB, and only until the next reset if unused) and are reused where a new vm would map a span of that kind and
- * size. See hm_vm_spare for answering queries about them. Not while another thread uses the vm. */
-void hm_vm_reset(hm_vm *vm);
+ * size. See hm__vm_spare for answering queries about them. Not while another thread uses the vm. */
+void hm__vm_reset(hm_vm *vm);
 
 /* VirtualAlloc: *out gets the reservation base (reserve) or the page-rounded address (commit, reset). */
-HRESULT hm_vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
+HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect, EMemoryCriticalLevel level,
                     uintptr_t *out);
 /* VirtualFree. `zero`: the freed pages must read as zero when committed again. false is the caller vouching that
  * it never wrote them: a backend that does not enforce protections (sim) then leaves them as they are. */
-HRESULT hm_vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero);
+HRESULT hm__vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero);
 /* VirtualProtect. On failure *old is PAGE_NOACCESS (as current Windows writes). */
-HRESULT hm_vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old);
+HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old);
 /* VirtualQuery for an address inside one of the vm's spans: S_OK with *info filled. S_FALSE when the address is
  * in none of them (the caller answers from the process map). */
-HRESULT hm_vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info);
+HRESULT hm__vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info);
 /* Whether address lies in one of the vm's spans. */
-bool hm_vm_owns(hm_vm *vm, uintptr_t address);
-/* Whether address lies in a spare span (mapped, but out of the books since hm_vm_reset: free space as far as the
+bool hm__vm_owns(hm_vm *vm, uintptr_t address);
+/* Whether address lies in a spare span (mapped, but out of the books since hm__vm_reset: free space as far as the
  * vm's users can tell); if so, its bounds. */
-bool hm_vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end);
+bool hm__vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end);
 
 /* A fault at address: if it is a PAGE_GUARD page of this vm, clears the guard on that page, restores its
  * protection and returns true (the access can be retried); false otherwise. Called from the SIGSEGV handler. */
-bool hm_vm_handle_guard_fault(hm_vm *vm, uintptr_t address);
+bool hm__vm_handle_guard_fault(hm_vm *vm, uintptr_t address);
 
 typedef struct hm_vm_stats {
     uint64_t reservations, reserved_bytes, committed_bytes, peak_committed_bytes, guard_trips;
     uint32_t spans;
 } hm_vm_stats;
-void hm_vm_get_stats(hm_vm *vm, hm_vm_stats *out);
+void hm__vm_get_stats(hm_vm *vm, hm_vm_stats *out);
 
 /* Checks every invariant of the books; 0 when sound, else -1 with a message. */
-int hm_vm_check(hm_vm *vm, char *msg, size_t msglen);
+int hm__vm_check(hm_vm *vm, char *msg, size_t msglen);
 
 /* Win32 protection helpers (exposed for the tests and the conformance harness). */
-bool hm_protect_is_valid(DWORD protect);
-int hm_protect_to_unix(DWORD protect); /* HM_PROT_* bits; PAGE_GUARD pages are HM_PROT_NONE */
+bool hm__protect_is_valid(DWORD protect);
+int hm__protect_to_unix(DWORD protect); /* HM_PROT_* bits; PAGE_GUARD pages are HM_PROT_NONE */
 
 #endif

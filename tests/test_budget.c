@@ -43,20 +43,20 @@ static void test_ceilings(void **state)
         const uint64_t ceilings[] = {c->task, c->appdomain, c->process};
         for (int l = 0; l < 3; l++) {
             hm_budget b;
-            hm_budget_init(&b, c->limit, c->reserve_process, c->reserve_appdomain);
+            hm__budget_init(&b, c->limit, c->reserve_process, c->reserve_appdomain);
             if (b.reserve_process != c->kept_process || b.reserve_appdomain != c->kept_appdomain)
                 fail_msg("%s: reserves %llu/%llu", c->what, (unsigned long long)b.reserve_process,
                          (unsigned long long)b.reserve_appdomain);
-            if (hm_budget_ceiling(&b, levels[l]) != ceilings[l])
+            if (hm__budget_ceiling(&b, levels[l]) != ceilings[l])
                 fail_msg("%s: ceiling of %s is %llu", c->what, hm_level_name(levels[l]),
-                         (unsigned long long)hm_budget_ceiling(&b, levels[l]));
+                         (unsigned long long)hm__budget_ceiling(&b, levels[l]));
             if (ceilings[l])
-                assert_true(hm_budget_charge(&b, levels[l], ceilings[l]));
-            assert_true(hm_budget_charge(&b, levels[l], 0)); /* nothing more is still possible */
-            assert_false(hm_budget_charge(&b, levels[l], 1));
-            assert_false(hm_budget_charge(&b, levels[l], UINT64_MAX)); /* no wrap-around */
+                assert_true(hm__budget_charge(&b, levels[l], ceilings[l]));
+            assert_true(hm__budget_charge(&b, levels[l], 0)); /* nothing more is still possible */
+            assert_false(hm__budget_charge(&b, levels[l], 1));
+            assert_false(hm__budget_charge(&b, levels[l], UINT64_MAX)); /* no wrap-around */
             assert_int_equal(atomic_load(&b.charged), ceilings[l]);
-            hm_budget_uncharge(&b, ceilings[l]);
+            hm__budget_uncharge(&b, ceilings[l]);
             assert_int_equal(atomic_load(&b.charged), 0);
             assert_int_equal(atomic_load(&b.peak), ceilings[l]);
         }
@@ -67,22 +67,22 @@ static void test_ceilings(void **state)
 static void test_levels_fail_in_order(void **state)
 {
     hm_budget b;
-    hm_budget_init(&b, 10000, 1000, 2000);
+    hm__budget_init(&b, 10000, 1000, 2000);
     uint64_t task = 0, appdomain = 0, process = 0;
-    while (hm_budget_charge(&b, eTaskCritical, 100))
+    while (hm__budget_charge(&b, eTaskCritical, 100))
         task += 100;
-    while (hm_budget_charge(&b, eAppDomainCritical, 100))
+    while (hm__budget_charge(&b, eAppDomainCritical, 100))
         appdomain += 100;
-    assert_false(hm_budget_charge(&b, eTaskCritical, 1));
-    while (hm_budget_charge(&b, eProcessCritical, 100))
+    assert_false(hm__budget_charge(&b, eTaskCritical, 1));
+    while (hm__budget_charge(&b, eProcessCritical, 100))
         process += 100;
     assert_int_equal(task, 7000);
     assert_int_equal(appdomain, 2000);
     assert_int_equal(process, 1000);
     /* Giving back some memory lets the lower levels in again. */
-    hm_budget_uncharge(&b, 3500);
-    assert_false(hm_budget_charge(&b, eTaskCritical, 501));
-    assert_true(hm_budget_charge(&b, eTaskCritical, 500));
+    hm__budget_uncharge(&b, 3500);
+    assert_false(hm__budget_charge(&b, eTaskCritical, 501));
+    assert_true(hm__budget_charge(&b, eTaskCritical, 500));
     assert_int_equal(atomic_load(&b.charged), 7000);
     assert_int_equal(atomic_load(&b.peak), 10000);
 }
@@ -91,14 +91,14 @@ static void test_levels_fail_in_order(void **state)
 static void test_charge_always(void **state)
 {
     hm_budget b;
-    hm_budget_init(&b, 1000, 10, 10);
-    hm_budget_charge_always(&b, 1500);
+    hm__budget_init(&b, 1000, 10, 10);
+    hm__budget_charge_always(&b, 1500);
     assert_int_equal(atomic_load(&b.charged), 1500);
     assert_int_equal(atomic_load(&b.peak), 1500);
     for (int l = 0; l < 3; l++)
-        assert_false(hm_budget_charge(&b, levels[l], 1));
-    hm_budget_uncharge(&b, 600);
-    assert_true(hm_budget_charge(&b, eProcessCritical, 100));
+        assert_false(hm__budget_charge(&b, levels[l], 1));
+    hm__budget_uncharge(&b, 600);
+    assert_true(hm__budget_charge(&b, eProcessCritical, 100));
     assert_int_equal(atomic_load(&b.charged), 1000);
     assert_int_equal(atomic_load(&b.peak), 1500);
 }
@@ -120,11 +120,11 @@ static void test_load(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         hm_budget b;
-        hm_budget_init(&b, cases[i].limit, 10, 10);
-        hm_budget_charge_always(&b, cases[i].charged);
+        hm__budget_init(&b, cases[i].limit, 10, 10);
+        hm__budget_charge_always(&b, cases[i].charged);
         DWORD load;
         SIZE_T available;
-        hm_budget_load(&b, &load, &available);
+        hm__budget_load(&b, &load, &available);
         if (load != cases[i].load || available != cases[i].available)
             fail_msg("limit %llu charged %llu: load %u available %zu", (unsigned long long)cases[i].limit,
                      (unsigned long long)cases[i].charged, load, (size_t)available);
@@ -207,25 +207,25 @@ static void test_cgroup_limit(void **state)
         char cgroup[128], fs[128];
         snprintf(cgroup, sizeof cgroup, "%s/cgroup", root);
         snprintf(fs, sizeof fs, "%s/fs", root);
-        uint64_t got = hm_budget_cgroup_limit(cgroup, fs);
+        uint64_t got = hm__budget_cgroup_limit(cgroup, fs);
         assert_int_equal(nftw(root, remove_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
         if (got != cases[i].expect)
             fail_msg("%s: %llu, expected %llu", cases[i].what, (unsigned long long)got,
                      (unsigned long long)cases[i].expect);
     }
-    assert_int_equal(hm_budget_cgroup_limit("/nonexistent/cgroup", "/nonexistent"), 0);
+    assert_int_equal(hm__budget_cgroup_limit("/nonexistent/cgroup", "/nonexistent"), 0);
 }
 
 /* Without a limit the budget is the cgroup's or physical memory: something real, never above physical memory. */
 static void test_system_limit(void **state)
 {
     hm_budget b;
-    hm_budget_init(&b, 0, 0, 0);
+    hm__budget_init(&b, 0, 0, 0);
     uint64_t physical = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
     assert_true(b.limit >= (16ull << 20));
     assert_true(b.limit <= physical);
-    assert_int_equal(b.limit, hm_budget_system_limit());
-    uint64_t cgroup = hm_budget_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+    assert_int_equal(b.limit, hm__budget_system_limit());
+    uint64_t cgroup = hm__budget_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
     assert_int_equal(b.limit, cgroup && cgroup < physical ? cgroup : physical);
     assert_int_equal(b.reserve_process, b.limit / 32);
 }
@@ -243,10 +243,10 @@ static void *charger(void *arg)
 {
     charger_result *r = arg;
     for (int i = 0; i < 50000; i++) {
-        if (hm_budget_charge(&shared, eTaskCritical, 7)) {
+        if (hm__budget_charge(&shared, eTaskCritical, 7)) {
             r->charged += 7;
             if (i & 1) {
-                hm_budget_uncharge(&shared, 7);
+                hm__budget_uncharge(&shared, 7);
                 r->charged -= 7;
             }
         } else {
@@ -259,7 +259,7 @@ static void *charger(void *arg)
 /* Four threads charging at once never exceed the ceiling, reach it, and lose no update. */
 static void test_concurrent(void **state)
 {
-    hm_budget_init(&shared, 100000, 1000, 1000);
+    hm__budget_init(&shared, 100000, 1000, 1000);
     pthread_t t[4];
     charger_result results[4] = {{0, 0}};
     for (int i = 0; i < 4; i++)
@@ -270,7 +270,7 @@ static void test_concurrent(void **state)
         total += results[i].charged;
         refused += results[i].refused;
     }
-    uint64_t ceiling = hm_budget_ceiling(&shared, eTaskCritical);
+    uint64_t ceiling = hm__budget_ceiling(&shared, eTaskCritical);
     assert_int_equal(atomic_load(&shared.charged), total);
     assert_true(atomic_load(&shared.peak) <= ceiling);
     assert_true(refused > 0);                        /* the ceiling was reached */

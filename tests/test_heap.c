@@ -80,14 +80,14 @@ static void source_destroyed(void *ctx, const hm_leak *leaks, size_t n)
 static int64_t live_blocks(IHostMalloc *h)
 {
     uint64_t blocks, bytes;
-    hm_heap_usage(h, &blocks, &bytes);
+    hm__heap_usage(h, &blocks, &bytes);
     return (int64_t)blocks;
 }
 
 static int64_t live_bytes(IHostMalloc *h)
 {
     uint64_t blocks, bytes;
-    hm_heap_usage(h, &blocks, &bytes);
+    hm__heap_usage(h, &blocks, &bytes);
     return (int64_t)bytes;
 }
 
@@ -97,14 +97,14 @@ static IHostMalloc *make_heap(test_source *s, DWORD type)
     s->fail_after = -1;
     hm_page_source src = {s, source_alloc, source_release, source_destroyed};
     IHostMalloc *h = NULL;
-    assert_int_equal(hm_heap_create(&src, type, &h), S_OK);
+    assert_int_equal(hm__heap_create(&src, type, &h), S_OK);
     return h;
 }
 
 static void check(IHostMalloc *h)
 {
     char msg[256];
-    if (hm_heap_check(h, msg, sizeof msg) != 0)
+    if (hm__heap_check(h, msg, sizeof msg) != 0)
         fail_msg("heap inconsistent: %s", msg);
 }
 
@@ -300,7 +300,7 @@ static void test_exact_sizes(void **state)
     assert_int_equal(live_blocks(h), (int64_t)(sizeof sizes / sizeof sizes[0]));
     assert_int_equal(live_bytes(h), total);
     hm_leak leaks[16];
-    size_t n = hm_heap_leaks(h, leaks, 16);
+    size_t n = hm__heap_leaks(h, leaks, 16);
     assert_int_equal(n, sizeof sizes / sizeof sizes[0]);
     for (size_t k = 0; k < n; k++)
         assert_int_equal(leaks[k].bytes, sizes[leaks[k].line - 1] ? sizes[leaks[k].line - 1] : 1);
@@ -324,7 +324,7 @@ static HRESULT reentrant_alloc(void *ctx, size_t size, EMemoryCriticalLevel leve
     reentrant_source *r = ctx;
     if (r->heap) {
         uint64_t bytes;
-        hm_heap_usage(r->heap, &r->seen_blocks, &bytes);
+        hm__heap_usage(r->heap, &r->seen_blocks, &bytes);
         r->calls++;
     }
     return source_alloc(&r->counts, size, level, out);
@@ -335,7 +335,7 @@ static HRESULT reentrant_release(void *ctx, void *addr, size_t size)
     reentrant_source *r = ctx;
     if (r->heap) {
         uint64_t blocks, bytes;
-        hm_heap_usage(r->heap, &blocks, &bytes);
+        hm__heap_usage(r->heap, &blocks, &bytes);
     }
     return source_release(&r->counts, addr, size);
 }
@@ -348,7 +348,7 @@ static void test_statistics_from_inside_the_source(void **state)
         reentrant_source r = {.counts = {.fail_after = -1}};
         hm_page_source src = {&r, reentrant_alloc, reentrant_release, reentrant_destroyed};
         IHostMalloc *h;
-        assert_int_equal(hm_heap_create(&src, threadsafe ? MALLOC_THREADSAFE : 0, &h), S_OK);
+        assert_int_equal(hm__heap_create(&src, threadsafe ? MALLOC_THREADSAFE : 0, &h), S_OK);
         r.heap = h;
         void *small[2000], *big;
         for (int k = 0; k < 2000; k++)
@@ -403,9 +403,9 @@ static void test_argument_errors(void **state)
     IHostMalloc_Release(h);
     hm_page_source src = {&s, source_alloc, source_release, source_destroyed};
     IHostMalloc *bad = (IHostMalloc *)1;
-    assert_int_equal(hm_heap_create(&src, 0x4, &bad), E_INVALIDARG);
+    assert_int_equal(hm__heap_create(&src, 0x4, &bad), E_INVALIDARG);
     assert_null(bad);
-    assert_int_equal(hm_heap_create(NULL, 0, &bad), E_INVALIDARG);
+    assert_int_equal(hm__heap_create(NULL, 0, &bad), E_INVALIDARG);
 }
 
 /* COM: QueryInterface gives IHostMalloc and IUnknown only; references count. */
@@ -424,7 +424,7 @@ static void test_refcounts(void **state)
     assert_int_equal(IHostMalloc_Release(h), 2);
     assert_int_equal(IHostMalloc_Release(h), 1);
     assert_int_equal(s.destroyed, 0);
-    assert_true(hm_heap_is_builtin(h));
+    assert_true(hm__heap_is_builtin(h));
     assert_int_equal(IHostMalloc_Release(h), 0);
     assert_int_equal(s.destroyed, 1);
 }
@@ -447,7 +447,7 @@ static void test_leak_report(void **state)
     assert_int_equal(IHostMalloc_Free(h, freed), S_OK);
     assert_int_equal(IHostMalloc_Alloc(h, 1, eTaskCritical, &p), S_OK);
     hm_leak leaks[8];
-    size_t n = hm_heap_leaks(h, leaks, 8);
+    size_t n = hm__heap_leaks(h, leaks, 8);
     assert_int_equal(n, 3);
     assert_string_equal(leaks[0].file, "jit.cpp");
     assert_int_equal(leaks[0].line, 7);
@@ -573,7 +573,7 @@ static void test_remote_frees(void **state)
     assert_int_equal(live_blocks(remote_heap), REMOTE_BLOCKS / 2);
     check(remote_heap);
     hm_leak leaks[2];
-    assert_int_equal(hm_heap_leaks(remote_heap, leaks, 2), 1);
+    assert_int_equal(hm__heap_leaks(remote_heap, leaks, 2), 1);
     assert_int_equal(leaks[0].blocks, REMOTE_BLOCKS / 2); /* pending blocks are not leaks */
     assert_int_equal(pthread_create(&t, NULL, remote_adopter, &s), 0);
     pthread_join(t, &r);
@@ -637,7 +637,7 @@ static void test_large_block_freed_by_another_thread(void **state)
     assert_int_equal((uintptr_t)r, 1);
     assert_int_equal(s.chunks, before + 1);
     hm_leak leaks[2];
-    assert_int_equal(hm_heap_leaks(remote_heap, leaks, 2), 2);
+    assert_int_equal(hm__heap_leaks(remote_heap, leaks, 2), 2);
     assert_string_equal(leaks[0].file, "big.c");
     assert_int_equal(leaks[0].bytes, 200000);
     assert_int_equal(live_bytes(remote_heap), 200100);
@@ -755,7 +755,7 @@ static void test_sites_of_reused_slots(void **state)
     assert_int_equal(IHostMalloc_Alloc(h, 60, eTaskCritical, &q), S_OK);
     assert_ptr_equal(p, q); /* the most recently freed slot is handed out first */
     hm_leak leaks[4];
-    assert_int_equal(hm_heap_leaks(h, leaks, 4), 2);
+    assert_int_equal(hm__heap_leaks(h, leaks, 4), 2);
     assert_string_equal(leaks[0].file, "b.cpp");
     assert_int_equal(leaks[0].bytes, 64);
     assert_string_equal(leaks[1].file, "(Alloc)");
@@ -809,7 +809,7 @@ static void run_sequence(DWORD type, uintptr_t *offsets, size_t n)
     a.base = (char *)(((uintptr_t)raw + (1 << 20) - 1) & ~(uintptr_t)((1 << 20) - 1)); /* same colours each run */
     hm_page_source src = {&a, arena_alloc, arena_release, arena_destroyed};
     IHostMalloc *h;
-    assert_int_equal(hm_heap_create(&src, type, &h), S_OK);
+    assert_int_equal(hm__heap_create(&src, type, &h), S_OK);
     void *live[64] = {0};
     uint64_t seed = 42;
     for (size_t i = 0; i < n; i++) {

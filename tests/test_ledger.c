@@ -99,31 +99,31 @@ static void test_sequences(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const ledger_case *c = &cases[i];
         hm_budget b;
-        hm_budget_init(&b, 64 * MB, MB, MB);
-        hm_ledger *l = hm_ledger_create(&b);
+        hm__budget_init(&b, 64 * MB, MB, MB);
+        hm_ledger *l = hm__ledger_create(&b);
         assert_non_null(l);
         for (int k = 0; k < 8 && c->steps[k].op != END; k++) {
             const step *s = &c->steps[k];
-            HRESULT hr = s->op == NEEDS      ? hm_ledger_needs(l, s->start, s->size)
-                         : s->op == ACQUIRED ? hm_ledger_acquired(l, s->start, s->size)
-                                             : hm_ledger_released(l, s->start);
+            HRESULT hr = s->op == NEEDS      ? hm__ledger_needs(l, s->start, s->size)
+                         : s->op == ACQUIRED ? hm__ledger_acquired(l, s->start, s->size)
+                                             : hm__ledger_released(l, s->start);
             if (hr != s->expect)
                 fail_msg("%s, step %d: %s, expected %s", c->what, k + 1, hm_hr_name(hr), hm_hr_name(s->expect));
-            if (hm_ledger_ranges(l) != s->ranges || hm_ledger_bytes(l) != s->bytes || atomic_load(&b.charged) != s->bytes)
+            if (hm__ledger_ranges(l) != s->ranges || hm__ledger_bytes(l) != s->bytes || atomic_load(&b.charged) != s->bytes)
                 fail_msg("%s, step %d: %llu ranges, %llu bytes, %llu charged", c->what, k + 1,
-                         (unsigned long long)hm_ledger_ranges(l), (unsigned long long)hm_ledger_bytes(l),
+                         (unsigned long long)hm__ledger_ranges(l), (unsigned long long)hm__ledger_bytes(l),
                          (unsigned long long)atomic_load(&b.charged));
             char msg[160] = "untouched";
-            if (hm_ledger_check(l, msg, sizeof msg) != 0 || msg[0])
+            if (hm__ledger_check(l, msg, sizeof msg) != 0 || msg[0])
                 fail_msg("%s, step %d: check says '%s'", c->what, k + 1, msg);
         }
         char problems[4][160];
-        size_t logged = hm_ledger_problems(l, problems, 4);
+        size_t logged = hm__ledger_problems(l, problems, 4);
         if (logged != c->nproblems)
             fail_msg("%s: %zu problems logged, expected %zu", c->what, logged, c->nproblems);
         if (c->problem && !strstr(problems[(logged < 4 ? logged : 4) - 1], c->problem))
             fail_msg("%s: problem '%s' lacks '%s'", c->what, problems[(logged < 4 ? logged : 4) - 1], c->problem);
-        hm_ledger_destroy(l);
+        hm__ledger_destroy(l);
         assert_int_equal(atomic_load(&b.charged), 0); /* what was left is uncharged */
     }
 }
@@ -132,46 +132,46 @@ static void test_sequences(void **state)
 static void test_charge_over_limit(void **state)
 {
     hm_budget b;
-    hm_budget_init(&b, MB, 0, 0);
-    hm_ledger *l = hm_ledger_create(&b);
-    assert_int_equal(hm_ledger_acquired(l, 0x100000, 2 * MB), S_OK);
+    hm__budget_init(&b, MB, 0, 0);
+    hm_ledger *l = hm__ledger_create(&b);
+    assert_int_equal(hm__ledger_acquired(l, 0x100000, 2 * MB), S_OK);
     DWORD load;
     SIZE_T avail;
-    hm_budget_load(&b, &load, &avail);
+    hm__budget_load(&b, &load, &avail);
     assert_int_equal(load, 100);
     assert_int_equal(avail, 0);
-    assert_int_equal(hm_ledger_needs(l, 0, K), E_OUTOFMEMORY);
-    hm_ledger_destroy(l);
+    assert_int_equal(hm__ledger_needs(l, 0, K), E_OUTOFMEMORY);
+    hm__ledger_destroy(l);
     assert_int_equal(atomic_load(&b.charged), 0);
 }
 
 /* Without a budget the ledger still keeps its books, and Needs always has room. */
 static void test_no_budget(void **state)
 {
-    hm_ledger *l = hm_ledger_create(NULL);
-    assert_int_equal(hm_ledger_needs(l, 0, UINT64_MAX), S_OK);
-    assert_int_equal(hm_ledger_acquired(l, 0x10000, K), S_OK);
-    assert_int_equal(hm_ledger_bytes(l), K);
-    assert_int_equal(hm_ledger_released(l, 0x10000), S_OK);
-    assert_int_equal(hm_ledger_ranges(l), 0);
-    hm_ledger_destroy(l);
+    hm_ledger *l = hm__ledger_create(NULL);
+    assert_int_equal(hm__ledger_needs(l, 0, UINT64_MAX), S_OK);
+    assert_int_equal(hm__ledger_acquired(l, 0x10000, K), S_OK);
+    assert_int_equal(hm__ledger_bytes(l), K);
+    assert_int_equal(hm__ledger_released(l, 0x10000), S_OK);
+    assert_int_equal(hm__ledger_ranges(l), 0);
+    hm__ledger_destroy(l);
 }
 
 /* The log keeps the last 64 lines: asked for fewer, it gives the newest, oldest first; the count is of all. */
 static void test_problem_ring(void **state)
 {
-    hm_ledger *l = hm_ledger_create(NULL);
+    hm_ledger *l = hm__ledger_create(NULL);
     for (uintptr_t i = 0; i < 100; i++)
-        assert_int_equal(hm_ledger_released(l, 0x100000 + i * K), HOST_E_INVALIDOPERATION);
+        assert_int_equal(hm__ledger_released(l, 0x100000 + i * K), HOST_E_INVALIDOPERATION);
     static char lines[200][160];
-    assert_int_equal(hm_ledger_problems(l, lines, 3), 100);
+    assert_int_equal(hm__ledger_problems(l, lines, 3), 100);
     assert_non_null(strstr(lines[0], "(0x161000)")); /* problems 97, 98, 99 */
     assert_non_null(strstr(lines[2], "(0x163000)"));
-    assert_int_equal(hm_ledger_problems(l, lines, 200), 100);
+    assert_int_equal(hm__ledger_problems(l, lines, 200), 100);
     assert_non_null(strstr(lines[0], "(0x124000)")); /* the oldest kept: problem 36 */
     assert_non_null(strstr(lines[63], "(0x163000)"));
-    assert_int_equal(hm_ledger_problems(l, lines, 0), 100);
-    hm_ledger_destroy(l);
+    assert_int_equal(hm__ledger_problems(l, lines, 0), 100);
+    hm__ledger_destroy(l);
 }
 
 /* Runs fn with stderr going to a file, and returns what was written (static buffer). */
@@ -198,9 +198,9 @@ static const char *capture_stderr(void (*fn)(void))
 
 static void release_unknown(void)
 {
-    hm_ledger *l = hm_ledger_create(NULL);
-    hm_ledger_released(l, 0x7f0000000000);
-    hm_ledger_destroy(l);
+    hm_ledger *l = hm__ledger_create(NULL);
+    hm__ledger_released(l, 0x7f0000000000);
+    hm__ledger_destroy(l);
 }
 
 /* With HOSTMEM_LOG set, each problem is also printed to stderr; without it, nothing is. */
@@ -229,13 +229,13 @@ static void *worker(void *arg)
     *won = 0;
     for (uintptr_t i = 0; i < PER_THREAD; i++) {
         uintptr_t start = 0x10000000 + (i * 4 + t) * 2 * K;
-        if (hm_ledger_acquired(shared, start, 2 * K) != S_OK)
+        if (hm__ledger_acquired(shared, start, 2 * K) != S_OK)
             *won = -1000;
-        if (i == PER_THREAD / 2 && hm_ledger_acquired(shared, CONTESTED, K) == S_OK)
+        if (i == PER_THREAD / 2 && hm__ledger_acquired(shared, CONTESTED, K) == S_OK)
             (*won)++;
     }
     for (uintptr_t i = 0; i < PER_THREAD; i += 2)
-        if (hm_ledger_released(shared, 0x10000000 + (i * 4 + t) * 2 * K) != S_OK)
+        if (hm__ledger_released(shared, 0x10000000 + (i * 4 + t) * 2 * K) != S_OK)
             *won = -1000;
     return won;
 }
@@ -245,8 +245,8 @@ static void *worker(void *arg)
 static void test_threads(void **state)
 {
     hm_budget b;
-    hm_budget_init(&b, 64 * MB, MB, MB);
-    shared = hm_ledger_create(&b);
+    hm__budget_init(&b, 64 * MB, MB, MB);
+    shared = hm__ledger_create(&b);
     pthread_t t[4];
     for (uintptr_t i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&t[i], NULL, worker, (void *)i), 0);
@@ -259,15 +259,15 @@ static void test_threads(void **state)
         free(won);
     }
     assert_int_equal(winners, 1);
-    assert_int_equal(hm_ledger_ranges(shared), 4 * PER_THREAD / 2 + 1);
-    assert_int_equal(hm_ledger_bytes(shared), 4 * PER_THREAD / 2 * 2 * K + K);
-    assert_int_equal(atomic_load(&b.charged), hm_ledger_bytes(shared));
+    assert_int_equal(hm__ledger_ranges(shared), 4 * PER_THREAD / 2 + 1);
+    assert_int_equal(hm__ledger_bytes(shared), 4 * PER_THREAD / 2 * 2 * K + K);
+    assert_int_equal(atomic_load(&b.charged), hm__ledger_bytes(shared));
     char msg[160];
-    assert_int_equal(hm_ledger_check(shared, msg, sizeof msg), 0);
+    assert_int_equal(hm__ledger_check(shared, msg, sizeof msg), 0);
     char lines[4][160];
-    assert_int_equal(hm_ledger_problems(shared, lines, 4), 3); /* the three losers */
+    assert_int_equal(hm__ledger_problems(shared, lines, 4), 3); /* the three losers */
     assert_non_null(strstr(lines[2], "overlaps the acquired range 0x70000000+0x1000"));
-    hm_ledger_destroy(shared);
+    hm__ledger_destroy(shared);
     assert_int_equal(atomic_load(&b.charged), 0);
 }
 
@@ -276,16 +276,16 @@ static void test_acquired_size_zero_is_measured(void **state)
 {
     (void)state;
     hm_budget b;
-    hm_budget_init(&b, 64 << 20, 1 << 20, 1 << 20);
-    hm_ledger *l = hm_ledger_create(&b);
+    hm__budget_init(&b, 64 << 20, 1 << 20, 1 << 20);
+    hm_ledger *l = hm__ledger_create(&b);
     void *view = mmap(NULL, 5 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(view != MAP_FAILED);
-    assert_int_equal(hm_ledger_acquired(l, (uintptr_t)view, 0), S_OK);
-    assert_int_equal(hm_ledger_bytes(l), 5 * 4096);
-    assert_int_equal(hm_ledger_released(l, (uintptr_t)view), S_OK);
-    assert_int_equal(hm_ledger_bytes(l), 0);
+    assert_int_equal(hm__ledger_acquired(l, (uintptr_t)view, 0), S_OK);
+    assert_int_equal(hm__ledger_bytes(l), 5 * 4096);
+    assert_int_equal(hm__ledger_released(l, (uintptr_t)view), S_OK);
+    assert_int_equal(hm__ledger_bytes(l), 0);
     munmap(view, 5 * 4096);
-    hm_ledger_destroy(l);
+    hm__ledger_destroy(l);
 }
 
 int main(void)

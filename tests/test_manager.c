@@ -4,7 +4,7 @@
 
 #include <hostmem/faults.h>
 
-#include "manager.h" /* hm_manager_reset */
+#include "manager.h" /* hm__manager_reset */
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -455,17 +455,17 @@ static void reset_answers_as_new(const char *options)
 
     m = create(options);
     /* Reset right away, after the clean script, and after one that leaves everything behind. */
-    assert_int_equal(hm_manager_reset(m), S_OK);
+    assert_int_equal(hm__manager_reset(m), S_OK);
     cb = (hm_counting_callback)HM_COUNTING_CALLBACK_INIT;
     script(m, &again, false, &cb);
     assert_same_answers(&fresh, &again, "after a reset of a new manager");
-    assert_int_equal(hm_manager_reset(m), S_OK);
+    assert_int_equal(hm__manager_reset(m), S_OK);
     assert_int_equal(atomic_load(&cb.refs), 1); /* the reset released the callback */
     for (int round = 0; round < 2; round++) {
         memset(&dirt, 0, sizeof dirt);
         hm_counting_callback other = HM_COUNTING_CALLBACK_INIT;
         script(m, &dirt, true, &other);
-        assert_int_equal(hm_manager_reset(m), S_OK);
+        assert_int_equal(hm__manager_reset(m), S_OK);
         assert_int_equal(atomic_load(&other.refs), 1);
         hm_stats st;
         assert_int_equal(HostMemGetStats(m, &st), S_OK);
@@ -475,12 +475,12 @@ static void reset_answers_as_new(const char *options)
         cb = (hm_counting_callback)HM_COUNTING_CALLBACK_INIT;
         script(m, &after_dirty, false, &cb);
         assert_same_answers(&fresh, &after_dirty, "after a reset of a used manager");
-        assert_int_equal(hm_manager_reset(m), S_OK);
+        assert_int_equal(hm__manager_reset(m), S_OK);
     }
     IHostMemoryManager_Release(m);
 }
 
-/* hm_manager_reset puts a manager back to its new state: the same calls get the same answers (addresses, regions,
+/* hm__manager_reset puts a manager back to its new state: the same calls get the same answers (addresses, regions,
  * contents, statistics, budget, notifications) as from a new manager, however it was used before. The fuzz targets
  * rely on it to reuse one manager while each input still reproduces alone. */
 static void test_reset_answers_as_new(void **state)
@@ -500,22 +500,22 @@ static void test_reset_refused(void **state)
                      S_OK);
     IHostMalloc *heap;
     assert_int_equal(IHostMemoryManager_CreateMalloc(m, 0, &heap), S_OK);
-    assert_int_equal(hm_manager_reset(m), HOST_E_INVALIDOPERATION);
+    assert_int_equal(hm__manager_reset(m), HOST_E_INVALIDOPERATION);
     IHostMalloc_Release(heap);
     IHostMemoryManager_AddRef(m);
-    assert_int_equal(hm_manager_reset(m), HOST_E_INVALIDOPERATION);
+    assert_int_equal(hm__manager_reset(m), HOST_E_INVALIDOPERATION);
     IHostMemoryManager_Release(m);
     hm_stats st;
     assert_int_equal(HostMemGetStats(m, &st), S_OK);
     assert_int_equal(st.reservations, 1); /* nothing changed */
     IHostMemoryManager *wrapped;
     assert_int_equal(HostMemWrapFaults(m, "VirtualAlloc,nth=1", &wrapped), S_OK);
-    assert_int_equal(hm_manager_reset(wrapped), E_NOINTERFACE);
+    assert_int_equal(hm__manager_reset(wrapped), E_NOINTERFACE);
     IHostMemoryManager_Release(wrapped);
-    assert_int_equal(hm_manager_reset(m), S_OK);
+    assert_int_equal(hm__manager_reset(m), S_OK);
     assert_int_equal(HostMemGetStats(m, &st), S_OK);
     assert_int_equal(st.reservations, 0);
-    assert_int_equal(hm_manager_reset(NULL), E_NOINTERFACE);
+    assert_int_equal(hm__manager_reset(NULL), E_NOINTERFACE);
     IHostMemoryManager_Release(m);
 }
 

@@ -86,7 +86,7 @@ static HRESULT STDMETHODCALLTYPE r_OnMemoryNotification(ICLRMemoryNotificationCa
     if (r->reenter) {
         hm_notify *n = r->reenter;
         r->reenter = NULL; /* once */
-        hm_notify_update(n, r->reenter_load);
+        hm__notify_update(n, r->reenter_load);
         size_t len = strnlen(r->seen, sizeof r->seen_when_reentered - 1);
         memcpy(r->seen_when_reentered, r->seen, len);
         r->seen_when_reentered[len] = '\0';
@@ -94,7 +94,7 @@ static HRESULT STDMETHODCALLTYPE r_OnMemoryNotification(ICLRMemoryNotificationCa
     if (r->register_me) {
         recorder *other = r->register_me;
         r->register_me = NULL;
-        if (hm_notify_register(r->register_into, &other->iface) != S_OK)
+        if (hm__notify_register(r->register_into, &other->iface) != S_OK)
             other->tag = '!';
     }
     if (r->block) {
@@ -151,21 +151,21 @@ static void test_sequences(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const sequence_case *c = &cases[i];
-        hm_notify *n = hm_notify_create(c->low, c->high, c->hysteresis);
+        hm_notify *n = hm__notify_create(c->low, c->high, c->hysteresis);
         assert_non_null(n);
         recorder r;
         recorder_init(&r);
-        assert_int_equal(hm_notify_register(n, &r.iface), S_OK);
+        assert_int_equal(hm__notify_register(n, &r.iface), S_OK);
         for (int k = 0; k < c->nloads; k++)
-            hm_notify_update(n, c->loads[k]);
+            hm__notify_update(n, c->loads[k]);
         if (strcmp(r.seen, c->expect) != 0)
             fail_msg("%s: got '%s', expected '%s'", c->what, r.seen, c->expect);
-        assert_int_equal(hm_notify_count(n), (uint64_t)strlen(c->expect));
+        assert_int_equal(hm__notify_count(n), (uint64_t)strlen(c->expect));
         if (*c->expect)
-            assert_int_equal(letter(hm_notify_state(n)), c->expect[strlen(c->expect) - 1]);
+            assert_int_equal(letter(hm__notify_state(n)), c->expect[strlen(c->expect) - 1]);
         else
-            assert_int_equal(hm_notify_state(n), eMemoryAvailableNeutral);
-        hm_notify_destroy(n);
+            assert_int_equal(hm__notify_state(n), eMemoryAvailableNeutral);
+        hm__notify_destroy(n);
     }
 }
 
@@ -175,24 +175,24 @@ static void test_sequences(void **state)
  * releases it; NULL is E_POINTER. */
 static void test_references(void **state)
 {
-    hm_notify *n = hm_notify_create(90, 50, 5);
+    hm_notify *n = hm__notify_create(90, 50, 5);
     recorder a, b;
     recorder_init(&a);
     recorder_init(&b);
-    assert_int_equal(hm_notify_register(n, &a.iface), S_OK);
-    assert_int_equal(hm_notify_register(n, &a.iface), S_OK);
-    assert_int_equal(hm_notify_register(n, &b.iface), S_OK);
-    assert_int_equal(hm_notify_register(n, NULL), E_POINTER);
-    assert_int_equal(hm_notify_callbacks(n), 2);
+    assert_int_equal(hm__notify_register(n, &a.iface), S_OK);
+    assert_int_equal(hm__notify_register(n, &a.iface), S_OK);
+    assert_int_equal(hm__notify_register(n, &b.iface), S_OK);
+    assert_int_equal(hm__notify_register(n, NULL), E_POINTER);
+    assert_int_equal(hm__notify_callbacks(n), 2);
     assert_int_equal(atomic_load(&a.ref), 2);
-    hm_notify_update(n, 95);
-    hm_notify_update(n, 10);
+    hm__notify_update(n, 95);
+    hm__notify_update(n, 10);
     assert_string_equal(a.seen, "LH"); /* registered twice, told once */
     assert_string_equal(b.seen, "LH");
     assert_int_equal(atomic_load(&a.addrefs), 1);
     assert_int_equal(atomic_load(&a.ref), 2);
     assert_int_equal(atomic_load(&b.addrefs), 1);
-    hm_notify_destroy(n);
+    hm__notify_destroy(n);
     assert_int_equal(atomic_load(&a.ref), 1);
     assert_int_equal(atomic_load(&b.ref), 1);
 }
@@ -200,41 +200,41 @@ static void test_references(void **state)
 /* Callbacks are told in registration order, each notification to all of them before the next. */
 static void test_order_across_callbacks(void **state)
 {
-    hm_notify *n = hm_notify_create(80, 40, 5);
+    hm_notify *n = hm__notify_create(80, 40, 5);
     char log[32] = "";
     recorder r[3];
     for (int i = 0; i < 3; i++) {
         recorder_init(&r[i]);
         r[i].shared_log = log;
         r[i].tag = (char)('a' + i);
-        assert_int_equal(hm_notify_register(n, &r[i].iface), S_OK);
+        assert_int_equal(hm__notify_register(n, &r[i].iface), S_OK);
     }
-    hm_notify_update(n, 90);
-    hm_notify_update(n, 60);
+    hm__notify_update(n, 90);
+    hm__notify_update(n, 60);
     assert_string_equal(log, "abcabc");
-    assert_int_equal(hm_notify_count(n), 6);
-    hm_notify_destroy(n);
+    assert_int_equal(hm__notify_count(n), 6);
+    hm__notify_destroy(n);
 }
 
 /* A callback registered from inside a callback hears of the changes after it, not of the one being delivered. */
 static void test_register_during_delivery(void **state)
 {
-    hm_notify *n = hm_notify_create(80, 40, 5);
+    hm_notify *n = hm__notify_create(80, 40, 5);
     recorder first, late;
     recorder_init(&first);
     recorder_init(&late);
     first.register_me = &late;
     first.register_into = n;
-    assert_int_equal(hm_notify_register(n, &first.iface), S_OK);
-    hm_notify_update(n, 90);
+    assert_int_equal(hm__notify_register(n, &first.iface), S_OK);
+    hm__notify_update(n, 90);
     assert_int_equal(late.tag, 0);        /* the registration from inside succeeded */
     assert_int_equal(late.count, 0);      /* and did not hear of the change being delivered */
-    assert_int_equal(hm_notify_callbacks(n), 2);
-    hm_notify_update(n, 10);
+    assert_int_equal(hm__notify_callbacks(n), 2);
+    hm__notify_update(n, 10);
     assert_string_equal(first.seen, "LH");
     assert_string_equal(late.seen, "H");
     assert_int_equal(atomic_load(&late.addrefs), 1);
-    hm_notify_destroy(n);
+    hm__notify_destroy(n);
     assert_int_equal(atomic_load(&late.ref), 1);
 }
 
@@ -244,42 +244,42 @@ static void test_register_during_delivery(void **state)
  * is delivered after the callback returns, in order. */
 static void test_reentrant(void **state)
 {
-    hm_notify *n = hm_notify_create(80, 40, 5);
+    hm_notify *n = hm__notify_create(80, 40, 5);
     recorder r;
     recorder_init(&r);
     r.reenter = n;
     r.reenter_load = 10;
-    assert_int_equal(hm_notify_register(n, &r.iface), S_OK);
-    hm_notify_update(n, 90);
+    assert_int_equal(hm__notify_register(n, &r.iface), S_OK);
+    hm__notify_update(n, 90);
     assert_string_equal(r.seen_when_reentered, "L"); /* the inner update returned before H was delivered */
     assert_string_equal(r.seen, "LH");
     assert_int_equal(atomic_load(&r.overlapped), 0);
-    assert_int_equal(hm_notify_state(n), eMemoryAvailableHigh);
-    hm_notify_destroy(n);
+    assert_int_equal(hm__notify_state(n), eMemoryAvailableHigh);
+    hm__notify_destroy(n);
 }
 
-/* hm_notify_force sends what it is told, even the current state, and sets the state the next loads start from. */
+/* hm__notify_force sends what it is told, even the current state, and sets the state the next loads start from. */
 static void test_force(void **state)
 {
-    hm_notify *n = hm_notify_create(80, 40, 5);
+    hm_notify *n = hm__notify_create(80, 40, 5);
     recorder r;
     recorder_init(&r);
-    assert_int_equal(hm_notify_register(n, &r.iface), S_OK);
-    hm_notify_force(n, eMemoryAvailableNeutral);
-    hm_notify_force(n, eMemoryAvailableNeutral);
-    hm_notify_force(n, eMemoryAvailableLow);
-    assert_int_equal(hm_notify_state(n), eMemoryAvailableLow);
-    hm_notify_update(n, 78); /* inside Low's hysteresis band: stays Low, nothing sent */
-    hm_notify_update(n, 10);
+    assert_int_equal(hm__notify_register(n, &r.iface), S_OK);
+    hm__notify_force(n, eMemoryAvailableNeutral);
+    hm__notify_force(n, eMemoryAvailableNeutral);
+    hm__notify_force(n, eMemoryAvailableLow);
+    assert_int_equal(hm__notify_state(n), eMemoryAvailableLow);
+    hm__notify_update(n, 78); /* inside Low's hysteresis band: stays Low, nothing sent */
+    hm__notify_update(n, 10);
     assert_string_equal(r.seen, "NNLH");
-    assert_int_equal(hm_notify_count(n), 4);
-    hm_notify_destroy(n);
+    assert_int_equal(hm__notify_count(n), 4);
+    hm__notify_destroy(n);
 }
 
 static void *update_to(void *arg)
 {
     hm_notify **n = arg;
-    hm_notify_update(*n, 95);
+    hm__notify_update(*n, 95);
     return NULL;
 }
 
@@ -287,27 +287,27 @@ static void *update_to(void *arg)
  * delivered by the first thread, in order, none lost (more than the queue's initial depth). */
 static void test_blocked_callback_queues_changes(void **state)
 {
-    hm_notify *n = hm_notify_create(80, 40, 5);
+    hm_notify *n = hm__notify_create(80, 40, 5);
     recorder r;
     recorder_init(&r);
     r.block = true;
-    assert_int_equal(hm_notify_register(n, &r.iface), S_OK);
+    assert_int_equal(hm__notify_register(n, &r.iface), S_OK);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, update_to, &n), 0);
     while (!atomic_load(&r.entered))
         sched_yield();
     char expect[SEEN_MAX] = "L";
     for (int k = 0; k < 100; k++) {
-        hm_notify_update(n, k % 2 ? 95 : 10);
+        hm__notify_update(n, k % 2 ? 95 : 10);
         strcat(expect, k % 2 ? "L" : "H");
     }
-    assert_int_equal(hm_notify_count(n), 0); /* nothing delivered yet: the thread is still in its first call */
+    assert_int_equal(hm__notify_count(n), 0); /* nothing delivered yet: the thread is still in its first call */
     atomic_store(&r.release, 1);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_string_equal(r.seen, expect);
-    assert_int_equal(hm_notify_count(n), 101);
+    assert_int_equal(hm__notify_count(n), 101);
     assert_int_equal(atomic_load(&r.overlapped), 0);
-    hm_notify_destroy(n);
+    hm__notify_destroy(n);
 }
 
 static hm_notify *shared;
@@ -317,7 +317,7 @@ static void *feeder(void *arg)
     unsigned seed = (unsigned)(uintptr_t)arg;
     for (int i = 0; i < 5000; i++) {
         seed = seed * 1103515245u + 12345u;
-        hm_notify_update(shared, (seed >> 16) % 101);
+        hm__notify_update(shared, (seed >> 16) % 101);
     }
     return NULL;
 }
@@ -326,11 +326,11 @@ static void *feeder(void *arg)
  * every call is counted, and the final state is the last delivered. */
 static void test_threads(void **state)
 {
-    shared = hm_notify_create(80, 40, 5);
+    shared = hm__notify_create(80, 40, 5);
     recorder r;
     recorder_init(&r);
     r.spin = true;
-    assert_int_equal(hm_notify_register(shared, &r.iface), S_OK);
+    assert_int_equal(hm__notify_register(shared, &r.iface), S_OK);
     pthread_t t[4];
     for (uintptr_t i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&t[i], NULL, feeder, (void *)(i + 1)), 0);
@@ -338,12 +338,12 @@ static void test_threads(void **state)
         assert_int_equal(pthread_join(t[i], NULL), 0);
     assert_int_equal(atomic_load(&r.overlapped), 0);
     assert_true(r.count > 1);
-    assert_int_equal(hm_notify_count(shared), (uint64_t)r.count);
+    assert_int_equal(hm__notify_count(shared), (uint64_t)r.count);
     for (int k = 1; k < r.count && k < SEEN_MAX; k++)
         if (r.seen[k] == r.seen[k - 1])
             fail_msg("notification %d repeats the one before: %.*s", k, k + 1, r.seen);
-    assert_int_equal(r.last, hm_notify_state(shared));
-    hm_notify_destroy(shared);
+    assert_int_equal(r.last, hm__notify_state(shared));
+    hm__notify_destroy(shared);
     assert_int_equal(atomic_load(&r.ref), 1);
 }
 

@@ -49,7 +49,7 @@ static void test_option_strings(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         hm_options o;
-        HRESULT hr = hm_options_parse(cases[i].text, &o);
+        HRESULT hr = hm__options_parse(cases[i].text, &o);
         if (hr != cases[i].expect)
             fail_msg("options '%s': %s, expected %s", cases[i].text ? cases[i].text : "(null)", hm_hr_name(hr),
                      hm_hr_name(cases[i].expect));
@@ -70,7 +70,7 @@ static void test_option_strings(void **state)
 static void test_option_values(void **state)
 {
     hm_options o;
-    assert_int_equal(hm_options_parse("limit=64M,backend=sim,span=128M,notify.low=95", &o), S_OK);
+    assert_int_equal(hm__options_parse("limit=64M,backend=sim,span=128M,notify.low=95", &o), S_OK);
     assert_int_equal(o.limit, 64ull << 20);
     assert_true(o.sim);
     assert_int_equal(o.span, 128ull << 20);
@@ -79,7 +79,7 @@ static void test_option_values(void **state)
     assert_int_equal(o.notify_hysteresis, 5);
     assert_false(o.deterministic);
     assert_false(o.zero_heaps_only);
-    assert_int_equal(hm_options_parse("backend=sim,zero=heaps", &o), S_OK);
+    assert_int_equal(hm__options_parse("backend=sim,zero=heaps", &o), S_OK);
     assert_true(o.zero_heaps_only);
 }
 
@@ -122,14 +122,14 @@ static void test_sizes(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint64_t v = 12345;
-        hm_size_result r = hm_parse_size(cases[i].text, strlen(cases[i].text), cases[i].flags, &v);
+        hm_size_result r = hm__parse_size(cases[i].text, strlen(cases[i].text), cases[i].flags, &v);
         if (r != cases[i].result || v != (r == HM_SIZE_OK ? cases[i].value : 12345))
             fail_msg("size '%s' (flags %#x): result %d value %llu", cases[i].text, cases[i].flags, (int)r,
                      (unsigned long long)v);
     }
     /* The text is length-bounded: what follows len is not read. */
     uint64_t v = 0;
-    assert_int_equal(hm_parse_size("64K,limit=1", 3, OPTIONS, &v), HM_SIZE_OK);
+    assert_int_equal(hm__parse_size("64K,limit=1", 3, OPTIONS, &v), HM_SIZE_OK);
     assert_int_equal(v, 65536);
 }
 

@@ -5,7 +5,7 @@
  * test_map_limit.c does the same for real, at the kernel's limit. */
 #include <hostmem/hostmem.h>
 
-#include "manager.h" /* hm_manager_reset */
+#include "manager.h" /* hm__manager_reset */
 #include "os.h"
 
 #include <errno.h>
@@ -273,12 +273,12 @@ static void run_backend(const char *backend)
         /* A clean run counts the primitives the call makes. */
         fx f;
         open_fx(&f, backend, sc);
-        hm_os_fail(HM_OS_MAP_SPAN, 0, 0, false);
+        hm__os_fail(HM_OS_MAP_SPAN, 0, 0, false);
         HRESULT hr = sc->act(&f);
         unsigned long calls[HM_OS_OPS], total = 0;
         for (int op = 0; op < HM_OS_OPS; op++)
-            total += calls[op] = hm_os_calls((hm_os_op)op);
-        hm_os_fail_off();
+            total += calls[op] = hm__os_calls((hm_os_op)op);
+        hm__os_fail_off();
         close_fx(&f);
         if (hr != S_OK || total == 0)
             report(sc->name, "the clean call gave %#lx after %lu OS calls", (unsigned long)hr, total);
@@ -291,9 +291,9 @@ static void run_backend(const char *backend)
                     open_fx(&f, backend, sc);
                     snapshot before;
                     take(&f, &before);
-                    hm_os_fail((hm_os_op)op, nth, ENOMEM, partial);
+                    hm__os_fail((hm_os_op)op, nth, ENOMEM, partial);
                     hr = sc->act(&f);
-                    hm_os_fail_off();
+                    hm__os_fail_off();
                     if (hr != E_OUTOFMEMORY)
                         report(what, "the call gave %#lx, not E_OUTOFMEMORY", (unsigned long)hr);
                     expect_unchanged(&f, &before, what);
@@ -324,7 +324,7 @@ static void test_each_primitive_fails_sim(void **state)
     run_backend("sim");
 }
 
-/* hm_manager_reset cannot fail; a span whose pages it could not discard must not be kept for reuse: the same
+/* hm__manager_reset cannot fail; a span whose pages it could not discard must not be kept for reuse: the same
  * reservation after the reset reads zero (a kept span would show the old contents). */
 static void reset_after_refused_discard(const char *backend, bool dedicated)
 {
@@ -337,10 +337,10 @@ static void reset_after_refused_discard(const char *backend, bool dedicated)
     assert_int_equal(m->lpVtbl->VirtualAlloc(m, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
                                              &p), S_OK);
     memset(p, 0xA5, 4 * PAGE);
-    hm_os_fail(HM_OS_DECOMMIT, 1, ENOMEM, false);
-    assert_int_equal(hm_manager_reset(m), S_OK);
-    unsigned long refused = hm_os_calls(HM_OS_DECOMMIT);
-    hm_os_fail_off();
+    hm__os_fail(HM_OS_DECOMMIT, 1, ENOMEM, false);
+    assert_int_equal(hm__manager_reset(m), S_OK);
+    unsigned long refused = hm__os_calls(HM_OS_DECOMMIT);
+    hm__os_fail_off();
     assert_int_equal(refused, 1);
     assert_int_equal(m->lpVtbl->VirtualAlloc(m, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
                                              &q), S_OK);

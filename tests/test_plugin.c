@@ -15,26 +15,26 @@
 
 #include <cmocka.h>
 
-/* ---- hm_isolate: one work function per way of ending -------------------------------------------------------- */
+/* ---- hm__isolate: one work function per way of ending -------------------------------------------------------- */
 
 static void reports(void *ctx) { *(int *)ctx = 42; }
-static void exits_zero(void *ctx) { (void)ctx, hm_isolate_doing("HostMemCreateManager"), exit(0); }
+static void exits_zero(void *ctx) { (void)ctx, hm__isolate_doing("HostMemCreateManager"), exit(0); }
 static void exits_three(void *ctx) { (void)ctx, _exit(3); }
 static void segfaults(void *ctx)
 {
     (void)ctx;
     signal(SIGSEGV, SIG_DFL); /* cmocka's handler, inherited, would catch it */
-    hm_isolate_doing("IHostMemoryManager::VirtualQuery");
+    hm__isolate_doing("IHostMemoryManager::VirtualQuery");
     raise(SIGSEGV);
 }
 static void hangs(void *ctx)
 {
     (void)ctx;
-    hm_isolate_doing("IHostMemoryManager::Release");
+    hm__isolate_doing("IHostMemoryManager::Release");
     for (;;)
         pause();
 }
-static void finds(void *ctx) { (void)ctx, hm_isolate_finding("VirtualQuery wrote %d bytes too many", 8); }
+static void finds(void *ctx) { (void)ctx, hm__isolate_finding("VirtualQuery wrote %d bytes too many", 8); }
 static void floods(void *ctx)
 {
     static char line[4096];
@@ -72,30 +72,30 @@ static void test_isolate_classifies(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof isolate_cases / sizeof isolate_cases[0]; i++) {
         const isolate_case *c = &isolate_cases[i];
-        int *shared = hm_shared_alloc(sizeof *shared);
+        int *shared = hm__shared_alloc(sizeof *shared);
         assert_non_null(shared);
         hm_isolate_options o = {.timeout_seconds = c->timeout};
         hm_isolated how;
         print_message("%s\n", c->name);
-        assert_int_equal(hm_isolate(c->work, shared, &o, &how), c->end);
+        assert_int_equal(hm__isolate(c->work, shared, &o, &how), c->end);
         assert_int_equal(how.end, c->end);
         assert_non_null(strstr(how.message, c->message));
         if (c->end == HM_ISOLATED_REPORTED)
             assert_int_equal(*shared, c->result);
-        hm_shared_free(shared, sizeof *shared);
+        hm__shared_free(shared, sizeof *shared);
     }
 }
 
 static void test_isolate_captures_stdout(void **state)
 {
     (void)state;
-    int *shared = hm_shared_alloc(sizeof *shared);
+    int *shared = hm__shared_alloc(sizeof *shared);
     hm_isolate_options o = {.timeout_seconds = 5};
     hm_isolated how;
-    assert_int_equal(hm_isolate(floods, shared, &o, &how), HM_ISOLATED_REPORTED);
+    assert_int_equal(hm__isolate(floods, shared, &o, &how), HM_ISOLATED_REPORTED);
     assert_int_equal(how.stdout_bytes, 1u << 20);
     assert_int_equal(strncmp(how.stdout_head, "yyyy", 4), 0);
-    hm_shared_free(shared, sizeof *shared);
+    hm__shared_free(shared, sizeof *shared);
 }
 
 /* A watch that gives up at once: the end is a timeout with the watch's words. */
@@ -111,7 +111,7 @@ static void test_isolate_watch_kills(void **state)
     (void)state;
     hm_isolate_options o = {.watch = impatient};
     hm_isolated how;
-    assert_int_equal(hm_isolate(hangs, NULL, &o, &how), HM_ISOLATED_TIMED_OUT);
+    assert_int_equal(hm__isolate(hangs, NULL, &o, &how), HM_ISOLATED_TIMED_OUT);
     assert_string_equal(how.message,
                         "no operation finished: it was in IHostMemoryManager::Release (the process was killed)");
     assert_string_equal(how.doing, "IHostMemoryManager::Release");
@@ -176,7 +176,7 @@ static void call_through_guard(void *ctx)
     static fake host;
     host = (fake){{&fake_vtbl}, 1, run->aim};
     IHostMemoryManager *m;
-    if (FAILED(hm_guard_wrap(&host.iface, &m)))
+    if (FAILED(hm__guard_wrap(&host.iface, &m)))
         return;
     if (run->query) {
         MEMORY_BASIC_INFORMATION mbi;
@@ -219,16 +219,16 @@ static void test_guard_zones(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof guard_cases / sizeof guard_cases[0]; i++) {
         const guard_case *c = &guard_cases[i];
-        guard_run *run = hm_shared_alloc(sizeof *run);
+        guard_run *run = hm__shared_alloc(sizeof *run);
         assert_non_null(run);
         *run = (guard_run){c->aim, c->query, 0};
         hm_isolate_options o = {.timeout_seconds = 10};
         hm_isolated how;
-        assert_int_equal(hm_isolate(call_through_guard, run, &o, &how), c->end);
+        assert_int_equal(hm__isolate(call_through_guard, run, &o, &how), c->end);
         assert_non_null(strstr(how.message, c->message));
         if (c->end == HM_ISOLATED_REPORTED)
             assert_int_equal(run->seen, 1);
-        hm_shared_free(run, sizeof *run);
+        hm__shared_free(run, sizeof *run);
     }
 }
 
@@ -239,14 +239,14 @@ static void test_host_open_errors(void **state)
     (void)state;
     char err[1024];
     IHostMemoryManager *m = (IHostMemoryManager *)1;
-    assert_true(FAILED(hm_host_open("/nonexistent/libhost.so", NULL, &m, err, sizeof err)));
+    assert_true(FAILED(hm__host_open("/nonexistent/libhost.so", NULL, &m, err, sizeof err)));
     assert_null(m);
     assert_non_null(strstr(err, "cannot load host library '/nonexistent/libhost.so'"));
-    assert_true(FAILED(hm_host_open("libm.so.6", NULL, &m, err, sizeof err)));
+    assert_true(FAILED(hm__host_open("libm.so.6", NULL, &m, err, sizeof err)));
     assert_non_null(strstr(err, "host library 'libm.so.6' does not export HostMemCreateManager"));
-    assert_true(FAILED(hm_host_open(NULL, "bogus=1", &m, err, sizeof err)));
+    assert_true(FAILED(hm__host_open(NULL, "bogus=1", &m, err, sizeof err)));
     assert_non_null(strstr(err, "the built-in manager refused options 'bogus=1'"));
-    assert_int_equal(hm_host_open(NULL, NULL, &m, err, sizeof err), S_OK);
+    assert_int_equal(hm__host_open(NULL, NULL, &m, err, sizeof err), S_OK);
     IHostMemoryManager_Release(m);
 }
 

@@ -67,7 +67,7 @@ static void test_parse_lines(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const line_case *c = &cases[i];
         hm_map_entry e;
-        bool ok = hm_procmaps_parse_line(c->line, strlen(c->line), &e);
+        bool ok = hm__procmaps_parse_line(c->line, strlen(c->line), &e);
         if (ok != c->ok)
             fail_msg("line '%s' should %s", c->line, c->ok ? "parse" : "be refused");
         if (!ok)
@@ -181,7 +181,7 @@ static void test_query_table(void **state)
     for (size_t i = 0; i < sizeof query_cases / sizeof query_cases[0]; i++) {
         MEMORY_BASIC_INFORMATION mbi;
         memset(&mbi, 0xa5, sizeof mbi); /* every field must be written */
-        check_query(&query_cases[i], hm_procmaps_query_text(maps, sizeof maps - 1, query_cases[i].address, &mbi),
+        check_query(&query_cases[i], hm__procmaps_query_text(maps, sizeof maps - 1, query_cases[i].address, &mbi),
                     &mbi, "text");
     }
 }
@@ -192,15 +192,15 @@ static void test_query_edges(void **state)
     static const char top[] = "7ffd00000000-7ffd00001000 rw-p 00000000 00:00 0 [stack]\n"
                               "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]\n";
     MEMORY_BASIC_INFORMATION mbi;
-    assert_int_equal(hm_procmaps_query_text(top, sizeof top - 1, 0x7ffd00001000, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_text(top, sizeof top - 1, 0x7ffd00001000, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_FREE);
     assert_int_equal(mbi.RegionSize, TOP - 0x7ffd00001000);
-    assert_int_equal(hm_procmaps_query_text("", 0, 0x12345, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_text("", 0, 0x12345, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_FREE);
     assert_int_equal((uintptr_t)mbi.BaseAddress, 0x12000);
     assert_int_equal(mbi.RegionSize, TOP - 0x12000);
     static const char junk[] = "\n\n\xff\xfe-\n 1000-2000 rw-p 0 0:0 0\n1000-2000 rw-p 0 0:0 0 \n";
-    assert_int_equal(hm_procmaps_query_text(junk, sizeof junk - 1, 0x1000, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_text(junk, sizeof junk - 1, 0x1000, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_COMMIT); /* the one good line (a leading space makes a line malformed) */
     assert_int_equal(mbi.RegionSize, 0x1000);
 }
@@ -235,19 +235,19 @@ static void test_query_fd_pieces(void **state)
             c.region = 0x10000;
         }
         MEMORY_BASIC_INFORMATION mbi;
-        check_query(&c, hm_procmaps_query_fd(fd, c.address, &mbi), &mbi, "fd");
+        check_query(&c, hm__procmaps_query_fd(fd, c.address, &mbi), &mbi, "fd");
     }
     /* A filler mapping: a file without code is mapped, and its neighbour hole is free. */
     MEMORY_BASIC_INFORMATION mbi;
-    assert_int_equal(hm_procmaps_query_fd(fd, 0x10000 + 1234 * 0x2000, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_fd(fd, 0x10000 + 1234 * 0x2000, &mbi), S_OK);
     assert_int_equal(mbi.Type, MEM_MAPPED);
     assert_int_equal(mbi.RegionSize, 0x1000);
-    assert_int_equal(hm_procmaps_query_fd(fd, 0x11000 + 1234 * 0x2000, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_fd(fd, 0x11000 + 1234 * 0x2000, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_FREE);
     assert_int_equal(mbi.RegionSize, 0x1000);
     close(fd);
     free(text);
-    assert_int_equal(hm_procmaps_query_fd(-1, 0x1000, &mbi), E_FAIL);
+    assert_int_equal(hm__procmaps_query_fd(-1, 0x1000, &mbi), E_FAIL);
 }
 
 /* A line longer than the read buffer is parsed from its head; the lines after it are not lost. */
@@ -262,13 +262,13 @@ static void test_query_fd_long_line(void **state)
     len += sprintf(text + len, "\n7f0000004000-7f0000005000 r-xp 00000000 00:00 0 \n");
     int fd = temp_file_with(text, (size_t)len);
     MEMORY_BASIC_INFORMATION mbi;
-    assert_int_equal(hm_procmaps_query_fd(fd, 0x7f0000001000, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_fd(fd, 0x7f0000001000, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_COMMIT);
     assert_int_equal(mbi.Type, MEM_MAPPED);
     assert_int_equal(mbi.Protect, PAGE_READWRITE);
     assert_int_equal((uintptr_t)mbi.AllocationBase, 0x7f0000000000);
     assert_int_equal(mbi.RegionSize, 0x3000);
-    assert_int_equal(hm_procmaps_query_fd(fd, 0x7f0000004000, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query_fd(fd, 0x7f0000004000, &mbi), S_OK);
     assert_int_equal(mbi.Protect, PAGE_EXECUTE_READ);
     assert_int_equal(mbi.Type, MEM_PRIVATE);
     close(fd);
@@ -289,7 +289,7 @@ static void *query_own_stack(void *arg)
 {
     int local = 1;
     MEMORY_BASIC_INFORMATION *mbi = arg;
-    if (hm_procmaps_query((uintptr_t)&local, mbi) != S_OK)
+    if (hm__procmaps_query((uintptr_t)&local, mbi) != S_OK)
         mbi->State = 0;
     return NULL;
 }
@@ -299,7 +299,7 @@ static void test_real_stacks(void **state)
 {
     MEMORY_BASIC_INFORMATION mbi;
     int local = 0;
-    assert_int_equal(hm_procmaps_query((uintptr_t)&local, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)&local, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_COMMIT);
     assert_int_equal(mbi.Protect, PAGE_READWRITE);
     assert_int_equal(mbi.Type, MEM_PRIVATE);
@@ -320,24 +320,24 @@ static void test_real_image(void **state)
     MEMORY_BASIC_INFORMATION code, literal;
     uintptr_t fn = (uintptr_t)&test_real_image;
     static const char *const text = "a string literal lives in the binary's read-only data";
-    assert_int_equal(hm_procmaps_query(fn, &code), S_OK);
+    assert_int_equal(hm__procmaps_query(fn, &code), S_OK);
     assert_int_equal(code.State, MEM_COMMIT);
     assert_int_equal(code.Type, MEM_IMAGE);
     assert_int_equal(code.Protect, PAGE_EXECUTE_READ);
     expect_inside(&code, fn);
-    assert_int_equal(hm_procmaps_query((uintptr_t)text, &literal), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)text, &literal), S_OK);
     assert_int_equal(literal.Type, MEM_IMAGE);
     assert_int_equal(literal.Protect, PAGE_READONLY);
     expect_inside(&literal, (uintptr_t)text);
     assert_ptr_equal(literal.AllocationBase, code.AllocationBase);
     /* The allocation base is the binary's first mapping: an image page itself. */
     MEMORY_BASIC_INFORMATION first;
-    assert_int_equal(hm_procmaps_query((uintptr_t)code.AllocationBase, &first), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)code.AllocationBase, &first), S_OK);
     assert_int_equal(first.Type, MEM_IMAGE);
     assert_ptr_equal(first.AllocationBase, code.AllocationBase);
     assert_int_equal(first.Protect, code.AllocationProtect);
     /* libc's code is an image too. */
-    assert_int_equal(hm_procmaps_query((uintptr_t)&memcpy, &code), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)&memcpy, &code), S_OK);
     assert_int_equal(code.Type, MEM_IMAGE);
 }
 
@@ -348,7 +348,7 @@ static void test_real_reserved_and_hole(void **state)
     assert_true(p != MAP_FAILED);
     assert_int_equal(mprotect(p + PAGE, 3 * PAGE, PROT_NONE), 0);
     MEMORY_BASIC_INFORMATION mbi;
-    assert_int_equal(hm_procmaps_query((uintptr_t)p + PAGE + 5, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)p + PAGE + 5, &mbi), S_OK);
     assert_ptr_equal(mbi.BaseAddress, p + PAGE);
     assert_ptr_equal(mbi.AllocationBase, p + PAGE);
     assert_int_equal(mbi.State, MEM_RESERVE);
@@ -358,7 +358,7 @@ static void test_real_reserved_and_hole(void **state)
     assert_int_equal(mbi.RegionSize, 3 * PAGE);
 
     assert_int_equal(munmap(p + 2 * PAGE, PAGE), 0);
-    assert_int_equal(hm_procmaps_query((uintptr_t)p + 2 * PAGE + 100, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)p + 2 * PAGE + 100, &mbi), S_OK);
     assert_ptr_equal(mbi.BaseAddress, p + 2 * PAGE);
     assert_int_equal(mbi.State, MEM_FREE);
     assert_int_equal(mbi.Protect, PAGE_NOACCESS);
@@ -366,9 +366,9 @@ static void test_real_reserved_and_hole(void **state)
     assert_int_equal(mbi.AllocationProtect, 0);
     assert_int_equal(mbi.Type, 0);
     assert_int_equal(mbi.RegionSize, PAGE); /* exactly up to the next mapping */
-    assert_int_equal(hm_procmaps_query((uintptr_t)p + PAGE, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)p + PAGE, &mbi), S_OK);
     assert_int_equal(mbi.RegionSize, PAGE);
-    assert_int_equal(hm_procmaps_query((uintptr_t)p, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query((uintptr_t)p, &mbi), S_OK);
     assert_int_equal(mbi.State, MEM_COMMIT);
     assert_int_equal(mbi.Protect, PAGE_READWRITE);
     assert_int_equal(mbi.RegionSize, PAGE); /* up to the PROT_NONE page */
@@ -393,7 +393,7 @@ static void test_real_file_mappings(void **state)
         char *f = mmap(NULL, 4 * PAGE, cases[i].prot, cases[i].flags, fd, 0);
         assert_true(f != MAP_FAILED);
         MEMORY_BASIC_INFORMATION mbi;
-        assert_int_equal(hm_procmaps_query((uintptr_t)f + PAGE + 100, &mbi), S_OK);
+        assert_int_equal(hm__procmaps_query((uintptr_t)f + PAGE + 100, &mbi), S_OK);
         assert_int_equal(mbi.State, MEM_COMMIT);
         assert_int_equal(mbi.Type, MEM_MAPPED);
         assert_int_equal(mbi.Protect, cases[i].protect);
@@ -411,10 +411,10 @@ static void test_real_file_mappings(void **state)
 static void test_real_top(void **state)
 {
     MEMORY_BASIC_INFORMATION mbi;
-    assert_int_equal(hm_procmaps_query(TOP, &mbi), INVALID);
-    assert_int_equal(hm_procmaps_query(0xffffffffff600000, &mbi), INVALID);
-    assert_int_equal(hm_procmaps_query(UINTPTR_MAX, &mbi), INVALID);
-    assert_int_equal(hm_procmaps_query(TOP - 1, &mbi), S_OK);
+    assert_int_equal(hm__procmaps_query(TOP, &mbi), INVALID);
+    assert_int_equal(hm__procmaps_query(0xffffffffff600000, &mbi), INVALID);
+    assert_int_equal(hm__procmaps_query(UINTPTR_MAX, &mbi), INVALID);
+    assert_int_equal(hm__procmaps_query(TOP - 1, &mbi), S_OK);
     assert_int_equal((uintptr_t)mbi.BaseAddress, TOP - PAGE);
 }
 
@@ -427,7 +427,7 @@ static void test_real_walk(void **state)
     int regions = 0;
     while (at < TOP && regions < 100000) {
         MEMORY_BASIC_INFORMATION mbi;
-        assert_int_equal(hm_procmaps_query(at, &mbi), S_OK);
+        assert_int_equal(hm__procmaps_query(at, &mbi), S_OK);
         assert_int_equal((uintptr_t)mbi.BaseAddress, at);
         assert_true(mbi.RegionSize > 0);
         assert_int_equal(mbi.RegionSize % PAGE, 0);
@@ -470,7 +470,7 @@ static void assert_same_mbi(uintptr_t a, const MEMORY_BASIC_INFORMATION *x, cons
 static void test_ioctl_matches_parse(void **state)
 {
     (void)state;
-    hm_procmaps_set_ioctl(true);
+    hm__procmaps_set_ioctl(true);
     char *area = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(area != MAP_FAILED);
     assert_int_equal(mprotect(area + 2 * PAGE, 2 * PAGE, PROT_NONE), 0);
@@ -488,7 +488,7 @@ static void test_ioctl_matches_parse(void **state)
     for (char *line = text; line < text + len && n + 5 < sizeof addrs / sizeof addrs[0];) {
         char *nl = memchr(line, '\n', (size_t)(text + len - line));
         hm_map_entry e;
-        if (hm_procmaps_parse_line(line, nl ? (size_t)(nl - line) : (size_t)(text + len - line), &e) &&
+        if (hm__procmaps_parse_line(line, nl ? (size_t)(nl - line) : (size_t)(text + len - line), &e) &&
             e.end <= TOP) {
             addrs[n++] = e.start;
             addrs[n++] = e.start + (e.end - e.start) / 2;
@@ -509,9 +509,9 @@ static void test_ioctl_matches_parse(void **state)
         if (addrs[i] >= TOP)
             continue;
         MEMORY_BASIC_INFORMATION x, y;
-        HRESULT hr = hm_procmaps_query_ioctl(fd, addrs[i], &x);
+        HRESULT hr = hm__procmaps_query_ioctl(fd, addrs[i], &x);
         assert_true(hr == S_OK || hr == S_FALSE);
-        assert_int_equal(hm_procmaps_query_fd(fd, addrs[i], &y), S_OK);
+        assert_int_equal(hm__procmaps_query_fd(fd, addrs[i], &y), S_OK);
         if (hr == S_FALSE) {
             if (kernel_has_procmap_query())
                 assert_true(y.Type == MEM_IMAGE || y.Type == MEM_MAPPED); /* only files need the whole map */
@@ -534,7 +534,7 @@ static void test_ioctl_matches_parse(void **state)
 }
 
 /* A kernel without the ioctl (ENOTTY; here: an fd that is not a maps file) gets S_FALSE, so the map is parsed; once
- * it is switched off, hm_procmaps_query parses and answers as before. */
+ * it is switched off, hm__procmaps_query parses and answers as before. */
 static void test_ioctl_missing_falls_back(void **state)
 {
     (void)state;
@@ -545,12 +545,12 @@ static void test_ioctl_missing_falls_back(void **state)
     static const char one_line[] = "00010000-00020000 rw-p 00000000 00:00 0\n";
     assert_int_equal(write(fd, one_line, sizeof one_line - 1), (ssize_t)(sizeof one_line - 1));
     MEMORY_BASIC_INFORMATION mbi;
-    hm_procmaps_set_ioctl(true);
-    assert_int_equal(hm_procmaps_query_ioctl(fd, 0x10000, &mbi), S_FALSE); /* ENOTTY */
-    assert_int_equal(hm_procmaps_query_fd(fd, 0x18000, &mbi), S_OK); /* the parse still answers */
+    hm__procmaps_set_ioctl(true);
+    assert_int_equal(hm__procmaps_query_ioctl(fd, 0x10000, &mbi), S_FALSE); /* ENOTTY */
+    assert_int_equal(hm__procmaps_query_fd(fd, 0x18000, &mbi), S_OK); /* the parse still answers */
     assert_int_equal(mbi.RegionSize, 0x8000);
-    assert_int_equal(hm_procmaps_query_ioctl(-1, 0x10000, &mbi), S_FALSE);
-    assert_int_equal(hm_procmaps_query_ioctl(fd, TOP, &mbi), INVALID);
+    assert_int_equal(hm__procmaps_query_ioctl(-1, 0x10000, &mbi), S_FALSE);
+    assert_int_equal(hm__procmaps_query_ioctl(fd, TOP, &mbi), INVALID);
     close(fd);
     /* Switched off: the same answers for the stack, a hole and an anonymous mapping, by parsing. */
     char *area = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -559,18 +559,18 @@ static void test_ioctl_missing_falls_back(void **state)
                          (uintptr_t)&mbi, 0x10000, TOP - PAGE};
     for (size_t i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
         MEMORY_BASIC_INFORMATION x, y;
-        hm_procmaps_set_ioctl(true);
-        assert_int_equal(hm_procmaps_query(addrs[i], &x), S_OK);
-        hm_procmaps_set_ioctl(false);
-        assert_int_equal(hm_procmaps_query(addrs[i], &y), S_OK);
+        hm__procmaps_set_ioctl(true);
+        assert_int_equal(hm__procmaps_query(addrs[i], &x), S_OK);
+        hm__procmaps_set_ioctl(false);
+        assert_int_equal(hm__procmaps_query(addrs[i], &y), S_OK);
         assert_same_mbi(addrs[i], &x, &y);
     }
-    hm_procmaps_set_ioctl(false);
+    hm__procmaps_set_ioctl(false);
     int off = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     assert_true(off >= 0);
-    assert_int_equal(hm_procmaps_query_ioctl(off, (uintptr_t)area, &mbi), S_FALSE); /* not even tried */
+    assert_int_equal(hm__procmaps_query_ioctl(off, (uintptr_t)area, &mbi), S_FALSE); /* not even tried */
     close(off);
-    hm_procmaps_set_ioctl(true);
+    hm__procmaps_set_ioctl(true);
     munmap(area, 4 * PAGE);
 }
 
@@ -582,7 +582,7 @@ static void test_child_sees_its_own_map(void **state)
     MEMORY_BASIC_INFORMATION mbi;
     char *parents = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(parents != MAP_FAILED);
-    assert_int_equal(hm_procmaps_query((uintptr_t)parents, &mbi), S_OK); /* the descriptor is open now */
+    assert_int_equal(hm__procmaps_query((uintptr_t)parents, &mbi), S_OK); /* the descriptor is open now */
     assert_int_equal(mbi.State, MEM_COMMIT);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -590,10 +590,10 @@ static void test_child_sees_its_own_map(void **state)
         char *childs = mmap(NULL, 3 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         munmap(parents, PAGE); /* after the child's own mapping, which so cannot cover it */
         int bad = 0;
-        if (childs == MAP_FAILED || hm_procmaps_query((uintptr_t)childs, &mbi) != S_OK || mbi.State != MEM_RESERVE ||
+        if (childs == MAP_FAILED || hm__procmaps_query((uintptr_t)childs, &mbi) != S_OK || mbi.State != MEM_RESERVE ||
             mbi.RegionSize != 3 * PAGE)
             bad |= 1;
-        if (hm_procmaps_query((uintptr_t)parents, &mbi) != S_OK || mbi.State != MEM_FREE)
+        if (hm__procmaps_query((uintptr_t)parents, &mbi) != S_OK || mbi.State != MEM_FREE)
             bad |= 2;
         _exit(bad);
     }
@@ -601,7 +601,7 @@ static void test_child_sees_its_own_map(void **state)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    assert_int_equal(hm_procmaps_query((uintptr_t)parents, &mbi), S_OK); /* the parent's answers are unchanged */
+    assert_int_equal(hm__procmaps_query((uintptr_t)parents, &mbi), S_OK); /* the parent's answers are unchanged */
     assert_int_equal(mbi.State, MEM_COMMIT);
     munmap(parents, PAGE);
 }
@@ -609,14 +609,14 @@ static void test_child_sees_its_own_map(void **state)
 static int without_ioctl(void **state)
 {
     (void)state;
-    hm_procmaps_set_ioctl(false);
+    hm__procmaps_set_ioctl(false);
     return 0;
 }
 
 static int with_ioctl(void **state)
 {
     (void)state;
-    hm_procmaps_set_ioctl(true);
+    hm__procmaps_set_ioctl(true);
     return 0;
 }
 

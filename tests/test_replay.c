@@ -46,7 +46,7 @@ static hm_raw_record raw_rec(int method)
     hm_raw_record rec;
     memset(&rec, 0, sizeof rec);
     rec.method = (uint8_t)method;
-    rec.level = hm_trace_method_has_level(method) ? eTaskCritical : HM_RAW_NO_LEVEL;
+    rec.level = hm__trace_method_has_level(method) ? eTaskCritical : HM_RAW_NO_LEVEL;
     rec.nslots = 1;
     rec.thread = 1;
     return rec;
@@ -605,7 +605,7 @@ static void test_concurrent_round_trip(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         hm_trace_call c;
         char err[256];
-        assert_int_equal(hm_trace_parse_line(bad[i].line, strlen(bad[i].line), &c, err, sizeof err), -1);
+        assert_int_equal(hm__trace_parse_line(bad[i].line, strlen(bad[i].line), &c, err, sizeof err), -1);
         if (!strstr(err, bad[i].error))
             fail_msg("'%s': got '%s', expected '%s'", bad[i].line, err, bad[i].error);
     }

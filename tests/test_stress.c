@@ -23,7 +23,7 @@ static hm_stress_report *run(IHostMemoryManager *m, unsigned threads, uint64_t o
     hm_stress_report *r = malloc(sizeof *r);
     assert_non_null(r);
     hm_stress_config c = {.threads = threads, .ops = ops, .seed = seed, .verify = verify};
-    assert_int_equal(hm_stress_run(m, &c, r), S_OK);
+    assert_int_equal(hm__stress_run(m, &c, r), S_OK);
     return r;
 }
 
@@ -58,7 +58,7 @@ static void builtin_runs_clean(void **state)
             refused += r->thread[t].failures[HM_STRESS_RELEASE_INSIDE];
         }
         assert_int_equal(inside, refused);
-        assert_true(hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5) > 0);
+        assert_true(hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5) > 0);
         free(r);
         IHostMemoryManager_Release(m);
     }
@@ -235,8 +235,8 @@ static void bad_config_is_refused(void **state)
         {.threads = 1, .ops = 0, .seconds = 0},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_equal(hm_stress_run(m, &bad[i], r), E_INVALIDARG);
-    assert_int_equal(hm_stress_run(NULL, &(hm_stress_config){.threads = 1, .ops = 1}, r), E_INVALIDARG);
+        assert_int_equal(hm__stress_run(m, &bad[i], r), E_INVALIDARG);
+    assert_int_equal(hm__stress_run(NULL, &(hm_stress_config){.threads = 1, .ops = 1}, r), E_INVALIDARG);
     free(r);
     IHostMemoryManager_Release(m);
 }
@@ -260,7 +260,7 @@ static void calls_format_readably(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char line[256];
-        hm_stress_format_call(&cases[i].call, line, sizeof line);
+        hm__stress_format_call(&cases[i].call, line, sizeof line);
         assert_string_equal(line, cases[i].text);
     }
 }

@@ -82,7 +82,7 @@ enum { SOME_CALLS = 10 };
 static long read_memory(const void *data, size_t len, const char *name)
 {
     hm_trace_reader *r;
-    if (FAILED(hm_trace_open_memory(data, len, name, &r))) {
+    if (FAILED(hm__trace_open_memory(data, len, name, &r))) {
         assert_non_null(strstr(HostMemLastError(), name));
         return -1;
     }
@@ -130,7 +130,7 @@ static void test_header_without_newline(void **state)
         memcpy(exact, cases[i].bytes, len);
         for (int in_memory = 0; in_memory < 2; in_memory++) {
             hm_trace_reader *r = NULL;
-            HRESULT hr = in_memory ? hm_trace_open_memory(exact, len, "mem.trace", &r) : hm_trace_open(path, &r);
+            HRESULT hr = in_memory ? hm__trace_open_memory(exact, len, "mem.trace", &r) : hm_trace_open(path, &r);
             if (hr != cases[i].open)
                 fail_msg("case %zu '%s' (%s): open gave 0x%08x", i, cases[i].bytes, in_memory ? "memory" : "file",
                          (unsigned)hr);

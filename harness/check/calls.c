@@ -301,7 +301,7 @@ static uintptr_t pick_address(fuzz_run *r)
 
 static size_t pick_size(fuzz_run *r, uintptr_t address)
 {
-    hm_model_region *g = hm_model_find(&r->model, hm_model_page_down(address));
+    hm_model_region *g = hm__model_find(&r->model, hm_model_page_down(address));
     uint8_t kind = take8(r);
     switch (kind % 14) {
     case 0: return 0;
@@ -395,7 +395,7 @@ HM_MODEL_UNTRACED static void check_contents(fuzz_run *r, const hm_model_region 
 {
     for (size_t p = p0; p < p1 && !r->failed; p++) {
         const hm_model_page *pg = &g->page[p];
-        if (!pg->protect || pg->stamp == HM_STAMP_UNKNOWN || !hm_model_protect_readable(pg->protect))
+        if (!pg->protect || pg->stamp == HM_STAMP_UNKNOWN || !hm__model_protect_readable(pg->protect))
             continue;
         /* Reading a page the harness never wrote costs a page fault for little news: every 8th one is enough to
          * catch a host that hands out dirty memory. */
@@ -435,7 +435,7 @@ static void check_query(fuzz_run *r, const hm_model_region *g, uintptr_t address
                         const MEMORY_BASIC_INFORMATION *got, SIZE_T result)
 {
     MEMORY_BASIC_INFORMATION want;
-    hm_model_query(g, address, &want);
+    hm__model_query(g, address, &want);
     if (!expect_hr(r, hr, S_OK))
         return;
     if (result != sizeof want) {
@@ -518,7 +518,7 @@ static void op_virtual_alloc(fuzz_run *r)
 
     /* What Windows would do, before asking the host. */
     HRESULT want = (unsigned)level > eProcessCritical ? E_INVALIDARG
-                                                       : hm_model_alloc_arguments(address, size, type, protect);
+                                                       : hm__model_alloc_arguments(address, size, type, protect);
     bool reserve = (type & MEM_RESERVE) || ((type & MEM_COMMIT) && !address);
     bool may_oom = false, may_invalid = false;
     hm_model_region *g = NULL;
@@ -527,7 +527,7 @@ static void op_virtual_alloc(fuzz_run *r)
         end = hm_model_page_down(address + size + HM_MODEL_PAGE - 1);
         if (reserve && address) {
             base = hm_model_granule_down(address);
-            if (hm_model_granules_taken(&r->model, base, end)) {
+            if (hm__model_granules_taken(&r->model, base, end)) {
                 want = HM_E(ERROR_INVALID_ADDRESS);
             } else {
                 space s = look(r, base, end - base);
@@ -539,7 +539,7 @@ static void op_virtual_alloc(fuzz_run *r)
         } else if (reserve) {
             may_oom = true;
         } else {
-            g = hm_model_find(&r->model, first);
+            g = hm__model_find(&r->model, first);
             if (!g) {
                 if (look(r, first, HM_MODEL_PAGE) == SPACE_TAKEN) {
                     r->skipped++; /* somebody else's memory (a heap's chunk, a library): not ours to touch */
@@ -616,14 +616,14 @@ static void op_virtual_alloc(fuzz_run *r)
         mismatch(r, "reserved at %#lx, not a 64 KiB boundary of user space", (unsigned long)got);
         return;
     }
-    if (hm_model_granules_taken(&r->model, got, got + pages * HM_MODEL_PAGE) ||
-        hm_model_overlaps(&r->model, got, pages * HM_MODEL_PAGE, what, sizeof what)) {
-        hm_model_overlaps(&r->model, got, pages * HM_MODEL_PAGE, what, sizeof what);
+    if (hm__model_granules_taken(&r->model, got, got + pages * HM_MODEL_PAGE) ||
+        hm__model_overlaps(&r->model, got, pages * HM_MODEL_PAGE, what, sizeof what)) {
+        hm__model_overlaps(&r->model, got, pages * HM_MODEL_PAGE, what, sizeof what);
         mismatch(r, "reserved %#lx..%#lx, which is already taken (%s)", (unsigned long)got,
                  (unsigned long)(got + pages * HM_MODEL_PAGE), what);
         return;
     }
-    g = hm_model_add(&r->model, got, pages, protect, (type & MEM_COMMIT) ? protect : 0);
+    g = hm__model_add(&r->model, got, pages, protect, (type & MEM_COMMIT) ? protect : 0);
     if (!g)
         drop_unmodelled(r, got, protect);
     else
@@ -653,7 +653,7 @@ static void op_virtual_free(fuzz_run *r)
          * host may call the address invalid instead. */
         want = HM_E(ERROR_INVALID_PARAMETER);
     }
-    else if (!(g = hm_model_find(&r->model, first))) {
+    else if (!(g = hm__model_find(&r->model, first))) {
         if (address && look(r, first, HM_MODEL_PAGE) == SPACE_TAKEN) {
             r->skipped++;
             return;
@@ -679,7 +679,7 @@ static void op_virtual_free(fuzz_run *r)
     if (SUCCEEDED(hr) && r->injected == S_OK) {
         if (type == MEM_RELEASE) {
             uintptr_t base = g->base;
-            hm_model_remove(&r->model, g);
+            hm__model_remove(&r->model, g);
             MEMORY_BASIC_INFORMATION mbi;
             SIZE_T got = 0;
             note_call(r, "VirtualQuery(%#lx) [the base of the released reservation]", (unsigned long)base);
@@ -716,7 +716,7 @@ static void op_virtual_protect(fuzz_run *r)
     hm_model_region *g = NULL;
     if (null_old)
         want = E_POINTER;
-    else if (!hm_model_protect_valid(protect))
+    else if (!hm__model_protect_valid(protect))
         want = HM_E(ERROR_INVALID_PARAMETER);
     else if (size > UINTPTR_MAX - address || address + size > UINTPTR_MAX - (HM_MODEL_PAGE - 1)) {
         want = HM_E(ERROR_INVALID_PARAMETER);
@@ -725,7 +725,7 @@ static void op_virtual_protect(fuzz_run *r)
         empty = end == first; /* size 0 at a page boundary: nothing changes, the page's protection comes back */
         if (empty)
             end = first + HM_MODEL_PAGE;
-        g = hm_model_find(&r->model, first);
+        g = hm__model_find(&r->model, first);
         if (!g) {
             if (look(r, first, HM_MODEL_PAGE) == SPACE_TAKEN) {
                 r->skipped++;
@@ -739,7 +739,7 @@ static void op_virtual_protect(fuzz_run *r)
                 if (!g->page[p].protect)
                     want = HM_E(ERROR_INVALID_ADDRESS); /* not committed */
             if (want == S_OK)
-                want_old = hm_model_reported_protect(g, (first - g->base) / HM_MODEL_PAGE);
+                want_old = hm__model_reported_protect(g, (first - g->base) / HM_MODEL_PAGE);
         }
     }
 
@@ -797,7 +797,7 @@ static void op_virtual_query(fuzz_run *r)
             mismatch(r, "failed but set *pResult to %zu (it must be 0)", (size_t)got);
         return;
     }
-    hm_model_region *g = hm_model_find(&r->model, address);
+    hm_model_region *g = hm__model_find(&r->model, address);
     if (g) {
         check_query(r, g, address, hr, &mbi, got);
         return;
@@ -834,7 +834,7 @@ static void op_write(fuzz_run *r)
     size_t p0 = take16(r) % g->pages, n = 1 + take8(r) % 8;
     for (size_t p = p0; p < g->pages && p < p0 + n; p++) {
         hm_model_page *pg = &g->page[p];
-        if (!pg->protect || !hm_model_protect_writable(pg->protect))
+        if (!pg->protect || !hm__model_protect_writable(pg->protect))
             continue;
         pg->stamp = ++r->next_stamp;
         pg->written = true;
@@ -906,7 +906,7 @@ static void release_heap(fuzz_run *r, int i)
     note_call(r, "heap %d: Release", i);
     IHostMalloc_Release(r->heap[i]);
     r->heap[i] = NULL;
-    hm_model_drop_heap(&r->model, i);
+    hm__model_drop_heap(&r->model, i);
 }
 
 static void op_create_heap(fuzz_run *r)
@@ -1012,7 +1012,7 @@ static void op_heap_alloc(fuzz_run *r, bool debug)
         mismatch(r, "returned the block %p, which is %s", mem, a ? "not 16-byte aligned" : "NULL");
         return;
     }
-    if (hm_model_overlaps(&r->model, a, size, what, sizeof what)) {
+    if (hm__model_overlaps(&r->model, a, size, what, sizeof what)) {
         mismatch(r, "returned the block %#lx..%#lx, which overlaps %s", (unsigned long)a, (unsigned long)(a + size),
                  what);
         return;
@@ -1094,7 +1094,7 @@ static void op_heap_bad_free(fuzz_run *r)
         op_heap_check(r); /* only hostmem promises to refuse bad frees harmlessly */
         return;
     }
-    if (!a || hm_model_block_find(&r->model, a))
+    if (!a || hm__model_block_find(&r->model, a))
         return;
     note_call(r, "heap %d: Free(%#lx) [%s]", i, (unsigned long)a, what);
     HRESULT hr = IHostMalloc_Free(r->heap[i], (void *)a);
@@ -1176,7 +1176,7 @@ static void op_ledger(fuzz_run *r)
     uint8_t k = take8(r);
     uintptr_t start = LEDGER_AREA + (uintptr_t)(take8(r) % 32) * 0x100000 + (k & 0x80 ? 0x10000 : 0);
     size_t size = (size_t)(1 + take8(r) % 24) * HM_MODEL_GRANULE;
-    hm_model_range *known = hm_model_acquired_find(&r->model, start);
+    hm_model_range *known = hm__model_acquired_find(&r->model, start);
     switch (k % 3) {
     case 0: {
         note_call(r, "NeedsVirtualAddressSpace(%#lx, %#zx)", (unsigned long)start, size);
@@ -1188,7 +1188,7 @@ static void op_ledger(fuzz_run *r)
         return;
     }
     case 1: {
-        bool overlap = hm_model_acquired_overlaps(&r->model, start, size);
+        bool overlap = hm__model_acquired_overlaps(&r->model, start, size);
         if ((overlap && !r->strict) || r->model.nacquired == HM_MODEL_MAX_LEDGER)
             return; /* inconsistent calls: only hostmem promises an answer */
         note_call(r, "AcquiredVirtualAddressSpace(%#lx, %#zx)%s", (unsigned long)start, size,
@@ -1249,7 +1249,7 @@ static void decode_fault_spec(fuzz_run *r, char *spec, size_t len)
     }
 }
 
-/* The built-in manager, kept across inputs: hm_manager_reset puts it back to its new state after each (much cheaper
+/* The built-in manager, kept across inputs: hm__manager_reset puts it back to its new state after each (much cheaper
  * than a new manager; tests/test_manager.c checks that a reset manager answers as a new one does, so an input still
  * reproduces alone). */
 static struct {
@@ -1277,7 +1277,7 @@ static bool builtin_reusable(const fuzz_run *r)
 /* After an input, with every other reference gone: the kept manager back to its new state, or dropped. */
 static void builtin_reset(void)
 {
-    if (builtin.manager && hm_manager_reset(builtin.manager) != S_OK) {
+    if (builtin.manager && hm__manager_reset(builtin.manager) != S_OK) {
         IHostMemoryManager_Release(builtin.manager);
         builtin.manager = NULL;
     }
@@ -1290,7 +1290,7 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
     if (c->host_library) {
         /* The one plugin loader of every hostmem tool (harness/plugin.h): a load failure is said once, plainly. */
         char err[1024];
-        hr = hm_host_open(c->host_library, c->host_options ? c->host_options : "", bare, err, sizeof err);
+        hr = hm__host_open(c->host_library, c->host_options ? c->host_options : "", bare, err, sizeof err);
         if (FAILED(hr)) {
             fprintf(r->report, "hostmem fuzz: %s\n", err);
             return -1;
@@ -1338,7 +1338,7 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
     return 0;
 }
 
-int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome)
+int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome)
 {
     /* One run at a time (the targets and the CLI are single-threaded): a static run costs no page faults per
      * input, which a fresh 40 KiB allocation would under ASan. */
@@ -1351,7 +1351,7 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
     r->in = data;
     r->left = size;
     r->current = "setting up the host";
-    hm_model_init(&r->model);
+    hm__model_init(&r->model);
     IHostMemoryManager *bare = NULL;
     int status = open_host(r, &bare);
     if (status == 0) {
@@ -1415,7 +1415,7 @@ int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *co
         }
     if (outcome)
         *outcome = (hm_fuzz_outcome){r->calls, r->skipped, r->failed};
-    hm_model_clear(&r->model);
+    hm__model_clear(&r->model);
     return status;
 }
 
@@ -1426,7 +1426,7 @@ static bool env_flag(const char *name)
     return v && *v && strcmp(v, "0") != 0;
 }
 
-int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
+int hm__fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
 {
     const char *host = getenv("HOSTMEM_FUZZ_HOST");
     config->host_library = host && *host ? host : NULL;
@@ -1441,7 +1441,7 @@ int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
     HRESULT hr;
     if (config->host_library) {
         char err[1024];
-        hr = hm_host_open(config->host_library, config->host_options ? config->host_options : "", &m, err, sizeof err);
+        hr = hm__host_open(config->host_library, config->host_options ? config->host_options : "", &m, err, sizeof err);
         if (FAILED(hr)) {
             fprintf(report, "hostmem fuzz: configuration error: HOSTMEM_FUZZ_HOST='%s' is not a usable host plugin: %s\n",
                     config->host_library, err);

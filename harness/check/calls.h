@@ -34,12 +34,12 @@ typedef struct hm_fuzz_outcome {
 
 /* Runs the input. Returns 0 when every answer matched (or a mismatch was found and reported: see outcome),
  * -1 when the host could not be set up (reported). Bounded: at most a few hundred calls per input. */
-int hm_fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome);
+int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome);
 
 /* The configuration the fuzz targets read from the environment: HOSTMEM_FUZZ_HOST, HOSTMEM_FUZZ_HOST_OPTIONS,
  * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE, HOSTMEM_FUZZ_FRESH (1: fresh_manager). Then it is tried once: the host
  * library loads, the host starts with the options, the trace can be created. Returns 0, or -1 after saying on
  * report which variable is wrong, its value and why (a configuration error, not a finding: no input would run). */
-int hm_fuzz_config_from_env(hm_fuzz_config *config, FILE *report);
+int hm__fuzz_config_from_env(hm_fuzz_config *config, FILE *report);
 
 #endif

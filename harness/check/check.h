@@ -3,7 +3,7 @@
  * targets); a .c file of this layer includes this one.
  *
  * calls.h    the call-sequence driver (fuzz/ and the CLI)     model.h    its reference model of the contract
- * conform.h  the conformance suite                            plugin.h   the one host loader, hm_host_open
+ * conform.h  the conformance suite                            plugin.h   the one host loader, hm__host_open
  * stress.h   the multithreaded stress run                     guard.h    the isolation layer before a host */
 #ifndef HOSTMEM_HARNESS_CHECK_H
 #define HOSTMEM_HARNESS_CHECK_H

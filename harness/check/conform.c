@@ -1430,7 +1430,7 @@ static const hm_rule rules[] = {
     R("pressure.cycles-keep-succeeding", "thousands of reserve/commit/decommit/release and heap create/alloc/free/release cycles keep succeeding", "hosting contract (docs/semantics.md)", rule_cycles_keep_succeeding),
 };
 
-const hm_rule *hm_conform_rules(size_t *count)
+const hm_rule *hm__conform_rules(size_t *count)
 {
     *count = sizeof rules / sizeof rules[0];
     return rules;
@@ -1442,7 +1442,7 @@ static void run_in_process(const hm_rule *rule, const hm_conform_options *o, hm_
 {
     hm_rule_ctx c = {NULL, out};
     char err[1024];
-    if (FAILED(hm_host_open(o->library, o->host_options, &c.m, err, sizeof err))) {
+    if (FAILED(hm__host_open(o->library, o->host_options, &c.m, err, sizeof err))) {
         out->status = HM_RULE_FAIL;
         snprintf(out->expected, sizeof out->expected, "HostMemCreateManager gives a manager");
         snprintf(out->actual, sizeof out->actual, "%.399s", err);
@@ -1466,7 +1466,7 @@ static void run_rule_child(void *ctx)
     run_in_process(run->rule, run->o, run->shared);
 }
 
-void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
+void hm__conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out)
 {
     memset(out, 0, sizeof *out);
     double t0 = (double)hm_now_ns() / 1e6;
@@ -1477,14 +1477,14 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
     }
     /* Everything that touches the host (loading it included) happens in the child: whatever the host does ends
      * as this rule's verdict, and a child that ends without its verdict is a failure, never a pass. */
-    rule_run run = {rule, o, hm_shared_alloc(sizeof *out)};
+    rule_run run = {rule, o, hm__shared_alloc(sizeof *out)};
     hm_isolate_options io = {.timeout_seconds = o->timeout_seconds ? o->timeout_seconds : 10};
     hm_isolated how;
     if (!run.shared) {
         how.end = HM_ISOLATED_NO_CHILD;
         snprintf(how.message, sizeof how.message, "cannot map memory to share with the child");
     } else {
-        hm_isolate(run_rule_child, &run, &io, &how);
+        hm__isolate(run_rule_child, &run, &io, &how);
     }
     if (how.end == HM_ISOLATED_REPORTED) {
         *out = *run.shared;
@@ -1498,6 +1498,6 @@ void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_ru
                              sizeof out->actual);
     }
     out->host_stdout_bytes = how.stdout_bytes;
-    hm_shared_free(run.shared, sizeof *out);
+    hm__shared_free(run.shared, sizeof *out);
     out->ms = (double)hm_now_ns() / 1e6 - t0;
 }

@@ -34,7 +34,7 @@ typedef struct hm_rule {
     bool policy;            /* a choice the host may make: a mismatch is information, not failure */
 } hm_rule;
 
-const hm_rule *hm_conform_rules(size_t *count);
+const hm_rule *hm__conform_rules(size_t *count);
 
 typedef struct hm_conform_options {
     const char *library;             /* the host plugin (NULL: the built-in manager) */
@@ -46,6 +46,6 @@ typedef struct hm_conform_options {
 /* Runs one rule: loading the host, making the manager, the check and the final Release all happen in a forked
  * child with a timeout (unless no_fork), so a host that crashes, exits or hangs is reported as the rule's failure
  * (with its signal, exit status or the call it hung in) and the run goes on. */
-void hm_conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out);
+void hm__conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out);
 
 #endif

@@ -55,12 +55,12 @@ static void guard_close(guarded *g, void *caller, void *given, const char *metho
     char hex[128];
     size_t after = changed_bytes(g->bytes + ZONE + g->len, ZONE, hex, sizeof hex);
     if (after)
-        hm_isolate_finding("%s wrote past the end of its %zu-byte %s: %zu of the %d guard bytes after it changed "
+        hm__isolate_finding("%s wrote past the end of its %zu-byte %s: %zu of the %d guard bytes after it changed "
                            "(offset past the end=new value: %s)",
                            method, g->len, param, after, ZONE, hex);
     size_t before = changed_bytes(g->bytes, 0, hex, sizeof hex);
     if (before)
-        hm_isolate_finding("%s wrote before the start of its %zu-byte %s: %zu of the %d guard bytes before it "
+        hm__isolate_finding("%s wrote before the start of its %zu-byte %s: %zu of the %d guard bytes before it "
                            "changed (offset into the zone=new value: %s)",
                            method, g->len, param, before, ZONE, hex);
     memcpy(caller, g->bytes + ZONE, g->len);
@@ -68,9 +68,9 @@ static void guard_close(guarded *g, void *caller, void *given, const char *metho
 
 #define GUARDED_CALL(label, result, call)                                                                         \
     do {                                                                                                          \
-        hm_isolate_doing(label);                                                                                  \
+        hm__isolate_doing(label);                                                                                  \
         result = (call);                                                                                          \
-        hm_isolate_doing(NULL);                                                                                   \
+        hm__isolate_doing(NULL);                                                                                   \
     } while (0)
 
 /* ---- The objects ---------------------------------------------------------------------------------------------- */
@@ -340,7 +340,7 @@ static IHostMalloc *wrap_heap(IHostMalloc *inner)
     return &h->IHostMalloc_iface;
 }
 
-HRESULT hm_guard_wrap(IHostMemoryManager *host, IHostMemoryManager **out)
+HRESULT hm__guard_wrap(IHostMemoryManager *host, IHostMemoryManager **out)
 {
     *out = NULL;
     guard *g = malloc(sizeof *g);

@@ -8,7 +8,7 @@
 
 #define CACHE_BITS (PAGE_NOCACHE | PAGE_WRITECOMBINE)
 
-void hm_model_init(hm_model *m) { memset(m, 0, sizeof *m); }
+void hm__model_init(hm_model *m) { memset(m, 0, sizeof *m); }
 
 /* Regions (6 KiB each) come from a pool that outlives the runs: a calloc per reservation cost a fresh allocation
  * and its page faults under ASan on every input. Only the pages a region has are initialised. The pool serves one
@@ -38,18 +38,18 @@ static void region_free(hm_model_region *r)
         free(r);
 }
 
-void hm_model_clear(hm_model *m)
+void hm__model_clear(hm_model *m)
 {
     for (size_t i = 0; i < m->nregions; i++)
         region_free(m->region[i]);
-    hm_model_init(m);
+    hm__model_init(m);
 }
 
 /* ---- Arguments ---------------------------------------------------------------------------------------------- */
 /* These rules are written again here, not shared with src/vm.c: a model that called the code under test would agree
  * with its bugs. */
 
-bool hm_model_protect_valid(uint32_t protect)
+bool hm__model_protect_valid(uint32_t protect)
 {
     uint32_t base = protect & 0xffu, mods = protect & ~0xffu;
     switch (base) {
@@ -72,7 +72,7 @@ bool hm_model_protect_valid(uint32_t protect)
     return true;
 }
 
-HM_MODEL_UNTRACED bool hm_model_protect_readable(uint32_t protect)
+HM_MODEL_UNTRACED bool hm__model_protect_readable(uint32_t protect)
 {
     if (protect & PAGE_GUARD)
         return false;
@@ -82,14 +82,14 @@ HM_MODEL_UNTRACED bool hm_model_protect_readable(uint32_t protect)
     }
 }
 
-bool hm_model_protect_writable(uint32_t protect)
+bool hm__model_protect_writable(uint32_t protect)
 {
     if (protect & PAGE_GUARD)
         return false;
     return (protect & 0xffu) == PAGE_READWRITE || (protect & 0xffu) == PAGE_EXECUTE_READWRITE;
 }
 
-HRESULT hm_model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, uint32_t protect)
+HRESULT hm__model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, uint32_t protect)
 {
     const HRESULT invalid = HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER);
     const uint32_t known = MEM_COMMIT | MEM_RESERVE | MEM_RESET | MEM_RESET_UNDO | MEM_TOP_DOWN | MEM_WRITE_WATCH |
@@ -110,7 +110,7 @@ HRESULT hm_model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, 
         return (type & (MEM_RESERVE | MEM_COMMIT)) == (MEM_RESERVE | MEM_COMMIT)
                    ? HRESULT_FROM_WIN32(ERROR_PRIVILEGE_NOT_HELD)
                    : invalid;
-    if (type != MEM_RESET && !hm_model_protect_valid(protect))
+    if (type != MEM_RESET && !hm__model_protect_valid(protect))
         return invalid;
     if (size > HM_MODEL_MAX_ADDRESS)
         return invalid;
@@ -125,7 +125,7 @@ HRESULT hm_model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, 
 
 /* ---- Address space ------------------------------------------------------------------------------------------ */
 
-HM_MODEL_UNTRACED hm_model_region *hm_model_find(hm_model *m, uintptr_t address)
+HM_MODEL_UNTRACED hm_model_region *hm__model_find(hm_model *m, uintptr_t address)
 {
     for (size_t i = 0; i < m->nregions; i++)
         if (address >= m->region[i]->base && address < hm_model_region_end(m->region[i]))
@@ -133,7 +133,7 @@ HM_MODEL_UNTRACED hm_model_region *hm_model_find(hm_model *m, uintptr_t address)
     return NULL;
 }
 
-HM_MODEL_UNTRACED bool hm_model_granules_taken(const hm_model *m, uintptr_t lo, uintptr_t hi)
+HM_MODEL_UNTRACED bool hm__model_granules_taken(const hm_model *m, uintptr_t lo, uintptr_t hi)
 {
     for (size_t i = 0; i < m->nregions; i++) {
         const hm_model_region *r = m->region[i];
@@ -144,7 +144,7 @@ HM_MODEL_UNTRACED bool hm_model_granules_taken(const hm_model *m, uintptr_t lo, 
     return false;
 }
 
-hm_model_region *hm_model_add(hm_model *m, uintptr_t base, size_t pages, uint32_t alloc_protect, uint32_t commit)
+hm_model_region *hm__model_add(hm_model *m, uintptr_t base, size_t pages, uint32_t alloc_protect, uint32_t commit)
 {
     if (m->nregions == HM_MODEL_MAX_REGIONS || pages > HM_MODEL_MAX_PAGES)
         return NULL;
@@ -163,7 +163,7 @@ hm_model_region *hm_model_add(hm_model *m, uintptr_t base, size_t pages, uint32_
     return r;
 }
 
-void hm_model_remove(hm_model *m, hm_model_region *r)
+void hm__model_remove(hm_model *m, hm_model_region *r)
 {
     for (size_t i = 0; i < m->nregions; i++) {
         if (m->region[i] != r)
@@ -178,13 +178,13 @@ void hm_model_remove(hm_model *m, hm_model_region *r)
     }
 }
 
-uint32_t hm_model_reported_protect(const hm_model_region *r, size_t page)
+uint32_t hm__model_reported_protect(const hm_model_region *r, size_t page)
 {
     uint32_t stored = r->page[page].protect;
     return stored ? stored | (r->alloc_protect & CACHE_BITS) : 0;
 }
 
-HM_MODEL_UNTRACED size_t hm_model_run(const hm_model_region *r, size_t page)
+HM_MODEL_UNTRACED size_t hm__model_run(const hm_model_region *r, size_t page)
 {
     size_t n = 1;
     while (page + n < r->pages && r->page[page + n].protect == r->page[page].protect)
@@ -192,22 +192,22 @@ HM_MODEL_UNTRACED size_t hm_model_run(const hm_model_region *r, size_t page)
     return n;
 }
 
-HM_MODEL_UNTRACED void hm_model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
+HM_MODEL_UNTRACED void hm__model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_INFORMATION *out)
 {
     size_t page = (address - r->base) / HM_MODEL_PAGE;
     memset(out, 0, sizeof *out);
     out->BaseAddress = (void *)hm_model_page_down(address);
     out->AllocationBase = (void *)r->base;
     out->AllocationProtect = r->alloc_protect;
-    out->RegionSize = hm_model_run(r, page) * HM_MODEL_PAGE;
+    out->RegionSize = hm__model_run(r, page) * HM_MODEL_PAGE;
     out->State = r->page[page].protect ? MEM_COMMIT : MEM_RESERVE;
-    out->Protect = hm_model_reported_protect(r, page);
+    out->Protect = hm__model_reported_protect(r, page);
     out->Type = MEM_PRIVATE;
 }
 
 /* ---- Heaps -------------------------------------------------------------------------------------------------- */
 
-HM_MODEL_UNTRACED hm_model_block *hm_model_block_find(hm_model *m, uintptr_t address)
+HM_MODEL_UNTRACED hm_model_block *hm__model_block_find(hm_model *m, uintptr_t address)
 {
     for (size_t i = 0; i < m->nblocks; i++)
         if (m->block[i].address == address)
@@ -215,7 +215,7 @@ HM_MODEL_UNTRACED hm_model_block *hm_model_block_find(hm_model *m, uintptr_t add
     return NULL;
 }
 
-HM_MODEL_UNTRACED bool hm_model_overlaps(const hm_model *m, uintptr_t address, size_t size, char *what, size_t whatlen)
+HM_MODEL_UNTRACED bool hm__model_overlaps(const hm_model *m, uintptr_t address, size_t size, char *what, size_t whatlen)
 {
     uintptr_t end = address + (size ? size : 1);
     for (size_t i = 0; i < m->nblocks; i++) {
@@ -237,7 +237,7 @@ HM_MODEL_UNTRACED bool hm_model_overlaps(const hm_model *m, uintptr_t address, s
     return false;
 }
 
-void hm_model_drop_heap(hm_model *m, int heap)
+void hm__model_drop_heap(hm_model *m, int heap)
 {
     for (size_t i = 0; i < m->nblocks;)
         if (m->block[i].heap == heap)
@@ -248,7 +248,7 @@ void hm_model_drop_heap(hm_model *m, int heap)
 
 /* ---- Ledger ------------------------------------------------------------------------------------------------- */
 
-hm_model_range *hm_model_acquired_find(hm_model *m, uintptr_t start)
+hm_model_range *hm__model_acquired_find(hm_model *m, uintptr_t start)
 {
     for (size_t i = 0; i < m->nacquired; i++)
         if (m->acquired[i].start == start)
@@ -256,7 +256,7 @@ hm_model_range *hm_model_acquired_find(hm_model *m, uintptr_t start)
     return NULL;
 }
 
-bool hm_model_acquired_overlaps(const hm_model *m, uintptr_t start, size_t size)
+bool hm__model_acquired_overlaps(const hm_model *m, uintptr_t start, size_t size)
 {
     for (size_t i = 0; i < m->nacquired; i++)
         if (start < m->acquired[i].start + m->acquired[i].size && m->acquired[i].start < start + size)

@@ -68,41 +68,41 @@ typedef struct hm_model {
     size_t nacquired;
 } hm_model;
 
-void hm_model_init(hm_model *m);
-void hm_model_clear(hm_model *m);
+void hm__model_init(hm_model *m);
+void hm__model_clear(hm_model *m);
 
 /* ---- Windows' rules, as facts about arguments ---- */
-bool hm_model_protect_valid(uint32_t protect);
-bool hm_model_protect_readable(uint32_t protect); /* reading the page is allowed and trips nothing */
-bool hm_model_protect_writable(uint32_t protect);
+bool hm__model_protect_valid(uint32_t protect);
+bool hm__model_protect_readable(uint32_t protect); /* reading the page is allowed and trips nothing */
+bool hm__model_protect_writable(uint32_t protect);
 /* The VirtualAlloc argument checks that need no state: S_OK when the call gets as far as the address space. */
-HRESULT hm_model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, uint32_t protect);
+HRESULT hm__model_alloc_arguments(uintptr_t address, size_t size, uint32_t type, uint32_t protect);
 
 /* ---- The address space ---- */
 static inline uintptr_t hm_model_page_down(uintptr_t a) { return a & ~(uintptr_t)(HM_MODEL_PAGE - 1); }
 static inline uintptr_t hm_model_granule_down(uintptr_t a) { return a & ~(uintptr_t)(HM_MODEL_GRANULE - 1); }
 static inline uintptr_t hm_model_region_end(const hm_model_region *r) { return r->base + r->pages * HM_MODEL_PAGE; }
 /* The region whose pages hold address, or NULL. */
-hm_model_region *hm_model_find(hm_model *m, uintptr_t address);
+hm_model_region *hm__model_find(hm_model *m, uintptr_t address);
 /* Whether [lo, hi) meets any region's granules (a reservation owns its whole last 64 KiB granule). */
-bool hm_model_granules_taken(const hm_model *m, uintptr_t lo, uintptr_t hi);
-hm_model_region *hm_model_add(hm_model *m, uintptr_t base, size_t pages, uint32_t alloc_protect, uint32_t commit);
-void hm_model_remove(hm_model *m, hm_model_region *r);
+bool hm__model_granules_taken(const hm_model *m, uintptr_t lo, uintptr_t hi);
+hm_model_region *hm__model_add(hm_model *m, uintptr_t base, size_t pages, uint32_t alloc_protect, uint32_t commit);
+void hm__model_remove(hm_model *m, hm_model_region *r);
 /* The protection VirtualQuery reports for a page: cache modifiers belong to the allocation. */
-uint32_t hm_model_reported_protect(const hm_model_region *r, size_t page);
+uint32_t hm__model_reported_protect(const hm_model_region *r, size_t page);
 /* Pages from `page` on with the same state and protection, up to the region's end. */
-size_t hm_model_run(const hm_model_region *r, size_t page);
+size_t hm__model_run(const hm_model_region *r, size_t page);
 /* The MEMORY_BASIC_INFORMATION Windows gives for an address inside r. */
-void hm_model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_INFORMATION *out);
+void hm__model_query(const hm_model_region *r, uintptr_t address, MEMORY_BASIC_INFORMATION *out);
 
 /* ---- Heaps ---- */
-hm_model_block *hm_model_block_find(hm_model *m, uintptr_t address); /* the live block starting exactly there */
+hm_model_block *hm__model_block_find(hm_model *m, uintptr_t address); /* the live block starting exactly there */
 /* A live block or region [address, address+size) meets, or NULL; what names it goes to `what`. */
-bool hm_model_overlaps(const hm_model *m, uintptr_t address, size_t size, char *what, size_t whatlen);
-void hm_model_drop_heap(hm_model *m, int heap);
+bool hm__model_overlaps(const hm_model *m, uintptr_t address, size_t size, char *what, size_t whatlen);
+void hm__model_drop_heap(hm_model *m, int heap);
 
 /* ---- The address-space ledger ---- */
-hm_model_range *hm_model_acquired_find(hm_model *m, uintptr_t start);
-bool hm_model_acquired_overlaps(const hm_model *m, uintptr_t start, size_t size);
+hm_model_range *hm__model_acquired_find(hm_model *m, uintptr_t start);
+bool hm__model_acquired_overlaps(const hm_model *m, uintptr_t start, size_t size);
 
 #endif

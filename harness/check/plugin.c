@@ -19,7 +19,7 @@
 
 /* ---- Loading ------------------------------------------------------------------------------------------------ */
 
-HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManager **out, char *err, size_t err_len)
+HRESULT hm__host_open(const char *library, const char *options, IHostMemoryManager **out, char *err, size_t err_len)
 {
     *out = NULL;
     IHostMemoryManager *manager = NULL;
@@ -41,9 +41,9 @@ HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManage
         (size_t)snprintf(local, sizeof local, "./%s", library) < sizeof local)
         path = local;
     /* RTLD_LOCAL keeps the plugin's symbols (its own HostMemCreateManager) out of everyone else's way. */
-    hm_isolate_doing("dlopen (the library's constructors)");
+    hm__isolate_doing("dlopen (the library's constructors)");
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    hm_isolate_doing(NULL);
+    hm__isolate_doing(NULL);
     if (!lib) {
         snprintf(err, err_len, "cannot load host library '%s': %s%s", library, dlerror(),
                  strchr(library, '/') ? ""
@@ -59,9 +59,9 @@ HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManage
                  library);
         return E_FAIL;
     }
-    hm_isolate_doing("HostMemCreateManager");
+    hm__isolate_doing("HostMemCreateManager");
     HRESULT hr = factory(options, &manager);
-    hm_isolate_doing(NULL);
+    hm__isolate_doing(NULL);
     if (FAILED(hr) || !manager) {
         const char *(*last_error)(void) = (const char *(*)(void))(uintptr_t)dlsym(lib, "HostMemLastError");
         const char *said = last_error ? last_error() : NULL;
@@ -71,7 +71,7 @@ HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManage
         return FAILED(hr) ? hr : E_POINTER;
     }
     /* The plugin stays loaded: its objects may outlive any scope we could close it in. */
-    return hm_guard_wrap(manager, out);
+    return hm__guard_wrap(manager, out);
 }
 
 /* ---- Isolation ---------------------------------------------------------------------------------------------- */
@@ -87,13 +87,13 @@ static control *child_control; /* set in a child only */
 
 enum { FINDING_STATUS = 86 };
 
-void hm_isolate_doing(const char *what)
+void hm__isolate_doing(const char *what)
 {
     if (child_control)
         atomic_store_explicit(&child_control->doing, what, memory_order_relaxed);
 }
 
-_Noreturn void hm_isolate_finding(const char *fmt, ...)
+_Noreturn void hm__isolate_finding(const char *fmt, ...)
 {
     char message[600];
     va_list ap;
@@ -110,13 +110,13 @@ _Noreturn void hm_isolate_finding(const char *fmt, ...)
     _exit(FINDING_STATUS);
 }
 
-void *hm_shared_alloc(size_t size)
+void *hm__shared_alloc(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
-void hm_shared_free(void *p, size_t size)
+void hm__shared_free(void *p, size_t size)
 {
     if (p)
         munmap(p, size);
@@ -153,7 +153,7 @@ static _Noreturn void run_child(void (*work)(void *), void *ctx, control *ctl, p
     if (out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0)
         _exit(127);
     work(ctx);
-    hm_isolate_doing(NULL);
+    hm__isolate_doing(NULL);
     fflush(NULL);
     char done = 'D';
     _exit(write(done_fd, &done, 1) == 1 ? 0 : 127);
@@ -187,10 +187,10 @@ static void describe(hm_isolated *how, bool killed, const char *why, int status,
     }
 }
 
-hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_options *o, hm_isolated *how)
+hm_isolated_end hm__isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_options *o, hm_isolated *how)
 {
     memset(how, 0, sizeof *how);
-    control *ctl = hm_shared_alloc(sizeof *ctl);
+    control *ctl = hm__shared_alloc(sizeof *ctl);
     int done[2] = {-1, -1}, out[2] = {-1, -1};
     if (!ctl || pipe2(done, O_CLOEXEC) != 0 || (!o->pass_stdout && pipe2(out, O_CLOEXEC) != 0)) {
         how->end = HM_ISOLATED_NO_CHILD;
@@ -292,11 +292,11 @@ out:
         if (out[i] >= 0)
             close(out[i]);
     }
-    hm_shared_free(ctl, sizeof *ctl);
+    hm__shared_free(ctl, sizeof *ctl);
     return how->end;
 }
 
-void hm_isolated_note_stdout(const hm_isolated *how, FILE *f)
+void hm__isolated_note_stdout(const hm_isolated *how, FILE *f)
 {
     if (how->stdout_bytes)
         fprintf(f, "hostmem: note: the host wrote %llu byte(s) on stdout, kept out of the report (they began \"%s\")\n",

@@ -17,14 +17,14 @@
  * exists, else dlopen's search of the library path) wrapped in the guard layer (guard.h). The plugin stays
  * loaded. On failure writes a message naming the library, the symbol or the factory's result (and the host's
  * HostMemLastError, when it exports one) into err and returns the failure. Inside an isolated child each step is
- * named as the call in flight (hm_isolate_doing). */
-HRESULT hm_host_open(const char *library, const char *options, IHostMemoryManager **out, char *err, size_t err_len);
+ * named as the call in flight (hm__isolate_doing). */
+HRESULT hm__host_open(const char *library, const char *options, IHostMemoryManager **out, char *err, size_t err_len);
 
 /* ---- Isolation ---------------------------------------------------------------------------------------------- */
 
 typedef enum hm_isolated_end {
     HM_ISOLATED_REPORTED,  /* the work ran to its end in the child */
-    HM_ISOLATED_FINDING,   /* the child stopped itself on a finding (hm_isolate_finding) */
+    HM_ISOLATED_FINDING,   /* the child stopped itself on a finding (hm__isolate_finding) */
     HM_ISOLATED_CRASHED,   /* the child was killed by a signal */
     HM_ISOLATED_EXITED,    /* the child ended (any status, even 0) before the work returned: the host ended it */
     HM_ISOLATED_TIMED_OUT, /* the timeout (or the watch) ran out; the child's process group was killed */
@@ -51,23 +51,23 @@ typedef struct hm_isolate_options {
 } hm_isolate_options;
 
 /* Runs work(ctx) in a forked child (its own process group, killed with the parent) and classifies how it ended.
- * The work returns its results through shared memory (hm_shared_alloc); they are complete only when the end is
+ * The work returns its results through shared memory (hm__shared_alloc); they are complete only when the end is
  * HM_ISOLATED_REPORTED. Returns how->end. */
-hm_isolated_end hm_isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_options *o, hm_isolated *how);
+hm_isolated_end hm__isolate(void (*work)(void *ctx), void *ctx, const hm_isolate_options *o, hm_isolated *how);
 
 /* In a child: names the call in flight (a string literal: the parent reads the pointer), so a crash, an exit or a
  * hang is reported against it. NULL: the tool's own code. Outside a child it does nothing. */
-void hm_isolate_doing(const char *what);
+void hm__isolate_doing(const char *what);
 
 /* A finding the child cannot go on from (a host writing past a buffer): in a child, ends it with the message as
  * an HM_ISOLATED_FINDING; outside one, prints "hostmem: FINDING: message" and exits 1. */
-_Noreturn void hm_isolate_finding(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void hm__isolate_finding(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Memory the child and the parent share (zeroed); NULL when it cannot be mapped. */
-void *hm_shared_alloc(size_t size);
-void hm_shared_free(void *p, size_t size);
+void *hm__shared_alloc(size_t size);
+void hm__shared_free(void *p, size_t size);
 
 /* Says on f how many bytes the child wrote on stdout, when any (they were kept out of the tool's report). */
-void hm_isolated_note_stdout(const hm_isolated *how, FILE *f);
+void hm__isolated_note_stdout(const hm_isolated *how, FILE *f);
 
 #endif

@@ -64,7 +64,7 @@ typedef struct worker {
     uint64_t canaries;         /* blocks tagged so far (the sequence when calls are not logged) */
 } worker;
 
-const char *hm_stress_op_name(int op) { return op >= 0 && op < HM_STRESS_OP_COUNT ? op_names[op] : "?"; }
+const char *hm__stress_op_name(int op) { return op >= 0 && op < HM_STRESS_OP_COUNT ? op_names[op] : "?"; }
 
 static uint64_t next_random(uint64_t *s)
 {
@@ -99,7 +99,7 @@ static void count_call(worker *w, int op, HRESULT hr, uint64_t t0, const void *a
 
 static const char *level_name(unsigned level) { return hm_level_short((EMemoryCriticalLevel)level); }
 
-void hm_stress_format_call(const hm_stress_call *c, char *buf, size_t len)
+void hm__stress_format_call(const hm_stress_call *c, char *buf, size_t len)
 {
     const char *hr = hm_hr_name(c->hr);
     unsigned long long a = (unsigned long long)c->address, s = (unsigned long long)c->size,
@@ -718,7 +718,7 @@ static const ICLRMemoryNotificationCallbackVtbl counter_vtbl = {counter_QueryInt
 
 /* ---- The run ------------------------------------------------------------------------------------------------- */
 
-HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report)
+HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report)
 {
     memset(report, 0, sizeof *report);
     if (!m || config->threads == 0 || config->threads > HM_STRESS_MAX_THREADS || (!config->ops && config->seconds <= 0) ||
@@ -826,17 +826,17 @@ static uint64_t sum_over_threads(const hm_stress_report *report, size_t array_of
     return n;
 }
 
-uint64_t hm_stress_total_ops(const hm_stress_report *report)
+uint64_t hm__stress_total_ops(const hm_stress_report *report)
 {
     return sum_over_threads(report, offsetof(hm_stress_thread, ops));
 }
 
-uint64_t hm_stress_total_failures(const hm_stress_report *report)
+uint64_t hm__stress_total_failures(const hm_stress_report *report)
 {
     return sum_over_threads(report, offsetof(hm_stress_thread, failures));
 }
 
-double hm_stress_latency_quantile(const hm_stress_report *report, int op, double q)
+double hm__stress_latency_quantile(const hm_stress_report *report, int op, double q)
 {
     uint64_t hist[HM_STRESS_HIST_BUCKETS] = {0}, total = 0;
     for (unsigned t = 0; t < report->threads; t++)

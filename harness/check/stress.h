@@ -96,15 +96,15 @@ typedef struct hm_stress_config {
 
 /* Runs the workload against m, filling *report (which it clears first). Returns S_OK when the run completed (look
  * at report->violations), E_INVALIDARG for a bad config, or the failing HRESULT when the host gives no heap. */
-HRESULT hm_stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report);
+HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report);
 
-const char *hm_stress_op_name(int op);
+const char *hm__stress_op_name(int op);
 /* "VirtualAlloc(0x7f.., 0x3000, MEM_COMMIT, task) -> S_OK" */
-void hm_stress_format_call(const hm_stress_call *call, char *buf, size_t len);
+void hm__stress_format_call(const hm_stress_call *call, char *buf, size_t len);
 /* Sums of every thread's figures. */
-uint64_t hm_stress_total_ops(const hm_stress_report *report);
-uint64_t hm_stress_total_failures(const hm_stress_report *report);
+uint64_t hm__stress_total_ops(const hm_stress_report *report);
+uint64_t hm__stress_total_failures(const hm_stress_report *report);
 /* The q-quantile (0..1) of the latency of op (HM_STRESS_OP_COUNT: all ops), as the upper bound of its bucket. */
-double hm_stress_latency_quantile(const hm_stress_report *report, int op, double q);
+double hm__stress_latency_quantile(const hm_stress_report *report, int op, double q);
 
 #endif

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 
-void hm_bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len)
+void hm__bench_temp_path(hm_bench *b, const char *name, char *buf, size_t len)
 {
     if (!b->temp_dir[0]) {
         const char *tmp = getenv("TMPDIR");
@@ -45,20 +45,20 @@ static void row_print(hm_bench *b, const char *group, const char *name, double v
     if (b->json) {
         char number[32];
         fprintf(b->out, "%s\n    {\"group\": ", b->rows ? "," : "");
-        hm_cli_json_string(b->out, group);
+        hm__cli_json_string(b->out, group);
         fprintf(b->out, ", \"name\": ");
-        hm_cli_json_string(b->out, name);
+        hm__cli_json_string(b->out, name);
         fprintf(b->out, ", \"value\": %s, \"unit\": ", json_number(value, number, sizeof number));
-        hm_cli_json_string(b->out, unit);
+        hm__cli_json_string(b->out, unit);
         if (baseline_name) {
             fprintf(b->out, ", \"baseline\": ");
-            hm_cli_json_string(b->out, baseline_name);
+            hm__cli_json_string(b->out, baseline_name);
             fprintf(b->out, ", \"baseline_value\": %s", json_number(baseline, number, sizeof number));
             fprintf(b->out, ", \"ratio\": %s", json_number(ratio, number, sizeof number));
         }
         if (has_goal) {
             fprintf(b->out, ", \"goal\": ");
-            hm_cli_json_string(b->out, goal_text);
+            hm__cli_json_string(b->out, goal_text);
             fprintf(b->out, ", \"goal_value\": %s, \"met\": %s", json_number(goal, number, sizeof number),
                     met ? "true" : "false");
         }
@@ -74,7 +74,7 @@ static void row_print(hm_bench *b, const char *group, const char *name, double v
     fflush(b->out);
 }
 
-void hm_bench_row(hm_bench *b, const char *group, const char *name, double value, const char *baseline_name,
+void hm__bench_row(hm_bench *b, const char *group, const char *name, double value, const char *baseline_name,
                   double baseline, const char *unit, bool lower_is_better, double goal_ratio)
 {
     double ratio = value / baseline;
@@ -84,7 +84,7 @@ void hm_bench_row(hm_bench *b, const char *group, const char *name, double value
               lower_is_better ? ratio <= goal_ratio : ratio >= goal_ratio, goal);
 }
 
-void hm_bench_value(hm_bench *b, const char *group, const char *name, double value, const char *unit,
+void hm__bench_value(hm_bench *b, const char *group, const char *name, double value, const char *unit,
                     bool lower_is_better, double goal)
 {
     char text[48];
@@ -170,7 +170,7 @@ static void bench_cycle(hm_bench *b)
         }
         char name[64];
         snprintf(name, sizeof name, "reserve-commit-touch-decommit-release %zuK", sizes[k] >> 10);
-        hm_bench_row(b, "vm", name, best_m, "raw syscalls", best_r, "ns", true, 1.10);
+        hm__bench_row(b, "vm", name, best_m, "raw syscalls", best_r, "ns", true, 1.10);
     }
     IHostMemoryManager_Release(m);
 }
@@ -219,7 +219,7 @@ static void bench_query(hm_bench *b)
             fprintf(stderr, "(impossible: no region had a size)\n");
         char name[64];
         snprintf(name, sizeof name, "VirtualQuery, %zu live reservations", n);
-        hm_bench_value(b, "vm", name, ns, "ns", true, n == 1000000 ? 150 : 0);
+        hm__bench_value(b, "vm", name, ns, "ns", true, n == 1000000 ? 150 : 0);
         free(targets);
         for (size_t i = 0; i < n; i++)
             IHostMemoryManager_VirtualFree(m, bases[i], 0, MEM_RELEASE);
@@ -228,7 +228,7 @@ static void bench_query(hm_bench *b)
     }
 }
 
-void hm_bench_vm(hm_bench *b)
+void hm__bench_vm(hm_bench *b)
 {
     bench_cycle(b);
     bench_query(b);
@@ -267,12 +267,12 @@ static int bench_command(int argc, char **argv)
         {"--quick", NULL, HM_OPTION_FLAG, &quick, 0, 0, "a tenth of the iterations", NULL},
         {"--only", "PART", HM_OPTION_STRING, &only, 0, 0, "vm, heap, faults, trace or stress", NULL},
         {"--check", NULL, HM_OPTION_FLAG, &check, 0, 0, "exit 1 when a goal is missed", NULL},
-        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole run against a plugin", NULL},
     };
     const hm_command_spec spec = {"bench", "", 0, 0, description, table, sizeof table / sizeof table[0]};
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, NULL, &operand_count);
     if (parsed >= 0)
         return parsed;
     if (quick)
@@ -286,13 +286,13 @@ static int bench_command(int argc, char **argv)
         }
         only = "stress";
         IHostMemoryManager *probe; /* a missing library or a failing factory, said once and plainly */
-        if (FAILED(hm_cli_open_host(&host, &probe)))
+        if (FAILED(hm__cli_open_host(&host, &probe)))
             return HM_EXIT_USAGE;
         IHostMemoryManager_Release(probe);
     }
     const bench_part parts[] = {
-        {"vm", hm_bench_vm}, {"heap", hm_bench_heap}, {"faults", hm_bench_faults}, {"trace", hm_bench_trace},
-        {"stress", hm_bench_stress}};
+        {"vm", hm__bench_vm}, {"heap", hm__bench_heap}, {"faults", hm__bench_faults}, {"trace", hm__bench_trace},
+        {"stress", hm__bench_stress}};
     bool known = !only;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         known = known || strcmp(only, parts[i].name) == 0;
@@ -302,7 +302,7 @@ static int bench_command(int argc, char **argv)
     }
     if (b.json) {
         fprintf(b.out, "{\"hostmem\": ");
-        hm_cli_json_string(b.out, HOSTMEM_VERSION_STRING);
+        hm__cli_json_string(b.out, HOSTMEM_VERSION_STRING);
         fprintf(b.out, ", \"rows\": [");
     } else {
         fprintf(b.out, "%-8s %-40s %10s %-7s %-34s %s\n", "group", "measurement", "value", "unit",
@@ -325,5 +325,5 @@ static int bench_command(int argc, char **argv)
     return check && b.goals_missed ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
 
-/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
-int hm_cmd_bench(int argc, char **argv) { return hm_cli_isolated("bench", bench_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
+int hm__cmd_bench(int argc, char **argv) { return hm__cli_isolated("bench", bench_command, argc, argv); }

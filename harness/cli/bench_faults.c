@@ -16,7 +16,7 @@ static double ns_per_query(IHostMemoryManager *m, void *address, size_t n)
     return ((double)hm_now_ns() - t0) / (double)n;
 }
 
-void hm_bench_faults(hm_bench *b)
+void hm__bench_faults(hm_bench *b)
 {
     IHostMemoryManager *bare, *wrapped, *armed;
     if (HostMemCreateBuiltinManager("backend=sim", &bare) != S_OK || HostMemWrapFaults(bare, NULL, &wrapped) != S_OK ||
@@ -38,11 +38,11 @@ void hm_bench_faults(hm_bench *b)
         t = ns_per_query(armed, p, n / 4);
         best_armed = t < best_armed ? t : best_armed;
     }
-    hm_bench_row(b, "faults", "VirtualQuery through the layer, no rule", best_wrapped, "bare manager", best_bare, "ns",
+    hm__bench_row(b, "faults", "VirtualQuery through the layer, no rule", best_wrapped, "bare manager", best_bare, "ns",
                  true, 0);
     double overhead = best_wrapped - best_bare;
-    hm_bench_value(b, "faults", "overhead per call, no rule armed", overhead < 0 ? 0 : overhead, "ns", true, 2.0);
-    hm_bench_row(b, "faults", "VirtualQuery, one rule armed (no match)", best_armed, "bare manager", best_bare, "ns",
+    hm__bench_value(b, "faults", "overhead per call, no rule armed", overhead < 0 ? 0 : overhead, "ns", true, 2.0);
+    hm__bench_row(b, "faults", "VirtualQuery, one rule armed (no match)", best_armed, "bare manager", best_bare, "ns",
                  true, 0);
     IHostMemoryManager_VirtualFree(bare, p, 0, MEM_RELEASE);
     IHostMemoryManager_Release(armed);

@@ -108,7 +108,7 @@ static double best_of(const allocator *a, int threads, size_t steps)
     return best;
 }
 
-void hm_bench_heap(hm_bench *b)
+void hm__bench_heap(hm_bench *b)
 {
     IHostMemoryManager *m;
     IHostMalloc *safe, *single;
@@ -136,11 +136,11 @@ void hm_bench_heap(hm_bench *b)
             double v = best_of(ours[k], threads, steps);
             char name[80];
             snprintf(name, sizeof name, "%s, %d thread%s", ours[k]->name, threads, threads > 1 ? "s" : "");
-            hm_bench_row(b, "heap", name, v, "glibc malloc", g, "Mops/s", false, 1.0);
+            hm__bench_row(b, "heap", name, v, "glibc malloc", g, "Mops/s", false, 1.0);
             if (have_je)
-                hm_bench_row(b, "heap", name, v, "jemalloc", jm, "Mops/s", false, 0);
+                hm__bench_row(b, "heap", name, v, "jemalloc", jm, "Mops/s", false, 0);
             if (have_mi)
-                hm_bench_row(b, "heap", name, v, "mimalloc", mm, "Mops/s", false, 0.8);
+                hm__bench_row(b, "heap", name, v, "mimalloc", mm, "Mops/s", false, 0.8);
         }
     }
     IHostMalloc_Release(safe);

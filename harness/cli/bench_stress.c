@@ -15,18 +15,18 @@ static double stress_ops_per_second(hm_bench *b, hm_stress_workload workload, bo
 {
     const hm_host_choice *host = b->host;
     IHostMemoryManager *m, *recorded = NULL;
-    if (host ? FAILED(hm_cli_open_host(host, &m)) : FAILED(HostMemCreateBuiltinManager("backend=os", &m))) {
+    if (host ? FAILED(hm__cli_open_host(host, &m)) : FAILED(HostMemCreateBuiltinManager("backend=os", &m))) {
         fprintf(stderr, "hostmem bench: cannot create the manager: %s\n", HostMemLastError());
         exit(HM_EXIT_FAIL);
     }
     char path[4200];
-    hm_bench_temp_path(b, "stress.trace", path, sizeof path);
+    hm__bench_temp_path(b, "stress.trace", path, sizeof path);
     if (checked && FAILED(HostMemWrapRecorder(m, path, &recorded))) {
         fprintf(stderr, "hostmem bench: cannot record to %s: %s\n", path, HostMemLastError());
         exit(HM_EXIT_FAIL);
     }
     hm_stress_config config = {.threads = threads, .ops = ops, .seed = 7, .workload = workload, .verify = checked};
-    HRESULT hr = hm_stress_run(recorded ? recorded : m, &config, report);
+    HRESULT hr = hm__stress_run(recorded ? recorded : m, &config, report);
     if (recorded)
         IHostMemoryManager_Release(recorded);
     IHostMemoryManager_Release(m);
@@ -44,7 +44,7 @@ static double stress_ops_per_second(hm_bench *b, hm_stress_workload workload, bo
     return (double)done / report->seconds;
 }
 
-void hm_bench_stress(hm_bench *b)
+void hm__bench_stress(hm_bench *b)
 {
     hm_stress_report *report = malloc(sizeof *report);
     if (!report)
@@ -74,7 +74,7 @@ void hm_bench_stress(hm_bench *b)
         char name[80];
         snprintf(name, sizeof name, "%s, %u thread%s, checked and recorded", runs[i].name, threads,
                  threads > 1 ? "s" : "");
-        hm_bench_row(b, "stress", name, best_checked / 1e3, "same, bare", best_bare / 1e3, "ksteps/s", false,
+        hm__bench_row(b, "stress", name, best_checked / 1e3, "same, bare", best_bare / 1e3, "ksteps/s", false,
                      1 / 1.5);
     }
     free(report);

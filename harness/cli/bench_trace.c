@@ -49,7 +49,7 @@ static double alloc_free_loop(IHostMemoryManager *m, IHostMalloc *heap, size_t i
 static void bench_recorder(hm_bench *b)
 {
     char path[4200];
-    hm_bench_temp_path(b, "rec.raw", path, sizeof path);
+    hm__bench_temp_path(b, "rec.raw", path, sizeof path);
     size_t n = scaled(b, 2000000);
     double best_bare = 1e9, best_rec = 1e9, best_bare_heap = 1e9, best_rec_heap = 1e9;
     for (int round = 0; round < 3; round++) {
@@ -81,12 +81,12 @@ static void bench_recorder(hm_bench *b)
         IHostMemoryManager_Release(bare);
         unlink(path);
     }
-    hm_bench_row(b, "trace", "VirtualQuery recorded", best_rec, "bare manager", best_bare, "ns/call", true, 0);
-    hm_bench_value(b, "trace", "recorder overhead, VirtualQuery", best_rec - best_bare, "ns/call", true, 50);
+    hm__bench_row(b, "trace", "VirtualQuery recorded", best_rec, "bare manager", best_bare, "ns/call", true, 0);
+    hm__bench_value(b, "trace", "recorder overhead, VirtualQuery", best_rec - best_bare, "ns/call", true, 50);
     if (best_bare_heap < 1e9) {
-        hm_bench_row(b, "trace", "heap Alloc+Free recorded", best_rec_heap, "bare manager", best_bare_heap, "ns/call",
+        hm__bench_row(b, "trace", "heap Alloc+Free recorded", best_rec_heap, "bare manager", best_bare_heap, "ns/call",
                      true, 0);
-        hm_bench_value(b, "trace", "recorder overhead, heap Alloc/Free", best_rec_heap - best_bare_heap, "ns/call", true,
+        hm__bench_value(b, "trace", "recorder overhead, heap Alloc/Free", best_rec_heap - best_bare_heap, "ns/call", true,
                        50);
     }
 }
@@ -97,7 +97,7 @@ static bool make_long_trace(hm_bench *b, const char *path, hm_trace_encoding enc
                             size_t *written)
 {
     char cycle_path[4200];
-    hm_bench_temp_path(b, "cycle.raw", cycle_path, sizeof cycle_path);
+    hm__bench_temp_path(b, "cycle.raw", cycle_path, sizeof cycle_path);
     IHostMemoryManager *bare = sim_manager(), *m;
     unlink(cycle_path); /* an earlier run's */
     if (FAILED(HostMemWrapRecorder(bare, cycle_path, &m)))
@@ -164,7 +164,7 @@ static void bench_replay(hm_bench *b, hm_trace_encoding encoding, size_t calls, 
                          double goal)
 {
     char path[4200];
-    hm_bench_temp_path(b, encoding == HM_TRACE_BINARY ? "long.bin" : "long.txt", path, sizeof path);
+    hm__bench_temp_path(b, encoding == HM_TRACE_BINARY ? "long.bin" : "long.txt", path, sizeof path);
     size_t written = 0;
     if (!make_long_trace(b, path, encoding, calls, &written)) {
         fprintf(stderr, "hostmem bench: cannot make the long trace: %s\n", HostMemLastError());
@@ -189,10 +189,10 @@ static void bench_replay(hm_bench *b, hm_trace_encoding encoding, size_t calls, 
     char label[128];
     snprintf(label, sizeof label, "replay %s, %zu calls (sim%s)", name, written,
              strstr(options, "zero=heaps") ? ", zero=heaps" : "");
-    hm_bench_value(b, "trace", label, (double)written / seconds / 1e6, "Mcalls/s", false, goal);
+    hm__bench_value(b, "trace", label, (double)written / seconds / 1e6, "Mcalls/s", false, goal);
 }
 
-void hm_bench_trace(hm_bench *b)
+void hm__bench_trace(hm_bench *b)
 {
     bench_recorder(b);
     /* What hostmem replay runs on, then the same with every decommit cleared (as a fuzz target needs). */

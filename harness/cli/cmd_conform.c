@@ -38,7 +38,7 @@ static void probe_child(void *ctx)
 {
     probe *p = ctx;
     IHostMemoryManager *m;
-    p->hr = hm_host_open(p->o->library, p->o->host_options, &m, p->error, sizeof p->error);
+    p->hr = hm__host_open(p->o->library, p->o->host_options, &m, p->error, sizeof p->error);
     if (SUCCEEDED(p->hr))
         IHostMemoryManager_Release(m);
 }
@@ -47,7 +47,7 @@ static void probe_child(void *ctx)
  * fails; HM_EXIT_FAIL when it crashes, exits or hangs while being loaded, made or released: that is a finding. */
 static int probe_host(const hm_conform_options *o, bool json, FILE *junit)
 {
-    probe *p = o->no_fork ? calloc(1, sizeof *p) : hm_shared_alloc(sizeof *p);
+    probe *p = o->no_fork ? calloc(1, sizeof *p) : hm__shared_alloc(sizeof *p);
     if (!p) {
         fprintf(stderr, "hostmem conform: out of memory\n");
         return HM_EXIT_FAIL;
@@ -58,8 +58,8 @@ static int probe_host(const hm_conform_options *o, bool json, FILE *junit)
         probe_child(p);
     } else {
         hm_isolate_options io = {.timeout_seconds = o->timeout_seconds ? o->timeout_seconds : 10};
-        hm_isolate(probe_child, p, &io, &how);
-        hm_isolated_note_stdout(&how, stderr);
+        hm__isolate(probe_child, p, &io, &how);
+        hm__isolated_note_stdout(&how, stderr);
     }
     int code = HM_EXIT_OK;
     const char *host = o->library ? o->library : "built-in";
@@ -67,15 +67,15 @@ static int probe_host(const hm_conform_options *o, bool json, FILE *junit)
         code = HM_EXIT_FAIL;
         if (json) {
             printf("{\"host\": ");
-            hm_cli_json_string(stdout, host);
+            hm__cli_json_string(stdout, host);
             printf(", \"rules\": [], \"load\": ");
-            hm_cli_json_string(stdout, how.message);
+            hm__cli_json_string(stdout, how.message);
             printf(", \"passed\": 0, \"failed\": 1, \"info\": 0}\n");
         }
         fprintf(stderr, "hostmem conform: FAIL: loading the %s host: %s\n", host, how.message);
         if (junit) {
-            hm_junit_begin(junit, "hostmem conform", 1, 1, 0, 0);
-            hm_junit_case(junit, "hostmem.conform", "load", 0, "failure", "the host could not be loaded", how.message,
+            hm__junit_begin(junit, "hostmem conform", 1, 1, 0, 0);
+            hm__junit_case(junit, "hostmem.conform", "load", 0, "failure", "the host could not be loaded", how.message,
                           NULL);
         }
     } else if (FAILED(p->hr)) {
@@ -85,7 +85,7 @@ static int probe_host(const hm_conform_options *o, bool json, FILE *junit)
     if (o->no_fork)
         free(p);
     else
-        hm_shared_free(p, sizeof *p);
+        hm__shared_free(p, sizeof *p);
     return code;
 }
 
@@ -195,7 +195,7 @@ static void write_junit(FILE *f, const char *host, const hm_rule *rules, size_t 
         seconds += v[i] != V_SKIPPED ? r[i].ms / 1000 : 0;
     char suite[512];
     snprintf(suite, sizeof suite, "hostmem conform (%s host)", host);
-    hm_junit_begin(f, suite, tests, failed, known, seconds);
+    hm__junit_begin(f, suite, tests, failed, known, seconds);
     for (size_t i = 0; i < n; i++) {
         if (v[i] == V_SKIPPED)
             continue;
@@ -215,11 +215,11 @@ static void write_junit(FILE *f, const char *host, const hm_rule *rules, size_t 
             snprintf(message, sizeof message, "STALE: the baseline lists this rule (%s) but it passes now", reasons[i]);
             out = message;
         }
-        hm_junit_case(f, "hostmem.conform", rules[i].id, r[i].ms / 1000, kind, msg, text, out);
+        hm__junit_case(f, "hostmem.conform", rules[i].id, r[i].ms / 1000, kind, msg, text, out);
     }
 }
 
-int hm_cmd_conform(int argc, char **argv)
+int hm__cmd_conform(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_conform_options o = {0};
@@ -242,7 +242,7 @@ int hm_cmd_conform(int argc, char **argv)
     };
     const hm_command_spec spec = {"conform", "", 0, 0, description, table, sizeof table / sizeof table[0]};
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, NULL, &operand_count);
     if (parsed >= 0)
         return parsed;
     o.no_fork = no_fork;
@@ -250,7 +250,7 @@ int hm_cmd_conform(int argc, char **argv)
     const char *const *filters = filter.items, *const *skips = skip.items;
     size_t filter_count = filter.count, skip_count = skip.count;
     size_t n;
-    const hm_rule *rules = hm_conform_rules(&n);
+    const hm_rule *rules = hm__conform_rules(&n);
     char **reasons = calloc(n, sizeof *reasons);
     unsigned *lines = calloc(n, sizeof *lines);
     verdict *v = calloc(n, sizeof *v);
@@ -293,7 +293,7 @@ int hm_cmd_conform(int argc, char **argv)
     o.library = choice.library;
     o.host_options = choice.options;
     /* Made before anything runs: an output that cannot be created is bad usage, not a lost report at the end. */
-    if (junit && !(junit_file = hm_junit_create("conform", junit)))
+    if (junit && !(junit_file = hm__junit_create("conform", junit)))
         goto done;
     code = probe_host(&o, json, junit_file);
     if (code != HM_EXIT_OK)
@@ -304,7 +304,7 @@ int hm_cmd_conform(int argc, char **argv)
     unsigned long long host_stdout = 0;
     if (json) {
         printf("{\"host\": ");
-        hm_cli_json_string(stdout, host);
+        hm__cli_json_string(stdout, host);
         printf(", \"rules\": [");
     }
     else
@@ -314,7 +314,7 @@ int hm_cmd_conform(int argc, char **argv)
         if (v[i] == V_SKIPPED)
             continue;
         hm_rule_result *r = &results[i];
-        hm_conform_run_rule(&rules[i], &o, r);
+        hm__conform_run_rule(&rules[i], &o, r);
         /* The baseline turns a failure into a known one; a listed rule that no longer fails is stale. */
         v[i] = r->status == HM_RULE_FAIL ? (reasons[i] ? V_KNOWN : V_FAIL)
                : reasons[i]              ? V_STALE
@@ -328,16 +328,16 @@ int hm_cmd_conform(int argc, char **argv)
         host_stdout += r->host_stdout_bytes;
         if (json) {
             printf("%s\n  {\"id\": ", first ? "" : ",");
-            hm_cli_json_string(stdout, rules[i].id);
+            hm__cli_json_string(stdout, rules[i].id);
             printf(", \"status\": \"%s\", \"expected\": ", verdict_json[v[i]]);
-            hm_cli_json_string(stdout, r->status == HM_RULE_PASS ? rules[i].statement : r->expected);
+            hm__cli_json_string(stdout, r->status == HM_RULE_PASS ? rules[i].statement : r->expected);
             printf(", \"actual\": ");
-            hm_cli_json_string(stdout, r->status == HM_RULE_PASS ? "as expected" : r->actual);
+            hm__cli_json_string(stdout, r->status == HM_RULE_PASS ? "as expected" : r->actual);
             printf(", \"reference\": ");
-            hm_cli_json_string(stdout, rules[i].reference);
+            hm__cli_json_string(stdout, rules[i].reference);
             if (reasons[i]) {
                 printf(", \"baseline\": ");
-                hm_cli_json_string(stdout, reasons[i]);
+                hm__cli_json_string(stdout, reasons[i]);
             }
             printf(", \"ms\": %.1f}", r->ms);
         } else if (v[i] == V_PASS) {
@@ -372,7 +372,7 @@ done:
     /* A report that cannot be written fails the run: CI must not lose it silently. After a host that cannot be
      * loaded (exit 2: nothing ran) there is no report: the file made for it goes. */
     if (junit_file && code != HM_EXIT_USAGE) {
-        if (!hm_junit_close("conform", junit, junit_file))
+        if (!hm__junit_close("conform", junit, junit_file))
             code = HM_EXIT_FAIL;
     } else if (junit_file) {
         fclose(junit_file);

@@ -105,14 +105,14 @@ static void find_demo_trace(char *path, size_t size)
 #endif
 }
 
-int hm_cmd_demo(int argc, char **argv)
+int hm__cmd_demo(int argc, char **argv)
 {
     const hm_command_spec spec = {"demo", "", 0, 0,
                                   "The main job: conformance, a short stress with faults and an OOM replay against\n"
                                   "the built-in host, then a report. Exit 0 when every stage passed.\n",
                                   NULL, 0};
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, NULL, &operand_count);
     if (parsed >= 0)
         return parsed;
     printf("hostmem %s: the built-in host, checked end to end\n", HOSTMEM_VERSION_STRING);
@@ -130,9 +130,9 @@ int hm_cmd_demo(int argc, char **argv)
     find_demo_trace(trace, sizeof trace);
     char *replay_argv[] = {"replay", trace, NULL};
     run_stage(&stages[0], builtin_smoke, 1, smoke_argv);
-    run_stage(&stages[1], hm_cmd_conform, 1, conform_argv);
-    run_stage(&stages[2], hm_cmd_stress, 9, stress_argv);
-    run_stage(&stages[3], hm_cmd_replay, 2, replay_argv);
+    run_stage(&stages[1], hm__cmd_conform, 1, conform_argv);
+    run_stage(&stages[2], hm__cmd_stress, 9, stress_argv);
+    run_stage(&stages[3], hm__cmd_replay, 2, replay_argv);
 
     int failed = 0;
     printf("\n==== report ====\n");

@@ -12,7 +12,7 @@ typedef struct host_factory {
 static HRESULT open_host(void *ctx, IHostMemoryManager **out)
 {
     host_factory *f = ctx;
-    return hm_cli_open_host(&f->choice, out);
+    return hm__cli_open_host(&f->choice, out);
 }
 
 static const char description[] =
@@ -41,13 +41,13 @@ static int explore_command(int argc, char **argv)
         {"--max", "N", HM_OPTION_UINT, &max, 1, 1000000000, "at most N runs of each kind", NULL},
         {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON document on stdout (every run)", NULL},
         {"--verbose", NULL, HM_OPTION_FLAG, &verbose, 0, 0, "print every run, not only the failed ones", NULL},
-        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole exploration of a plugin", NULL},
     };
     const hm_command_spec spec = {"explore", "[TRACE]", 0, 1, description, table, sizeof table / sizeof table[0]};
     const char *operands[1] = {NULL};
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, operands, &operand_count);
     if (parsed >= 0)
         return parsed;
     const char *trace = operands[0];
@@ -88,18 +88,18 @@ static int explore_command(int argc, char **argv)
     }
     if (json) {
         printf("{\"scenario\": ");
-        hm_cli_json_string(stdout, trace ? trace : "builtin");
+        hm__cli_json_string(stdout, trace ? trace : "builtin");
         printf(", \"match\": ");
-        hm_cli_json_string(stdout, o.match ? o.match : "VirtualAlloc|heap");
+        hm__cli_json_string(stdout, o.match ? o.match : "VirtualAlloc|heap");
         printf(", \"matching_calls\": %llu, \"runs\": %llu, \"failures\": %llu, \"points\": [",
                (unsigned long long)r.matching_calls, (unsigned long long)r.runs, (unsigned long long)r.failures);
         for (uint64_t i = 0; i < r.runs; i++) {
             const hm_explore_point *p = &r.points[i];
             printf("%s\n  {\"k\": %llu, \"persistent\": %s, \"ok\": %s, \"result\": ", i ? "," : "",
                    (unsigned long long)p->k, p->persistent ? "true" : "false", p->ok ? "true" : "false");
-            hm_cli_json_string(stdout, hm_hr_name(p->scenario_result));
+            hm__cli_json_string(stdout, hm_hr_name(p->scenario_result));
             printf(", \"message\": ");
-            hm_cli_json_string(stdout, p->message);
+            hm__cli_json_string(stdout, p->message);
             printf("}");
         }
         printf("\n]}\n");
@@ -116,5 +116,5 @@ static int explore_command(int argc, char **argv)
     return code;
 }
 
-/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
-int hm_cmd_explore(int argc, char **argv) { return hm_cli_isolated("explore", explore_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
+int hm__cmd_explore(int argc, char **argv) { return hm__cli_isolated("explore", explore_command, argc, argv); }

@@ -63,13 +63,13 @@ static int fuzz_to_trace_command(int argc, char **argv)
         HM_HOST_OPTIONS(&choice),
         {"--faults", "SPEC", HM_OPTION_STRING, &choice.faults, 0, 0,
          "refused: a faults input chooses its own (--faults-input)", NULL},
-        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the run of a plugin", NULL},
     };
     const hm_command_spec command = {"fuzz-to-trace", "INPUT", 1, 1, description, table, sizeof table / sizeof table[0]};
     const char *operands[1];
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&command, argc, argv, operands, &operand_count);
+    int parsed = hm__cli_parse_options(&command, argc, argv, operands, &operand_count);
     if (parsed >= 0)
         return parsed;
     input = operands[0];
@@ -77,7 +77,7 @@ static int fuzz_to_trace_command(int argc, char **argv)
     if (choice.faults) {
         fprintf(stderr, "hostmem fuzz-to-trace: --faults does not apply (a faults input chooses its own: "
                         "--faults-input)\n");
-        hm_cli_usage(&command, stderr, false);
+        hm__cli_usage(&command, stderr, false);
         return HM_EXIT_USAGE;
     }
     size_t size;
@@ -127,9 +127,9 @@ static int fuzz_to_trace_command(int argc, char **argv)
         config.host_options = choice.options;
     }
     hm_fuzz_outcome outcome = {0};
-    int status = hm_fuzz_calls_run(data, size, &config, &outcome);
+    int status = hm__fuzz_calls_run(data, size, &config, &outcome);
     bool reference_mismatch = choice.library && outcome.mismatch;
-    int code = status != 0 ? HM_EXIT_USAGE : hm_cli_trace_copy(raw, out, HM_TRACE_TEXT);
+    int code = status != 0 ? HM_EXIT_USAGE : hm__cli_trace_copy(raw, out, HM_TRACE_TEXT);
     unlink(raw);
     if (quiet)
         fclose(quiet);
@@ -145,7 +145,7 @@ static int fuzz_to_trace_command(int argc, char **argv)
         config.trace_path = NULL;
         config.report = stdout;
         memset(&outcome, 0, sizeof outcome);
-        status = hm_fuzz_calls_run(data, size, &config, &outcome);
+        status = hm__fuzz_calls_run(data, size, &config, &outcome);
         if (status != 0) {
             free(data);
             return HM_EXIT_USAGE;
@@ -170,5 +170,5 @@ static int fuzz_to_trace_command(int argc, char **argv)
     return outcome.mismatch ? HM_EXIT_FAIL : HM_EXIT_OK;
 }
 
-/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
-int hm_cmd_fuzz_to_trace(int argc, char **argv) { return hm_cli_isolated("fuzz-to-trace", fuzz_to_trace_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
+int hm__cmd_fuzz_to_trace(int argc, char **argv) { return hm__cli_isolated("fuzz-to-trace", fuzz_to_trace_command, argc, argv); }

@@ -132,7 +132,7 @@ static void loop_forever(IHostMemoryManager *m, int fd)
 static int open_recorded(const hm_host_choice *host, const char *path, IHostMemoryManager **out)
 {
     IHostMemoryManager *inner;
-    if (FAILED(hm_cli_open_host(host, &inner))) /* says what went wrong */
+    if (FAILED(hm__cli_open_host(host, &inner))) /* says what went wrong */
         return HM_EXIT_USAGE;
     HRESULT hr = HostMemWrapRecorder(inner, path, out);
     IHostMemoryManager_Release(inner);
@@ -197,7 +197,7 @@ static int record_command(int argc, char **argv)
     while (i < argc && strcmp(argv[i], "--") != 0)
         i++;
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&command, i, argv, NULL, &operand_count);
+    int parsed = hm__cli_parse_options(&command, i, argv, NULL, &operand_count);
     if (parsed >= 0)
         return parsed;
     if (i < argc)
@@ -206,7 +206,7 @@ static int record_command(int argc, char **argv)
         fprintf(stderr, "hostmem record: %s\n", !out                   ? "-o TRACE is missing"
                                                  : !workload && i >= argc ? "no --workload and no -- PROGRAM to run"
                                                                           : "--workload and a program: give one");
-        hm_cli_usage(&command, stderr, false);
+        hm__cli_usage(&command, stderr, false);
         return HM_EXIT_USAGE;
     }
     char spec[4096];
@@ -278,5 +278,5 @@ static int record_command(int argc, char **argv)
     return code;
 }
 
-/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
-int hm_cmd_record(int argc, char **argv) { return hm_cli_isolated("record", record_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
+int hm__cmd_record(int argc, char **argv) { return hm__cli_isolated("record", record_command, argc, argv); }

@@ -13,7 +13,7 @@ static const char description[] =
     "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
     "limit) is reported and the exit status is 1.\n";
 
-static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
+static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm__cli_open_host(ctx, out); }
 
 static int reduce_command(int argc, char **argv)
 {
@@ -28,19 +28,19 @@ static int reduce_command(int argc, char **argv)
         HM_FAULTS_OPTION(&choice),
         {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
         {"--any", NULL, HM_OPTION_FLAG, &any, 0, 0, "keep any divergence, not only the original's signature", NULL},
-        /* taken out of argv by hm_cli_isolated before this parser sees it; listed for the usage */
+        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole reduction of a plugin", NULL},
     };
     const hm_command_spec spec = {"reduce", "TRACE -o SMALL", 1, 1, description, table, sizeof table / sizeof table[0]};
     const char *operands[1];
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, operands, &operand_count);
     if (parsed >= 0)
         return parsed;
     const char *path = operands[0];
     if (!out) {
         fprintf(stderr, "hostmem reduce: -o SMALL is missing: where to write the reduced trace\n");
-        hm_cli_usage(&spec, stderr, false);
+        hm__cli_usage(&spec, stderr, false);
         return HM_EXIT_USAGE;
     }
     opts.no_inject = no_inject;
@@ -88,5 +88,5 @@ static int reduce_command(int argc, char **argv)
     return code;
 }
 
-/* A plugin host is run in an isolated child (hm_cli_isolated): its crash, exit or hang is a finding. */
-int hm_cmd_reduce(int argc, char **argv) { return hm_cli_isolated("reduce", reduce_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
+int hm__cmd_reduce(int argc, char **argv) { return hm__cli_isolated("reduce", reduce_command, argc, argv); }

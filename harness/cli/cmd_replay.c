@@ -20,7 +20,7 @@ static const char description[] =
     "Exit 0 every result matched, 1 a divergence, a host failure or an incomplete trace, 2 bad input.\n";
 
 /* The replay's manager factory: the chosen host, made afresh for each run. */
-static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
+static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm__cli_open_host(ctx, out); }
 
 #define DEFAULT_TIMEOUT 60
 #define MAX_FAULT_SPEC (1u << 20)
@@ -56,7 +56,7 @@ static void replay_child(void *ctx)
 static int replay_isolated(const char *path, const hm_replay_options *opts, unsigned timeout, bool json,
                            HRESULT *hr, hm_replay_result *res)
 {
-    replay_run *run = hm_shared_alloc(sizeof *run);
+    replay_run *run = hm__shared_alloc(sizeof *run);
     if (!run) {
         fprintf(stderr, "hostmem replay: cannot map memory to share with the child\n");
         return HM_EXIT_FAIL;
@@ -65,15 +65,15 @@ static int replay_isolated(const char *path, const hm_replay_options *opts, unsi
     run->opts = opts;
     hm_isolate_options io = {.timeout_seconds = timeout};
     hm_isolated how;
-    hm_isolate(replay_child, run, &io, &how);
-    hm_isolated_note_stdout(&how, stderr);
+    hm__isolate(replay_child, run, &io, &how);
+    hm__isolated_note_stdout(&how, stderr);
     int code = HM_EXIT_OK;
     if (how.end != HM_ISOLATED_REPORTED) {
         if (json) {
             printf("{\"trace\": ");
-            hm_cli_json_string(stdout, path);
+            hm__cli_json_string(stdout, path);
             printf(", \"diverged\": false, \"host_failure\": ");
-            hm_cli_json_string(stdout, how.message);
+            hm__cli_json_string(stdout, how.message);
             printf("}\n");
         }
         fprintf(stderr, "hostmem replay: %s: FAIL: %s\n", path, how.message);
@@ -86,11 +86,11 @@ static int replay_isolated(const char *path, const hm_replay_options *opts, unsi
         *res = run->res;
         res->fault_spec = run->has_spec ? strdup(run->spec) : NULL;
     }
-    hm_shared_free(run, sizeof *run);
+    hm__shared_free(run, sizeof *run);
     return code;
 }
 
-int hm_cmd_replay(int argc, char **argv)
+int hm__cmd_replay(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
@@ -112,7 +112,7 @@ int hm_cmd_replay(int argc, char **argv)
     const hm_command_spec spec = {"replay", "TRACE", 1, 1, description, table, sizeof table / sizeof table[0]};
     const char *operands[1];
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, operands, &operand_count);
     if (parsed >= 0)
         return parsed;
     const char *path = operands[0];
@@ -141,7 +141,7 @@ int hm_cmd_replay(int argc, char **argv)
     }
     if (json) {
         printf("{\"trace\": ");
-        hm_cli_json_string(stdout, path);
+        hm__cli_json_string(stdout, path);
         printf(", \"calls\": %" PRIu64 ", \"host_calls\": %" PRIu64 ", \"injected\": %" PRIu64
                ", \"notifications_recorded\": %" PRIu64 ", \"notifications_seen\": %" PRIu64 ", \"lost\": %" PRIu64
                ", \"implied\": %" PRIu64 ", \"concurrent\": %" PRIu64 ", \"diverged\": %s",
@@ -149,32 +149,32 @@ int hm_cmd_replay(int argc, char **argv)
                res.implied, res.concurrent, res.diverged ? "true" : "false");
         if (res.incomplete) {
             printf(", \"incomplete\": {\"calls\": %" PRIu64 ", \"reason\": ", res.incomplete_calls);
-            hm_cli_json_string(stdout, res.incomplete_reason);
+            hm__cli_json_string(stdout, res.incomplete_reason);
             printf("}");
         }
         if (res.diverged) {
             printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": ", res.divergence_seq);
-            hm_cli_json_string(stdout, hm_trace_method_name(res.divergence_method));
+            hm__cli_json_string(stdout, hm_trace_method_name(res.divergence_method));
             printf(", \"field\": ");
-            hm_cli_json_string(stdout, res.field);
+            hm__cli_json_string(stdout, res.field);
             printf(", \"expected\": ");
-            hm_cli_json_string(stdout, res.expected);
+            hm__cli_json_string(stdout, res.expected);
             printf(", \"actual\": ");
-            hm_cli_json_string(stdout, res.actual);
+            hm__cli_json_string(stdout, res.actual);
             /* "recorded" and "this_host" say whose answer each is; "expected"/"actual" stay for older readers. */
             printf(", \"recorded\": ");
-            hm_cli_json_string(stdout, res.expected);
+            hm__cli_json_string(stdout, res.expected);
             printf(", \"this_host\": ");
-            hm_cli_json_string(stdout, res.actual);
+            hm__cli_json_string(stdout, res.actual);
             printf(", \"signature\": ");
-            hm_cli_json_string(stdout, res.signature);
+            hm__cli_json_string(stdout, res.signature);
             printf(", \"report\": ");
-            hm_cli_json_string(stdout, res.report);
+            hm__cli_json_string(stdout, res.report);
             printf("}");
         }
         if (res.fault_spec) {
             printf(", \"faults\": ");
-            hm_cli_json_string(stdout, res.fault_spec);
+            hm__cli_json_string(stdout, res.fault_spec);
         }
         printf("}\n");
     } else {

@@ -68,7 +68,7 @@ static void show_progress(const hm_stress_report *r, double elapsed, void *ctx)
 static void run_workload(stress_options *o, shared_run *out, bool progress)
 {
     IHostMemoryManager *m;
-    if (FAILED(hm_cli_open_host(&o->host, &m))) { /* it said why */
+    if (FAILED(hm__cli_open_host(&o->host, &m))) { /* it said why */
         out->run_result = E_FAIL;
         out->open_failed = true;
         out->finished = true;
@@ -92,7 +92,7 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     hm_stress_config config = o->config;
     config.unwrapped = fault_layer;
     config.progress = progress ? show_progress : NULL;
-    out->run_result = hm_stress_run(m, &config, &out->report);
+    out->run_result = hm__stress_run(m, &config, &out->report);
     if (o->host.faults) {
         out->faults_injected = HostMemFaultsLogCount(fault_layer);
         out->first_fault_count = HostMemFaultsLog(fault_layer, 0, out->first_faults, 3);
@@ -108,7 +108,7 @@ static void print_last_calls(FILE *f, const hm_stress_thread *t, unsigned id, un
     uint64_t from = t->calls > max ? t->calls - max : 0;
     for (uint64_t k = from; k < t->calls; k++) {
         char line[256];
-        hm_stress_format_call(&t->ring[k % HM_STRESS_RING], line, sizeof line);
+        hm__stress_format_call(&t->ring[k % HM_STRESS_RING], line, sizeof line);
         fprintf(f, "  t%u #%llu %s\n", id, (unsigned long long)k + 1, line);
     }
 }
@@ -116,17 +116,17 @@ static void print_last_calls(FILE *f, const hm_stress_thread *t, unsigned id, un
 static void print_json(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
-    uint64_t all = hm_stress_total_ops(r);
+    uint64_t all = hm__stress_total_ops(r);
     printf("{\"threads\": %u, \"seconds\": %.2f, \"ops\": %llu, \"ops_per_second\": %.0f, \"failures\": %llu, "
            "\"violations\": %llu, \"seed\": %llu, ",
            o->config.threads, r->seconds, (unsigned long long)all, r->seconds > 0 ? (double)all / r->seconds : 0.0,
-           (unsigned long long)hm_stress_total_failures(r), (unsigned long long)atomic_load(&r->violations),
+           (unsigned long long)hm__stress_total_failures(r), (unsigned long long)atomic_load(&r->violations),
            (unsigned long long)o->config.seed);
     printf("\"latency_ns\": {\"p50\": %.0f, \"p90\": %.0f, \"p99\": %.0f, \"p999\": %.0f}, ",
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5),
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.9),
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.99),
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.999));
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5),
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.9),
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.99),
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.999));
     printf("\"notifications\": {\"low\": %llu, \"neutral\": %llu, \"high\": %llu}, \"by_method\": {",
            (unsigned long long)atomic_load(&r->notifications[0]), (unsigned long long)atomic_load(&r->notifications[1]),
            (unsigned long long)atomic_load(&r->notifications[2]));
@@ -137,12 +137,12 @@ static void print_json(const stress_options *o, const shared_run *s, const char 
             failed += r->thread[t].failures[op];
         }
         char key[32]; /* "heap alloc" -> "heap_alloc" */
-        snprintf(key, sizeof key, "%s", hm_stress_op_name(op));
+        snprintf(key, sizeof key, "%s", hm__stress_op_name(op));
         for (char *c = key; *c; c++)
             *c = *c == ' ' ? '_' : *c;
         printf("%s\"%s\": {\"ops\": %llu, \"failures\": %llu, \"p50_ns\": %.0f, \"p99_ns\": %.0f}", op ? ", " : "",
                key, (unsigned long long)n, (unsigned long long)failed,
-               hm_stress_latency_quantile(r, op, 0.5), hm_stress_latency_quantile(r, op, 0.99));
+               hm__stress_latency_quantile(r, op, 0.5), hm__stress_latency_quantile(r, op, 0.99));
     }
     printf("}, \"faults_injected\": %llu", (unsigned long long)s->faults_injected);
     const char *violation = NULL;
@@ -150,22 +150,22 @@ static void print_json(const stress_options *o, const shared_run *s, const char 
         if (r->thread[t].violation[0])
             violation = r->thread[t].violation;
     printf(", \"violation\": ");
-    hm_cli_json_string(stdout, violation ? violation : crash);
+    hm__cli_json_string(stdout, violation ? violation : crash);
     printf(", \"trace\": ");
-    hm_cli_json_string(stdout, s->recording && (violation || crash) ? o->trace_path : NULL);
+    hm__cli_json_string(stdout, s->recording && (violation || crash) ? o->trace_path : NULL);
     printf("}\n");
 }
 
 static void print_summary(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
-    uint64_t all = hm_stress_total_ops(r);
+    uint64_t all = hm__stress_total_ops(r);
     printf("stress: %u thread(s), %.1f s, %llu ops, %.0f ops/s; latency p50 <= %.0f ns, p90 <= %.0f ns, p99 <= %.0f "
            "ns\n",
            o->config.threads, r->seconds, (unsigned long long)all, r->seconds > 0 ? (double)all / r->seconds : 0.0,
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5),
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.9),
-           hm_stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.99));
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.5),
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.9),
+           hm__stress_latency_quantile(r, HM_STRESS_OP_COUNT, 0.99));
     printf("  %-15s %10s %9s %10s %10s\n", "method", "ops", "refused", "p50 ns", "p99 ns");
     for (int op = 0; op < HM_STRESS_OP_COUNT; op++) {
         uint64_t n = 0, failed = 0;
@@ -173,9 +173,9 @@ static void print_summary(const stress_options *o, const shared_run *s, const ch
             n += r->thread[t].ops[op];
             failed += r->thread[t].failures[op];
         }
-        printf("  %-15s %10llu %9llu %10.0f %10.0f\n", hm_stress_op_name(op), (unsigned long long)n,
-               (unsigned long long)failed, hm_stress_latency_quantile(r, op, 0.5),
-               hm_stress_latency_quantile(r, op, 0.99));
+        printf("  %-15s %10llu %9llu %10.0f %10.0f\n", hm__stress_op_name(op), (unsigned long long)n,
+               (unsigned long long)failed, hm__stress_latency_quantile(r, op, 0.5),
+               hm__stress_latency_quantile(r, op, 0.99));
     }
     printf("  every answer checked against each thread's model; notifications: %llu low, %llu neutral, %llu high\n",
            (unsigned long long)atomic_load(&r->notifications[0]), (unsigned long long)atomic_load(&r->notifications[1]),
@@ -220,7 +220,7 @@ static void print_other_thread(FILE *f, const hm_stress_thread *o, unsigned id, 
     for (int i = 0; i < 2 && out[i]; i++) {
         if (call && call <= o->calls && o->calls - call < HM_STRESS_RING) {
             char line[256];
-            hm_stress_format_call(&o->ring[(call - 1) % HM_STRESS_RING], line, sizeof line);
+            hm__stress_format_call(&o->ring[(call - 1) % HM_STRESS_RING], line, sizeof line);
             fprintf(out[i], "thread %u's call #%llu that got block %#llx: %s\n", id, (unsigned long long)call,
                     (unsigned long long)block, line);
         }
@@ -309,22 +309,22 @@ static bool write_junit(const stress_options *o, FILE *f, const shared_run *s, c
     }
     char suite[4200], name[64], out[4200];
     snprintf(suite, sizeof suite, "hostmem stress (%s host)", o->host.library ? o->host.library : "built-in");
-    hm_junit_begin(f, suite, threads + 1, failures, skipped, r->seconds);
+    hm__junit_begin(f, suite, threads + 1, failures, skipped, r->seconds);
     snprintf(out, sizeof out, "seed %llu; the run is recorded in %s", (unsigned long long)o->config.seed,
              o->trace_path);
-    hm_junit_case(f, "hostmem.stress", "the run completes", r->seconds, crash ? "failure" : NULL,
+    hm__junit_case(f, "hostmem.stress", "the run completes", r->seconds, crash ? "failure" : NULL,
                   crash ? "the host did not survive the run" : NULL, crash, crash && s->recording ? out : NULL);
     for (unsigned t = 0; t < threads && t < HM_STRESS_MAX_THREADS; t++) {
         const char *violation = r->thread[t].violation;
         snprintf(name, sizeof name, "thread %u: every answer matches its model", t + 1);
         if (violation[0])
-            hm_junit_case(f, "hostmem.stress", name, r->seconds, "failure", "VIOLATION", violation,
+            hm__junit_case(f, "hostmem.stress", name, r->seconds, "failure", "VIOLATION", violation,
                           s->recording ? out : NULL);
         else
-            hm_junit_case(f, "hostmem.stress", name, r->seconds, crash ? "skipped" : NULL,
+            hm__junit_case(f, "hostmem.stress", name, r->seconds, crash ? "skipped" : NULL,
                           crash ? "not checked to the end: the run did not finish" : NULL, NULL, NULL);
     }
-    return hm_junit_close("stress", o->junit, f);
+    return hm__junit_close("stress", o->junit, f);
 }
 
 typedef struct forked_run {
@@ -374,10 +374,10 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     forked_run run = {.o = o, .s = s, .progress = progress};
     hm_isolate_options io = {.watch = watch_run, .watch_ctx = &run};
     hm_isolated how;
-    hm_isolate(workload_child, &run, &io, &how);
+    hm__isolate(workload_child, &run, &io, &how);
     if (progress)
         fprintf(stderr, "\n");
-    hm_isolated_note_stdout(&how, stderr);
+    hm__isolated_note_stdout(&how, stderr);
     if (how.end == HM_ISOLATED_REPORTED)
         return NULL;
     snprintf(why, why_len, "%s", how.message);
@@ -410,7 +410,7 @@ static const char description[] =
     "terminal, a progress line is printed every 10 s (--heartbeat). --junit FILE also writes a JUnit XML report: a testcase for the run (failing on a\n"
     "crash or hang) and one per thread (failing on a violation).\n";
 
-int hm_cmd_stress(int argc, char **argv)
+int hm__cmd_stress(int argc, char **argv)
 {
     stress_options o = {.config = {.threads = 4, .seconds = 5, .seed = 1, .verify = true}, .trace_dir = "."};
     unsigned long long threads = 4, seconds = 5, ops = 0, seed = 1, timeout = HANG_SECONDS, heartbeat = 10;
@@ -440,7 +440,7 @@ int hm_cmd_stress(int argc, char **argv)
     };
     const hm_command_spec spec = {"stress", "", 0, 0, description, table, sizeof table / sizeof table[0]};
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, NULL, &operand_count);
     if (parsed >= 0)
         return parsed;
     if (strcmp(workload, "mixed") == 0) {
@@ -481,7 +481,7 @@ int hm_cmd_stress(int argc, char **argv)
         unlink(o.trace_path);
     /* The JUnit report is made before the run too: an output that cannot be created is bad usage, found early. */
     FILE *junit = NULL;
-    if (o.junit && !(junit = hm_junit_create("stress", o.junit))) {
+    if (o.junit && !(junit = hm__junit_create("stress", o.junit))) {
         unlink(o.trace_path);
         return HM_EXIT_USAGE;
     }

@@ -17,7 +17,7 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-int hm_cli_trace_copy(const char *in, const char *out, hm_trace_encoding encoding)
+int hm__cli_trace_copy(const char *in, const char *out, hm_trace_encoding encoding)
 {
     hm_trace_reader *r;
     if (FAILED(hm_trace_open(in, &r))) {
@@ -109,7 +109,7 @@ static int stats(const char *in)
     return HM_EXIT_OK;
 }
 
-int hm_cmd_trace(int argc, char **argv)
+int hm__cmd_trace(int argc, char **argv)
 {
     const char *to = NULL;
     const hm_option table[] = {
@@ -119,27 +119,27 @@ int hm_cmd_trace(int argc, char **argv)
                                   sizeof table / sizeof table[0]};
     const char *operands[3];
     size_t n;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &n);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, operands, &n);
     if (parsed >= 0)
         return parsed;
     const char *verb = operands[0];
     bool convert = strcmp(verb, "convert") == 0;
     if (to && (!convert || (strcmp(to, "text") != 0 && strcmp(to, "binary") != 0))) {
         fprintf(stderr, "hostmem trace: --to '%s': it wants text or binary, with convert\n", to);
-        hm_cli_usage(&spec, stderr, false);
+        hm__cli_usage(&spec, stderr, false);
         return HM_EXIT_USAGE;
     }
     if (strcmp(verb, "cat") == 0 && n == 2)
-        return hm_cli_trace_copy(operands[1], "-", HM_TRACE_TEXT);
+        return hm__cli_trace_copy(operands[1], "-", HM_TRACE_TEXT);
     if (strcmp(verb, "stats") == 0 && n == 2)
         return stats(operands[1]);
     if (convert && n == 3) {
         hm_trace_encoding encoding = ends_with(operands[2], ".bin") ? HM_TRACE_BINARY : HM_TRACE_TEXT;
         if (to)
             encoding = strcmp(to, "binary") == 0 ? HM_TRACE_BINARY : HM_TRACE_TEXT;
-        return hm_cli_trace_copy(operands[1], operands[2], encoding);
+        return hm__cli_trace_copy(operands[1], operands[2], encoding);
     }
     fprintf(stderr, "hostmem trace: '%s' with %zu file(s): it wants convert IN OUT, cat IN or stats IN\n", verb, n - 1);
-    hm_cli_usage(&spec, stderr, false);
+    hm__cli_usage(&spec, stderr, false);
     return HM_EXIT_USAGE;
 }

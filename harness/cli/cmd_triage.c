@@ -30,7 +30,7 @@ typedef struct triage_run {
     char signature[160];
 } triage_run;
 
-static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm_cli_open_host(ctx, out); }
+static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm__cli_open_host(ctx, out); }
 
 static uint8_t *read_all(const char *path, size_t *size)
 {
@@ -82,7 +82,7 @@ static void triage_child(void *ctx)
                                   .host_options = run->choice->library ? run->choice->options : NULL,
                                   .report = quiet};
         hm_fuzz_outcome verdict = {0};
-        int ran = hm_fuzz_calls_run(data, size, &on_host, &verdict);
+        int ran = hm__fuzz_calls_run(data, size, &on_host, &verdict);
         if (quiet)
             fclose(quiet);
         if (ran != 0 || !verdict.mismatch) {
@@ -96,7 +96,7 @@ static void triage_child(void *ctx)
         snprintf(spec, sizeof spec, "%s,overwrite", raw);
         hm_fuzz_config config = {.trace_path = spec, .report = fopen("/dev/null", "w")};
         hm_fuzz_outcome outcome = {0};
-        int status = hm_fuzz_calls_run(data, size, &config, &outcome);
+        int status = hm__fuzz_calls_run(data, size, &config, &outcome);
         if (config.report)
             fclose(config.report);
         free(data);
@@ -161,7 +161,7 @@ static void reduce_child(void *ctx)
         FILE *quiet = fopen("/dev/null", "w");
         hm_fuzz_config config = {.trace_path = spec, .report = quiet};
         hm_fuzz_outcome outcome = {0};
-        hm_fuzz_calls_run(data, size, &config, &outcome);
+        hm__fuzz_calls_run(data, size, &config, &outcome);
         if (quiet)
             fclose(quiet);
         free(data);
@@ -210,7 +210,7 @@ typedef struct group {
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-int hm_cmd_triage(int argc, char **argv)
+int hm__cmd_triage(int argc, char **argv)
 {
     hm_host_choice choice = {0};
     unsigned long long timeout = DEFAULT_TIMEOUT;
@@ -224,7 +224,7 @@ int hm_cmd_triage(int argc, char **argv)
     const hm_command_spec spec = {"triage", "DIR", 1, 1, description, table, sizeof table / sizeof table[0]};
     const char *operands[1];
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, operands, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, operands, &operand_count);
     if (parsed >= 0)
         return parsed;
     const char *dir = operands[0];
@@ -255,7 +255,7 @@ int hm_cmd_triage(int argc, char **argv)
 
     group *groups = NULL;
     size_t ngroups = 0, inputs = 0, clean = 0;
-    triage_run *run = hm_shared_alloc(sizeof *run);
+    triage_run *run = hm__shared_alloc(sizeof *run);
     int code = run ? HM_EXIT_OK : HM_EXIT_USAGE;
     for (size_t i = 0; i < nnames && run; i++) {
         char path[4096];
@@ -269,7 +269,7 @@ int hm_cmd_triage(int argc, char **argv)
         run->choice = &choice;
         hm_isolate_options io = {.timeout_seconds = (unsigned)timeout};
         hm_isolated how;
-        hm_isolate(triage_child, run, &io, &how);
+        hm__isolate(triage_child, run, &io, &how);
         char signature[200];
         if (how.end != HM_ISOLATED_REPORTED) {
             const char *what = how.end == HM_ISOLATED_CRASHED     ? "crash"
@@ -307,12 +307,12 @@ int hm_cmd_triage(int argc, char **argv)
         }
     }
     if (run)
-        hm_shared_free(run, sizeof *run);
+        hm__shared_free(run, sizeof *run);
     for (size_t k = 0; k < ngroups; k++)
         printf("%zu  %s (%lld bytes)  %s\n", groups[k].count, groups[k].smallest, groups[k].smallest_size,
                groups[k].signature);
     printf("%s: %zu input(s), %zu group(s) of failures, %zu clean\n", dir, inputs, ngroups, clean);
-    reduce_run *rr = reduce_dir && ngroups ? hm_shared_alloc(sizeof *rr) : NULL;
+    reduce_run *rr = reduce_dir && ngroups ? hm__shared_alloc(sizeof *rr) : NULL;
     for (size_t k = 0; rr && k < ngroups; k++) {
         memset(rr, 0, sizeof *rr);
         snprintf(rr->path, sizeof rr->path, "%s", groups[k].smallest);
@@ -320,7 +320,7 @@ int hm_cmd_triage(int argc, char **argv)
         rr->choice = &choice;
         hm_isolate_options io = {.timeout_seconds = (unsigned)timeout};
         hm_isolated how;
-        hm_isolate(reduce_child, rr, &io, &how);
+        hm__isolate(reduce_child, rr, &io, &how);
         if (how.end != HM_ISOLATED_REPORTED)
             printf("group %zu: not reduced: %s\n", k + 1, how.message);
         else if (rr->done < 0)
@@ -330,7 +330,7 @@ int hm_cmd_triage(int argc, char **argv)
                    rr->out, rr->reduced_calls, rr->failure);
     }
     if (rr)
-        hm_shared_free(rr, sizeof *rr);
+        hm__shared_free(rr, sizeof *rr);
     if (code == HM_EXIT_OK && ngroups)
         code = HM_EXIT_FAIL;
     free(groups);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
+HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
 {
     *out = NULL;
     IHostMemoryManager *manager = NULL;
@@ -14,13 +14,13 @@ HRESULT hm_cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
     HRESULT hr;
     if (!choice->library) {
         /* HostMemCreateManager's manager, except that --faults replaces HOSTMEM_FAULTS: one fault layer (below). */
-        hr = hm_create_manager(choice->options, choice->faults ? NULL : getenv("HOSTMEM_FAULTS"), &manager);
+        hr = hm__create_manager(choice->options, choice->faults ? NULL : getenv("HOSTMEM_FAULTS"), &manager);
         if (FAILED(hr)) {
             fprintf(stderr, "hostmem: the built-in manager could not be created (options '%s'): %s (%s)\n",
                     choice->options ? choice->options : "", HostMemLastError(), hm_hr_name(hr));
             return hr;
         }
-    } else if (FAILED(hr = hm_host_open(choice->library, choice->options, &manager, err, sizeof err))) {
+    } else if (FAILED(hr = hm__host_open(choice->library, choice->options, &manager, err, sizeof err))) {
         fprintf(stderr, "hostmem: %s\n", err);
         return hr;
     }
@@ -53,7 +53,7 @@ static void command_child(void *ctx)
     c->code = c->fn(c->argc, c->argv);
 }
 
-int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
+int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
 {
     char **args = calloc((size_t)argc + 1, sizeof *args);
     if (!args) {
@@ -67,7 +67,7 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         options &= strcmp(argv[i], "--") != 0;
         if (options && i > 0 && strcmp(argv[i], "--timeout") == 0) {
-            if (!hm_cli_take_uint(name, argc, argv, &i, 1, 86400, &timeout)) {
+            if (!hm__cli_take_uint(name, argc, argv, &i, 1, 86400, &timeout)) {
                 free(args);
                 return HM_EXIT_USAGE;
             }
@@ -80,7 +80,7 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
     if (!plugin) {
         code = fn(n, args);
     } else {
-        isolated_command *c = hm_shared_alloc(sizeof *c);
+        isolated_command *c = hm__shared_alloc(sizeof *c);
         if (!c) {
             fprintf(stderr, "hostmem %s: cannot map memory to share with the child\n", name);
             free(args);
@@ -89,14 +89,14 @@ int hm_cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
         *c = (isolated_command){fn, n, args, HM_EXIT_FAIL};
         hm_isolate_options io = {.timeout_seconds = (double)timeout, .pass_stdout = true};
         hm_isolated how;
-        if (hm_isolate(command_child, c, &io, &how) == HM_ISOLATED_REPORTED) {
+        if (hm__isolate(command_child, c, &io, &how) == HM_ISOLATED_REPORTED) {
             code = c->code;
         } else {
             fflush(stdout);
             fprintf(stderr, "hostmem %s: FAIL: %s\n", name, how.message);
             code = HM_EXIT_FAIL;
         }
-        hm_shared_free(c, sizeof *c);
+        hm__shared_free(c, sizeof *c);
     }
     free(args);
     return code;

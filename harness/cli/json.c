@@ -1,7 +1,7 @@
 /* JSON output of the commands: strings, escaped. */
 #include "cli.h"
 
-void hm_cli_json_string(FILE *f, const char *s)
+void hm__cli_json_string(FILE *f, const char *s)
 {
     if (!s) {
         fputs("null", f);

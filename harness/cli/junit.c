@@ -5,7 +5,7 @@
 #include <string.h>
 #include <stdbool.h>
 
-void hm_junit_escape(FILE *f, const char *s)
+void hm__junit_escape(FILE *f, const char *s)
 {
     for (; s && *s; s++) {
         unsigned char ch = (unsigned char)*s;
@@ -20,7 +20,7 @@ void hm_junit_escape(FILE *f, const char *s)
     }
 }
 
-FILE *hm_junit_create(const char *command, const char *path)
+FILE *hm__junit_create(const char *command, const char *path)
 {
     FILE *f = fopen(path, "w");
     if (!f)
@@ -28,38 +28,38 @@ FILE *hm_junit_create(const char *command, const char *path)
     return f;
 }
 
-void hm_junit_begin(FILE *f, const char *suite, unsigned tests, unsigned failures, unsigned skipped, double seconds)
+void hm__junit_begin(FILE *f, const char *suite, unsigned tests, unsigned failures, unsigned skipped, double seconds)
 {
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"");
-    hm_junit_escape(f, suite);
+    hm__junit_escape(f, suite);
     fprintf(f, "\" tests=\"%u\" failures=\"%u\" errors=\"0\" skipped=\"%u\" time=\"%.3f\">\n", tests, failures,
             skipped, seconds);
 }
 
-void hm_junit_case(FILE *f, const char *classname, const char *name, double seconds, const char *kind,
+void hm__junit_case(FILE *f, const char *classname, const char *name, double seconds, const char *kind,
                    const char *message, const char *body, const char *out)
 {
     fputs("  <testcase classname=\"", f);
-    hm_junit_escape(f, classname);
+    hm__junit_escape(f, classname);
     fputs("\" name=\"", f);
-    hm_junit_escape(f, name);
+    hm__junit_escape(f, name);
     fprintf(f, "\" time=\"%.3f\">", seconds);
     if (kind) {
         fprintf(f, "\n    <%s message=\"", kind);
-        hm_junit_escape(f, message);
+        hm__junit_escape(f, message);
         fputs("\">", f);
-        hm_junit_escape(f, body);
+        hm__junit_escape(f, body);
         fprintf(f, "</%s>", kind);
     }
     if (out) {
         fputs("\n    <system-out>", f);
-        hm_junit_escape(f, out);
+        hm__junit_escape(f, out);
         fputs("</system-out>", f);
     }
     fputs(kind || out ? "\n  </testcase>\n" : "</testcase>\n", f);
 }
 
-bool hm_junit_close(const char *command, const char *path, FILE *f)
+bool hm__junit_close(const char *command, const char *path, FILE *f)
 {
     fputs("</testsuite>\n</testsuites>\n", f);
     int bad = ferror(f);

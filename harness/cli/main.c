@@ -11,7 +11,7 @@ static int cmd_options(int argc, char **argv)
     const hm_command_spec spec = {"options", "", 0, 0, "Lists the built-in manager's options (--host-options).\n",
                                   NULL, 0};
     size_t operand_count;
-    int parsed = hm_cli_parse_options(&spec, argc, argv, NULL, &operand_count);
+    int parsed = hm__cli_parse_options(&spec, argc, argv, NULL, &operand_count);
     if (parsed >= 0)
         return parsed;
     printf("Options of the built-in manager (HostMemCreateManager, --host-options), as key=value,...:\n%s",
@@ -31,17 +31,17 @@ static const command *commands(size_t *n)
     static size_t count;
     if (!count) {
         const command all[] = {
-            {"demo", hm_cmd_demo, "the main job: conformance, stress with faults and an OOM replay, one report"},
-            {"conform", hm_cmd_conform, "check a host against every rule of the contract"},
-            {"stress", hm_cmd_stress, "hammer a host from many threads, verifying every answer"},
-            {"replay", hm_cmd_replay, "re-execute a recorded trace against a host and compare"},
-            {"reduce", hm_cmd_reduce, "shrink a trace to the calls that still show its failure"},
-            {"explore", hm_cmd_explore, "fail the 1st, 2nd, ... allocation of a scenario, checking each run"},
-            {"record", hm_cmd_record, "record a program's (or a built-in workload's) calls into a trace"},
-            {"trace", hm_cmd_trace, "convert, print or summarise traces"},
-            {"fuzz-to-trace", hm_cmd_fuzz_to_trace, "turn a fuzzer input into a readable trace"},
-            {"triage", hm_cmd_triage, "replay a crash folder and group the failures by signature"},
-            {"bench", hm_cmd_bench, "measure the manager against raw syscalls and malloc, as ratios"},
+            {"demo", hm__cmd_demo, "the main job: conformance, stress with faults and an OOM replay, one report"},
+            {"conform", hm__cmd_conform, "check a host against every rule of the contract"},
+            {"stress", hm__cmd_stress, "hammer a host from many threads, verifying every answer"},
+            {"replay", hm__cmd_replay, "re-execute a recorded trace against a host and compare"},
+            {"reduce", hm__cmd_reduce, "shrink a trace to the calls that still show its failure"},
+            {"explore", hm__cmd_explore, "fail the 1st, 2nd, ... allocation of a scenario, checking each run"},
+            {"record", hm__cmd_record, "record a program's (or a built-in workload's) calls into a trace"},
+            {"trace", hm__cmd_trace, "convert, print or summarise traces"},
+            {"fuzz-to-trace", hm__cmd_fuzz_to_trace, "turn a fuzzer input into a readable trace"},
+            {"triage", hm__cmd_triage, "replay a crash folder and group the failures by signature"},
+            {"bench", hm__cmd_bench, "measure the manager against raw syscalls and malloc, as ratios"},
             {"options", cmd_options, "list the built-in manager's options"},
         };
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -79,7 +79,7 @@ static int print_man_page(void)
         printf(".TP\n.B %s\n%s\n", c[i].name, c[i].summary);
     printf(".PP\nEvery command that talks to a host takes \\-\\-host LIB.so and \\-\\-host\\-options S.\n"
            ".SH COMMANDS\n");
-    hm_cli_set_help_format(HM_HELP_MAN);
+    hm__cli_set_help_format(HM_HELP_MAN);
     for (size_t i = 0; i < n; i++) {
         char *help_argv[] = {(char *)c[i].name, "--help", NULL};
         c[i].fn(2, help_argv);
@@ -101,7 +101,7 @@ static int print_bash_completion(void)
     for (size_t i = 0; i < n; i++)
         printf(" %s", c[i].name);
     printf("\"\n  else\n    case ${COMP_WORDS[1]} in\n");
-    hm_cli_set_help_format(HM_HELP_WORDS);
+    hm__cli_set_help_format(HM_HELP_WORDS);
     for (size_t i = 0; i < n; i++) {
         char *help_argv[] = {(char *)c[i].name, "--help", NULL};
         printf("    %s) words=\"", c[i].name);

@@ -7,12 +7,12 @@
 
 #include <string.h>
 
-bool hm_cli_parse_uint(const char *command, const char *option, const char *text, unsigned long long min,
+bool hm__cli_parse_uint(const char *command, const char *option, const char *text, unsigned long long min,
                        unsigned long long max, unsigned long long *out)
 {
     uint64_t v = 0;
     /* Decimal digits with an optional binary suffix K, M or G. */
-    hm_size_result how = text ? hm_parse_size(text, strlen(text), HM_SIZE_KMG, &v) : HM_SIZE_NOT_A_NUMBER;
+    hm_size_result how = text ? hm__parse_size(text, strlen(text), HM_SIZE_KMG, &v) : HM_SIZE_NOT_A_NUMBER;
     if (how == HM_SIZE_OK && v >= min && v <= max) {
         *out = v;
         return true;
@@ -26,7 +26,7 @@ bool hm_cli_parse_uint(const char *command, const char *option, const char *text
     return false;
 }
 
-bool hm_cli_take_uint(const char *command, int argc, char **argv, int *i, unsigned long long min,
+bool hm__cli_take_uint(const char *command, int argc, char **argv, int *i, unsigned long long min,
                       unsigned long long max, unsigned long long *out)
 {
     const char *option = argv[*i];
@@ -35,5 +35,5 @@ bool hm_cli_take_uint(const char *command, int argc, char **argv, int *i, unsign
                 max);
         return false;
     }
-    return hm_cli_parse_uint(command, option, argv[++*i], min, max, out);
+    return hm__cli_parse_uint(command, option, argv[++*i], min, max, out);
 }

@@ -7,7 +7,7 @@
 
 static hm_help_format help_format = HM_HELP_TEXT;
 
-void hm_cli_set_help_format(hm_help_format format)
+void hm__cli_set_help_format(hm_help_format format)
 {
     help_format = format;
 }
@@ -58,7 +58,7 @@ static void man_section(const hm_command_spec *spec, FILE *f)
     }
 }
 
-void hm_cli_usage(const hm_command_spec *spec, FILE *f, bool full)
+void hm__cli_usage(const hm_command_spec *spec, FILE *f, bool full)
 {
     if (full && help_format == HM_HELP_MAN) {
         man_section(spec, f);
@@ -94,7 +94,7 @@ void hm_cli_usage(const hm_command_spec *spec, FILE *f, bool full)
 
 static int usage_error(const hm_command_spec *spec)
 {
-    hm_cli_usage(spec, stderr, false);
+    hm__cli_usage(spec, stderr, false);
     return HM_EXIT_USAGE;
 }
 
@@ -105,7 +105,7 @@ static bool take(const hm_command_spec *spec, const hm_option *o, const char *va
         *(bool *)o->target = true;
         return true;
     case HM_OPTION_UINT:
-        return hm_cli_parse_uint(spec->name, o->name, value, o->min, o->max, o->target);
+        return hm__cli_parse_uint(spec->name, o->name, value, o->min, o->max, o->target);
     case HM_OPTION_STRING:
         *(const char **)o->target = value;
         return true;
@@ -122,7 +122,7 @@ static bool take(const hm_command_spec *spec, const hm_option *o, const char *va
     return false;
 }
 
-int hm_cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
+int hm__cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
                      size_t *operand_count)
 {
     size_t count = 0;
@@ -134,7 +134,7 @@ int hm_cli_parse_options(const hm_command_spec *spec, int argc, char **argv, con
             continue;
         }
         if (options && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)) {
-            hm_cli_usage(spec, stdout, true);
+            hm__cli_usage(spec, stdout, true);
             return HM_EXIT_OK;
         }
         if (!options || arg[0] != '-' || !arg[1]) {

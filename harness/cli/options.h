@@ -8,7 +8,7 @@
 
 typedef enum hm_option_kind {
     HM_OPTION_FLAG,   /* no value; target: bool */
-    HM_OPTION_UINT,   /* a whole number from min to max (hm_cli_parse_uint: 64K, 1M...); target: unsigned long long */
+    HM_OPTION_UINT,   /* a whole number from min to max (hm__cli_parse_uint: 64K, 1M...); target: unsigned long long */
     HM_OPTION_STRING, /* one value (the last one given wins); target: const char * */
     HM_OPTION_LIST,   /* repeatable; target: hm_option_list */
 } hm_option_kind;
@@ -51,16 +51,16 @@ typedef struct hm_command_spec {
  * usage to stdout and return HM_EXIT_OK; an unknown option, a missing or bad value, or a wrong number of operands
  * prints the problem and the usage line to stderr and returns HM_EXIT_USAGE. Returns -1 when the command should
  * run. */
-int hm_cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
+int hm__cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
                      size_t *operand_count);
 
 /* What -h/--help prints: the usage text, a man page section (roff) or the command's option names (for a bash
  * completion). `hostmem help --man` and `--bash-completion` run every command's --help in the other modes, so the man
  * page and the completion come from the same tables as --help. */
 typedef enum hm_help_format { HM_HELP_TEXT, HM_HELP_MAN, HM_HELP_WORDS } hm_help_format;
-void hm_cli_set_help_format(hm_help_format format);
+void hm__cli_set_help_format(hm_help_format format);
 
 /* The usage line ("usage: hostmem NAME [options] OPERANDS"), and with full the description and every option. */
-void hm_cli_usage(const hm_command_spec *spec, FILE *f, bool full);
+void hm__cli_usage(const hm_command_spec *spec, FILE *f, bool full);
 
 #endif

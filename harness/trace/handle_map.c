@@ -16,13 +16,13 @@ static size_t handle_hash(uint64_t key, size_t mask)
     return (size_t)key & mask;
 }
 
-void hm_handle_map_init(hm_handle_map *map, size_t dead_limit)
+void hm__handle_map_init(hm_handle_map *map, size_t dead_limit)
 {
     memset(map, 0, sizeof *map);
     map->dead_limit = dead_limit;
 }
 
-void hm_handle_map_destroy(hm_handle_map *map)
+void hm__handle_map_destroy(hm_handle_map *map)
 {
     free(map->slots);
     memset(map, 0, sizeof *map);
@@ -49,7 +49,7 @@ static hm_handle_entry *find_raw(hm_handle_map *map, uint64_t key)
     }
 }
 
-hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle)
+hm_handle_entry *hm__handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle)
 {
     hm_handle_entry *e = find_raw(map, handle_key(kind, handle));
     return e && !expired(map, e) ? e : NULL;
@@ -71,7 +71,7 @@ static void remove_slot(hm_handle_map *map, size_t i)
     memset(&map->slots[i], 0, sizeof map->slots[i]);
 }
 
-void hm_handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle)
+void hm__handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle)
 {
     hm_handle_entry *e = find_raw(map, handle_key(kind, handle));
     if (e)
@@ -114,7 +114,7 @@ static bool grow(hm_handle_map *map)
     return rehash(map, (kept + 1) * 3 <= map->capacity * 2 ? map->capacity : map->capacity * 2);
 }
 
-hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle)
+hm_handle_entry *hm__handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle)
 {
     uint64_t key = handle_key(kind, handle);
     hm_handle_entry *e = find_raw(map, key);
@@ -139,7 +139,7 @@ hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t h
     return &map->slots[i];
 }
 
-void hm_handle_map_kill(hm_handle_map *map, hm_handle_entry *entry)
+void hm__handle_map_kill(hm_handle_map *map, hm_handle_entry *entry)
 {
     if (!entry->live)
         return;

@@ -29,13 +29,13 @@ typedef struct hm_handle_map {
     uint32_t deaths;   /* regions and blocks killed so far (modulo 2^32: only differences are used) */
     size_t dead_limit; /* 0: never forget */
 } hm_handle_map;
-void hm_handle_map_init(hm_handle_map *map, size_t dead_limit);
-void hm_handle_map_destroy(hm_handle_map *map);
-hm_handle_entry *hm_handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle);
+void hm__handle_map_init(hm_handle_map *map, size_t dead_limit);
+void hm__handle_map_destroy(hm_handle_map *map);
+hm_handle_entry *hm__handle_map_find(hm_handle_map *map, uint32_t kind, uint32_t handle);
 /* Inserts or revives; NULL when out of memory. */
-hm_handle_entry *hm_handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle);
+hm_handle_entry *hm__handle_map_put(hm_handle_map *map, uint32_t kind, uint32_t handle);
 /* Marks an entry dead (entry pointers stay valid until the next put, remove or kill). */
-void hm_handle_map_kill(hm_handle_map *map, hm_handle_entry *entry);
-void hm_handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle);
+void hm__handle_map_kill(hm_handle_map *map, hm_handle_entry *entry);
+void hm__handle_map_remove(hm_handle_map *map, uint32_t kind, uint32_t handle);
 
 #endif

@@ -345,7 +345,7 @@ static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
             end++;
         if (errno || end != spec + len || end == max + 5 || v > (1ull << 62) >> shift ||
             (off_t)(v << shift) <= MAIN_OFFSET) {
-            hm_set_error("trace spec '%s': max='%.*s' is not a size above the trace's first %lld bytes (a number "
+            hm__set_error("trace spec '%s': max='%.*s' is not a size above the trace's first %lld bytes (a number "
                          "with K, M or G)",
                          spec, (int)(spec + len - max - 5), max + 5, (long long)MAIN_OFFSET);
             return NULL;
@@ -358,7 +358,7 @@ static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
     size_t cap = len * (size_t)pid_len + 1, n = 0;
     char *path = malloc(cap);
     if (!path) {
-        hm_set_error("out of memory creating the recorder");
+        hm__set_error("out of memory creating the recorder");
         return NULL;
     }
     for (size_t i = 0; i < len; i++) {
@@ -385,13 +385,13 @@ static int create_trace_file(const char *path, bool overwrite)
     int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (overwrite ? 0 : O_EXCL), 0644);
     if (fd < 0) {
         if (errno == EEXIST)
-            hm_set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
+            hm__set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
                          "in the name for the process id, or add ',overwrite')",
                          path);
         else if (errno == ELOOP)
-            hm_set_error("cannot create trace '%s': it is a symbolic link", path);
+            hm__set_error("cannot create trace '%s': it is a symbolic link", path);
         else
-            hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+            hm__set_error("cannot create trace '%s': %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
@@ -406,7 +406,7 @@ static int create_trace_file(const char *path, bool overwrite)
     else if ((err = posix_fallocate(fd, 0, MAIN_OFFSET)) != 0)
         why = err == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)" : strerror(err);
     if (why) {
-        hm_set_error("cannot record to trace '%s': %s", path, why);
+        hm__set_error("cannot record to trace '%s': %s", path, why);
         if (err) /* the file is empty now: no trace is better than a file that is not one */
             unlink(path);
         close(fd);
@@ -420,7 +420,7 @@ static recorder_log *log_open(const char *spec)
     pthread_once(&atfork_once, install_atfork);
     recorder_log *log = calloc(1, sizeof *log);
     if (!log) {
-        hm_set_error("out of memory creating the recorder");
+        hm__set_error("out of memory creating the recorder");
         return NULL;
     }
     bool overwrite;
@@ -431,7 +431,7 @@ static recorder_log *log_open(const char *spec)
     }
     void *m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
     if (m == MAP_FAILED) {
-        hm_set_error("cannot map trace '%s': %s", log->path, strerror(errno));
+        hm__set_error("cannot map trace '%s': %s", log->path, strerror(errno));
         close(log->fd);
         free(log->path);
         free(log);
@@ -1012,13 +1012,13 @@ HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, 
         return E_POINTER;
     *ppOuter = NULL;
     if (!inner || !path || !*path) {
-        hm_set_error("HostMemWrapRecorder needs a manager and a trace path");
+        hm__set_error("HostMemWrapRecorder needs a manager and a trace path");
         return E_INVALIDARG;
     }
-    hm_decorator_register(&recorder_vtbl, HostMemRecorderInner);
+    hm__decorator_register(&recorder_vtbl, HostMemRecorderInner);
     recorder *r = malloc(sizeof *r);
     if (!r) {
-        hm_set_error("out of memory creating the recorder");
+        hm__set_error("out of memory creating the recorder");
         return E_OUTOFMEMORY;
     }
     r->log = log_open(path);

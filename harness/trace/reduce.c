@@ -40,13 +40,13 @@ static size_t add_ref(hm_trace_handle *uses, size_t n, hm_trace_ref r)
 static void close_subset(reducer *r, const size_t *keep, size_t nkeep)
 {
     hm_handle_map made;
-    hm_handle_map_init(&made, 0);
+    hm__handle_map_init(&made, 0);
     r->candidate.count = 0;
     for (size_t i = 0; i < nkeep; i++) {
         const hm_trace_call *c = &r->trace->calls[keep[i]];
         hm_trace_handle uses[8], created;
-        size_t n = hm_trace_call_handles(c, uses, &created);
-        bool fresh = created.kind && !hm_handle_map_find(&made, created.kind, created.handle);
+        size_t n = hm__trace_call_handles(c, uses, &created);
+        bool fresh = created.kind && !hm__handle_map_find(&made, created.kind, created.handle);
         if (!fresh && c->mem.kind != HM_REF_RAW)
             n = add_ref(uses, n, c->mem);
         if (c->has_mbi) {
@@ -55,14 +55,14 @@ static void close_subset(reducer *r, const size_t *keep, size_t nkeep)
         }
         bool ok = true;
         for (size_t u = 0; u < n && ok; u++)
-            ok = hm_handle_map_find(&made, uses[u].kind, uses[u].handle) != NULL;
+            ok = hm__handle_map_find(&made, uses[u].kind, uses[u].handle) != NULL;
         if (!ok)
             continue;
-        if (created.kind && !hm_handle_map_put(&made, created.kind, created.handle))
+        if (created.kind && !hm__handle_map_put(&made, created.kind, created.handle))
             continue;
         r->candidate.calls[r->candidate.count++] = *c;
     }
-    hm_handle_map_destroy(&made);
+    hm__handle_map_destroy(&made);
 }
 
 static bool same_failure(const failure *want, const hm_replay_result *res)
@@ -160,7 +160,7 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
     HRESULT hr = HostMemReplayTrace(trace, &r.want.opts, &res);
     stats->replays = 1;
     if (FAILED(hr)) {
-        hm_set_error("%s", res.error);
+        hm__set_error("%s", res.error);
         HostMemReplayFree(&res);
         return hr;
     }
@@ -176,14 +176,14 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
         const hm_trace_call *oom = NULL;
         for (size_t i = trace->count; i-- > 0 && !oom;) {
             const hm_trace_call *c = &trace->calls[i];
-            if (hm_trace_is_host_method(c->method) && FAILED(c->result) &&
+            if (hm__trace_is_host_method(c->method) && FAILED(c->result) &&
                 (c->method == HM_METHOD_VIRTUAL_ALLOC || c->method == HM_METHOD_HEAP_ALLOC ||
                  c->method == HM_METHOD_HEAP_DEBUG_ALLOC || c->method == HM_METHOD_CREATE_MALLOC))
                 oom = c;
         }
         if (!oom) {
             HostMemReplayFree(&res);
-            hm_set_error("the trace replays without divergence and records no failed allocation: nothing to keep");
+            hm__set_error("the trace replays without divergence and records no failed allocation: nothing to keep");
             return E_INVALIDARG;
         }
         r.want.kind = FAIL_OOM;

@@ -169,7 +169,7 @@ static void plan_call(plan *p, const hm_replay_options *o, const hm_trace_call *
     const char *method = hm_method_name((hm_method)c->method);
     const char *ret = c->result == E_OUTOFMEMORY ? NULL : hm_hr_name(c->result);
     sb_printf(&p->emit, "%s%s", p->emit.len ? ";" : "", method);
-    if (hm_trace_method_has_level(c->method) && c->level >= 0 && c->level <= 2)
+    if (hm__trace_method_has_level(c->method) && c->level >= 0 && c->level <= 2)
         sb_printf(&p->emit, ",level=%s", hm_level_short((EMemoryCriticalLevel)c->level));
     const char *op = c->method == HM_METHOD_VIRTUAL_ALLOC ? op_of(c->type) : NULL;
     if (op)
@@ -215,7 +215,7 @@ static void replayer_init(replayer *rp, const hm_replay_options *opts, hm_replay
     rp->res = res;
     int context = rp->opts.context > 0 ? rp->opts.context : 4;
     rp->ring_size = (size_t)(context >= CONTEXT_MAX ? CONTEXT_MAX : context + 1); /* no context + 1 at INT_MAX */
-    hm_handle_map_init(&rp->map, HM_TRACE_DEAD_KEPT);
+    hm__handle_map_init(&rp->map, HM_TRACE_DEAD_KEPT);
 }
 
 /* A streamed replay decodes each call straight into the ring's next slot: nothing to copy then. */
@@ -290,7 +290,7 @@ static bool resolve(replayer *rp, hm_trace_ref r, uint64_t *out)
         *out = r.value;
         return true;
     }
-    hm_handle_entry *e = hm_handle_map_find(&rp->map, r.kind, r.handle);
+    hm_handle_entry *e = hm__handle_map_find(&rp->map, r.kind, r.handle);
     if (!e)
         return false;
     *out = e->address + r.value;
@@ -331,7 +331,7 @@ static int bind_or_compare(replayer *rp, const hm_trace_call *c, void *mem, uint
 {
     if (c->mem.kind == HM_REF_RAW)
         return rp->scenario || !SUCCEEDED(c->result) ? 0 : compare_u64(rp, c, "mem", c->mem.value, (uint64_t)(uintptr_t)mem);
-    hm_handle_entry *e = hm_handle_map_find(&rp->map, c->mem.kind, c->mem.handle);
+    hm_handle_entry *e = hm__handle_map_find(&rp->map, c->mem.kind, c->mem.handle);
     bool fresh = c->mem.value == 0 && (!e || !e->live || c->mem.kind == HM_REF_BLOCK);
     if (c->method == HM_METHOD_VIRTUAL_ALLOC && e && e->live && c->addr.kind == HM_REF_ALLOC &&
         c->addr.handle == c->mem.handle)
@@ -340,7 +340,7 @@ static int bind_or_compare(replayer *rp, const hm_trace_call *c, void *mem, uint
         return rp->scenario ? 0 : compare_ref(rp, c, "mem", c->mem, (uint64_t)(uintptr_t)mem);
     if (!mem)
         return diverge(rp, c, "mem", "a new %s\tNULL", c->mem.kind == HM_REF_ALLOC ? "region" : "block");
-    e = hm_handle_map_put(&rp->map, c->mem.kind, c->mem.handle);
+    e = hm__handle_map_put(&rp->map, c->mem.kind, c->mem.handle);
     if (!e) {
         rp->error = true;
         snprintf(rp->res->error, sizeof rp->res->error, "out of memory");
@@ -353,14 +353,14 @@ static int bind_or_compare(replayer *rp, const hm_trace_call *c, void *mem, uint
 
 static void kill_handle(replayer *rp, uint32_t kind, uint32_t handle)
 {
-    hm_handle_entry *e = hm_handle_map_find(&rp->map, kind, handle);
+    hm_handle_entry *e = hm__handle_map_find(&rp->map, kind, handle);
     if (e)
-        hm_handle_map_kill(&rp->map, e);
+        hm__handle_map_kill(&rp->map, e);
 }
 
 static IHostMalloc *heap_of(replayer *rp, uint32_t heap)
 {
-    hm_handle_entry *e = hm_handle_map_find(&rp->map, HM_HANDLE_HEAP, heap);
+    hm_handle_entry *e = hm__handle_map_find(&rp->map, HM_HANDLE_HEAP, heap);
     return e && e->live ? (IHostMalloc *)as_ptr(e->address) : NULL;
 }
 
@@ -409,7 +409,7 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
             return diverge(rp, c, "heap", "h%" PRIu32 "\ta heap this replay does not hold", c->heap);
         }
     }
-    if (hm_trace_is_host_method(c->method))
+    if (hm__trace_is_host_method(c->method))
         res->host_calls++;
     if (!rp->scenario && injected(&rp->opts, c)) {
         /* Failed here as the fault layer would fail it: the host never sees the call, its outputs are NULL. */
@@ -424,7 +424,7 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
         hr = IHostMemoryManager_CreateMalloc(m, c->type, null1 ? NULL : &created);
         if (SUCCEEDED(hr) && created) {
             if (c->heap && SUCCEEDED(c->result)) {
-                hm_handle_entry *e = hm_handle_map_put(&rp->map, HM_HANDLE_HEAP, c->heap);
+                hm_handle_entry *e = hm__handle_map_put(&rp->map, HM_HANDLE_HEAP, c->heap);
                 if (e)
                     e->address = (uint64_t)(uintptr_t)created;
                 else
@@ -521,7 +521,7 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
             }
             rp->callbacks = grown;
             rp->callbacks[rp->ncallbacks++] = cb; /* our reference, dropped at the end */
-            hm_handle_entry *e = hm_handle_map_put(&rp->map, HM_HANDLE_CALLBACK, c->callback);
+            hm_handle_entry *e = hm__handle_map_put(&rp->map, HM_HANDLE_CALLBACK, c->callback);
             if (e)
                 e->address = (uint64_t)(uintptr_t)cb;
         }
@@ -574,10 +574,10 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
         res->notifications_recorded++;
         return 0;
     case HM_TRACE_HEAP_RELEASE: {
-        hm_handle_entry *e = hm_handle_map_find(&rp->map, HM_HANDLE_HEAP, c->heap);
+        hm_handle_entry *e = hm__handle_map_find(&rp->map, HM_HANDLE_HEAP, c->heap);
         if (e && e->live) {
             IHostMalloc_Release((IHostMalloc *)as_ptr(e->address));
-            hm_handle_map_kill(&rp->map, e);
+            hm__handle_map_kill(&rp->map, e);
         }
         return 0;
     }
@@ -619,7 +619,7 @@ static void replayer_finish(replayer *rp)
     }
     free(rp->callbacks);
     free(rp->ledger);
-    hm_handle_map_destroy(map);
+    hm__handle_map_destroy(map);
 }
 
 /* ---- Entry points ---------------------------------------------------------------------------------------- */
@@ -641,7 +641,7 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
     if (!opts)
         opts = &defaults;
     memset(res, 0, sizeof *res);
-    hm_clear_error();
+    hm__clear_error();
 
     hm_trace_reader *reader = NULL;
     HRESULT hr;
@@ -692,7 +692,7 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
         const char *why;
         res->incomplete = hm_trace_reader_incomplete(reader, &res->incomplete_calls, &why);
         snprintf(res->incomplete_reason, sizeof res->incomplete_reason, "%s", why);
-        res->implied = hm_trace_reader_implied(reader);
+        res->implied = hm__trace_reader_implied(reader);
         if (got < 0) {
             snprintf(res->error, sizeof res->error, "%s", hm_trace_error(reader));
             hr = E_INVALIDARG;

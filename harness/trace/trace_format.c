@@ -128,20 +128,20 @@ static unsigned field_out(field_id f)
 
 static bool field_is_mbi(field_id f) { return f >= F_BASE && f <= F_MEMTYPE; }
 
-void hm_trace_call_init(hm_trace_call *call)
+void hm__trace_call_init(hm_trace_call *call)
 {
     memset(call, 0, sizeof *call);
     call->level = -1;
 }
 
-bool hm_trace_method_has_level(int method)
+bool hm__trace_method_has_level(int method)
 {
     return method == HM_METHOD_VIRTUAL_ALLOC || method == HM_METHOD_HEAP_ALLOC || method == HM_METHOD_HEAP_DEBUG_ALLOC;
 }
 
-bool hm_trace_is_host_method(int method) { return method >= 0 && method < HM_METHOD_COUNT; }
+bool hm__trace_is_host_method(int method) { return method >= 0 && method < HM_METHOD_COUNT; }
 
-size_t hm_trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, hm_trace_handle *created)
+size_t hm__trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, hm_trace_handle *created)
 {
     size_t n = 0;
     created->kind = 0;
@@ -623,10 +623,10 @@ static int parse_nulls(parser *ps, const method_fields *mf, const char *s, size_
     return 0;
 }
 
-int hm_trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *err, size_t errlen)
+int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *err, size_t errlen)
 {
     parser ps = {line, line + len, err, errlen};
-    hm_trace_call_init(c);
+    hm__trace_call_init(c);
     const char *tok;
     size_t tlen;
     uint64_t v;
@@ -699,7 +699,7 @@ int hm_trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *er
     if (c->method == HM_METHOD_CREATE_MALLOC && SUCCEEDED(c->result) && !c->heap &&
         !(c->nulls & HM_TRACE_NULL_OUT1))
         return fail(&ps, "heap", "missing (CreateMalloc succeeded)");
-    if (!hm_trace_method_has_level(c->method))
+    if (!hm__trace_method_has_level(c->method))
         c->level = -1;
     return 0;
 }
@@ -717,7 +717,7 @@ static size_t put_ref_bin(uint8_t *p, hm_trace_ref r)
     return n + hm_varint_put(p + n, r.value);
 }
 
-size_t hm_trace_encode_binary(const hm_trace_call *c, uint8_t *buf)
+size_t hm__trace_encode_binary(const hm_trace_call *c, uint8_t *buf)
 {
     size_t n = hm_varint_put(buf, c->seq);
     n += hm_varint_put(buf + n, c->thread);
@@ -827,10 +827,10 @@ static inline hm_trace_ref get_ref_bin(bin_in *in)
     return r;
 }
 
-long hm_trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *c, char *err, size_t errlen)
+long hm__trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *c, char *err, size_t errlen)
 {
     bin_in in = {p, len, 0, 0};
-    hm_trace_call_init(c);
+    hm__trace_call_init(c);
     c->seq = get_bin(&in, UINT64_MAX);
     c->thread = (uint32_t)get_bin(&in, UINT32_MAX);
     if (in.status == 0 && in.used >= len)
@@ -908,7 +908,7 @@ out:
         snprintf(err, errlen, "field '%s': zero", c->seq == 0 ? "seq" : "thread");
         return -1;
     }
-    if (!hm_trace_method_has_level(c->method))
+    if (!hm__trace_method_has_level(c->method))
         c->level = -1;
     return (long)in.used;
 }

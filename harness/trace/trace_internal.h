@@ -147,26 +147,26 @@ static inline void hm_raw_unpack_mbi(const hm_raw_record *rec, MEMORY_BASIC_INFO
 #define HM_TRACE_INCOMPLETE_REASON_MAX 128
 
 /* A writer to an open stream (not closed by hm_trace_writer_close, only flushed). */
-HRESULT hm_trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out);
+HRESULT hm__trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out);
 
 /* Reads a trace held in memory (data must outlive the reader; name is what errors call it). No copy is made. */
-HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out);
+HRESULT hm__trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out);
 /* Raw traces: releases lost in flight (a killed recorder) that a later call proved, so far (trace_reader.c). */
-uint64_t hm_trace_reader_implied(const hm_trace_reader *reader);
+uint64_t hm__trace_reader_implied(const hm_trace_reader *reader);
 
 /* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
 /* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */
-int hm_trace_parse_line(const char *line, size_t len, hm_trace_call *call, char *err, size_t errlen);
+int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *call, char *err, size_t errlen);
 /* The binary record of a call: returns its length (at most HM_TRACE_BIN_RECORD_MAX). */
-size_t hm_trace_encode_binary(const hm_trace_call *call, uint8_t *buf);
+size_t hm__trace_encode_binary(const hm_trace_call *call, uint8_t *buf);
 /* Decodes one binary record from [p, p+len): returns the bytes used, 0 when more input is needed, -1 on error
  * (message in err). */
-long hm_trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *call, char *err, size_t errlen);
+long hm__trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *call, char *err, size_t errlen);
 
 /* Zeroes a call and sets the "none" values (level -1). */
-void hm_trace_call_init(hm_trace_call *call);
-bool hm_trace_method_has_level(int method);
-bool hm_trace_is_host_method(int method); /* a call made to the host (not a notification or a Release) */
+void hm__trace_call_init(hm_trace_call *call);
+bool hm__trace_method_has_level(int method);
+bool hm__trace_is_host_method(int method); /* a call made to the host (not a notification or a Release) */
 
 /* The handles a call uses (in its arguments) and the one it creates (a successful VirtualAlloc returning a fresh
  * @n, Alloc/DebugAlloc's #n, CreateMalloc's hN, a registered cN). Kinds: HM_REF_ALLOC, HM_REF_BLOCK, and: */
@@ -176,7 +176,7 @@ typedef struct hm_trace_handle {
 } hm_trace_handle;
 /* Fills uses (up to 4) and returns how many; *created gets the created handle (kind 0 when none). Whether a
  * VirtualAlloc's mem=@n creates @n is for the caller to say (it is a creation when @n is not known yet). */
-size_t hm_trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, hm_trace_handle *created);
+size_t hm__trace_call_handles(const hm_trace_call *call, hm_trace_handle *uses, hm_trace_handle *created);
 
 /* ---- Varints (binary encoding) ----------------------------------------------------------------------------- */
 static inline size_t hm_varint_put(uint8_t *p, uint64_t v)

@@ -89,7 +89,7 @@ static int reader_fail(hm_trace_reader *r, const char *fmt, ...)
         va_end(ap);
     }
     r->failed = 1;
-    hm_set_error("%s", r->error);
+    hm__set_error("%s", r->error);
     return -1;
 }
 
@@ -208,17 +208,17 @@ static FILE *open_trace_file(const char *path)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
         close(fd);
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        hm_set_error("cannot open trace '%s': %s", path,
+        hm__set_error("cannot open trace '%s': %s", path,
                      S_ISDIR(st.st_mode)    ? "it is a directory"
                      : S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file (give '-' to read a pipe from stdin)"
                                             : "not a regular file");
@@ -230,7 +230,7 @@ static FILE *open_trace_file(const char *path)
         (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     FILE *f = fdopen(fd, "rb");
     if (!f) {
-        hm_set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
         close(fd);
     }
     return f;
@@ -246,7 +246,7 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
         if (r)
             free(r->buf);
         free(r);
-        hm_set_error("out of memory opening trace '%s'", path);
+        hm__set_error("out of memory opening trace '%s'", path);
         return E_OUTOFMEMORY;
     }
     r->own_buf = true;
@@ -265,14 +265,14 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
     return open_common(r, path, out);
 }
 
-HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out)
+HRESULT hm__trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out)
 {
     *out = NULL;
     static const uint8_t empty[1];
     hm_trace_reader *r = calloc(1, sizeof *r);
     if (!r || !(r->path = strdup(name))) {
         free(r);
-        hm_set_error("out of memory opening trace '%s'", name);
+        hm__set_error("out of memory opening trace '%s'", name);
         return E_OUTOFMEMORY;
     }
     /* Read in place: fill() never moves or writes the bytes of a reader at its end. */
@@ -284,7 +284,7 @@ HRESULT hm_trace_open_memory(const void *data, size_t size, const char *name, hm
 
 static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader **out)
 {
-    hm_handle_map_init(&r->known, HM_TRACE_DEAD_KEPT);
+    hm__handle_map_init(&r->known, HM_TRACE_DEAD_KEPT);
     fill(r, HM_RAW_HEADER);
     size_t have = r->end - r->start;
     const char *head = (const char *)r->buf;
@@ -294,7 +294,7 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
     if (raw1 || raw2 || (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0)) {
         r->encoding = HM_TRACE_RAW;
         if (have < HM_RAW_HEADER) {
-            hm_set_error("%s: raw trace header cut short", path);
+            hm__set_error("%s: raw trace header cut short", path);
             hm_trace_close(r);
             return E_INVALIDARG;
         }
@@ -302,7 +302,7 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
         if (!raw1)
             memcpy(&ring, head + HM_RAW_RING_FIELD, sizeof ring);
         if (!raw1 && (ring == 0 || ring > HM_RAW_RING_MAX || (ring & (ring - 1)))) {
-            hm_set_error("%s: slot 0: field 'ring': bad ring size %" PRIu64, path, ring);
+            hm__set_error("%s: slot 0: field 'ring': bad ring size %" PRIu64, path, ring);
             hm_trace_close(r);
             return E_INVALIDARG;
         }
@@ -318,7 +318,7 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
         }
         r->start = HM_RAW_HEADER;
         if (ring && read_ring(r, ring) != 0) {
-            hm_set_error("out of memory opening trace '%s'", path);
+            hm__set_error("out of memory opening trace '%s'", path);
             hm_trace_close(r);
             return E_OUTOFMEMORY;
         }
@@ -333,13 +333,13 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
         size_t llen = nl ? (size_t)(nl - head) : have;
         r->line = 1;
         if (llen < mlen + 2 || memcmp(head, HM_TRACE_TEXT_MAGIC, mlen) != 0 || head[mlen] != ' ') {
-            hm_set_error("%s:1: field 'version': not a hostmem trace (expected '%s %d' on the first line)", path,
+            hm__set_error("%s:1: field 'version': not a hostmem trace (expected '%s %d' on the first line)", path,
                          HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION);
             hm_trace_close(r);
             return E_INVALIDARG;
         }
         if (llen != mlen + 2 || head[mlen + 1] != '0' + HM_TRACE_TEXT_VERSION) {
-            hm_set_error("%s:1: field 'version': unsupported version '%.*s' (this hostmem reads version %d)", path,
+            hm__set_error("%s:1: field 'version': unsupported version '%.*s' (this hostmem reads version %d)", path,
                          (int)(llen - mlen - 1 > 20 ? 20 : llen - mlen - 1), head + mlen + 1, HM_TRACE_TEXT_VERSION);
             hm_trace_close(r);
             return E_INVALIDARG;
@@ -356,7 +356,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
         return;
     if (r->own_file && r->file)
         fclose(r->file);
-    hm_handle_map_destroy(&r->known);
+    hm__handle_map_destroy(&r->known);
     free(r->regions.v);
     free(r->blocks.v);
     free(r->regions.dead);
@@ -373,7 +373,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
 HM_API const char *hm_trace_error(const hm_trace_reader *r) { return r->error; }
 HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *r) { return r->encoding; }
 HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *r) { return r->lost; }
-uint64_t hm_trace_reader_implied(const hm_trace_reader *r) { return r->implied; }
+uint64_t hm__trace_reader_implied(const hm_trace_reader *r) { return r->implied; }
 
 HM_API int hm_trace_reader_incomplete(const hm_trace_reader *r, uint64_t *calls, const char **reason)
 {
@@ -422,9 +422,9 @@ static const char *use_field(const hm_trace_call *c, uint32_t kind)
 static int check_handles(hm_trace_reader *r, const hm_trace_call *c)
 {
     hm_trace_handle uses[4], created;
-    size_t n = hm_trace_call_handles(c, uses, &created);
+    size_t n = hm__trace_call_handles(c, uses, &created);
     for (size_t i = 0; i < n; i++) {
-        if (!hm_handle_map_find(&r->known, uses[i].kind, uses[i].handle))
+        if (!hm__handle_map_find(&r->known, uses[i].kind, uses[i].handle))
             return reader_fail(r, "field '%s': unknown handle '%s%" PRIu32 "'", use_field(c, uses[i].kind),
                                kind_name(uses[i].kind), uses[i].handle);
     }
@@ -432,7 +432,7 @@ static int check_handles(hm_trace_reader *r, const hm_trace_call *c)
     bool ok = SUCCEEDED(c->result);
     if ((c->method == HM_METHOD_VIRTUAL_ALLOC || c->method == HM_METHOD_HEAP_ALLOC ||
          c->method == HM_METHOD_HEAP_DEBUG_ALLOC) && c->mem.kind != HM_REF_RAW) {
-        hm_handle_entry *e = hm_handle_map_find(&r->known, c->mem.kind, c->mem.handle);
+        hm_handle_entry *e = hm__handle_map_find(&r->known, c->mem.kind, c->mem.handle);
         bool fresh = c->mem.value == 0 && (!e || !e->live) && ok;
         if (!fresh && !e)
             return reader_fail(r, "field 'mem': unknown handle '%s%" PRIu32 "'", kind_name(c->mem.kind), c->mem.handle);
@@ -449,29 +449,29 @@ static int check_handles(hm_trace_reader *r, const hm_trace_call *c)
         const hm_trace_ref *refs[2] = {&c->mbi_base, &c->mbi_alloc_base};
         const char *names[2] = {"base", "allocbase"};
         for (int i = 0; i < 2; i++)
-            if (refs[i]->kind != HM_REF_RAW && !hm_handle_map_find(&r->known, refs[i]->kind, refs[i]->handle))
+            if (refs[i]->kind != HM_REF_RAW && !hm__handle_map_find(&r->known, refs[i]->kind, refs[i]->handle))
                 return reader_fail(r, "field '%s': unknown handle '%s%" PRIu32 "'", names[i], kind_name(refs[i]->kind),
                                    refs[i]->handle);
     }
     if (created.kind) {
-        hm_handle_entry *e = hm_handle_map_find(&r->known, created.kind, created.handle);
+        hm_handle_entry *e = hm__handle_map_find(&r->known, created.kind, created.handle);
         if (e && (created.kind == HM_HANDLE_HEAP || created.kind == HM_HANDLE_CALLBACK))
             return reader_fail(r, "field '%s': handle '%s%" PRIu32 "' created twice",
                                created.kind == HM_HANDLE_HEAP ? "heap" : "callback", kind_name(created.kind),
                                created.handle);
-        if (!e && !hm_handle_map_put(&r->known, created.kind, created.handle))
+        if (!e && !hm__handle_map_put(&r->known, created.kind, created.handle))
             return reader_fail(r, "out of memory");
     }
     /* What a call ends. */
     hm_handle_entry *dead = NULL;
     if (ok && c->method == HM_METHOD_VIRTUAL_FREE && (c->type & MEM_RELEASE) && c->addr.kind == HM_REF_ALLOC)
-        dead = hm_handle_map_find(&r->known, HM_REF_ALLOC, c->addr.handle);
+        dead = hm__handle_map_find(&r->known, HM_REF_ALLOC, c->addr.handle);
     else if (ok && c->method == HM_METHOD_HEAP_FREE && c->addr.kind == HM_REF_BLOCK && c->addr.value == 0)
-        dead = hm_handle_map_find(&r->known, HM_REF_BLOCK, c->addr.handle);
+        dead = hm__handle_map_find(&r->known, HM_REF_BLOCK, c->addr.handle);
     else if (c->method == HM_TRACE_HEAP_RELEASE)
-        dead = hm_handle_map_find(&r->known, HM_HANDLE_HEAP, c->heap);
+        dead = hm__handle_map_find(&r->known, HM_HANDLE_HEAP, c->heap);
     if (dead)
-        hm_handle_map_kill(&r->known, dead);
+        hm__handle_map_kill(&r->known, dead);
     return 0;
 }
 
@@ -513,7 +513,7 @@ static int next_text(hm_trace_reader *r, hm_trace_call *c)
         if (i == len || s[i] == '#')
             continue;
         char err[256];
-        if (hm_trace_parse_line(s, len, c, err, sizeof err) != 0) {
+        if (hm__trace_parse_line(s, len, c, err, sizeof err) != 0) {
             if (cut)
                 return 0;
             return reader_fail(r, "%s", err);
@@ -551,7 +551,7 @@ static int next_binary(hm_trace_reader *r, hm_trace_call *c)
         r->start += used + (size_t)len;
     }
     char err[256];
-    long n = hm_trace_decode_binary(r->buf + r->start, r->end - r->start, c, err, sizeof err);
+    long n = hm__trace_decode_binary(r->buf + r->start, r->end - r->start, c, err, sizeof err);
     if (n < 0)
         return reader_fail(r, "%s", err);
     if (n == 0)
@@ -841,7 +841,7 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
         r->slot += rec.nslots;
     }
 
-    hm_trace_call_init(c);
+    hm__trace_call_init(c);
     c->seq = ++r->last_seq;
     c->thread = thread_number(r, rec.thread);
     if (!c->thread)
@@ -854,7 +854,7 @@ static int next_raw(hm_trace_reader *r, hm_trace_call *c)
                    c->method == HM_METHOD_HEAP_DEBUG_ALLOC;
     c->nulls = rec.nulls & ((one_out ? HM_TRACE_NULL_OUT1 : 0) | (two_outs ? HM_TRACE_NULL_OUT2 : 0));
     c->result = rec.result;
-    c->level = hm_trace_method_has_level(c->method) ? (rec.level == HM_RAW_NO_LEVEL ? -1 : rec.level) : -1;
+    c->level = hm__trace_method_has_level(c->method) ? (rec.level == HM_RAW_NO_LEVEL ? -1 : rec.level) : -1;
     bool ok = SUCCEEDED(rec.result);
     switch (c->method) {
     case HM_METHOD_CREATE_MALLOC:
@@ -1015,7 +1015,7 @@ HM_API HRESULT hm_trace_load(const char *path, hm_trace **out)
             capacity = capacity ? capacity * 2 : 256;
             hm_trace_call *calls = realloc(t->calls, capacity * sizeof *calls);
             if (!calls) {
-                hm_set_error("out of memory loading trace '%s'", path);
+                hm__set_error("out of memory loading trace '%s'", path);
                 got = -2;
                 break;
             }

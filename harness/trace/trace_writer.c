@@ -36,20 +36,20 @@ HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding
 {
     *out = NULL;
     if (encoding != HM_TRACE_TEXT && encoding != HM_TRACE_BINARY) {
-        hm_set_error("only the recorder writes raw traces");
+        hm__set_error("only the recorder writes raw traces");
         return E_INVALIDARG;
     }
     if (strcmp(path, "-") == 0)
         return writer_start(stdout, false, encoding, out);
     FILE *f = fopen(path, "wb");
     if (!f) {
-        hm_set_error("cannot create trace '%s': %s", path, strerror(errno));
+        hm__set_error("cannot create trace '%s': %s", path, strerror(errno));
         return E_FAIL;
     }
     return writer_start(f, true, encoding, out);
 }
 
-HRESULT hm_trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out)
+HRESULT hm__trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_trace_writer **out)
 {
     *out = NULL;
     if (encoding != HM_TRACE_TEXT && encoding != HM_TRACE_BINARY)
@@ -71,7 +71,7 @@ HM_API HRESULT hm_trace_write(hm_trace_writer *w, const hm_trace_call *c)
             w->failed = true;
     } else {
         uint8_t rec[HM_TRACE_BIN_RECORD_MAX];
-        size_t n = hm_trace_encode_binary(c, rec);
+        size_t n = hm__trace_encode_binary(c, rec);
         if (fwrite(rec, 1, n, w->file) != n)
             w->failed = true;
     }
@@ -129,7 +129,7 @@ HM_API HRESULT hm_trace_writer_close(hm_trace_writer *w)
         w->failed = true;
     HRESULT hr = w->failed ? E_FAIL : S_OK;
     if (FAILED(hr))
-        hm_set_error("writing the trace failed: %s", strerror(errno));
+        hm__set_error("writing the trace failed: %s", strerror(errno));
     free(w);
     return hr;
 }
