@@ -7,12 +7,7 @@
  * touched with VirtualQuery and a look at their pages' contents. The first mismatch ends the run with a report
  * naming the call and the calls before it. Calls whose answer the model cannot know (an address owned by something
  * it does not track, such as a heap's own chunks) are not made. */
-#include "calls.h"
-#include "model.h"
-
-#include "counting_callback.h"
-#include "manager.h"
-#include "plugin.h"
+#include "check.h"
 
 #include <hostmem/faults.h>
 #include <hostmem/trace.h>

@@ -1,10 +1,6 @@
 /* The conformance rules and their runner (see conform.h). Each check works on a fresh manager, states what it
  * expected and what it got, and stops at the first difference. */
-#include "conform.h"
-
-#include "clock.h"
-#include "counting_callback.h"
-#include "plugin.h"
+#include "check.h"
 
 #include <pthread.h>
 #include <stdarg.h>

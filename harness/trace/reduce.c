@@ -3,7 +3,6 @@
  * A candidate is a subset of the calls, closed under handles: a call is kept only when every handle it names
  * was created by a kept call, so every candidate is a well-formed trace. A candidate is interesting when its
  * replay shows the same failure as the original (see HostMemReduce in trace.h). */
-#include "error.h"
 #include "trace_internal.h"
 
 #include <inttypes.h>

@@ -15,10 +15,9 @@
  * address outside every
  * handle (its answer depends on the process's layout: only the HRESULT is compared) and, for a MEM_FREE answer,
  * anything but the state (the size of a free gap depends on the placement). */
-#include "com.h"
-#include "counting_callback.h"
-#include "error.h"
 #include "trace_internal.h"
+
+#include "counting_callback.h" /* not in trace_internal.h: the recorder has an impl_from_ of the same name */
 
 #include <inttypes.h>
 #include <stdarg.h>
