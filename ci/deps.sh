@@ -4,7 +4,9 @@
 set -euo pipefail
 want=(build-essential cmake pkg-config libcmocka-dev)
 if [ "${1:-}" != minimal ]; then
-  want+=(clang libclang-rt-14-dev llvm valgrind afl++ libjemalloc-dev libmimalloc-dev)
+  # python3 validates the JSON and JUnit outputs; mingw-w64 checks the public headers after <windows.h>.
+  want+=(clang libclang-rt-14-dev llvm valgrind afl++ libjemalloc-dev libmimalloc-dev python3
+         gcc-mingw-w64-x86-64-posix mingw-w64-x86-64-dev)
 fi
 missing=()
 for p in "${want[@]}"; do
