@@ -175,6 +175,22 @@ static void test_text_binary_round_trip(void **state)
     assert_true(lb * 2 < lt);
 }
 
+/* A critical level outside the enum is written as its number (-1 for one a binary or raw trace does not know), and
+ * reads back from text and binary alike (the trace-parser fuzzer found a binary trace with level -1 whose text form the text
+ * reader refused). */
+static void test_unnamed_levels_round_trip(void **state)
+{
+    (void)state;
+    static const char text[] = "hostmem-trace 1\n"
+                               "1 t1 VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=-1 -> S_OK mem=@1\n"
+                               "2 t1 VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=7 -> S_OK mem=@2\n"
+                               "3 t1 VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=2147483647 -> S_OK mem=@3\n";
+    write_file(tmp_path("levels.txt"), text, strlen(text));
+    convert(tmp_path("levels.txt"), tmp_path("levels.bin"), HM_TRACE_BINARY);
+    convert(tmp_path("levels.bin"), tmp_path("levels2.txt"), HM_TRACE_TEXT);
+    assert_same_file(tmp_path("levels.txt"), tmp_path("levels2.txt"));
+}
+
 static HRESULT factory_options(void *ctx, IHostMemoryManager **out) { return HostMemCreateBuiltinManager(ctx, out); }
 
 /* A trace recorded at one base replays without divergence on a manager that places everything elsewhere. */
@@ -928,6 +944,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_method_recorded),
         cmocka_unit_test(test_text_binary_round_trip),
+        cmocka_unit_test(test_unnamed_levels_round_trip),
         cmocka_unit_test(test_relocation),
         cmocka_unit_test(test_divergence_detected),
         cmocka_unit_test(test_query_answers_round_trip),

@@ -511,12 +511,18 @@ static int parse_level(parser *ps, const char *s, size_t len, int *out)
             return 0;
         }
     }
+    /* Any other value is the number the formatter wrote (%d): 0 to INT32_MAX, or -1, which the binary and raw
+     * readers give for a level they do not know (the binary form stores level + 1), so that it reads back. */
     uint64_t v;
+    if (len == 2 && memcmp(s, "-1", 2) == 0) {
+        *out = -1;
+        return 0;
+    }
     if (parse_u64(s, len, &v) && v <= INT32_MAX) {
         *out = (int)v;
         return 0;
     }
-    return fail(ps, "level", "unknown level '%.*s' (expected task, appdomain or process)", SHOWN(len), s);
+    return fail(ps, "level", "unknown level '%.*s' (expected task, appdomain, process or a number)", SHOWN(len), s);
 }
 
 static int parse_field(parser *ps, field_id f, const char *s, size_t len, hm_trace_call *c)
@@ -849,6 +855,8 @@ long hm__trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *c, cha
         in.status = -1; /* only a query can be concurrent */
     c->result = (HRESULT)(uint32_t)get_bin(&in, UINT32_MAX);
     const method_fields *mf = &fields_of[c->method];
+    if (((c->nulls & HM_TRACE_NULL_OUT1) && !mf->out1) || ((c->nulls & HM_TRACE_NULL_OUT2) && !mf->out2))
+        in.status = -1; /* a NULL out-parameter the method does not have: the text reader refuses it too */
     for (int side = 0; side < 2; side++) {
         const signed char *list = side ? mf->results : mf->args;
         for (int i = 0; list[i] >= 0; i++) {
@@ -907,6 +915,21 @@ out:
     if (c->seq == 0 || c->thread == 0) {
         snprintf(err, errlen, "field '%s': zero", c->seq == 0 ? "seq" : "thread");
         return -1;
+    }
+    /* A NULL out-parameter has no value: what the record carries for it is dropped, as the text form drops it (its
+     * line has no such field), so both encodings read as the same call. */
+    if (c->nulls & HM_TRACE_NULL_OUT1) {
+        c->mem = (hm_trace_ref){0, 0, HM_REF_RAW};
+        c->old_prot = 0;
+        c->load = 0;
+        if (c->method == HM_METHOD_CREATE_MALLOC)
+            c->heap = 0;
+        if (c->method == HM_METHOD_VIRTUAL_QUERY)
+            c->has_mbi = 0;
+    }
+    if (c->nulls & HM_TRACE_NULL_OUT2) {
+        c->query_result = 0;
+        c->available_bytes = 0;
     }
     if (!hm__trace_method_has_level(c->method))
         c->level = -1;
