@@ -865,7 +865,7 @@ long hm__trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *c, cha
             case F_SIZE: case F_LENGTH: c->size = get_bin(&in, UINT64_MAX); break;
             case F_ATYPE: case F_FTYPE: case F_MTYPE: c->type = (uint32_t)get_bin(&in, UINT32_MAX); break;
             case F_PROT: c->prot = (uint32_t)get_bin(&in, UINT32_MAX); break;
-            case F_LEVEL: c->level = (int)get_bin(&in, (uint64_t)INT32_MAX + 1) - 1; break;
+            case F_LEVEL: c->level = (int)((int64_t)get_bin(&in, (uint64_t)INT32_MAX + 1) - 1); /* level + 1 was stored: 0 .. 2^31 */ break;
             case F_HEAP: case F_NEWHEAP: c->heap = (uint32_t)get_bin(&in, UINT32_MAX); break;
             case F_CALLBACK: c->callback = (uint32_t)get_bin(&in, UINT32_MAX); break;
             case F_MEMORY: c->available = (int)get_bin(&in, INT32_MAX); break;
