@@ -24,6 +24,8 @@
 #define HISTORY 12
 #define DEFERRED_ARGS 6 /* the most arguments a call's description takes */
 #define MAX_CALLBACKS 4
+#define MAX_BALLAST 4 /* large commits that drive the load toward the budget (op_pressure), outside the model */
+#define DEFAULT_CALLBACK_SECONDS 5.0
 #define LEDGER_AREA ((uintptr_t)0x5e0000000000) /* fake ranges the runtime "mapped itself": never touched */
 #define HM_E(e) HRESULT_FROM_WIN32(e)
 
@@ -47,7 +49,13 @@ struct fuzz_run {
     IHostMalloc *heap[HM_MODEL_MAX_HEAPS];
     hm_counting_callback callback[MAX_CALLBACKS]; /* ctx: the run */
     int ncallbacks;
-    atomic_int callback_problem; /* set from a notification with a bad value or a failing re-entrant call */
+    /* Findings made inside a notification (which may run on another thread): the first one's text, written by
+     * whoever claims it, published by `callback_ready`, reported by the fuzz thread after its call returns. */
+    atomic_bool callback_claimed, callback_ready;
+    char callback_finding[700];
+    atomic_bool in_notification; /* the callback is calling back in: a notification that causes runs no calls */
+    uintptr_t ballast[MAX_BALLAST]; /* op_pressure's reservations (bases), the newest last */
+    size_t nballast;
     hm_model model;
     uintptr_t freed[8]; /* recently freed heap blocks, for double frees */
     unsigned nfreed;
@@ -479,22 +487,49 @@ static void verify_all(fuzz_run *r)
 
 /* ---- VirtualAlloc ---------------------------------------------------------------------------------------- */
 
-/* A reservation the model cannot hold (too large, or too many): checked at its base, then given back. Left to the
- * host when the release fails (an injected fault); the model treats it as memory it does not track. */
-static void drop_unmodelled(fuzz_run *r, uintptr_t base, uint32_t protect)
+/* The base of a reservation just made that the model does not hold: it is there, with its protection. */
+static bool check_unmodelled_base(fuzz_run *r, uintptr_t base, uint32_t protect, const char *why)
 {
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T got = 0;
-    note_call(r, "VirtualQuery(%#lx) [the base of a reservation too large to model]", (unsigned long)base);
+    note_call(r, "VirtualQuery(%#lx) [the base of %s]", (unsigned long)base, why);
     HRESULT hr = IHostMemoryManager_VirtualQuery(r->host, (void *)base, &mbi, sizeof mbi, &got);
     if (!expect_hr(r, hr, S_OK))
-        return;
+        return false;
     if ((uintptr_t)mbi.AllocationBase != base || mbi.AllocationProtect != protect || mbi.State == MEM_FREE) {
         char a[300];
         describe_mbi(&mbi, a, sizeof a);
         mismatch(r, "answered %s for the base of a reservation just made with protection %#x", a, protect);
-        return;
+        return false;
     }
+    return true;
+}
+
+/* An E_OUTOFMEMORY the fault layer did not inject, at eProcessCritical (the level that may use the whole budget),
+ * for a request that charges `asked` bytes: a finding when the host's own GetMemoryLoad reports more available than
+ * that plus `slack` (docs/finding-bugs.md, "Refusals: real or spurious"). Asked of the host itself: not recorded,
+ * never failed by the fault layer. */
+static void check_refusal(fuzz_run *r, HRESULT hr, EMemoryCriticalLevel level, uint64_t asked, uint64_t slack)
+{
+    if (hr != E_OUTOFMEMORY || level != eProcessCritical || r->injected != S_OK)
+        return;
+    DWORD load = 0;
+    SIZE_T available = 0;
+    if (IHostMemoryManager_GetMemoryLoad(r->bare, &load, &available) != S_OK ||
+        !hm__refusal_is_spurious(asked, available, slack))
+        return;
+    mismatch(r, "spurious out-of-memory: E_OUTOFMEMORY at eProcessCritical for a request of %#llx bytes although "
+                "GetMemoryLoad reports %llu bytes available (load %u%%, no fault injected): the host refused what "
+                "it says it has", (unsigned long long)asked, (unsigned long long)available, (unsigned)load);
+}
+
+/* A reservation the model cannot hold (too large, or too many): checked at its base, then given back. Left to the
+ * host when the release fails (an injected fault); the model treats it as memory it does not track. */
+static void drop_unmodelled(fuzz_run *r, uintptr_t base, uint32_t protect)
+{
+    if (!check_unmodelled_base(r, base, protect, "a reservation too large to model"))
+        return;
+    HRESULT hr;
     note_call(r, "VirtualFree(%#lx, 0, MEM_RELEASE) [giving back a reservation too large to model]",
               (unsigned long)base);
     hr = IHostMemoryManager_VirtualFree(r->host, (void *)base, 0, MEM_RELEASE);
@@ -516,6 +551,7 @@ static void op_virtual_alloc(fuzz_run *r)
                                                        : hm__model_alloc_arguments(address, size, type, protect);
     bool reserve = (type & MEM_RESERVE) || ((type & MEM_COMMIT) && !address);
     bool may_oom = false, may_invalid = false;
+    uint64_t charged = 0; /* what a commit charges the budget (0: not known, or nothing) */
     hm_model_region *g = NULL;
     uintptr_t first = hm_model_page_down(address), end = 0, base = 0;
     if (want == S_OK) {
@@ -533,6 +569,8 @@ static void op_virtual_alloc(fuzz_run *r)
             }
         } else if (reserve) {
             may_oom = true;
+            if (type & MEM_COMMIT)
+                charged = end; /* the size, in whole pages */
         } else {
             g = hm__model_find(&r->model, first);
             if (!g) {
@@ -545,7 +583,10 @@ static void op_virtual_alloc(fuzz_run *r)
                 want = HM_E(ERROR_INVALID_ADDRESS);
             } else if (type & MEM_COMMIT) {
                 for (size_t p = (first - g->base) / HM_MODEL_PAGE; p < (end - g->base) / HM_MODEL_PAGE; p++)
-                    may_oom |= !g->page[p].protect; /* only new pages are charged */
+                    if (!g->page[p].protect) { /* only new pages are charged */
+                        may_oom = true;
+                        charged += HM_MODEL_PAGE;
+                    }
             }
         }
     }
@@ -574,7 +615,9 @@ static void op_virtual_alloc(fuzz_run *r)
     if (FAILED(hr)) {
         if (mem)
             mismatch(r, "failed with %s but left *ppMem = %p (it must be NULL)", hm_hr_name(hr), mem);
-        if (g)
+        if (charged && !r->failed)
+            check_refusal(r, hr, level, charged, HM_REFUSAL_SLACK);
+        if (g && !r->failed)
             verify_region_range(r, g, first, end); /* nothing changed */
         return;
     }
@@ -999,6 +1042,8 @@ static void op_heap_alloc(fuzz_run *r, bool debug)
     if (FAILED(hr)) {
         if (mem)
             mismatch(r, "failed but left *ppMem = %p (it must be NULL)", mem);
+        else if (want == S_OK) /* a heap takes memory in 64 KiB chunks, each with a header: one more of slack */
+            check_refusal(r, hr, level, size, 2 * HM_REFUSAL_SLACK);
         return;
     }
     uintptr_t a = (uintptr_t)mem;
@@ -1112,15 +1157,193 @@ static void op_memory_load(fuzz_run *r)
         mismatch(r, "reported a memory load of %u%% (a percentage)", (unsigned)load);
 }
 
-/* A runtime's callback may call back into the host; a host holding its own lock here deadlocks (a fuzz timeout). */
+/* ---- Driving the load toward the budget ---------------------------------------------------------------------- */
+
+#define PRESSURE_CAP ((size_t)4 << 30) /* as conform's callback.reentry: a host with more is not driven that far */
+
+/* Gives back the newest ballast reservation; kept when the fault layer fails the release (the host still has it). */
+static void release_ballast(fuzz_run *r)
+{
+    uintptr_t base = r->ballast[r->nballast - 1];
+    note_call(r, "VirtualFree(%#lx, 0, MEM_RELEASE) [giving back a commit that drove the load up]",
+              (unsigned long)base);
+    HRESULT hr = IHostMemoryManager_VirtualFree(r->host, (void *)base, 0, MEM_RELEASE);
+    if (was_injected(r)) {
+        expect_hr(r, hr, r->injected);
+        return;
+    }
+    if (expect_hr(r, hr, S_OK))
+        r->nballast--;
+}
+
+/* Commits half to fifteen sixteenths of what the host's own GetMemoryLoad says is available, in one reservation the
+ * model does not track (ballast, never read or written), or gives the newest one back: the load crosses the host's
+ * thresholds, so it notifies (and the callbacks call back in), and requests near the budget are refused, which
+ * check_refusal judges. */
+static void op_pressure(fuzz_run *r)
+{
+    uint8_t k = take8(r);
+    EMemoryCriticalLevel level = pick_level(r);
+    if ((k & 3) == 3 || r->nballast == MAX_BALLAST) {
+        if (r->nballast)
+            release_ballast(r);
+        return;
+    }
+    DWORD load = 0;
+    SIZE_T available = 0;
+    note_call(r, "GetMemoryLoad(&load, &available) [how far the budget is]");
+    HRESULT hr = IHostMemoryManager_GetMemoryLoad(r->host, &load, &available);
+    if (!expect_hr(r, hr, was_injected(r) ? r->injected : S_OK) || FAILED(hr))
+        return;
+    uint64_t share = (uint64_t)available / 16 * (8 + (k >> 2) % 8);
+    size_t size = share > PRESSURE_CAP ? PRESSURE_CAP : (size_t)share & ~(size_t)(HM_MODEL_GRANULE - 1);
+    if (size < HM_MODEL_GRANULE)
+        size = HM_MODEL_GRANULE;
+    void *mem = (void *)(uintptr_t)0x1;
+    note_call(r, "VirtualAlloc(NULL, %#zx, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, %s) [driving the load toward "
+              "the budget: load %u%%, %#zx bytes available]", size, hm_level_name(level), (unsigned)load,
+              (size_t)available);
+    hr = IHostMemoryManager_VirtualAlloc(r->host, NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, level, &mem);
+    if (was_injected(r)) {
+        expect_hr(r, hr, r->injected);
+        return;
+    }
+    if (FAILED(hr)) {
+        if (!expect_hr(r, hr, E_OUTOFMEMORY))
+            return;
+        if (mem)
+            mismatch(r, "failed with %s but left *ppMem = %p (it must be NULL)", hm_hr_name(hr), mem);
+        else
+            check_refusal(r, hr, level, size, HM_REFUSAL_SLACK);
+        return;
+    }
+    uintptr_t base = (uintptr_t)mem;
+    char what[160];
+    if (base % HM_MODEL_GRANULE || base < HM_MODEL_MIN_ADDRESS || base > HM_MODEL_MAX_ADDRESS - size) {
+        mismatch(r, "reserved at %#lx, not a 64 KiB boundary of user space", (unsigned long)base);
+        return;
+    }
+    if (hm__model_granules_taken(&r->model, base, base + size) ||
+        hm__model_overlaps(&r->model, base, size, what, sizeof what)) {
+        hm__model_overlaps(&r->model, base, size, what, sizeof what);
+        mismatch(r, "reserved %#lx..%#lx, which is already taken (%s)", (unsigned long)base,
+                 (unsigned long)(base + size), what);
+        return;
+    }
+    r->ballast[r->nballast++] = base;
+    check_unmodelled_base(r, base, PAGE_READWRITE, "a commit driving the load up");
+}
+
+/* ---- Notifications: a callback that calls back in ------------------------------------------------------------ */
+
+/* Keeps the first finding made inside a notification, for the fuzz thread to report (check_callback_findings). */
+static void callback_finding(fuzz_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void callback_finding(fuzz_run *r, const char *fmt, ...)
+{
+    if (atomic_exchange(&r->callback_claimed, true))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->callback_finding, sizeof r->callback_finding, fmt, ap);
+    va_end(ap);
+    atomic_store(&r->callback_ready, true);
+}
+
+static void check_callback_findings(fuzz_run *r)
+{
+    if (atomic_load(&r->callback_ready) && !r->failed)
+        mismatch(r, "%s", r->callback_finding);
+}
+
+/* On the watchdog's thread, when a call from inside the callback has not returned: the fuzz thread is stuck in the
+ * host, so its history is still the calls that led here (the watchdog's lock orders our reads after its writes). */
+static void callback_hung(const char *what, double seconds, void *ctx)
+{
+    fuzz_run *r = ctx;
+    char why[300];
+    hm__reentry_hang_message(why, sizeof why, what, seconds);
+    mismatch(r, "%s (the notification came from inside this call)", why);
+}
+
+static double callback_seconds(const fuzz_run *r)
+{
+    return r->config->callback_seconds > 0 ? r->config->callback_seconds : DEFAULT_CALLBACK_SECONDS;
+}
+
+#define GUARDED(r, what, call)                                                                                     \
+    do {                                                                                                           \
+        bool armed_ = hm__watchdog_arm(what, callback_seconds(r), callback_hung, r);                               \
+        hr = (call);                                                                                               \
+        if (armed_)                                                                                                \
+            hm__watchdog_disarm();                                                                                 \
+    } while (0)
+
+/* What a runtime does inside OnMemoryNotification (as conform's callback.reentry does): it queries memory, asks for
+ * the load, reserves a little and gives it back. Each call goes to the host itself (no fault layer, not recorded:
+ * the reservation is made and released, so the trace's state is unchanged) under the watchdog, so a host that
+ * notifies holding its own lock is named instead of ending as a fuzz timeout. Checked where the answer is known
+ * whatever the fuzz thread is doing (a notification may come from another thread, in the middle of a call the model
+ * has not taken in yet): the sizes and bases of every answer, and the new reservation's VirtualQuery exactly. */
+static void call_back_in(fuzz_run *r, void *known)
+{
+    IHostMemoryManager *m = r->bare;
+    MEMORY_BASIC_INFORMATION mbi;
+    memset(&mbi, 0, sizeof mbi);
+    SIZE_T got = 0;
+    HRESULT hr;
+    char a[300], b[300];
+    GUARDED(r, hm_reentry_query, IHostMemoryManager_VirtualQuery(m, known, &mbi, sizeof mbi, &got));
+    uintptr_t page = hm_model_page_down((uintptr_t)known);
+    if (hr != S_OK || got != sizeof mbi || (uintptr_t)mbi.BaseAddress != page ||
+        (uintptr_t)mbi.BaseAddress + mbi.RegionSize <= (uintptr_t)known) {
+        describe_mbi(&mbi, a, sizeof a);
+        callback_finding(r, "from inside OnMemoryNotification, VirtualQuery(%p) returned %s, *pResult %zu, %s; "
+                         "expected S_OK and a region holding the address, starting at its page", known,
+                         hm_hr_name(hr), (size_t)got, hr == S_OK ? a : "");
+        return;
+    }
+    DWORD load = 0xdead;
+    SIZE_T available = 0;
+    GUARDED(r, hm_reentry_load, IHostMemoryManager_GetMemoryLoad(m, &load, &available));
+    if (hr != S_OK || load > 100) {
+        callback_finding(r, "from inside OnMemoryNotification, GetMemoryLoad returned %s with a load of %u%%; "
+                         "expected S_OK and a percentage", hm_hr_name(hr), (unsigned)load);
+        return;
+    }
+    void *p = NULL;
+    GUARDED(r, hm_reentry_alloc, IHostMemoryManager_VirtualAlloc(m, NULL, HM_MODEL_GRANULE, MEM_RESERVE,
+                                                                 PAGE_READWRITE, eProcessCritical, &p));
+    if (hr != S_OK || !p || (uintptr_t)p % HM_MODEL_GRANULE) {
+        /* A reservation is not charged: even at full load the host has no reason to refuse it. */
+        callback_finding(r, "from inside OnMemoryNotification, VirtualAlloc(NULL, 0x10000, MEM_RESERVE, "
+                         "PAGE_READWRITE, eProcessCritical) returned %s, %p; expected S_OK and a 64 KiB boundary",
+                         hm_hr_name(hr), p);
+        return;
+    }
+    GUARDED(r, hm_reentry_query, IHostMemoryManager_VirtualQuery(m, p, &mbi, sizeof mbi, &got));
+    MEMORY_BASIC_INFORMATION want = {.BaseAddress = p, .AllocationBase = p, .AllocationProtect = PAGE_READWRITE,
+                                     .RegionSize = HM_MODEL_GRANULE, .State = MEM_RESERVE, .Type = MEM_PRIVATE};
+    if (hr != S_OK || got != sizeof mbi || !same_mbi(&mbi, &want)) {
+        describe_mbi(&mbi, a, sizeof a);
+        describe_mbi(&want, b, sizeof b);
+        callback_finding(r, "from inside OnMemoryNotification, VirtualQuery of the 64 KiB reservation %p just made "
+                         "returned %s, %s; expected S_OK, %s", p, hm_hr_name(hr), hr == S_OK ? a : "", b);
+    }
+    GUARDED(r, hm_reentry_free, IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE));
+    if (hr != S_OK)
+        callback_finding(r, "from inside OnMemoryNotification, VirtualFree(%p, 0, MEM_RELEASE) of the reservation "
+                         "just made returned %s; expected S_OK", p, hm_hr_name(hr));
+}
+
 static void check_notification(hm_counting_callback *cb, EMemoryAvailable e)
 {
-    fuzz_run *run = cb->ctx;
+    fuzz_run *r = cb->ctx;
     if ((int)e < eMemoryAvailableLow || (int)e > eMemoryAvailableHigh)
-        atomic_store(&run->callback_problem, (int)e == 0 ? -1 : (int)e);
-    DWORD load;
-    SIZE_T available;
-    IHostMemoryManager_GetMemoryLoad(run->bare, &load, &available);
+        callback_finding(r, "OnMemoryNotification was called with %d, not one of EMemoryAvailable's values", (int)e);
+    if (atomic_exchange(&r->in_notification, true))
+        return; /* caused by our own calls back in (or concurrent with them): one level is enough */
+    call_back_in(r, cb);
+    atomic_store(&r->in_notification, false);
 }
 
 static void op_register_callback(fuzz_run *r)
@@ -1377,16 +1600,25 @@ int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *c
         case 20: op_memory_load(r); break;
         case 21: op_register_callback(r); break;
         case 22: op_ledger(r); break;
-        default:
-            if (take8(r) & 1)
+        default: {
+            uint8_t k = take8(r);
+            if (k & 1)
                 op_query_interface(r);
+            else if (k >= 0xf0) /* (carved out of verify_all's share: the seeds of before decode as they did) */
+                op_pressure(r);
             else
                 verify_all(r);
             break;
         }
-        int bad = atomic_load(&r->callback_problem);
-        if (bad && !r->failed)
-            mismatch(r, "OnMemoryNotification was called with %d, not one of EMemoryAvailable's values", bad < 0 ? 0 : bad);
+        }
+        check_callback_findings(r);
+    }
+    while (status == 0 && !r->failed && r->nballast) {
+        size_t before = r->nballast;
+        release_ballast(r);
+        check_callback_findings(r);
+        if (r->nballast == before)
+            break; /* an injected failure: the host keeps it until its last Release */
     }
     if (status == 0 && !r->failed) {
         verify_all(r);
@@ -1431,6 +1663,19 @@ int hm__fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
     config->fresh_manager = env_flag("HOSTMEM_FUZZ_FRESH");
     config->verbose = env_flag("HOSTMEM_FUZZ_VERBOSE");
     config->strict_codes = env_flag("HOSTMEM_FUZZ_STRICT");
+    const char *seconds = getenv("HOSTMEM_FUZZ_CALLBACK_SECONDS");
+    config->callback_seconds = 0;
+    if (seconds && *seconds) {
+        char *end;
+        errno = 0;
+        double v = strtod(seconds, &end);
+        if (errno || *end || !(v > 0 && v <= 86400)) {
+            fprintf(report, "hostmem fuzz: configuration error: HOSTMEM_FUZZ_CALLBACK_SECONDS='%s' is not a number "
+                            "of seconds from 0 (excluded) to 86400\n", seconds);
+            return -1;
+        }
+        config->callback_seconds = v;
+    }
 
     IHostMemoryManager *m = NULL;
     HRESULT hr;

@@ -4,7 +4,8 @@
  *
  * calls.h    the call-sequence driver (fuzz/ and the CLI)     model.h    its reference model of the contract
  * conform.h  the conformance suite                            plugin.h   the one host loader, hm__host_open
- * stress.h   the multithreaded stress run                     guard.h    the isolation layer before a host */
+ * stress.h   the multithreaded stress run                     guard.h    the isolation layer before a host
+ * pressure.h what conform, stress and the fuzzer share about pressure: calls back in from a callback, real refusals */
 #ifndef HOSTMEM_HARNESS_CHECK_H
 #define HOSTMEM_HARNESS_CHECK_H
 
@@ -12,6 +13,7 @@
 #include "conform.h"
 #include "guard.h"
 #include "model.h"
+#include "pressure.h"
 #include "plugin.h"
 #include "stress.h"
 

@@ -6,6 +6,7 @@
  * page must keep what was written, a heap block must keep its fill (another block written over it shows up here),
  * and a refused call must change nothing. The shared heap is used by every thread at once, so blocks move between
  * threads' frees and allocations in the host's heap. */
+#include "pressure.h"
 #include "stress.h"
 
 #include "clock.h"
@@ -239,8 +240,8 @@ static bool check_refusal(worker *w, HRESULT hr, EMemoryCriticalLevel level, uin
 {
     if (!w->check_refusals || hr != E_OUTOFMEMORY || level != eProcessCritical)
         return true;
-    uint64_t after = available_now(w), slack = ((uint64_t)w->report->threads << 20) + (64 << 10);
-    if (before < size + slack || after < size + slack)
+    uint64_t after = available_now(w), slack = ((uint64_t)w->report->threads << 20) + HM_REFUSAL_SLACK;
+    if (!hm__refusal_is_spurious(size, before, slack) || !hm__refusal_is_spurious(size, after, slack))
         return true;
     return violate(w, "spurious out-of-memory: %s of %#llx bytes at eProcessCritical -> E_OUTOFMEMORY although "
                       "GetMemoryLoad reports %llu bytes available (no fault injected)",
@@ -705,9 +706,9 @@ static HRESULT STDMETHODCALLTYPE counter_OnMemoryNotification(ICLRMemoryNotifica
     SIZE_T n;
     DWORD load;
     SIZE_T avail;
-    atomic_store(&report->in_callback, "VirtualQuery from inside the callback");
+    atomic_store(&report->in_callback, hm_reentry_query);
     IHostMemoryManager_VirtualQuery(m, &mbi, &mbi, sizeof mbi, &n);
-    atomic_store(&report->in_callback, "GetMemoryLoad from inside the callback");
+    atomic_store(&report->in_callback, hm_reentry_load);
     IHostMemoryManager_GetMemoryLoad(m, &load, &avail);
     atomic_store(&report->in_callback, NULL);
     return S_OK;

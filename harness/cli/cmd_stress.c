@@ -5,6 +5,7 @@
 #include "junit.h"
 #include "options.h"
 #include "plugin.h"
+#include "pressure.h"
 #include "stress.h"
 
 #include <errno.h>
@@ -383,8 +384,7 @@ static const char *run_forked(stress_options *o, shared_run *s, bool progress, c
     snprintf(why, why_len, "%s", how.message);
     const char *in_callback = atomic_load(&s->report.in_callback);
     if (how.end == HM_ISOLATED_TIMED_OUT && in_callback)
-        snprintf(why, why_len, "the host called OnMemoryNotification holding a lock: %s did not return in %u s",
-                 in_callback, o->hang_seconds);
+        hm__reentry_hang_message(why, why_len, in_callback, o->hang_seconds);
     if (how.end == HM_ISOLATED_EXITED)
         name_sanitizer(why, why_len);
     if (s->report.seconds == 0)
