@@ -1646,8 +1646,7 @@ int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *c
     return status;
 }
 
-/* An environment switch: set, and neither empty nor "0". */
-static bool env_flag(const char *name)
+bool hm__fuzz_env_flag(const char *name)
 {
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
@@ -1660,9 +1659,9 @@ int hm__fuzz_config_from_env(hm_fuzz_config *config, FILE *report)
     config->host_options = getenv("HOSTMEM_FUZZ_HOST_OPTIONS");
     const char *trace = getenv("HOSTMEM_FUZZ_TRACE");
     config->trace_path = trace && *trace ? trace : NULL;
-    config->fresh_manager = env_flag("HOSTMEM_FUZZ_FRESH");
-    config->verbose = env_flag("HOSTMEM_FUZZ_VERBOSE");
-    config->strict_codes = env_flag("HOSTMEM_FUZZ_STRICT");
+    config->fresh_manager = hm__fuzz_env_flag("HOSTMEM_FUZZ_FRESH");
+    config->verbose = hm__fuzz_env_flag("HOSTMEM_FUZZ_VERBOSE");
+    config->strict_codes = hm__fuzz_env_flag("HOSTMEM_FUZZ_STRICT");
     const char *seconds = getenv("HOSTMEM_FUZZ_CALLBACK_SECONDS");
     config->callback_seconds = 0;
     if (seconds && *seconds) {

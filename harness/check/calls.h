@@ -45,4 +45,7 @@ int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *c
  * report which variable is wrong, its value and why (a configuration error, not a finding: no input would run). */
 int hm__fuzz_config_from_env(hm_fuzz_config *config, FILE *report);
 
+/* An environment switch as the fuzz targets read it: set, and neither empty nor "0". */
+bool hm__fuzz_env_flag(const char *name);
+
 #endif

@@ -19,7 +19,8 @@ static const char description[] =
     "the model expects (the input run on the built-in manager), then the input runs on the host and its\n"
     "mismatch is reported: replaying the trace on the host diverges at the bug. Without --host the\n"
     "built-in manager runs with " HM_FUZZ_DEFAULT_OPTIONS "; a plugin runs in a child process: its\n"
-    "crash, exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1.\n"
+    "crash, exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1. --strict (or\n"
+    "HOSTMEM_FUZZ_STRICT=1, as for the fuzz targets) holds the plugin to Windows' exact error codes.\n"
     "Exit 0 the input ran clean, 1 it showed a mismatch (the trace ends at it), 2 bad usage or input.\n";
 
 static uint8_t *read_input(const char *path, size_t *size)
@@ -54,13 +55,16 @@ static int fuzz_to_trace_command(int argc, char **argv)
     hm_fuzz_config config = {0};
     const char *input = NULL, *out = NULL;
     hm_host_choice choice = {0};
-    bool faults_input = false;
+    bool faults_input = false, strict = false;
     unsigned long long timeout = 0;
     const hm_option table[] = {
         {"-o", "OUT", HM_OPTION_STRING, &out, 0, 0, "the text trace to write (default: INPUT.trace, a new file)", NULL},
         {"--faults-input", NULL, HM_OPTION_FLAG, &faults_input, 0, 0,
          "the input is fuzz_calls_faults': its first bytes choose the faults", NULL},
         HM_HOST_OPTIONS(&choice),
+        {"--strict", NULL, HM_OPTION_FLAG, &strict, 0, 0,
+         "the plugin's failures must carry Windows' exact codes (default: any refusal will do; also "
+         "HOSTMEM_FUZZ_STRICT=1)", NULL},
         {"--faults", "SPEC", HM_OPTION_STRING, &choice.faults, 0, 0,
          "refused: a faults input chooses its own (--faults-input)", NULL},
         /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
@@ -74,6 +78,7 @@ static int fuzz_to_trace_command(int argc, char **argv)
         return parsed;
     input = operands[0];
     config.faults = faults_input;
+    config.strict_codes = strict || hm__fuzz_env_flag("HOSTMEM_FUZZ_STRICT"); /* as the fuzz targets read it */
     if (choice.faults) {
         fprintf(stderr, "hostmem fuzz-to-trace: --faults does not apply (a faults input chooses its own: "
                         "--faults-input)\n");
