@@ -1183,7 +1183,7 @@ static void release_ballast(fuzz_run *r)
 static void op_pressure(fuzz_run *r)
 {
     uint8_t k = take8(r);
-    EMemoryCriticalLevel level = pick_level(r);
+    EMemoryCriticalLevel level = (EMemoryCriticalLevel)(take8(r) % 3); /* valid ones: op_virtual_alloc tries the rest */
     if ((k & 3) == 3 || r->nballast == MAX_BALLAST) {
         if (r->nballast)
             release_ballast(r);
