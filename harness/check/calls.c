@@ -56,6 +56,7 @@ struct fuzz_run {
     char callback_finding[700];
     atomic_bool in_notification; /* the callback is calling back in: a notification that causes runs no calls */
     pthread_t thread;            /* the fuzz thread (a notification on it may read the model: it is not changing) */
+    bool notified_here;          /* the notification being handled came on the fuzz thread, from its current call */
     uintptr_t ballast[MAX_BALLAST]; /* op_pressure's reservations (bases), the newest last */
     size_t nballast;
     hm_model model;
@@ -1264,7 +1265,8 @@ static void callback_hung(const char *what, double seconds, void *ctx)
     fuzz_run *r = ctx;
     char why[300];
     hm__reentry_hang_message(why, sizeof why, what, seconds);
-    mismatch(r, "%s (the notification came from inside this call)", why);
+    mismatch(r, "%s (%s)", why, r->notified_here ? "the notification came from inside this call"
+                                                  : "the notification came on another thread, during this call");
 }
 
 static double callback_seconds(const fuzz_run *r)
@@ -1348,7 +1350,8 @@ static void check_notification(hm_counting_callback *cb, EMemoryAvailable e)
      * only its shape is checked), or else the callback itself (memory of the process: a host may have to read the
      * process map to answer, which costs more). */
     void *known = cb;
-    if (pthread_equal(pthread_self(), r->thread) && r->model.nregions)
+    r->notified_here = pthread_equal(pthread_self(), r->thread);
+    if (r->notified_here && r->model.nregions)
         known = (void *)r->model.region[0]->base;
     call_back_in(r, known);
     atomic_store(&r->in_notification, false);
