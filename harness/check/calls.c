@@ -55,6 +55,7 @@ struct fuzz_run {
     atomic_bool callback_claimed, callback_ready;
     char callback_finding[700];
     atomic_bool in_notification; /* the callback is calling back in: a notification that causes runs no calls */
+    atomic_bool closing;         /* the manager is going: a notification from its teardown must not call into it */
     pthread_t thread;            /* the fuzz thread (a notification on it may read the model: it is not changing) */
     bool notified_here;          /* the notification being handled came on the fuzz thread, from its current call */
     uintptr_t ballast[MAX_BALLAST]; /* op_pressure's reservations (bases), the newest last */
@@ -1274,6 +1275,7 @@ static double callback_seconds(const fuzz_run *r)
     return r->config->callback_seconds > 0 ? r->config->callback_seconds : DEFAULT_CALLBACK_SECONDS;
 }
 
+/* Makes `call`, assigning its result to the caller's `hr`, with the watchdog armed under the name `what`. */
 #define GUARDED(r, what, call)                                                                                     \
     do {                                                                                                           \
         bool armed_ = hm__watchdog_arm(what, callback_seconds(r), callback_hung, r);                               \
@@ -1344,7 +1346,7 @@ static void check_notification(hm_counting_callback *cb, EMemoryAvailable e)
     fuzz_run *r = cb->ctx;
     if ((int)e < eMemoryAvailableLow || (int)e > eMemoryAvailableHigh)
         callback_finding(r, "OnMemoryNotification was called with %d, not one of EMemoryAvailable's values", (int)e);
-    if (atomic_exchange(&r->in_notification, true))
+    if (atomic_load(&r->closing) || atomic_exchange(&r->in_notification, true))
         return; /* caused by our own calls back in (or concurrent with them): one level is enough */
     /* The address to query: a reservation the model holds (its answer may be changing under the call in flight, so
      * only its shape is checked), or else the callback itself (memory of the process: a host may have to read the
@@ -1616,7 +1618,7 @@ int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *c
             uint8_t k = take8(r);
             if (k & 1)
                 op_query_interface(r);
-            else if (k >= 0xf0) /* (carved out of verify_all's share: the seeds of before decode as they did) */
+            else if (k >= 0xf0) /* carved out of verify_all's share, so most earlier seeds decode as they did */
                 op_pressure(r);
             else
                 verify_all(r);
@@ -1635,9 +1637,11 @@ int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *c
     if (status == 0 && !r->failed) {
         verify_all(r);
         op_heap_check(r);
+        check_callback_findings(r);
         if (!r->failed)
             check_refcounts(r, (IUnknown *)r->bare, "the manager");
     }
+    atomic_store(&r->closing, true);
     /* Teardown: heaps, then the manager; then every callback must have been let go. */
     for (int i = 0; i < HM_MODEL_MAX_HEAPS; i++)
         if (r->heap[i])
