@@ -88,7 +88,7 @@ declare -A expect=(
   [misaligned]="which is not 16-byte aligned"
   [size_wrap]="returned S_OK .*Windows' rules say E_OUTOFMEMORY"
   [short_block]="use-after-poison.* in block_fill|overlaps live block|changed behind the runtime's back"
-  [lock_in_callback]="the host called OnMemoryNotification holding a lock: VirtualQuery from inside the callback did not return in 2 s"
+  [lock_in_callback]="holding a lock: VirtualQuery from inside the callback did not return in 2 s"
   [leaky]="spurious out-of-memory: E_OUTOFMEMORY at eProcessCritical")
 # The host options some need: a budget small enough for the seeds to drive the load past the notification threshold.
 declare -A host_options=([lock_in_callback]="limit=64M")

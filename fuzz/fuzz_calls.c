@@ -5,7 +5,9 @@
  * Environment: HOSTMEM_FUZZ_HOST=lib.so fuzzes a host plugin instead of hostmem's built-in manager (with
  * HOSTMEM_FUZZ_HOST_OPTIONS); HOSTMEM_FUZZ_TRACE=path records the calls of the input (run it on one input);
  * HOSTMEM_FUZZ_VERBOSE=1 prints every call; HOSTMEM_FUZZ_FRESH=1 makes a new built-in manager for every input instead
- * of resetting one (hm__manager_reset: the same answers, much cheaper). A mismatch prints what the host answered, what
+ * of resetting one (hm__manager_reset: the same answers, much cheaper); HOSTMEM_FUZZ_STRICT=1 holds a plugin to
+ * Windows' exact error codes; HOSTMEM_FUZZ_CALLBACK_SECONDS (default 5) is how long a call from inside the
+ * notification callback may take before the host is reported as notifying while holding its lock. A mismatch prints what the host answered, what
  * the model expected and the calls before it, then aborts, so every engine keeps the input. */
 #include "fuzz.h"
 

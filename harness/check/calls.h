@@ -39,8 +39,8 @@ typedef struct hm_fuzz_outcome {
 int hm__fuzz_calls_run(const uint8_t *data, size_t size, const hm_fuzz_config *config, hm_fuzz_outcome *outcome);
 
 /* The configuration the fuzz targets read from the environment: HOSTMEM_FUZZ_HOST, HOSTMEM_FUZZ_HOST_OPTIONS,
- * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE, HOSTMEM_FUZZ_FRESH (1: fresh_manager), HOSTMEM_FUZZ_STRICT (1: strict_codes),
- * HOSTMEM_FUZZ_CALLBACK_SECONDS (callback_seconds). Then it is tried once: the host
+ * HOSTMEM_FUZZ_TRACE, HOSTMEM_FUZZ_VERBOSE, HOSTMEM_FUZZ_FRESH (1: fresh_manager), HOSTMEM_FUZZ_STRICT
+ * (1: strict_codes), HOSTMEM_FUZZ_CALLBACK_SECONDS (callback_seconds). Then it is tried once: the host
  * library loads, the host starts with the options, the trace can be created. Returns 0, or -1 after saying on
  * report which variable is wrong, its value and why (a configuration error, not a finding: no input would run). */
 int hm__fuzz_config_from_env(hm_fuzz_config *config, FILE *report);
