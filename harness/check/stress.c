@@ -860,7 +860,9 @@ HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm
         return S_OK;
     }
     notification_counter *counter = calloc(1, sizeof *counter);
-    worker *workers = calloc(config->threads, sizeof *workers);
+    worker *workers = aligned_alloc(_Alignof(worker), config->threads * sizeof *workers); /* its lines its own */
+    if (workers)
+        memset(workers, 0, config->threads * sizeof *workers);
     pthread_t *threads = calloc(config->threads, sizeof *threads);
     _Atomic uint64_t *mailbox = config->workload == HM_STRESS_HEAP ? calloc(MAILBOX_SLOTS, sizeof *mailbox) : NULL;
     if (!counter || !workers || !threads || (config->workload == HM_STRESS_HEAP && !mailbox)) {

@@ -50,7 +50,7 @@ static double stress_ops_per_second(hm_bench *b, hm_stress_workload workload, st
 
 void hm__bench_stress(hm_bench *b)
 {
-    hm_stress_report *report = malloc(sizeof *report);
+    hm_stress_report *report = aligned_alloc(_Alignof(hm_stress_report), sizeof *report); /* its lines its own */
     if (!report)
         exit(HM_EXIT_FAIL);
     /* The mixed workload on 1 and 2 threads; the heap workload (`--workload heap`, whose steps are ten times
