@@ -25,6 +25,29 @@ check() { # check NAME COMMAND...: the command's stdout must parse as JSON
 }
 check conform "$hostmem" conform --json --filter vm.release --host "$weird.so"
 check stress "$hostmem" stress --json --threads 1 --ops 2000 --trace-dir "$dir" --host "$weird.so"
+# The heap workload's report carries what was asked (workload, its mix, threads, ops, seed) and the host's load over
+# the run, a series ending with everything given back.
+check stress-heap "$hostmem" stress --json --workload heap --threads 2 --ops 5000 --seed 3 --trace-dir "$dir" \
+    --host "$weird.so"
+if ! "$python" - "$dir/out.json" <<'EOF' >"$dir/why.txt" 2>&1; then
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["workload"] == "heap", d["workload"]
+assert d["run"] == {"workload": "heap", "threads": 2, "seconds": None, "ops": 5000, "seed": 3,
+                    "weights": {"alloc": 50, "free": 35, "hand_over": 15}}, d["run"]
+load = d["host_load"]
+assert all(0 <= load[k] <= 100 for k in ("first_percent", "peak_percent", "last_percent")), load
+series = load["series"]
+assert len(series) >= 2, series
+assert [p["seconds"] for p in series] == sorted(p["seconds"] for p in series), series
+assert all(0 <= p["load_percent"] <= 100 and p["available_bytes"] > 0 and p["live_bytes"] >= 0 for p in series), series
+assert series[-1]["live_bytes"] == 0, series[-1]
+EOF
+    echo "FAIL stress-heap fields: $(cat "$dir/why.txt")"
+    status=1
+else
+    echo "ok   stress-heap fields"
+fi
 check replay "$hostmem" replay --json "$weird.trace"
 check replay-plugin "$hostmem" replay --json "$weird.trace" --host "$weird.so"
 check explore "$hostmem" explore --json --max 3 "$weird.trace" --match 'VirtualAlloc|heap'

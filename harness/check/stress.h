@@ -10,6 +10,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum {
@@ -29,6 +30,7 @@ enum {
 #define HM_STRESS_MAX_THREADS 64
 #define HM_STRESS_RING 64         /* calls each thread keeps for the violation report */
 #define HM_STRESS_HIST_BUCKETS 40 /* latency histogram: bucket b counts calls of [2^(b-1), 2^b) ns */
+#define HM_STRESS_LOAD_SAMPLES 64 /* the host's load over the run: at most this many points */
 
 /* One call as a thread remembers it; formatted only when a report needs it. */
 typedef struct hm_stress_call {
@@ -41,6 +43,9 @@ typedef struct hm_stress_call {
 
 typedef struct hm_stress_thread {
     _Alignas(64) atomic_uint_fast64_t done; /* operations so far, read live by the progress display */
+    _Atomic int64_t live_bytes; /* what the thread holds: committed pages and heap blocks (written by it alone; a
+                                 * block handed over counts with the thread that frees it, so only the sum means
+                                 * anything) */
     uint64_t ops[HM_STRESS_OP_COUNT], failures[HM_STRESS_OP_COUNT];
     uint64_t latency[HM_STRESS_OP_COUNT][HM_STRESS_HIST_BUCKETS];
     hm_stress_call ring[HM_STRESS_RING];
@@ -53,12 +58,19 @@ typedef struct hm_stress_thread {
     uint64_t other_call;
 } hm_stress_thread;
 
+/* One point of the host's load over the run: what its GetMemoryLoad said, and what the workload held then. */
+typedef struct hm_stress_load_sample {
+    double seconds;      /* since the run started */
+    uint32_t load;       /* percent */
+    uint64_t available;  /* bytes */
+    int64_t live_bytes;  /* the sum of the threads' live_bytes */
+} hm_stress_load_sample;
+
 /* Everything a run produces. Plain memory with no pointers, so `hostmem stress` can keep it in a mapping shared
  * with the child that runs the workload and still read it when the child crashed. */
 typedef struct hm_stress_report {
     unsigned threads;
     double seconds;
-    atomic_bool stop;
     atomic_uint_fast64_t violations;
     atomic_uint_fast64_t notifications[3]; /* OnMemoryNotification by level: [0] low, [1] neutral, [2] high */
     /* The call the callback makes back into the host while it is in flight (a literal: the same address in a forked
@@ -67,7 +79,14 @@ typedef struct hm_stress_report {
     /* The host's own GetMemoryLoad over the run, as the threads saw it (percent + 1; 0: never read): a load that
      * creeps up while the workload's live set stays bounded is a host that loses its accounting. */
     atomic_uint load_first, load_peak, load_last;
-    hm_stress_thread thread[HM_STRESS_MAX_THREADS];
+    /* The same load as a series: thread 1 samples it about every 100 ms (less often on long runs: when the series is
+     * full every other point goes and the period doubles), and the run a last time when the threads are done.
+     * load_samples counts the points written (stored after its point, so a crashed run's series is whole). */
+    _Alignas(64) atomic_uint load_samples;
+    hm_stress_load_sample load_series[HM_STRESS_LOAD_SAMPLES];
+    /* Every thread reads stop at every step: alone on its line, so counters written meanwhile do not evict it. */
+    _Alignas(64) atomic_bool stop;
+    _Alignas(64) hm_stress_thread thread[HM_STRESS_MAX_THREADS];
 } hm_stress_report;
 
 /* What the threads do. */
@@ -99,6 +118,15 @@ typedef struct hm_stress_config {
 HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm_stress_report *report);
 
 const char *hm__stress_op_name(int op);
+const char *hm__stress_workload_name(hm_stress_workload workload); /* "mixed", "heap" */
+
+/* One share of a workload's mix: each step draws its operation with these weights (percent, summing to 100). */
+typedef struct hm_stress_weight {
+    const char *name; /* "reserve", ..., as the report's keys */
+    unsigned percent;
+} hm_stress_weight;
+/* The mix of workload: sets *weights to its table and returns its length. */
+size_t hm__stress_weights(hm_stress_workload workload, const hm_stress_weight **weights);
 /* "VirtualAlloc(0x7f.., 0x3000, MEM_COMMIT, task) -> S_OK" */
 void hm__stress_format_call(const hm_stress_call *call, char *buf, size_t len);
 /* Sums of every thread's figures. */

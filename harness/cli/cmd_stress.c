@@ -114,6 +114,52 @@ static void print_last_calls(FILE *f, const hm_stress_thread *t, unsigned id, un
     }
 }
 
+/* The points of the load series the report holds (at most HM_STRESS_LOAD_SAMPLES, also after a crash). */
+static unsigned load_points(const hm_stress_report *r)
+{
+    unsigned n = atomic_load(&r->load_samples);
+    return n < HM_STRESS_LOAD_SAMPLES ? n : HM_STRESS_LOAD_SAMPLES;
+}
+
+/* What was asked for: the workload, its mix, threads, the run's length, the seed. */
+static void print_json_run(const stress_options *o)
+{
+    const hm_stress_config *c = &o->config;
+    printf("\"workload\": \"%s\", \"run\": {\"workload\": \"%s\", \"threads\": %u, ",
+           hm__stress_workload_name(c->workload), hm__stress_workload_name(c->workload), c->threads);
+    if (c->ops)
+        printf("\"seconds\": null, \"ops\": %llu, ", (unsigned long long)c->ops);
+    else
+        printf("\"seconds\": %.0f, \"ops\": null, ", c->seconds);
+    printf("\"seed\": %llu, \"weights\": {", (unsigned long long)c->seed);
+    const hm_stress_weight *w;
+    size_t n = hm__stress_weights(c->workload, &w);
+    for (size_t i = 0; i < n; i++)
+        printf("%s\"%s\": %u", i ? ", " : "", w[i].name, w[i].percent);
+    printf("}}, ");
+}
+
+/* The host's load: first, peak, last (null when never read) and the series. */
+static void print_json_load(const hm_stress_report *r)
+{
+    printf("\"host_load\": {");
+    const char *names[] = {"first", "peak", "last"};
+    unsigned values[] = {atomic_load(&r->load_first), atomic_load(&r->load_peak), atomic_load(&r->load_last)};
+    for (int i = 0; i < 3; i++)
+        if (values[i])
+            printf("\"%s_percent\": %u, ", names[i], values[i] - 1);
+        else
+            printf("\"%s_percent\": null, ", names[i]);
+    printf("\"series\": [");
+    for (unsigned i = 0, n = load_points(r); i < n; i++) {
+        const hm_stress_load_sample *p = &r->load_series[i];
+        printf("%s{\"seconds\": %.3f, \"load_percent\": %u, \"available_bytes\": %llu, \"live_bytes\": %lld}",
+               i ? ", " : "", p->seconds, (unsigned)p->load, (unsigned long long)p->available,
+               (long long)p->live_bytes);
+    }
+    printf("]}, ");
+}
+
 static void print_json(const stress_options *o, const shared_run *s, const char *crash)
 {
     const hm_stress_report *r = &s->report;
@@ -145,7 +191,10 @@ static void print_json(const stress_options *o, const shared_run *s, const char 
                key, (unsigned long long)n, (unsigned long long)failed,
                hm__stress_latency_quantile(r, op, 0.5), hm__stress_latency_quantile(r, op, 0.99));
     }
-    printf("}, \"faults_injected\": %llu", (unsigned long long)s->faults_injected);
+    printf("}, ");
+    print_json_run(o);
+    print_json_load(r);
+    printf("\"faults_injected\": %llu", (unsigned long long)s->faults_injected);
     const char *violation = NULL;
     for (unsigned t = 0; t < r->threads && !violation; t++)
         if (r->thread[t].violation[0])
@@ -155,6 +204,49 @@ static void print_json(const stress_options *o, const shared_run *s, const char 
     printf(", \"trace\": ");
     hm__cli_json_string(stdout, s->recording && (violation || crash) ? o->trace_path : NULL);
     printf("}\n");
+}
+
+/* bytes for a person: "512 B", "37.5 KiB", "1.2 GiB" */
+static const char *human_bytes(int64_t bytes, char *buf, size_t len)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (u < 4 && (v >= 1024 || v <= -1024)) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+/* The workload asked for, and the host's load over the run (at most 12 of its points, the first and last among
+ * them; --json has them all). */
+static void print_run_and_load(const stress_options *o, const hm_stress_report *r)
+{
+    const hm_stress_config *c = &o->config;
+    const hm_stress_weight *w;
+    size_t nw = hm__stress_weights(c->workload, &w);
+    printf("  workload: %s (", hm__stress_workload_name(c->workload));
+    for (size_t i = 0; i < nw; i++)
+        printf("%s%s %u%%", i ? ", " : "", w[i].name, w[i].percent);
+    if (c->ops)
+        printf("), %u thread(s), %llu ops, seed %llu\n", c->threads, (unsigned long long)c->ops,
+               (unsigned long long)c->seed);
+    else
+        printf("), %u thread(s), %.0f s, seed %llu\n", c->threads, c->seconds, (unsigned long long)c->seed);
+    unsigned n = load_points(r);
+    if (!n)
+        return;
+    printf("  host load over the run (its GetMemoryLoad; held: the threads' committed pages and heap blocks):\n");
+    printf("  %10s %6s %14s %14s\n", "time", "load", "available", "held");
+    unsigned shown = n < 12 ? n : 12;
+    for (unsigned k = 0; k < shown; k++) {
+        const hm_stress_load_sample *p = &r->load_series[shown > 1 ? (size_t)k * (n - 1) / (shown - 1) : 0];
+        char avail[32], held[32];
+        printf("  %8.1f s %5u%% %14s %14s\n", p->seconds, (unsigned)p->load,
+               human_bytes((int64_t)p->available, avail, sizeof avail), human_bytes(p->live_bytes, held, sizeof held));
+    }
 }
 
 static void print_summary(const stress_options *o, const shared_run *s, const char *crash)
@@ -184,6 +276,7 @@ static void print_summary(const stress_options *o, const shared_run *s, const ch
     if (atomic_load(&r->load_first))
         printf("  host load (its GetMemoryLoad): %u%% first, %u%% peak, %u%% last\n", atomic_load(&r->load_first) - 1,
                atomic_load(&r->load_peak) - 1, atomic_load(&r->load_last) - 1);
+    print_run_and_load(o, r);
     if (o->host.faults) {
         printf("  faults injected: %llu%s\n", (unsigned long long)s->faults_injected,
                s->first_fault_count ? " (first ones below)" : "");
