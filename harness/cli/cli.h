@@ -40,6 +40,11 @@ typedef struct hm_host_choice {
  * the HRESULT. The plugin stays loaded for the life of the process. */
 HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out);
 
+/* The recording's environment for a trace made with the chosen host (hostmem record, stress): the host as given
+ * (or "built-in"), its resolved path (into resolved), its options and the fault spec in force. env's strings point
+ * into choice, resolved and the environment. */
+void hm__cli_host_env(const hm_host_choice *choice, hm_trace_env *env, char *resolved, size_t resolved_len);
+
 /* Runs a subcommand fn(argc, argv) that talks to a host. When the command line names a plugin (--host), fn runs in
  * an isolated child (plugin.h): a host that crashes, exits the process or hangs past --timeout SECONDS (taken out
  * of argv here; default: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the

@@ -38,6 +38,23 @@ HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out
     return S_OK;
 }
 
+void hm__cli_host_env(const hm_host_choice *choice, hm_trace_env *env, char *resolved, size_t resolved_len)
+{
+    memset(env, 0, sizeof *env);
+    resolved[0] = '\0';
+    env->host = choice->library ? choice->library : HM_TRACE_BUILTIN_HOST;
+    env->host_options = choice->options;
+    /* The spec in force: --faults, else (the built-in factory only) HOSTMEM_FAULTS. */
+    env->faults = choice->faults ? choice->faults : choice->library ? NULL : getenv("HOSTMEM_FAULTS");
+    if (choice->library) {
+        char *real = realpath(choice->library, NULL); /* a bare name found in the library path stays unresolved */
+        if (real && strlen(real) < resolved_len)
+            snprintf(resolved, resolved_len, "%s", real);
+        free(real);
+        env->host_path = resolved;
+    }
+}
+
 /* ---- Running a whole subcommand isolated ------------------------------------------------------------------- */
 
 typedef struct isolated_command {
