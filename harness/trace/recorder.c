@@ -443,7 +443,7 @@ static char *environment_block(const char *path, const hm_trace_env *given, size
         if (!v || !*v)
             continue;
         if (strlen(v) > HM_TRACE_ENV_VALUE_MAX) {
-            fprintf(stderr, "hostmem: trace '%s': the %s is longer than %d bytes: left out of the trace's header\n",
+            fprintf(stderr, "hostmem: trace '%s': the header's field '%s' is longer than %d bytes: left out\n",
                     path, hm__trace_env_key(i), HM_TRACE_ENV_VALUE_MAX);
             *field = NULL;
             continue;

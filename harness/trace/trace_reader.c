@@ -284,6 +284,38 @@ HRESULT hm__trace_open_memory(const void *data, size_t size, const char *name, h
     return open_common(r, name, out);
 }
 
+static void read_incomplete_text(hm_trace_reader *r, const char *s, size_t len);
+
+/* Text: the comment lines before the first call, the environment's among them, so that hm_trace_reader_env knows
+ * it once the trace is open. Stops at the first other line (or a last line without newline: next_text decides). */
+static int read_text_header(hm_trace_reader *r)
+{
+    for (;;) {
+        fill(r, HM_TRACE_LINE_MAX + 1);
+        const char *s = (const char *)r->buf + r->start;
+        size_t have = r->end - r->start;
+        const char *nl = memchr(s, '\n', have);
+        if (!nl || (size_t)(nl - s) > HM_TRACE_LINE_MAX)
+            return 0;
+        size_t len = (size_t)(nl - s);
+        if (len && s[len - 1] == '\r')
+            len--;
+        size_t i = 0;
+        while (i < len && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        if (i < len && s[i] != '#')
+            return 0; /* the first call */
+        r->line++;
+        r->start += (size_t)(nl - s) + 1;
+        if (len >= strlen(HM_TRACE_INCOMPLETE_TEXT) &&
+            memcmp(s, HM_TRACE_INCOMPLETE_TEXT, strlen(HM_TRACE_INCOMPLETE_TEXT)) == 0)
+            read_incomplete_text(r, s, len);
+        char err[256];
+        if (len && s[0] == '#' && hm__trace_env_parse_line(&r->env, s, len, err, sizeof err) < 0)
+            return reader_fail(r, "%s", err);
+    }
+}
+
 /* Raw version 4: the environment block after the 64-byte header (its size at HM_RAW_ENV_FIELD). */
 static int read_raw_env(hm_trace_reader *r, const char *path)
 {
@@ -413,6 +445,10 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
             return E_INVALIDARG;
         }
         r->start = nl ? llen + 1 : llen; /* a header alone, without its newline, is an empty trace */
+        if (read_text_header(r) != 0) {
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
     }
     *out = r;
     return S_OK;
