@@ -596,6 +596,7 @@ static void test_reducer(void **state)
     const char *path = tmp_path("reduce.txt");
     hm_trace_writer *w;
     assert_int_equal(hm_trace_writer_open(path, HM_TRACE_TEXT, &w), S_OK);
+    assert_int_equal(hm_trace_write_env(w, &(hm_trace_env){.host = "built-in", .host_options = "limit=2560K"}), S_OK);
     uint64_t seq = 0;
     uint32_t handle = 0;
     for (int i = 0; i < 249; i++) {
@@ -630,6 +631,9 @@ static void test_reducer(void **state)
     assert_int_equal(HostMemReduce(t, &opts, &small, &stats), S_OK);
     assert_int_equal(stats.original_calls, seq);
     assert_int_equal(small->count, 3);
+    /* The smaller trace keeps the recording's environment. */
+    assert_string_equal(small->env.host, "built-in");
+    assert_string_equal(small->env.host_options, "limit=2560K");
     for (size_t i = 0; i < small->count; i++)
         assert_int_equal(small->calls[i].size, 1u << 20);
     assert_non_null(strstr(stats.failure, "hr S_OK recorded, E_OUTOFMEMORY on this host"));

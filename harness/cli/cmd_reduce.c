@@ -83,8 +83,8 @@ static int reduce_command(int argc, char **argv)
         free(env_options);
         return HM_EXIT_USAGE; /* an output that cannot be made: bad usage, as everywhere */
     }
-    /* The smaller trace keeps the recording's environment: it replays on the same host. */
-    hm_trace_write_env(w, &trace->env);
+    /* The smaller trace keeps the recording's environment (HostMemReduce copied it): it replays on the same host. */
+    hm_trace_write_env(w, &small->env);
     char note[400];
     snprintf(note, sizeof note, "reduced from %s (%zu calls) to %zu calls; keeps: %s", path, stats.original_calls,
              stats.reduced_calls, stats.failure);

@@ -245,7 +245,8 @@ typedef struct hm_reduce_stats {
 /* Shrinks trace to a 1-minimal subset (ddmin over calls) that replays with the same failure: a first divergence
  * with the original's signature (any divergence with opts->any_failure), or, for a trace that replays cleanly
  * but recorded an OOM, the host itself reaching that OOM (same method and level) with injection off. Dropping a
- * call drops every call using a handle it created. E_INVALIDARG when the trace shows no failure. */
+ * call drops every call using a handle it created. *reduced keeps trace's env. E_INVALIDARG when the trace shows no
+ * failure. */
 HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opts, hm_trace **reduced,
                              hm_reduce_stats *stats);
 
