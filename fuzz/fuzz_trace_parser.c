@@ -1,7 +1,8 @@
 /* Fuzz target: the trace reader (text, binary and raw encodings, detected from the bytes). A hostile file must be
  * read to its end or refused with a message naming file, line and field; never a crash or a hang. Each line is
  * also fed to the line parser directly. And what was read must survive the writer: the calls read are written as
- * text and as binary, read back, and must format to the same lines (the encodings carry the same information).
+ * text and as binary, read back, and must format to the same lines (the encodings carry the same information), the
+ * header's environment (host, options, faults, ...) included.
  *
  * Speed: the input is read where it lies (hm__trace_open_memory: no file, no copy, no 256 KiB read buffer), and the
  * round trip goes through buffers kept from one input to the next. */
@@ -57,6 +58,18 @@ static void read_all(hm_trace_reader *reader, const char *name, lines *out, hm_t
     hm_trace_call call;
     int got;
     out->len = 0;
+    /* The environment first, as its header lines: the writers must carry every field the reader accepted. */
+    char err[256];
+    size_t env_len;
+    char *env = hm__trace_env_format(hm_trace_reader_env(reader), &env_len, err, sizeof err);
+    if (!env)
+        abort(); /* a field the reader accepted and the writer refuses */
+    if (env_len)
+        add_line(out, env, env_len - 1); /* without its last newline: add_line adds one */
+    free(env);
+    if ((text && hm_trace_write_env(text, hm_trace_reader_env(reader)) != S_OK) ||
+        (binary && hm_trace_write_env(binary, hm_trace_reader_env(reader)) != S_OK))
+        abort();
     for (out->calls = 0; (got = hm_trace_next(reader, &call)) > 0; out->calls++) {
         if (out->calls >= MAX_CALLS)
             continue;

@@ -13,6 +13,13 @@
 
 HRESULT hm__manager_wrap_from_environment(IHostMemoryManager *manager, const char *faults, IHostMemoryManager **out)
 {
+    hm_trace_env env = {.host = HM_TRACE_BUILTIN_HOST, .faults = faults};
+    return hm__manager_wrap_with_env(manager, faults, &env, out);
+}
+
+HRESULT hm__manager_wrap_with_env(IHostMemoryManager *manager, const char *faults, const hm_trace_env *env,
+                                  IHostMemoryManager **out)
+{
     const char *trace = getenv("HOSTMEM_TRACE");
     HRESULT hr;
     if (faults && *faults) {
@@ -30,7 +37,9 @@ HRESULT hm__manager_wrap_from_environment(IHostMemoryManager *manager, const cha
     }
     if (trace && *trace) {
         IHostMemoryManager *wrapped;
-        hr = HostMemWrapRecorder(manager, trace, &wrapped);
+        hm_trace_env recorded = *env;
+        recorded.faults = faults; /* the spec in force, whatever env says */
+        hr = HostMemWrapRecorderEnv(manager, trace, &recorded, &wrapped);
         IHostMemoryManager_Release(manager);
         if (FAILED(hr)) {
             char why[1024];
@@ -53,7 +62,9 @@ HRESULT hm__create_manager(const char *options, const char *faults, IHostMemoryM
     HRESULT hr = HostMemCreateBuiltinManager(options, &manager);
     if (FAILED(hr))
         return hr;
-    return hm__manager_wrap_from_environment(manager, faults, ppManager);
+    /* The trace's header says which host this is, with which options and faults (docs/trace-format.md). */
+    hm_trace_env env = {.host = HM_TRACE_BUILTIN_HOST, .host_options = options, .faults = faults};
+    return hm__manager_wrap_with_env(manager, faults, &env, ppManager);
 }
 
 HM_API HRESULT HostMemCreateManager(const char *options, IHostMemoryManager **ppManager)

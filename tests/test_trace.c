@@ -415,8 +415,11 @@ static void test_query_answers_round_trip(void **state)
         IHostMemoryManager_Release(m);
 
         size_t len;
-        free(read_file(path, &len));
-        size_t slots = (len - 64 - 16384 * 64) / 64; /* a closed raw trace: header, ring, then its slots */
+        char *file = read_file(path, &len);
+        uint32_t env_size; /* the environment block between the header and the ring */
+        memcpy(&env_size, file + 56, sizeof env_size); /* HM_RAW_ENV_FIELD */
+        free(file);
+        size_t slots = (len - 64 - env_size - 16384 * 64) / 64; /* a closed raw trace: header, ring, its slots */
         if (slots != 1 + cases[i].slots)
             fail_msg("case '%s': %zu slots, expected %u", cases[i].name, slots, 1 + cases[i].slots);
         hm_trace *t;
@@ -593,6 +596,7 @@ static void test_reducer(void **state)
     const char *path = tmp_path("reduce.txt");
     hm_trace_writer *w;
     assert_int_equal(hm_trace_writer_open(path, HM_TRACE_TEXT, &w), S_OK);
+    assert_int_equal(hm_trace_write_env(w, &(hm_trace_env){.host = "built-in", .host_options = "limit=2560K"}), S_OK);
     uint64_t seq = 0;
     uint32_t handle = 0;
     for (int i = 0; i < 249; i++) {
@@ -627,6 +631,9 @@ static void test_reducer(void **state)
     assert_int_equal(HostMemReduce(t, &opts, &small, &stats), S_OK);
     assert_int_equal(stats.original_calls, seq);
     assert_int_equal(small->count, 3);
+    /* The smaller trace keeps the recording's environment. */
+    assert_string_equal(small->env.host, "built-in");
+    assert_string_equal(small->env.host_options, "limit=2560K");
     for (size_t i = 0; i < small->count; i++)
         assert_int_equal(small->calls[i].size, 1u << 20);
     assert_non_null(strstr(stats.failure, "hr S_OK recorded, E_OUTOFMEMORY on this host"));
@@ -927,6 +934,289 @@ static void test_truncated_and_hostile(void **state)
     free(bin);
 }
 
+/* ---- The recording's environment in the header ---- */
+/* Raw version 4's layout (trace_internal.h): the environment block's size at byte 56, the block after the 64-byte
+ * header, then the ring of 16384 slots of 64 bytes. */
+#define RAW_ENV_FIELD 56
+#define RAW_RING_BYTES (16384u * 64u)
+
+static const char *env_value(const hm_trace_env *env, int i)
+{
+    const char *v[] = {env->version, env->host, env->host_path, env->host_options,
+                       env->faults,  env->time, env->os,        env->pid};
+    return v[i];
+}
+
+/* Every field of a and b equal (NULL and "" alike). */
+static void assert_same_env(const hm_trace_env *a, const hm_trace_env *b, const char *what)
+{
+    for (int i = 0; i < 8; i++) {
+        const char *x = env_value(a, i) ? env_value(a, i) : "", *y = env_value(b, i) ? env_value(b, i) : "";
+        if (strcmp(x, y) != 0)
+            fail_msg("%s: field %d: '%s' became '%s'", what, i, x, y);
+    }
+}
+
+/* convert, carrying the environment over as `hostmem trace convert` does. */
+static void convert_with_env(const char *in, const char *out, hm_trace_encoding encoding)
+{
+    hm_trace_reader *r;
+    hm_trace_writer *w;
+    assert_int_equal(hm_trace_open(in, &r), S_OK);
+    assert_int_equal(hm_trace_writer_open(out, encoding, &w), S_OK);
+    assert_int_equal(hm_trace_write_env(w, hm_trace_reader_env(r)), S_OK);
+    hm_trace_call c;
+    int got;
+    while ((got = hm_trace_next(r, &c)) > 0)
+        assert_int_equal(hm_trace_write(w, &c), S_OK);
+    assert_int_equal(got, 0);
+    assert_int_equal(hm_trace_writer_close(w), S_OK);
+    hm_trace_close(r);
+}
+
+static const hm_trace_env recorded_env = {
+    .host = "./libmyhost.so",
+    .host_path = "/opt/hosts/libmyhost.so",
+    .host_options = "limit=64M,zero=all",
+    .faults = "VirtualAlloc,level=appdomain,nth=3;heap,p=0.5,seed=7",
+};
+
+/* The recorder writes every field; the raw, text and binary forms carry each one unchanged, both ways. */
+static void test_env_round_trip(void **state)
+{
+    (void)state;
+    const char *raw = tmp_path("env.raw");
+    IHostMemoryManager *inner = builtin("deterministic=1,backend=sim"), *m = NULL;
+    assert_int_equal(HostMemWrapRecorderEnv(inner, raw, &recorded_env, &m), S_OK);
+    IHostMemoryManager_Release(inner);
+    hm_counting_callback cb = HM_COUNTING_CALLBACK_INIT;
+    every_method(m, &cb);
+    IHostMemoryManager_Release(m);
+
+    hm_trace_reader *r;
+    assert_int_equal(hm_trace_open(raw, &r), S_OK);
+    const hm_trace_env *env = hm_trace_reader_env(r);
+    hm_trace_env want = recorded_env;
+    char pid[24];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    want.version = HOSTMEM_VERSION_STRING;
+    want.os = "linux";
+    want.pid = pid;
+    want.time = env->time; /* its shape is checked below */
+    assert_same_env(&want, env, "raw");
+    assert_int_equal(strlen(env->time), 20);
+    assert_true(env->time[4] == '-' && env->time[10] == 'T' && env->time[19] == 'Z');
+    hm_trace_env raw_env = *env;
+    char time[32];
+    snprintf(time, sizeof time, "%s", env->time);
+    raw_env.time = time;
+    raw_env.version = HOSTMEM_VERSION_STRING;
+    raw_env.os = "linux";
+    raw_env.pid = pid;
+    raw_env.host = recorded_env.host;
+    raw_env.host_path = recorded_env.host_path;
+    raw_env.host_options = recorded_env.host_options;
+    raw_env.faults = recorded_env.faults;
+    hm_trace_close(r);
+
+    convert_with_env(raw, tmp_path("env1.txt"), HM_TRACE_TEXT);
+    convert_with_env(tmp_path("env1.txt"), tmp_path("env1.bin"), HM_TRACE_BINARY);
+    convert_with_env(tmp_path("env1.bin"), tmp_path("env2.txt"), HM_TRACE_TEXT);
+    convert_with_env(tmp_path("env2.txt"), tmp_path("env2.bin"), HM_TRACE_BINARY);
+    assert_same_file(tmp_path("env1.txt"), tmp_path("env2.txt"));
+    assert_same_file(tmp_path("env1.bin"), tmp_path("env2.bin"));
+    const char *forms[] = {"env1.txt", "env1.bin", "env2.txt", "env2.bin"};
+    for (size_t i = 0; i < 4; i++) {
+        hm_trace *t;
+        assert_int_equal(hm_trace_load(tmp_path(forms[i]), &t), S_OK);
+        assert_same_env(&raw_env, &t->env, forms[i]);
+        assert_int_equal(t->count, 18); /* the calls as well */
+        hm_trace_free(t);
+    }
+    /* The text form says it in the header, before the first call. */
+    size_t len;
+    char *text = read_file(tmp_path("env1.txt"), &len);
+    assert_non_null(strstr(text, "hostmem-trace 1\n#! version: " HOSTMEM_VERSION_STRING "\n#! host: ./libmyhost.so\n"));
+    assert_true(strstr(text, "#! faults: ") < strstr(text, "\n1 t1 "));
+    free(text);
+}
+
+/* Traces from before the header carried the environment (text without the lines, binary version 1, raw version
+ * 3) read as before, with every field empty. */
+static void test_env_old_traces_read_empty(void **state)
+{
+    (void)state;
+    const char *raw = record_every_method("old.raw");
+    convert(raw, tmp_path("old.txt"), HM_TRACE_TEXT);  /* no environment written: no lines */
+    convert(raw, tmp_path("new.bin"), HM_TRACE_BINARY); /* version 2 with an empty environment */
+    size_t len;
+    char *bin = read_file(tmp_path("new.bin"), &len);
+    const char magic2[] = "hostmem-trace-bin 2\n";
+    assert_memory_equal(bin, magic2, strlen(magic2));
+    assert_int_equal(bin[strlen(magic2)], 0); /* the environment's length */
+    /* Version 1: the same records right after its magic. */
+    char *v1 = malloc(len);
+    memcpy(v1, "hostmem-trace-bin 1\n", strlen(magic2));
+    memcpy(v1 + strlen(magic2), bin + strlen(magic2) + 1, len - strlen(magic2) - 1);
+    write_file(tmp_path("old.bin"), v1, len - 1);
+    free(v1);
+    free(bin);
+    /* Raw version 3: no environment block between the header and the ring. */
+    char *r4 = read_file(raw, &len);
+    uint32_t env_size;
+    memcpy(&env_size, r4 + RAW_ENV_FIELD, sizeof env_size);
+    assert_true(env_size > 0 && env_size % 64 == 0);
+    char *r3 = calloc(1, len);
+    memcpy(r3, r4, 64);
+    memcpy(r3, "hostmem-trace-raw 3\n", 20);
+    memset(r3 + RAW_ENV_FIELD, 0, 4);
+    memcpy(r3 + 64, r4 + 64 + env_size, len - 64 - env_size);
+    write_file(tmp_path("old.raw"), r3, len - env_size);
+    free(r3);
+    free(r4);
+
+    const char *old[] = {"old.txt", "old.bin", "old.raw"};
+    for (size_t i = 0; i < 3; i++) {
+        hm_trace *t;
+        if (hm_trace_load(tmp_path(old[i]), &t) != S_OK)
+            fail_msg("%s: %s", old[i], HostMemLastError());
+        assert_int_equal(t->count, 18);
+        static const hm_trace_env none;
+        assert_same_env(&none, &t->env, old[i]);
+        hm_trace_free(t);
+        hm_trace_reader *r;
+        assert_int_equal(hm_trace_open(tmp_path(old[i]), &r), S_OK);
+        const hm_trace_env *env = hm_trace_reader_env(r);
+        for (int f = 0; f < 8; f++) /* never NULL: "" */
+            assert_string_equal(env_value(env, f), "");
+        hm_trace_close(r);
+    }
+}
+
+/* A malformed, overlong or misplaced field is refused with the file, the line (record or slot) and the field. */
+static void test_env_malformed(void **state)
+{
+    (void)state;
+    static char overlong[64 + 4001 + 2];
+    snprintf(overlong, sizeof overlong, "#! faults: %4001d\n", 1);
+    static const struct {
+        const char *text, *message;
+    } cases[] = {
+        {"#! pid: 12a\n", ":2: field 'pid': bad process id '12a'"},
+        {"#! pid: 12345678901\n", ":2: field 'pid': bad process id"},
+        {"#! time: yesterday\n", ":2: field 'time': bad time 'yesterday'"},
+        {"#! time: 2026-12-07 15:41:28\n", ":2: field 'time': bad time"},
+        {"#! os: Linux\n", ":2: field 'os': bad OS name 'Linux'"},
+        {"# a comment\n#! host: a\n#! host: b\n", ":4: field 'host': given twice"},
+        {"#! host-options: a\x01" "b\n", ":2: field 'host-options': control character 0x01"},
+        {overlong, ":2: field 'faults': longer than 4000 bytes"},
+        {"1 t1 GetMemoryLoad -> S_OK load=1 available=0x10\n#! host: late\n",
+         ":3: field 'env': a line of the environment after the first call"},
+    };
+    const char *path = tmp_path("badenv.txt");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[8192];
+        snprintf(text, sizeof text, "%s%s", header, cases[i].text);
+        write_file(path, text, strlen(text));
+        hm_trace *t = NULL;
+        HRESULT hr = hm_trace_load(path, &t);
+        if (hr != E_INVALIDARG)
+            fail_msg("case %zu: expected E_INVALIDARG, got 0x%08x", i, (unsigned)hr);
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", path, cases[i].message);
+        if (!strstr(HostMemLastError(), want))
+            fail_msg("case %zu: expected \"%s\" in \"%s\"", i, want, HostMemLastError());
+    }
+    /* An unknown "#! KEY:" line is a field a later hostmem added: a comment. */
+    char text[256];
+    snprintf(text, sizeof text, "%s#! colour: blue\n#! host: ok\n", header);
+    write_file(path, text, strlen(text));
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(path, &t), S_OK);
+    assert_string_equal(t->env.host, "ok");
+    hm_trace_free(t);
+
+    /* Binary and raw: the same checks, and the block's own size. */
+    static const struct {
+        const char *name;
+        const char *bytes;
+        size_t len;
+        const char *message;
+    } blocks[] = {
+        {"bad.bin", "hostmem-trace-bin 2\n\x0a#! pid: x\n", 31, ": record 0: field 'pid': bad process id 'x'"},
+        {"big.bin", "hostmem-trace-bin 2\n\x81\x80\x08", 23, ": record 0: field 'env': bad size"},
+        {"cut.bin", "hostmem-trace-bin 2\n\x20#! host", 29, ": record 0: field 'env': the environment is cut short"},
+        {"nonl.bin", "hostmem-trace-bin 2\n\x07#! os: ", 28, ": record 0: field 'env': the environment's last line"},
+    };
+    for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) {
+        write_file(tmp_path(blocks[i].name), blocks[i].bytes, blocks[i].len);
+        assert_int_equal(hm_trace_load(tmp_path(blocks[i].name), &t), E_INVALIDARG);
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", tmp_path(blocks[i].name), blocks[i].message);
+        if (!strstr(HostMemLastError(), want))
+            fail_msg("%s: expected \"%s\" in \"%s\"", blocks[i].name, want, HostMemLastError());
+    }
+    size_t len;
+    char *raw = read_file(record_every_method("env-bad.raw"), &len);
+    uint32_t odd = 100;
+    memcpy(raw + RAW_ENV_FIELD, &odd, sizeof odd);
+    write_file(tmp_path("env-bad.raw"), raw, len);
+    assert_int_equal(hm_trace_load(tmp_path("env-bad.raw"), &t), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "env-bad.raw: slot 0: field 'env': bad size 100"));
+    uint32_t size;
+    memcpy(&odd, (uint32_t[]){64}, sizeof odd);
+    memcpy(&size, raw + RAW_ENV_FIELD, sizeof size);
+    memcpy(raw + RAW_ENV_FIELD, &odd, sizeof odd);
+    memcpy(raw + 64, "#! pid: 1x\n", 11);
+    write_file(tmp_path("env-bad.raw"), raw, len);
+    assert_int_equal(hm_trace_load(tmp_path("env-bad.raw"), &t), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "env-bad.raw: slot 0: field 'pid': bad process id '1x'"));
+    free(raw);
+}
+
+/* The writer refuses what a reader would refuse, and an environment after the first call; the recorder never
+ * refuses a recording for its environment: a control character becomes '?', an overlong value is left out. */
+static void test_env_writer_and_recorder_checks(void **state)
+{
+    (void)state;
+    hm_trace_writer *w;
+    assert_int_equal(hm_trace_writer_open(tmp_path("w.txt"), HM_TRACE_TEXT, &w), S_OK);
+    assert_int_equal(hm_trace_write_env(w, &(hm_trace_env){.pid = "12ab"}), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "field 'pid'"));
+    assert_int_equal(hm_trace_write_env(w, &(hm_trace_env){.host = "a\nb"}), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "field 'host': control character 0x0a"));
+    hm_trace_call c;
+    memset(&c, 0, sizeof c);
+    c.seq = 1;
+    c.thread = 1;
+    c.method = HM_METHOD_GET_MEMORY_LOAD;
+    c.level = -1;
+    assert_int_equal(hm_trace_write(w, &c), S_OK);
+    assert_int_equal(hm_trace_write_env(w, &recorded_env), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "before the first call"));
+    assert_int_equal(hm_trace_writer_close(w), S_OK);
+
+    char *faults = malloc(5001);
+    memset(faults, 'f', 5000);
+    faults[5000] = '\0';
+    hm_trace_env odd = {.host = "built-in", .host_options = "limit=1M\nzero=all", .faults = faults};
+    IHostMemoryManager *inner = builtin("deterministic=1,backend=sim"), *m = NULL;
+    assert_int_equal(HostMemWrapRecorderEnv(inner, tmp_path("odd.raw"), &odd, &m), S_OK);
+    IHostMemoryManager_Release(inner);
+    DWORD load;
+    SIZE_T available;
+    IHostMemoryManager_GetMemoryLoad(m, &load, &available);
+    IHostMemoryManager_Release(m);
+    free(faults);
+    hm_trace *t;
+    assert_int_equal(hm_trace_load(tmp_path("odd.raw"), &t), S_OK);
+    assert_int_equal(t->count, 1);
+    assert_string_equal(t->env.host, "built-in");
+    assert_string_equal(t->env.host_options, "limit=1M?zero=all");
+    assert_null(t->env.faults);
+    hm_trace_free(t);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -959,6 +1249,10 @@ int main(void)
         cmocka_unit_test(test_parser_errors),
         cmocka_unit_test(test_huge_line),
         cmocka_unit_test(test_truncated_and_hostile),
+        cmocka_unit_test(test_env_round_trip),
+        cmocka_unit_test(test_env_old_traces_read_empty),
+        cmocka_unit_test(test_env_malformed),
+        cmocka_unit_test(test_env_writer_and_recorder_checks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -172,18 +172,25 @@ static void test_every_truncation(void **state)
     }
     size_t raw_len, txt_len, bin_len;
     uint8_t *closed = (uint8_t *)read_file(raw, &raw_len);
-    assert_true(raw_len > RING_END);
-    size_t body = raw_len - RING_END; /* the calls' slots */
+    /* Version 4: the environment block between the 64-byte header and the ring. */
+    uint32_t env_size;
+    memcpy(&env_size, closed + HM_RAW_ENV_FIELD, sizeof env_size);
+    size_t head = HM_RAW_HEADER + env_size, ring_end = RING_END + env_size;
+    assert_true(env_size > 0 && raw_len > ring_end);
+    size_t body = raw_len - ring_end; /* the calls' slots */
     /* A recorder killed before copying: the same slots in the ring, nothing in their place. */
-    size_t killed_len = HM_RAW_HEADER + body;
+    size_t killed_len = head + body;
     uint8_t *killed = calloc(1, killed_len);
-    memcpy(killed, closed, HM_RAW_HEADER);
-    memcpy(killed + HM_RAW_HEADER, closed + RING_END, body);
-    /* Version 1: no ring, the slots right after the header. */
-    uint8_t *v1 = calloc(1, killed_len);
-    memcpy(v1, killed, killed_len);
+    memcpy(killed, closed, head);
+    memcpy(killed + head, closed + ring_end, body);
+    /* Version 1: no ring and no environment, the slots right after the header. */
+    size_t v1_len = HM_RAW_HEADER + body;
+    uint8_t *v1 = calloc(1, v1_len);
+    memcpy(v1, closed, HM_RAW_HEADER);
+    memcpy(v1 + HM_RAW_HEADER, closed + ring_end, body);
     memcpy(v1, HM_TRACE_RAW1_MAGIC, strlen(HM_TRACE_RAW1_MAGIC));
     memset(v1 + HM_RAW_RING_FIELD, 0, 8);
+    memset(v1 + HM_RAW_ENV_FIELD, 0, 4);
 
     const struct {
         const char *name;
@@ -194,8 +201,8 @@ static void test_every_truncation(void **state)
         {"text", (const uint8_t *)read_file(txt, &txt_len), txt_len, 0, txt_len},
         {"binary", (const uint8_t *)read_file(bin, &bin_len), bin_len, 0, bin_len},
         {"raw killed", killed, killed_len, 0, killed_len},
-        {"raw v1", v1, killed_len, 0, killed_len},
-        {"raw closed", closed, raw_len, RING_END - 2 * HM_RAW_SLOT, raw_len},
+        {"raw v1", v1, v1_len, 0, v1_len},
+        {"raw closed", closed, raw_len, ring_end - 2 * HM_RAW_SLOT, raw_len},
     };
     /* Every cut; under Valgrind (which cannot see a read past a cut inside a block anyway) every 13th. */
     size_t step = getenv("HOSTMEM_UNDER_VALGRIND") ? 13 : 1;

@@ -1544,8 +1544,8 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
         return -1;
     }
     r->host = r->bare = *bare;
+    char spec[512] = "";
     if (c->faults) {
-        char spec[512];
         decode_fault_spec(r, spec, sizeof spec);
         if (c->verbose)
             fprintf(r->report, "fault spec: '%s'\n", spec);
@@ -1558,7 +1558,14 @@ static int open_host(fuzz_run *r, IHostMemoryManager **bare)
     }
     if (c->trace_path) {
         IHostMemoryManager *recorder;
-        hr = HostMemWrapRecorder(r->host, c->trace_path, &recorder);
+        /* The trace's header: which host, with which options and fault spec, made the recorded answers. */
+        hm_trace_env env = {.host = c->host_library ? c->host_library : HM_TRACE_BUILTIN_HOST,
+                            .host_options = c->host_library ? c->host_options : builtin_options(c),
+                            .faults = spec};
+        char *resolved = c->host_library ? realpath(c->host_library, NULL) : NULL;
+        env.host_path = resolved;
+        hr = HostMemWrapRecorderEnv(r->host, c->trace_path, &env, &recorder);
+        free(resolved);
         if (FAILED(hr)) {
             fprintf(r->report, "hostmem fuzz: cannot record to '%s': %s\n", c->trace_path, HostMemLastError());
             return -1;

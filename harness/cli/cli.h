@@ -40,11 +40,29 @@ typedef struct hm_host_choice {
  * the HRESULT. The plugin stays loaded for the life of the process. */
 HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out);
 
+/* The recording's environment for a trace made with the chosen host (hostmem record, stress): the host as given
+ * (or "built-in"), its resolved path (into resolved), its options and the fault spec in force. env's strings point
+ * into choice, resolved and the environment. */
+void hm__cli_host_env(const hm_host_choice *choice, hm_trace_env *env, char *resolved, size_t resolved_len);
+
+/* What replay, reduce and explore take from a trace's header for what their command line left open
+ * (docs/trace-format.md, "The environment"): with no --host, the recorded plugin when its file is here (its
+ * resolved path, else the path as given), else the built-in manager; with no --host-options, the recorded options
+ * when the recorded host is the one used (after HM_REPLAY_BUILTIN_OPTIONS for the built-in manager); with no
+ * --faults, the recorded fault spec only when the command does not inject the trace's failed calls itself (inject
+ * false) and faults are allowed. Says on `report` what it took, one line each ("host: ./lib.so (from the trace)").
+ * choice's strings may point into env (keep the reader or trace open); returns a malloc'd string choice->options
+ * points to (free it after), or NULL. */
+char *hm__cli_host_from_env(const hm_trace_env *env, hm_host_choice *choice, bool inject, bool faults_allowed,
+                            FILE *report);
+
 /* Runs a subcommand fn(argc, argv) that talks to a host. When the command line names a plugin (--host), fn runs in
  * an isolated child (plugin.h): a host that crashes, exits the process or hangs past --timeout SECONDS (taken out
  * of argv here; default: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the
  * tool's own crash, hang or exit status. The child's stdout is the tool's. */
 int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv);
+/* The same, isolated also without --host when always (a host the trace's header names may be a plugin). */
+int hm__cli_isolated_if(const char *name, hm_cmd_fn fn, int argc, char **argv, bool always);
 
 /* Copies every call of the trace IN (any encoding) to OUT ("-": stdout) in `encoding`; errors go to stderr naming
  * the file. Returns an exit code. */

@@ -21,6 +21,8 @@ static const char description[] =
     "each run finishes cleanly: the scenario copes, the books stay consistent, nothing leaks.\n"
     "The scenario is the built-in workload (a runtime starting, working and stopping), or a trace.\n"
     "It prints the runs that failed and a summary; --verbose prints every run.\n"
+    "With a trace and no --host or --host-options, the host and options the trace's header names are\n"
+    "used, as replay does (--no-trace-env ignores them); its fault spec is not (exploration injects its own).\n"
     "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
     "limit) is reported as a failure.\n"
     "Exit 0 when every run finished cleanly, 1 otherwise, 2 for bad usage or a host that cannot be loaded.\n";
@@ -29,10 +31,11 @@ static int explore_command(int argc, char **argv)
 {
     hm_explore_options o = {0};
     host_factory factory = {{0}};
-    bool json = false, verbose = false, transient = false, persistent = false;
+    bool json = false, verbose = false, transient = false, persistent = false, no_trace_env = false;
     unsigned long long max = 0, timeout = 0;
     const hm_option table[] = {
         HM_HOST_OPTIONS(&factory.choice),
+        HM_NO_TRACE_ENV_OPTION(&no_trace_env),
         {"--faults", "SPEC", HM_OPTION_STRING, &factory.choice.faults, 0, 0,
          "refused: exploration injects its own failures", NULL},
         {"--match", "RULE", HM_OPTION_STRING, &o.match, 0, 0, "the calls to fail (default 'VirtualAlloc|heap')", NULL},
@@ -60,12 +63,18 @@ static int explore_command(int argc, char **argv)
     }
     hm_scenario_fn scenario = hm_scenario_builtin;
     hm_trace *loaded = NULL;
+    char *env_options = NULL;
     if (trace) {
         if (FAILED(hm_trace_load(trace, &loaded))) {
             fprintf(stderr, "hostmem explore: %s\n", HostMemLastError());
             return HM_EXIT_USAGE;
         }
         scenario = hm_trace_scenario;
+        /* The host the trace was recorded on (choice points into loaded->env); never its faults. */
+        if (!no_trace_env) {
+            env_options = hm__cli_host_from_env(&loaded->env, &factory.choice, true, false, json ? stderr : stdout);
+            fflush(stdout);
+        }
     }
     o.factory = open_host;
     o.factory_ctx = &factory;
@@ -73,15 +82,15 @@ static int explore_command(int argc, char **argv)
     /* A host that cannot be loaded or made is bad input (it said why), not a failed exploration. */
     IHostMemoryManager *probe;
     if (FAILED(open_host(&factory, &probe))) {
-        if (loaded)
-            hm_trace_free(loaded);
+        hm_trace_free(loaded);
+        free(env_options);
         return HM_EXIT_USAGE;
     }
     IHostMemoryManager_Release(probe);
     hm_explore_result r;
     HRESULT hr = HostMemExplore(scenario, loaded, &o, &r);
-    if (loaded)
-        hm_trace_free(loaded);
+    hm_trace_free(loaded);
+    free(env_options);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem explore: %s\n", HostMemLastError());
         return hr == E_INVALIDARG ? HM_EXIT_USAGE : HM_EXIT_FAIL;
@@ -116,5 +125,6 @@ static int explore_command(int argc, char **argv)
     return code;
 }
 
-/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
-int hm__cmd_explore(int argc, char **argv) { return hm__cli_isolated("explore", explore_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. Always
+ * isolated: the host a trace's header names may be a plugin. */
+int hm__cmd_explore(int argc, char **argv) { return hm__cli_isolated_if("explore", explore_command, argc, argv, true); }

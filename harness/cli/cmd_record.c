@@ -134,7 +134,10 @@ static int open_recorded(const hm_host_choice *host, const char *path, IHostMemo
     IHostMemoryManager *inner;
     if (FAILED(hm__cli_open_host(host, &inner))) /* says what went wrong */
         return HM_EXIT_USAGE;
-    HRESULT hr = HostMemWrapRecorder(inner, path, out);
+    hm_trace_env env;
+    char resolved[4096];
+    hm__cli_host_env(host, &env, resolved, sizeof resolved);
+    HRESULT hr = HostMemWrapRecorderEnv(inner, path, &env, out);
     IHostMemoryManager_Release(inner);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem record: %s\n", HostMemLastError());

@@ -3,6 +3,7 @@
 #include "options.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char description[] =
@@ -10,6 +11,8 @@ static const char description[] =
     "SMALL (binary when it ends in .bin, else text). The failure is the signature of the first divergence\n"
     "(the method and the HRESULTs, or the method and the field that differs) or a recorded E_OUTOFMEMORY;\n"
     "a candidate whose first divergence is another bug is refused (--any accepts it).\n"
+    "Without --host, --host-options and --faults, the ones the trace's header names are used, as replay\n"
+    "does (--no-trace-env ignores them); SMALL keeps the header.\n"
     "A --host plugin runs in a child process: its crash, exit or hang (past --timeout; default: no\n"
     "limit) is reported and the exit status is 1.\n";
 
@@ -20,12 +23,13 @@ static int reduce_command(int argc, char **argv)
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
     const char *out = NULL;
-    bool no_inject = false, any = false;
+    bool no_inject = false, any = false, no_trace_env = false;
     unsigned long long timeout = 0;
     const hm_option table[] = {
         {"-o", "SMALL", HM_OPTION_STRING, &out, 0, 0, "the reduced trace to write (required)", NULL},
         HM_HOST_OPTIONS(&choice),
         HM_FAULTS_OPTION(&choice),
+        HM_NO_TRACE_ENV_OPTION(&no_trace_env),
         {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
         {"--any", NULL, HM_OPTION_FLAG, &any, 0, 0, "keep any divergence, not only the original's signature", NULL},
         /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
@@ -45,22 +49,28 @@ static int reduce_command(int argc, char **argv)
     }
     opts.no_inject = no_inject;
     opts.any_failure = any;
-    if (!choice.library && !choice.options)
-        choice.options = HM_REPLAY_BUILTIN_OPTIONS;
-    opts.factory = open_choice;
-    opts.factory_ctx = &choice;
-
     hm_trace *trace;
     if (FAILED(hm_trace_load(path, &trace))) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
         return HM_EXIT_USAGE;
     }
+    /* What the command line leaves open, the trace's header may say (choice points into trace->env). */
+    char *env_options = NULL;
+    if (!no_trace_env) {
+        env_options = hm__cli_host_from_env(&trace->env, &choice, !no_inject, true, stdout);
+        fflush(stdout);
+    }
+    if (!choice.library && !choice.options)
+        choice.options = HM_REPLAY_BUILTIN_OPTIONS;
+    opts.factory = open_choice;
+    opts.factory_ctx = &choice;
     hm_trace *small;
     hm_reduce_stats stats;
     HRESULT hr = HostMemReduce(trace, &opts, &small, &stats);
-    hm_trace_free(trace);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
+        hm_trace_free(trace);
+        free(env_options);
         return HM_EXIT_USAGE;
     }
     hm_trace_writer *w;
@@ -69,8 +79,12 @@ static int reduce_command(int argc, char **argv)
                                              ? HM_TRACE_BINARY : HM_TRACE_TEXT, &w))) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
         hm_trace_free(small);
+        hm_trace_free(trace);
+        free(env_options);
         return HM_EXIT_USAGE; /* an output that cannot be made: bad usage, as everywhere */
     }
+    /* The smaller trace keeps the recording's environment (HostMemReduce copied it): it replays on the same host. */
+    hm_trace_write_env(w, &small->env);
     char note[400];
     snprintf(note, sizeof note, "reduced from %s (%zu calls) to %zu calls; keeps: %s", path, stats.original_calls,
              stats.reduced_calls, stats.failure);
@@ -85,8 +99,11 @@ static int reduce_command(int argc, char **argv)
         printf("%s: %zu calls -> %s: %zu calls (%" PRIu64 " replays); the failure kept: %s\n", path,
                stats.original_calls, out, stats.reduced_calls, stats.replays, stats.failure);
     hm_trace_free(small);
+    hm_trace_free(trace);
+    free(env_options);
     return code;
 }
 
-/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. */
-int hm__cmd_reduce(int argc, char **argv) { return hm__cli_isolated("reduce", reduce_command, argc, argv); }
+/* A plugin host is run in an isolated child (hm__cli_isolated): its crash, exit or hang is a finding. Always
+ * isolated: the host the trace's header names may be a plugin. */
+int hm__cmd_reduce(int argc, char **argv) { return hm__cli_isolated_if("reduce", reduce_command, argc, argv, true); }

@@ -13,8 +13,10 @@ static const char description[] =
     "Re-executes every call of TRACE against a host and compares each result with the recorded one; the\n"
     "first divergence is shown with the calls before it, the recorded answer and this host's, and its\n"
     "signature (the method and the HRESULTs, or the field that differs: what reduce keeps). Recorded E_OUTOFMEMORY results are injected at\n"
-    "the same calls (unless --no-inject), so a recorded OOM reproduces. Without --host and --host-options\n"
-    "the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
+    "the same calls (unless --no-inject), so a recorded OOM reproduces. Without --host, --host-options\n"
+    "and --faults, the ones the trace's header names are used (the recorded plugin when its file is here,\n"
+    "its options; the fault spec only with --no-inject), and the report says so; --no-trace-env ignores\n"
+    "them. Otherwise the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
     "The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
     "within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n"
     "Exit 0 every result matched, 1 a divergence, a host failure or an incomplete trace, 2 bad input.\n";
@@ -95,10 +97,12 @@ int hm__cmd_replay(int argc, char **argv)
     hm_host_choice choice = {0};
     hm_replay_options opts = {0};
     bool json = false, no_fork = false, emit_faults = false, no_inject = false, compare_load = false;
+    bool no_trace_env = false;
     unsigned long long timeout = DEFAULT_TIMEOUT, context = 0;
     const hm_option table[] = {
         HM_HOST_OPTIONS(&choice),
         HM_FAULTS_OPTION(&choice),
+        HM_NO_TRACE_ENV_OPTION(&no_trace_env),
         {"--emit-faults", NULL, HM_OPTION_FLAG, &emit_faults, 0, 0,
          "print a fault spec that fails the same calls in the real program", NULL},
         {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON object on stdout", NULL},
@@ -120,6 +124,14 @@ int hm__cmd_replay(int argc, char **argv)
     opts.no_inject = no_inject;
     opts.compare_load = compare_load;
     opts.context = (int)context;
+    /* What the command line leaves open, the trace's header may say (a trace that cannot be opened is reported
+     * by the replay itself, below). */
+    hm_trace_reader *header = NULL;
+    char *env_options = NULL;
+    if (!no_trace_env && SUCCEEDED(hm_trace_open(path, &header)))
+        env_options = hm__cli_host_from_env(hm_trace_reader_env(header), &choice, !no_inject, true,
+                                            json ? stderr : stdout);
+    fflush(stdout); /* before the replay's child: said once */
     if (!choice.library && !choice.options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     opts.factory = open_choice;
@@ -131,9 +143,14 @@ int hm__cmd_replay(int argc, char **argv)
         hr = HostMemReplay(path, &opts, &res);
     } else {
         int code = replay_isolated(path, &opts, (unsigned)timeout, json, &hr, &res);
-        if (code != HM_EXIT_OK)
+        if (code != HM_EXIT_OK) {
+            hm_trace_close(header);
+            free(env_options);
             return code;
+        }
     }
+    hm_trace_close(header); /* choice's strings from the header are not needed any more */
+    free(env_options);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem replay: %s\n", res.error[0] ? res.error : hm_hr_name(hr));
         HostMemReplayFree(&res);

@@ -78,7 +78,9 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
     /* Every call is recorded, so a violation or a crash comes with a trace `hostmem replay` and `hostmem reduce`
      * can use (the recorder survives the process being killed); the parent deletes it after a clean run. */
     IHostMemoryManager *recorded, *fault_layer = m;
-    char spec[sizeof o->trace_path + 48];
+    char spec[sizeof o->trace_path + 48], resolved[4096];
+    hm_trace_env env; /* the trace's header: the host, its options and the fault spec of this run */
+    hm__cli_host_env(&o->host, &env, resolved, sizeof resolved);
     /* The file is this run's own (made empty, with O_EXCL, before the run), so the recorder may take it over. */
     if (o->trace_max)
         snprintf(spec, sizeof spec, "%s,max=%llu,overwrite", o->trace_path, o->trace_max);
@@ -86,7 +88,7 @@ static void run_workload(stress_options *o, shared_run *out, bool progress)
         snprintf(spec, sizeof spec, "%s,overwrite", o->trace_path);
     if (o->no_trace)
         snprintf(out->trace_note, sizeof out->trace_note, "--no-trace");
-    else if ((out->recording = SUCCEEDED(HostMemWrapRecorder(m, spec, &recorded))))
+    else if ((out->recording = SUCCEEDED(HostMemWrapRecorderEnv(m, spec, &env, &recorded))))
         m = recorded;
     else
         snprintf(out->trace_note, sizeof out->trace_note, "%s", HostMemLastError());

@@ -32,7 +32,8 @@ int hm__cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodi
     }
     hm_trace_call call;
     int got;
-    bool write_failed = false;
+    /* The recording's environment goes along (it was read with the header). */
+    bool write_failed = FAILED(hm_trace_write_env(w, hm_trace_reader_env(r)));
     while ((got = hm_trace_next(r, &call)) > 0)
         if (FAILED(hm_trace_write(w, &call)))
             write_failed = true;
@@ -97,6 +98,20 @@ static int stats(const char *in)
            in, encodings[hm_trace_reader_encoding(r)], total, threads, regions, blocks, heaps);
     if (hm_trace_reader_lost(r))
         printf(", %" PRIu64 " gap(s) of calls lost in flight", hm_trace_reader_lost(r));
+    const hm_trace_env *env = hm_trace_reader_env(r);
+    const struct {
+        const char *name, *value;
+    } fields[] = {{"hostmem", env->version}, {"host", env->host},   {"host path", env->host_path},
+                  {"host options", env->host_options}, {"faults", env->faults}, {"recorded at", env->time},
+                  {"os", env->os},           {"pid", env->pid}};
+    bool any = false;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (*fields[i].value) {
+            printf("%s%s: %s", any ? ", " : "\nrecorded with ", fields[i].name, fields[i].value);
+            any = true;
+        }
+    if (!any)
+        printf("\nno recording environment in the header (a trace from before hostmem recorded it)");
     uint64_t recorded;
     const char *why;
     if (hm_trace_reader_incomplete(r, &recorded, &why))

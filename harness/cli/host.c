@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out)
 {
@@ -38,6 +39,86 @@ HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out
     return S_OK;
 }
 
+void hm__cli_host_env(const hm_host_choice *choice, hm_trace_env *env, char *resolved, size_t resolved_len)
+{
+    memset(env, 0, sizeof *env);
+    resolved[0] = '\0';
+    env->host = choice->library ? choice->library : HM_TRACE_BUILTIN_HOST;
+    env->host_options = choice->options;
+    /* The spec in force: --faults, else (the built-in factory only) HOSTMEM_FAULTS. */
+    env->faults = choice->faults ? choice->faults : choice->library ? NULL : getenv("HOSTMEM_FAULTS");
+    if (choice->library) {
+        char *real = realpath(choice->library, NULL); /* a bare name found in the library path stays unresolved */
+        if (real && strlen(real) < resolved_len)
+            snprintf(resolved, resolved_len, "%s", real);
+        free(real);
+        env->host_path = resolved;
+    }
+}
+
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return path && *path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *hm__cli_host_from_env(const hm_trace_env *env, hm_host_choice *choice, bool inject, bool faults_allowed,
+                            FILE *report)
+{
+    /* A loaded trace's fields may be NULL (hm_trace): read them as "". */
+    hm_trace_env given = *env;
+    const char **fields[] = {&given.host, &given.host_path, &given.host_options, &given.faults};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (!*fields[i])
+            *fields[i] = "";
+    env = &given;
+    char *options = NULL;
+    bool builtin_recorded = strcmp(env->host, HM_TRACE_BUILTIN_HOST) == 0;
+    bool recorded_host_used = false; /* the recorded options are for the recorded host only */
+    if (!choice->library && *env->host && !builtin_recorded) {
+        /* The exact file recorded (its resolved path), else the path as it was given (relative to here). */
+        const char *plugin = is_file(env->host_path) ? env->host_path : is_file(env->host) ? env->host : NULL;
+        if (plugin) {
+            choice->library = plugin;
+            recorded_host_used = true;
+            fprintf(report, "host: %s (from the trace)\n", plugin);
+        } else {
+            fprintf(report, "host: built-in (the trace's host '%s' is not found here)\n", env->host);
+        }
+    } else if (!choice->library && builtin_recorded) {
+        recorded_host_used = true;
+    }
+    if (!choice->options && recorded_host_used && *env->host_options) {
+        if (choice->library) {
+            choice->options = env->host_options;
+        } else {
+            /* The replay's own settings (deterministic, simulated), then the recorded ones, which win. */
+            size_t len = strlen(HM_REPLAY_BUILTIN_OPTIONS) + 1 + strlen(env->host_options) + 1;
+            if ((options = malloc(len)) != NULL) {
+                snprintf(options, len, "%s,%s", HM_REPLAY_BUILTIN_OPTIONS, env->host_options);
+                choice->options = options;
+            }
+        }
+        if (choice->options)
+            fprintf(report, "host options: %s (from the trace)\n", env->host_options);
+    }
+    if (!choice->faults && *env->faults) {
+        /* The recorded fault spec made the trace's failed calls fail; injection fails those same calls again, so
+         * applying the spec too would fail others: its counters (nth=...) never see the injected calls. */
+        if (!faults_allowed)
+            fprintf(report, "faults: %s (from the trace: not applied, this command injects its own)\n", env->faults);
+        else if (inject)
+            fprintf(report, "faults: %s (from the trace: not applied again, the failed calls it caused are "
+                            "injected from the trace; --no-inject applies it instead)\n",
+                    env->faults);
+        else {
+            choice->faults = env->faults;
+            fprintf(report, "faults: %s (from the trace)\n", env->faults);
+        }
+    }
+    return options;
+}
+
 /* ---- Running a whole subcommand isolated ------------------------------------------------------------------- */
 
 typedef struct isolated_command {
@@ -54,6 +135,11 @@ static void command_child(void *ctx)
 }
 
 int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
+{
+    return hm__cli_isolated_if(name, fn, argc, argv, false);
+}
+
+int hm__cli_isolated_if(const char *name, hm_cmd_fn fn, int argc, char **argv, bool always)
 {
     char **args = calloc((size_t)argc + 1, sizeof *args);
     if (!args) {
@@ -77,7 +163,7 @@ int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
         args[n++] = argv[i];
     }
     int code;
-    if (!plugin) {
+    if (!plugin && !always) {
         code = fn(n, args);
     } else {
         isolated_command *c = hm__shared_alloc(sizeof *c);

@@ -43,6 +43,10 @@ typedef struct hm_command_spec {
     {"--host", "LIB.so", HM_OPTION_STRING, &(choice)->library, 0, 0,                                              \
      "the host plugin (NAME without a slash: ./NAME when it exists, else the library path)", NULL},               \
     {"--host-options", "S", HM_OPTION_STRING, &(choice)->options, 0, 0, "options passed to the host's factory", NULL}
+/* replay, reduce, explore: ignore the host, host options and fault spec a trace's header names. */
+#define HM_NO_TRACE_ENV_OPTION(flag)                                                                               \
+    {"--no-trace-env", NULL, HM_OPTION_FLAG, (flag), 0, 0,                                                         \
+     "ignore the host, its options and the faults the trace's header names", NULL}
 #define HM_FAULTS_OPTION(choice)                                                                                   \
     {"--faults", "SPEC", HM_OPTION_STRING, &(choice)->faults, 0, 0, "inject failures (docs/faults.md)", NULL}
 

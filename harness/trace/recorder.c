@@ -49,6 +49,7 @@
  * moment it is committed, so a SIGKILL still loses only the calls in flight. When the ring is full (a call in
  * flight holds back the copying) a writer writes its record to its place itself. */
 #define RING_SLOTS ((uint64_t)HM_RAW_RING_SLOTS)
+/* Where the records start without the environment block (each log adds its block's size: log->main_offset). */
 #define MAIN_OFFSET ((off_t)HM_RAW_HEADER + (off_t)HM_RAW_RING_SLOTS * HM_RAW_SLOT)
 #define COPY_BATCH 1024 /* a writer copies every this many slots, at most this many per pwrite */
 
@@ -62,7 +63,9 @@ typedef struct recorder_log {
     atomic_uint next_thread;
     atomic_uint next_heap, next_callback;
     uint8_t *map;  /* header + ring */
-    uint8_t *ring; /* map + HM_RAW_HEADER */
+    uint8_t *ring; /* map + HM_RAW_HEADER + env_size */
+    size_t env_size;   /* the environment block between the header and the ring (a multiple of HM_RAW_SLOT) */
+    off_t main_offset; /* where record slot 0 is: MAIN_OFFSET + env_size */
     pthread_mutex_t copy_lock; /* one thread copies at a time */
     /* The file could not be written (disk full): calls still go through, unrecorded; the header says the trace
      * ends after the calls in their place (log_stop). */
@@ -133,7 +136,7 @@ static void after_fork_in_child(void)
 static void install_atfork(void) { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); }
 
 static inline uint64_t commit_word(uint64_t slot) { return HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK); }
-static inline off_t main_offset(uint64_t slot) { return MAIN_OFFSET + (off_t)slot * HM_RAW_SLOT; }
+#define main_offset(slot) (log->main_offset + (off_t)(slot) * HM_RAW_SLOT) /* in a function with `log` */
 static inline uint8_t *ring_slot(recorder_log *log, uint64_t slot)
 {
     return log->ring + (size_t)(slot & (RING_SLOTS - 1)) * HM_RAW_SLOT;
@@ -301,7 +304,7 @@ static void log_release(recorder_log *log)
         bool broken = atomic_load(&log->broken);
         if (broken || atomic_load(&log->copied) == reserved) {
 #ifdef FALLOC_FL_PUNCH_HOLE
-            if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER,
+            if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER + (off_t)log->env_size,
                           (off_t)RING_SLOTS * HM_RAW_SLOT) != 0)
 #endif
                 memset(log->ring, 0, (size_t)RING_SLOTS * HM_RAW_SLOT);
@@ -310,7 +313,7 @@ static void log_release(recorder_log *log)
         if (ftruncate(log->fd, main_offset(broken ? atomic_load(&log->copied) : reserved)) != 0)
             (void)0; /* the reader treats trailing zeros as the end anyway */
     }
-    munmap(log->map, (size_t)MAIN_OFFSET);
+    munmap(log->map, (size_t)log->main_offset);
     close(log->fd); /* drops the lock too */
     pthread_mutex_destroy(&log->copy_lock);
     free(log->path);
@@ -380,7 +383,7 @@ static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
 /* Creates the trace file: a new file unless overwrite (then an existing one is emptied, unless another process
  * records into it), never through a symbolic link, locked while recording; its header and ring are reserved on
  * the disk before they are mapped, so a full file system is an error now rather than a SIGBUS later. */
-static int create_trace_file(const char *path, bool overwrite)
+static int create_trace_file(const char *path, bool overwrite, off_t reserve)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (overwrite ? 0 : O_EXCL), 0644);
     if (fd < 0) {
@@ -403,7 +406,7 @@ static int create_trace_file(const char *path, bool overwrite)
         why = errno == EWOULDBLOCK ? "another process is recording into it" : strerror(errno);
     else if (overwrite && ftruncate(fd, 0) != 0)
         why = strerror(errno);
-    else if ((err = posix_fallocate(fd, 0, MAIN_OFFSET)) != 0)
+    else if ((err = posix_fallocate(fd, 0, reserve)) != 0)
         why = err == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)" : strerror(err);
     if (why) {
         hm__set_error("cannot record to trace '%s': %s", path, why);
@@ -415,7 +418,58 @@ static int create_trace_file(const char *path, bool overwrite)
     return fd;
 }
 
-static recorder_log *log_open(const char *spec)
+/* The environment block of a new trace: the caller's host fields, and the recorder's own version, time, OS and
+ * process id. A value a reader would refuse is not worth losing the recording for: a control character becomes
+ * '?', an overlong value is left out (stderr says so). Returns the malloc'd lines (*len bytes) or NULL. */
+static char *environment_block(const char *path, const hm_trace_env *given, size_t *len)
+{
+    char *values[HM_TRACE_ENV_FIELDS] = {0};
+    hm_trace_env env = {0};
+    if (given)
+        env = *given;
+    char now[32] = "", pid[24];
+    time_t t = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&t, &tm))
+        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    env.version = HOSTMEM_VERSION_STRING;
+    env.time = now;
+    env.os = "linux";
+    env.pid = pid;
+    for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++) {
+        const char *v = hm__trace_env_get(&env, i);
+        const char **field = (const char **)(void *)((char *)&env + i * sizeof(const char *));
+        if (!v || !*v)
+            continue;
+        if (strlen(v) > HM_TRACE_ENV_VALUE_MAX) {
+            fprintf(stderr, "hostmem: trace '%s': the header's field '%s' is longer than %d bytes: left out\n",
+                    path, hm__trace_env_key(i), HM_TRACE_ENV_VALUE_MAX);
+            *field = NULL;
+            continue;
+        }
+        if (!(values[i] = strdup(v)))
+            goto fail;
+        for (char *c = values[i]; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
+        *field = values[i];
+    }
+    char err[256];
+    char *block = hm__trace_env_format(&env, len, err, sizeof err);
+    for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++)
+        free(values[i]);
+    if (!block)
+        hm__set_error("cannot record to trace '%s': its environment: %s", path, err);
+    return block;
+fail:
+    for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++)
+        free(values[i]);
+    hm__set_error("out of memory creating the recorder");
+    return NULL;
+}
+
+static recorder_log *log_open(const char *spec, const hm_trace_env *given)
 {
     pthread_once(&atfork_once, install_atfork);
     recorder_log *log = calloc(1, sizeof *log);
@@ -424,27 +478,44 @@ static recorder_log *log_open(const char *spec)
         return NULL;
     }
     bool overwrite;
-    if (!(log->path = parse_spec(spec, &overwrite, &log->max_size)) || (log->fd = create_trace_file(log->path, overwrite)) < 0) {
+    size_t env_len = 0;
+    char *env = NULL;
+    if (!(log->path = parse_spec(spec, &overwrite, &log->max_size)) ||
+        !(env = environment_block(log->path, given, &env_len))) {
         free(log->path);
         free(log);
         return NULL;
     }
-    void *m = mmap(NULL, (size_t)MAIN_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
+    log->env_size = (env_len + HM_RAW_SLOT - 1) / HM_RAW_SLOT * HM_RAW_SLOT;
+    log->main_offset = MAIN_OFFSET + (off_t)log->env_size;
+    if ((log->fd = create_trace_file(log->path, overwrite, log->main_offset)) < 0) {
+        free(env);
+        free(log->path);
+        free(log);
+        return NULL;
+    }
+    void *m = mmap(NULL, (size_t)log->main_offset, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
     if (m == MAP_FAILED) {
         hm__set_error("cannot map trace '%s': %s", log->path, strerror(errno));
+        free(env);
         close(log->fd);
         free(log->path);
         free(log);
         return NULL;
     }
     log->map = m;
-    log->ring = log->map + HM_RAW_HEADER;
+    log->ring = log->map + HM_RAW_HEADER + log->env_size;
 #ifdef MADV_POPULATE_WRITE
-    (void)madvise(log->map, (size_t)MAIN_OFFSET, MADV_POPULATE_WRITE); /* fault the ring in once, now */
+    (void)madvise(log->map, (size_t)log->main_offset, MADV_POPULATE_WRITE); /* fault the ring in once, now */
 #endif
     atomic_init(&log->refs, 1);
     log->serial = atomic_fetch_add(&log_serials, 1) + 1;
     log->fork_generation = atomic_load(&fork_generation);
+    /* The environment before the magic: a reader never sees a version-4 header without its block. */
+    memcpy(log->map + HM_RAW_HEADER, env, env_len);
+    free(env);
+    uint32_t env_size = (uint32_t)log->env_size;
+    memcpy(log->map + HM_RAW_ENV_FIELD, &env_size, sizeof env_size);
     memcpy(log->map, HM_TRACE_RAW_MAGIC, strlen(HM_TRACE_RAW_MAGIC));
     uint64_t ring_slots = RING_SLOTS;
     memcpy(log->map + HM_RAW_RING_FIELD, &ring_slots, sizeof ring_slots);
@@ -1008,6 +1079,12 @@ HM_API uint64_t HostMemRecorderCalls(IHostMemoryManager *outer)
 
 HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, IHostMemoryManager **ppOuter)
 {
+    return HostMemWrapRecorderEnv(inner, path, NULL, ppOuter);
+}
+
+HM_API HRESULT HostMemWrapRecorderEnv(IHostMemoryManager *inner, const char *path, const hm_trace_env *env,
+                                      IHostMemoryManager **ppOuter)
+{
     if (!ppOuter)
         return E_POINTER;
     *ppOuter = NULL;
@@ -1021,7 +1098,7 @@ HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, 
         hm__set_error("out of memory creating the recorder");
         return E_OUTOFMEMORY;
     }
-    r->log = log_open(path);
+    r->log = log_open(path, env);
     if (!r->log) {
         free(r);
         return E_FAIL;

@@ -227,6 +227,11 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
     out->count = r.candidate.count;
     for (size_t i = 0; i < out->count; i++)
         out->calls[i].seq = i + 1;
+    /* The smaller trace was recorded where the original was: it keeps the header's environment. */
+    if (!hm__trace_env_copy(&trace->env, &out->env)) {
+        hm_trace_free(out);
+        return E_OUTOFMEMORY;
+    }
     stats->reduced_calls = out->count;
     *reduced = out;
     return S_OK;

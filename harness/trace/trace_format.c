@@ -931,6 +931,12 @@ out:
         c->query_result = 0;
         c->available_bytes = 0;
     }
+    /* As the text reader: a CreateMalloc that succeeded names its heap (else text cannot carry the call). */
+    if (c->method == HM_METHOD_CREATE_MALLOC && SUCCEEDED(c->result) && !c->heap &&
+        !(c->nulls & HM_TRACE_NULL_OUT1)) {
+        snprintf(err, errlen, "field 'heap': missing (CreateMalloc succeeded)");
+        return -1;
+    }
     if (!hm__trace_method_has_level(c->method))
         c->level = -1;
     return (long)in.used;

@@ -25,8 +25,10 @@
 
 #define HM_TRACE_TEXT_MAGIC "hostmem-trace"
 #define HM_TRACE_TEXT_VERSION 1
-#define HM_TRACE_BIN_MAGIC "hostmem-trace-bin 1\n"
-#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 3\n"
+#define HM_TRACE_BIN_MAGIC "hostmem-trace-bin 2\n"  /* version 2: the environment block after the magic */
+#define HM_TRACE_BIN1_MAGIC "hostmem-trace-bin 1\n" /* still read: no environment */
+#define HM_TRACE_RAW_MAGIC "hostmem-trace-raw 4\n"  /* version 4: the environment block after the 64 bytes */
+#define HM_TRACE_RAW3_MAGIC "hostmem-trace-raw 3\n" /* still read: no environment */
 #define HM_TRACE_RAW2_MAGIC "hostmem-trace-raw 2\n" /* still read: version 3 without packed VirtualQuery answers */
 #define HM_TRACE_RAW1_MAGIC "hostmem-trace-raw 1\n" /* still read: no ring, every slot in its place */
 /* A text line longer than this is malformed (a real line is under 400 bytes). */
@@ -53,6 +55,10 @@
 #define HM_RAW_STOPPED_ERRNO_FIELD 44
 #define HM_RAW_STOPPED_CALLS_FIELD 48
 #define HM_RAW_STOPPED 1u
+/* Version 4: the size of the environment block (a 32-bit multiple of 64, at most HM_RAW_ENV_MAX) that follows the
+ * 64-byte header and comes before the ring: the environment's text lines (trace_env.c), then zeros. */
+#define HM_RAW_ENV_FIELD 56
+#define HM_RAW_ENV_MAX (64u * 1024u)
 #define HM_RAW_RING_SLOTS 16384u /* 1 MiB */
 #define HM_RAW_RING_MAX (1u << 20) /* a bigger ring is refused (64 MiB) */
 #define HM_RAW_SLOT 64
@@ -153,6 +159,36 @@ HRESULT hm__trace_writer_open_stream(FILE *file, hm_trace_encoding encoding, hm_
 HRESULT hm__trace_open_memory(const void *data, size_t size, const char *name, hm_trace_reader **out);
 /* Raw traces: releases lost in flight (a killed recorder) that a later call proved, so far (trace_reader.c). */
 uint64_t hm__trace_reader_implied(const hm_trace_reader *reader);
+
+/* ---- The recording's environment (trace_env.c) ------------------------------------------------------------
+ * One line per field, the same in every encoding: "#! KEY: VALUE" (a comment to readers that do not know it). Text
+ * traces have the lines after the version line, before the first call; binary version 2 has a varint length then
+ * the lines after the magic; raw version 4 has them in the block at HM_RAW_ENV_FIELD. */
+#define HM_TRACE_ENV_PREFIX "#! "
+enum { HM_TRACE_ENV_FIELDS = 8 };
+typedef struct hm_trace_env_store {
+    char *values[HM_TRACE_ENV_FIELDS]; /* malloc'd, NULL when absent */
+    hm_trace_env view;                 /* values, "" for the absent ones */
+} hm_trace_env_store;
+/* The key of field i ("version", "host", "host-path", "host-options", "faults", "time", "os", "pid"). */
+const char *hm__trace_env_key(int field);
+const char *hm__trace_env_get(const hm_trace_env *env, int field); /* NULL when absent */
+void hm__trace_env_store_init(hm_trace_env_store *store);
+void hm__trace_env_store_free(hm_trace_env_store *store);
+/* A line of the header: 1 when it is a field (stored), 0 when it is not one (an ordinary comment or a call), -1
+ * when it is malformed ("field 'KEY': what" in err): a bad value, an overlong one, a field given twice. */
+int hm__trace_env_parse_line(hm_trace_env_store *store, const char *line, size_t len, char *err, size_t errlen);
+/* Every line of a block ("#! KEY: VALUE\n"..., up to len or the first NUL), as hm__trace_env_parse_line; lines that
+ * are not fields are malformed here. Returns 0 or -1 with err set. */
+int hm__trace_env_parse_block(hm_trace_env_store *store, const char *block, size_t len, char *err, size_t errlen);
+/* Checks one value of field i as a reader would: 0, or -1 with "field 'KEY': what" in err. */
+int hm__trace_env_check(int field, const char *value, size_t len, char *err, size_t errlen);
+/* The header block of env: malloc'd lines (NUL-terminated, *len without the NUL), empty fields left out. NULL with
+ * err set when a value is refused (hm__trace_env_check), or out of memory. */
+char *hm__trace_env_format(const hm_trace_env *env, size_t *len, char *err, size_t errlen);
+/* Copies env's strings into *out (malloc'd; hm__trace_env_free_copy frees them). false when out of memory. */
+bool hm__trace_env_copy(const hm_trace_env *env, hm_trace_env *out);
+void hm__trace_env_free_copy(hm_trace_env *env);
 
 /* ---- The call model (trace_format.c) ---------------------------------------------------------------------- */
 /* Parses one text line (no newline) into *call. On error returns -1 and writes "field 'F': what" into err. */

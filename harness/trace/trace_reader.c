@@ -46,6 +46,8 @@ struct hm_trace_reader {
     bool incomplete;
     uint64_t incomplete_calls;
     char incomplete_reason[128];
+    hm_trace_env_store env; /* the header's environment */
+    bool seen_call;         /* text: a call was read (environment lines come before) */
     uint64_t line;     /* text: line number of the last line; binary: record number; raw: slot number */
     uint64_t last_seq;
     int failed;
@@ -282,16 +284,105 @@ HRESULT hm__trace_open_memory(const void *data, size_t size, const char *name, h
     return open_common(r, name, out);
 }
 
+static void read_incomplete_text(hm_trace_reader *r, const char *s, size_t len);
+
+/* Text: the comment lines before the first call, the environment's among them, so that hm_trace_reader_env knows
+ * it once the trace is open. Stops at the first other line (or a last line without newline: next_text decides). */
+static int read_text_header(hm_trace_reader *r)
+{
+    for (;;) {
+        fill(r, HM_TRACE_LINE_MAX + 1);
+        const char *s = (const char *)r->buf + r->start;
+        size_t have = r->end - r->start;
+        const char *nl = memchr(s, '\n', have);
+        if (!nl || (size_t)(nl - s) > HM_TRACE_LINE_MAX)
+            return 0;
+        size_t len = (size_t)(nl - s);
+        if (len && s[len - 1] == '\r')
+            len--;
+        size_t i = 0;
+        while (i < len && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        if (i < len && s[i] != '#')
+            return 0; /* the first call */
+        r->line++;
+        r->start += (size_t)(nl - s) + 1;
+        if (len >= strlen(HM_TRACE_INCOMPLETE_TEXT) &&
+            memcmp(s, HM_TRACE_INCOMPLETE_TEXT, strlen(HM_TRACE_INCOMPLETE_TEXT)) == 0)
+            read_incomplete_text(r, s, len);
+        char err[256];
+        if (len && s[0] == '#' && hm__trace_env_parse_line(&r->env, s, len, err, sizeof err) < 0)
+            return reader_fail(r, "%s", err);
+    }
+}
+
+/* Raw version 4: the environment block after the 64-byte header (its size at HM_RAW_ENV_FIELD). */
+static int read_raw_env(hm_trace_reader *r, const char *path)
+{
+    uint32_t size;
+    memcpy(&size, r->buf + HM_RAW_ENV_FIELD, sizeof size);
+    if (size % HM_RAW_SLOT || size > HM_RAW_ENV_MAX) {
+        hm__set_error("%s: slot 0: field 'env': bad size %" PRIu32 " of the environment block", path, size);
+        return -1;
+    }
+    fill(r, HM_RAW_HEADER + size);
+    if (r->end - r->start < HM_RAW_HEADER + (size_t)size) {
+        hm__set_error("%s: slot 0: field 'env': the environment block is cut short (the file ends inside it)", path);
+        return -1;
+    }
+    char err[256];
+    /* r->start is 0: the header starts the buffer. */
+    if (hm__trace_env_parse_block(&r->env, (const char *)r->buf + r->start + HM_RAW_HEADER, size, err, sizeof err)) {
+        hm__set_error("%s: slot 0: %s", path, err);
+        return -1;
+    }
+    r->start += HM_RAW_HEADER + size;
+    return 0;
+}
+
+/* Binary version 2: a varint length, then the environment's lines. */
+static int read_binary_env(hm_trace_reader *r, const char *path)
+{
+    fill(r, 10);
+    uint64_t size = 0;
+    long n = hm_varint_get(r->buf + r->start, r->end - r->start, &size);
+    if (n <= 0 || size > HM_RAW_ENV_MAX) {
+        hm__set_error("%s: record 0: field 'env': %s", path,
+                      n == 0 ? "the header is cut short (the file ends inside it)" : "bad size of the environment");
+        return -1;
+    }
+    r->start += (size_t)n;
+    fill(r, (size_t)size);
+    if (r->end - r->start < size) {
+        hm__set_error("%s: record 0: field 'env': the environment is cut short (the file ends inside it)", path);
+        return -1;
+    }
+    char err[256];
+    if (memchr(r->buf + r->start, '\0', (size_t)size)) {
+        hm__set_error("%s: record 0: field 'env': a NUL byte in the environment", path);
+        return -1;
+    }
+    if (hm__trace_env_parse_block(&r->env, (const char *)r->buf + r->start, (size_t)size, err, sizeof err)) {
+        hm__set_error("%s: record 0: %s", path, err);
+        return -1;
+    }
+    r->start += (size_t)size;
+    return 0;
+}
+
 static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader **out)
 {
     hm__handle_map_init(&r->known, HM_TRACE_DEAD_KEPT);
+    hm__trace_env_store_init(&r->env);
     fill(r, HM_RAW_HEADER);
     size_t have = r->end - r->start;
     const char *head = (const char *)r->buf;
     size_t raw_len = strlen(HM_TRACE_RAW_MAGIC), bin_len = strlen(HM_TRACE_BIN_MAGIC);
     bool raw1 = have >= raw_len && memcmp(head, HM_TRACE_RAW1_MAGIC, raw_len) == 0;
     bool raw2 = have >= raw_len && memcmp(head, HM_TRACE_RAW2_MAGIC, raw_len) == 0;
-    if (raw1 || raw2 || (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0)) {
+    bool raw3 = have >= raw_len && memcmp(head, HM_TRACE_RAW3_MAGIC, raw_len) == 0;
+    bool bin1 = have >= bin_len && memcmp(head, HM_TRACE_BIN1_MAGIC, bin_len) == 0;
+    if (raw1 || raw2 || raw3 || (have >= raw_len && memcmp(head, HM_TRACE_RAW_MAGIC, raw_len) == 0)) {
         r->encoding = HM_TRACE_RAW;
         if (have < HM_RAW_HEADER) {
             hm__set_error("%s: raw trace header cut short", path);
@@ -316,15 +407,24 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
             snprintf(r->incomplete_reason, sizeof r->incomplete_reason, "writing the trace failed: %s",
                      err > 0 ? strerror(err) : "unknown error");
         }
-        r->start = HM_RAW_HEADER;
+        if (raw1 || raw2 || raw3) {
+            r->start = HM_RAW_HEADER;
+        } else if (read_raw_env(r, path) != 0) { /* moves r->start past the header and the block */
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
         if (ring && read_ring(r, ring) != 0) {
             hm__set_error("out of memory opening trace '%s'", path);
             hm_trace_close(r);
             return E_OUTOFMEMORY;
         }
-    } else if (have >= bin_len && memcmp(head, HM_TRACE_BIN_MAGIC, bin_len) == 0) {
+    } else if (bin1 || (have >= bin_len && memcmp(head, HM_TRACE_BIN_MAGIC, bin_len) == 0)) {
         r->encoding = HM_TRACE_BINARY;
         r->start = bin_len;
+        if (!bin1 && read_binary_env(r, path) != 0) {
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
     } else {
         r->encoding = HM_TRACE_TEXT;
         /* "hostmem-trace VERSION" then a newline. */
@@ -345,6 +445,10 @@ static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader
             return E_INVALIDARG;
         }
         r->start = nl ? llen + 1 : llen; /* a header alone, without its newline, is an empty trace */
+        if (read_text_header(r) != 0) {
+            hm_trace_close(r);
+            return E_INVALIDARG;
+        }
     }
     *out = r;
     return S_OK;
@@ -357,6 +461,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
     if (r->own_file && r->file)
         fclose(r->file);
     hm__handle_map_destroy(&r->known);
+    hm__trace_env_store_free(&r->env);
     free(r->regions.v);
     free(r->blocks.v);
     free(r->regions.dead);
@@ -373,6 +478,7 @@ HM_API void hm_trace_close(hm_trace_reader *r)
 HM_API const char *hm_trace_error(const hm_trace_reader *r) { return r->error; }
 HM_API hm_trace_encoding hm_trace_reader_encoding(const hm_trace_reader *r) { return r->encoding; }
 HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *r) { return r->lost; }
+HM_API const hm_trace_env *hm_trace_reader_env(const hm_trace_reader *r) { return &r->env.view; }
 uint64_t hm__trace_reader_implied(const hm_trace_reader *r) { return r->implied; }
 
 HM_API int hm_trace_reader_incomplete(const hm_trace_reader *r, uint64_t *calls, const char **reason)
@@ -510,6 +616,16 @@ static int next_text(hm_trace_reader *r, hm_trace_call *c)
         if (len >= strlen(HM_TRACE_INCOMPLETE_TEXT) &&
             memcmp(s, HM_TRACE_INCOMPLETE_TEXT, strlen(HM_TRACE_INCOMPLETE_TEXT)) == 0)
             read_incomplete_text(r, s, len);
+        /* The environment's lines, in the header (a cut last line is not read: its value may be cut too). */
+        if (len && s[0] == '#' && !cut) {
+            char err[256];
+            int got = hm__trace_env_parse_line(&r->env, s, len, err, sizeof err);
+            if (got < 0)
+                return reader_fail(r, "%s", err);
+            if (got > 0 && r->seen_call)
+                return reader_fail(r, "field 'env': a line of the environment after the first call (it belongs in "
+                                      "the header)");
+        }
         if (i == len || s[i] == '#')
             continue;
         char err[256];
@@ -518,6 +634,7 @@ static int next_text(hm_trace_reader *r, hm_trace_call *c)
                 return 0;
             return reader_fail(r, "%s", err);
         }
+        r->seen_call = true;
         return check_call(r, c) ? -1 : 1;
     }
 }
@@ -1026,6 +1143,10 @@ HM_API HRESULT hm_trace_load(const char *path, hm_trace **out)
             break;
         t->count++;
     }
+    if (got == 0 && !hm__trace_env_copy(hm_trace_reader_env(r), &t->env)) {
+        hm__set_error("out of memory loading trace '%s'", path);
+        got = -2;
+    }
     hm_trace_close(r); /* keeps HostMemLastError() */
     if (got < 0) {
         hm_trace_free(t);
@@ -1040,5 +1161,6 @@ HM_API void hm_trace_free(hm_trace *t)
     if (!t)
         return;
     free(t->calls);
+    hm__trace_env_free_copy(&t->env);
     free(t);
 }

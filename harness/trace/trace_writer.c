@@ -11,7 +11,27 @@ struct hm_trace_writer {
     bool own_file;
     hm_trace_encoding encoding;
     bool failed;
+    bool header_written; /* the magic and the environment go out before anything else */
 };
+
+/* Writes the header (magic and environment block) once, before the first call, comment or mark. */
+static void write_header(hm_trace_writer *w, const char *env, size_t env_len)
+{
+    if (w->header_written)
+        return;
+    w->header_written = true;
+    if (w->encoding == HM_TRACE_TEXT) {
+        if (fprintf(w->file, "%s %d\n", HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION) < 0)
+            w->failed = true;
+    } else {
+        uint8_t len[10];
+        size_t n = hm_varint_put(len, env_len);
+        if (fputs(HM_TRACE_BIN_MAGIC, w->file) < 0 || fwrite(len, 1, n, w->file) != n)
+            w->failed = true;
+    }
+    if (env_len && fwrite(env, 1, env_len, w->file) != env_len)
+        w->failed = true;
+}
 
 static HRESULT writer_start(FILE *file, bool own_file, hm_trace_encoding encoding, hm_trace_writer **out)
 {
@@ -24,10 +44,6 @@ static HRESULT writer_start(FILE *file, bool own_file, hm_trace_encoding encodin
     w->encoding = encoding;
     w->file = file;
     w->own_file = own_file;
-    if (encoding == HM_TRACE_TEXT)
-        fprintf(w->file, "%s %d\n", HM_TRACE_TEXT_MAGIC, HM_TRACE_TEXT_VERSION);
-    else
-        fputs(HM_TRACE_BIN_MAGIC, w->file);
     *out = w;
     return S_OK;
 }
@@ -61,6 +77,7 @@ HM_API HRESULT hm_trace_write(hm_trace_writer *w, const hm_trace_call *c)
 {
     if (c->method < 0 || c->method >= HM_TRACE_METHOD_COUNT)
         return E_INVALIDARG;
+    write_header(w, NULL, 0);
     if (w->encoding == HM_TRACE_TEXT) {
         char line[HM_TRACE_LINE_MAX];
         size_t n = hm_trace_format_call(c, line, sizeof line);
@@ -78,10 +95,34 @@ HM_API HRESULT hm_trace_write(hm_trace_writer *w, const hm_trace_call *c)
     return w->failed ? E_FAIL : S_OK;
 }
 
+HM_API HRESULT hm_trace_write_env(hm_trace_writer *w, const hm_trace_env *env)
+{
+    if (w->header_written) {
+        hm__set_error("the environment goes into the trace's header: write it before the first call");
+        return E_INVALIDARG;
+    }
+    char err[256];
+    size_t len = 0;
+    char *block = hm__trace_env_format(env, &len, err, sizeof err);
+    if (!block) {
+        hm__set_error("the trace's environment is refused: %s", err);
+        return E_INVALIDARG;
+    }
+    if (len > HM_RAW_ENV_MAX) { /* cannot happen with values within HM_TRACE_ENV_VALUE_MAX, but never write half */
+        free(block);
+        hm__set_error("the trace's environment is longer than %u bytes", HM_RAW_ENV_MAX);
+        return E_INVALIDARG;
+    }
+    write_header(w, block, len);
+    free(block);
+    return w->failed ? E_FAIL : S_OK;
+}
+
 HM_API HRESULT hm_trace_write_comment(hm_trace_writer *w, const char *comment)
 {
     if (w->encoding != HM_TRACE_TEXT)
         return S_FALSE;
+    write_header(w, NULL, 0);
     /* One comment line per line of the text, so a newline in it cannot forge a call. */
     const char *s = comment;
     do {
@@ -102,6 +143,7 @@ HM_API HRESULT hm_trace_write_incomplete(hm_trace_writer *w, uint64_t calls, con
     for (char *p = why; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
+    write_header(w, NULL, 0);
     if (w->encoding == HM_TRACE_TEXT) {
         if (fprintf(w->file, "%s%llu calls: %s\n", HM_TRACE_INCOMPLETE_TEXT, (unsigned long long)calls, why) < 0)
             w->failed = true;
@@ -123,6 +165,7 @@ HM_API HRESULT hm_trace_writer_close(hm_trace_writer *w)
 {
     if (!w)
         return S_OK;
+    write_header(w, NULL, 0);
     if (fflush(w->file) != 0 || ferror(w->file))
         w->failed = true;
     if (w->own_file && fclose(w->file) != 0)

@@ -40,6 +40,33 @@ extern "C" {
  * Each call is in the file (the page cache) before it returns to its caller, so a SIGKILL loses at most the
  * calls in flight. The file is cut to its real length when the last reference to the recorder goes. */
 HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, IHostMemoryManager **ppOuter);
+
+/* ---- The recording's environment (the trace's header) ------------------------------------------------------
+ * Every trace the recorder writes says where it was recorded: which hostmem, which host with which options, which
+ * fault spec was in force, when, on which OS and in which process. Replay, reduce and explore use the host, its
+ * options and the fault spec when not told otherwise (docs/trace-format.md, "The environment"). Every field is a
+ * string; "" when unknown (a trace written before the header carried them reads with every field ""). Values are at
+ * most HM_TRACE_ENV_VALUE_MAX bytes of printable characters (no control character: one text line each). */
+#define HM_TRACE_ENV_VALUE_MAX 4000
+typedef struct hm_trace_env {
+    const char *version;      /* the hostmem that recorded: "0.1.0" */
+    const char *host;         /* the host as given: a plugin's path ("./libmyhost.so"), or "built-in" */
+    const char *host_path;    /* that plugin's path resolved when it was recorded ("" for the built-in manager) */
+    const char *host_options; /* the options its factory got ("limit=64M") */
+    const char *faults;       /* the fault spec in force (HOSTMEM_FAULTS or --faults); "" for none */
+    const char *time;         /* when the recording started, UTC: "2026-12-07T15:41:28Z" */
+    const char *os;           /* "linux" */
+    const char *pid;          /* the recording process's id, in decimal */
+} hm_trace_env;
+#define HM_TRACE_BUILTIN_HOST "built-in"
+
+/* HostMemWrapRecorder with the recording's environment: env's host, host_path, host_options and faults go into the
+ * trace's header (NULL or "": unknown); version, time, os and pid are the recorder's own (env's are ignored). A
+ * value longer than HM_TRACE_ENV_VALUE_MAX is left out of the header (stderr says so) and a control character in
+ * one is written as '?': neither refuses the recording. HostMemWrapRecorder(inner, path, out) is this with env
+ * NULL. */
+HM_API HRESULT HostMemWrapRecorderEnv(IHostMemoryManager *inner, const char *path, const hm_trace_env *env,
+                                      IHostMemoryManager **ppOuter);
 /* The inner manager of a recorder (no reference added), or NULL when outer is not one. */
 HM_API IHostMemoryManager *HostMemRecorderInner(IHostMemoryManager *outer);
 /* Calls recorded so far by the recorder `outer` belongs to (heap and callback calls included). */
@@ -123,12 +150,17 @@ HM_API uint64_t hm_trace_reader_lost(const hm_trace_reader *reader);
  * full): the trace holds the first *calls calls, *reason says why ("No space left on device"). 0 for a complete
  * trace. Final once hm_trace_next returned 0 (text and binary traces carry it after their last call). */
 HM_API int hm_trace_reader_incomplete(const hm_trace_reader *reader, uint64_t *calls, const char **reason);
+/* The recording's environment from the trace's header: never NULL, every field non-NULL ("" when absent). Valid
+ * until hm_trace_close. */
+HM_API const hm_trace_env *hm_trace_reader_env(const hm_trace_reader *reader);
 HM_API void hm_trace_close(hm_trace_reader *reader);
 
 /* A whole trace in memory (the reducer and exploration need random access). */
 typedef struct hm_trace {
     hm_trace_call *calls;
     size_t count;
+    /* The header's environment (hm_trace_load fills it: fields NULL or strings hm_trace_free frees). */
+    hm_trace_env env;
 } hm_trace;
 HM_API HRESULT hm_trace_load(const char *path, hm_trace **out);
 HM_API void hm_trace_free(hm_trace *trace);
@@ -138,6 +170,10 @@ typedef struct hm_trace_writer hm_trace_writer;
 /* path "-" is stdout. Only text and binary can be written (raw is the recorder's alone). */
 HM_API HRESULT hm_trace_writer_open(const char *path, hm_trace_encoding encoding, hm_trace_writer **out);
 HM_API HRESULT hm_trace_write(hm_trace_writer *writer, const hm_trace_call *call);
+/* The recording's environment, into the header: before the first call (or comment, or mark) only. Empty and NULL
+ * fields are left out. E_INVALIDARG (HostMemLastError says which field) for a value a reader would refuse: longer
+ * than HM_TRACE_ENV_VALUE_MAX, a control character, a malformed time or pid. */
+HM_API HRESULT hm_trace_write_env(hm_trace_writer *writer, const hm_trace_env *env);
 /* A "# ..." line (text only; ignored by the binary encoding). */
 HM_API HRESULT hm_trace_write_comment(hm_trace_writer *writer, const char *comment);
 /* Marks the trace written as incomplete: the recording stopped after `calls` calls, for `reason`
@@ -209,7 +245,8 @@ typedef struct hm_reduce_stats {
 /* Shrinks trace to a 1-minimal subset (ddmin over calls) that replays with the same failure: a first divergence
  * with the original's signature (any divergence with opts->any_failure), or, for a trace that replays cleanly
  * but recorded an OOM, the host itself reaching that OOM (same method and level) with injection off. Dropping a
- * call drops every call using a handle it created. E_INVALIDARG when the trace shows no failure. */
+ * call drops every call using a handle it created. *reduced keeps trace's env. E_INVALIDARG when the trace shows no
+ * failure. */
 HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opts, hm_trace **reduced,
                              hm_reduce_stats *stats);
 
