@@ -5,7 +5,7 @@
  * header's environment (host, options, faults, ...) included.
  *
  * Speed: the input is read where it lies (hm__trace_open_memory: no file, no copy, no 256 KiB read buffer), and the
- * round trip goes through buffers kept from one input to the next. */
+ * round trip is written through two streams opened once, unbuffered, into buffers kept from one input to the next. */
 #include "fuzz.h"
 
 #include "trace_internal.h"
@@ -21,9 +21,11 @@
 #define MAX_CALLS 4096     /* calls compared in the round trip (a bigger input is read to its end, unchecked beyond) */
 #define ENCODED_MAX (4u << 20) /* room for the text or binary form of MAX_CALLS calls (a line is under 4096 bytes) */
 
-/* Buffers kept from one input to the next: allocating megabytes per input (a memory stream, a file) costs more than
- * reading a small trace does under ASan. */
+/* Streams kept from one input to the next, each writing straight into its own buffer (fmemopen, unbuffered):
+ * opening a stream per input costs a stdio buffer allocation per write side, which under ASan (allocation, fill,
+ * quarantine) cost more than reading a small trace does. */
 static char *encoded_text, *encoded_binary;
+static FILE *text_stream, *binary_stream;
 
 /* The calls of a reader as text lines, one per call, and how the reader ended. */
 typedef struct lines {
@@ -109,23 +111,26 @@ static void check_round_trip(const lines *first, lines *again, const char *encod
         abort();
 }
 
-/* A writer into one of the kept buffers; *f is its stream. */
+/* A writer into one of the kept buffers, from its start; *f is its stream, opened on first use. */
 static hm_trace_writer *writer_into(char **buffer, hm_trace_encoding encoding, FILE **f)
 {
-    if (!*buffer && !(*buffer = malloc(ENCODED_MAX)))
-        abort();
+    if (!*f) {
+        if (!(*buffer = malloc(ENCODED_MAX)) || !(*f = fmemopen(*buffer, ENCODED_MAX, "w")) ||
+            setvbuf(*f, NULL, _IONBF, 0) != 0)
+            abort();
+    }
+    rewind(*f); /* also clears the error of an input that did not fit */
     hm_trace_writer *w;
-    if (!(*f = fmemopen(*buffer, ENCODED_MAX, "w")) || hm__trace_writer_open_stream(*f, encoding, &w) != S_OK)
+    if (hm__trace_writer_open_stream(*f, encoding, &w) != S_OK)
         abort();
     return w;
 }
 
-/* Closes a writer into a kept buffer: the bytes written, or 0 when they did not fit. */
+/* Closes a writer into a kept buffer (the stream stays open): the bytes written, or 0 when they did not fit. */
 static size_t writer_done(hm_trace_writer *w, FILE *f)
 {
     bool ok = hm_trace_writer_close(w) == S_OK;
     long n = ftell(f);
-    fclose(f);
     return ok && n > 0 && (size_t)n < ENCODED_MAX ? (size_t)n : 0;
 }
 
@@ -136,13 +141,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     hm_trace_reader *reader;
     if (hm__trace_open_memory(data, size, "fuzz.trace", &reader) == S_OK) {
-        FILE *tf, *bf;
-        hm_trace_writer *tw = writer_into(&encoded_text, HM_TRACE_TEXT, &tf);
-        hm_trace_writer *bw = writer_into(&encoded_binary, HM_TRACE_BINARY, &bf);
+        hm_trace_writer *tw = writer_into(&encoded_text, HM_TRACE_TEXT, &text_stream);
+        hm_trace_writer *bw = writer_into(&encoded_binary, HM_TRACE_BINARY, &binary_stream);
         hm_trace_encoding encoding = hm_trace_reader_encoding(reader);
         read_all(reader, "fuzz.trace", &first, tw, bw);
         hm_trace_close(reader);
-        size_t text_len = writer_done(tw, tf), binary_len = writer_done(bw, bf);
+        size_t text_len = writer_done(tw, text_stream), binary_len = writer_done(bw, binary_stream);
         /* A text or binary trace read to its end, in full, round-trips through both encodings. (Not yet a raw
          * one: its reader relocates addresses but does not check heap and callback handles, so a hostile raw file
          * can name a heap no call created, which the text reader then refuses.) */

@@ -1143,6 +1143,8 @@ typedef enum { PROT_RESERVE, PROT_COMMIT_AT_NULL, PROT_COMMIT_IN_PLACE, PROT_VIR
 typedef struct prot_table {
     hm_rule_ctx *c;
     const char *what;
+    DWORD start;       /* the protection the page had (and its allocation was made with) before each value */
+    bool name_start;   /* the table runs from several starting protections: name the one of each mismatch */
     char text[420];
     size_t len, mismatches;
 } prot_table;
@@ -1153,7 +1155,10 @@ static void prot_mismatch(prot_table *t, DWORD value, bool accept, DWORD want_pr
 {
     if (t->mismatches++ >= PROT_REPORTED || t->len >= sizeof t->text)
         return;
-    int n = snprintf(t->text + t->len, sizeof t->text - t->len, "%svalue %#x: expected ", t->len ? "; " : "", value);
+    int n = t->name_start ? snprintf(t->text + t->len, sizeof t->text - t->len, "%svalue %#x on a %#x page: expected ",
+                                     t->len ? "; " : "", value, t->start)
+                          : snprintf(t->text + t->len, sizeof t->text - t->len, "%svalue %#x: expected ",
+                                     t->len ? "; " : "", value);
     if (n > 0 && (t->len += (size_t)n) < sizeof t->text)
         n = accept ? snprintf(t->text + t->len, sizeof t->text - t->len, "accepted with Protect %#x", want_protect)
                    : snprintf(t->text + t->len, sizeof t->text - t->len, "E_INVALIDARG");
@@ -1169,6 +1174,16 @@ static void prot_mismatch(prot_table *t, DWORD value, bool accept, DWORD want_pr
     t->len = strlen(t->text);
 }
 
+/* A refused value changed the page: named in the verdict like a mismatch. */
+static void prot_changed(prot_table *t, DWORD protect)
+{
+    if (t->mismatches++ < PROT_REPORTED && t->len < sizeof t->text) {
+        snprintf(t->text + t->len, sizeof t->text - t->len, "%sthe refused values left a %#x page at Protect %#x",
+                 t->len ? "; " : "", t->start, protect);
+        t->len = strlen(t->text);
+    }
+}
+
 /* One value through one operation. The page the operation works on is set up by the caller (`page`). */
 static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
 {
@@ -1176,8 +1191,9 @@ static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
     bool accept = prot_windows_accepts(value);
     /* Cache modifiers belong to the allocation: a commit in place or a VirtualProtect on a plain allocation
      * ignores them; an allocation made with one reports it. */
-    DWORD want = op == PROT_RESERVE ? 0 : op == PROT_COMMIT_AT_NULL ? value : value & ~(DWORD)(PAGE_NOCACHE | PAGE_WRITECOMBINE);
-    DWORD want_alloc = op <= PROT_COMMIT_AT_NULL ? value : PAGE_READWRITE;
+    const DWORD cache = PAGE_NOCACHE | PAGE_WRITECOMBINE;
+    DWORD want = op == PROT_RESERVE ? 0 : op == PROT_COMMIT_AT_NULL ? value : (value & ~cache) | (t->start & cache);
+    DWORD want_alloc = op <= PROT_COMMIT_AT_NULL ? value : t->start;
     void *p = NULL;
     DWORD old = 0;
     HRESULT hr;
@@ -1202,8 +1218,9 @@ static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
             release(c, p);
         if (SUCCEEDED(hr) && op == PROT_COMMIT_IN_PLACE)
             IHostMemoryManager_VirtualFree(c->m, page, KB(4), MEM_DECOMMIT);
+        /* A refused VirtualProtect must change nothing: the next accepted value's old protection shows it. */
         if (SUCCEEDED(hr) && op == PROT_VIRTUALPROTECT)
-            IHostMemoryManager_VirtualProtect(c->m, page, KB(4), PAGE_READWRITE, &old);
+            IHostMemoryManager_VirtualProtect(c->m, page, KB(4), t->start, &old);
         return;
     }
     if (hr != S_OK || !p) {
@@ -1212,6 +1229,7 @@ static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
     }
     MEMORY_BASIC_INFORMATION mbi;
     SIZE_T n = 0;
+    size_t before = t->mismatches; /* one mismatch per value */
     memset(&mbi, 0, sizeof mbi);
     HRESULT q = IHostMemoryManager_VirtualQuery(c->m, p, &mbi, sizeof mbi, &n);
     if (q != S_OK)
@@ -1219,8 +1237,8 @@ static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
     else if (mbi.Protect != want || mbi.AllocationProtect != want_alloc)
         prot_mismatch(t, value, true, want, "Protect %#x AllocationProtect %#x (expected AllocationProtect %#x)",
                       mbi.Protect, mbi.AllocationProtect, want_alloc);
-    else if (op == PROT_VIRTUALPROTECT && old != PAGE_READWRITE)
-        prot_mismatch(t, value, true, want, "old protection %#x instead of PAGE_READWRITE", old);
+    else if (op == PROT_VIRTUALPROTECT && old != t->start)
+        prot_mismatch(t, value, true, want, "old protection %#x instead of %#x", old, t->start);
     switch (op) {
     case PROT_RESERVE:
     case PROT_COMMIT_AT_NULL:
@@ -1230,35 +1248,93 @@ static void prot_one(prot_table *t, prot_op op, DWORD value, char *page)
         IHostMemoryManager_VirtualFree(c->m, page, KB(4), MEM_DECOMMIT);
         break;
     default:
-        IHostMemoryManager_VirtualProtect(c->m, page, KB(4), PAGE_READWRITE, &old);
+        /* Back to the start: the old protection is the one the value set (GUARD and the allocation's cache
+         * modifier included). */
+        if (IHostMemoryManager_VirtualProtect(c->m, page, KB(4), t->start, &old) != S_OK)
+            prot_mismatch(t, value, true, want, "VirtualProtect back to %#x refused", t->start);
+        else if (t->name_start && old != want && t->mismatches == before)
+            prot_mismatch(t, value, true, want, "going back to %#x, old protection %#x instead of %#x", t->start, old,
+                          want);
         break;
     }
+}
+
+/* Every value through one operation, on a page whose allocation (and, for VirtualProtect, the page itself) has the
+ * protection `start`. */
+static void prot_table_from(prot_table *t, prot_op op, DWORD start)
+{
+    char *page = NULL;
+    t->start = start;
+    if (op == PROT_COMMIT_IN_PLACE && !(page = reserve(t->c, KB(64), MEM_RESERVE, start)))
+        return;
+    if (op == PROT_VIRTUALPROTECT && !(page = reserve(t->c, KB(4), MEM_RESERVE | MEM_COMMIT, start)))
+        return;
+    for (size_t m = 0; m < sizeof prot_modifiers / sizeof prot_modifiers[0]; m++)
+        for (DWORD base = 0; base < 256; base++)
+            prot_one(t, op, base | prot_modifiers[m], page);
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n = 0;
+    /* The last values are refused ones: no later old protection shows whether they changed the page. */
+    if (op == PROT_VIRTUALPROTECT && IHostMemoryManager_VirtualQuery(t->c->m, page, &mbi, sizeof mbi, &n) == S_OK &&
+        mbi.Protect != start)
+        prot_changed(t, mbi.Protect);
+    if (page)
+        release(t->c, page);
+}
+
+static void prot_table_verdict(prot_table *t, size_t starts)
+{
+    if (!t->mismatches)
+        return;
+    char exp[200];
+    snprintf(exp, sizeof exp, "%s: each of the %zu protection values%s answered as Windows does", t->what,
+             (size_t)PROT_VALUES, starts > 1 ? ", from each starting protection," : "");
+    verdict(t->c, HM_RULE_FAIL, exp, "%zu differ: %s%s", t->mismatches, t->text,
+            t->mismatches > PROT_REPORTED ? "; ..." : "");
 }
 
 static void prot_table_run(hm_rule_ctx *c, prot_op op, const char *what)
 {
     prot_table t = {.c = c, .what = what};
-    char *page = NULL;
-    if (op == PROT_COMMIT_IN_PLACE && !(page = reserve(c, KB(64), MEM_RESERVE, PAGE_READWRITE)))
-        return;
-    if (op == PROT_VIRTUALPROTECT && !(page = reserve(c, KB(64), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)))
-        return;
-    for (size_t m = 0; m < sizeof prot_modifiers / sizeof prot_modifiers[0]; m++)
-        for (DWORD base = 0; base < 256; base++)
-            prot_one(&t, op, base | prot_modifiers[m], page);
-    if (t.mismatches) {
-        char exp[200];
-        snprintf(exp, sizeof exp, "%s: each of the %zu protection values answered as Windows does", what,
-                 (size_t)PROT_VALUES);
-        verdict(c, HM_RULE_FAIL, exp, "%zu differ: %s%s", t.mismatches, t.text,
-                t.mismatches > PROT_REPORTED ? "; ..." : "");
-    }
+    prot_table_from(&t, op, PAGE_READWRITE);
+    prot_table_verdict(&t, 1);
 }
 
 static void rule_prot_table_reserve(hm_rule_ctx *c) { prot_table_run(c, PROT_RESERVE, "VirtualAlloc(NULL, 4K, MEM_RESERVE, value)"); }
 static void rule_prot_table_commit_null(hm_rule_ctx *c) { prot_table_run(c, PROT_COMMIT_AT_NULL, "VirtualAlloc(NULL, 4K, MEM_COMMIT, value)"); }
 static void rule_prot_table_commit_in_place(hm_rule_ctx *c) { prot_table_run(c, PROT_COMMIT_IN_PLACE, "VirtualAlloc(reserved page, 4K, MEM_COMMIT, value)"); }
 static void rule_prot_table_protect(hm_rule_ctx *c) { prot_table_run(c, PROT_VIRTUALPROTECT, "VirtualProtect(PAGE_READWRITE page, 4K, value)"); }
+
+static const DWORD prot_bases[] = {PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_EXECUTE, PAGE_EXECUTE_READ,
+                                   PAGE_EXECUTE_READWRITE};
+
+/* Commit in place in reservations made with each base protection (PAGE_WRITECOPY is refused at reserve time): the
+ * commit decides the pages' protection, the reservation keeps its AllocationProtect. */
+static void rule_prot_table_commit_in_place_from(hm_rule_ctx *c)
+{
+    prot_table t = {.c = c, .what = "VirtualAlloc(page reserved with each base protection, 4K, MEM_COMMIT, value)",
+                    .name_start = true};
+    for (size_t i = 0; i < sizeof prot_bases / sizeof prot_bases[0]; i++)
+        prot_table_from(&t, PROT_COMMIT_IN_PLACE, prot_bases[i]);
+    prot_table_verdict(&t, sizeof prot_bases / sizeof prot_bases[0]);
+}
+
+/* VirtualProtect from each starting protection a page can have: each base, each base but PAGE_NOACCESS with
+ * PAGE_GUARD, and allocations made with PAGE_NOCACHE or PAGE_WRITECOMBINE. The old protection returned is always
+ * the starting one, modifiers included, and going back returns what the value set. */
+static void rule_prot_table_protect_from(hm_rule_ctx *c)
+{
+    static const DWORD mods[] = {0, PAGE_GUARD, PAGE_NOCACHE, PAGE_WRITECOMBINE};
+    prot_table t = {.c = c, .what = "VirtualProtect(page of each starting protection, 4K, value)", .name_start = true};
+    size_t starts = 0;
+    for (size_t m = 0; m < sizeof mods / sizeof mods[0]; m++)
+        for (size_t i = 0; i < sizeof prot_bases / sizeof prot_bases[0]; i++)
+            if (prot_windows_accepts(prot_bases[i] | mods[m])) {
+                prot_table_from(&t, PROT_VIRTUALPROTECT, prot_bases[i] | mods[m]);
+                starts++;
+            }
+    prot_table_verdict(&t, starts);
+}
 
 static void rule_commit_top_down_at_null(hm_rule_ctx *c)
 {
@@ -1413,6 +1489,8 @@ static const hm_rule rules[] = {
     R("vm.prot-table.commit-at-null", "every protection value in MEM_COMMIT at NULL is refused or read back as Windows does", "docs/semantics.md", rule_prot_table_commit_null),
     R("vm.prot-table.commit-in-place", "every protection value in MEM_COMMIT of a reserved page is refused or read back as Windows does", "docs/semantics.md", rule_prot_table_commit_in_place),
     R("vm.prot-table.protect", "every protection value in VirtualProtect is refused or read back as Windows does", "docs/semantics.md", rule_prot_table_protect),
+    R("vm.prot-table.commit-in-place-from", "every protection value in MEM_COMMIT of a page reserved with each base protection is refused or read back as Windows does, AllocationProtect kept", "docs/semantics.md: VirtualAlloc", rule_prot_table_commit_in_place_from),
+    R("vm.prot-table.protect-from", "every protection value in VirtualProtect of a page of each starting protection (bases, GUARD, NOCACHE, WRITECOMBINE) returns that protection as the old one", "docs/semantics.md: VirtualProtect", rule_prot_table_protect_from),
     R("vm.alloc.commit-top-down", "MEM_COMMIT|MEM_TOP_DOWN at NULL reserves and commits, high up", "docs/semantics.md", rule_commit_top_down_at_null),
     R("vm.sub-page.chain", "1024-byte commit, protect and decommit each cover their whole page", "docs/semantics.md", rule_sub_page_chain),
     R("vm.protect.old-keeps-modifiers", "the old protection of a GUARD or NOCACHE page keeps its modifier", "docs/semantics.md", rule_protect_old_modifiers),

@@ -192,16 +192,43 @@ static void put(out_buf *o, const char *fmt, ...)
         o->used += (size_t)n;
 }
 
+/* put() for the common pieces, without a printf: a line is a few dozen of them, and printf's format parsing (under
+ * ASan, its interceptor's too) was most of the cost of writing one. The same truncation as vsnprintf. */
+static void put_mem(out_buf *o, const char *s, size_t n)
+{
+    if (o->used < o->len) {
+        size_t room = o->len - o->used - 1, k = n < room ? n : room;
+        memcpy(o->p + o->used, s, k);
+        o->p[o->used + k] = '\0';
+    }
+    o->used += n;
+}
+
+static void put_str(out_buf *o, const char *s) { put_mem(o, s, strlen(s)); }
+
+/* Decimal or lowercase hex, as PRIu64 and PRIx64 print them. */
+static void put_u64(out_buf *o, uint64_t v, unsigned base)
+{
+    char digits[24];
+    size_t i = sizeof digits;
+    do {
+        digits[--i] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    put_mem(o, digits + i, sizeof digits - i);
+}
+
 static void put_flags(out_buf *o, uint32_t value, const flag_name *names)
 {
     if (value == 0) {
-        put(o, "0");
+        put_mem(o, "0", 1);
         return;
     }
     const char *sep = "";
     for (const flag_name *f = names; f->name; f++) {
         if ((value & f->value) == f->value) {
-            put(o, "%s%s", sep, f->name);
+            put_str(o, sep);
+            put_str(o, f->name);
             value &= ~f->value;
             sep = "|";
         }
@@ -212,10 +239,12 @@ static void put_flags(out_buf *o, uint32_t value, const flag_name *names)
 
 static void put_hex(out_buf *o, uint64_t v)
 {
-    if (v)
-        put(o, "0x%" PRIx64, v);
-    else
-        put(o, "0");
+    if (v) {
+        put_mem(o, "0x", 2);
+        put_u64(o, v, 16);
+    } else {
+        put_mem(o, "0", 1);
+    }
 }
 
 static void put_ref(out_buf *o, hm_trace_ref r)
@@ -224,9 +253,12 @@ static void put_ref(out_buf *o, hm_trace_ref r)
         put_hex(o, r.value);
         return;
     }
-    put(o, "%c%" PRIu32, r.kind == HM_REF_ALLOC ? '@' : '#', r.handle);
-    if (r.value)
-        put(o, "+0x%" PRIx64, r.value);
+    put_mem(o, r.kind == HM_REF_ALLOC ? "@" : "#", 1);
+    put_u64(o, r.handle, 10);
+    if (r.value) {
+        put_mem(o, "+0x", 3);
+        put_u64(o, r.value, 16);
+    }
 }
 
 static void put_file(out_buf *o, const hm_trace_call *c)
@@ -249,32 +281,32 @@ static void put_file(out_buf *o, const hm_trace_call *c)
 
 static void put_field(out_buf *o, const hm_trace_call *c, field_id f)
 {
-    put(o, " %s=", field_keys[f]);
+    put_mem(o, " ", 1);
+    put_str(o, field_keys[f]);
+    put_mem(o, "=", 1);
     switch (f) {
     case F_ADDR: put_ref(o, c->addr); break;
     case F_SIZE: put_hex(o, c->size); break;
-    case F_LENGTH: put(o, "%" PRIu64, c->size); break;
+    case F_LENGTH: put_u64(o, c->size, 10); break;
     case F_ATYPE: put_flags(o, c->type, alloc_type_names); break;
     case F_FTYPE: put_flags(o, c->type, free_type_names); break;
     case F_MTYPE: put_flags(o, c->type, malloc_type_names); break;
     case F_PROT: put_flags(o, c->prot, protect_names); break;
     case F_LEVEL:
         if (c->level >= eTaskCritical && c->level <= eProcessCritical)
-            put(o, "%s", hm_level_short((EMemoryCriticalLevel)c->level));
+            put_str(o, hm_level_short((EMemoryCriticalLevel)c->level));
         else
             put(o, "%d", c->level);
         break;
     case F_HEAP: case F_NEWHEAP:
+        put_mem(o, c->heap ? "h" : "0", 1);
         if (c->heap)
-            put(o, "h%" PRIu32, c->heap);
-        else
-            put(o, "0");
+            put_u64(o, c->heap, 10);
         break;
     case F_CALLBACK:
+        put_mem(o, c->callback ? "c" : "0", 1);
         if (c->callback)
-            put(o, "c%" PRIu32, c->callback);
-        else
-            put(o, "0");
+            put_u64(o, c->callback, 10);
         break;
     case F_MEMORY:
         if (c->available >= 1 && c->available <= 3)
@@ -286,7 +318,7 @@ static void put_field(out_buf *o, const hm_trace_call *c, field_id f)
     case F_LINE: put(o, "%d", c->line); break;
     case F_MEM: put_ref(o, c->mem); break;
     case F_OLD: put_flags(o, c->old_prot, protect_names); break;
-    case F_QRESULT: put(o, "%" PRIu64, c->query_result); break;
+    case F_QRESULT: put_u64(o, c->query_result, 10); break;
     case F_BASE: put_ref(o, c->mbi_base); break;
     case F_ABASE: put_ref(o, c->mbi_alloc_base); break;
     case F_APROT: put_flags(o, c->mbi_alloc_protect, protect_names); break;
@@ -294,7 +326,7 @@ static void put_field(out_buf *o, const hm_trace_call *c, field_id f)
     case F_STATE: put_flags(o, c->mbi_state, state_names); break;
     case F_PROTECT: put_flags(o, c->mbi_protect, protect_names); break;
     case F_MEMTYPE: put_flags(o, c->mbi_type, mem_type_names); break;
-    case F_LOAD: put(o, "%" PRIu32, c->load); break;
+    case F_LOAD: put_u64(o, c->load, 10); break;
     case F_AVAIL: put_hex(o, c->available_bytes); break;
     case F_CONCURRENT: put(o, "%d", c->concurrent ? 1 : 0); break;
     case F_END: break;
@@ -310,7 +342,11 @@ HM_API size_t hm_trace_format_call(const hm_trace_call *c, char *buf, size_t len
         return o.used;
     }
     const method_fields *mf = &fields_of[c->method];
-    put(&o, "%" PRIu64 " t%" PRIu32 " %s", c->seq, c->thread, name);
+    put_u64(&o, c->seq, 10);
+    put_mem(&o, " t", 2);
+    put_u64(&o, c->thread, 10);
+    put_mem(&o, " ", 1);
+    put_str(&o, name);
     for (int i = 0; mf->args[i] >= 0; i++)
         put_field(&o, c, (field_id)mf->args[i]);
     if (c->nulls) {
@@ -322,7 +358,8 @@ HM_API size_t hm_trace_format_call(const hm_trace_call *c, char *buf, size_t len
     }
     if (c->method == HM_TRACE_HEAP_RELEASE)
         return o.used; /* Release returns a count, not an HRESULT: nothing to compare */
-    put(&o, " -> %s", hm_hr_name(c->result));
+    put_mem(&o, " -> ", 4);
+    put_str(&o, hm_hr_name(c->result));
     for (int i = 0; mf->results[i] >= 0; i++) {
         field_id f = (field_id)mf->results[i];
         unsigned out = field_out(f);
@@ -596,6 +633,21 @@ static bool next_token(parser *ps, const char **tok, size_t *len)
     if (ps->p >= ps->end)
         return false;
     const char *s = ps->p;
+    /* Most tokens hold no quote: they end at the first space or tab, found with memchr (a line may be kilobytes of
+     * binary garbage, which a byte-by-byte loop walks slowly, and far more slowly under a fuzzer's tracing of
+     * every comparison). */
+    size_t n = (size_t)(ps->end - s);
+    const char *space = memchr(s, ' ', n), *tab;
+    if (space)
+        n = (size_t)(space - s);
+    if ((tab = memchr(s, '\t', n)) != NULL)
+        n = (size_t)(tab - s);
+    if (!memchr(s, '"', n)) {
+        ps->p = s + n;
+        *tok = s;
+        *len = n;
+        return true;
+    }
     bool quoted = false;
     while (ps->p < ps->end && (quoted || (*ps->p != ' ' && *ps->p != '\t'))) {
         if (*ps->p == '"')

@@ -12,6 +12,8 @@
  *                      under MALLOC_THREADSAFE: two threads popping at once get the same block
  *   PROT_TABLE         PAGE_EXECUTE_WRITECOPY (refused by Windows for private memory) is taken as
  *                      PAGE_EXECUTE_READWRITE, in VirtualAlloc and VirtualProtect alike
+ *   OLD_PROTECT        VirtualProtect's old protection drops PAGE_WRITECOMBINE (as a host that knows only
+ *                      PAGE_NOCACHE would); VirtualQuery still reports it
  *   BAD_REFCOUNT       Release (of the manager and of its heaps) returns 0 whatever the count; AddRef is right
  *   LOOSE_CODES        every failing VirtualFree answers E_FAIL instead of Windows' code
  *   LOCK_IN_CALLBACK   every call holds one non-recursive mutex, also while the manager inside notifies: a callback
@@ -339,7 +341,12 @@ static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *a,
     if ((p & 0xFFu) == PAGE_EXECUTE_WRITECOPY)
         p = (p & ~0xFFu) | PAGE_EXECUTE_READWRITE;
 #endif
-    return IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, o);
+    HRESULT hr = IHostMemoryManager_VirtualProtect(impl_from_IHostMemoryManager(i)->inner, a, s, p, o);
+#ifdef BROKEN_OLD_PROTECT
+    if (hr == S_OK)
+        *o &= ~(DWORD)PAGE_WRITECOMBINE;
+#endif
+    return hr;
 }
 static HRESULT STDMETHODCALLTYPE GetMemoryLoad_(IHostMemoryManager *i, DWORD *l, SIZE_T *a) { LOCKED(IHostMemoryManager_GetMemoryLoad(impl_from_IHostMemoryManager(i)->inner, l, a)); }
 static HRESULT STDMETHODCALLTYPE Register_(IHostMemoryManager *i, ICLRMemoryNotificationCallback *c) { return IHostMemoryManager_RegisterMemoryNotificationCallback(impl_from_IHostMemoryManager(i)->inner, c); }
