@@ -20,6 +20,7 @@ static const char description[] =
     "mismatch is reported: replaying the trace on the host diverges at the bug. Without --host the\n"
     "built-in manager runs with " HM_FUZZ_DEFAULT_OPTIONS "; a plugin runs in a child process: its\n"
     "crash, exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1.\n"
+    "HOSTMEM_FUZZ_STRICT=1 holds the plugin to Windows' exact codes, as it does for fuzz_calls.\n"
     "Exit 0 the input ran clean, 1 it showed a mismatch (the trace ends at it), 2 bad usage or input.\n";
 
 static uint8_t *read_input(const char *path, size_t *size)
@@ -144,6 +145,9 @@ static int fuzz_to_trace_command(int argc, char **argv)
         config.host_options = choice.options;
         config.trace_path = NULL;
         config.report = stdout;
+        /* As the fuzz target that found the input was run: a finding of a strict run is a finding here too. */
+        const char *strict = getenv("HOSTMEM_FUZZ_STRICT");
+        config.strict_codes = strict && *strict && strcmp(strict, "0") != 0;
         memset(&outcome, 0, sizeof outcome);
         status = hm__fuzz_calls_run(data, size, &config, &outcome);
         if (status != 0) {
