@@ -40,10 +40,11 @@ typedef struct hm_host_choice {
  * the HRESULT. The plugin stays loaded for the life of the process. */
 HRESULT hm__cli_open_host(const hm_host_choice *choice, IHostMemoryManager **out);
 
-/* Runs a subcommand fn(argc, argv) that talks to a host. When the command line names a plugin (--host), fn runs in
- * an isolated child (plugin.h): a host that crashes, exits the process or hangs past --timeout SECONDS (taken out
- * of argv here; default: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the
- * tool's own crash, hang or exit status. The child's stdout is the tool's. */
+/* Runs a subcommand fn(argc, argv) that talks to a host. fn parses its options first in this process (a probe,
+ * options.h: --help and bad usage end there). When they name a plugin (--host), fn then runs in an isolated child
+ * (plugin.h): a host that crashes, exits the process or hangs past the --timeout SECONDS of fn's table (its
+ * default there; 0: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the tool's own
+ * crash, hang or exit status. The child's stdout is the tool's. */
 int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv);
 
 /* Copies every call of the trace IN (any encoding) to OUT ("-": stdout) in `encoding`; errors go to stderr naming
@@ -58,8 +59,5 @@ void hm__cli_json_string(FILE *f, const char *s);
  * stderr and returns false (the caller exits with HM_EXIT_USAGE). */
 bool hm__cli_parse_uint(const char *command, const char *option, const char *text, unsigned long long min,
                        unsigned long long max, unsigned long long *out);
-/* The same for argv[*i + 1], the value of the option argv[*i]; advances *i. A missing value is an error too. */
-bool hm__cli_take_uint(const char *command, int argc, char **argv, int *i, unsigned long long min,
-                      unsigned long long max, unsigned long long *out);
 
 #endif

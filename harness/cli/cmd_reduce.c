@@ -28,7 +28,7 @@ static int reduce_command(int argc, char **argv)
         HM_FAULTS_OPTION(&choice),
         {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
         {"--any", NULL, HM_OPTION_FLAG, &any, 0, 0, "keep any divergence, not only the original's signature", NULL},
-        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
+        /* read by hm__cli_isolated (its first pass of this parser), which runs a plugin in a child */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole reduction of a plugin", NULL},
     };
     const hm_command_spec spec = {"reduce", "TRACE -o SMALL", 1, 1, description, table, sizeof table / sizeof table[0]};
