@@ -77,13 +77,19 @@ static int reduce_command(int argc, char **argv)
     hm_trace_write_comment(w, note);
     for (size_t i = 0; i < small->count; i++)
         hm_trace_write(w, &small->calls[i]);
+    if (small->incomplete)
+        hm_trace_write_incomplete(w, small->incomplete_calls, small->incomplete_reason);
     if (FAILED(hm_trace_writer_close(w))) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
         code = HM_EXIT_USAGE;
     }
-    if (code == HM_EXIT_OK)
+    if (code == HM_EXIT_OK) {
         printf("%s: %zu calls -> %s: %zu calls (%" PRIu64 " replays); the failure kept: %s\n", path,
                stats.original_calls, out, stats.reduced_calls, stats.replays, stats.failure);
+        if (small->incomplete)
+            printf("the trace is incomplete (recording stopped after %" PRIu64 " calls: %s): so is the reduced one\n",
+                   small->incomplete_calls, small->incomplete_reason);
+    }
     hm_trace_free(small);
     return code;
 }

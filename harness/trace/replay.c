@@ -697,6 +697,10 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
             hr = E_INVALIDARG;
         }
         hm_trace_close(reader);
+    } else if (trace->incomplete) {
+        res->incomplete = 1;
+        res->incomplete_calls = trace->incomplete_calls;
+        snprintf(res->incomplete_reason, sizeof res->incomplete_reason, "%s", trace->incomplete_reason);
     }
     if (rp.error)
         hr = E_OUTOFMEMORY;

@@ -1026,6 +1026,9 @@ HM_API HRESULT hm_trace_load(const char *path, hm_trace **out)
             break;
         t->count++;
     }
+    const char *why;
+    t->incomplete = hm_trace_reader_incomplete(r, &t->incomplete_calls, &why);
+    snprintf(t->incomplete_reason, sizeof t->incomplete_reason, "%s", why);
     hm_trace_close(r); /* keeps HostMemLastError() */
     if (got < 0) {
         hm_trace_free(t);

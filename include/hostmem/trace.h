@@ -129,6 +129,11 @@ HM_API void hm_trace_close(hm_trace_reader *reader);
 typedef struct hm_trace {
     hm_trace_call *calls;
     size_t count;
+    /* The trace's mark of an incomplete recording (hm_trace_reader_incomplete), kept by hm_trace_load, carried by
+     * HostMemReduce into the reduced trace and reported by HostMemReplayTrace: 0 for a complete trace. */
+    int incomplete;
+    uint64_t incomplete_calls;
+    char incomplete_reason[128];
 } hm_trace;
 HM_API HRESULT hm_trace_load(const char *path, hm_trace **out);
 HM_API void hm_trace_free(hm_trace *trace);
