@@ -520,6 +520,85 @@ static void test_reduce_threaded_trace(void **state)
     hm_trace_free(t);
 }
 
+/* ---- Incomplete traces ----------------------------------------------------------------------------------- */
+/* A trace whose recording stopped early (a killed or full-disk recorder) keeps its mark in memory (hm_trace_load),
+ * through reduction (HostMemReduce) and in the replay of a trace in memory (HostMemReplayTrace), in both encodings a
+ * trace is kept in; without the mark nothing says the run's end was never checked. The third call's recorded old
+ * protection is wrong (the built-in manager says PAGE_READWRITE): a divergence to reduce. */
+#define INCOMPLETE_REASON "writing the trace failed: No space left on device"
+static const char incomplete_calls[] =
+    "hostmem-trace 1\n"
+    "1 t1 VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_NOACCESS level=task -> S_OK mem=@1\n"
+    "2 t1 GetMemoryLoad -> S_OK load=0 available=0x1000000\n"
+    "3 t1 VirtualAlloc addr=@1 size=0x1000 type=MEM_COMMIT prot=PAGE_READWRITE level=task -> S_OK mem=@1\n"
+    "4 t1 VirtualProtect addr=@1 size=0x1000 prot=PAGE_READONLY -> S_OK old=PAGE_NOACCESS\n";
+static const char incomplete_mark[] = "#! incomplete: recording stopped after 4 calls: " INCOMPLETE_REASON "\n";
+
+/* Writes the calls (and the mark, when marked) as a trace in `encoding`, through the reader and the writer. */
+static const char *write_incomplete_case(const char *name, hm_trace_encoding encoding, bool marked)
+{
+    const char *text = tmp_path("incomplete-source.trace");
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s%s", incomplete_calls, marked ? incomplete_mark : "");
+    write_file(text, buf, strlen(buf));
+    if (encoding == HM_TRACE_TEXT)
+        return text;
+    const char *out = tmp_path(name);
+    hm_trace_reader *r;
+    hm_trace_writer *w;
+    assert_int_equal(hm_trace_open(text, &r), S_OK);
+    assert_int_equal(hm_trace_writer_open(out, encoding, &w), S_OK);
+    hm_trace_call c;
+    while (hm_trace_next(r, &c) == 1)
+        assert_int_equal(hm_trace_write(w, &c), S_OK);
+    uint64_t calls;
+    const char *why;
+    if (hm_trace_reader_incomplete(r, &calls, &why))
+        assert_int_equal(hm_trace_write_incomplete(w, calls, why), S_OK);
+    hm_trace_close(r);
+    assert_int_equal(hm_trace_writer_close(w), S_OK);
+    return out;
+}
+
+static void assert_mark(int incomplete, uint64_t calls, const char *reason, bool marked)
+{
+    assert_int_equal(incomplete, marked);
+    assert_int_equal(calls, marked ? 4 : 0);
+    assert_string_equal(reason, marked ? INCOMPLETE_REASON : "");
+}
+
+static void test_incomplete_mark_kept(void **state)
+{
+    (void)state;
+    static const struct {
+        hm_trace_encoding encoding;
+        bool marked;
+    } cases[] = {{HM_TRACE_TEXT, true}, {HM_TRACE_BINARY, true}, {HM_TRACE_TEXT, false}, {HM_TRACE_BINARY, false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = write_incomplete_case("incomplete.bin", cases[i].encoding, cases[i].marked);
+        hm_trace *t, *small = NULL;
+        assert_int_equal(hm_trace_load(path, &t), S_OK);
+        assert_int_equal(t->count, 4);
+        assert_mark(t->incomplete, t->incomplete_calls, t->incomplete_reason, cases[i].marked);
+
+        hm_replay_result res;
+        assert_int_equal(HostMemReplayTrace(t, NULL, &res), S_OK);
+        assert_true(res.diverged);
+        assert_mark(res.incomplete, res.incomplete_calls, res.incomplete_reason, cases[i].marked);
+
+        hm_reduce_stats stats;
+        assert_int_equal(HostMemReduce(t, NULL, &small, &stats), S_OK);
+        assert_int_equal(small->count, 3); /* the GetMemoryLoad goes */
+        assert_mark(small->incomplete, small->incomplete_calls, small->incomplete_reason, cases[i].marked);
+        hm_replay_result again;
+        assert_int_equal(HostMemReplayTrace(small, NULL, &again), S_OK);
+        assert_true(again.diverged);
+        assert_mark(again.incomplete, again.incomplete_calls, again.incomplete_reason, cases[i].marked);
+        hm_trace_free(small);
+        hm_trace_free(t);
+    }
+}
+
 /* ---- Callbacks ------------------------------------------------------------------------------------------- */
 /* A host may tell a callback the memory state inside its registration (or another thread may, before the
  * registration returns): the registration still comes first in the trace, so the trace converts to text and
@@ -632,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_threads_replay_cleanly),
         cmocka_unit_test(test_killed_threads_replay_cleanly),
         cmocka_unit_test(test_reduce_threaded_trace),
+        cmocka_unit_test(test_incomplete_mark_kept),
         cmocka_unit_test(test_registration_before_its_notifications),
         cmocka_unit_test(test_concurrent_round_trip),
     };

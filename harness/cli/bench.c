@@ -267,7 +267,7 @@ static int bench_command(int argc, char **argv)
         {"--quick", NULL, HM_OPTION_FLAG, &quick, 0, 0, "a tenth of the iterations", NULL},
         {"--only", "PART", HM_OPTION_STRING, &only, 0, 0, "vm, heap, faults, trace or stress", NULL},
         {"--check", NULL, HM_OPTION_FLAG, &check, 0, 0, "exit 1 when a goal is missed", NULL},
-        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
+        /* read by hm__cli_isolated (its first pass of this parser), which runs a plugin in a child */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole run against a plugin", NULL},
     };
     const hm_command_spec spec = {"bench", "", 0, 0, description, table, sizeof table / sizeof table[0]};

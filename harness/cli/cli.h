@@ -56,10 +56,11 @@ void hm__cli_host_env(const hm_host_choice *choice, hm_trace_env *env, char *res
 char *hm__cli_host_from_env(const hm_trace_env *env, hm_host_choice *choice, bool inject, bool faults_allowed,
                             FILE *report);
 
-/* Runs a subcommand fn(argc, argv) that talks to a host. When the command line names a plugin (--host), fn runs in
- * an isolated child (plugin.h): a host that crashes, exits the process or hangs past --timeout SECONDS (taken out
- * of argv here; default: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the
- * tool's own crash, hang or exit status. The child's stdout is the tool's. */
+/* Runs a subcommand fn(argc, argv) that talks to a host. fn parses its options first in this process (a probe,
+ * options.h: --help and bad usage end there). When they name a plugin (--host), fn then runs in an isolated child
+ * (plugin.h): a host that crashes, exits the process or hangs past the --timeout SECONDS of fn's table (its
+ * default there; 0: no limit) ends as "hostmem NAME: FAIL: what happened" and HM_EXIT_FAIL, never as the tool's own
+ * crash, hang or exit status. The child's stdout is the tool's. */
 int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv);
 /* The same, isolated also without --host when always (a host the trace's header names may be a plugin). */
 int hm__cli_isolated_if(const char *name, hm_cmd_fn fn, int argc, char **argv, bool always);
@@ -76,8 +77,5 @@ void hm__cli_json_string(FILE *f, const char *s);
  * stderr and returns false (the caller exits with HM_EXIT_USAGE). */
 bool hm__cli_parse_uint(const char *command, const char *option, const char *text, unsigned long long min,
                        unsigned long long max, unsigned long long *out);
-/* The same for argv[*i + 1], the value of the option argv[*i]; advances *i. A missing value is an error too. */
-bool hm__cli_take_uint(const char *command, int argc, char **argv, int *i, unsigned long long min,
-                      unsigned long long max, unsigned long long *out);
 
 #endif

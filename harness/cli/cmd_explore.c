@@ -44,7 +44,7 @@ static int explore_command(int argc, char **argv)
         {"--max", "N", HM_OPTION_UINT, &max, 1, 1000000000, "at most N runs of each kind", NULL},
         {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON document on stdout (every run)", NULL},
         {"--verbose", NULL, HM_OPTION_FLAG, &verbose, 0, 0, "print every run, not only the failed ones", NULL},
-        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
+        /* read by hm__cli_isolated (its first pass of this parser), which runs a plugin in a child */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole exploration of a plugin", NULL},
     };
     const hm_command_spec spec = {"explore", "[TRACE]", 0, 1, description, table, sizeof table / sizeof table[0]};

@@ -19,9 +19,14 @@ static const char description[] =
     "the model expects (the input run on the built-in manager), then the input runs on the host and its\n"
     "mismatch is reported: replaying the trace on the host diverges at the bug. Without --host the\n"
     "built-in manager runs with " HM_FUZZ_DEFAULT_OPTIONS "; a plugin runs in a child process: its\n"
-    "crash, exit or hang (past --timeout SECONDS; default: no limit) is reported, exit 1. --strict (or\n"
+    "crash, exit or hang (past --timeout SECONDS, default 10: a fuzz input is a few hundred calls) is\n"
+    "reported, exit 1; the trace of the model's answers is written first, and kept. --strict (or\n"
     "HOSTMEM_FUZZ_STRICT=1, as for the fuzz targets) holds the plugin to Windows' exact error codes.\n"
     "Exit 0 the input ran clean, 1 it showed a mismatch (the trace ends at it), 2 bad usage or input.\n";
+
+/* A fuzz input is at most a few hundred calls (microseconds each): a plugin still running after this many seconds
+ * hangs (a libFuzzer timeout-* artifact is such an input). */
+#define HM_FUZZ_TO_TRACE_TIMEOUT 10
 
 static uint8_t *read_input(const char *path, size_t *size)
 {
@@ -56,7 +61,7 @@ static int fuzz_to_trace_command(int argc, char **argv)
     const char *input = NULL, *out = NULL;
     hm_host_choice choice = {0};
     bool faults_input = false, strict = false;
-    unsigned long long timeout = 0;
+    unsigned long long timeout = HM_FUZZ_TO_TRACE_TIMEOUT;
     const hm_option table[] = {
         {"-o", "OUT", HM_OPTION_STRING, &out, 0, 0, "the text trace to write (default: INPUT.trace, a new file)", NULL},
         {"--faults-input", NULL, HM_OPTION_FLAG, &faults_input, 0, 0,
@@ -67,8 +72,8 @@ static int fuzz_to_trace_command(int argc, char **argv)
          "HOSTMEM_FUZZ_STRICT=1)", NULL},
         {"--faults", "SPEC", HM_OPTION_STRING, &choice.faults, 0, 0,
          "refused: a faults input chooses its own (--faults-input)", NULL},
-        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
-        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the run of a plugin", NULL},
+        /* read by hm__cli_isolated (its first pass of this parser), which runs a plugin in a child */
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the run of a plugin (default 10)", NULL},
     };
     const hm_command_spec command = {"fuzz-to-trace", "INPUT", 1, 1, description, table, sizeof table / sizeof table[0]};
     const char *operands[1];
@@ -145,10 +150,16 @@ static int fuzz_to_trace_command(int argc, char **argv)
         return code;
     }
     if (choice.library) {
+        /* Said now: a plugin that crashes or hangs below ends this process, and the trace is already whole. */
+        printf("the model's answers are in %s; now running the input on %s\n", out, choice.library);
+        fflush(stdout);
         config.host_library = choice.library;
         config.host_options = choice.options;
         config.trace_path = NULL;
         config.report = stdout;
+        /* As the fuzz target that found the input was run: a finding of a strict run is a finding here too. */
+        const char *strict = getenv("HOSTMEM_FUZZ_STRICT");
+        config.strict_codes = strict && *strict && strcmp(strict, "0") != 0;
         memset(&outcome, 0, sizeof outcome);
         status = hm__fuzz_calls_run(data, size, &config, &outcome);
         if (status != 0) {

@@ -21,7 +21,7 @@
 static const char description[] =
     "  hostmem record -o TRACE [--overwrite] -- PROGRAM [ARGS...]\n"
     "  hostmem record --workload basic|oom|threads|killed -o TRACE [--overwrite] [--host LIB.so]\n"
-    "                 [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N]\n"
+    "                 [--host-options S] [--faults SPEC] [--level task|appdomain|process] [--calls N] [--timeout S]\n"
     "Records every call a program (linked with libhostmem) or a built-in workload makes into TRACE.\n"
     "TRACE must not exist unless --overwrite is given (%p in it is the process id).\n";
 
@@ -182,7 +182,7 @@ static int record_command(int argc, char **argv)
     bool overwrite = false;
     hm_host_choice host = {0};
     const char *level_name = "task";
-    unsigned long long calls = 1000;
+    unsigned long long calls = 1000, timeout = 0;
     const hm_option table[] = {
         {"-o", "TRACE", HM_OPTION_STRING, &out, 0, 0, "the trace to write (required)", NULL},
         {"--overwrite", NULL, HM_OPTION_FLAG, &overwrite, 0, 0, "replace TRACE when it exists", NULL},
@@ -192,6 +192,9 @@ static int record_command(int argc, char **argv)
         HM_FAULTS_OPTION(&host),
         {"--level", "LEVEL", HM_OPTION_STRING, &level_name, 0, 0, "task, appdomain or process (default task)", NULL},
         {"--calls", "N", HM_OPTION_UINT, &calls, 1, 1000000000, "the killed workload's calls (default 1000)", NULL},
+        /* read by hm__cli_isolated (its first pass of this parser), which runs a plugin in a child */
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for a workload on a plugin (default: no limit)",
+         NULL},
     };
     const hm_command_spec command = {"record", "[-- PROGRAM [ARGS...]]", 0, 0, description, table,
                                      sizeof table / sizeof table[0]};

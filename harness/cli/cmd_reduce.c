@@ -32,7 +32,7 @@ static int reduce_command(int argc, char **argv)
         HM_NO_TRACE_ENV_OPTION(&no_trace_env),
         {"--no-inject", NULL, HM_OPTION_FLAG, &no_inject, 0, 0, "do not inject the recorded failures", NULL},
         {"--any", NULL, HM_OPTION_FLAG, &any, 0, 0, "keep any divergence, not only the original's signature", NULL},
-        /* taken out of argv by hm__cli_isolated before this parser sees it; listed for the usage */
+        /* read by hm__cli_isolated (its first pass of this parser), which runs a plugin in a child */
         {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "for the whole reduction of a plugin", NULL},
     };
     const hm_command_spec spec = {"reduce", "TRACE -o SMALL", 1, 1, description, table, sizeof table / sizeof table[0]};
@@ -91,13 +91,19 @@ static int reduce_command(int argc, char **argv)
     hm_trace_write_comment(w, note);
     for (size_t i = 0; i < small->count; i++)
         hm_trace_write(w, &small->calls[i]);
+    if (small->incomplete)
+        hm_trace_write_incomplete(w, small->incomplete_calls, small->incomplete_reason);
     if (FAILED(hm_trace_writer_close(w))) {
         fprintf(stderr, "hostmem reduce: %s\n", HostMemLastError());
         code = HM_EXIT_USAGE;
     }
-    if (code == HM_EXIT_OK)
+    if (code == HM_EXIT_OK) {
         printf("%s: %zu calls -> %s: %zu calls (%" PRIu64 " replays); the failure kept: %s\n", path,
                stats.original_calls, out, stats.reduced_calls, stats.replays, stats.failure);
+        if (small->incomplete)
+            printf("the trace is incomplete (recording stopped after %" PRIu64 " calls: %s): so is the reduced one\n",
+                   small->incomplete_calls, small->incomplete_reason);
+    }
     hm_trace_free(small);
     hm_trace_free(trace);
     free(env_options);

@@ -19,7 +19,8 @@ static const char description[] =
     "them. Otherwise the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
     "The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
     "within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n"
-    "Exit 0 every result matched, 1 a divergence, a host failure or an incomplete trace, 2 bad input.\n";
+    "Exit 0 every result matched, 1 a divergence, a host failure, an incomplete trace or one this host\n"
+    "cannot reproduce (a fixed address its own placement took: not the host's divergence), 2 bad input.\n";
 
 /* The replay's manager factory: the chosen host, made afresh for each run. */
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm__cli_open_host(ctx, out); }
@@ -169,6 +170,11 @@ int hm__cmd_replay(int argc, char **argv)
             hm__cli_json_string(stdout, res.incomplete_reason);
             printf("}");
         }
+        if (res.unreproducible) {
+            printf(", \"unreproducible\": {\"seq\": %" PRIu64 ", \"reason\": ", res.unreproducible_seq);
+            hm__cli_json_string(stdout, res.unreproducible_reason);
+            printf("}");
+        }
         if (res.diverged) {
             printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": ", res.divergence_seq);
             hm__cli_json_string(stdout, hm_trace_method_name(res.divergence_method));
@@ -202,9 +208,12 @@ int hm__cmd_replay(int argc, char **argv)
         printf("%s: %" PRIu64 " calls replayed (%" PRIu64 " to the host, %" PRIu64
                " recorded failures injected), %s\n",
                path, res.calls, res.host_calls, res.injected,
-               res.diverged     ? "DIVERGED"
-               : res.incomplete ? "every result in the trace matched, but the trace is INCOMPLETE"
-                                : "every result matched");
+               res.diverged         ? "DIVERGED"
+               : res.unreproducible ? "NOT REPRODUCIBLE on this host (not a divergence of the host)"
+               : res.incomplete     ? "every result in the trace matched, but the trace is INCOMPLETE"
+                                    : "every result matched");
+        if (res.unreproducible)
+            printf("%s\n", res.unreproducible_reason);
         if (res.incomplete)
             printf("the trace is incomplete: recording stopped after %" PRIu64 " calls: %s (the rest of the run was "
                    "not recorded, so not checked)\n",
@@ -225,7 +234,7 @@ int hm__cmd_replay(int argc, char **argv)
             printf("faults: %s\n", res.fault_spec[0] ? res.fault_spec : "(none: no recorded failure to reproduce)");
     }
     /* An incomplete trace is not a clean pass: the run's end was never checked. */
-    int code = res.diverged || res.incomplete ? HM_EXIT_FAIL : HM_EXIT_OK;
+    int code = res.diverged || res.incomplete || res.unreproducible ? HM_EXIT_FAIL : HM_EXIT_OK;
     HostMemReplayFree(&res);
     return code;
 }

@@ -3,6 +3,8 @@
 #include "factory.h"
 #include "plugin.h"
 
+#include "options.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -141,49 +143,31 @@ int hm__cli_isolated(const char *name, hm_cmd_fn fn, int argc, char **argv)
 
 int hm__cli_isolated_if(const char *name, hm_cmd_fn fn, int argc, char **argv, bool always)
 {
-    char **args = calloc((size_t)argc + 1, sizeof *args);
-    if (!args) {
-        fprintf(stderr, "hostmem %s: out of memory\n", name);
+    /* First the command's own parser, in this process: --help, bad usage (exit 2) and the values of --host and
+     * --timeout come from the command's table, as for any option. */
+    hm_cli_probe probe = {0};
+    hm__cli_probe_set(&probe);
+    int code = fn(argc, argv);
+    hm__cli_probe_set(NULL);
+    if (!probe.parsed)
+        return code;
+    if (!probe.library && !always)
+        return fn(argc, argv);
+    isolated_command *c = hm__shared_alloc(sizeof *c);
+    if (!c) {
+        fprintf(stderr, "hostmem %s: cannot map memory to share with the child\n", name);
         return HM_EXIT_FAIL;
     }
-    int n = 0;
-    bool plugin = false;
-    unsigned long long timeout = 0;
-    bool options = true; /* after "--" come a program's own arguments: left alone */
-    for (int i = 0; i < argc; i++) {
-        options &= strcmp(argv[i], "--") != 0;
-        if (options && i > 0 && strcmp(argv[i], "--timeout") == 0) {
-            if (!hm__cli_take_uint(name, argc, argv, &i, 1, 86400, &timeout)) {
-                free(args);
-                return HM_EXIT_USAGE;
-            }
-            continue;
-        }
-        plugin |= options && i > 0 && i + 1 < argc && strcmp(argv[i], "--host") == 0;
-        args[n++] = argv[i];
-    }
-    int code;
-    if (!plugin && !always) {
-        code = fn(n, args);
+    *c = (isolated_command){fn, argc, argv, HM_EXIT_FAIL};
+    hm_isolate_options io = {.timeout_seconds = (double)probe.timeout, .pass_stdout = true};
+    hm_isolated how;
+    if (hm__isolate(command_child, c, &io, &how) == HM_ISOLATED_REPORTED) {
+        code = c->code;
     } else {
-        isolated_command *c = hm__shared_alloc(sizeof *c);
-        if (!c) {
-            fprintf(stderr, "hostmem %s: cannot map memory to share with the child\n", name);
-            free(args);
-            return HM_EXIT_FAIL;
-        }
-        *c = (isolated_command){fn, n, args, HM_EXIT_FAIL};
-        hm_isolate_options io = {.timeout_seconds = (double)timeout, .pass_stdout = true};
-        hm_isolated how;
-        if (hm__isolate(command_child, c, &io, &how) == HM_ISOLATED_REPORTED) {
-            code = c->code;
-        } else {
-            fflush(stdout);
-            fprintf(stderr, "hostmem %s: FAIL: %s\n", name, how.message);
-            code = HM_EXIT_FAIL;
-        }
-        hm__shared_free(c, sizeof *c);
+        fflush(stdout);
+        fprintf(stderr, "hostmem %s: FAIL: %s\n", name, how.message);
+        code = HM_EXIT_FAIL;
     }
-    free(args);
+    hm__shared_free(c, sizeof *c);
     return code;
 }

@@ -25,15 +25,3 @@ bool hm__cli_parse_uint(const char *command, const char *option, const char *tex
             min, max, max >= 1024 ? " (a suffix K, M or G multiplies by 1024, 1024^2 or 1024^3)" : "");
     return false;
 }
-
-bool hm__cli_take_uint(const char *command, int argc, char **argv, int *i, unsigned long long min,
-                      unsigned long long max, unsigned long long *out)
-{
-    const char *option = argv[*i];
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "hostmem %s: %s needs a value (a whole number from %llu to %llu)\n", command, option, min,
-                max);
-        return false;
-    }
-    return hm__cli_parse_uint(command, option, argv[++*i], min, max, out);
-}

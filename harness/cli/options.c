@@ -6,6 +6,12 @@
 #include <string.h>
 
 static hm_help_format help_format = HM_HELP_TEXT;
+static hm_cli_probe *probe;
+
+void hm__cli_probe_set(hm_cli_probe *p)
+{
+    probe = p;
+}
 
 void hm__cli_set_help_format(hm_help_format format)
 {
@@ -171,5 +177,16 @@ int hm__cli_parse_options(const hm_command_spec *spec, int argc, char **argv, co
         return usage_error(spec);
     }
     *operand_count = count;
+    if (probe) {
+        for (size_t k = 0; k < spec->option_count; k++) {
+            const hm_option *o = &spec->options[k];
+            if (strcmp(o->name, "--host") == 0 && o->kind == HM_OPTION_STRING)
+                probe->library = *(const char **)o->target;
+            else if (strcmp(o->name, "--timeout") == 0 && o->kind == HM_OPTION_UINT)
+                probe->timeout = *(unsigned long long *)o->target;
+        }
+        probe->parsed = true;
+        return HM_EXIT_OK;
+    }
     return -1;
 }

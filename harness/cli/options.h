@@ -58,6 +58,17 @@ typedef struct hm_command_spec {
 int hm__cli_parse_options(const hm_command_spec *spec, int argc, char **argv, const char **operands,
                      size_t *operand_count);
 
+/* hm__cli_isolated's first pass over a command's options, in the parent: while a probe is set, a parse that would
+ * let the command run records the --host and --timeout the command's table gave (its defaults included) in the
+ * probe, sets parsed, and returns HM_EXIT_OK, so the command returns at once without running. -h/--help and bad
+ * usage behave as always (printed by the parent; parsed stays false). */
+typedef struct hm_cli_probe {
+    bool parsed;
+    const char *library;        /* --host (NULL: the built-in manager) */
+    unsigned long long timeout; /* --timeout in seconds (0: the table has none, or no limit) */
+} hm_cli_probe;
+void hm__cli_probe_set(hm_cli_probe *probe); /* NULL: parse normally again */
+
 /* What -h/--help prints: the usage text, a man page section (roff) or the command's option names (for a bash
  * completion). `hostmem help --man` and `--bash-completion` run every command's --help in the other modes, so the man
  * page and the completion come from the same tables as --help. */

@@ -225,6 +225,10 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
     }
     out->calls = r.candidate.calls;
     out->count = r.candidate.count;
+    /* Still a piece of an incomplete recording: a replay of it is not a clean pass (the run's end was not seen). */
+    out->incomplete = trace->incomplete;
+    out->incomplete_calls = trace->incomplete_calls;
+    memcpy(out->incomplete_reason, trace->incomplete_reason, sizeof out->incomplete_reason);
     for (size_t i = 0; i < out->count; i++)
         out->calls[i].seq = i + 1;
     /* The smaller trace was recorded where the original was: it keeps the header's environment. */

@@ -298,6 +298,50 @@ static bool resolve(replayer *rp, hm_trace_ref r, uint64_t *out)
 
 static void *as_ptr(uint64_t v) { return (void *)(uintptr_t)v; }
 
+/* A reservation at a fixed address the trace names raw (outside every region it knows) depends on what else holds
+ * the address space, which differs from host to host: when this host's answer differs from the recording's
+ * because the address is taken here (or free here where the recording found it taken), the trace cannot be
+ * reproduced on this host. Says so (stopping the replay, no divergence) and returns 1; returns 0 when the
+ * difference is the host's own (the address is free here and the host still refused: a divergence). */
+static int fixed_address_unreproducible(replayer *rp, const hm_trace_call *c, uint64_t addr, HRESULT hr)
+{
+    if (rp->scenario || c->addr.kind != HM_REF_RAW || !addr || !(c->type & MEM_RESERVE) || hr == c->result)
+        return 0;
+    bool recorded_ok = SUCCEEDED(c->result);
+    if (recorded_ok == SUCCEEDED(hr) || (!recorded_ok && c->result != HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)))
+        return 0;
+    /* Windows reserves from the 64 KiB boundary at or below the address, for the pages the range touches. */
+    uint64_t base = addr & ~(uint64_t)0xffff, end = (addr + c->size + 0xfff) & ~(uint64_t)0xfff;
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T got = 0;
+    memset(&mbi, 0, sizeof mbi);
+    bool free_here = false;
+    if (recorded_ok) {
+        if (FAILED(IHostMemoryManager_VirtualQuery(rp->host, as_ptr(base), &mbi, sizeof mbi, &got)) || !got)
+            return 0;
+        free_here = mbi.State == MEM_FREE && (uint64_t)(uintptr_t)mbi.BaseAddress + mbi.RegionSize >= end;
+        if (free_here)
+            return 0; /* free, yet refused: the host's doing */
+    }
+    hm_replay_result *res = rp->res;
+    res->unreproducible = 1;
+    res->unreproducible_seq = c->seq;
+    if (recorded_ok)
+        snprintf(res->unreproducible_reason, sizeof res->unreproducible_reason,
+                 "call %" PRIu64 " (VirtualAlloc MEM_RESERVE at 0x%" PRIx64 ", outside every region of the trace) "
+                 "is not reproducible on this host (address taken): recorded %s, this host %s; this host holds "
+                 "that address (%s): it placed earlier memory there",
+                 c->seq, addr, hm_hr_name(c->result), hm_hr_name(hr),
+                 mbi.State == MEM_RESERVE ? "reserved" : mbi.State == MEM_COMMIT ? "committed" : "not free");
+    else
+        snprintf(res->unreproducible_reason, sizeof res->unreproducible_reason,
+                 "call %" PRIu64 " (VirtualAlloc MEM_RESERVE at 0x%" PRIx64 ", outside every region of the trace) "
+                 "is not reproducible on this host (address free): recorded %s (the address was taken when "
+                 "recorded), this host %s",
+                 c->seq, addr, hm_hr_name(c->result), hm_hr_name(hr));
+    return 1;
+}
+
 static int compare_hr(replayer *rp, const hm_trace_call *c, HRESULT actual)
 {
     if (actual == c->result)
@@ -438,6 +482,11 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
         void *mem = NULL;
         hr = IHostMemoryManager_VirtualAlloc(m, as_ptr(addr), (SIZE_T)c->size, c->type, c->prot,
                                              (EMemoryCriticalLevel)c->level, null1 ? NULL : &mem);
+        if (fixed_address_unreproducible(rp, c, addr, hr)) {
+            if (SUCCEEDED(hr) && mem)
+                IHostMemoryManager_VirtualFree(m, mem, 0, MEM_RELEASE); /* not the trace's: nothing of it leaks */
+            return 1;
+        }
         if (compare_hr(rp, c, hr))
             return 1;
         if (null1 || FAILED(hr))
@@ -697,6 +746,10 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
             hr = E_INVALIDARG;
         }
         hm_trace_close(reader);
+    } else if (trace->incomplete) {
+        res->incomplete = 1;
+        res->incomplete_calls = trace->incomplete_calls;
+        snprintf(res->incomplete_reason, sizeof res->incomplete_reason, "%s", trace->incomplete_reason);
     }
     if (rp.error)
         hr = E_OUTOFMEMORY;

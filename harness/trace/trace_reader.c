@@ -1147,6 +1147,9 @@ HM_API HRESULT hm_trace_load(const char *path, hm_trace **out)
         hm__set_error("out of memory loading trace '%s'", path);
         got = -2;
     }
+    const char *why;
+    t->incomplete = hm_trace_reader_incomplete(r, &t->incomplete_calls, &why);
+    snprintf(t->incomplete_reason, sizeof t->incomplete_reason, "%s", why);
     hm_trace_close(r); /* keeps HostMemLastError() */
     if (got < 0) {
         hm_trace_free(t);

@@ -161,6 +161,11 @@ typedef struct hm_trace {
     size_t count;
     /* The header's environment (hm_trace_load fills it: fields NULL or strings hm_trace_free frees). */
     hm_trace_env env;
+    /* The trace's mark of an incomplete recording (hm_trace_reader_incomplete), kept by hm_trace_load, carried by
+     * HostMemReduce into the reduced trace and reported by HostMemReplayTrace: 0 for a complete trace. */
+    int incomplete;
+    uint64_t incomplete_calls;
+    char incomplete_reason[128];
 } hm_trace;
 HM_API HRESULT hm_trace_load(const char *path, hm_trace **out);
 HM_API void hm_trace_free(hm_trace *trace);
@@ -226,6 +231,14 @@ typedef struct hm_replay_result {
      * "VirtualFree: hr S_OK recorded, E_INVALIDARG on this host" (an HRESULT), "VirtualQuery: field state" (any
      * other field). Empty when the replay did not diverge. */
     char signature[160];
+    /* The trace cannot be reproduced on this host, through no fault of the host: a VirtualAlloc reserving at a
+     * fixed address outside every region of the trace (written raw) succeeded when recorded, but on this host
+     * that address is taken (its earlier reservations were placed elsewhere), or failed with
+     * ERROR_INVALID_ADDRESS when recorded (something outside the trace held it) and is free here. The replay stops
+     * at that call (unreproducible_seq); `unreproducible` says why. Not a divergence: diverged stays 0. */
+    int unreproducible;
+    uint64_t unreproducible_seq;
+    char unreproducible_reason[320];
 } hm_replay_result;
 
 /* Replays the trace at path (streamed) or in memory. S_OK when it ran to the end or to a divergence (see

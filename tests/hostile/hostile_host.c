@@ -5,6 +5,7 @@
  *   FACTORY_EXIT0   HostMemCreateManager calls exit(0)
  *   FACTORY_HANG    HostMemCreateManager never returns
  *   RELEASE_HANG    the manager's last Release never returns
+ *   QUERY_HANG      VirtualQuery never returns (a fuzz input that reaches it is a libFuzzer timeout-* artifact)
  *   QUERY_OVERRUN   VirtualQuery writes 8 bytes past the end of the caller's buffer
  *   STDOUT_FLOOD    HostMemCreateManager prints 1 MiB on stdout
  *   EXIT0_MID_RUN   the 100th VirtualAlloc (the HOSTILE_EXIT_AT'th, when set) calls exit(0)
@@ -91,6 +92,9 @@ static HRESULT STDMETHODCALLTYPE VFree(IHostMemoryManager *i, LPVOID a, SIZE_T s
 }
 static HRESULT STDMETHODCALLTYPE VQuery(IHostMemoryManager *i, void *a, void *buf, SIZE_T len, SIZE_T *res)
 {
+#ifdef HOSTILE_QUERY_HANG
+    hang();
+#endif
     HRESULT hr = IHostMemoryManager_VirtualQuery(impl_from_IHostMemoryManager(i)->inner, a, buf, len, res);
 #ifdef HOSTILE_QUERY_OVERRUN
     if (buf && len >= sizeof(MEMORY_BASIC_INFORMATION))

@@ -46,5 +46,31 @@ mkdir "$work/empty"
 out=$(cd "$work/empty" && "$work/moved/bin/hostmem" demo 2>&1) || fail "hostmem demo from the install failed: $out"
 grep -q "^$work/moved/bin/../share/hostmem/oom-appdomain.trace: .*every result matched" <<<"$out" ||
   fail "hostmem demo did not replay the installed share/hostmem trace: $out"
+# docs/writing-a-host.md's CMake for a kept trace, verbatim, in a project whose host (myhost) is the example mmap host:
+# find_package(hostmem) gives hostmem_add_trace_test and the installed hostmem, and the ctest replays the trace clean.
+regress=$work/regress
+mkdir -p "$regress/tests"
+cp "$src/../data/release-inside.trace" "$regress/tests/"
+cp "$src/../../examples/mmap_host/mmap_host.c" "$regress/"
+{
+  echo 'cmake_minimum_required(VERSION 3.16)'
+  echo 'project(myhost C)'
+  echo 'find_package(Threads REQUIRED)'
+  echo 'add_library(myhost MODULE mmap_host.c)'
+  echo 'target_include_directories(myhost PRIVATE ${CMAKE_PREFIX_PATH}/include)'
+  echo 'target_link_libraries(myhost PRIVATE Threads::Threads)'
+  awk '/<!-- regression loop: CMake/ { marked = 1; next }
+       marked && /^```cmake$/ { inside = 1; next }
+       inside && /^```$/ { exit }
+       inside { print }' "$src/../../docs/writing-a-host.md"
+} >"$regress/CMakeLists.txt"
+grep -q hostmem_add_trace_test "$regress/CMakeLists.txt" || fail "docs/writing-a-host.md has no CMake block for a kept trace"
+cmake -S "$regress" -B "$regress/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" >"$work/regress.out" 2>&1 ||
+  fail "the documented CMake for a kept trace does not configure: $(cat "$work/regress.out")"
+cmake --build "$regress/build" >"$work/regress.out" 2>&1 || fail "the project of the documented CMake does not build"
+(cd "$regress/build" && ctest --output-on-failure) >"$work/regress.out" 2>&1 ||
+  fail "the kept trace's ctest failed on a correct host: $(cat "$work/regress.out")"
+grep -q "myhost.release-inside .*Passed" "$work/regress.out" || fail "no ctest myhost.release-inside: $(cat "$work/regress.out")"
 echo "install: man page, bash completion, docs and a source-free demo installed"
+echo "install: hostmem_add_trace_test from find_package(hostmem) replays a kept trace in ctest"
 echo "install: find_package and pkg-config consumers built and ran; a contract.h-only host loaded"
