@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ci/windows.sh [BUILD_DIR]: cross-compiles hostmem for 64-bit Windows (cmake/mingw-w64-x86_64.cmake: hostmem.dll,
+# ci/windows.sh [BUILD_DIR [LINUX_BUILD_DIR]]: cross-compiles hostmem for 64-bit Windows (cmake/mingw-w64-x86_64.cmake: hostmem.dll,
 # libhostmem.dll.a, libhostmem.a, tests/windows/) and runs every test program under Wine, each with a fresh
 # WINEPREFIX and a timeout. Exit 0 when all pass, 1 when any fails, 77 when mingw-w64 or wine64 is missing.
 set -euo pipefail
@@ -37,6 +37,20 @@ run manager "$out/test_win_manager.exe"
 run faults "$out/test_win_faults.exe"
 # HOSTMEM_FAULTS as a Windows process inherits it: Wine hands the Unix environment to the program.
 HOSTMEM_FAULTS='VirtualAlloc,level=process,nth=1' run faults-environment "$out/test_win_faults.exe" --environment
+# The recorder end to end: traces recorded here replay, reduce and explore with the Linux hostmem, from
+# LINUX_BUILD_DIR (argument 2, else $HOSTMEM_LINUX_BUILD, else build/; built when it has no hostmem yet).
+linux=${2:-${HOSTMEM_LINUX_BUILD:-build}}
+if [ ! -x "$linux/hostmem" ]; then
+  cmake -S . -B "$linux" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$linux" --target hostmem_cli -j2 >/dev/null
+fi
+start=$SECONDS
+if bash tests/windows/e2e_record.sh "$out" "$linux/hostmem" "$wine"; then
+  echo "ci/windows.sh: PASS e2e_record ($((SECONDS - start)) s)"
+else
+  echo "ci/windows.sh: FAIL e2e_record" >&2
+  failures=$((failures + 1))
+fi
 if [ $failures != 0 ]; then
   echo "ci/windows.sh: $failures Windows test program(s) failed" >&2
   exit 1
