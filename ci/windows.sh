@@ -35,6 +35,7 @@ run() {
 }
 run manager "$out/test_win_manager.exe"
 run faults "$out/test_win_faults.exe"
+run recorder "$out/test_win_recorder.exe"
 # HOSTMEM_FAULTS as a Windows process inherits it: Wine hands the Unix environment to the program.
 HOSTMEM_FAULTS='VirtualAlloc,level=process,nth=1' run faults-environment "$out/test_win_faults.exe" --environment
 # The recorder end to end: traces recorded here replay, reduce and explore with the Linux hostmem, from
