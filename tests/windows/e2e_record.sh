@@ -15,7 +15,8 @@ hostmem=$2
 wine=${3:-/usr/lib/wine/wine64}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export WINEDEBUG=-all WINEPREFIX="$work/prefix" # one prefix for the runs: only the first pays for creating it
+# One prefix for the runs (the caller's, else a new one): only the first run pays for creating it.
+export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$work/prefix}
 failures=0
 
 pass() { echo "e2e_record: PASS $1"; }
