@@ -20,7 +20,13 @@ cmake --build "$out" -j2 >/dev/null
 tests/check_exports.sh x86_64-w64-mingw32-objdump "$out/hostmem.dll" include
 
 prefixes=$(mktemp -d)
-trap 'rm -rf "$prefixes"' EXIT
+# The prefix's wineserver lingers after the last program and may still write there: stopped before the removal.
+cleanup() {
+  WINEPREFIX="$prefixes/prefix" "${wine%/*}/wineserver" -k 2>/dev/null || true
+  WINEPREFIX="$prefixes/prefix" "${wine%/*}/wineserver" -w 2>/dev/null || true
+  rm -rf "$prefixes"
+}
+trap cleanup EXIT
 failures=0
 # run NAME PROGRAM [ARG...]: one program under Wine (the environment as given).
 run() {

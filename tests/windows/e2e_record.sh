@@ -14,7 +14,15 @@ win=$1
 hostmem=$2
 wine=${3:-/usr/lib/wine/wine64}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# A prefix made here: its wineserver is stopped before the removal (it lingers, and may still write there).
+cleanup() {
+  if [ "${WINEPREFIX:-}" = "$work/prefix" ]; then
+    "${wine%/*}/wineserver" -k 2>/dev/null
+    "${wine%/*}/wineserver" -w 2>/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 # One prefix for the runs (the caller's, else a new one): only the first run pays for creating it.
 export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$work/prefix}
 failures=0
