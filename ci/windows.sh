@@ -62,6 +62,14 @@ else
   echo "ci/windows.sh: FAIL e2e_record" >&2
   failures=$((failures + 1))
 fi
+# docs/windows.md: its snippet and commands, as the page gives them.
+start=$SECONDS
+if WINEPREFIX="$prefixes/prefix" bash tests/windows/docs_windows.sh "$out" "$linux/hostmem" "$wine"; then
+  echo "ci/windows.sh: PASS docs_windows ($((SECONDS - start)) s)"
+else
+  echo "ci/windows.sh: FAIL docs_windows" >&2
+  failures=$((failures + 1))
+fi
 if [ $failures != 0 ]; then
   echo "ci/windows.sh: $failures Windows test program(s) failed" >&2
   exit 1
