@@ -28,7 +28,7 @@ ci/build.sh "$out/clang-release" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Rel
 
 section "Windows: mingw-w64 build, tests under Wine"
 if command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 && [ -x /usr/lib/wine/wine64 ]; then
-  ci/windows.sh "$out/windows"
+  ci/windows.sh "$out/windows" "$out/gcc" # the gcc build's hostmem replays the Windows traces
 else
   echo "skipped: x86_64-w64-mingw32-gcc or /usr/lib/wine/wine64 missing"
 fi
