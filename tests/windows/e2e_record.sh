@@ -6,7 +6,8 @@
 #      injected again, exit 0;
 #   2. the spec `hostmem replay --emit-faults` prints, given to HOSTMEM_FAULTS on Windows, fails the same call;
 #   3. reduce keeps the OOM; explore runs the trace as a scenario;
-#   4. a run ended by TerminateProcess after call 2500 (exit status 9): its trace holds exactly those 2500 calls,
+#   4. a run ended by TerminateProcess after call 20000 (exit status 9; past the recorder's ring of 16384 slots, so
+#      the trace has calls in their place and calls left in the ring): its trace holds exactly those 20000 calls,
 #      which all replay with matching results.
 # Each check prints PASS or FAIL with what it saw; exit 0 when all pass, 1 otherwise.
 set -uo pipefail
@@ -100,14 +101,14 @@ else
   fail "Linux explore (exit $status): $out"
 fi
 
-# 4. Killed after call 2500: no call in flight, so the trace holds all 2500 and they replay.
-HOSTMEM_TRACE=$(winpath "$work/killed.trace") wine_run "$work/killed.log" --kill-after 2500
+# 4. Killed after call 20000: no call in flight, so the trace holds all 20000 and they replay.
+HOSTMEM_TRACE=$(winpath "$work/killed.trace") wine_run "$work/killed.log" --rounds 3000 --kill-after 20000
 status=$?
 out=$("$hostmem" replay "$work/killed.trace" 2>&1)
 rstatus=$?
 if [ $status = 9 ] && [ $rstatus = 0 ] &&
-  [[ $out == *"2500 calls replayed (2500 to the host, 0 recorded failures injected), every result matched"* ]]; then
-  pass "killed by TerminateProcess after call 2500 (exit 9): $out"
+  [[ $out == *"20000 calls replayed (20000 to the host, 0 recorded failures injected), every result matched"* ]]; then
+  pass "killed by TerminateProcess after call 20000 (exit 9): $out"
 else
   fail "killed run (exit $status, expected 9), Linux replay (exit $rstatus): $out"
 fi
