@@ -4,9 +4,10 @@
 set -euo pipefail
 want=(build-essential cmake pkg-config libcmocka-dev)
 if [ "${1:-}" != minimal ]; then
-  # python3 validates the JSON and JUnit outputs; mingw-w64 checks the public headers after <windows.h>.
+  # python3 validates the JSON and JUnit outputs; mingw-w64 checks the public headers after <windows.h> and builds
+  # hostmem.dll, whose tests run under wine64 (ci/windows.sh).
   want+=(clang libclang-rt-14-dev llvm valgrind afl++ libjemalloc-dev libmimalloc-dev python3
-         gcc-mingw-w64-x86-64-posix mingw-w64-x86-64-dev)
+         gcc-mingw-w64-x86-64-posix mingw-w64-x86-64-dev wine64)
 fi
 missing=()
 for p in "${want[@]}"; do

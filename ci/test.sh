@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of hostmem, as CI runs it: installs what is missing, checks that includes go down the layers, then builds
-# and runs the unit tests with gcc (Release), builds with clang (Release), runs the tests with clang under ASan+UBSan,
+# and runs the unit tests with gcc (Release), builds with clang (Release), builds for Windows and runs its tests under
+# Wine (ci/windows.sh), runs the tests with clang under ASan+UBSan,
 # under TSan, and under Valgrind memcheck; then the fuzz smoke run and the main job.
 # Usage: ci/test.sh [quick]   quick: gcc build and tests only.
 set -euo pipefail
@@ -24,6 +25,13 @@ ctest --test-dir "$out/gcc" --output-on-failure -j"$jobs"
 # clang's Release warnings: compile only (the sanitizer stages below run clang's code).
 section "clang, Release, -Werror (build only)"
 ci/build.sh "$out/clang-release" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release
+
+section "Windows: mingw-w64 build, tests under Wine"
+if command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 && [ -x /usr/lib/wine/wine64 ]; then
+  ci/windows.sh "$out/windows" "$out/gcc" # the gcc build's hostmem replays the Windows traces
+else
+  echo "skipped: x86_64-w64-mingw32-gcc or /usr/lib/wine/wine64 missing"
+fi
 
 section "clang, ASan + UBSan"
 ci/build.sh "$out/asan" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DHOSTMEM_SANITIZE="address;undefined"

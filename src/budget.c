@@ -8,6 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Windows' C runtime has no O_CLOEXEC (nor /proc: the cgroup lookup below finds no limit there). */
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
 /* Reads a small file into buf (NUL-terminated); false when it cannot. */
 static bool read_small_file(const char *path, char *buf, size_t size)
 {
@@ -98,8 +103,7 @@ uint64_t hm__budget_cgroup_limit(const char *proc_cgroup, const char *cgroup_roo
 
 uint64_t hm__budget_system_limit(void)
 {
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    uint64_t physical = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)1 << 32;
+    uint64_t physical = hm__os_physical_memory();
     /* A cgroup may allow more than the machine has; like the .NET runtime, take the smaller. */
     uint64_t cgroup = hm__budget_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
     return cgroup && cgroup < physical ? cgroup : physical;

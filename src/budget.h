@@ -25,7 +25,7 @@ typedef struct hm_budget {
 } hm_budget;
 
 /* limit 0 means: the cgroup's memory limit (v2 memory.max, v1 memory.limit_in_bytes) if there is one, else
- * physical memory (sysconf). Reserves given as 0 keep their defaults (limit/32 each); reserves larger than the
+ * physical memory (hm__os_physical_memory). Reserves given as 0 keep their defaults (limit/32 each); reserves larger than the
  * limit allows are clamped so the task ceiling stays >= 0. */
 void hm__budget_init(hm_budget *b, uint64_t limit, uint64_t reserve_process, uint64_t reserve_appdomain);
 

@@ -750,11 +750,11 @@ static void fork_unlock(void *obj) { heap_unlock(obj); }
 
 static local *local_new(heap *h)
 {
-    local *l = aligned_alloc(CACHE_LINE, sizeof *l);
+    local *l = hm__os_aligned_alloc(CACHE_LINE, sizeof *l);
     if (l)
         memset(l, 0, sizeof *l);
     if (!l || chunk_set_init(&l->chunks, 6) != 0) {
-        free(l);
+        hm__os_aligned_free(l);
         return NULL;
     }
     l->heap = h;
@@ -1271,7 +1271,7 @@ static void heap_destroy(heap *h)
     for (local *l = atomic_load(&h->locals), *next; l; l = next) {
         next = l->next_in_heap;
         free(l->chunks.slots);
-        free(l);
+        hm__os_aligned_free(l);
     }
     hm_page_source source = h->source;
     /* The report outlives the heap's strings only for the duration of the call below. */
@@ -1282,7 +1282,7 @@ static void heap_destroy(heap *h)
     free(h->sites);
     free(h->all.slots);
     pthread_mutex_destroy(&h->chunks_lock);
-    free(h);
+    hm__os_aligned_free(h);
 }
 
 static HRESULT STDMETHODCALLTYPE heap_QueryInterface(IHostMalloc *iface, REFIID riid, void **ppv)
@@ -1320,7 +1320,7 @@ HRESULT hm__heap_create(const hm_page_source *source, DWORD malloc_type, IHostMa
     if (malloc_type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE))
         return E_INVALIDARG;
     pthread_once(&classes_once, build_classes);
-    heap *h = aligned_alloc(CACHE_LINE, sizeof(heap));
+    heap *h = hm__os_aligned_alloc(CACHE_LINE, sizeof(heap));
     site *sites = calloc(8, sizeof *sites);
     if (h)
         memset(h, 0, sizeof *h);
@@ -1329,10 +1329,10 @@ HRESULT hm__heap_create(const hm_page_source *source, DWORD malloc_type, IHostMa
     if (!h || !sites || chunk_set_init(&h->all, 6) != 0 || (!threadsafe && !only)) {
         if (only)
             free(only->chunks.slots);
-        free(only);
+        hm__os_aligned_free(only);
         if (h)
             free(h->all.slots);
-        free(h);
+        hm__os_aligned_free(h);
         free(sites);
         return E_OUTOFMEMORY;
     }

@@ -392,7 +392,7 @@ HM_API HRESULT HostMemCreateBuiltinManager(const char *options, IHostMemoryManag
     hm__fork_register_mutex(&m->fork_entry, &m->leaks_lock, HM_FORK_MANAGER);
     hm__budget_init(&m->budget, m->options.limit, m->options.reserve_process, m->options.reserve_appdomain);
     hm_vm_config config = {
-        .os = m->options.sim ? &hm__os_sim : &hm__os_linux,
+        .os = hm__os_backend(m->options.sim),
         .budget = &m->budget,
         .span_size = m->options.span,
         .base = m->options.base,

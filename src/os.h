@@ -4,11 +4,14 @@
  * non-zero, and every primitive returns 0 or an errno value, changing nothing it can avoid changing on failure.
  * Policy (which error becomes which HRESULT, budgets, bookkeeping) lives above this line, in vm.c.
  *
- * Two backends:
+ * Two backends on Linux:
  *   hm__os_linux  real protections with mmap/mprotect: reserved pages fault, PAGE_GUARD traps.
  *   hm__os_sim    deterministic and cheap: spans are mapped read-write once, protections are bookkeeping only
  *                (no mprotect, no VMA splits, no kernel limits), decommit still zeroes. For fuzzing, replay and
- *                benchmarks of the bookkeeping; a program that touches reserved pages is not caught. */
+ *                benchmarks of the bookkeeping; a program that touches reserved pages is not caught.
+ * On Windows (os_win32.c) there is no backend of primitives: vm_win32.c passes each call to the system's
+ * VirtualAlloc & co., whose Win32 errors the errno contract above could not carry. The other hooks below
+ * (hm__os_backend, hm__os_physical_memory, hm__os_aligned_alloc) exist on every platform. */
 #ifndef HOSTMEM_SRC_OS_H
 #define HOSTMEM_SRC_OS_H
 
@@ -50,6 +53,20 @@ int hm__os_map_aligned(uintptr_t hint, size_t size, bool fixed, int unix_prot, u
 
 extern const hm_os hm__os_linux;
 extern const hm_os hm__os_sim;
+extern const hm_os hm__os_win32; /* its name only: see above */
+
+/* The backend the `backend=` option names: the system's own (sim false) or the simulation; NULL when this platform
+ * has no simulation (Windows). */
+const hm_os *hm__os_backend(bool sim);
+
+/* Physical memory in bytes: the budget's default limit, when no container limit is tighter. */
+uint64_t hm__os_physical_memory(void);
+
+/* malloc'd memory aligned to `alignment` (a power of two dividing size), for hostmem's own objects; freed with
+ * hm__os_aligned_free. C11's aligned_alloc and free, which Windows' C runtime lacks (_aligned_malloc there, whose
+ * blocks only _aligned_free takes). */
+void *hm__os_aligned_alloc(size_t alignment, size_t size);
+void hm__os_aligned_free(void *p);
 
 /* ---- Failure injection (tests only) -------------------------------------------------------------------------
  * The kernel can refuse any primitive (ENOMEM near vm.max_map_count, when a change would split a mapping), and the

@@ -2,7 +2,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -89,3 +91,15 @@ const hm_os hm__os_linux = {
     .protect = linux_commit,
     .reset = linux_reset,
 };
+
+const hm_os *hm__os_backend(bool sim) { return sim ? &hm__os_sim : &hm__os_linux; }
+
+uint64_t hm__os_physical_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)1 << 32;
+}
+
+void *hm__os_aligned_alloc(size_t alignment, size_t size) { return aligned_alloc(alignment, size); }
+
+void hm__os_aligned_free(void *p) { free(p); }

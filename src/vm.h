@@ -25,7 +25,7 @@
 typedef struct hm_vm hm_vm;
 
 typedef struct hm_vm_config {
-    const hm_os *os;          /* &hm__os_linux or &hm__os_sim */
+    const hm_os *os;          /* &hm__os_linux or &hm__os_sim (hm__os_backend); on Windows &hm__os_win32 */
     hm_budget *budget;        /* commits are charged here at the caller's critical level; NULL: no budget */
     size_t span_size;         /* bytes per shared span (rounded to 64 KiB); 0: 16 GiB */
     uintptr_t base;           /* where the first span should go (0: anywhere; the kernel decides) */

@@ -23,25 +23,21 @@
  *    state before or after that call. */
 #include "trace_internal.h"
 
+#include "fork.h"
+#include "trace_file.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The log: a ring of HM_RAW_RING_SLOTS slots mapped once, near the start of the file, takes every record; every
  * COPY_BATCH slots the call that fills them copies the committed records, in order, to their place after the
- * ring with pwrite(2) (one thread at a time: the others go on), and a ring slot is reused once its record was
+ * ring with a positioned write (pwrite(2), WriteFile; one thread at a time: the others go on), and a ring slot is reused once its record was
  * copied. Why not map the whole file: the first touch of each fresh page of a shared file mapping costs
  * microseconds (page-cache allocation, and on virtual machines the page-table work), far more than the records on
  * it; the ring's pages stay mapped and hot, and pwrite fills the page cache for a fraction of that, while the
@@ -50,27 +46,27 @@
  * flight holds back the copying) a writer writes its record to its place itself. */
 #define RING_SLOTS ((uint64_t)HM_RAW_RING_SLOTS)
 /* Where the records start without the environment block (each log adds its block's size: log->main_offset). */
-#define MAIN_OFFSET ((off_t)HM_RAW_HEADER + (off_t)HM_RAW_RING_SLOTS * HM_RAW_SLOT)
+#define MAIN_OFFSET ((int64_t)HM_RAW_HEADER + (int64_t)HM_RAW_RING_SLOTS * HM_RAW_SLOT)
 #define COPY_BATCH 1024 /* a writer copies every this many slots, at most this many per pwrite */
 
 typedef struct recorder_log {
     atomic_uint refs;
-    int fd;
+    hm_trace_file *file;
     char *path;
-    struct recorder_log *prev_open, *next_open; /* every open log, for the fork handlers (open_logs_lock) */
-    uint64_t serial;         /* tells this log's thread numbers apart from another log's in the thread cache */
-    unsigned fork_generation;
+    hm_fork_entry fork_entry; /* copy_lock across fork() */
+    atomic_bool forked;       /* this is a forked child's copy of the log: it must not write */
+    uint64_t serial;          /* tells this log's thread numbers apart from another log's in the thread cache */
     atomic_uint next_thread;
     atomic_uint next_heap, next_callback;
     uint8_t *map;  /* header + ring */
     uint8_t *ring; /* map + HM_RAW_HEADER + env_size */
-    size_t env_size;   /* the environment block between the header and the ring (a multiple of HM_RAW_SLOT) */
-    off_t main_offset; /* where record slot 0 is: MAIN_OFFSET + env_size */
+    size_t env_size;     /* the environment block between the header and the ring (a multiple of HM_RAW_SLOT) */
+    int64_t main_offset; /* where record slot 0 is: MAIN_OFFSET + env_size */
     pthread_mutex_t copy_lock; /* one thread copies at a time */
     /* The file could not be written (disk full): calls still go through, unrecorded; the header says the trace
      * ends after the calls in their place (log_stop). */
     atomic_bool broken;
-    off_t max_size; /* ",max=SIZE": recording stops (as on a full disk) rather than grow the file past it; 0: none */
+    int64_t max_size; /* ",max=SIZE": recording stops (as on a full disk) rather than grow the file past it; 0: none */
     pthread_mutex_t space_lock; /* held by a call that changes the address space, with its record */
     /* Written by every call: a line of its own. */
     _Alignas(64) atomic_uint_fast64_t next_slot; /* records reserved so far (0-based record slots) */
@@ -105,70 +101,35 @@ typedef struct recorded_callback {
 
 /* ---- The log ------------------------------------------------------------------------------------------------ */
 static atomic_uint_fast64_t log_serials;
-static atomic_uint fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static pthread_mutex_t open_logs_lock = PTHREAD_MUTEX_INITIALIZER;
-static recorder_log *open_logs;
 
 /* fork(): a forked child shares the file but not the slot counter: it must not write, or it would overwrite the
  * parent's records, so its calls go through unrecorded (it may record to a trace of its own: a new recorder).
- * The copy locks are taken around fork() so that no copy is half done in the child's image and every lock the
- * child inherits is free. */
-static void before_fork(void)
+ * The copy lock is taken around fork() (src/fork.h) so that no copy is half done in the child's image and the lock
+ * the child inherits is free. */
+static void fork_lock(void *obj) { pthread_mutex_lock(&((recorder_log *)obj)->copy_lock); }
+static void fork_unlock(void *obj) { pthread_mutex_unlock(&((recorder_log *)obj)->copy_lock); }
+static void fork_child(void *obj)
 {
-    pthread_mutex_lock(&open_logs_lock);
-    for (recorder_log *log = open_logs; log; log = log->next_open)
-        pthread_mutex_lock(&log->copy_lock);
+    recorder_log *log = obj;
+    atomic_store(&log->forked, true);
+    pthread_mutex_unlock(&log->copy_lock);
 }
-static void after_fork_in_parent(void)
-{
-    for (recorder_log *log = open_logs; log; log = log->next_open)
-        pthread_mutex_unlock(&log->copy_lock);
-    pthread_mutex_unlock(&open_logs_lock);
-}
-static void after_fork_in_child(void)
-{
-    atomic_fetch_add(&fork_generation, 1);
-    for (recorder_log *log = open_logs; log; log = log->next_open)
-        pthread_mutex_unlock(&log->copy_lock);
-    pthread_mutex_unlock(&open_logs_lock);
-}
-static void install_atfork(void) { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); }
+static inline bool log_enabled(recorder_log *log) { return !atomic_load_explicit(&log->forked, memory_order_relaxed); }
 
 static inline uint64_t commit_word(uint64_t slot) { return HM_RAW_COMMIT_TAG | ((slot + 1) & HM_RAW_COMMIT_MASK); }
-#define main_offset(slot) (log->main_offset + (off_t)(slot) * HM_RAW_SLOT) /* in a function with `log` */
+#define main_offset(slot) (log->main_offset + (int64_t)(slot) * HM_RAW_SLOT) /* in a function with `log` */
 static inline uint8_t *ring_slot(recorder_log *log, uint64_t slot)
 {
     return log->ring + (size_t)(slot & (RING_SLOTS - 1)) * HM_RAW_SLOT;
 }
 
-/* Writes buf at offset; false with errno set when it cannot (ENOSPC: the file system is full). */
-static bool write_all(int fd, const void *buf, size_t len, off_t offset)
+/* Writes buf at offset within the log's ",max=SIZE": 0, or the errno value of the failure (ENOSPC: the file system
+ * is full; EFBIG: past max). */
+static int write_record(recorder_log *log, const void *buf, size_t len, int64_t offset)
 {
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0)
-            errno = ENOSPC;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-        offset += n;
-    }
-    return true;
-}
-
-/* write_all within the log's ",max=SIZE" (EFBIG past it). */
-static bool write_record(recorder_log *log, const void *buf, size_t len, off_t offset)
-{
-    if (log->max_size && offset + (off_t)len > log->max_size) {
-        errno = EFBIG;
-        return false;
-    }
-    return write_all(log->fd, buf, len, offset);
+    if (log->max_size && offset + (int64_t)len > log->max_size)
+        return EFBIG;
+    return hm__trace_file_write(log->file, buf, len, (uint64_t)offset);
 }
 
 /* The trace cannot be written (err: the failed write's errno): recording stops here, cleanly. The trace is the
@@ -240,9 +201,11 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
                 size_t head = (size_t)(RING_SLOTS - (c & (RING_SLOTS - 1)));
                 if (head > n)
                     head = n;
-                if (!write_record(log, p, head * HM_RAW_SLOT, main_offset(c)) ||
-                    (n > head && !write_record(log, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head)))) {
-                    log_stop(log, errno);
+                int err = write_record(log, p, head * HM_RAW_SLOT, main_offset(c));
+                if (!err && n > head)
+                    err = write_record(log, log->ring, (n - head) * HM_RAW_SLOT, main_offset(c + head));
+                if (err) {
+                    log_stop(log, err);
                     break;
                 }
                 c += n;
@@ -251,7 +214,7 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
             }
             /* Not in the ring: written to its place by its writer (the ring was full), or still in flight. */
             uint8_t rec[HM_RAW_SLOT];
-            if (pread(log->fd, rec, sizeof rec, main_offset(c)) == (ssize_t)sizeof rec) {
+            if (hm__trace_file_read(log->file, rec, sizeof rec, (uint64_t)main_offset(c)) == 0) {
                 uint64_t w;
                 memcpy(&w, rec, sizeof w);
                 if (w == commit_word(c)) {
@@ -262,8 +225,9 @@ static uint64_t copy_out(recorder_log *log, uint64_t reserved)
             }
             break; /* in flight */
         }
-        if (!write_record(log, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c))) {
-            log_stop(log, errno);
+        int err = write_record(log, ring_slot(log, c), (size_t)(end - c) * HM_RAW_SLOT, main_offset(c));
+        if (err) {
+            log_stop(log, err);
             break;
         }
         c = end;
@@ -287,34 +251,20 @@ static void log_release(recorder_log *log)
 {
     if (atomic_fetch_sub(&log->refs, 1) != 1)
         return;
-    pthread_mutex_lock(&open_logs_lock);
-    if (log->prev_open)
-        log->prev_open->next_open = log->next_open;
-    else
-        open_logs = log->next_open;
-    if (log->next_open)
-        log->next_open->prev_open = log->prev_open;
-    pthread_mutex_unlock(&open_logs_lock);
-    bool same_process = atomic_load(&fork_generation) == log->fork_generation;
-    if (same_process) { /* a forked child must not write */
+    hm__fork_unregister(&log->fork_entry);
+    int64_t size = -1; /* a forked child must not write */
+    if (log_enabled(log)) {
         /* Every call has returned: copy what is left, then empty the ring (a hole where the file system can). A
          * stopped log ends with the calls in their place (log_stop): the ring's are not the trace's. */
         uint64_t reserved = atomic_load(&log->next_slot);
         copy_pending(log, true);
         bool broken = atomic_load(&log->broken);
-        if (broken || atomic_load(&log->copied) == reserved) {
-#ifdef FALLOC_FL_PUNCH_HOLE
-            if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HM_RAW_HEADER + (off_t)log->env_size,
-                          (off_t)RING_SLOTS * HM_RAW_SLOT) != 0)
-#endif
-                memset(log->ring, 0, (size_t)RING_SLOTS * HM_RAW_SLOT);
-        }
+        if (broken || atomic_load(&log->copied) == reserved)
+            hm__trace_file_zero_mapped(log->file, HM_RAW_HEADER + log->env_size, (size_t)RING_SLOTS * HM_RAW_SLOT);
         /* A trace closed properly is exactly its records long. */
-        if (ftruncate(log->fd, main_offset(broken ? atomic_load(&log->copied) : reserved)) != 0)
-            (void)0; /* the reader treats trailing zeros as the end anyway */
+        size = main_offset(broken ? atomic_load(&log->copied) : reserved);
     }
-    munmap(log->map, (size_t)log->main_offset);
-    close(log->fd); /* drops the lock too */
+    hm__trace_file_close(log->file, size);
     pthread_mutex_destroy(&log->copy_lock);
     free(log->path);
     pthread_mutex_destroy(&log->space_lock);
@@ -323,7 +273,7 @@ static void log_release(recorder_log *log)
 
 /* HOSTMEM_TRACE's and HostMemWrapRecorder's spec: PATH[,overwrite], with %p in PATH the process id and %% a %.
  * Returns the path (malloc'd) or NULL with the error set. */
-static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
+static char *parse_spec(const char *spec, bool *overwrite, int64_t *max_size)
 {
     size_t len = strlen(spec);
     static const char suffix[] = ",overwrite";
@@ -347,17 +297,17 @@ static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
         if (shift)
             end++;
         if (errno || end != spec + len || end == max + 5 || v > (1ull << 62) >> shift ||
-            (off_t)(v << shift) <= MAIN_OFFSET) {
+            (int64_t)(v << shift) <= MAIN_OFFSET) {
             hm__set_error("trace spec '%s': max='%.*s' is not a size above the trace's first %lld bytes (a number "
                          "with K, M or G)",
                          spec, (int)(spec + len - max - 5), max + 5, (long long)MAIN_OFFSET);
             return NULL;
         }
-        *max_size = (off_t)(v << shift);
+        *max_size = (int64_t)(v << shift);
         len = (size_t)(max - spec);
     }
     char pid[24];
-    int pid_len = snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    int pid_len = snprintf(pid, sizeof pid, "%lu", hm__trace_process_id());
     size_t cap = len * (size_t)pid_len + 1, n = 0;
     char *path = malloc(cap);
     if (!path) {
@@ -380,44 +330,6 @@ static char *parse_spec(const char *spec, bool *overwrite, off_t *max_size)
     return path;
 }
 
-/* Creates the trace file: a new file unless overwrite (then an existing one is emptied, unless another process
- * records into it), never through a symbolic link, locked while recording; its header and ring are reserved on
- * the disk before they are mapped, so a full file system is an error now rather than a SIGBUS later. */
-static int create_trace_file(const char *path, bool overwrite, off_t reserve)
-{
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (overwrite ? 0 : O_EXCL), 0644);
-    if (fd < 0) {
-        if (errno == EEXIST)
-            hm__set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
-                         "in the name for the process id, or add ',overwrite')",
-                         path);
-        else if (errno == ELOOP)
-            hm__set_error("cannot create trace '%s': it is a symbolic link", path);
-        else
-            hm__set_error("cannot create trace '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    const char *why = NULL;
-    int err = 0;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        why = "not a regular file";
-    else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
-        why = errno == EWOULDBLOCK ? "another process is recording into it" : strerror(errno);
-    else if (overwrite && ftruncate(fd, 0) != 0)
-        why = strerror(errno);
-    else if ((err = posix_fallocate(fd, 0, reserve)) != 0)
-        why = err == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)" : strerror(err);
-    if (why) {
-        hm__set_error("cannot record to trace '%s': %s", path, why);
-        if (err) /* the file is empty now: no trace is better than a file that is not one */
-            unlink(path);
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* The environment block of a new trace: the caller's host fields, and the recorder's own version, time, OS and
  * process id. A value a reader would refuse is not worth losing the recording for: a control character becomes
  * '?', an overlong value is left out (stderr says so). Returns the malloc'd lines (*len bytes) or NULL. */
@@ -428,14 +340,11 @@ static char *environment_block(const char *path, const hm_trace_env *given, size
     if (given)
         env = *given;
     char now[32] = "", pid[24];
-    time_t t = time(NULL);
-    struct tm tm;
-    if (gmtime_r(&t, &tm))
-        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    hm__trace_utc_time(now, sizeof now);
+    snprintf(pid, sizeof pid, "%lu", hm__trace_process_id());
     env.version = HOSTMEM_VERSION_STRING;
     env.time = now;
-    env.os = "linux";
+    env.os = hm__trace_os_name();
     env.pid = pid;
     for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++) {
         const char *v = hm__trace_env_get(&env, i);
@@ -471,7 +380,6 @@ fail:
 
 static recorder_log *log_open(const char *spec, const hm_trace_env *given)
 {
-    pthread_once(&atfork_once, install_atfork);
     recorder_log *log = calloc(1, sizeof *log);
     if (!log) {
         hm__set_error("out of memory creating the recorder");
@@ -487,30 +395,18 @@ static recorder_log *log_open(const char *spec, const hm_trace_env *given)
         return NULL;
     }
     log->env_size = (env_len + HM_RAW_SLOT - 1) / HM_RAW_SLOT * HM_RAW_SLOT;
-    log->main_offset = MAIN_OFFSET + (off_t)log->env_size;
-    if ((log->fd = create_trace_file(log->path, overwrite, log->main_offset)) < 0) {
+    log->main_offset = MAIN_OFFSET + (int64_t)log->env_size;
+    if (!(log->file = hm__trace_file_create(log->path, overwrite, (size_t)log->main_offset))) {
         free(env);
         free(log->path);
         free(log);
         return NULL;
     }
-    void *m = mmap(NULL, (size_t)log->main_offset, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
-    if (m == MAP_FAILED) {
-        hm__set_error("cannot map trace '%s': %s", log->path, strerror(errno));
-        free(env);
-        close(log->fd);
-        free(log->path);
-        free(log);
-        return NULL;
-    }
-    log->map = m;
+    log->map = hm__trace_file_map(log->file);
     log->ring = log->map + HM_RAW_HEADER + log->env_size;
-#ifdef MADV_POPULATE_WRITE
-    (void)madvise(log->map, (size_t)log->main_offset, MADV_POPULATE_WRITE); /* fault the ring in once, now */
-#endif
     atomic_init(&log->refs, 1);
+    atomic_init(&log->forked, false);
     log->serial = atomic_fetch_add(&log_serials, 1) + 1;
-    log->fork_generation = atomic_load(&fork_generation);
     /* The environment before the magic: a reader never sees a version-4 header without its block. */
     memcpy(log->map + HM_RAW_HEADER, env, env_len);
     free(env);
@@ -520,13 +416,10 @@ static recorder_log *log_open(const char *spec, const hm_trace_env *given)
     uint64_t ring_slots = RING_SLOTS;
     memcpy(log->map + HM_RAW_RING_FIELD, &ring_slots, sizeof ring_slots);
     pthread_mutex_init(&log->copy_lock, NULL);
-    pthread_mutex_lock(&open_logs_lock);
-    log->next_open = open_logs;
-    if (open_logs)
-        open_logs->prev_open = log;
-    open_logs = log;
-    pthread_mutex_unlock(&open_logs_lock);
     pthread_mutex_init(&log->space_lock, NULL);
+    log->fork_entry = (hm_fork_entry){
+        .rank = HM_FORK_RECORDER, .obj = log, .lock = fork_lock, .unlock = fork_unlock, .child = fork_child};
+    hm__fork_register(&log->fork_entry);
     return log;
 }
 
@@ -546,11 +439,6 @@ static uint32_t thread_id(recorder_log *log)
     cache[v].serial = log->serial;
     cache[v].id = atomic_fetch_add(&log->next_thread, 1) + 1;
     return cache[v].id;
-}
-
-static inline bool log_enabled(recorder_log *log)
-{
-    return atomic_load_explicit(&fork_generation, memory_order_relaxed) == log->fork_generation;
 }
 
 /* Reserves the slots of one call: returns its first record slot. acq_rel (free on x86, where every atomic add is a
@@ -609,9 +497,10 @@ static void commit(recorder_log *log, uint64_t slot, hm_raw_record *rec, const v
         for (unsigned i = 1; i < n; i++)
             put_extra(buf + (size_t)i * HM_RAW_SLOT, extra, extra_len, i);
         uint64_t word = commit_word(slot);
-        if (!write_record(log, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot)) ||
-            !write_record(log, &word, sizeof word, main_offset(slot))) {
-            int err = errno;
+        int err = write_record(log, buf, (size_t)n * HM_RAW_SLOT, main_offset(slot));
+        if (!err)
+            err = write_record(log, &word, sizeof word, main_offset(slot));
+        if (err) {
             pthread_mutex_lock(&log->copy_lock);
             log_stop(log, err);
             pthread_mutex_unlock(&log->copy_lock);

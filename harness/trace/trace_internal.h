@@ -5,6 +5,7 @@
  * trace_reader.c   the three encodings in, relocation of raw traces, validation of handles
  * trace_writer.c   text and binary out
  * handle_map.c     the handle map (handle_map.h): trace handles to live ones, for the readers, replay and reduce
+ * trace_file_*.c   the trace files' OS layer (trace_file.h): the recorder's file, opening a trace to read
  * recorder.c       the decorator writing raw traces
  * replay.c         the replayer (also the exploration scenario), reduce.c the reducer */
 #ifndef HOSTMEM_HARNESS_TRACE_INTERNAL_H

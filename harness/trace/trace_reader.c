@@ -6,15 +6,13 @@
  * them as handle+offset. Either way memory follows the allocations alive at a point of the trace. */
 #include "trace_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include "trace_file.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define READ_CHUNK (256 * 1024)
 
@@ -204,40 +202,6 @@ static int read_ring(hm_trace_reader *r, uint64_t ring_slots)
     return 0;
 }
 
-/* Opens a trace file for reading. Only a regular file (or stdin) is a trace: a FIFO or a device would block
- * the reader or never end, so the file is opened without blocking and checked before it is read. */
-static FILE *open_trace_file(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        hm__set_error("cannot open trace '%s': %s", path,
-                     S_ISDIR(st.st_mode)    ? "it is a directory"
-                     : S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file (give '-' to read a pipe from stdin)"
-                                            : "not a regular file");
-        close(fd);
-        return NULL;
-    }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags >= 0)
-        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
-        close(fd);
-    }
-    return f;
-}
-
 static HRESULT open_common(hm_trace_reader *r, const char *path, hm_trace_reader **out);
 
 HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
@@ -255,7 +219,7 @@ HM_API HRESULT hm_trace_open(const char *path, hm_trace_reader **out)
     if (strcmp(path, "-") == 0) {
         r->file = stdin;
     } else {
-        r->file = open_trace_file(path);
+        r->file = hm__trace_file_open_read(path);
         r->own_file = true;
     }
     if (!r->file) {

@@ -7,6 +7,13 @@
 #ifndef HOSTMEM_INTERFACES_H
 #define HOSTMEM_INTERFACES_H
 
+#include "api.h"
+
+/* The IIDs are data of the library: on Windows a program that links hostmem.dll must import them (HM_API), unless it
+ * defines them itself (HOSTMEM_INITGUID). */
+#if !defined(HOSTMEM_IID_ATTR) && !defined(HOSTMEM_INITGUID)
+#define HOSTMEM_IID_ATTR HM_API
+#endif
 #include "contract.h"
 #include "win32.h"
 
