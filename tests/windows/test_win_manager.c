@@ -262,6 +262,22 @@ static int consistency_check_sees_the_system(void)
     CHECK(strstr(msg, "committed") != NULL);
     CHECK(VirtualFree(base, 0x1000, MEM_DECOMMIT));
     CHECK(consistent(m) == 0);
+    /* Released behind its back: the check says so; when the system hands the address out again through the manager,
+     * the stale reservation is forgotten. */
+    void *page = NULL;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, base, 0x1000, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &page), S_OK);
+    CHECK(VirtualFree(base, 0, MEM_RELEASE));
+    CHECK_HR(HostMemCheckConsistency(m, msg, sizeof msg), E_FAIL);
+    CHECK(strstr(msg, "no longer has the reservation") != NULL);
+    void *again = NULL;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, base, 64 * KIB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &again), S_OK);
+    CHECK(again == base);
+    CHECK(consistent(m) == 0);
+    hm_stats stats;
+    CHECK_HR(HostMemGetStats(m, &stats), S_OK);
+    CHECK(stats.reservations == 1 && stats.committed_bytes == 64 * KIB);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, again, 0, MEM_RELEASE), S_OK);
     CHECK(IHostMemoryManager_Release(m) == 0);
     return 0;
 }
