@@ -158,8 +158,7 @@ static int fuzz_to_trace_command(int argc, char **argv)
         config.trace_path = NULL;
         config.report = stdout;
         /* As the fuzz target that found the input was run: a finding of a strict run is a finding here too. */
-        const char *strict = getenv("HOSTMEM_FUZZ_STRICT");
-        config.strict_codes = strict && *strict && strcmp(strict, "0") != 0;
+        config.strict_codes = strict || hm__fuzz_env_flag("HOSTMEM_FUZZ_STRICT");
         memset(&outcome, 0, sizeof outcome);
         status = hm__fuzz_calls_run(data, size, &config, &outcome);
         if (status != 0) {
