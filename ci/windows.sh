@@ -19,6 +19,11 @@ cmake --build "$out" -j2 >/dev/null
 # The headers whose functions the Windows build does not have yet (HOSTMEM_WINDOWS_TRACE_SOURCES in CMakeLists.txt).
 not_yet=(trace.h)
 tests/check_exports.sh x86_64-w64-mingw32-objdump "$out/hostmem.dll" include "${not_yet[@]}"
+# ... and a program linked with the static libhostmem.a exports nothing of it.
+if x86_64-w64-mingw32-objdump -p "$out/test_win_faults.exe" | grep -q 'Ordinal/Name Pointer'; then
+  echo "ci/windows.sh: test_win_faults.exe (linked with libhostmem.a) exports symbols: hostmem's API leaks out" >&2
+  exit 1
+fi
 
 prefixes=$(mktemp -d)
 # The prefix's wineserver outlives the last program by a few seconds, writing into the prefix: stopped first.
