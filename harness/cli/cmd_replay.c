@@ -131,7 +131,7 @@ int hm__cmd_replay(int argc, char **argv)
     char *env_options = NULL;
     if (!no_trace_env && SUCCEEDED(hm_trace_open(path, &header)))
         env_options = hm__cli_host_from_env(hm_trace_reader_env(header), &choice, !no_inject, true,
-                                            json ? stderr : stdout);
+                                            json || emit_faults ? stderr : stdout); /* stdout: the spec alone */
     fflush(stdout); /* before the replay's child: said once */
     if (!choice.library && !choice.options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
