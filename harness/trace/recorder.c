@@ -348,7 +348,7 @@ static char *environment_block(const char *path, const hm_trace_env *given, size
     env.pid = pid;
     for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++) {
         const char *v = hm__trace_env_get(&env, i);
-        const char **field = (const char **)(void *)((char *)&env + i * sizeof(const char *));
+        const char **field = hm__trace_env_field(&env, i);
         if (!v || !*v)
             continue;
         if (strlen(v) > HM_TRACE_ENV_VALUE_MAX) {

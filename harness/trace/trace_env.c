@@ -24,7 +24,10 @@ enum { FIELD_TIME = 5, FIELD_OS = 6, FIELD_PID = 7 };
 
 const char *hm__trace_env_key(int field) { return field >= 0 && field < HM_TRACE_ENV_FIELDS ? fields[field].key : NULL; }
 
-static const char **slot(hm_trace_env *env, int field) { return (const char **)(void *)((char *)env + fields[field].offset); }
+const char **hm__trace_env_field(hm_trace_env *env, int field)
+{
+    return (const char **)(void *)((char *)env + fields[field].offset);
+}
 
 const char *hm__trace_env_get(const hm_trace_env *env, int field)
 {
@@ -34,7 +37,7 @@ const char *hm__trace_env_get(const hm_trace_env *env, int field)
 static void refresh_view(hm_trace_env_store *store)
 {
     for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++)
-        *slot(&store->view, i) = store->values[i] ? store->values[i] : "";
+        *hm__trace_env_field(&store->view, i) = store->values[i] ? store->values[i] : "";
 }
 
 void hm__trace_env_store_init(hm_trace_env_store *store)
@@ -185,7 +188,7 @@ bool hm__trace_env_copy(const hm_trace_env *env, hm_trace_env *out)
     memset(out, 0, sizeof *out);
     for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++) {
         const char *v = hm__trace_env_get(env, i);
-        if (v && *v && !(*slot(out, i) = strdup(v))) {
+        if (v && *v && !(*hm__trace_env_field(out, i) = strdup(v))) {
             hm__trace_env_free_copy(out);
             return false;
         }
@@ -196,7 +199,7 @@ bool hm__trace_env_copy(const hm_trace_env *env, hm_trace_env *out)
 void hm__trace_env_free_copy(hm_trace_env *env)
 {
     for (int i = 0; i < HM_TRACE_ENV_FIELDS; i++) {
-        free((void *)(uintptr_t)*slot(env, i));
-        *slot(env, i) = NULL;
+        free((void *)(uintptr_t)*hm__trace_env_field(env, i));
+        *hm__trace_env_field(env, i) = NULL;
     }
 }

@@ -174,6 +174,7 @@ typedef struct hm_trace_env_store {
 /* The key of field i ("version", "host", "host-path", "host-options", "faults", "time", "os", "pid"). */
 const char *hm__trace_env_key(int field);
 const char *hm__trace_env_get(const hm_trace_env *env, int field); /* NULL when absent */
+const char **hm__trace_env_field(hm_trace_env *env, int field); /* where field i is kept in env */
 void hm__trace_env_store_init(hm_trace_env_store *store);
 void hm__trace_env_store_free(hm_trace_env_store *store);
 /* A line of the header: 1 when it is a field (stored), 0 when it is not one (an ordinary comment or a call), -1
