@@ -585,6 +585,11 @@ static void test_incomplete_mark_kept(void **state)
         assert_int_equal(HostMemReplayTrace(t, NULL, &res), S_OK);
         assert_true(res.diverged);
         assert_mark(res.incomplete, res.incomplete_calls, res.incomplete_reason, cases[i].marked);
+        /* The streamed replay of the file says the same, though it stops running calls at the divergence. */
+        hm_replay_result streamed;
+        assert_int_equal(HostMemReplay(path, NULL, &streamed), S_OK);
+        assert_true(streamed.diverged);
+        assert_mark(streamed.incomplete, streamed.incomplete_calls, streamed.incomplete_reason, cases[i].marked);
 
         hm_reduce_stats stats;
         assert_int_equal(HostMemReduce(t, NULL, &small, &stats), S_OK);

@@ -117,6 +117,9 @@ static void triage_child(void *ctx)
     } else if (res.diverged) {
         run->diverged = 1;
         memcpy(run->signature, res.signature, sizeof run->signature);
+    } else if (res.unreproducible) {
+        run->diverged = -1; /* neither a bug of the host nor clean: said, and skipped */
+        snprintf(run->signature, sizeof run->signature, "%.159s", res.unreproducible_reason);
     } else if (raw[0]) {
         run->diverged = 1; /* the model saw a mismatch the replay's comparisons do not cover */
         snprintf(run->signature, sizeof run->signature, "a mismatch with the model (no replay divergence)");

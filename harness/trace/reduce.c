@@ -163,6 +163,12 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
         HostMemReplayFree(&res);
         return hr;
     }
+    if (res.unreproducible) {
+        /* Not the host's failure: nothing a smaller trace should keep. */
+        hm__set_error("%s", res.unreproducible_reason);
+        HostMemReplayFree(&res);
+        return E_INVALIDARG;
+    }
     if (res.diverged) {
         r.want.kind = FAIL_DIVERGENCE;
         r.want.method = res.divergence_method;

@@ -731,7 +731,9 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
             plan_call(&p, opts, c);
         if (!stopped && replay_call(&rp, c)) {
             stopped = true; /* the report is written: the ring is not needed any more */
-            if (!emit || rp.error)
+            /* A text or binary trace says it is incomplete after its last call: read on (running nothing) to
+             * report the mark as HostMemReplayTrace does. A raw trace says it in its header. */
+            if (rp.error || (!emit && (!reader || hm_trace_reader_encoding(reader) == HM_TRACE_RAW)))
                 break;
         }
     }
@@ -741,7 +743,7 @@ static HRESULT replay(const char *path, const hm_trace *trace, const hm_replay_o
         res->incomplete = hm_trace_reader_incomplete(reader, &res->incomplete_calls, &why);
         snprintf(res->incomplete_reason, sizeof res->incomplete_reason, "%s", why);
         res->implied = hm__trace_reader_implied(reader);
-        if (got < 0) {
+        if (got < 0 && (emit || !stopped)) { /* past a divergence only the mark was looked for */
             snprintf(res->error, sizeof res->error, "%s", hm_trace_error(reader));
             hr = E_INVALIDARG;
         }
