@@ -20,10 +20,14 @@ cmake --build "$out" -j2 >/dev/null
 tests/check_exports.sh x86_64-w64-mingw32-objdump "$out/hostmem.dll" include
 
 prefixes=$(mktemp -d)
-# The prefix's wineserver lingers after the last program and may still write there: stopped before the removal.
+# The prefix's wineserver outlives the last program by a few seconds, writing into the prefix: stopped first (killed,
+# then waited for).
+wineserver=$(dirname "$wine")/wineserver
 cleanup() {
-  WINEPREFIX="$prefixes/prefix" "${wine%/*}/wineserver" -k 2>/dev/null || true
-  WINEPREFIX="$prefixes/prefix" "${wine%/*}/wineserver" -w 2>/dev/null || true
+  if [ -x "$wineserver" ]; then
+    WINEPREFIX="$prefixes/prefix" "$wineserver" -k 2>/dev/null || true
+    WINEPREFIX="$prefixes/prefix" "$wineserver" -w 2>/dev/null || true
+  fi
   rm -rf "$prefixes"
 }
 trap cleanup EXIT
@@ -44,6 +48,13 @@ run() {
   fi
 }
 run manager "$out/test_win_manager.exe"
+# The installed tree as a host outside it uses it: the headers, libhostmem.dll.a, and hostmem.dll beside the program.
+cmake --install "$out" --prefix "$prefixes/install" >/dev/null
+mkdir -p "$prefixes/host"
+x86_64-w64-mingw32-gcc -std=c11 -O1 -Wall -Werror -static-libgcc -I"$prefixes/install/include" -Itests/windows \
+  tests/windows/test_win_manager.c -o "$prefixes/host/test_win_manager.exe" -L"$prefixes/install/lib" -lhostmem
+cp "$prefixes/install/bin/hostmem.dll" "$prefixes/host/"
+run installed-manager "$prefixes/host/test_win_manager.exe"
 run faults "$out/test_win_faults.exe"
 run recorder "$out/test_win_recorder.exe"
 # HOSTMEM_FAULTS as a Windows process inherits it: Wine hands the Unix environment to the program.

@@ -1,13 +1,18 @@
 /* Systematic OOM exploration (SQLite's do_one_faultsim_test loop) and the built-in scenario it runs by default. */
 #include "faults_internal.h"
 
+#include "os.h"
+
 #include <stdlib.h>
 #include <string.h>
 
+/* The built-in manager on the simulated backend, or where there is none (Windows) on the system's memory: what a run
+ * finds does not depend on where the memory is. */
 static HRESULT default_factory(void *ctx, IHostMemoryManager **out)
 {
     (void)ctx;
-    return HostMemCreateBuiltinManager("backend=sim,deterministic=1,limit=256M", out);
+    return HostMemCreateBuiltinManager(hm__os_backend(true) ? "backend=sim,deterministic=1,limit=256M" : "limit=256M",
+                                       out);
 }
 
 /* One run: a fresh manager behind a fault layer with `spec`, the scenario, then the checks. */

@@ -113,6 +113,23 @@ static void erase(hm_vm *vm, reservation *r)
     vm->n--;
 }
 
+static void account(hm_vm *vm, reservation *r, uint64_t committed, uint64_t decommitted);
+
+/* The system just gave [base, end) to a new reservation: any of the books' reservations there was released behind
+ * the vm's back, and goes (uncharged), so the books never hold two reservations at one address. */
+static void forget_stale(hm_vm *vm, uintptr_t base, uintptr_t end)
+{
+    for (size_t i = 0; i < vm->n;) {
+        reservation *r = &vm->res[i];
+        if (r->base < end && base < r->end) {
+            account(vm, r, 0, r->committed);
+            erase(vm, r);
+        } else {
+            i++;
+        }
+    }
+}
+
 static void uncharge(hm_vm *vm, uint64_t bytes);
 
 /* Books bytes newly committed in r (charged before the system call) or decommitted (uncharged here). */
@@ -222,8 +239,9 @@ static HRESULT reserve(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DW
         uncharge(vm, bytes);
         return hr;
     }
-    uintptr_t base = (uintptr_t)p;
-    insert(vm, (reservation){base, address ? end : base + (end - first), 0});
+    uintptr_t base = (uintptr_t)p, stop = address ? end : base + (end - first);
+    forget_stale(vm, base, stop);
+    insert(vm, (reservation){base, stop, 0});
     account(vm, find(vm, base), bytes, 0);
     *out = base;
     return S_OK;

@@ -117,7 +117,8 @@ typedef struct hm_explore_options {
     HRESULT fault_result;       /* default E_OUTOFMEMORY */
     uint64_t max_points;        /* 0: all */
     int transient, persistent;  /* which flavours (both when both 0) */
-    hm_manager_factory_fn factory; void *factory_ctx; /* default: HostMemCreateBuiltinManager(NULL) */
+    hm_manager_factory_fn factory; void *factory_ctx; /* default: HostMemCreateBuiltinManager with
+                                  "backend=sim,deterministic=1,limit=256M" ("limit=256M" on Windows) */
     FILE *progress;             /* one line per run when not NULL */
 } hm_explore_options;
 

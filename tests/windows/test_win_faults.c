@@ -90,6 +90,24 @@ static int heap_faults_by_level(void)
     return 0;
 }
 
+/* OOM exploration (HostMemExplore) of the built-in scenario on the Windows manager: every run, with the k-th
+ * VirtualAlloc or heap allocation failing once or for good, ends consistent (the books against the system) with
+ * nothing leaked. */
+static int explore_the_windows_manager(void)
+{
+    hm_explore_options options = {.match = "VirtualAlloc|heap", .max_points = 40};
+    hm_explore_result result;
+    CHECK_HR(HostMemExplore(hm_scenario_builtin, NULL, &options, &result), S_OK);
+    for (uint64_t i = 0; i < result.runs; i++)
+        if (!result.points[i].ok)
+            printf("  k=%llu %s: %s\n", (unsigned long long)result.points[i].k,
+                   result.points[i].persistent ? "persistent" : "transient", result.points[i].message);
+    CHECK(result.matching_calls > 0 && result.runs > 0);
+    CHECK(result.failures == 0);
+    HostMemExploreFree(&result);
+    return 0;
+}
+
 /* ---- A host's own manager (a third party's): VirtualAlloc and VirtualFree only, counting the calls it gets ---- */
 
 typedef struct own_manager {
@@ -245,6 +263,7 @@ int main(int argc, char **argv)
     static const win_case cases[] = {
         {"wrap_the_windows_manager", wrap_the_windows_manager},
         {"heap_faults_by_level", heap_faults_by_level},
+        {"explore_the_windows_manager", explore_the_windows_manager},
         {"wrap_a_hosts_own_manager", wrap_a_hosts_own_manager},
         {"hostmem_faults_from_the_environment", hostmem_faults_from_the_environment},
         {"bad_hostmem_faults_is_named", bad_hostmem_faults_is_named},

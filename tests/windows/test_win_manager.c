@@ -102,6 +102,42 @@ static int reserve_commit_protect_decommit_release(void)
     return 0;
 }
 
+static int load_of(IHostMemoryManager *m, DWORD *load, SIZE_T *available)
+{
+    CHECK_HR(IHostMemoryManager_GetMemoryLoad(m, load, available), S_OK);
+    return 0;
+}
+
+/* MEM_RESET keeps the pages committed (and charged); MEM_TOP_DOWN places a reservation above one made without it. */
+static int reset_and_top_down_pass_through(void)
+{
+    IHostMemoryManager *m = make("limit=64M");
+    CHECK(m);
+    void *low = NULL, *high = NULL, *p = NULL;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 64 * KIB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &low), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 64 * KIB, MEM_RESERVE | MEM_TOP_DOWN, PAGE_NOACCESS,
+                                             eTaskCritical, &high), S_OK);
+    CHECK((uintptr_t)high > (uintptr_t)low);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, low, 32 * KIB, MEM_RESET, PAGE_NOACCESS, eTaskCritical, &p), S_OK);
+    CHECK(p == low);
+    MEMORY_BASIC_INFORMATION mbi;
+    CHECK(query(m, low, &mbi) == 0);
+    CHECK(mbi.State == MEM_COMMIT && mbi.Protect == PAGE_READWRITE && mbi.RegionSize == 64 * KIB);
+    DWORD load;
+    SIZE_T available;
+    CHECK(load_of(m, &load, &available) == 0);
+    CHECK(available == 64 * MIB - 64 * KIB);
+    /* A reset outside the manager's reservations is refused like a commit there. */
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, (char *)high + 128 * KIB, 0x1000, MEM_RESET, PAGE_NOACCESS,
+                                             eTaskCritical, &p), HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    CHECK(consistent(m) == 0);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, low, 0, MEM_RELEASE), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, high, 0, MEM_RELEASE), S_OK);
+    CHECK(IHostMemoryManager_Release(m) == 0);
+    return 0;
+}
+
 /* Errors: the system's for what it refuses, the Linux manager's for memory the manager did not reserve. */
 static int errors_match_the_linux_manager(void)
 {
@@ -150,12 +186,6 @@ static int placement_options_are_refused(void)
         CHECK(m == NULL);
         CHECK(strstr(HostMemLastError(), "Windows") != NULL);
     }
-    return 0;
-}
-
-static int load_of(IHostMemoryManager *m, DWORD *load, SIZE_T *available)
-{
-    CHECK_HR(IHostMemoryManager_GetMemoryLoad(m, load, available), S_OK);
     return 0;
 }
 
@@ -262,6 +292,22 @@ static int consistency_check_sees_the_system(void)
     CHECK(strstr(msg, "committed") != NULL);
     CHECK(VirtualFree(base, 0x1000, MEM_DECOMMIT));
     CHECK(consistent(m) == 0);
+    /* Released behind its back: the check says so; when the system hands the address out again through the manager,
+     * the stale reservation is forgotten. */
+    void *page = NULL;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, base, 0x1000, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &page), S_OK);
+    CHECK(VirtualFree(base, 0, MEM_RELEASE));
+    CHECK_HR(HostMemCheckConsistency(m, msg, sizeof msg), E_FAIL);
+    CHECK(strstr(msg, "no longer has the reservation") != NULL);
+    void *again = NULL;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, base, 64 * KIB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                             &again), S_OK);
+    CHECK(again == base);
+    CHECK(consistent(m) == 0);
+    hm_stats stats;
+    CHECK_HR(HostMemGetStats(m, &stats), S_OK);
+    CHECK(stats.reservations == 1 && stats.committed_bytes == 64 * KIB);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, again, 0, MEM_RELEASE), S_OK);
     CHECK(IHostMemoryManager_Release(m) == 0);
     return 0;
 }
@@ -534,6 +580,7 @@ int main(void)
     static const win_case cases[] = {
         {"reserve_commit_protect_decommit_release", reserve_commit_protect_decommit_release},
         {"errors_match_the_linux_manager", errors_match_the_linux_manager},
+        {"reset_and_top_down_pass_through", reset_and_top_down_pass_through},
         {"placement_options_are_refused", placement_options_are_refused},
         {"default_budget_is_physical_memory", default_budget_is_physical_memory},
         {"memory_load_follows_commits", memory_load_follows_commits},
