@@ -25,10 +25,14 @@ if x86_64-w64-mingw32-objdump -p "$out/test_win_faults.exe" | grep -q 'Ordinal/N
 fi
 
 prefixes=$(mktemp -d)
-# The prefix's wineserver lingers after the last program and may still write there: stopped before the removal.
+# The prefix's wineserver outlives the last program by a few seconds, writing into the prefix: stopped first (killed,
+# then waited for).
+wineserver=$(dirname "$wine")/wineserver
 cleanup() {
-  WINEPREFIX="$prefixes/prefix" "${wine%/*}/wineserver" -k 2>/dev/null || true
-  WINEPREFIX="$prefixes/prefix" "${wine%/*}/wineserver" -w 2>/dev/null || true
+  if [ -x "$wineserver" ]; then
+    WINEPREFIX="$prefixes/prefix" "$wineserver" -k 2>/dev/null || true
+    WINEPREFIX="$prefixes/prefix" "$wineserver" -w 2>/dev/null || true
+  fi
   rm -rf "$prefixes"
 }
 trap cleanup EXIT

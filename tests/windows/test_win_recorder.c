@@ -158,6 +158,42 @@ static int percent_p_is_the_process_id(void)
     return 0;
 }
 
+/* Threads the host makes itself (CreateThread, not pthreads) record at once: every call is in the trace, in an order
+ * the reader accepts (each region created before it is used), with each thread numbered. */
+enum { THREADS = 4, THREAD_ROUNDS = 500 };
+static DWORD WINAPI record_from_thread(LPVOID arg)
+{
+    return (DWORD)make_calls(arg, THREAD_ROUNDS);
+}
+
+static int threads_record_every_call(void)
+{
+    const char *path = path_of("threads.trace");
+    IHostMemoryManager *m;
+    CHECK_HR(wrap(&m, path), S_OK);
+    HANDLE threads[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        CHECK((threads[i] = CreateThread(NULL, 0, record_from_thread, m, 0, NULL)) != NULL);
+    CHECK(WaitForMultipleObjects(THREADS, threads, TRUE, 60000) == WAIT_OBJECT_0);
+    for (int i = 0; i < THREADS; i++) {
+        DWORD failed = 1;
+        CHECK(GetExitCodeThread(threads[i], &failed) && failed == 0);
+        CloseHandle(threads[i]);
+    }
+    CHECK(HostMemRecorderCalls(m) == THREADS * THREAD_ROUNDS * 3);
+    IHostMemoryManager_Release(m);
+    CHECK(count_calls(path) == THREADS * THREAD_ROUNDS * 3);
+    hm_trace_reader *r;
+    CHECK_HR(hm_trace_open(path, &r), S_OK);
+    hm_trace_call call;
+    uint32_t max_thread = 0;
+    while (hm_trace_next(r, &call) == 1)
+        max_thread = call.thread > max_thread ? call.thread : max_thread;
+    hm_trace_close(r);
+    CHECK(max_thread == THREADS);
+    return 0;
+}
+
 static int bad_paths_are_refused(void)
 {
     IHostMemoryManager *m;
@@ -194,6 +230,7 @@ int main(void)
         {"existing_trace_is_not_overwritten", existing_trace_is_not_overwritten},
         {"one_recorder_per_file", one_recorder_per_file},
         {"percent_p_is_the_process_id", percent_p_is_the_process_id},
+        {"threads_record_every_call", threads_record_every_call},
         {"bad_paths_are_refused", bad_paths_are_refused},
     };
     return win_run_cases(cases, sizeof cases / sizeof *cases);
