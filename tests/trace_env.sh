@@ -71,7 +71,7 @@ check replay-options-override 1 "recorded E_OUTOFMEMORY, this host S_OK" \
 # The recorded fault spec: injection already fails the calls it failed, so it is not applied again (that would fail
 # a later call too: its counter never sees the injected one, as an explicit --faults shows); with --no-inject it is
 # what fails them.
-check replay-faults-injected 0 "faults: VirtualAlloc,nth=2 \(from the trace: not applied again.*
+check replay-faults-injected 0 "recorded faults: VirtualAlloc,nth=2 \(not applied again.*
 .*1 recorded failures injected\), every result matched" "$hostmem" replay faults.trace
 check replay-faults-applied 0 "^host options: .*
 faults: VirtualAlloc,nth=2 \(from the trace\)

@@ -108,9 +108,9 @@ char *hm__cli_host_from_env(const hm_trace_env *env, hm_host_choice *choice, boo
         /* The recorded fault spec made the trace's failed calls fail; injection fails those same calls again, so
          * applying the spec too would fail others: its counters (nth=...) never see the injected calls. */
         if (!faults_allowed)
-            fprintf(report, "faults: %s (from the trace: not applied, this command injects its own)\n", env->faults);
+            fprintf(report, "recorded faults: %s (not applied, this command injects its own)\n", env->faults);
         else if (inject)
-            fprintf(report, "faults: %s (from the trace: not applied again, the failed calls it caused are "
+            fprintf(report, "recorded faults: %s (not applied again, the failed calls it caused are "
                             "injected from the trace; --no-inject applies it instead)\n",
                     env->faults);
         else {
