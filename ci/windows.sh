@@ -18,6 +18,11 @@ cmake --no-warn-unused-cli -S . -B "$out" -DCMAKE_TOOLCHAIN_FILE=cmake/mingw-w64
   -DHOSTMEM_WERROR=ON >/dev/null
 cmake --build "$out" -j2 >/dev/null
 tests/check_exports.sh x86_64-w64-mingw32-objdump "$out/hostmem.dll" include
+# ... and a program linked with the static libhostmem.a exports nothing of it.
+if x86_64-w64-mingw32-objdump -p "$out/test_win_faults.exe" | grep -q 'Ordinal/Name Pointer'; then
+  echo "ci/windows.sh: test_win_faults.exe (linked with libhostmem.a) exports symbols: hostmem's API leaks out" >&2
+  exit 1
+fi
 
 prefixes=$(mktemp -d)
 # The prefix's wineserver outlives the last program by a few seconds, writing into the prefix: stopped first (killed,
