@@ -1,7 +1,8 @@
 /* The recorder: a decorator that writes every call to a raw trace (trace_internal.h has the layout).
  *
- * Why a shared mapping: a record copied into a MAP_SHARED file mapping is in the page cache the moment the copy
- * ends, so it survives SIGKILL of the process (not a power cut) at the cost of a memcpy; one write(2) per call
+ * Why a shared mapping: a record copied into a MAP_SHARED file mapping (a view from MapViewOfFile on Windows; the
+ * file operations are trace_file.h's) is in the page cache the moment the copy ends, so it survives SIGKILL or
+ * TerminateProcess of the process (not a power cut) at the cost of a memcpy; one write(2) per call
  * would cost about a microsecond. The mapping is a ring near the start of the file, mapped once (see the log
  * below), so writers need no lock: a call reserves its slots with one atomic add, fills them, and publishes them
  * by storing the first slot's commit word last. Slot order is the trace's order; the reader skips slots never

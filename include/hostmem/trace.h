@@ -37,8 +37,8 @@ extern "C" {
  * system is full), recording stops: the program goes on, stderr says how many calls the trace holds, and the
  * trace says it is incomplete (hm_trace_reader_incomplete). Heaps created through the wrapper and callbacks registered through it
  * are wrapped too, so Alloc/DebugAlloc/Free, a heap's final Release and OnMemoryNotification are recorded.
- * Each call is in the file (the page cache) before it returns to its caller, so a SIGKILL loses at most the
- * calls in flight. The file is cut to its real length when the last reference to the recorder goes. */
+ * Each call is in the file (the page cache) before it returns to its caller, so a SIGKILL (TerminateProcess on
+ * Windows) loses at most the calls in flight. The file is cut to its real length when the last reference to the recorder goes. */
 HM_API HRESULT HostMemWrapRecorder(IHostMemoryManager *inner, const char *path, IHostMemoryManager **ppOuter);
 
 /* ---- The recording's environment (the trace's header) ------------------------------------------------------

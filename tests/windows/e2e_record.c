@@ -4,7 +4,8 @@
  * Alloc/Free, GetMemoryLoad) and handles the injected OOM as a runtime would (it gives the region back and goes on).
  * ci/windows.sh then replays the trace with the Linux `hostmem replay` (every result must match, the OOM must be
  * reproduced), reruns this program with the spec `hostmem replay --emit-faults` prints (the same call must fail), and
- * runs it with --kill-after N: TerminateProcess after the Nth call, whose trace must still replay with N calls.
+ * runs it with --kill-after N: TerminateProcess after the Nth call, whose trace must still replay with N calls;
+ * with --threads T, T threads share the manager and its heap, and the kill finds the others in the middle of calls.
  *
  * Output (what ci/windows.sh asserts on):
  *   oom: call C VirtualAlloc level=appdomain op=commit size=0x10000 -> E_OUTOFMEMORY   (each failed call)
@@ -15,28 +16,32 @@
 
 #include <hostmem/hostmem.h>
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned long calls, kill_after, failures;
+static atomic_ulong calls, failures;
+static unsigned long kill_after;
 
-/* After every call: count it, and end the process the hard way when asked to (no atexit, no DLL detach). */
-static void after_call(void)
+/* After every call: count it, and end the process the hard way when asked to (no atexit, no DLL detach): with
+ * several threads, the others are in the middle of their calls then. Returns the call's number. */
+static unsigned long after_call(void)
 {
-    calls++;
-    if (kill_after && calls == kill_after) {
+    unsigned long n = atomic_fetch_add(&calls, 1) + 1;
+    if (kill_after && n == kill_after) {
         fflush(stdout);
         TerminateProcess(GetCurrentProcess(), 9);
     }
+    return n;
 }
 
 static void must(HRESULT hr, const char *what)
 {
     if (FAILED(hr)) {
-        printf("FAIL: call %lu %s -> %s\n", calls, what, hm_hr_name(hr));
-        failures++;
+        printf("FAIL: call %lu %s -> %s\n", atomic_load(&calls), what, hm_hr_name(hr));
+        atomic_fetch_add(&failures, 1);
     }
 }
 
@@ -46,9 +51,9 @@ static HRESULT alloc(IHostMemoryManager *m, void *addr, SIZE_T size, DWORD type,
                      void **out)
 {
     HRESULT hr = IHostMemoryManager_VirtualAlloc(m, addr, size, type, prot, level, out);
-    after_call();
+    unsigned long n = after_call();
     if (FAILED(hr))
-        printf("oom: call %lu VirtualAlloc level=%s op=%s size=0x%llx -> %s\n", calls, hm_level_short(level),
+        printf("oom: call %lu VirtualAlloc level=%s op=%s size=0x%llx -> %s\n", n, hm_level_short(level),
                (type & MEM_COMMIT) ? "commit" : "reserve", (unsigned long long)size, hm_hr_name(hr));
     return hr;
 }
@@ -60,33 +65,19 @@ static void release(IHostMemoryManager *m, void *base)
     must(hr, "VirtualFree(MEM_RELEASE)");
 }
 
-int main(int argc, char **argv)
-{
-    unsigned rounds = 400;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--kill-after") == 0 && i + 1 < argc)
-            kill_after = strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
-            rounds = (unsigned)strtoul(argv[++i], NULL, 10);
-        else {
-            fprintf(stderr, "usage: e2e_record [--rounds N] [--kill-after N]\n");
-            return 2;
-        }
-    }
+/* One thread's share: `rounds` rounds over its own regions and blocks (the heap is shared: MALLOC_THREADSAFE). */
+typedef struct job {
     IHostMemoryManager *m;
-    HRESULT hr = HostMemCreateManager(NULL, &m);
-    if (FAILED(hr)) {
-        fprintf(stderr, "HostMemCreateManager: %s: %s\n", hm_hr_name(hr), HostMemLastError());
-        return 2;
-    }
     IHostMalloc *heap;
-    hr = IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap);
-    after_call();
-    if (FAILED(hr)) {
-        fprintf(stderr, "CreateMalloc: %s\n", hm_hr_name(hr));
-        return 2;
-    }
+    unsigned rounds;
+} job;
 
+static DWORD WINAPI worker(LPVOID arg)
+{
+    IHostMemoryManager *m = ((job *)arg)->m;
+    IHostMalloc *heap = ((job *)arg)->heap;
+    unsigned rounds = ((job *)arg)->rounds;
+    HRESULT hr;
     enum { LIVE = 8, RESERVE = 0x40000, CHUNK = 0x10000 };
     void *regions[LIVE] = {0};
     void *blocks[LIVE] = {0};
@@ -144,12 +135,12 @@ int main(int argc, char **argv)
         }
         void *block = NULL;
         hr = IHostMalloc_Alloc(heap, 16 + (r * 24) % 3000, level, &block);
-        after_call();
+        unsigned long n = after_call();
         if (SUCCEEDED(hr)) {
             memset(block, 1, 16);
             blocks[slot] = block;
         } else {
-            printf("oom: call %lu Alloc level=%s -> %s\n", calls, hm_level_short(level), hm_hr_name(hr));
+            printf("oom: call %lu Alloc level=%s -> %s\n", n, hm_level_short(level), hm_hr_name(hr));
         }
         if (r % 50 == 0) {
             DWORD load = 0;
@@ -166,8 +157,52 @@ int main(int argc, char **argv)
             after_call();
         }
     }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned rounds = 400, threads = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--kill-after") == 0 && i + 1 < argc)
+            kill_after = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc && atoi(argv[i + 1]) >= 1 && atoi(argv[i + 1]) <= 16)
+            threads = (unsigned)atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: e2e_record [--rounds N] [--threads 1-16] [--kill-after N]\n");
+            return 2;
+        }
+    }
+    IHostMemoryManager *m;
+    HRESULT hr = HostMemCreateManager(NULL, &m);
+    if (FAILED(hr)) {
+        fprintf(stderr, "HostMemCreateManager: %s: %s\n", hm_hr_name(hr), HostMemLastError());
+        return 2;
+    }
+    IHostMalloc *heap;
+    hr = IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap);
+    after_call();
+    if (FAILED(hr)) {
+        fprintf(stderr, "CreateMalloc: %s\n", hm_hr_name(hr));
+        return 2;
+    }
+
+    job work = {m, heap, rounds};
+    if (threads == 1) {
+        worker(&work);
+    } else {
+        HANDLE th[16];
+        for (unsigned t = 0; t < threads; t++)
+            if (!(th[t] = CreateThread(NULL, 0, worker, &work, 0, NULL)))
+                return 2;
+        WaitForMultipleObjects(threads, th, TRUE, INFINITE);
+        for (unsigned t = 0; t < threads; t++)
+            CloseHandle(th[t]);
+    }
     IHostMalloc_Release(heap);
     IHostMemoryManager_Release(m);
-    printf("calls: %lu\n", calls);
-    return failures ? 1 : 0;
+    printf("calls: %lu\n", atomic_load(&calls));
+    return atomic_load(&failures) ? 1 : 0;
 }

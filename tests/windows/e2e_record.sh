@@ -9,6 +9,7 @@
 #   4. a run ended by TerminateProcess after call 20000 (exit status 9; past the recorder's ring of 16384 slots, so
 #      the trace has calls in their place and calls left in the ring): its trace holds exactly those 20000 calls,
 #      which all replay with matching results.
+#   5. the same with four threads: the kill finds three of them in the middle of calls; the trace replays.
 # Each check prints PASS or FAIL with what it saw; exit 0 when all pass, 1 otherwise.
 set -uo pipefail
 win=$1
@@ -111,6 +112,20 @@ if [ $status = 9 ] && [ $rstatus = 0 ] &&
   pass "killed by TerminateProcess after call 20000 (exit 9): $out"
 else
   fail "killed run (exit $status, expected 9), Linux replay (exit $rstatus): $out"
+fi
+
+# 5. Four threads, killed when the calls reach 20000: the others are in the middle of calls then. The trace holds at
+# least the 20000 counted (the counter moves after a call returns, so each is recorded), and at most the calls in
+# flight are lost: it replays, every result matched (the notes say what the threads' overlap left uncompared).
+HOSTMEM_TRACE=$(winpath "$work/threads.trace") wine_run "$work/threads.log" --threads 4 --rounds 2000 --kill-after 20000
+status=$?
+out=$("$hostmem" replay "$work/threads.trace" 2>&1)
+rstatus=$?
+replayed=$(echo "$out" | sed -n 's/.*: \([0-9]*\) calls replayed.*every result matched$/\1/p')
+if [ $status = 9 ] && [ $rstatus = 0 ] && [ -n "$replayed" ] && [ "$replayed" -ge 20000 ]; then
+  pass "4 threads killed by TerminateProcess at call 20000: $(echo "$out" | head -1)"
+else
+  fail "4 threads killed (exit $status, expected 9), Linux replay (exit $rstatus): $out"
 fi
 
 if [ $failures != 0 ]; then
