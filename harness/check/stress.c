@@ -887,8 +887,8 @@ HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm
     counter->m = m;
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, &counter->ICLRMemoryNotificationCallback_iface);
     uint64_t t0 = hm_now_ns();
-    load_sampler sampler = {.started_ns = t0, .every_ns = (config->load_every_ms ? config->load_every_ms : 100) * 1000000ull,
-                            .next_ns = t0};
+    uint64_t every_ms = config->load_every_ms ? config->load_every_ms : 100;
+    load_sampler sampler = {.started_ns = t0, .every_ns = every_ms * 1000000u, .next_ns = t0};
     unsigned started = 0;
     for (unsigned i = 0; i < config->threads; i++) {
         workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .mailbox = mailbox,
