@@ -223,6 +223,65 @@ static void each_lie_is_caught(void **state)
     }
 }
 
+/* The load series keeps at most HM_STRESS_LOAD_SAMPLES points: when full, every other point goes (the first stays)
+ * and the caller is told to sample half as often, so the points stay evenly spread over the whole run. */
+static void load_series_thins_when_full(void **state)
+{
+    (void)state;
+    hm_stress_report *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    unsigned step = 1, halvings = 0;
+    for (unsigned t = 0; t <= 2000; t += step) {
+        hm_stress_load_sample p = {.seconds = t, .load = 1, .available = 2, .live_bytes = 3};
+        if (hm__stress_load_series_add(r, &p)) {
+            step *= 2;
+            halvings++;
+        }
+        unsigned n = atomic_load(&r->load_samples);
+        assert_true(n >= 1 && n <= HM_STRESS_LOAD_SAMPLES);
+        assert_true(r->load_series[n - 1].seconds == t); /* the newest point is the last */
+        for (unsigned i = 0; i < n; i++) /* every point on the current grid: evenly spread from 0 */
+            assert_true(r->load_series[i].seconds == (double)i * step);
+    }
+    unsigned n = atomic_load(&r->load_samples);
+    assert_true(halvings >= 4);
+    assert_true(r->load_series[0].seconds == 0 && r->load_series[n - 1].seconds >= 2000 - step);
+    free(r);
+}
+
+/* The load series: the first point at the start, the last after everything was given back (nothing held), times in
+ * order; a run of 300 periods keeps at most HM_STRESS_LOAD_SAMPLES points, every other one dropped as it fills, and
+ * still spans the run. Both workloads; the mixed one holds pages and blocks on the way. */
+static void load_series_spans_the_run(void **state)
+{
+    (void)state;
+    for (int workload = HM_STRESS_MIXED; workload <= HM_STRESS_HEAP; workload++) {
+        IHostMemoryManager *m = sim_manager();
+        hm_stress_report *r = malloc(sizeof *r);
+        assert_non_null(r);
+        hm_stress_config c = {.threads = 2, .seconds = 0.3, .seed = 4, .workload = (hm_stress_workload)workload,
+                              .verify = true, .load_every_ms = 1};
+        assert_int_equal(hm__stress_run(m, &c, r), S_OK);
+        assert_int_equal(atomic_load(&r->violations), 0);
+        unsigned n = atomic_load(&r->load_samples);
+        assert_true(n >= HM_STRESS_LOAD_SAMPLES / 4 && n <= HM_STRESS_LOAD_SAMPLES);
+        assert_true(r->load_series[0].seconds < 0.05);
+        assert_true(r->load_series[n - 1].seconds >= 0.28);
+        int64_t most = 0;
+        for (unsigned i = 0; i < n; i++) {
+            assert_true(i == 0 || r->load_series[i].seconds > r->load_series[i - 1].seconds);
+            assert_true(r->load_series[i].live_bytes >= 0 && r->load_series[i].load <= 100);
+            most = r->load_series[i].live_bytes > most ? r->load_series[i].live_bytes : most;
+        }
+        assert_int_equal(r->load_series[n - 1].live_bytes, 0);
+        if (workload == HM_STRESS_MIXED)
+            assert_true(most > 0);
+        assert_int_not_equal(atomic_load(&r->load_first), 0);
+        free(r);
+        IHostMemoryManager_Release(m);
+    }
+}
+
 /* A bad configuration is refused before anything runs. */
 static void bad_config_is_refused(void **state)
 {
@@ -271,7 +330,8 @@ int main(void)
         cmocka_unit_test(builtin_runs_clean),    cmocka_unit_test(runs_are_reproducible),
         cmocka_unit_test(tight_budget_refuses_and_notifies),
         cmocka_unit_test(each_lie_is_caught),    cmocka_unit_test(bad_config_is_refused),
-        cmocka_unit_test(calls_format_readably),
+        cmocka_unit_test(calls_format_readably),  cmocka_unit_test(load_series_spans_the_run),
+        cmocka_unit_test(load_series_thins_when_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -483,6 +483,22 @@ static void note_load(hm_stress_report *report, DWORD load)
         ;
 }
 
+bool hm__stress_load_series_add(hm_stress_report *report, const hm_stress_load_sample *point)
+{
+    unsigned n = atomic_load_explicit(&report->load_samples, memory_order_relaxed);
+    bool halved = n >= HM_STRESS_LOAD_SAMPLES;
+    if (halved) {
+        n = HM_STRESS_LOAD_SAMPLES / 2;
+        atomic_store_explicit(&report->load_samples, n, memory_order_release);
+        for (unsigned i = 1; i < n; i++)
+            report->load_series[i] = report->load_series[2 * i];
+    }
+    report->load_series[n] = *point;
+    atomic_store_explicit(&report->load_samples, n + 1, memory_order_release); /* after its point: a crash leaves
+                                                                                * the series whole */
+    return halved;
+}
+
 /* A point of the load series, when its time has come (or now: force). Not a step of the workload: not counted,
  * not logged, and made the same way with and without checks. */
 static void sample_load(IHostMemoryManager *m, hm_stress_report *report, load_sampler *s, bool force)
@@ -496,21 +512,13 @@ static void sample_load(IHostMemoryManager *m, hm_stress_report *report, load_sa
     if (FAILED(IHostMemoryManager_GetMemoryLoad(m, &load, &available)))
         return; /* an injected failure: no point */
     note_load(report, load);
-    unsigned n = atomic_load_explicit(&report->load_samples, memory_order_relaxed);
-    if (n == HM_STRESS_LOAD_SAMPLES) { /* full: every other point goes, and the period doubles */
-        for (unsigned i = 1; i < n / 2; i++)
-            report->load_series[i] = report->load_series[2 * i];
-        n /= 2;
-        atomic_store_explicit(&report->load_samples, n, memory_order_release);
-        s->every_ns *= 2;
-    }
     int64_t live = 0;
     for (unsigned t = 0; t < report->threads; t++)
         live += atomic_load_explicit(&report->thread[t].live_bytes, memory_order_relaxed);
-    report->load_series[n] = (hm_stress_load_sample){.seconds = (double)(now - s->started_ns) / 1e9,
-                                                     .load = (uint32_t)load, .available = (uint64_t)available,
-                                                     .live_bytes = live};
-    atomic_store_explicit(&report->load_samples, n + 1, memory_order_release);
+    hm_stress_load_sample point = {.seconds = (double)(now - s->started_ns) / 1e9, .load = (uint32_t)load,
+                                   .available = (uint64_t)available, .live_bytes = live};
+    if (hm__stress_load_series_add(report, &point))
+        s->every_ns *= 2;
 }
 
 static bool do_load(worker *w)
@@ -880,7 +888,8 @@ HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm
     counter->m = m;
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, &counter->ICLRMemoryNotificationCallback_iface);
     uint64_t t0 = hm_now_ns();
-    load_sampler sampler = {.started_ns = t0, .every_ns = 100000000, .next_ns = t0};
+    uint64_t every_ms = config->load_every_ms ? config->load_every_ms : 100;
+    load_sampler sampler = {.started_ns = t0, .every_ns = every_ms * 1000000u, .next_ns = t0};
     unsigned started = 0;
     for (unsigned i = 0; i < config->threads; i++) {
         workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .mailbox = mailbox,

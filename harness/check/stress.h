@@ -111,6 +111,7 @@ typedef struct hm_stress_config {
     void *progress_ctx;
     IHostMemoryManager *unwrapped; /* the host under any recorder, or NULL (then the manager run): its and a heap's
                                     * AddRef/Release counts are checked before the threads start */
+    unsigned load_every_ms; /* the load series' first period (0: 100 ms) */
 } hm_stress_config;
 
 /* Runs the workload against m, filling *report (which it clears first). Returns S_OK when the run completed (look
@@ -119,6 +120,10 @@ HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm
 
 const char *hm__stress_op_name(int op);
 const char *hm__stress_workload_name(hm_stress_workload workload); /* "mixed", "heap" */
+
+/* Appends point to report's load series. When the series is full, every other point goes first (the first point
+ * stays) and it returns true: the caller samples half as often from then on, so the series spans the whole run. */
+bool hm__stress_load_series_add(hm_stress_report *report, const hm_stress_load_sample *point);
 
 /* One share of a workload's mix: each step draws its operation with these weights (percent, summing to 100). */
 typedef struct hm_stress_weight {
