@@ -20,7 +20,8 @@ static const char description[] =
     "The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
     "within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n"
     "Exit 0 every result matched, 1 a divergence, a host failure, an incomplete trace or one this host\n"
-    "cannot reproduce (a fixed address its own placement took: not the host's divergence), 2 bad input.\n";
+    "cannot reproduce (a fixed address its own placement took: not the host's divergence), 2 bad input\n"
+    "(a trace with no calls too: nothing checked is not a pass).\n";
 
 /* The replay's manager factory: the chosen host, made afresh for each run. */
 static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm__cli_open_host(ctx, out); }
@@ -154,6 +155,13 @@ int hm__cmd_replay(int argc, char **argv)
     free(env_options);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem replay: %s\n", res.error[0] ? res.error : hm_hr_name(hr));
+        HostMemReplayFree(&res);
+        return HM_EXIT_USAGE;
+    }
+    /* A trace without a call checks nothing: "every result matched" would be a vacuous pass (a writer that wrote
+     * nothing, the wrong file kept as a regression trace). An incomplete one says so below instead. */
+    if (res.calls == 0 && !res.incomplete) {
+        fprintf(stderr, "hostmem replay: '%s' holds no calls: nothing to replay, nothing checked\n", path);
         HostMemReplayFree(&res);
         return HM_EXIT_USAGE;
     }

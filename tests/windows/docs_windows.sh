@@ -15,22 +15,8 @@ hostmem=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
 wine=${3:-/usr/lib/wine/wine64}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 page=$root/docs/windows.md
-work=$(mktemp -d)
-cleanup() {
-  if [ "${WINEPREFIX:-}" = "$work/prefix" ]; then
-    "${wine%/*}/wineserver" -k 2>/dev/null
-    "${wine%/*}/wineserver" -w 2>/dev/null
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$work/prefix}
-failures=0
-pass() { echo "docs_windows: PASS $1"; }
-fail() {
-  echo "docs_windows: FAIL $1" >&2
-  failures=$((failures + 1))
-}
+check_name=docs_windows
+source "$(dirname "${BASH_SOURCE[0]}")/wine_check.sh"
 # block NAME: the lines of the page's block whose fence is "```LANG test:NAME".
 block() { awk -v tag="test:$1" '/^```/ { if (inside) { inside = 0; next } if ($2 == tag) { inside = 1; next } } inside' "$page"; }
 for name in host_control build run linux linux-output rerun; do

@@ -15,25 +15,8 @@ set -uo pipefail
 win=$1
 hostmem=$2
 wine=${3:-/usr/lib/wine/wine64}
-work=$(mktemp -d)
-# A prefix made here: its wineserver is stopped before the removal (it lingers, and may still write there).
-cleanup() {
-  if [ "${WINEPREFIX:-}" = "$work/prefix" ]; then
-    "${wine%/*}/wineserver" -k 2>/dev/null
-    "${wine%/*}/wineserver" -w 2>/dev/null
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# One prefix for the runs (the caller's, else a new one): only the first run pays for creating it.
-export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$work/prefix}
-failures=0
-
-pass() { echo "e2e_record: PASS $1"; }
-fail() {
-  echo "e2e_record: FAIL $1" >&2
-  failures=$((failures + 1))
-}
+check_name=e2e_record
+source "$(dirname "${BASH_SOURCE[0]}")/wine_check.sh"
 # wine_run LOG [ARG...]: e2e_record.exe under Wine (the environment as given), its output in LOG (line ends made
 # Unix's: a Windows program's stdout ends lines with CR LF); returns its status.
 wine_run() {
