@@ -695,6 +695,90 @@ static void test_concurrent_round_trip(void **state)
     }
 }
 
+/* ---- Which recorded failures replay injects, and what reduce keeps ------------------------------------------ */
+/* Only a failure for want of resources is injected: any other recorded failure is the host's own answer to the
+ * call, which replay must get from the host. A call Windows accepts, recorded as failed, replayed on the built-in
+ * manager (which accepts it): an injected result matches, any other diverges (else a host accepting bad
+ * arguments would pass). */
+#define GOOD_ALLOC "1 t1 VirtualAlloc addr=0 size=0x1000 type=MEM_COMMIT|MEM_RESERVE prot=PAGE_READWRITE level=task"
+
+static void test_only_resource_failures_injected(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *hr;  /* as written in the trace */
+        HRESULT value;
+        bool injected;
+    } cases[] = {
+        {"0x8007000E", E_OUTOFMEMORY, true},
+        {"0x80070008", HM_E_NOT_ENOUGH_MEMORY, true},
+        {"0x80004005", E_FAIL, true},
+        {"0x80070057", E_INVALIDARG, false},
+        {"0x800701E7", HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), false},
+        {"0x80004003", E_POINTER, false},
+    };
+    const char *path = tmp_path("recorded-failure.trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "hostmem-trace 1\n" GOOD_ALLOC " -> %s mem=0\n", cases[i].hr);
+        write_file(path, text, strlen(text));
+        hm_replay_result res = replay_file(path);
+        assert_int_equal(res.injected, cases[i].injected);
+        assert_int_equal(res.diverged, !cases[i].injected);
+        if (!cases[i].injected) {
+            char want[160];
+            snprintf(want, sizeof want, "VirtualAlloc: hr %s recorded, S_OK on this host", hm_hr_name(cases[i].value));
+            assert_string_equal(res.signature, want);
+        }
+        HostMemReplayFree(&res);
+    }
+}
+
+/* A trace that replays cleanly: reduce keeps its last injected failure, named an OOM only when it is one; a
+ * recorded E_INVALIDARG (the host refusing a bad protection, as it does again) is no failure to keep. */
+#define RESERVE "1 t1 VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_NOACCESS level=task -> S_OK mem=@1\n"
+#define BAD_PROT_REFUSED(seq)                                                                                          \
+    seq " t1 VirtualAlloc addr=0 size=0x1000 type=MEM_COMMIT|MEM_RESERVE "                                            \
+        "prot=PAGE_NOACCESS|PAGE_READWRITE|PAGE_EXECUTE_READWRITE|PAGE_GUARD|PAGE_NOCACHE|0x12000 level=task "        \
+        "-> E_INVALIDARG mem=0\n"
+
+static void test_reduce_names_only_an_oom(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *calls;
+        HRESULT hr;           /* of HostMemReduce */
+        const char *failure;  /* how stats.failure starts */
+    } cases[] = {
+        /* an OOM, then a refused bad call: the OOM is kept, not the last failure */
+        {RESERVE "2 t1 VirtualAlloc addr=@1 size=0x1000 type=MEM_COMMIT prot=PAGE_READWRITE level=task "
+                 "-> E_OUTOFMEMORY mem=0\n" BAD_PROT_REFUSED("3"),
+         S_OK, "oom-reproduced: call 2 VirtualAlloc (level 0) fails with E_OUTOFMEMORY (injected)"},
+        /* only a refused bad call: nothing to keep */
+        {RESERVE BAD_PROT_REFUSED("2"), E_INVALIDARG, NULL},
+        /* E_FAIL is injected (a resource failure), but it is not an out-of-memory */
+        {RESERVE "2 t1 VirtualAlloc addr=@1 size=0x1000 type=MEM_COMMIT prot=PAGE_READWRITE level=task "
+                 "-> E_FAIL mem=0\n",
+         S_OK, "failure-reproduced: call 2 VirtualAlloc (level 0) fails with E_FAIL (injected)"},
+    };
+    const char *path = tmp_path("reduce-failure.trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "hostmem-trace 1\n%s", cases[i].calls);
+        write_file(path, text, strlen(text));
+        hm_trace *t, *small = NULL;
+        assert_int_equal(hm_trace_load(path, &t), S_OK);
+        hm_reduce_stats stats;
+        assert_int_equal(HostMemReduce(t, NULL, &small, &stats), cases[i].hr);
+        if (cases[i].failure)
+            assert_string_equal(stats.failure, cases[i].failure);
+        else
+            assert_null(small);
+        hm_trace_free(small);
+        hm_trace_free(t);
+    }
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -719,6 +803,8 @@ int main(void)
         cmocka_unit_test(test_incomplete_mark_kept),
         cmocka_unit_test(test_registration_before_its_notifications),
         cmocka_unit_test(test_concurrent_round_trip),
+        cmocka_unit_test(test_only_resource_failures_injected),
+        cmocka_unit_test(test_reduce_names_only_an_oom),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

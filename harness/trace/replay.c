@@ -54,9 +54,19 @@ static bool is_circumstantial(HRESULT hr)
     }
 }
 
+bool hm__trace_is_injected_failure(int method, HRESULT hr)
+{
+    return is_allocating(method) && FAILED(hr) && is_circumstantial(hr);
+}
+
+bool hm__trace_is_out_of_memory(HRESULT hr)
+{
+    return hr == E_OUTOFMEMORY || hr == HM_E_NOT_ENOUGH_MEMORY || hr == HRESULT_FROM_WIN32(ERROR_COMMITMENT_LIMIT);
+}
+
 static bool injected(const hm_replay_options *o, const hm_trace_call *c)
 {
-    return !o->no_inject && is_allocating(c->method) && FAILED(c->result) && is_circumstantial(c->result);
+    return !o->no_inject && hm__trace_is_injected_failure(c->method, c->result);
 }
 
 /* ---- A growing string ----------------------------------------------------------------------------------- */
