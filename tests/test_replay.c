@@ -779,6 +779,60 @@ static void test_reduce_names_only_an_oom(void **state)
     }
 }
 
+/* ---- A host that answered S_OK without a heap ------------------------------------------------------------- */
+/* A raw trace (what a crashed recording leaves) of a CreateMalloc that succeeded with no heap: every encoding reads
+ * it (text writes heap=0), the same call, and replay reports the recorded host's bug at that call. */
+static void test_create_malloc_ok_without_heap(void **state)
+{
+    (void)state;
+    const char *raw = tmp_path("no-heap.raw");
+    raw_builder b = raw_open(raw);
+    raw_heap(&b, HM_METHOD_CREATE_MALLOC, 0, 0, 0, true); /* S_OK, heap id 0: *ppMalloc was NULL */
+    raw_close(&b);
+    static const hm_trace_encoding encodings[] = {HM_TRACE_RAW, HM_TRACE_TEXT, HM_TRACE_BINARY};
+    for (size_t i = 0; i < sizeof encodings / sizeof encodings[0]; i++) {
+        const char *path = raw;
+        if (encodings[i] != HM_TRACE_RAW) {
+            path = tmp_path(encodings[i] == HM_TRACE_TEXT ? "no-heap.trace" : "no-heap.bin");
+            hm_trace_reader *r;
+            hm_trace_writer *w;
+            assert_int_equal(hm_trace_open(raw, &r), S_OK);
+            assert_int_equal(hm_trace_writer_open(path, encodings[i], &w), S_OK);
+            hm_trace_call c;
+            while (hm_trace_next(r, &c) == 1)
+                assert_int_equal(hm_trace_write(w, &c), S_OK);
+            hm_trace_close(r);
+            assert_int_equal(hm_trace_writer_close(w), S_OK);
+        }
+        hm_trace *t = NULL;
+        if (FAILED(hm_trace_load(path, &t)))
+            fail_msg("encoding %zu: %s", i, HostMemLastError());
+        assert_int_equal(t->count, 1);
+        assert_int_equal(t->calls[0].method, HM_METHOD_CREATE_MALLOC);
+        assert_int_equal(t->calls[0].result, S_OK);
+        assert_int_equal(t->calls[0].heap, 0);
+        hm_trace_free(t);
+        hm_replay_result res = replay_file(path);
+        assert_true(res.diverged);
+        assert_string_equal(res.field, "heap");
+        assert_non_null(strstr(res.expected, "S_OK without a heap: the recorded host's bug"));
+        HostMemReplayFree(&res);
+    }
+    /* The text form says heap=0; a succeeded CreateMalloc with no heap field at all is still malformed. */
+    char line[HM_TRACE_LINE_MAX];
+    hm_trace_call c;
+    hm__trace_call_init(&c);
+    c.seq = 1, c.thread = 1, c.method = HM_METHOD_CREATE_MALLOC, c.result = S_OK, c.level = -1;
+    hm_trace_format_call(&c, line, sizeof line);
+    assert_non_null(strstr(line, "-> S_OK heap=0"));
+    const char *bad = tmp_path("no-heap-field.trace");
+    const char text[] = "hostmem-trace 1\n1 t1 CreateMalloc type=0 -> S_OK\n";
+    write_file(bad, text, strlen(text));
+    hm_trace *t = NULL;
+    assert_int_equal(hm_trace_load(bad, &t), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "field 'heap': missing"));
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -805,6 +859,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_round_trip),
         cmocka_unit_test(test_only_resource_failures_injected),
         cmocka_unit_test(test_reduce_names_only_an_oom),
+        cmocka_unit_test(test_create_malloc_ok_without_heap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
