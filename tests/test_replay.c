@@ -833,6 +833,54 @@ static void test_create_malloc_ok_without_heap(void **state)
     assert_non_null(strstr(HostMemLastError(), "field 'heap': missing"));
 }
 
+/* A built-in manager whose CreateMalloc answers S_OK and no heap: its vtable swapped for a copy (the other methods
+ * are the built-in's own, on the same object). */
+static IHostMemoryManagerVtbl no_heap_vtbl;
+static HRESULT STDMETHODCALLTYPE no_heap_create(IHostMemoryManager *self, DWORD type, IHostMalloc **out)
+{
+    (void)self, (void)type;
+    if (out)
+        *out = NULL;
+    return S_OK;
+}
+
+static HRESULT no_heap_host(void *ctx, IHostMemoryManager **out)
+{
+    (void)ctx;
+    HRESULT hr = HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, out);
+    if (FAILED(hr))
+        return hr;
+    no_heap_vtbl = *(*out)->lpVtbl;
+    no_heap_vtbl.CreateMalloc = no_heap_create;
+    (*out)->lpVtbl = &no_heap_vtbl;
+    return S_OK;
+}
+
+/* A replay host doing it diverges at its CreateMalloc, whatever the trace recorded there. */
+static void test_replay_host_ok_without_heap(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *heap, *recorded;
+    } cases[] = {{"h1", "h1"}, {"0", "NULL (S_OK without a heap)"}};
+    const char *path = tmp_path("heap-made.trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "hostmem-trace 1\n1 t1 CreateMalloc type=MALLOC_THREADSAFE -> S_OK heap=%s\n",
+                 cases[i].heap);
+        write_file(path, text, strlen(text));
+        hm_replay_options opts = {.factory = no_heap_host};
+        hm_replay_result res;
+        assert_int_equal(HostMemReplay(path, &opts, &res), S_OK);
+        assert_true(res.diverged);
+        assert_string_equal(res.field, "heap");
+        assert_string_equal(res.expected, cases[i].recorded);
+        assert_string_equal(res.actual, "NULL (S_OK without a heap: this host's bug)");
+        assert_string_equal(res.signature, "CreateMalloc: field heap");
+        HostMemReplayFree(&res);
+    }
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -860,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_only_resource_failures_injected),
         cmocka_unit_test(test_reduce_names_only_an_oom),
         cmocka_unit_test(test_create_malloc_ok_without_heap),
+        cmocka_unit_test(test_replay_host_ok_without_heap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
