@@ -50,6 +50,33 @@ else
 fi
 check replay "$hostmem" replay --json "$weird.trace"
 check replay-plugin "$hostmem" replay --json "$weird.trace" --host "$weird.so"
+# replay --json says what it took from the trace's header (host, options, faults) and what from the command line.
+"$hostmem" record --workload basic --host-options limit=8M --faults 'VirtualAlloc,nth=3' -o "$dir/env.trace" \
+    >/dev/null 2>&1 || { echo "FAIL record env.trace"; status=1; }
+env_case() { # env_case NAME 'PYTHON ASSERTIONS ON e' REPLAY-ARGS...
+    name=$1 want=$2
+    shift 2
+    "$hostmem" replay --json "$dir/env.trace" "$@" >"$dir/env.json" 2>/dev/null
+    if "$python" -c 'import json, sys
+e = json.load(open(sys.argv[1]))["environment_used"]
+exec(sys.argv[2])' "$dir/env.json" "$want" >"$dir/why.txt" 2>&1; then
+        echo "ok   replay environment_used: $name"
+    else
+        echo "FAIL replay environment_used: $name: $(cat "$dir/why.txt") in $(cat "$dir/env.json")"
+        status=1
+    fi
+}
+env_case header 'assert e["host"] == "built-in" and e["source"] == {"host": "trace", "host_options": "trace", "faults": "none"}, e
+assert e["host_options"].endswith(",limit=8M") and e["faults"] is None, e
+assert e["recorded_faults_not_applied"] == "VirtualAlloc,nth=3", e
+assert any(n.startswith("host options: ") and n.endswith("limit=8M (from the trace)") for n in e["notes"]), e'
+env_case no-inject 'assert e["faults"] == "VirtualAlloc,nth=3" and e["source"]["faults"] == "trace", e
+assert "recorded_faults_not_applied" not in e, e' --no-inject
+env_case command-line 'assert e["host_options"] == "limit=4M" and e["faults"] == "Alloc,nth=1", e
+assert e["source"] == {"host": "trace", "host_options": "command line", "faults": "command line"}, e' \
+    --host-options limit=4M --faults Alloc,nth=1
+env_case no-trace-env 'assert e["source"] == {"host": "default", "host_options": "default", "faults": "none"}, e
+assert e["notes"] == [] and "recorded_faults_not_applied" not in e, e' --no-trace-env
 check explore "$hostmem" explore --json --max 3 "$weird.trace" --match 'VirtualAlloc|heap'
 check bench "$hostmem" bench --json --quick --only faults
 [ $status = 0 ] && echo "every --json output is valid JSON"

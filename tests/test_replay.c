@@ -695,6 +695,192 @@ static void test_concurrent_round_trip(void **state)
     }
 }
 
+/* ---- Which recorded failures replay injects, and what reduce keeps ------------------------------------------ */
+/* Only a failure for want of resources is injected: any other recorded failure is the host's own answer to the
+ * call, which replay must get from the host. A call Windows accepts, recorded as failed, replayed on the built-in
+ * manager (which accepts it): an injected result matches, any other diverges (else a host accepting bad
+ * arguments would pass). */
+#define GOOD_ALLOC "1 t1 VirtualAlloc addr=0 size=0x1000 type=MEM_COMMIT|MEM_RESERVE prot=PAGE_READWRITE level=task"
+
+static void test_only_resource_failures_injected(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *hr;  /* as written in the trace */
+        HRESULT value;
+        bool injected;
+    } cases[] = {
+        {"0x8007000E", E_OUTOFMEMORY, true},
+        {"0x80070008", HM_E_NOT_ENOUGH_MEMORY, true},
+        {"0x80004005", E_FAIL, true},
+        {"0x80070057", E_INVALIDARG, false},
+        {"0x800701E7", HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), false},
+        {"0x80004003", E_POINTER, false},
+    };
+    const char *path = tmp_path("recorded-failure.trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "hostmem-trace 1\n" GOOD_ALLOC " -> %s mem=0\n", cases[i].hr);
+        write_file(path, text, strlen(text));
+        hm_replay_result res = replay_file(path);
+        assert_int_equal(res.injected, cases[i].injected);
+        assert_int_equal(res.diverged, !cases[i].injected);
+        if (!cases[i].injected) {
+            char want[160];
+            snprintf(want, sizeof want, "VirtualAlloc: hr %s recorded, S_OK on this host", hm_hr_name(cases[i].value));
+            assert_string_equal(res.signature, want);
+        }
+        HostMemReplayFree(&res);
+    }
+}
+
+/* A trace that replays cleanly: reduce keeps its last injected failure, named an OOM only when it is one; a
+ * recorded E_INVALIDARG (the host refusing a bad protection, as it does again) is no failure to keep. */
+#define RESERVE "1 t1 VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_NOACCESS level=task -> S_OK mem=@1\n"
+#define BAD_PROT_REFUSED(seq)                                                                                          \
+    seq " t1 VirtualAlloc addr=0 size=0x1000 type=MEM_COMMIT|MEM_RESERVE "                                            \
+        "prot=PAGE_NOACCESS|PAGE_READWRITE|PAGE_EXECUTE_READWRITE|PAGE_GUARD|PAGE_NOCACHE|0x12000 level=task "        \
+        "-> E_INVALIDARG mem=0\n"
+
+static void test_reduce_names_only_an_oom(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *calls;
+        HRESULT hr;           /* of HostMemReduce */
+        const char *failure;  /* how stats.failure starts */
+    } cases[] = {
+        /* an OOM, then a refused bad call: the OOM is kept, not the last failure */
+        {RESERVE "2 t1 VirtualAlloc addr=@1 size=0x1000 type=MEM_COMMIT prot=PAGE_READWRITE level=task "
+                 "-> E_OUTOFMEMORY mem=0\n" BAD_PROT_REFUSED("3"),
+         S_OK, "oom-reproduced: call 2 VirtualAlloc (level 0) fails with E_OUTOFMEMORY (injected)"},
+        /* only a refused bad call: nothing to keep */
+        {RESERVE BAD_PROT_REFUSED("2"), E_INVALIDARG, NULL},
+        /* E_FAIL is injected (a resource failure), but it is not an out-of-memory */
+        {RESERVE "2 t1 VirtualAlloc addr=@1 size=0x1000 type=MEM_COMMIT prot=PAGE_READWRITE level=task "
+                 "-> E_FAIL mem=0\n",
+         S_OK, "failure-reproduced: call 2 VirtualAlloc (level 0) fails with E_FAIL (injected)"},
+    };
+    const char *path = tmp_path("reduce-failure.trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "hostmem-trace 1\n%s", cases[i].calls);
+        write_file(path, text, strlen(text));
+        hm_trace *t, *small = NULL;
+        assert_int_equal(hm_trace_load(path, &t), S_OK);
+        hm_reduce_stats stats;
+        assert_int_equal(HostMemReduce(t, NULL, &small, &stats), cases[i].hr);
+        if (cases[i].failure)
+            assert_string_equal(stats.failure, cases[i].failure);
+        else
+            assert_null(small);
+        hm_trace_free(small);
+        hm_trace_free(t);
+    }
+}
+
+/* ---- A host that answered S_OK without a heap ------------------------------------------------------------- */
+/* A raw trace (what a crashed recording leaves) of a CreateMalloc that succeeded with no heap: every encoding reads
+ * it (text writes heap=0), the same call, and replay reports the recorded host's bug at that call. */
+static void test_create_malloc_ok_without_heap(void **state)
+{
+    (void)state;
+    const char *raw = tmp_path("no-heap.raw");
+    raw_builder b = raw_open(raw);
+    raw_heap(&b, HM_METHOD_CREATE_MALLOC, 0, 0, 0, true); /* S_OK, heap id 0: *ppMalloc was NULL */
+    raw_close(&b);
+    static const hm_trace_encoding encodings[] = {HM_TRACE_RAW, HM_TRACE_TEXT, HM_TRACE_BINARY};
+    for (size_t i = 0; i < sizeof encodings / sizeof encodings[0]; i++) {
+        const char *path = raw;
+        if (encodings[i] != HM_TRACE_RAW) {
+            path = tmp_path(encodings[i] == HM_TRACE_TEXT ? "no-heap.trace" : "no-heap.bin");
+            hm_trace_reader *r;
+            hm_trace_writer *w;
+            assert_int_equal(hm_trace_open(raw, &r), S_OK);
+            assert_int_equal(hm_trace_writer_open(path, encodings[i], &w), S_OK);
+            hm_trace_call c;
+            while (hm_trace_next(r, &c) == 1)
+                assert_int_equal(hm_trace_write(w, &c), S_OK);
+            hm_trace_close(r);
+            assert_int_equal(hm_trace_writer_close(w), S_OK);
+        }
+        hm_trace *t = NULL;
+        if (FAILED(hm_trace_load(path, &t)))
+            fail_msg("encoding %zu: %s", i, HostMemLastError());
+        assert_int_equal(t->count, 1);
+        assert_int_equal(t->calls[0].method, HM_METHOD_CREATE_MALLOC);
+        assert_int_equal(t->calls[0].result, S_OK);
+        assert_int_equal(t->calls[0].heap, 0);
+        hm_trace_free(t);
+        hm_replay_result res = replay_file(path);
+        assert_true(res.diverged);
+        assert_string_equal(res.field, "heap");
+        assert_non_null(strstr(res.expected, "S_OK without a heap: the recorded host's bug"));
+        HostMemReplayFree(&res);
+    }
+    /* The text form says heap=0; a succeeded CreateMalloc with no heap field at all is still malformed. */
+    char line[HM_TRACE_LINE_MAX];
+    hm_trace_call c;
+    hm__trace_call_init(&c);
+    c.seq = 1, c.thread = 1, c.method = HM_METHOD_CREATE_MALLOC, c.result = S_OK, c.level = -1;
+    hm_trace_format_call(&c, line, sizeof line);
+    assert_non_null(strstr(line, "-> S_OK heap=0"));
+    const char *bad = tmp_path("no-heap-field.trace");
+    const char text[] = "hostmem-trace 1\n1 t1 CreateMalloc type=0 -> S_OK\n";
+    write_file(bad, text, strlen(text));
+    hm_trace *t = NULL;
+    assert_int_equal(hm_trace_load(bad, &t), E_INVALIDARG);
+    assert_non_null(strstr(HostMemLastError(), "field 'heap': missing"));
+}
+
+/* A built-in manager whose CreateMalloc answers S_OK and no heap: its vtable swapped for a copy (the other methods
+ * are the built-in's own, on the same object). */
+static IHostMemoryManagerVtbl no_heap_vtbl;
+static HRESULT STDMETHODCALLTYPE no_heap_create(IHostMemoryManager *self, DWORD type, IHostMalloc **out)
+{
+    (void)self, (void)type;
+    if (out)
+        *out = NULL;
+    return S_OK;
+}
+
+static HRESULT no_heap_host(void *ctx, IHostMemoryManager **out)
+{
+    (void)ctx;
+    HRESULT hr = HostMemCreateBuiltinManager(HM_REPLAY_BUILTIN_OPTIONS, out);
+    if (FAILED(hr))
+        return hr;
+    no_heap_vtbl = *(*out)->lpVtbl;
+    no_heap_vtbl.CreateMalloc = no_heap_create;
+    (*out)->lpVtbl = &no_heap_vtbl;
+    return S_OK;
+}
+
+/* A replay host doing it diverges at its CreateMalloc, whatever the trace recorded there. */
+static void test_replay_host_ok_without_heap(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *heap, *recorded;
+    } cases[] = {{"h1", "h1"}, {"0", "NULL (S_OK without a heap)"}};
+    const char *path = tmp_path("heap-made.trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "hostmem-trace 1\n1 t1 CreateMalloc type=MALLOC_THREADSAFE -> S_OK heap=%s\n",
+                 cases[i].heap);
+        write_file(path, text, strlen(text));
+        hm_replay_options opts = {.factory = no_heap_host};
+        hm_replay_result res;
+        assert_int_equal(HostMemReplay(path, &opts, &res), S_OK);
+        assert_true(res.diverged);
+        assert_string_equal(res.field, "heap");
+        assert_string_equal(res.expected, cases[i].recorded);
+        assert_string_equal(res.actual, "NULL (S_OK without a heap: this host's bug)");
+        assert_string_equal(res.signature, "CreateMalloc: field heap");
+        HostMemReplayFree(&res);
+    }
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -719,6 +905,10 @@ int main(void)
         cmocka_unit_test(test_incomplete_mark_kept),
         cmocka_unit_test(test_registration_before_its_notifications),
         cmocka_unit_test(test_concurrent_round_trip),
+        cmocka_unit_test(test_only_resource_failures_injected),
+        cmocka_unit_test(test_reduce_names_only_an_oom),
+        cmocka_unit_test(test_create_malloc_ok_without_heap),
+        cmocka_unit_test(test_replay_host_ok_without_heap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -56,7 +56,12 @@ mv libloose.so moved.so
 check replay-plugin-missing 1 "^host: built-in \(the trace's host '\./libloose\.so' is not found here\)
 .*DIVERGED" "$hostmem" replay loose.trace
 mv moved.so libloose.so
-check reduce-plugin 0 "^host: $dir/libloose\.so \(from the trace\)" "$hostmem" reduce loose.trace -o loose.small
+# reduce needs a failure to keep: loose.trace replays cleanly (its refusals are the host's own answers, asked of it
+# again), so a recording with an injected out-of-memory.
+check record-plugin-oom 0 "calls recorded" "$hostmem" record --workload basic --host ./libloose.so --host-options "" \
+    --faults 'VirtualAlloc,op=commit,nth=2' -o loose-oom.trace
+check reduce-plugin 0 "^host: $dir/libloose\.so \(from the trace\)
+.*oom-reproduced: .* E_OUTOFMEMORY" "$hostmem" reduce loose-oom.trace -o loose.small
 check reduce-keeps-header 0 "#! host: \./libloose\.so" "$hostmem" trace cat loose.small
 check explore-plugin 0 "^host: $dir/libloose\.so \(from the trace\)
 .*0 failed" "$hostmem" explore loose.trace

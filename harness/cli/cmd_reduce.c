@@ -9,7 +9,9 @@
 static const char description[] =
     "Delta debugging: the fewest calls of TRACE whose replay still shows the same failure, written to\n"
     "SMALL (binary when it ends in .bin, else text). The failure is the signature of the first divergence\n"
-    "(the method and the HRESULTs, or the method and the field that differs) or a recorded E_OUTOFMEMORY;\n"
+    "(the method and the HRESULTs, or the method and the field that differs) or, for a trace that replays\n"
+    "cleanly, its last recorded failure replay injects (an out-of-memory: oom-reproduced; E_FAIL or a\n"
+    "HOST_E_*: failure-reproduced; never an E_INVALIDARG, which the host is asked for again);\n"
     "a candidate whose first divergence is another bug is refused (--any accepts it).\n"
     "Without --host, --host-options and --faults, the ones the trace's header names are used, as replay\n"
     "does (--no-trace-env ignores them); SMALL keeps the header.\n"

@@ -12,11 +12,13 @@
 static const char description[] =
     "Re-executes every call of TRACE against a host and compares each result with the recorded one; the\n"
     "first divergence is shown with the calls before it, the recorded answer and this host's, and its\n"
-    "signature (the method and the HRESULTs, or the field that differs: what reduce keeps). Recorded E_OUTOFMEMORY results are injected at\n"
-    "the same calls (unless --no-inject), so a recorded OOM reproduces. Without --host, --host-options\n"
-    "and --faults, the ones the trace's header names are used (the recorded plugin when its file is here,\n"
-    "its options; the fault spec only with --no-inject), and the report says so; --no-trace-env ignores\n"
-    "them. Otherwise the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
+    "signature (the method and the HRESULTs, or the field that differs: what reduce keeps). Recorded\n"
+    "out-of-memory results (and E_FAIL, HOST_E_*) of allocating calls are injected at the same calls\n"
+    "(unless --no-inject), so a recorded OOM reproduces; every other recorded failure (E_INVALIDARG...)\n"
+    "is asked of the host and compared. Without --host, --host-options and --faults, the ones the\n"
+    "trace's header names are used (the recorded plugin when its file is here, its options; the fault\n"
+    "spec only with --no-inject), and the report says so (--json: \"environment_used\"); --no-trace-env\n"
+    "ignores them. Otherwise the built-in manager runs with " HM_REPLAY_BUILTIN_OPTIONS ".\n"
     "The replay runs in a child process: a host that crashes, exits the process or does not finish\n"
     "within --timeout (default 60 s) is reported (exit 1). --no-fork runs in this process.\n"
     "Exit 0 every result matched, 1 a divergence, a host failure, an incomplete trace or one this host\n"
@@ -28,6 +30,63 @@ static HRESULT open_choice(void *ctx, IHostMemoryManager **out) { return hm__cli
 
 #define DEFAULT_TIMEOUT 60
 #define MAX_FAULT_SPEC (1u << 20)
+
+/* What the replay runs with and where each part came from ("command line", "trace": the trace's header, "default"),
+ * for --json: the text mode says it in its "(from the trace)" lines, which --json sends to stderr. */
+typedef struct env_used {
+    const char *host, *host_source;
+    const char *options, *options_source;
+    const char *faults, *faults_source;
+    const char *recorded_faults; /* the header's spec when it is not applied (NULL: none, or applied) */
+    char *notes;                 /* the lines the text mode prints, malloc'd; NULL: none */
+} env_used;
+
+static void print_env_json(FILE *f, const env_used *e)
+{
+    fprintf(f, ", \"environment_used\": {\"host\": ");
+    hm__cli_json_string(f, e->host);
+    fprintf(f, ", \"host_options\": ");
+    hm__cli_json_string(f, e->options);
+    fprintf(f, ", \"faults\": ");
+    if (e->faults)
+        hm__cli_json_string(f, e->faults);
+    else
+        fprintf(f, "null");
+    fprintf(f, ", \"source\": {\"host\": \"%s\", \"host_options\": \"%s\", \"faults\": \"%s\"}", e->host_source,
+            e->options_source, e->faults_source);
+    if (e->recorded_faults) {
+        fprintf(f, ", \"recorded_faults_not_applied\": ");
+        hm__cli_json_string(f, e->recorded_faults);
+    }
+    fprintf(f, ", \"notes\": [");
+    const char *line = e->notes ? e->notes : "";
+    for (bool first = true; *line; first = false) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char *one = strndup(line, len);
+        fprintf(f, "%s", first ? "" : ", ");
+        hm__cli_json_string(f, one ? one : "");
+        free(one);
+        line += len + (end ? 1 : 0);
+    }
+    fprintf(f, "]}");
+}
+
+/* The notes hm__cli_host_from_env wrote to tmp, read back (NULL when none or unreadable). */
+static char *read_notes(FILE *tmp)
+{
+    if (!tmp)
+        return NULL;
+    long n = ftell(tmp);
+    char *notes = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (notes) {
+        rewind(tmp);
+        size_t got = fread(notes, 1, (size_t)n, tmp);
+        notes[got] = '\0';
+    }
+    fclose(tmp);
+    return notes;
+}
 
 /* The replay in a child: every contact with the host (loading it, its factory, each call, its Release) happens
  * there; the result comes back in shared memory, the fault spec copied after it. */
@@ -58,7 +117,7 @@ static void replay_child(void *ctx)
 /* Replays in a child with a timeout; a host that crashes, exits or hangs is a finding (HM_EXIT_FAIL), said on
  * stderr (and in the JSON). Otherwise fills *res and *hr and returns HM_EXIT_OK. */
 static int replay_isolated(const char *path, const hm_replay_options *opts, unsigned timeout, bool json,
-                           HRESULT *hr, hm_replay_result *res)
+                           const env_used *env, HRESULT *hr, hm_replay_result *res)
 {
     replay_run *run = hm__shared_alloc(sizeof *run);
     if (!run) {
@@ -78,6 +137,7 @@ static int replay_isolated(const char *path, const hm_replay_options *opts, unsi
             hm__cli_json_string(stdout, path);
             printf(", \"diverged\": false, \"host_failure\": ");
             hm__cli_json_string(stdout, how.message);
+            print_env_json(stdout, env);
             printf("}\n");
         }
         fprintf(stderr, "hostmem replay: %s: FAIL: %s\n", path, how.message);
@@ -130,12 +190,38 @@ int hm__cmd_replay(int argc, char **argv)
      * by the replay itself, below). */
     hm_trace_reader *header = NULL;
     char *env_options = NULL;
-    if (!no_trace_env && SUCCEEDED(hm_trace_open(path, &header)))
-        env_options = hm__cli_host_from_env(hm_trace_reader_env(header), &choice, !no_inject, true,
-                                            json || emit_faults ? stderr : stdout); /* stdout: the spec alone */
+    const hm_host_choice given = choice; /* what the command line said */
+    env_used env = {0};
+    FILE *notes = json ? tmpfile() : NULL; /* --json: the notes go into the object too (and to stderr) */
+    if (!no_trace_env && SUCCEEDED(hm_trace_open(path, &header))) {
+        const hm_trace_env *recorded = hm_trace_reader_env(header);
+        env_options = hm__cli_host_from_env(recorded, &choice, !no_inject, true,
+                                            notes ? notes : json || emit_faults ? stderr : stdout); /* stdout: the spec alone */
+        if (recorded->faults && *recorded->faults && !given.faults && !choice.faults)
+            env.recorded_faults = recorded->faults;
+    }
+    if (notes) {
+        env.notes = read_notes(notes);
+        if (env.notes)
+            fputs(env.notes, stderr);
+    }
     fflush(stdout); /* before the replay's child: said once */
-    if (!choice.library && !choice.options)
+    bool default_options = !choice.library && !choice.options;
+    if (default_options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
+    env.host = choice.library ? choice.library : HM_TRACE_BUILTIN_HOST;
+    env.host_source = given.library ? "command line" : choice.library || header ? "trace" : "default";
+    if (!given.library && !choice.library && header) {
+        /* The built-in manager: the trace's when it names it, the default when its plugin is not here. */
+        const char *h = hm_trace_reader_env(header)->host;
+        env.host_source = h && strcmp(h, HM_TRACE_BUILTIN_HOST) == 0 ? "trace" : "default";
+    }
+    env.options = choice.options;
+    env.options_source = given.options ? "command line" : default_options ? "default" : choice.options ? "trace" : "none";
+    if (!env.options)
+        env.options = "";
+    env.faults = choice.faults;
+    env.faults_source = given.faults ? "command line" : choice.faults ? "trace" : "none";
     opts.factory = open_choice;
     opts.factory_ctx = &choice;
 
@@ -144,18 +230,20 @@ int hm__cmd_replay(int argc, char **argv)
     if (no_fork) {
         hr = HostMemReplay(path, &opts, &res);
     } else {
-        int code = replay_isolated(path, &opts, (unsigned)timeout, json, &hr, &res);
+        int code = replay_isolated(path, &opts, (unsigned)timeout, json, &env, &hr, &res);
         if (code != HM_EXIT_OK) {
             hm_trace_close(header);
             free(env_options);
+            free(env.notes);
             return code;
         }
     }
-    hm_trace_close(header); /* choice's strings from the header are not needed any more */
-    free(env_options);
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem replay: %s\n", res.error[0] ? res.error : hm_hr_name(hr));
         HostMemReplayFree(&res);
+        hm_trace_close(header);
+        free(env_options);
+        free(env.notes);
         return HM_EXIT_USAGE;
     }
     /* A trace without a call checks nothing: "every result matched" would be a vacuous pass (a writer that wrote
@@ -207,6 +295,7 @@ int hm__cmd_replay(int argc, char **argv)
             printf(", \"faults\": ");
             hm__cli_json_string(stdout, res.fault_spec);
         }
+        print_env_json(stdout, &env);
         printf("}\n");
     } else {
         if (res.diverged) {
@@ -244,5 +333,8 @@ int hm__cmd_replay(int argc, char **argv)
     /* An incomplete trace is not a clean pass: the run's end was never checked. */
     int code = res.diverged || res.incomplete || res.unreproducible ? HM_EXIT_FAIL : HM_EXIT_OK;
     HostMemReplayFree(&res);
+    hm_trace_close(header); /* env's and choice's strings may point into the header */
+    free(env_options);
+    free(env.notes);
     return code;
 }

@@ -178,17 +178,18 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
         else
             snprintf(stats->failure, sizeof stats->failure, "%s", res.signature);
     } else {
+        /* Only a failure replay injects (an OOM or another "could not satisfy" answer) is kept this way: any
+         * other recorded failure (E_INVALIDARG...) was the host's own answer, and the host gave it again. */
         const hm_trace_call *oom = NULL;
         for (size_t i = trace->count; i-- > 0 && !oom;) {
             const hm_trace_call *c = &trace->calls[i];
-            if (hm__trace_is_host_method(c->method) && FAILED(c->result) &&
-                (c->method == HM_METHOD_VIRTUAL_ALLOC || c->method == HM_METHOD_HEAP_ALLOC ||
-                 c->method == HM_METHOD_HEAP_DEBUG_ALLOC || c->method == HM_METHOD_CREATE_MALLOC))
+            if (hm__trace_is_injected_failure(c->method, c->result))
                 oom = c;
         }
         if (!oom) {
             HostMemReplayFree(&res);
-            hm__set_error("the trace replays without divergence and records no failed allocation: nothing to keep");
+            hm__set_error("the trace replays without divergence and records no out-of-memory (nor another failure "
+                          "replay injects): nothing to keep");
             return E_INVALIDARG;
         }
         r.want.kind = FAIL_OOM;
@@ -203,7 +204,8 @@ HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opt
             (!nres.diverged || nres.divergence_seq > oom->seq))
             r.want.opts = natural;
         HostMemReplayFree(&nres);
-        snprintf(stats->failure, sizeof stats->failure, "oom-reproduced: call %" PRIu64 " %s (level %d) fails with %s%s", oom->seq,
+        snprintf(stats->failure, sizeof stats->failure, "%s: call %" PRIu64 " %s (level %d) fails with %s%s",
+                 hm__trace_is_out_of_memory(oom->result) ? "oom-reproduced" : "failure-reproduced", oom->seq,
                  hm_trace_method_name(oom->method), oom->level, hm_hr_name(oom->result),
                  r.want.opts.no_inject ? " on the host itself" : " (injected)");
     }

@@ -54,9 +54,19 @@ static bool is_circumstantial(HRESULT hr)
     }
 }
 
+bool hm__trace_is_injected_failure(int method, HRESULT hr)
+{
+    return is_allocating(method) && FAILED(hr) && is_circumstantial(hr);
+}
+
+bool hm__trace_is_out_of_memory(HRESULT hr)
+{
+    return hr == E_OUTOFMEMORY || hr == HM_E_NOT_ENOUGH_MEMORY || hr == HRESULT_FROM_WIN32(ERROR_COMMITMENT_LIMIT);
+}
+
 static bool injected(const hm_replay_options *o, const hm_trace_call *c)
 {
-    return !o->no_inject && is_allocating(c->method) && FAILED(c->result) && is_circumstantial(c->result);
+    return !o->no_inject && hm__trace_is_injected_failure(c->method, c->result);
 }
 
 /* ---- A growing string ----------------------------------------------------------------------------------- */
@@ -465,6 +475,19 @@ static int replay_call(replayer *rp, const hm_trace_call *c)
     case HM_METHOD_CREATE_MALLOC: {
         IHostMalloc *created = NULL;
         hr = IHostMemoryManager_CreateMalloc(m, c->type, null1 ? NULL : &created);
+        /* S_OK without a heap is a host's bug: this host's (whatever the trace says), or the recorded host's
+         * (heap=0 after S_OK), which a correct host cannot repeat: either way said at this call. */
+        bool recorded_none = SUCCEEDED(c->result) && !c->heap && !null1;
+        if (!null1 && SUCCEEDED(hr) && !created && !rp->scenario) {
+            char want[32];
+            snprintf(want, sizeof want, "h%" PRIu32, c->heap);
+            return diverge(rp, c, "heap", "%s	NULL (S_OK without a heap: this host's bug)",
+                           recorded_none ? "NULL (S_OK without a heap)" : want);
+        }
+        if (recorded_none && SUCCEEDED(hr) && !rp->scenario) {
+            IHostMalloc_Release(created);
+            return diverge(rp, c, "heap", "NULL (S_OK without a heap: the recorded host's bug)\ta heap");
+        }
         if (SUCCEEDED(hr) && created) {
             if (c->heap && SUCCEEDED(c->result)) {
                 hm_handle_entry *e = hm__handle_map_put(&rp->map, HM_HANDLE_HEAP, c->heap);

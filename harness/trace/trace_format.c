@@ -367,7 +367,9 @@ HM_API size_t hm_trace_format_call(const hm_trace_call *c, char *buf, size_t len
             continue;
         if (field_is_mbi(f) && !c->has_mbi)
             continue;
-        if ((f == F_NEWHEAP && !c->heap) || (f == F_CONCURRENT && !c->concurrent))
+        /* heap=0 stays for a CreateMalloc that succeeded without a heap (the recorded host's bug, kept as such) */
+        if ((f == F_NEWHEAP && !c->heap && !(c->method == HM_METHOD_CREATE_MALLOC && SUCCEEDED(c->result))) ||
+            (f == F_CONCURRENT && !c->concurrent))
             continue;
         put_field(&o, c, f);
     }
@@ -754,9 +756,10 @@ int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *e
         return fail(&ps, "base", "a VirtualQuery result gives all of base, allocbase, allocprot, regionsize, "
                                  "state, protect and memtype, or none");
     c->has_mbi = mbi_seen != 0;
-    if (c->method == HM_METHOD_CREATE_MALLOC && SUCCEEDED(c->result) && !c->heap &&
+    /* A CreateMalloc that succeeded names its heap, or says heap=0: the host returned S_OK without one. */
+    if (c->method == HM_METHOD_CREATE_MALLOC && SUCCEEDED(c->result) && !(seen & (1u << F_NEWHEAP)) &&
         !(c->nulls & HM_TRACE_NULL_OUT1))
-        return fail(&ps, "heap", "missing (CreateMalloc succeeded)");
+        return fail(&ps, "heap", "missing (CreateMalloc succeeded: heap=hN, or heap=0 when the host gave none)");
     if (!hm__trace_method_has_level(c->method))
         c->level = -1;
     return 0;
@@ -983,12 +986,8 @@ out:
         c->query_result = 0;
         c->available_bytes = 0;
     }
-    /* As the text reader: a CreateMalloc that succeeded names its heap (else text cannot carry the call). */
-    if (c->method == HM_METHOD_CREATE_MALLOC && SUCCEEDED(c->result) && !c->heap &&
-        !(c->nulls & HM_TRACE_NULL_OUT1)) {
-        snprintf(err, errlen, "field 'heap': missing (CreateMalloc succeeded)");
-        return -1;
-    }
+    /* A CreateMalloc that succeeded with heap 0: the host returned S_OK without a heap (its bug, which replay
+     * reports); the text form writes it heap=0, the raw reader reads it from a recording. */
     if (!hm__trace_method_has_level(c->method))
         c->level = -1;
     return (long)in.used;

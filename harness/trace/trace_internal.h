@@ -205,6 +205,11 @@ long hm__trace_decode_binary(const uint8_t *p, size_t len, hm_trace_call *call, 
 void hm__trace_call_init(hm_trace_call *call);
 bool hm__trace_method_has_level(int method);
 bool hm__trace_is_host_method(int method); /* a call made to the host (not a notification or a Release) */
+/* A recorded failure replay injects (an allocating call failed for want of resources: the machine's doing, not the
+ * calls'); any other recorded failure (E_INVALIDARG...) is the host's own answer, which replay asks the host for. */
+bool hm__trace_is_injected_failure(int method, HRESULT hr);
+/* Of those, an out-of-memory (E_OUTOFMEMORY, ERROR_NOT_ENOUGH_MEMORY, ERROR_COMMITMENT_LIMIT). */
+bool hm__trace_is_out_of_memory(HRESULT hr);
 
 /* The handles a call uses (in its arguments) and the one it creates (a successful VirtualAlloc returning a fresh
  * @n, Alloc/DebugAlloc's #n, CreateMalloc's hN, a registered cN). Kinds: HM_REF_ALLOC, HM_REF_BLOCK, and: */

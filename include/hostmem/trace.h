@@ -257,9 +257,10 @@ typedef struct hm_reduce_stats {
 
 /* Shrinks trace to a 1-minimal subset (ddmin over calls) that replays with the same failure: a first divergence
  * with the original's signature (any divergence with opts->any_failure), or, for a trace that replays cleanly
- * but recorded an OOM, the host itself reaching that OOM (same method and level) with injection off. Dropping a
- * call drops every call using a handle it created. *reduced keeps trace's env. E_INVALIDARG when the trace shows no
- * failure. */
+ * but recorded a failure replay injects (an OOM: "oom-reproduced"; E_FAIL or a HOST_E_*: "failure-reproduced"),
+ * that call still failing: the host itself reaching it with injection off when it does, else injected. A recorded
+ * E_INVALIDARG or other refusal is never such a failure (replay asks the host for it). Dropping a call drops every
+ * call using a handle it created. *reduced keeps trace's env. E_INVALIDARG when the trace shows no failure. */
 HM_API HRESULT HostMemReduce(const hm_trace *trace, const hm_replay_options *opts, hm_trace **reduced,
                              hm_reduce_stats *stats);
 
