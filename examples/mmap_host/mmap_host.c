@@ -143,6 +143,17 @@ static bool taken(host *h, uintptr_t a, uintptr_t b)
     return false;
 }
 
+/* The pages [*first, *end) that [address, address + size) touches; false when the range wraps around the address
+ * space (a size near SIZE_MAX would otherwise round to a small or empty range). */
+static bool page_range(uintptr_t address, size_t size, uintptr_t *first, uintptr_t *end)
+{
+    if (size > UINTPTR_MAX - address || address + size > UINTPTR_MAX - (PAGE - 1))
+        return false;
+    *first = address & ~(uintptr_t)(PAGE - 1);
+    *end = (address + size + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+    return true;
+}
+
 static bool valid_protect(DWORD p)
 {
     DWORD base = p & 0xFF, mods = p & ~0xFFu;
@@ -327,7 +338,9 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID addr
         return E_INVALID_PARAMETER;
     if (type == MEM_RELEASE && size)
         return E_INVALID_PARAMETER;
-    uintptr_t first = (uintptr_t)address & ~(uintptr_t)(PAGE - 1);
+    uintptr_t first, end;
+    if (!page_range((uintptr_t)address, size, &first, &end))
+        return E_INVALID_PARAMETER;
     HRESULT hr = S_OK;
     pthread_mutex_lock(&h->lock);
     reservation *r = find(h, first);
@@ -339,7 +352,8 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID addr
         else
             drop(h, r);
     } else {
-        uintptr_t end = size ? ((uintptr_t)address + size + PAGE - 1) & ~(uintptr_t)(PAGE - 1) : r->base + r->pages * PAGE;
+        if (!size)
+            end = r->base + r->pages * PAGE;
         if (!size && first != r->base)
             hr = E_INVALID_ADDRESS;
         else if (end > r->base + r->pages * PAGE)
@@ -365,8 +379,9 @@ static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *ad
     *old = PAGE_NOACCESS;
     if (!valid_protect(protect))
         return E_INVALID_PARAMETER;
-    uintptr_t first = (uintptr_t)address & ~(uintptr_t)(PAGE - 1);
-    uintptr_t end = ((uintptr_t)address + size + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+    uintptr_t first, end;
+    if (!page_range((uintptr_t)address, size, &first, &end))
+        return E_INVALID_PARAMETER;
     bool empty = end == first;
     if (empty)
         end = first + PAGE;
