@@ -3,7 +3,8 @@
  * It includes only <hostmem/contract.h> (the types, the COM binding, the IIDs; no hostmem library is linked) and
  * exports the factory every hostmem tool loads:  hostmem conform --host ./libhostmem_example_mmap.so
  * It keeps things simple on purpose: a list of reservations, each with its pages' states as runs (so its books
- * grow with what is committed, not with the size reserved), one mutex, a malloc-backed heap. hostmem's built-in manager (src/) does the same job at scale. */
+ * grow with what is committed, not with the size reserved), one mutex, a malloc-backed heap. hostmem's built-in
+ * manager (src/) does the same job at scale. */
 /* This file defines the IIDs it compares against (HM_DEFINE_GUID in contract.h). */
 #define HOSTMEM_INITGUID
 #include <hostmem/contract.h>
