@@ -2,8 +2,9 @@
  *
  * It includes only <hostmem/contract.h> (the types, the COM binding, the IIDs; no hostmem library is linked) and
  * exports the factory every hostmem tool loads:  hostmem conform --host ./libhostmem_example_mmap.so
- * It keeps things simple on purpose: a list of reservations with one byte per page, one mutex, a malloc-backed
- * heap. hostmem's built-in manager (src/) does the same job at scale. */
+ * It keeps things simple on purpose: a list of reservations, each with its pages' states as runs (so its books
+ * grow with what is committed, not with the size reserved), one mutex, a malloc-backed heap. hostmem's built-in
+ * manager (src/) does the same job at scale. */
 /* This file defines the IIDs it compares against (HM_DEFINE_GUID in contract.h). */
 #define HOSTMEM_INITGUID
 #include <hostmem/contract.h>
@@ -32,11 +33,21 @@
 
 /* ---- Reservations ---------------------------------------------------------------------------------------------- */
 
+/* The pages' states are kept as runs: run k covers pages [run[k].first, run[k + 1].first) (the last one up to the
+ * end) in one state, 0 = reserved, else the committed protection. Runs start at page 0, are sorted, and neighbours
+ * differ. So the books grow with the number of commits and protections, not with the reservation's size (a 1 TiB
+ * reservation is one run, not 256 Mi pages), and VirtualQuery's region is one run. */
+typedef struct run {
+    size_t first;
+    DWORD state;
+} run;
+
 typedef struct reservation {
     uintptr_t base;
     size_t pages;
     DWORD alloc_protect;
-    DWORD *page;          /* per page: 0 = reserved, else the committed protection */
+    run *runs;
+    size_t nruns, cap;
     struct reservation *next;
 } reservation;
 
@@ -56,6 +67,64 @@ static inline host *impl_from_IHostMemoryManager(IHostMemoryManager *iface)
     return HM_CONTAINER_OF(iface, host, iface);
 }
 
+/* The run that holds page p. */
+static size_t run_of(const reservation *r, size_t p)
+{
+    size_t k = 0;
+    while (k + 1 < r->nruns && r->runs[k + 1].first <= p)
+        k++;
+    return k;
+}
+
+static size_t run_end(const reservation *r, size_t k) { return k + 1 < r->nruns ? r->runs[k + 1].first : r->pages; }
+
+static DWORD state_of(const reservation *r, size_t p) { return r->runs[run_of(r, p)].state; }
+
+/* Whether every page of [first, end) is committed. */
+static bool all_committed(const reservation *r, size_t first, size_t end)
+{
+    for (size_t k = run_of(r, first); k < r->nruns && r->runs[k].first < end; k++)
+        if (!r->runs[k].state)
+            return false;
+    return true;
+}
+
+/* A change adds at most two runs: room for them is made before the change, so that it cannot fail halfway. */
+static bool room_for_change(reservation *r)
+{
+    if (r->nruns + 2 <= r->cap)
+        return true;
+    size_t cap = r->cap * 2 + 2;
+    run *more = realloc(r->runs, cap * sizeof *more);
+    if (!more)
+        return false;
+    r->runs = more;
+    r->cap = cap;
+    return true;
+}
+
+/* Pages [first, end) to state (room_for_change first): the runs starting inside are replaced by one run of state
+ * and, unless end is the reservation's end, one run from end on in the state page end had; then equal neighbours
+ * are merged. */
+static void set_state(reservation *r, size_t first, size_t end, DWORD state)
+{
+    size_t lo = 0, hi;
+    while (lo < r->nruns && r->runs[lo].first < first)
+        lo++;
+    for (hi = lo; hi < r->nruns && r->runs[hi].first <= end; hi++)
+        ;
+    run replace[2] = {{first, state}, {end, end < r->pages ? state_of(r, end) : 0}};
+    size_t add = end < r->pages ? 2 : 1;
+    memmove(&r->runs[lo + add], &r->runs[hi], (r->nruns - hi) * sizeof *r->runs);
+    memcpy(&r->runs[lo], replace, add * sizeof *r->runs);
+    r->nruns = r->nruns - (hi - lo) + add;
+    size_t kept = 1;
+    for (size_t k = 1; k < r->nruns; k++)
+        if (r->runs[k].state != r->runs[kept - 1].state)
+            r->runs[kept++] = r->runs[k];
+    r->nruns = kept;
+}
+
 static reservation *find(host *h, uintptr_t a)
 {
     for (reservation *r = h->list; r; r = r->next)
@@ -73,6 +142,17 @@ static bool taken(host *h, uintptr_t a, uintptr_t b)
             return true;
     }
     return false;
+}
+
+/* The pages [*first, *end) that [address, address + size) touches; false when the range wraps around the address
+ * space (a size near SIZE_MAX would otherwise round to a small or empty range). */
+static bool page_range(uintptr_t address, size_t size, uintptr_t *first, uintptr_t *end)
+{
+    if (size > UINTPTR_MAX - address || address + size > UINTPTR_MAX - (PAGE - 1))
+        return false;
+    *first = address & ~(uintptr_t)(PAGE - 1);
+    *end = (address + size + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+    return true;
 }
 
 static bool valid_protect(DWORD p)
@@ -155,7 +235,16 @@ static HRESULT reserve_at(host *h, uintptr_t base, size_t pages, DWORD protect, 
         p = (void *)aligned;
     }
     reservation *r = calloc(1, sizeof *r);
-    r->page = calloc(pages, sizeof *r->page);
+    run *runs = calloc(4, sizeof *runs); /* one run, reserved: {0, 0} */
+    if (!r || !runs) {
+        free(r);
+        free(runs);
+        munmap(p, bytes);
+        return E_OUTOFMEMORY;
+    }
+    r->runs = runs;
+    r->nruns = 1;
+    r->cap = 4;
     r->base = (uintptr_t)p;
     r->pages = pages;
     r->alloc_protect = protect;
@@ -173,7 +262,7 @@ static void drop(host *h, reservation *r)
             break;
         }
     munmap((void *)r->base, r->pages * PAGE);
-    free(r->page);
+    free(r->runs);
     free(r);
 }
 
@@ -226,14 +315,14 @@ static HRESULT STDMETHODCALLTYPE VirtualAlloc_(IHostMemoryManager *i, void *addr
         }
     }
     if (type & MEM_COMMIT) {
-        if (mprotect((void *)first, end - first, unix_prot(protect)) != 0) {
+        if (!room_for_change(r) || mprotect((void *)first, end - first, unix_prot(protect)) != 0) {
             hr = E_OUTOFMEMORY;
             if (type & MEM_RESERVE || !a)
                 drop(h, r);
             goto out;
         }
-        for (uintptr_t p = first; p < end; p += PAGE)
-            r->page[(p - r->base) / PAGE] = protect & ~(DWORD)(PAGE_NOCACHE | PAGE_WRITECOMBINE);
+        set_state(r, (first - r->base) / PAGE, (end - r->base) / PAGE,
+                  protect & ~(DWORD)(PAGE_NOCACHE | PAGE_WRITECOMBINE));
     } else if (type == MEM_RESET) {
         madvise((void *)first, end - first, MADV_DONTNEED);
     }
@@ -250,7 +339,9 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID addr
         return E_INVALID_PARAMETER;
     if (type == MEM_RELEASE && size)
         return E_INVALID_PARAMETER;
-    uintptr_t first = (uintptr_t)address & ~(uintptr_t)(PAGE - 1);
+    uintptr_t first, end;
+    if (!page_range((uintptr_t)address, size, &first, &end))
+        return E_INVALID_PARAMETER;
     HRESULT hr = S_OK;
     pthread_mutex_lock(&h->lock);
     reservation *r = find(h, first);
@@ -262,15 +353,18 @@ static HRESULT STDMETHODCALLTYPE VirtualFree_(IHostMemoryManager *i, LPVOID addr
         else
             drop(h, r);
     } else {
-        uintptr_t end = size ? ((uintptr_t)address + size + PAGE - 1) & ~(uintptr_t)(PAGE - 1) : r->base + r->pages * PAGE;
+        if (!size)
+            end = r->base + r->pages * PAGE;
         if (!size && first != r->base)
             hr = E_INVALID_ADDRESS;
         else if (end > r->base + r->pages * PAGE)
             hr = E_INVALID_PARAMETER;
+        else if (!room_for_change(r))
+            hr = E_OUTOFMEMORY;
         else {
             /* A fresh PROT_NONE mapping drops the contents: the next commit reads zero. */
             mmap((void *)first, end - first, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-            memset(&r->page[(first - r->base) / PAGE], 0, (end - first) / PAGE * sizeof *r->page);
+            set_state(r, (first - r->base) / PAGE, (end - r->base) / PAGE, 0);
         }
     }
     pthread_mutex_unlock(&h->lock);
@@ -286,8 +380,9 @@ static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *ad
     *old = PAGE_NOACCESS;
     if (!valid_protect(protect))
         return E_INVALID_PARAMETER;
-    uintptr_t first = (uintptr_t)address & ~(uintptr_t)(PAGE - 1);
-    uintptr_t end = ((uintptr_t)address + size + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+    uintptr_t first, end;
+    if (!page_range((uintptr_t)address, size, &first, &end))
+        return E_INVALID_PARAMETER;
     bool empty = end == first;
     if (empty)
         end = first + PAGE;
@@ -298,16 +393,19 @@ static HRESULT STDMETHODCALLTYPE VirtualProtect_(IHostMemoryManager *i, void *ad
         hr = E_INVALID_ADDRESS;
         goto out;
     }
-    for (uintptr_t p = first; p < end; p += PAGE)
-        if (!r->page[(p - r->base) / PAGE]) {
-            hr = E_INVALID_ADDRESS;
-            goto out;
-        }
-    *old = r->page[(first - r->base) / PAGE] | (r->alloc_protect & (PAGE_NOCACHE | PAGE_WRITECOMBINE));
+    size_t p = (first - r->base) / PAGE, q = (end - r->base) / PAGE;
+    if (!all_committed(r, p, q)) {
+        hr = E_INVALID_ADDRESS;
+        goto out;
+    }
+    if (!empty && !room_for_change(r)) {
+        hr = E_OUTOFMEMORY;
+        goto out;
+    }
+    *old = state_of(r, p) | (r->alloc_protect & (PAGE_NOCACHE | PAGE_WRITECOMBINE));
     if (!empty) {
         mprotect((void *)first, end - first, unix_prot(protect));
-        for (uintptr_t p = first; p < end; p += PAGE)
-            r->page[(p - r->base) / PAGE] = protect & ~(DWORD)(PAGE_NOCACHE | PAGE_WRITECOMBINE);
+        set_state(r, p, q, protect & ~(DWORD)(PAGE_NOCACHE | PAGE_WRITECOMBINE));
     }
 out:
     pthread_mutex_unlock(&h->lock);
@@ -373,15 +471,13 @@ static HRESULT STDMETHODCALLTYPE VirtualQuery_(IHostMemoryManager *i, void *addr
     pthread_mutex_lock(&h->lock);
     reservation *r = find(h, a);
     if (r) {
-        size_t p = (a - r->base) / PAGE, q = p;
-        while (q < r->pages && r->page[q] == r->page[p])
-            q++;
-        DWORD cache = r->alloc_protect & (PAGE_NOCACHE | PAGE_WRITECOMBINE);
+        size_t p = (a - r->base) / PAGE, k = run_of(r, p);
+        DWORD state = r->runs[k].state, cache = r->alloc_protect & (PAGE_NOCACHE | PAGE_WRITECOMBINE);
         mbi.AllocationBase = (void *)r->base;
         mbi.AllocationProtect = r->alloc_protect;
-        mbi.RegionSize = (q - p) * PAGE;
-        mbi.State = r->page[p] ? MEM_COMMIT : MEM_RESERVE;
-        mbi.Protect = r->page[p] ? r->page[p] | cache : 0;
+        mbi.RegionSize = (run_end(r, k) - p) * PAGE;
+        mbi.State = state ? MEM_COMMIT : MEM_RESERVE;
+        mbi.Protect = state ? state | cache : 0;
         mbi.Type = MEM_PRIVATE;
     } else {
         /* Free in our books: up to our next reservation, or whatever the process map says. */
