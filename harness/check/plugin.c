@@ -109,8 +109,9 @@ void hm__isolate_leave(const char *previous)
 {
     if (!child_control)
         return;
-    atomic_store_explicit(&child_control->doing, previous, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&child_control->in_flight, 1, memory_order_relaxed);
+    /* Threads' calls interleave: the last one out leaves no name behind, whatever its caller's was. */
+    bool last = atomic_fetch_sub_explicit(&child_control->in_flight, 1, memory_order_relaxed) == 1;
+    atomic_store_explicit(&child_control->doing, last ? NULL : previous, memory_order_relaxed);
     atomic_fetch_add_explicit(&child_control->steps, 1, memory_order_release);
 }
 
