@@ -117,6 +117,73 @@ static void test_isolate_watch_kills(void **state)
     assert_string_equal(how.doing, "IHostMemoryManager::Release");
 }
 
+/* ---- A call limit: a call that does not return is a hang, a slow run whose calls return is not --------------- */
+
+/* Calls that each take 10 ms and return, nested as a callback calling back in does, for about 0.8 s. */
+static void returns_slowly(void *ctx)
+{
+    (void)ctx;
+    for (int i = 0; i < 40; i++) {
+        const char *outer = hm__isolate_enter("IHostMemoryManager::VirtualAlloc");
+        const char *inner = hm__isolate_enter("IHostMemoryManager::VirtualQuery");
+        usleep(10000);
+        hm__isolate_leave(inner);
+        usleep(10000);
+        hm__isolate_leave(outer);
+    }
+}
+/* A nested call returns, then the outer one never does: the hang is named by the outer call. */
+static void outer_call_hangs(void *ctx)
+{
+    (void)ctx;
+    hm__isolate_enter("IHostMemoryManager::VirtualAlloc");
+    hm__isolate_leave(hm__isolate_enter("IHostMemoryManager::VirtualQuery"));
+    for (;;)
+        pause();
+}
+/* The tool's own code spins with no call in flight: slow work, not a host hung. */
+static void spins_outside_calls(void *ctx)
+{
+    (void)ctx;
+    hm__isolate_leave(hm__isolate_enter("IHostMemoryManager::GetMemoryLoad"));
+    for (;;)
+        pause();
+}
+
+typedef struct call_limit_case {
+    const char *name;
+    void (*work)(void *);
+    double call_timeout, timeout;
+    hm_isolated_end end;
+    const char *message;
+} call_limit_case;
+
+static const call_limit_case call_limit_cases[] = {
+    {"slow calls that return, within the run's limit", returns_slowly, 0.3, 30, HM_ISOLATED_REPORTED, ""},
+    {"slow calls that return, past the run's limit", returns_slowly, 0.3, 0.4, HM_ISOLATED_TOO_SLOW,
+     "the work did not end in 0.4 s, though the host kept returning"},
+    {"a call that never returns", outer_call_hangs, 0.3, 30, HM_ISOLATED_TIMED_OUT,
+     "the host did not return in 0.3 s: it was in IHostMemoryManager::VirtualAlloc (the process was killed)"},
+    {"the tool's own code, no call in flight", spins_outside_calls, 0.3, 0.6, HM_ISOLATED_TOO_SLOW,
+     "the work did not end in 0.6 s"},
+    {"without a call limit, the run's limit is a hang", outer_call_hangs, 0, 0.3, HM_ISOLATED_TIMED_OUT,
+     "the host did not return in 0.3 s: it was in IHostMemoryManager::VirtualAlloc"},
+};
+
+static void test_isolate_call_limit(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof call_limit_cases / sizeof call_limit_cases[0]; i++) {
+        const call_limit_case *c = &call_limit_cases[i];
+        hm_isolate_options o = {.timeout_seconds = c->timeout, .call_timeout_seconds = c->call_timeout};
+        hm_isolated how;
+        print_message("%s\n", c->name);
+        assert_int_equal(hm__isolate(c->work, NULL, &o, &how), c->end);
+        if (!strstr(how.message, c->message))
+            fail_msg("message '%s' lacks '%s'", how.message, c->message);
+    }
+}
+
 /* ---- The guard layer around a host that writes where it should not ------------------------------------------ */
 
 typedef enum { WRITES_INSIDE, WRITES_PAST_END, WRITES_BEFORE } aim;
@@ -256,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_isolate_classifies),
         cmocka_unit_test(test_isolate_captures_stdout),
         cmocka_unit_test(test_isolate_watch_kills),
+        cmocka_unit_test(test_isolate_call_limit),
         cmocka_unit_test(test_guard_zones),
         cmocka_unit_test(test_host_open_errors),
     };

@@ -1518,6 +1518,14 @@ static void run_in_process(const hm_rule *rule, const hm_conform_options *o, hm_
         snprintf(out->actual, sizeof out->actual, "%.399s", err);
         return;
     }
+    /* A plugin comes guarded; the built-in host goes behind the same layer, so its calls are named and timed one
+     * by one too (a hang is a call that does not return, never a rule that is merely slow). */
+    if (!o->library && FAILED(hm__guard_wrap(c.m, &c.m))) {
+        out->status = HM_RULE_FAIL;
+        snprintf(out->expected, sizeof out->expected, "the rule can be set up");
+        snprintf(out->actual, sizeof out->actual, "out of memory for the guard layer");
+        return;
+    }
     rule->check(&c);
     IHostMemoryManager_Release(c.m);
     if (rule->policy && out->status == HM_RULE_FAIL)
@@ -1548,7 +1556,8 @@ void hm__conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_r
     /* Everything that touches the host (loading it included) happens in the child: whatever the host does ends
      * as this rule's verdict, and a child that ends without its verdict is a failure, never a pass. */
     rule_run run = {rule, o, hm__shared_alloc(sizeof *out)};
-    hm_isolate_options io = {.timeout_seconds = o->timeout_seconds ? o->timeout_seconds : 10};
+    hm_isolate_options io = {.timeout_seconds = o->rule_timeout_seconds ? o->rule_timeout_seconds : 300,
+                             .call_timeout_seconds = o->timeout_seconds ? o->timeout_seconds : 10};
     hm_isolated how;
     if (!run.shared) {
         how.end = HM_ISOLATED_NO_CHILD;
@@ -1558,13 +1567,20 @@ void hm__conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_r
     }
     if (how.end == HM_ISOLATED_REPORTED) {
         *out = *run.shared;
+    } else if (how.end == HM_ISOLATED_TOO_SLOW) {
+        out->status = HM_RULE_TIMEOUT;
+        snprintf(out->expected, sizeof out->expected, "the check ends within the rule's time limit (--rule-timeout)");
+        snprintf(out->actual, sizeof out->actual,
+                 "the rule did not end in %g s, though the host kept returning (no call took %g s): not checked, not "
+                 "a finding (a loaded machine or a slow host; --rule-timeout gives it longer)",
+                 io.timeout_seconds, io.call_timeout_seconds);
     } else {
         out->status = HM_RULE_FAIL;
         snprintf(out->expected, sizeof out->expected, "%s",
                  how.end == HM_ISOLATED_FINDING ? "the host writes only inside the buffers it is given"
                                                 : "the check runs to its end");
         snprintf(out->actual, sizeof out->actual, "%.399s", how.message);
-        reentry_hang_message(&how, run.shared ? run.shared->in_callback : NULL, io.timeout_seconds, out->actual,
+        reentry_hang_message(&how, run.shared ? run.shared->in_callback : NULL, io.call_timeout_seconds, out->actual,
                              sizeof out->actual);
     }
     out->host_stdout_bytes = how.stdout_bytes;

@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-typedef enum hm_rule_status { HM_RULE_PASS, HM_RULE_FAIL, HM_RULE_INFO } hm_rule_status;
+/* TIMEOUT: the rule ran out of its time (rule_timeout_seconds) while the host kept returning: not checked, which is
+ * neither a pass nor a finding (a loaded machine or a slow host; a host call that never returns is a FAIL). */
+typedef enum hm_rule_status { HM_RULE_PASS, HM_RULE_FAIL, HM_RULE_INFO, HM_RULE_TIMEOUT } hm_rule_status;
 
 typedef struct hm_rule_result {
     hm_rule_status status;
@@ -40,12 +42,15 @@ typedef struct hm_conform_options {
     const char *library;             /* the host plugin (NULL: the built-in manager) */
     const char *host_options;
     bool no_fork;                    /* run in-process (for debuggers); a crash then ends the run */
-    unsigned timeout_seconds;        /* per rule; default 10 */
+    unsigned timeout_seconds;        /* per host call: one still in flight this long is a hang; default 10 */
+    unsigned rule_timeout_seconds;   /* per rule, while the host keeps returning; default 300 */
 } hm_conform_options;
 
 /* Runs one rule: loading the host, making the manager, the check and the final Release all happen in a forked
- * child with a timeout (unless no_fork), so a host that crashes, exits or hangs is reported as the rule's failure
- * (with its signal, exit status or the call it hung in) and the run goes on. */
+ * child (unless no_fork), every host call named and timed (the built-in host too goes behind the guard layer), so a
+ * host that crashes, exits or hangs in a call is reported as the rule's failure (with its signal, exit status or the
+ * call it hung in) and the run goes on; a rule that outlasts rule_timeout_seconds while the host keeps returning is
+ * HM_RULE_TIMEOUT. */
 void hm__conform_run_rule(const hm_rule *rule, const hm_conform_options *o, hm_rule_result *out);
 
 #endif

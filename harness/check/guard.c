@@ -68,9 +68,9 @@ static void guard_close(guarded *g, void *caller, void *given, const char *metho
 
 #define GUARDED_CALL(label, result, call)                                                                         \
     do {                                                                                                          \
-        hm__isolate_doing(label);                                                                                  \
+        const char *outer_ = hm__isolate_enter(label);                                                            \
         result = (call);                                                                                          \
-        hm__isolate_doing(NULL);                                                                                   \
+        hm__isolate_leave(outer_);                                                                                \
     } while (0)
 
 /* ---- The objects ---------------------------------------------------------------------------------------------- */

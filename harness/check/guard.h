@@ -3,7 +3,7 @@
  * VirtualAlloc's and Alloc's block, VirtualProtect's old protection, GetMemoryLoad's figures, CreateMalloc's heap,
  * QueryInterface's pointer) is a copy with guard bytes before and after it: a host writing outside it is stopped
  * as a finding naming the method and the bytes (hm__isolate_finding). Each call is also named as the call in flight
- * (hm__isolate_doing), so a crash or a hang is reported against it. Results, reference counts and identities pass
+ * (hm__isolate_enter), so a crash or a hang is reported against it. Results, reference counts and identities pass
  * through unchanged. */
 #ifndef HOSTMEM_HARNESS_GUARD_H
 #define HOSTMEM_HARNESS_GUARD_H

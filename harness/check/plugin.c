@@ -41,9 +41,9 @@ HRESULT hm__host_open(const char *library, const char *options, IHostMemoryManag
         (size_t)snprintf(local, sizeof local, "./%s", library) < sizeof local)
         path = local;
     /* RTLD_LOCAL keeps the plugin's symbols (its own HostMemCreateManager) out of everyone else's way. */
-    hm__isolate_doing("dlopen (the library's constructors)");
+    const char *outer = hm__isolate_enter("dlopen (the library's constructors)");
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    hm__isolate_doing(NULL);
+    hm__isolate_leave(outer);
     if (!lib) {
         snprintf(err, err_len, "cannot load host library '%s': %s%s", library, dlerror(),
                  strchr(library, '/') ? ""
@@ -59,9 +59,9 @@ HRESULT hm__host_open(const char *library, const char *options, IHostMemoryManag
                  library);
         return E_FAIL;
     }
-    hm__isolate_doing("HostMemCreateManager");
+    outer = hm__isolate_enter("HostMemCreateManager");
     HRESULT hr = factory(options, &manager);
-    hm__isolate_doing(NULL);
+    hm__isolate_leave(outer);
     if (FAILED(hr) || !manager) {
         const char *(*last_error)(void) = (const char *(*)(void))(uintptr_t)dlsym(lib, "HostMemLastError");
         const char *said = last_error ? last_error() : NULL;
@@ -80,6 +80,8 @@ HRESULT hm__host_open(const char *library, const char *options, IHostMemoryManag
 typedef struct control {
     _Atomic(const char *) doing; /* a literal of this program: the same address in both processes */
     atomic_int finding;
+    atomic_int in_flight;       /* calls into the host begun and not yet returned (hm__isolate_enter) */
+    atomic_ullong steps;        /* calls begun or returned: a call_timeout_seconds without one is a hang */
     char message[600];
 } control;
 
@@ -91,6 +93,26 @@ void hm__isolate_doing(const char *what)
 {
     if (child_control)
         atomic_store_explicit(&child_control->doing, what, memory_order_relaxed);
+}
+
+const char *hm__isolate_enter(const char *what)
+{
+    if (!child_control)
+        return NULL;
+    const char *previous = atomic_exchange_explicit(&child_control->doing, what, memory_order_relaxed);
+    atomic_fetch_add_explicit(&child_control->in_flight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&child_control->steps, 1, memory_order_release);
+    return previous;
+}
+
+void hm__isolate_leave(const char *previous)
+{
+    if (!child_control)
+        return;
+    /* Threads' calls interleave: the last one out leaves no name behind, whatever its caller's was. */
+    bool last = atomic_fetch_sub_explicit(&child_control->in_flight, 1, memory_order_relaxed) == 1;
+    atomic_store_explicit(&child_control->doing, last ? NULL : previous, memory_order_relaxed);
+    atomic_fetch_add_explicit(&child_control->steps, 1, memory_order_release);
 }
 
 _Noreturn void hm__isolate_finding(const char *fmt, ...)
@@ -159,14 +181,17 @@ static _Noreturn void run_child(void (*work)(void *), void *ctx, control *ctl, p
     _exit(write(done_fd, &done, 1) == 1 ? 0 : 127);
 }
 
-static void describe(hm_isolated *how, bool killed, const char *why, int status, const control *ctl)
+static void describe(hm_isolated *how, bool killed, bool too_slow, const char *why, int status, const control *ctl)
 {
     const char *doing = atomic_load(&ctl->doing);
     snprintf(how->doing, sizeof how->doing, "%s", doing ? doing : "");
     char in[128] = "";
     if (doing)
         snprintf(in, sizeof in, " in %s", doing);
-    if (killed) {
+    if (killed && too_slow) {
+        how->end = HM_ISOLATED_TOO_SLOW;
+        snprintf(how->message, sizeof how->message, "%s (the process was killed)", why);
+    } else if (killed) {
         how->end = HM_ISOLATED_TIMED_OUT;
         snprintf(how->message, sizeof how->message, "%s%s%s (the process was killed)", why, doing ? ": it was" : "",
                  in);
@@ -213,8 +238,9 @@ hm_isolated_end hm__isolate(void (*work)(void *ctx), void *ctx, const hm_isolate
         close(out[1]);
         out[1] = -1;
     }
-    double t0 = hm_now_seconds();
-    bool got_done = false, killed = false;
+    double t0 = hm_now_seconds(), last_step_at = 0;
+    unsigned long long last_steps = 0;
+    bool got_done = false, killed = false, too_slow = false;
     char why[320] = "";
     int status = 0;
     for (;;) {
@@ -254,8 +280,25 @@ hm_isolated_end hm__isolate(void (*work)(void *ctx), void *ctx, const hm_isolate
                 break;
             }
             double elapsed = hm_now_seconds() - t0;
-            if (!got_done && o->timeout_seconds > 0 && elapsed >= o->timeout_seconds) {
-                snprintf(why, sizeof why, "the host did not return in %g s", o->timeout_seconds);
+            unsigned long long steps = atomic_load_explicit(&ctl->steps, memory_order_acquire);
+            if (steps != last_steps) {
+                last_steps = steps;
+                last_step_at = elapsed;
+            }
+            /* With a limit per call, only a call that stays in flight is a hang; the whole run's limit running out
+             * while calls keep returning says the work is slow, not that the host is stuck. */
+            if (!got_done && o->call_timeout_seconds > 0 && atomic_load(&ctl->in_flight) > 0 &&
+                elapsed - last_step_at >= o->call_timeout_seconds) {
+                snprintf(why, sizeof why, "the host did not return in %g s", o->call_timeout_seconds);
+                killed = true;
+            } else if (!got_done && o->timeout_seconds > 0 && elapsed >= o->timeout_seconds) {
+                too_slow = o->call_timeout_seconds > 0;
+                if (too_slow)
+                    snprintf(why, sizeof why,
+                             "the work did not end in %g s, though the host kept returning (no call was in flight "
+                             "for %g s)", o->timeout_seconds, o->call_timeout_seconds);
+                else
+                    snprintf(why, sizeof why, "the host did not return in %g s", o->timeout_seconds);
                 killed = true;
             } else if (!got_done && o->watch && o->watch(o->watch_ctx, elapsed, why, sizeof why)) {
                 killed = true;
@@ -284,7 +327,7 @@ hm_isolated_end hm__isolate(void (*work)(void *ctx), void *ctx, const hm_isolate
     if (got_done && !killed)
         how->end = HM_ISOLATED_REPORTED;
     else
-        describe(how, killed, why, status, ctl);
+        describe(how, killed, too_slow, why, status, ctl);
 out:
     for (int i = 0; i < 2; i++) {
         if (done[i] >= 0)

@@ -17,7 +17,7 @@
  * exists, else dlopen's search of the library path) wrapped in the guard layer (guard.h). The plugin stays
  * loaded. On failure writes a message naming the library, the symbol or the factory's result (and the host's
  * HostMemLastError, when it exports one) into err and returns the failure. Inside an isolated child each step is
- * named as the call in flight (hm__isolate_doing). */
+ * named as the call in flight (hm__isolate_enter). */
 HRESULT hm__host_open(const char *library, const char *options, IHostMemoryManager **out, char *err, size_t err_len);
 
 /* ---- Isolation ---------------------------------------------------------------------------------------------- */
@@ -28,6 +28,8 @@ typedef enum hm_isolated_end {
     HM_ISOLATED_CRASHED,   /* the child was killed by a signal */
     HM_ISOLATED_EXITED,    /* the child ended (any status, even 0) before the work returned: the host ended it */
     HM_ISOLATED_TIMED_OUT, /* the timeout (or the watch) ran out; the child's process group was killed */
+    HM_ISOLATED_TOO_SLOW,  /* with call_timeout_seconds: timeout_seconds ran out while the host kept returning (no
+                            * call hung): the work is slow (a loaded machine, a slow host), not stuck; killed too */
     HM_ISOLATED_NO_CHILD,  /* no child could be started */
 } hm_isolated_end;
 
@@ -42,7 +44,11 @@ typedef struct hm_isolated {
 } hm_isolated;
 
 typedef struct hm_isolate_options {
-    double timeout_seconds;  /* 0: none */
+    double timeout_seconds;  /* 0: none. The whole run's limit: a hang (TIMED_OUT), unless call_timeout_seconds */
+    /* 0: none. A call to the host (hm__isolate_enter) still in flight after this long with no other call entering or
+     * returning meanwhile: the host hangs (TIMED_OUT, naming the call). timeout_seconds running out while calls keep
+     * returning is then TOO_SLOW: a slow machine is never taken for a hung host. */
+    double call_timeout_seconds;
     bool pass_stdout;        /* the child's stdout is the tool's; otherwise it is drained, counted and dropped */
     /* Called in the parent about every 100 ms while the child runs (progress, hang detection). Returning true
      * kills the child: the end is HM_ISOLATED_TIMED_OUT with why (written by watch) as the message. */
@@ -58,6 +64,12 @@ hm_isolated_end hm__isolate(void (*work)(void *ctx), void *ctx, const hm_isolate
 /* In a child: names the call in flight (a string literal: the parent reads the pointer), so a crash, an exit or a
  * hang is reported against it. NULL: the tool's own code. Outside a child it does nothing. */
 void hm__isolate_doing(const char *what);
+
+/* In a child: a call into the host begins (named as by hm__isolate_doing; returns the name it replaces) and ends
+ * (give that name back). Calls may nest (a callback calling back in) and overlap (threads): the parent counts the
+ * calls in flight and every step, for call_timeout_seconds. Outside a child they do nothing. */
+const char *hm__isolate_enter(const char *what);
+void hm__isolate_leave(const char *previous);
 
 /* A finding the child cannot go on from (a host writing past a buffer): in a child, ends it with the message as
  * an HM_ISOLATED_FINDING; outside one, prints "hostmem: FINDING: message" and exits 1. */

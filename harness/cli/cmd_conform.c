@@ -16,15 +16,18 @@ static const char description[] =
     "Runs every rule of the hosting memory contract and of Windows' virtual memory against a host (the\n"
     "built-in one by default), each on a fresh manager in its own process, and prints PASS, FAIL (with\n"
     "expected and actual) or INFO (a choice the host may make) per rule. Loading the host, its factory\n"
-    "and Release run in child processes too, each rule with a timeout (default 10 s): a host that\n"
-    "crashes, exits the process or hangs fails the rule (or the load) it did so in. --no-fork runs in\n"
-    "this process (for a debugger).\n"
+    "and Release run in child processes too: a host that crashes, exits the process or hangs (a call\n"
+    "not returning in --timeout S, default 10) fails the rule (or the load) it did so in. A rule still\n"
+    "running after --rule-timeout S (default 300) while the host keeps returning is TIMEOUT: not\n"
+    "checked, no finding (a loaded machine or a slow host). --no-fork runs in this process (for a\n"
+    "debugger).\n"
     "--filter (repeatable) runs the rules one of its patterns matches, --skip leaves out the ones it\n"
     "matches: a shell glob (vm.*.zeroed) matches the whole id, a pattern without * ? [ any part of it. A\n"
     "pattern that matches no rule is bad usage. --baseline FILE lists known deviations, one per line:\n"
     "RULE-ID REASON ('#' starts a comment); a listed rule that fails is KNOWN and does not fail the run,\n"
     "one that passes is STALE (reported, not a failure). --junit FILE also writes a JUnit XML report.\n"
-    "Exit 0 when every rule passes, 1 when one fails, 2 for bad usage or a host that cannot be loaded.\n";
+    "Exit 0 when every rule passes, 1 when one fails or times out, 2 for bad usage or a host that cannot\n"
+    "be loaded.\n";
 
 /* The probe: load the host and make and release one manager, in a child like every rule, so a bad library is
  * reported once, before any rule runs. */
@@ -183,19 +186,19 @@ static bool read_baseline(const char *path, const hm_rule *rules, size_t n, char
 }
 
 /* How a rule came out, baseline applied. */
-typedef enum verdict { V_SKIPPED, V_PASS, V_FAIL, V_INFO, V_KNOWN, V_STALE } verdict;
-static const char *const verdict_json[] = {"", "pass", "fail", "info", "known", "stale"};
+typedef enum verdict { V_SKIPPED, V_PASS, V_FAIL, V_INFO, V_KNOWN, V_STALE, V_TIMEOUT } verdict;
+static const char *const verdict_json[] = {"", "pass", "fail", "info", "known", "stale", "timeout"};
 
 static void write_junit(FILE *f, const char *host, const hm_rule *rules, size_t n, const verdict *v,
                         const hm_rule_result *r, char *const *reasons, unsigned tests, unsigned failed,
-                        unsigned known)
+                        unsigned skipped)
 {
     double seconds = 0;
     for (size_t i = 0; i < n; i++)
         seconds += v[i] != V_SKIPPED ? r[i].ms / 1000 : 0;
     char suite[512];
     snprintf(suite, sizeof suite, "hostmem conform (%s host)", host);
-    hm__junit_begin(f, suite, tests, failed, known, seconds);
+    hm__junit_begin(f, suite, tests, failed, skipped, seconds);
     for (size_t i = 0; i < n; i++) {
         if (v[i] == V_SKIPPED)
             continue;
@@ -208,6 +211,9 @@ static void write_junit(FILE *f, const char *host, const hm_rule *rules, size_t 
         } else if (v[i] == V_KNOWN) {
             snprintf(message, sizeof message, "known deviation (baseline): %s", reasons[i]);
             kind = "skipped", msg = message, text = body;
+        } else if (v[i] == V_TIMEOUT) {
+            kind = "skipped", msg = "TIMEOUT: not checked (the rule ran out of time while the host kept returning)",
+            text = body;
         } else if (v[i] == V_INFO) {
             snprintf(message, sizeof message, "INFO (a choice the host may make)\n%s", body);
             out = message;
@@ -226,7 +232,7 @@ int hm__cmd_conform(int argc, char **argv)
     bool json = false, list = false, no_fork = false;
     const char *baseline = NULL, *junit = NULL;
     hm_option_list filter = {0}, skip = {0};
-    unsigned long long timeout = 0;
+    unsigned long long timeout = 0, rule_timeout = 0;
     const hm_option table[] = {
         HM_HOST_OPTIONS(&choice),
         {"--faults", "SPEC", HM_OPTION_STRING, &choice.faults, 0, 0,
@@ -237,7 +243,10 @@ int hm__cmd_conform(int argc, char **argv)
         {"--junit", "FILE", HM_OPTION_STRING, &junit, 0, 0, "also write a JUnit XML report", NULL},
         {"--json", NULL, HM_OPTION_FLAG, &json, 0, 0, "one JSON document on stdout", NULL},
         {"--list", NULL, HM_OPTION_FLAG, &list, 0, 0, "list the (selected) rules, run nothing", NULL},
-        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400, "per rule (default 10)", NULL},
+        {"--timeout", "SECONDS", HM_OPTION_UINT, &timeout, 1, 86400,
+         "a host call not returning this long is a hang (default 10)", NULL},
+        {"--rule-timeout", "SECONDS", HM_OPTION_UINT, &rule_timeout, 1, 86400,
+         "a rule still running this long is TIMEOUT, not checked (default 300)", NULL},
         {"--no-fork", NULL, HM_OPTION_FLAG, &no_fork, 0, 0, "run in this process (for a debugger)", NULL},
     };
     const hm_command_spec spec = {"conform", "", 0, 0, description, table, sizeof table / sizeof table[0]};
@@ -247,6 +256,7 @@ int hm__cmd_conform(int argc, char **argv)
         return parsed;
     o.no_fork = no_fork;
     o.timeout_seconds = (unsigned)timeout;
+    o.rule_timeout_seconds = (unsigned)rule_timeout;
     const char *const *filters = filter.items, *const *skips = skip.items;
     size_t filter_count = filter.count, skip_count = skip.count;
     size_t n;
@@ -300,7 +310,7 @@ int hm__cmd_conform(int argc, char **argv)
         goto done;
 
     const char *host = choice.library ? choice.library : "built-in";
-    unsigned passed = 0, failed = 0, info = 0, known = 0, stale = 0;
+    unsigned passed = 0, failed = 0, info = 0, known = 0, stale = 0, timed_out = 0;
     unsigned long long host_stdout = 0;
     if (json) {
         printf("{\"host\": ");
@@ -316,7 +326,8 @@ int hm__cmd_conform(int argc, char **argv)
         hm_rule_result *r = &results[i];
         hm__conform_run_rule(&rules[i], &o, r);
         /* The baseline turns a failure into a known one; a listed rule that no longer fails is stale. */
-        v[i] = r->status == HM_RULE_FAIL ? (reasons[i] ? V_KNOWN : V_FAIL)
+        v[i] = r->status == HM_RULE_TIMEOUT ? V_TIMEOUT /* not checked: neither known nor stale */
+               : r->status == HM_RULE_FAIL ? (reasons[i] ? V_KNOWN : V_FAIL)
                : reasons[i]              ? V_STALE
                : r->status == HM_RULE_PASS ? V_PASS
                                            : V_INFO;
@@ -325,6 +336,7 @@ int hm__cmd_conform(int argc, char **argv)
         info += v[i] == V_INFO;
         known += v[i] == V_KNOWN;
         stale += v[i] == V_STALE;
+        timed_out += v[i] == V_TIMEOUT;
         host_stdout += r->host_stdout_bytes;
         if (json) {
             printf("%s\n  {\"id\": ", first ? "" : ",");
@@ -347,7 +359,8 @@ int hm__cmd_conform(int argc, char **argv)
                    reasons[i]);
         } else {
             printf("  %s  %s: %s\n          expected: %s\n          actual:   %s\n",
-                   v[i] == V_FAIL ? "FAIL" : v[i] == V_KNOWN ? "KNOWN" : "INFO", rules[i].id, rules[i].statement,
+                   v[i] == V_FAIL ? "FAIL" : v[i] == V_KNOWN ? "KNOWN" : v[i] == V_TIMEOUT ? "TIMEOUT" : "INFO",
+                   rules[i].id, rules[i].statement,
                    r->expected, r->actual);
             if (v[i] == V_KNOWN)
                 printf("          baseline: %s\n", reasons[i]);
@@ -358,16 +371,20 @@ int hm__cmd_conform(int argc, char **argv)
     if (host_stdout)
         fprintf(stderr, "hostmem conform: note: the host wrote %llu byte(s) on stdout, kept out of this report\n",
                 host_stdout);
+    /* Timed-out rules were not checked: said apart from failures, and the run does not pass. */
+    char timeouts[48] = "";
+    if (timed_out)
+        snprintf(timeouts, sizeof timeouts, ", %u timed out", timed_out);
     if (json)
-        printf("\n], \"known\": %u, \"stale\": %u, \"passed\": %u, \"failed\": %u, \"info\": %u}\n", known, stale,
-               passed, failed, info);
+        printf("\n], \"timed_out\": %u, \"known\": %u, \"stale\": %u, \"passed\": %u, \"failed\": %u, \"info\": %u}\n",
+               timed_out, known, stale, passed, failed, info);
     else if (baseline)
-        printf("\n%u passed, %u failed, %u info, %u known, %u stale\n", passed, failed, info, known, stale);
+        printf("\n%u passed, %u failed, %u info, %u known, %u stale%s\n", passed, failed, info, known, stale, timeouts);
     else
-        printf("\n%u passed, %u failed, %u info\n", passed, failed, info);
-    code = failed ? HM_EXIT_FAIL : HM_EXIT_OK;
+        printf("\n%u passed, %u failed, %u info%s\n", passed, failed, info, timeouts);
+    code = failed || timed_out ? HM_EXIT_FAIL : HM_EXIT_OK;
     if (junit_file)
-        write_junit(junit_file, host, rules, n, v, results, reasons, selected, failed, known);
+        write_junit(junit_file, host, rules, n, v, results, reasons, selected, failed, known + timed_out);
 done:
     /* A report that cannot be written fails the run: CI must not lose it silently. After a host that cannot be
      * loaded (exit 2: nothing ran) there is no report: the file made for it goes. */

@@ -9,6 +9,7 @@
  *   QUERY_OVERRUN   VirtualQuery writes 8 bytes past the end of the caller's buffer
  *   STDOUT_FLOOD    HostMemCreateManager prints 1 MiB on stdout
  *   EXIT0_MID_RUN   the 100th VirtualAlloc (the HOSTILE_EXIT_AT'th, when set) calls exit(0)
+ *   SLOW            correct but slow, as on a loaded machine: every VirtualAlloc takes a millisecond more
  * The tests (tests/CMakeLists.txt) run conform, stress and replay against each and expect a clear report. */
 #include <hostmem/hostmem.h>
 
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct hostile {
@@ -83,6 +85,9 @@ static HRESULT STDMETHODCALLTYPE VAlloc(IHostMemoryManager *i, void *a, SIZE_T s
     const char *at = getenv("HOSTILE_EXIT_AT");
     if (atomic_fetch_add(&calls, 1) + 1 == (at ? atoi(at) : 100))
         exit(0);
+#endif
+#ifdef HOSTILE_SLOW
+    nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 #endif
     return IHostMemoryManager_VirtualAlloc(impl_from_IHostMemoryManager(i)->inner, a, s, t, p, l, pp);
 }
