@@ -80,9 +80,11 @@ static HRESULT STDMETHODCALLTYPE r_OnMemoryNotification(ICLRMemoryNotificationCa
     r->seen[r->count < SEEN_MAX ? r->count : SEEN_MAX] = '\0';
     if (r->shared_log)
         r->shared_log[strlen(r->shared_log)] = r->tag;
+    /* A moment inside the callback, for another thread to try to enter: a short busy loop, not sched_yield (next
+     * to busy processes each yield may give the core away for a whole slice: the test then took minutes at load). */
     if (r->spin)
-        for (int k = 0; k < 20; k++)
-            sched_yield();
+        for (volatile int k = 0; k < 2000; k++)
+            ;
     if (r->reenter) {
         hm_notify *n = r->reenter;
         r->reenter = NULL; /* once */
