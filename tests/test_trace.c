@@ -826,6 +826,19 @@ static void test_survives_sigkill_multislot(void **state)
     hm_trace_free(t);
 }
 
+/* Case i's file at path must be refused by hm_trace_load with E_INVALIDARG and an error "PATH<message>". */
+static void expect_load_refused(const char *path, size_t i, const char *message)
+{
+    hm_trace *t = NULL;
+    HRESULT hr = hm_trace_load(path, &t);
+    if (hr != E_INVALIDARG)
+        fail_msg("case %zu: expected E_INVALIDARG, got 0x%08x", i, (unsigned)hr);
+    char want[256];
+    snprintf(want, sizeof want, "%s%s", path, message);
+    if (!strstr(HostMemLastError(), want))
+        fail_msg("case %zu: expected \"%s\" in \"%s\"", i, want, HostMemLastError());
+}
+
 /* ---- The reader's errors ---- */
 static const char header[] = "hostmem-trace 1\n";
 #define VA "VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=task"
@@ -869,14 +882,7 @@ static void test_parser_errors(void **state)
         bool has_header = strncmp(cases[i].text, "hostmem-trace", 13) == 0 || strncmp(cases[i].text, "hello", 5) == 0;
         snprintf(text, sizeof text, "%s%s", has_header ? "" : header, cases[i].text);
         write_file(path, text, strlen(text));
-        hm_trace *t = NULL;
-        HRESULT hr = hm_trace_load(path, &t);
-        if (hr != E_INVALIDARG)
-            fail_msg("case %zu: expected E_INVALIDARG, got 0x%08x", i, (unsigned)hr);
-        char want[256];
-        snprintf(want, sizeof want, "%s%s", path, cases[i].message);
-        if (!strstr(HostMemLastError(), want))
-            fail_msg("case %zu: expected \"%s\" in \"%s\"", i, want, HostMemLastError());
+        expect_load_refused(path, i, cases[i].message);
     }
 }
 
@@ -1118,14 +1124,7 @@ static void test_env_malformed(void **state)
         char text[8192];
         snprintf(text, sizeof text, "%s%s", header, cases[i].text);
         write_file(path, text, strlen(text));
-        hm_trace *t = NULL;
-        HRESULT hr = hm_trace_load(path, &t);
-        if (hr != E_INVALIDARG)
-            fail_msg("case %zu: expected E_INVALIDARG, got 0x%08x", i, (unsigned)hr);
-        char want[256];
-        snprintf(want, sizeof want, "%s%s", path, cases[i].message);
-        if (!strstr(HostMemLastError(), want))
-            fail_msg("case %zu: expected \"%s\" in \"%s\"", i, want, HostMemLastError());
+        expect_load_refused(path, i, cases[i].message);
     }
     /* An unknown "#! KEY:" line is a field a later hostmem added: a comment. */
     char text[256];
