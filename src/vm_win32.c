@@ -224,6 +224,21 @@ void hm__vm_reset(hm_vm *vm)
 
 /* ---- VirtualAlloc ------------------------------------------------------------------------------------------ */
 
+/* Charges `bytes` at `level`, then calls the real VirtualAlloc; a refusal of either changes nothing. */
+static HRESULT charged_alloc(hm_vm *vm, EMemoryCriticalLevel level, uint64_t bytes, uintptr_t address, size_t size,
+                             DWORD type, DWORD protect, void **out)
+{
+    if (!charge(vm, level, bytes))
+        return E_OUTOFMEMORY;
+    *out = VirtualAlloc((void *)address, size, type, protect);
+    if (!*out) {
+        HRESULT hr = last_error();
+        uncharge(vm, bytes);
+        return hr;
+    }
+    return S_OK;
+}
+
 /* A new reservation of [first, end) (first 0: anywhere, end - first bytes), committed too when type says so. */
 static HRESULT reserve(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWORD protect,
                        EMemoryCriticalLevel level, uintptr_t first, uintptr_t end, uintptr_t *out)
@@ -231,14 +246,10 @@ static HRESULT reserve(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DW
     uint64_t bytes = (type & MEM_COMMIT) ? end - first : 0;
     if (!room(vm))
         return E_OUTOFMEMORY;
-    if (!charge(vm, level, bytes))
-        return E_OUTOFMEMORY;
-    void *p = VirtualAlloc((void *)address, size, type, protect);
-    if (!p) {
-        HRESULT hr = last_error();
-        uncharge(vm, bytes);
+    void *p;
+    HRESULT hr = charged_alloc(vm, level, bytes, address, size, type, protect, &p);
+    if (FAILED(hr))
         return hr;
-    }
     uintptr_t base = (uintptr_t)p, stop = address ? end : base + (end - first);
     forget_stale(vm, base, stop);
     insert(vm, (reservation){base, stop, 0});
@@ -255,14 +266,10 @@ static HRESULT change(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWO
     if (!r || end > r->end)
         return HM_E_INVALID_ADDRESS;
     uint64_t bytes = (type & MEM_COMMIT) ? bytes_in_state(first, end, MEM_RESERVE) : 0;
-    if (!charge(vm, level, bytes))
-        return E_OUTOFMEMORY;
-    void *p = VirtualAlloc((void *)address, size, type, protect);
-    if (!p) {
-        HRESULT hr = last_error();
-        uncharge(vm, bytes);
+    void *p;
+    HRESULT hr = charged_alloc(vm, level, bytes, address, size, type, protect, &p);
+    if (FAILED(hr))
         return hr;
-    }
     account(vm, r, bytes, 0);
     *out = (uintptr_t)p;
     return S_OK;
