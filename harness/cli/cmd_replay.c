@@ -251,6 +251,9 @@ int hm__cmd_replay(int argc, char **argv)
     if (res.calls == 0 && !res.incomplete) {
         fprintf(stderr, "hostmem replay: '%s' holds no calls: nothing to replay, nothing checked\n", path);
         HostMemReplayFree(&res);
+        hm_trace_close(header);
+        free(env_options);
+        free(env.notes);
         return HM_EXIT_USAGE;
     }
     if (json) {
