@@ -3,8 +3,10 @@
 # from $CC/$CXX/$CFLAGS, the engine from $LIB_FUZZING_ENGINE, and into $OUT each target with its
 # <target>_seed_corpus.zip, <target>.dict and <target>.options. Runs unchanged from an OSS-Fuzz Dockerfile
 # (`COPY . $SRC/hostmem`, `WORKDIR $SRC/hostmem`, `COPY fuzz/build.sh $SRC/`), or locally:
-#   CC=clang CXX=clang++ CFLAGS="-fsanitize=address,fuzzer-no-link" LIB_FUZZING_ENGINE=-fsanitize=fuzzer \
-#     OUT=/tmp/out fuzz/build.sh
+#   CC=clang CXX=clang++ CFLAGS="-fsanitize=address,fuzzer-no-link" CXXFLAGS="-fsanitize=address,fuzzer-no-link" \
+#     LIB_FUZZING_ENGINE=-fsanitize=fuzzer OUT=/tmp/out fuzz/build.sh
+# (CXXFLAGS too: the targets link with clang++.)
+set -eu # also when run as `bash fuzz/build.sh`, which ignores the first line's flags
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the output directory}" "${CC:=clang}" "${CXX:=clang++}" "${CFLAGS:=}" "${CXXFLAGS:=}"
 : "${LIB_FUZZING_ENGINE:=-fsanitize=fuzzer}"
