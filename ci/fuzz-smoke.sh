@@ -114,13 +114,13 @@ done
 # A plugin built for coverage-guided fuzzing as docs/fuzzing.md says (the example host with
 # -fsanitize=fuzzer-no-link,address; the target provides the runtime) loads, its coverage is counted (a second
 # module) and the seeds' runs are clean.
-plugin="$out/libexample_mmap_fuzz.so"
+plugin="$(cd "$out" && pwd)/libexample_mmap_fuzz.so" # absolute: the build root may be relative or not
 log="$out/fuzz_calls-example-instrumented.log"
 cov_flags=(-shared -fPIC -g -O1 -fsanitize=fuzzer-no-link,address -I include)
 if ! clang "${cov_flags[@]}" -o "$plugin" examples/mmap_host/mmap_host.c; then
   echo "building the example host for coverage-guided fuzzing FAILED"
   status=1
-elif HOSTMEM_FUZZ_HOST="$(pwd)/$plugin" fuzz calls "$log" -runs=2000 -seed=1 -artifact_prefix="$out/example-" &&
+elif HOSTMEM_FUZZ_HOST="$plugin" fuzz calls "$log" -runs=2000 -seed=1 -artifact_prefix="$out/example-" &&
      grep -q "Loaded 2 modules" "$log"; then
   echo "the example host built for coverage: $(grep -Eo "cov: [0-9]+" "$log" | tail -1), 2 000 runs clean"
 else
