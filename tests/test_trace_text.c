@@ -73,6 +73,20 @@ static void test_lines_parse_and_format_back(void **state)
 
 /* Every buffer length, 0 to the line's length + 1: snprintf's contract (the first len - 1 bytes and a NUL, the full
  * length returned), so a caller can size its buffer from a first call. */
+/* A blank line (spaces, tabs, nothing) has no sequence number: refused with an empty token in the message. The
+ * parser once printed its first token uninitialised there: a wild pointer, which AFL++ found as a crash. */
+static void test_blank_line_refused(void **state)
+{
+    (void)state;
+    static const char *const blank[] = {"", " ", "     ", "\t \t"};
+    for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++) {
+        hm_trace_call call;
+        char err[256];
+        assert_int_not_equal(hm__trace_parse_line(blank[i], strlen(blank[i]), &call, err, sizeof err), 0);
+        assert_string_equal(err, "field 'seq': bad sequence number ''");
+    }
+}
+
 static void test_format_truncates_as_snprintf(void **state)
 {
     (void)state;
@@ -98,6 +112,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines_parse_and_format_back),
         cmocka_unit_test(test_format_truncates_as_snprintf),
+        cmocka_unit_test(test_blank_line_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

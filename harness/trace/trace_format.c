@@ -687,8 +687,8 @@ int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *e
 {
     parser ps = {line, line + len, err, errlen};
     hm__trace_call_init(c);
-    const char *tok;
-    size_t tlen;
+    const char *tok = line; /* a blank line has no first token: the message then shows '' */
+    size_t tlen = 0;
     uint64_t v;
 
     if (!next_token(&ps, &tok, &tlen) || !parse_u64(tok, tlen, &v) || v == 0)
