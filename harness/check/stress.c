@@ -6,6 +6,7 @@
  * page must keep what was written, a heap block must keep its fill (another block written over it shows up here),
  * and a refused call must change nothing. The shared heap is used by every thread at once, so blocks move between
  * threads' frees and allocations in the host's heap. */
+#include "host_bytes.h"
 #include "pressure.h"
 #include "stress.h"
 
@@ -248,10 +249,9 @@ static bool verify_page(worker *w, reservation *r, int p)
     if (used)
         return violate(w, "VirtualQuery(%p) gave %s", (void *)(page + (p * 37) % PAGE), diff);
     if (r->committed[p] && (r->protect[p] == PAGE_READWRITE || r->protect[p] == PAGE_READONLY)) {
-        const volatile unsigned char *bytes = (const unsigned char *)page;
-        if (bytes[0] != r->fill[p] || bytes[PAGE - 1] != r->fill[p])
-            return violate(w, "page %p holds %#x/%#x; it should hold %#x", (void *)page, bytes[0], bytes[PAGE - 1],
-                           r->fill[p]);
+        unsigned char first = host_byte(page, 0), last = host_byte(page, PAGE - 1);
+        if (first != r->fill[p] || last != r->fill[p])
+            return violate(w, "page %p holds %#x/%#x; it should hold %#x", (void *)page, first, last, r->fill[p]);
     }
     return true;
 }
@@ -335,14 +335,15 @@ static bool do_commit(worker *w, uint64_t x, reservation *r, int page, int count
     unsigned char fill = (unsigned char)(x >> 40) | 1;
     for (int k = page; k < page + count; k++) {
         unsigned char *pg = (unsigned char *)r->base + k * PAGE;
-        if (w->verify && !r->committed[k] && (pg[0] || pg[PAGE - 1]))
+        if (w->verify && !r->committed[k] && (host_byte(pg, 0) || host_byte(pg, PAGE - 1)))
             return violate(w, "a freshly committed page %p is not zero", (void *)pg);
         if (!r->committed[k])
             hold(w, PAGE);
         r->committed[k] = true;
         r->protect[k] = PAGE_READWRITE; /* committing again sets the protection */
         r->fill[k] = fill;
-        pg[0] = pg[PAGE - 1] = fill;
+        host_set_byte(pg, 0, fill);
+        host_set_byte(pg, PAGE - 1, fill);
     }
     return true;
 }
@@ -445,7 +446,7 @@ static bool do_heap(worker *w, uint64_t x)
             if (w->verify && (uintptr_t)b.p % 16)
                 return violate(w, "Alloc(%#zx) returned %p, which is not 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT)",
                                b.size, (void *)b.p);
-            memset(b.p, b.fill, b.size);
+            host_fill(b.p, b.fill, b.size);
             w->blocks[w->nblocks++] = b;
             hold(w, (int64_t)b.size);
         } else if (w->verify && b.p) {
@@ -456,12 +457,12 @@ static bool do_heap(worker *w, uint64_t x)
     block *b = &w->blocks[(x >> 10) % (uint64_t)w->nblocks];
     if (w->verify) { /* every 61st byte and the last: a block written over by another shows here */
         for (size_t i = 0; i < b->size; i += 61)
-            if (b->p[i] != b->fill)
+            if (host_byte(b->p, i) != b->fill)
                 return violate(w, "heap block %p byte %zu holds %#x, not %#x: another block overlaps it", (void *)b->p,
-                               i, b->p[i], b->fill);
-        if (b->p[b->size - 1] != b->fill)
+                               i, host_byte(b->p, i), b->fill);
+        if (host_byte(b->p, b->size - 1) != b->fill)
             return violate(w, "heap block %p byte %zu (its last) holds %#x, not %#x: another block overlaps it",
-                           (void *)b->p, b->size - 1, b->p[b->size - 1], b->fill);
+                           (void *)b->p, b->size - 1, host_byte(b->p, b->size - 1), b->fill);
     }
     uint64_t t0 = w->verify ? hm_now_ns() : 0;
     HRESULT hr = IHostMalloc_Free(b->heap, b->p);
@@ -588,8 +589,8 @@ static unsigned char tag_fill(uint64_t tag) { return (unsigned char)(tag ^ tag >
 
 static void write_canary(block *b)
 {
-    memcpy(b->p, &b->canary, sizeof b->canary);
-    memset(b->p + sizeof b->canary, tag_fill(b->canary), b->size - sizeof b->canary);
+    host_copy(b->p, &b->canary, sizeof b->canary);
+    host_fill(b->p + sizeof b->canary, tag_fill(b->canary), b->size - sizeof b->canary);
 }
 
 /* The heap workload's check: b (held by this thread, given by its call b->canary's seq) still holds its canary. When
@@ -599,23 +600,23 @@ static bool check_canary(worker *w, const block *b, const char *when)
     if (!w->verify)
         return true;
     uint64_t found;
-    memcpy(&found, b->p, sizeof found);
+    host_copy(&found, b->p, sizeof found);
     unsigned char fill = tag_fill(b->canary);
     size_t bad = 0;
     if (found == b->canary) { /* every fourth 8 bytes and the last 8 (the tag alone shows a block given twice) */
         uint64_t word = 0x0101010101010101ull * fill, got;
         bad = b->size;
         for (size_t at = sizeof found; at + 8 <= b->size; at += 32) {
-            memcpy(&got, b->p + at, 8);
+            host_copy(&got, b->p + at, 8);
             if (got != word) {
                 bad = at;
                 break;
             }
         }
         for (size_t i = b->size >= 16 ? b->size - 8 : sizeof found; bad == b->size && i < b->size; i++)
-            if (b->p[i] != fill)
+            if (host_byte(b->p, i) != fill)
                 bad = i;
-        while (bad < b->size && b->p[bad] == fill) /* the byte that differs */
+        while (bad < b->size && host_byte(b->p, bad) == fill) /* the byte that differs */
             bad++;
     }
     if (found == b->canary && bad == b->size)
@@ -647,7 +648,8 @@ static bool check_canary(worker *w, const block *b, const char *when)
                        (unsigned long long)b->canary, when);
     return violate(w, "heap block %p (%zu bytes, thread %u's from its call #%llu): byte %zu holds %#x, not %#x (found "
                       "%s): written by someone else while the thread held it",
-                   (void *)b->p, b->size, me, (unsigned long long)tag_seq(b->canary), bad, b->p[bad], fill, when);
+                   (void *)b->p, b->size, me, (unsigned long long)tag_seq(b->canary), bad, host_byte(b->p, bad), fill,
+                   when);
 }
 
 /* The heap workload's calls take tens of nanoseconds, as much as reading the clock twice: one in 8 is timed. */
@@ -719,7 +721,7 @@ static bool heap_step(worker *w)
     unsigned donor = (unsigned)(got >> 56);
     if (w->verify) { /* the donor's canary, intact: the donor named in it, the size it was handed over with */
         uint64_t found;
-        memcpy(&found, theirs.p, sizeof found);
+        host_copy(&found, theirs.p, sizeof found);
         theirs.canary = tag_thread(found) == donor && tag_size(found) == theirs.size ? found : make_tag(donor, theirs.size, 0);
         if (!check_canary(w, &theirs, "in a block another thread handed over"))
             return false;
