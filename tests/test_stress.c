@@ -261,12 +261,19 @@ static void load_series_spans_the_run(void **state)
         assert_non_null(r);
         hm_stress_config c = {.threads = 2, .seconds = 0.3, .seed = 4, .workload = (hm_stress_workload)workload,
                               .verify = true, .load_every_ms = 1};
-        assert_int_equal(hm__stress_run(m, &c, r), S_OK);
-        assert_int_equal(atomic_load(&r->violations), 0);
-        unsigned n = atomic_load(&r->load_samples);
+        /* The workers take a point when its time has come: a machine too busy to run them (TSan at a load of 8)
+         * takes fewer in 0.3 s. Such a run is tried again, longer, up to 2.4 s. */
+        unsigned n = 0;
+        for (int attempt = 0; attempt < 4; attempt++, c.seconds *= 2) {
+            assert_int_equal(hm__stress_run(m, &c, r), S_OK);
+            assert_int_equal(atomic_load(&r->violations), 0);
+            n = atomic_load(&r->load_samples);
+            if (n >= HM_STRESS_LOAD_SAMPLES / 4)
+                break;
+        }
         assert_true(n >= HM_STRESS_LOAD_SAMPLES / 4 && n <= HM_STRESS_LOAD_SAMPLES);
-        assert_true(r->load_series[0].seconds < 0.05);
-        assert_true(r->load_series[n - 1].seconds >= 0.28);
+        assert_true(r->load_series[0].seconds < c.seconds / 6);
+        assert_true(r->load_series[n - 1].seconds >= c.seconds * 0.93);
         int64_t most = 0;
         for (unsigned i = 0; i < n; i++) {
             assert_true(i == 0 || r->load_series[i].seconds > r->load_series[i - 1].seconds);
