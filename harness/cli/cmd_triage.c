@@ -53,6 +53,18 @@ static uint8_t *read_all(const char *path, size_t *size)
     return buf;
 }
 
+/* Whether path opens as a trace (any encoding); a file that does not is taken for a fuzz_calls input. */
+static bool is_trace(const char *path)
+{
+    hm_trace_reader *probe;
+    if (FAILED(hm_trace_open(path, &probe)))
+        return false;
+    hm_trace_close(probe);
+    return true;
+}
+
+static const char cannot_read_input[] = "cannot read the input or make a temporary file";
+
 /* A fuzz_calls input read whole (free it), with a new empty temporary file made in raw for the trace it will be
  * recorded into. NULL when the input cannot be read or the file cannot be made (raw is then empty). */
 static uint8_t *read_fuzz_input(const char *path, size_t *size, char *raw, size_t raw_size)
@@ -97,15 +109,12 @@ static void triage_child(void *ctx)
     triage_run *run = ctx;
     const char *trace = run->path;
     char raw[4096] = "";
-    hm_trace_reader *probe;
-    if (SUCCEEDED(hm_trace_open(run->path, &probe))) {
-        hm_trace_close(probe);
-    } else {
+    if (!is_trace(run->path)) {
         size_t size;
         uint8_t *data = read_fuzz_input(run->path, &size, raw, sizeof raw);
         if (!data) {
             run->diverged = -1;
-            snprintf(run->signature, sizeof run->signature, "cannot read the input or make a temporary file");
+            snprintf(run->signature, sizeof run->signature, "%s", cannot_read_input);
             return;
         }
         /* The verdict is the model's, on the host itself: a replay of the built-in run's trace could also diverge
@@ -165,16 +174,13 @@ static void reduce_child(void *ctx)
 {
     reduce_run *run = ctx;
     hm_trace *trace = NULL;
-    hm_trace_reader *probe;
     char raw[4096] = "";
     run->done = -1;
-    if (SUCCEEDED(hm_trace_open(run->path, &probe))) {
-        hm_trace_close(probe);
-    } else {
+    if (!is_trace(run->path)) {
         size_t size;
         uint8_t *data = read_fuzz_input(run->path, &size, raw, sizeof raw);
         if (!data) {
-            snprintf(run->failure, sizeof run->failure, "cannot read the input or make a temporary file");
+            snprintf(run->failure, sizeof run->failure, "%s", cannot_read_input);
             return;
         }
         (void)record_on_builtin(data, size, raw); /* the load below judges the trace it left */
