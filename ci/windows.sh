@@ -71,21 +71,20 @@ if [ ! -x "$linux/hostmem" ]; then
   cmake -S . -B "$linux" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$linux" --target hostmem_cli -j2 >/dev/null
 fi
-start=$SECONDS
-if WINEPREFIX="$prefixes/prefix" bash tests/windows/e2e_record.sh "$out" "$linux/hostmem" "$wine"; then
-  echo "ci/windows.sh: PASS e2e_record ($((SECONDS - start)) s)"
-else
-  echo "ci/windows.sh: FAIL e2e_record" >&2
-  failures=$((failures + 1))
-fi
+# run_script NAME: tests/windows/NAME.sh, which runs its own programs under Wine (in the shared prefix) and checks
+# their traces with the Linux hostmem; it prints its own lines, so only its verdict is said here.
+run_script() {
+  local name=$1 start=$SECONDS
+  if WINEPREFIX="$prefixes/prefix" bash "tests/windows/$name.sh" "$out" "$linux/hostmem" "$wine"; then
+    echo "ci/windows.sh: PASS $name ($((SECONDS - start)) s)"
+  else
+    echo "ci/windows.sh: FAIL $name" >&2
+    failures=$((failures + 1))
+  fi
+}
+run_script e2e_record
 # docs/windows.md: its snippet and commands, as the page gives them.
-start=$SECONDS
-if WINEPREFIX="$prefixes/prefix" bash tests/windows/docs_windows.sh "$out" "$linux/hostmem" "$wine"; then
-  echo "ci/windows.sh: PASS docs_windows ($((SECONDS - start)) s)"
-else
-  echo "ci/windows.sh: FAIL docs_windows" >&2
-  failures=$((failures + 1))
-fi
+run_script docs_windows
 if [ $failures != 0 ]; then
   echo "ci/windows.sh: $failures Windows test program(s) failed" >&2
   exit 1

@@ -7,7 +7,8 @@
  * clock.h      monotonic time               ledger.h     who owns which page     procmaps.h  /proc/self/maps
  * com.h        QueryInterface helpers       manager.h    the COM manager         size_parse.h sizes and counts
  * error.h      thread-local error text      notify.h     memory notifications    track.h     ASan/leak hooks
- * fork.h       fork safety                  options.h    HOSTMEM_* options       vm.h        the VM books */
+ * fork.h       fork safety                  options.h    HOSTMEM_* options       vm.h        the VM books
+ *                                                                                vm_args.h   the VMs' argument checks */
 #ifndef HOSTMEM_SRC_INTERNAL_H
 #define HOSTMEM_SRC_INTERNAL_H
 
@@ -26,5 +27,6 @@
 #include "size_parse.h"
 #include "track.h"
 #include "vm.h"
+#include "vm_args.h"
 
 #endif

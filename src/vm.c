@@ -16,7 +16,6 @@
 #define DEFAULT_SPAN_SIZE ((size_t)16 << 30)
 #define MIN_SPAN_SIZE ((size_t)64 << 20)
 #define INLINE_RUNS 2
-#define CACHE_MODIFIERS (PAGE_NOCACHE | PAGE_WRITECOMBINE)
 
 /* A run of pages with the same protection: 0 means reserved (not committed); otherwise the committed protection
  * without the cache modifiers (those belong to the allocation, rule 73), PAGE_GUARD included. */
@@ -102,18 +101,8 @@ static void *map_table(size_t size)
 
 static size_t table_bytes(size_t n, size_t item) { return (n * item + HM_PAGE_SIZE - 1) & ~(HM_PAGE_SIZE - 1); }
 
-static inline uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(HM_PAGE_SIZE - 1); }
 static inline uintptr_t granule_down(uintptr_t a) { return a & ~(uintptr_t)(HM_GRANULARITY - 1); }
 static inline uintptr_t region_end(const region *r) { return r->base + ((uintptr_t)r->pages << PAGE_SHIFT); }
-
-/* Rounds up to a page; false when that overflows. */
-static inline bool page_up(uintptr_t a, uintptr_t *out)
-{
-    if (a > UINTPTR_MAX - (HM_PAGE_SIZE - 1))
-        return false;
-    *out = (a + HM_PAGE_SIZE - 1) & ~(uintptr_t)(HM_PAGE_SIZE - 1);
-    return true;
-}
 
 static HRESULT hr_from_errno(int err)
 {
@@ -172,30 +161,6 @@ static int os_reset(hm_vm *vm, uintptr_t addr, size_t size)
 }
 
 /* ---- Protections ------------------------------------------------------------------------------------------ */
-
-bool hm__protect_is_valid(DWORD protect)
-{
-    DWORD base = protect & 0xFFu, mods = protect & ~0xFFu;
-    if (mods & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE))
-        return false;
-    switch (base) {
-    case PAGE_NOACCESS: case PAGE_READONLY: case PAGE_READWRITE:
-    case PAGE_EXECUTE: case PAGE_EXECUTE_READ: case PAGE_EXECUTE_READWRITE:
-        break;
-    default: /* none, two at once, or write-copy (mapped views only) */
-        return false;
-    }
-    /* Windows' documented exclusions (protection constants page). */
-    if ((mods & PAGE_GUARD) && base == PAGE_NOACCESS)
-        return false;
-    if ((mods & PAGE_NOCACHE) && (mods & (PAGE_GUARD | PAGE_WRITECOMBINE)))
-        return false;
-    if ((mods & PAGE_WRITECOMBINE) && (mods & PAGE_GUARD))
-        return false;
-    if ((mods & CACHE_MODIFIERS) && base == PAGE_NOACCESS)
-        return false;
-    return true;
-}
 
 int hm__protect_to_unix(DWORD protect)
 {
@@ -968,10 +933,6 @@ void hm__vm_reset(hm_vm *vm)
 
 /* ---- VirtualAlloc ------------------------------------------------------------------------------------------ */
 
-#define ALLOC_TYPES                                                                                               \
-    (MEM_COMMIT | MEM_RESERVE | MEM_RESET | MEM_RESET_UNDO | MEM_TOP_DOWN | MEM_WRITE_WATCH | MEM_LARGE_PAGES |  \
-     MEM_PHYSICAL)
-
 /* Finds room for a reservation of `pages` at no particular address: in a shared span (making one when all are
  * full) or, when larger than a quarter span, in a dedicated span. */
 static int reserve_anywhere(hm_vm *vm, size_t pages, bool top_down, span **out_span, uintptr_t *out_base)
@@ -1045,7 +1006,7 @@ static HRESULT commit_range(hm_vm *vm, region *r, size_t p0, size_t p1, DWORD pr
             hm__budget_uncharge(vm->budget, charge);
         return hr_from_errno(err);
     }
-    uint32_t stored = protect & ~(uint32_t)CACHE_MODIFIERS;
+    uint32_t stored = protect & ~(uint32_t)HM_CACHE_MODIFIERS;
     run_assign(r, p0, p1, stored);
     r->committed_pages += (p1 - p0) - already;
     account_commit(vm, (int64_t)((p1 - p0) - already));
@@ -1056,15 +1017,12 @@ static HRESULT commit_range(hm_vm *vm, region *r, size_t p0, size_t p1, DWORD pr
 
 static HRESULT validate_alloc(uintptr_t address, size_t size, DWORD type, DWORD protect)
 {
-    if (size == 0 || (type & ~(DWORD)ALLOC_TYPES))
+    HRESULT hr = hm__vm_check_alloc_type(size, type);
+    if (FAILED(hr))
+        return hr;
+    /* MEM_RESET must be alone (docs); MEM_RESET_UNDO cannot be honoured: reset pages are discarded at once. */
+    if ((type & (MEM_RESET | MEM_RESET_UNDO)) && type != MEM_RESET)
         return HM_E_INVALID_PARAMETER;
-    if (type & (MEM_RESET | MEM_RESET_UNDO)) {
-        /* MEM_RESET must be alone (docs); MEM_RESET_UNDO cannot be honoured: reset pages are discarded at once. */
-        if (type != MEM_RESET)
-            return HM_E_INVALID_PARAMETER;
-    } else if (!(type & (MEM_COMMIT | MEM_RESERVE))) {
-        return HM_E_INVALID_PARAMETER;
-    }
     if ((type & MEM_WRITE_WATCH) && !(type & MEM_RESERVE))
         return HM_E_INVALID_PARAMETER;
     if (type & MEM_PHYSICAL)
@@ -1093,8 +1051,8 @@ HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWOR
     HRESULT hr = validate_alloc(address, size, type, protect);
     if (FAILED(hr))
         return hr;
-    uintptr_t first = page_down(address), end;
-    page_up(address + size, &end); /* cannot overflow: validated above */
+    uintptr_t first = hm__page_down(address), end;
+    hm__page_up(address + size, &end); /* cannot overflow: validated above */
     bool reserve = (type & MEM_RESERVE) || ((type & MEM_COMMIT) && !address);
 
     pthread_rwlock_wrlock(&vm->lock);
@@ -1133,7 +1091,7 @@ HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWOR
         err = reserve_at(vm, base, end, &s);
     } else {
         uintptr_t bytes;
-        page_up(size, &bytes);
+        hm__page_up(size, &bytes);
         pages = bytes >> PAGE_SHIFT;
         err = pages > UINT32_MAX ? ENOMEM : reserve_anywhere(vm, pages, (type & MEM_TOP_DOWN) != 0, &s, &base);
     }
@@ -1171,17 +1129,13 @@ HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWOR
 HRESULT hm__vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero)
 {
     bool discard = zero || vm->os->enforces_protection; /* the os backend's decommit also takes access away */
-    if (type != MEM_DECOMMIT && type != MEM_RELEASE)
-        return HM_E_INVALID_PARAMETER;
-    if (type == MEM_RELEASE && size != 0) /* checked before the address, as kernelbase does */
-        return HM_E_INVALID_PARAMETER;
-    uintptr_t first = page_down(address), end = 0;
-    if (size && (size > UINTPTR_MAX - address || !page_up(address + size, &end)))
-        return HM_E_INVALID_PARAMETER;
+    uintptr_t first, end;
+    HRESULT hr = hm__vm_check_free(address, size, type, &first, &end);
+    if (FAILED(hr))
+        return hr;
 
     pthread_rwlock_wrlock(&vm->lock);
     region *r = find_region(vm, first);
-    HRESULT hr = S_OK;
     if (!r) {
         hr = HM_E_INVALID_ADDRESS;
     } else if (type == MEM_RELEASE) {
@@ -1237,7 +1191,7 @@ HRESULT hm__vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool 
 
 static DWORD reported_protect(const region *r, uint32_t stored)
 {
-    return stored ? stored | (r->alloc_protect & CACHE_MODIFIERS) : 0;
+    return stored ? stored | (r->alloc_protect & HM_CACHE_MODIFIERS) : 0;
 }
 
 HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old)
@@ -1245,9 +1199,10 @@ HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect,
     *old = PAGE_NOACCESS;
     if (!hm__protect_is_valid(protect))
         return HM_E_INVALID_PARAMETER;
-    uintptr_t first = page_down(address), end;
-    if (size > UINTPTR_MAX - address || !page_up(address + size, &end))
-        return HM_E_INVALID_PARAMETER;
+    uintptr_t first, end;
+    HRESULT hr = hm__vm_page_range(address, size, &first, &end);
+    if (FAILED(hr))
+        return hr;
     /* Every page [addr, addr+size) touches changes; an empty range (size 0 at a page boundary) changes nothing but
      * still looks at its page, which must be committed, for the old protection (Wine 8 does the same). */
     bool empty = end == first;
@@ -1255,7 +1210,6 @@ HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect,
         end = first + HM_PAGE_SIZE;
 
     pthread_rwlock_wrlock(&vm->lock);
-    HRESULT hr = S_OK;
     region *r = find_region(vm, first);
     bool all_committed = false;
     if (!r || end > region_end(r)) {
@@ -1267,7 +1221,7 @@ HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect,
             hr = HM_E_INVALID_ADDRESS; /* STATUS_NOT_COMMITTED */
         } else {
             DWORD previous = reported_protect(r, r->runs[run_index(r, p0)].protect);
-            uint32_t stored = protect & ~(uint32_t)CACHE_MODIFIERS;
+            uint32_t stored = protect & ~(uint32_t)HM_CACHE_MODIFIERS;
             int err = 0;
             if (!empty) {
                 err = runs_reserve(r);
@@ -1318,7 +1272,7 @@ bool hm__vm_spare(hm_vm *vm, uintptr_t address, uintptr_t *start, uintptr_t *end
 
 HRESULT hm__vm_query(hm_vm *vm, uintptr_t address, MEMORY_BASIC_INFORMATION *info)
 {
-    uintptr_t page = page_down(address);
+    uintptr_t page = hm__page_down(address);
     pthread_rwlock_rdlock(&vm->lock);
     span *s = find_span(vm, page);
     if (!s) {

@@ -77,8 +77,7 @@ void hm__vm_get_stats(hm_vm *vm, hm_vm_stats *out);
 /* Checks every invariant of the books; 0 when sound, else -1 with a message. */
 int hm__vm_check(hm_vm *vm, char *msg, size_t msglen);
 
-/* Win32 protection helpers (exposed for the tests and the conformance harness). */
-bool hm__protect_is_valid(DWORD protect);
+/* Win32 protections as Linux's (hm__protect_is_valid, which checks them, is in vm_args.h). */
 int hm__protect_to_unix(DWORD protect); /* HM_PROT_* bits; PAGE_GUARD pages are HM_PROT_NONE */
 
 #endif

@@ -22,10 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ALLOC_TYPES                                                                                               \
-    (MEM_COMMIT | MEM_RESERVE | MEM_RESET | MEM_RESET_UNDO | MEM_TOP_DOWN | MEM_WRITE_WATCH | MEM_LARGE_PAGES |  \
-     MEM_PHYSICAL)
-
 typedef struct reservation {
     uintptr_t base, end; /* [the base VirtualAlloc returned, the end of the last page asked for) */
     uint64_t committed;  /* bytes committed through this vm */
@@ -38,17 +34,6 @@ struct hm_vm {
     size_t n, cap;
     uint64_t reserved_bytes, committed_bytes, peak_committed_bytes;
 };
-
-static uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(HM_PAGE_SIZE - 1); }
-
-/* false when rounding up overflows */
-static bool page_up(uintptr_t a, uintptr_t *out)
-{
-    if (a > UINTPTR_MAX - (HM_PAGE_SIZE - 1))
-        return false;
-    *out = (a + HM_PAGE_SIZE - 1) & ~(uintptr_t)(HM_PAGE_SIZE - 1);
-    return true;
-}
 
 /* The HRESULT of the system call that just failed. */
 static HRESULT last_error(void)
@@ -279,15 +264,16 @@ HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWOR
                      uintptr_t *out)
 {
     *out = 0;
-    if (size == 0 || (type & ~(DWORD)ALLOC_TYPES) || !(type & (MEM_COMMIT | MEM_RESERVE | MEM_RESET | MEM_RESET_UNDO)))
-        return HM_E_INVALID_PARAMETER;
-    uintptr_t first = page_down(address), end;
-    if (size > UINTPTR_MAX - address || !page_up(address + size, &end))
-        return HM_E_INVALID_PARAMETER;
+    uintptr_t first, end;
+    HRESULT hr = hm__vm_check_alloc_type(size, type);
+    if (SUCCEEDED(hr))
+        hr = hm__vm_page_range(address, size, &first, &end);
+    if (FAILED(hr))
+        return hr;
     bool new_reservation = (type & MEM_RESERVE) || ((type & MEM_COMMIT) && !address);
     AcquireSRWLockExclusive(&vm->lock);
-    HRESULT hr = new_reservation ? reserve(vm, address, size, type, protect, level, first, end, out)
-                                 : change(vm, address, size, type, protect, level, first, end, out);
+    hr = new_reservation ? reserve(vm, address, size, type, protect, level, first, end, out)
+                         : change(vm, address, size, type, protect, level, first, end, out);
     ReleaseSRWLockExclusive(&vm->lock);
     return hr;
 }
@@ -297,16 +283,12 @@ HRESULT hm__vm_alloc(hm_vm *vm, uintptr_t address, size_t size, DWORD type, DWOR
 HRESULT hm__vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool zero)
 {
     (void)zero; /* the system always gives decommitted pages back as zero */
-    if (type != MEM_DECOMMIT && type != MEM_RELEASE)
-        return HM_E_INVALID_PARAMETER;
-    if (type == MEM_RELEASE && size != 0)
-        return HM_E_INVALID_PARAMETER;
-    uintptr_t first = page_down(address), end = 0;
-    if (size && (size > UINTPTR_MAX - address || !page_up(address + size, &end)))
-        return HM_E_INVALID_PARAMETER;
+    uintptr_t first, end;
+    HRESULT hr = hm__vm_check_free(address, size, type, &first, &end);
+    if (FAILED(hr))
+        return hr;
 
     AcquireSRWLockExclusive(&vm->lock);
-    HRESULT hr = S_OK;
     reservation *r = find(vm, first);
     if (!r) {
         hr = HM_E_INVALID_ADDRESS;
@@ -344,15 +326,15 @@ HRESULT hm__vm_free(hm_vm *vm, uintptr_t address, size_t size, DWORD type, bool 
 HRESULT hm__vm_protect(hm_vm *vm, uintptr_t address, size_t size, DWORD protect, DWORD *old)
 {
     *old = PAGE_NOACCESS;
-    uintptr_t first = page_down(address), end;
-    if (size > UINTPTR_MAX - address || !page_up(address + size, &end))
-        return HM_E_INVALID_PARAMETER;
+    uintptr_t first, end;
+    HRESULT hr = hm__vm_page_range(address, size, &first, &end);
+    if (FAILED(hr))
+        return hr;
     if (end == first) /* an empty range still looks at its page */
         end = first + HM_PAGE_SIZE;
     /* Shared: a release (exclusive) cannot take the pages away between the check and the call. */
     AcquireSRWLockShared(&vm->lock);
     reservation *r = find(vm, first);
-    HRESULT hr = S_OK;
     DWORD previous = PAGE_NOACCESS;
     if (!r || end > r->end)
         hr = HM_E_INVALID_ADDRESS;

@@ -842,6 +842,10 @@ static void expect_load_refused(const char *path, size_t i, const char *message)
 /* ---- The reader's errors ---- */
 static const char header[] = "hostmem-trace 1\n";
 #define VA "VirtualAlloc addr=0 size=0x10000 type=MEM_RESERVE prot=PAGE_READWRITE level=task"
+/* A value too long to quote whole: its first 80 bytes (A...) are shown, marked cut; the rest (Z...) is not. */
+#define A10 "AAAAAAAAAA"
+#define Z10 "ZZZZZZZZZZ"
+#define E_A78 "E_" A10 A10 A10 A10 A10 A10 A10 "AAAAAAAA"
 
 static void test_parser_errors(void **state)
 {
@@ -857,6 +861,12 @@ static void test_parser_errors(void **state)
         {"# a comment\n\n1 t1 VirtualFree addr=@7 size=0 type=MEM_RELEASE -> S_OK\n",
          ":4: field 'addr': unknown handle '@7'"},
         {"1 t1 " VA " -> E_WHATEVER mem=0\n", ":2: field 'result': unknown HRESULT 'E_WHATEVER'"},
+        /* A name past 40 bytes is quoted whole (up to 80), a longer one cut with a mark and its length. */
+        {"1 t1 " VA " -> HRESULT_FROM_WIN32(ERROR_NOT_ENOUGH_MEMORY_TYPO_AT_THE_END) mem=0\n",
+         ":2: field 'result': unknown HRESULT 'HRESULT_FROM_WIN32(ERROR_NOT_ENOUGH_MEMORY_TYPO_AT_THE_END)'"},
+        {"1 t1 " VA " -> " E_A78 Z10 Z10 " mem=0\n", ":2: field 'result': unknown HRESULT '" E_A78 "...' (100 bytes)"},
+        {"1 t1 VirtualAllocWithAVeryLongNameThatIsNotAMethodAtAll addr=0 -> S_OK\n",
+         ":2: field 'method': unknown method 'VirtualAllocWithAVeryLongNameThatIsNotAMethodAtAll'"},
         {"1 t1 VirtualFree addr=0 size=0 -> S_OK\n", ":2: field 'type': missing"},
         {"1 t1 VirtualFree addr=0 size=0 type=MEM_BOGUS -> S_OK\n", ":2: field 'type': unknown flag 'MEM_BOGUS'"},
         {"1 t1 VirtualAlloc addr=0 size=1 type=MEM_RESERVE prot=PAGE_READWRITE level=urgent -> S_OK mem=@1\n",
@@ -1113,6 +1123,7 @@ static void test_env_malformed(void **state)
         {"#! time: yesterday\n", ":2: field 'time': bad time 'yesterday'"},
         {"#! time: 2026-12-07 15:41:28\n", ":2: field 'time': bad time"},
         {"#! os: Linux\n", ":2: field 'os': bad OS name 'Linux'"},
+        {"#! os: " E_A78 Z10 Z10 Z10 "\n", ":2: field 'os': bad OS name '" E_A78 "...' (110 bytes) (lower-case"},
         {"# a comment\n#! host: a\n#! host: b\n", ":4: field 'host': given twice"},
         {"#! host-options: a\x01" "b\n", ":2: field 'host-options': control character 0x01"},
         {overlong, ":2: field 'faults': longer than 4000 bytes"},

@@ -225,36 +225,27 @@ int hm__cmd_replay(int argc, char **argv)
     opts.factory = open_choice;
     opts.factory_ctx = &choice;
 
-    hm_replay_result res;
+    hm_replay_result res = {0}; /* zeroed: freeing it is safe on every path, a child that failed included */
     HRESULT hr;
+    int code;
     if (no_fork) {
         hr = HostMemReplay(path, &opts, &res);
     } else {
-        int code = replay_isolated(path, &opts, (unsigned)timeout, json, &env, &hr, &res);
-        if (code != HM_EXIT_OK) {
-            hm_trace_close(header);
-            free(env_options);
-            free(env.notes);
-            return code;
-        }
+        code = replay_isolated(path, &opts, (unsigned)timeout, json, &env, &hr, &res);
+        if (code != HM_EXIT_OK)
+            goto done;
     }
     if (FAILED(hr)) {
         fprintf(stderr, "hostmem replay: %s\n", res.error[0] ? res.error : hm_hr_name(hr));
-        HostMemReplayFree(&res);
-        hm_trace_close(header);
-        free(env_options);
-        free(env.notes);
-        return HM_EXIT_USAGE;
+        code = HM_EXIT_USAGE;
+        goto done;
     }
     /* A trace without a call checks nothing: "every result matched" would be a vacuous pass (a writer that wrote
      * nothing, the wrong file kept as a regression trace). An incomplete one says so below instead. */
     if (res.calls == 0 && !res.incomplete) {
         fprintf(stderr, "hostmem replay: '%s' holds no calls: nothing to replay, nothing checked\n", path);
-        HostMemReplayFree(&res);
-        hm_trace_close(header);
-        free(env_options);
-        free(env.notes);
-        return HM_EXIT_USAGE;
+        code = HM_EXIT_USAGE;
+        goto done;
     }
     if (json) {
         printf("{\"trace\": ");
@@ -334,7 +325,8 @@ int hm__cmd_replay(int argc, char **argv)
             printf("faults: %s\n", res.fault_spec[0] ? res.fault_spec : "(none: no recorded failure to reproduce)");
     }
     /* An incomplete trace is not a clean pass: the run's end was never checked. */
-    int code = res.diverged || res.incomplete || res.unreproducible ? HM_EXIT_FAIL : HM_EXIT_OK;
+    code = res.diverged || res.incomplete || res.unreproducible ? HM_EXIT_FAIL : HM_EXIT_OK;
+done:
     HostMemReplayFree(&res);
     hm_trace_close(header); /* env's and choice's strings may point into the header */
     free(env_options);

@@ -53,38 +53,76 @@ static uint8_t *read_all(const char *path, size_t *size)
     return buf;
 }
 
+/* Whether path opens as a trace (any encoding); a file that does not is taken for a fuzz_calls input. */
+static bool is_trace(const char *path)
+{
+    hm_trace_reader *probe;
+    if (FAILED(hm_trace_open(path, &probe)))
+        return false;
+    hm_trace_close(probe);
+    return true;
+}
+
+static const char cannot_read_input[] = "cannot read the input or make a temporary file";
+
+/* A fuzz_calls input read whole (free it), with a new empty temporary file made in raw for the trace it will be
+ * recorded into. NULL when the input cannot be read or the file cannot be made (raw is then empty). */
+static uint8_t *read_fuzz_input(const char *path, size_t *size, char *raw, size_t raw_size)
+{
+    uint8_t *data = read_all(path, size);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(raw, raw_size, "%s/hostmem-triage-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = data ? mkstemp(raw) : -1;
+    if (fd < 0) {
+        free(data);
+        raw[0] = '\0';
+        return NULL;
+    }
+    close(fd);
+    return data;
+}
+
+/* Runs a fuzz_calls input with its report silenced; returns hm__fuzz_calls_run's status. */
+static int fuzz_run_quietly(const uint8_t *data, size_t size, hm_fuzz_config *config, hm_fuzz_outcome *outcome)
+{
+    FILE *quiet = fopen("/dev/null", "w");
+    config->report = quiet;
+    int status = hm__fuzz_calls_run(data, size, config, outcome);
+    if (quiet)
+        fclose(quiet);
+    return status;
+}
+
+/* Runs a fuzz_calls input on the built-in manager, recording its calls into the file raw (replaced). */
+static int record_on_builtin(const uint8_t *data, size_t size, const char *raw)
+{
+    char spec[4096 + 16];
+    snprintf(spec, sizeof spec, "%s,overwrite", raw);
+    hm_fuzz_config config = {.trace_path = spec};
+    hm_fuzz_outcome outcome = {0};
+    return fuzz_run_quietly(data, size, &config, &outcome);
+}
+
 /* In the child: a trace replays as it is; a fuzz input is first recorded on the built-in manager. */
 static void triage_child(void *ctx)
 {
     triage_run *run = ctx;
     const char *trace = run->path;
     char raw[4096] = "";
-    hm_trace_reader *probe;
-    if (SUCCEEDED(hm_trace_open(run->path, &probe))) {
-        hm_trace_close(probe);
-    } else {
+    if (!is_trace(run->path)) {
         size_t size;
-        uint8_t *data = read_all(run->path, &size);
-        const char *tmp = getenv("TMPDIR");
-        snprintf(raw, sizeof raw, "%s/hostmem-triage-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        int fd = data ? mkstemp(raw) : -1;
-        if (fd < 0) {
-            free(data);
+        uint8_t *data = read_fuzz_input(run->path, &size, raw, sizeof raw);
+        if (!data) {
             run->diverged = -1;
-            snprintf(run->signature, sizeof run->signature, "cannot read the input or make a temporary file");
+            snprintf(run->signature, sizeof run->signature, "%s", cannot_read_input);
             return;
         }
-        close(fd);
         /* The verdict is the model's, on the host itself: a replay of the built-in run's trace could also diverge
          * where the answers depend on placement (a fixed-address reservation), which is no bug. */
-        FILE *quiet = fopen("/dev/null", "w");
         hm_fuzz_config on_host = {.host_library = run->choice->library,
-                                  .host_options = run->choice->library ? run->choice->options : NULL,
-                                  .report = quiet};
+                                  .host_options = run->choice->library ? run->choice->options : NULL};
         hm_fuzz_outcome verdict = {0};
-        int ran = hm__fuzz_calls_run(data, size, &on_host, &verdict);
-        if (quiet)
-            fclose(quiet);
+        int ran = fuzz_run_quietly(data, size, &on_host, &verdict);
         if (ran != 0 || !verdict.mismatch) {
             free(data);
             unlink(raw);
@@ -92,13 +130,7 @@ static void triage_child(void *ctx)
             snprintf(run->signature, sizeof run->signature, "the host could not be set up");
             return;
         }
-        char spec[sizeof raw + 16];
-        snprintf(spec, sizeof spec, "%s,overwrite", raw);
-        hm_fuzz_config config = {.trace_path = spec, .report = fopen("/dev/null", "w")};
-        hm_fuzz_outcome outcome = {0};
-        int status = hm__fuzz_calls_run(data, size, &config, &outcome);
-        if (config.report)
-            fclose(config.report);
+        int status = record_on_builtin(data, size, raw);
         free(data);
         if (status != 0) {
             unlink(raw);
@@ -142,31 +174,16 @@ static void reduce_child(void *ctx)
 {
     reduce_run *run = ctx;
     hm_trace *trace = NULL;
-    hm_trace_reader *probe;
     char raw[4096] = "";
     run->done = -1;
-    if (SUCCEEDED(hm_trace_open(run->path, &probe))) {
-        hm_trace_close(probe);
-    } else {
+    if (!is_trace(run->path)) {
         size_t size;
-        uint8_t *data = read_all(run->path, &size);
-        const char *tmp = getenv("TMPDIR");
-        snprintf(raw, sizeof raw, "%s/hostmem-triage-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        int fd = data ? mkstemp(raw) : -1;
-        if (fd < 0) {
-            free(data);
-            snprintf(run->failure, sizeof run->failure, "cannot read the input or make a temporary file");
+        uint8_t *data = read_fuzz_input(run->path, &size, raw, sizeof raw);
+        if (!data) {
+            snprintf(run->failure, sizeof run->failure, "%s", cannot_read_input);
             return;
         }
-        close(fd);
-        char spec[sizeof raw + 16];
-        snprintf(spec, sizeof spec, "%s,overwrite", raw);
-        FILE *quiet = fopen("/dev/null", "w");
-        hm_fuzz_config config = {.trace_path = spec, .report = quiet};
-        hm_fuzz_outcome outcome = {0};
-        hm__fuzz_calls_run(data, size, &config, &outcome);
-        if (quiet)
-            fclose(quiet);
+        (void)record_on_builtin(data, size, raw); /* the load below judges the trace it left */
         free(data);
     }
     HRESULT hr = hm_trace_load(raw[0] ? raw : run->path, &trace);

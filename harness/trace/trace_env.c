@@ -75,27 +75,27 @@ int hm__trace_env_check(int field, const char *value, size_t len, char *err, siz
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f)
             return env_fail(err, errlen, field, "control character 0x%02x in the value", (unsigned char)value[i]);
-    /* A shown value is cut to 40 bytes, so a hostile header cannot flood the message. */
-    int shown = len > 40 ? 40 : (int)len;
     if (field == FIELD_TIME && len) {
         static const char shape[] = "DDDD-DD-DDTDD:DD:DDZ";
         bool ok = len == sizeof shape - 1;
         for (size_t i = 0; ok && i < len; i++)
             ok = shape[i] == 'D' ? is_digit(value[i]) : shape[i] == value[i];
         if (!ok)
-            return env_fail(err, errlen, field, "bad time '%.*s' (UTC as 2026-12-07T15:41:28Z)", shown, value);
+            return env_fail(err, errlen, field, "bad time %s (UTC as 2026-12-07T15:41:28Z)", HM_TRACE_SHOW(value, len));
     } else if (field == FIELD_PID && len) {
         bool ok = len <= 10;
         for (size_t i = 0; ok && i < len; i++)
             ok = is_digit(value[i]);
         if (!ok)
-            return env_fail(err, errlen, field, "bad process id '%.*s' (decimal, at most 10 digits)", shown, value);
+            return env_fail(err, errlen, field, "bad process id %s (decimal, at most 10 digits)",
+                            HM_TRACE_SHOW(value, len));
     } else if (field == FIELD_OS && len) {
         bool ok = len <= 32;
         for (size_t i = 0; ok && i < len; i++)
             ok = (value[i] >= 'a' && value[i] <= 'z') || is_digit(value[i]) || value[i] == '_';
         if (!ok)
-            return env_fail(err, errlen, field, "bad OS name '%.*s' (lower-case letters and digits)", shown, value);
+            return env_fail(err, errlen, field, "bad OS name %s (lower-case letters and digits)",
+                            HM_TRACE_SHOW(value, len));
     }
     return 0;
 }
@@ -147,8 +147,8 @@ int hm__trace_env_parse_block(hm_trace_env_store *store, const char *block, size
         /* An unknown "#! KEY: VALUE" is a field a later hostmem added; anything else does not belong here. */
         if (got == 0 && ((size_t)(nl - p) < strlen(HM_TRACE_ENV_PREFIX) ||
                          memcmp(p, HM_TRACE_ENV_PREFIX, strlen(HM_TRACE_ENV_PREFIX)) != 0)) {
-            snprintf(err, errlen, "field 'env': '%.*s' is not a line of the environment",
-                     (int)((size_t)(nl - p) > 40 ? 40 : (size_t)(nl - p)), p);
+            snprintf(err, errlen, "field 'env': %s is not a line of the environment",
+                     HM_TRACE_SHOW(p, (size_t)(nl - p)));
             return -1;
         }
         p = nl + 1;

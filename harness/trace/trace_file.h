@@ -43,6 +43,23 @@ void hm__trace_file_close(hm_trace_file *f, int64_t size);
  * reading. NULL with HostMemLastError() set. */
 FILE *hm__trace_file_open_read(const char *path);
 
+/* The wording both backends give their failures (trace_file_errors.c), so a trace's error reads the same on every
+ * OS. Each sets HostMemLastError(). */
+/* "cannot DOING trace 'PATH': WHY"; doing: "create", "record to", "map", "open". */
+void hm__trace_file_error(const char *doing, const char *path, const char *why);
+/* A new trace was asked for and path exists. */
+void hm__trace_file_exists_error(const char *path);
+/* The recorder's own allocation failed. */
+void hm__trace_file_out_of_memory(void);
+/* The reasons (WHY above) that do not come from the OS's own error text. */
+#define HM_TRACE_FILE_NOT_REGULAR "not a regular file"
+#define HM_TRACE_FILE_DIRECTORY "it is a directory"
+#define HM_TRACE_FILE_SYMLINK "it is a symbolic link"
+#define HM_TRACE_FILE_LOCKED "another process is recording into it"
+#define HM_TRACE_FILE_NO_SPACE "no space left on its file system for the header and the ring (1 MiB)"
+/* A pipe given by name (kind: "FIFO" on Linux, "pipe" on Windows). */
+#define HM_TRACE_FILE_PIPE(kind) "it is a " kind ", not a regular file (give '-' to read a pipe from stdin)"
+
 /* The process id that "%p" in a trace's name stands for. */
 unsigned long hm__trace_process_id(void);
 /* The OS a trace's header names ("linux", "windows"). */

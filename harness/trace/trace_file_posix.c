@@ -1,8 +1,6 @@
 /* The trace files' OS layer on Linux (trace_file.h). */
 #include "trace_file.h"
 
-#include "error.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -26,28 +24,24 @@ static int create_fd(const char *path, bool overwrite, size_t reserve)
     int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (overwrite ? 0 : O_EXCL), 0644);
     if (fd < 0) {
         if (errno == EEXIST)
-            hm__set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
-                         "in the name for the process id, or add ',overwrite')",
-                         path);
-        else if (errno == ELOOP)
-            hm__set_error("cannot create trace '%s': it is a symbolic link", path);
+            hm__trace_file_exists_error(path);
         else
-            hm__set_error("cannot create trace '%s': %s", path, strerror(errno));
+            hm__trace_file_error("create", path, errno == ELOOP ? HM_TRACE_FILE_SYMLINK : strerror(errno));
         return -1;
     }
     struct stat st;
     const char *why = NULL;
     int err = 0;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        why = "not a regular file";
+        why = HM_TRACE_FILE_NOT_REGULAR;
     else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
-        why = errno == EWOULDBLOCK ? "another process is recording into it" : strerror(errno);
+        why = errno == EWOULDBLOCK ? HM_TRACE_FILE_LOCKED : strerror(errno);
     else if (overwrite && ftruncate(fd, 0) != 0)
         why = strerror(errno);
     else if ((err = posix_fallocate(fd, 0, (off_t)reserve)) != 0)
-        why = err == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)" : strerror(err);
+        why = err == ENOSPC ? HM_TRACE_FILE_NO_SPACE : strerror(err);
     if (why) {
-        hm__set_error("cannot record to trace '%s': %s", path, why);
+        hm__trace_file_error("record to", path, why);
         if (err) /* the file is empty now: no trace is better than a file that is not one */
             unlink(path);
         close(fd);
@@ -60,7 +54,7 @@ hm_trace_file *hm__trace_file_create(const char *path, bool overwrite, size_t ma
 {
     hm_trace_file *f = calloc(1, sizeof *f);
     if (!f) {
-        hm__set_error("out of memory creating the recorder");
+        hm__trace_file_out_of_memory();
         return NULL;
     }
     if ((f->fd = create_fd(path, overwrite, mapped)) < 0) {
@@ -69,7 +63,7 @@ hm_trace_file *hm__trace_file_create(const char *path, bool overwrite, size_t ma
     }
     void *m = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
     if (m == MAP_FAILED) {
-        hm__set_error("cannot map trace '%s': %s", path, strerror(errno));
+        hm__trace_file_error("map", path, strerror(errno));
         close(f->fd);
         free(f);
         return NULL;
@@ -140,20 +134,20 @@ FILE *hm__trace_file_open_read(const char *path)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__trace_file_error("open", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__trace_file_error("open", path, strerror(errno));
         close(fd);
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        hm__set_error("cannot open trace '%s': %s", path,
-                     S_ISDIR(st.st_mode)    ? "it is a directory"
-                     : S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file (give '-' to read a pipe from stdin)"
-                                            : "not a regular file");
+        hm__trace_file_error("open", path,
+                             S_ISDIR(st.st_mode)    ? HM_TRACE_FILE_DIRECTORY
+                             : S_ISFIFO(st.st_mode) ? HM_TRACE_FILE_PIPE("FIFO")
+                                                    : HM_TRACE_FILE_NOT_REGULAR);
         close(fd);
         return NULL;
     }
@@ -162,7 +156,7 @@ FILE *hm__trace_file_open_read(const char *path)
         (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     FILE *file = fdopen(fd, "rb");
     if (!file) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__trace_file_error("open", path, strerror(errno));
         close(fd);
     }
     return file;

@@ -7,8 +7,6 @@
 
 #include "trace_file.h"
 
-#include "error.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <io.h>
@@ -68,7 +66,7 @@ static wchar_t *wide_path(const char *path, const char *what)
     int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, NULL, 0);
     wchar_t *w = n > 0 ? malloc((size_t)n * sizeof *w) : NULL;
     if (!w || MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, w, n) != n) {
-        hm__set_error("cannot %s trace '%s': %s", what, path, n > 0 ? "out of memory" : "the name is not UTF-8");
+        hm__trace_file_error(what, path, n > 0 ? "out of memory" : "the name is not UTF-8");
         free(w);
         return NULL;
     }
@@ -97,11 +95,9 @@ static HANDLE create_handle(const char *path, bool overwrite, size_t reserve)
     char text[256];
     if (h == INVALID_HANDLE_VALUE) {
         if (code == ERROR_FILE_EXISTS || code == ERROR_ALREADY_EXISTS)
-            hm__set_error("trace '%s' exists: hostmem does not overwrite a trace (remove it, give another name, use %%p "
-                         "in the name for the process id, or add ',overwrite')",
-                         path);
+            hm__trace_file_exists_error(path);
         else
-            hm__set_error("cannot create trace '%s': %s", path, error_text(code, text, sizeof text));
+            hm__trace_file_error("create", path, error_text(code, text, sizeof text));
         return INVALID_HANDLE_VALUE;
     }
     BY_HANDLE_FILE_INFORMATION info;
@@ -111,14 +107,14 @@ static HANDLE create_handle(const char *path, bool overwrite, size_t reserve)
     if (!GetFileInformationByHandle(h, &info)) {
         why = error_text(GetLastError(), text, sizeof text);
     } else if (info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) {
-        hm__set_error("cannot create trace '%s': it is a symbolic link", path);
+        hm__trace_file_error("create", path, HM_TRACE_FILE_SYMLINK);
         CloseHandle(h);
         return INVALID_HANDLE_VALUE;
     } else if ((info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) || GetFileType(h) != FILE_TYPE_DISK) {
-        why = "not a regular file";
+        why = HM_TRACE_FILE_NOT_REGULAR;
     } else if (!LockFileEx(h, LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &lock)) {
         code = GetLastError();
-        why = code == ERROR_LOCK_VIOLATION || code == ERROR_IO_PENDING ? "another process is recording into it"
+        why = code == ERROR_LOCK_VIOLATION || code == ERROR_IO_PENDING ? HM_TRACE_FILE_LOCKED
                                                                          : error_text(code, text, sizeof text);
     } else if (overwrite && !set_end_of_file(h, 0)) {
         why = error_text(GetLastError(), text, sizeof text);
@@ -133,12 +129,11 @@ static HANDLE create_handle(const char *path, bool overwrite, size_t reserve)
         if (!ok || !set_end_of_file(h, (int64_t)reserve)) {
             code = GetLastError();
             emptied = true;
-            why = errno_of(code) == ENOSPC ? "no space left on its file system for the header and the ring (1 MiB)"
-                                           : error_text(code, text, sizeof text);
+            why = errno_of(code) == ENOSPC ? HM_TRACE_FILE_NO_SPACE : error_text(code, text, sizeof text);
         }
     }
     if (why) {
-        hm__set_error("cannot record to trace '%s': %s", path, why);
+        hm__trace_file_error("record to", path, why);
         if (emptied) { /* the file is empty now: no trace is better than a file that is not one */
             FILE_DISPOSITION_INFO gone = {.DeleteFile = TRUE};
             (void)SetFileInformationByHandle(h, FileDispositionInfo, &gone, sizeof gone);
@@ -153,7 +148,7 @@ hm_trace_file *hm__trace_file_create(const char *path, bool overwrite, size_t ma
 {
     hm_trace_file *f = calloc(1, sizeof *f);
     if (!f) {
-        hm__set_error("out of memory creating the recorder");
+        hm__trace_file_out_of_memory();
         return NULL;
     }
     if ((f->handle = create_handle(path, overwrite, mapped)) == INVALID_HANDLE_VALUE) {
@@ -169,7 +164,7 @@ hm_trace_file *hm__trace_file_create(const char *path, bool overwrite, size_t ma
         CloseHandle(mapping);
     if (!view) {
         char text[256];
-        hm__set_error("cannot map trace '%s': %s", path, error_text(code, text, sizeof text));
+        hm__trace_file_error("map", path, error_text(code, text, sizeof text));
         CloseHandle(f->handle);
         free(f);
         return NULL;
@@ -245,27 +240,26 @@ FILE *hm__trace_file_open_read(const char *path)
     free(wpath);
     char text[256];
     if (h == INVALID_HANDLE_VALUE) {
-        hm__set_error("cannot open trace '%s': %s", path, error_text(code, text, sizeof text));
+        hm__trace_file_error("open", path, error_text(code, text, sizeof text));
         return NULL;
     }
     BY_HANDLE_FILE_INFORMATION info;
     const char *why = NULL;
     if (GetFileType(h) != FILE_TYPE_DISK)
-        why = GetFileType(h) == FILE_TYPE_PIPE ? "it is a pipe, not a regular file (give '-' to read a pipe from stdin)"
-                                                : "not a regular file";
+        why = GetFileType(h) == FILE_TYPE_PIPE ? HM_TRACE_FILE_PIPE("pipe") : HM_TRACE_FILE_NOT_REGULAR;
     else if (!GetFileInformationByHandle(h, &info))
         why = error_text(GetLastError(), text, sizeof text);
     else if (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)
-        why = "it is a directory";
+        why = HM_TRACE_FILE_DIRECTORY;
     int fd = why ? -1 : _open_osfhandle((intptr_t)h, _O_RDONLY | _O_BINARY);
     if (fd < 0) {
-        hm__set_error("cannot open trace '%s': %s", path, why ? why : strerror(errno));
+        hm__trace_file_error("open", path, why ? why : strerror(errno));
         CloseHandle(h);
         return NULL;
     }
     FILE *file = _fdopen(fd, "rb");
     if (!file) {
-        hm__set_error("cannot open trace '%s': %s", path, strerror(errno));
+        hm__trace_file_error("open", path, strerror(errno));
         _close(fd); /* closes the handle too */
     }
     return file;

@@ -398,8 +398,14 @@ static int fail(parser *ps, const char *field, const char *fmt, ...)
     return -1;
 }
 
-/* A value quoted in a message: at most 40 bytes of it, so a hostile line cannot flood the report. */
-#define SHOWN(len) ((int)((len) > 40 ? 40 : (len)))
+const char *hm__trace_shown(char *buf, const char *value, size_t len)
+{
+    if (len <= HM_TRACE_SHOWN_MAX)
+        snprintf(buf, HM_TRACE_SHOWN_SIZE, "'%.*s'", (int)len, value);
+    else
+        snprintf(buf, HM_TRACE_SHOWN_SIZE, "'%.*s...' (%zu bytes)", HM_TRACE_SHOWN_MAX, value, len);
+    return buf;
+}
 
 static bool parse_u64(const char *s, size_t len, uint64_t *out)
 {
@@ -434,7 +440,7 @@ static bool parse_u64(const char *s, size_t len, uint64_t *out)
 static int parse_number(parser *ps, const char *field, const char *s, size_t len, uint64_t max, uint64_t *out)
 {
     if (!parse_u64(s, len, out) || *out > max)
-        return fail(ps, field, "bad number '%.*s'", SHOWN(len), s);
+        return fail(ps, field, "bad number %s", HM_TRACE_SHOW(s, len));
     return 0;
 }
 
@@ -461,7 +467,7 @@ static int parse_flags(parser *ps, const char *field, const char *s, size_t len,
             if (tlen && isdigit((unsigned char)tok[0]) && parse_u64(tok, tlen, &num) && num <= UINT32_MAX)
                 v |= (uint32_t)num;
             else
-                return fail(ps, field, "unknown flag '%.*s'", SHOWN(tlen), tok);
+                return fail(ps, field, "unknown flag %s", HM_TRACE_SHOW(tok, tlen));
         }
         i = j + 1;
     }
@@ -479,15 +485,15 @@ static int parse_ref(parser *ps, const char *field, const char *s, size_t len, h
             plus++;
         uint64_t h;
         if (!parse_u64(s + 1, plus - 1, &h) || h == 0 || h > UINT32_MAX)
-            return fail(ps, field, "bad handle '%.*s'", SHOWN(len), s);
+            return fail(ps, field, "bad handle %s", HM_TRACE_SHOW(s, len));
         out->handle = (uint32_t)h;
         if (plus < len && !parse_u64(s + plus + 1, len - plus - 1, &out->value))
-            return fail(ps, field, "bad offset '%.*s'", SHOWN(len), s);
+            return fail(ps, field, "bad offset %s", HM_TRACE_SHOW(s, len));
         return 0;
     }
     out->kind = HM_REF_RAW;
     if (!parse_u64(s, len, &out->value))
-        return fail(ps, field, "bad address '%.*s'", SHOWN(len), s);
+        return fail(ps, field, "bad address %s", HM_TRACE_SHOW(s, len));
     return 0;
 }
 
@@ -499,7 +505,7 @@ static int parse_tagged(parser *ps, const char *field, const char *s, size_t len
         return 0;
     }
     if (len < 2 || s[0] != tag || !parse_u64(s + 1, len - 1, &v) || v == 0 || v > UINT32_MAX)
-        return fail(ps, field, "bad handle '%.*s' (expected %c1, %c2, ...)", SHOWN(len), s, tag, tag);
+        return fail(ps, field, "bad handle %s (expected %c1, %c2, ...)", HM_TRACE_SHOW(s, len), tag, tag);
     *out = (uint32_t)v;
     return 0;
 }
@@ -561,7 +567,7 @@ static int parse_level(parser *ps, const char *s, size_t len, int *out)
         *out = (int)v;
         return 0;
     }
-    return fail(ps, "level", "unknown level '%.*s' (expected task, appdomain, process or a number)", SHOWN(len), s);
+    return fail(ps, "level", "unknown level %s (expected task, appdomain, process or a number)", HM_TRACE_SHOW(s, len));
 }
 
 static int parse_field(parser *ps, field_id f, const char *s, size_t len, hm_trace_call *c)
@@ -677,7 +683,7 @@ static int parse_nulls(parser *ps, const method_fields *mf, const char *s, size_
         else if (mf->out2 && strlen(mf->out2) == tlen && memcmp(mf->out2, s + i, tlen) == 0)
             *out |= HM_TRACE_NULL_OUT2;
         else
-            return fail(ps, "null", "'%.*s' is not an out-parameter of this method", SHOWN(tlen), s + i);
+            return fail(ps, "null", "%s is not an out-parameter of this method", HM_TRACE_SHOW(s + i, tlen));
         i = j + 1;
     }
     return 0;
@@ -692,18 +698,18 @@ int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *e
     uint64_t v;
 
     if (!next_token(&ps, &tok, &tlen) || !parse_u64(tok, tlen, &v) || v == 0)
-        return fail(&ps, "seq", "bad sequence number '%.*s'", SHOWN(tlen), tok);
+        return fail(&ps, "seq", "bad sequence number %s", HM_TRACE_SHOW(tok, tlen));
     c->seq = v;
     if (!next_token(&ps, &tok, &tlen))
         return fail(&ps, "thread", "missing");
     if (tlen < 2 || tok[0] != 't' || !parse_u64(tok + 1, tlen - 1, &v) || v == 0 || v > UINT32_MAX)
-        return fail(&ps, "thread", "bad thread '%.*s' (expected t1, t2, ...)", SHOWN(tlen), tok);
+        return fail(&ps, "thread", "bad thread %s (expected t1, t2, ...)", HM_TRACE_SHOW(tok, tlen));
     c->thread = (uint32_t)v;
     if (!next_token(&ps, &tok, &tlen))
         return fail(&ps, "method", "missing");
     c->method = method_parse(tok, tlen);
     if (c->method < 0)
-        return fail(&ps, "method", "unknown method '%.*s'", SHOWN(tlen), tok);
+        return fail(&ps, "method", "unknown method %s", HM_TRACE_SHOW(tok, tlen));
     const method_fields *mf = &fields_of[c->method];
 
     /* Arguments until "->", then the result, then result fields. Each field once; arguments all present. */
@@ -716,13 +722,13 @@ int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *e
             if (!next_token(&ps, &tok, &tlen))
                 return fail(&ps, "result", "missing after '->'");
             if (hm_hr_parse(tok, tlen, &c->result) != 0)
-                return fail(&ps, "result", "unknown HRESULT '%.*s'", SHOWN(tlen), tok);
+                return fail(&ps, "result", "unknown HRESULT %s", HM_TRACE_SHOW(tok, tlen));
             results = true;
             continue;
         }
         const char *eq = memchr(tok, '=', tlen);
         if (!eq)
-            return fail(&ps, "?", "expected key=value, got '%.*s'", SHOWN(tlen), tok);
+            return fail(&ps, "?", "expected key=value, got %s", HM_TRACE_SHOW(tok, tlen));
         size_t klen = (size_t)(eq - tok);
         const char *val = eq + 1;
         size_t vlen = tlen - klen - 1;
@@ -737,7 +743,7 @@ int hm__trace_parse_line(const char *line, size_t len, hm_trace_call *c, char *e
             if (strlen(field_keys[list[i]]) == klen && memcmp(field_keys[list[i]], tok, klen) == 0)
                 found = list[i];
         if (found < 0)
-            return fail(&ps, "?", "unknown %s key '%.*s' for %s", results ? "result" : "argument", SHOWN(klen), tok,
+            return fail(&ps, "?", "unknown %s key %s for %s", results ? "result" : "argument", HM_TRACE_SHOW(tok, klen),
                         hm_trace_method_name(c->method));
         if (seen & (1u << found))
             return fail(&ps, field_keys[found], "given twice");

@@ -37,6 +37,15 @@
 /* A binary record is never longer than this (the file name dominates). */
 #define HM_TRACE_BIN_RECORD_MAX 640
 
+/* A value quoted in a reader's error: whole, in quotes, when it is up to HM_TRACE_SHOWN_MAX bytes (every name a trace
+ * uses is shorter); a longer one is cut there, marked so, with its length ('abc...' (5000 bytes)), so that a hostile
+ * line cannot flood the message and a cut value is never taken for the whole one. HM_TRACE_SHOW(value, len) gives
+ * the text for a "%s", valid until the end of the statement. */
+#define HM_TRACE_SHOWN_MAX 80
+#define HM_TRACE_SHOWN_SIZE (HM_TRACE_SHOWN_MAX + 40) /* the quotes, the mark, the length */
+const char *hm__trace_shown(char *buf, const char *value, size_t len);
+#define HM_TRACE_SHOW(value, len) hm__trace_shown((char[HM_TRACE_SHOWN_SIZE]){0}, (value), (len))
+
 /* ---- The raw encoding (recorder.c writes it, trace_reader.c reads it) -------------------------------------
  * A 64-byte header (magic, then at HM_RAW_RING_FIELD the ring's size in slots, a power of two; version 1 has no
  * ring and the field is zero), the ring (version 2), then 64-byte slots: record slot i at
