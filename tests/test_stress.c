@@ -272,7 +272,7 @@ static void load_series_spans_the_run(void **state)
                 break;
         }
         assert_true(n >= HM_STRESS_LOAD_SAMPLES / 4 && n <= HM_STRESS_LOAD_SAMPLES);
-        assert_true(r->load_series[0].seconds < c.seconds / 6);
+        assert_true(r->load_series[0].seconds < 0.001); /* taken before the threads start */
         assert_true(r->load_series[n - 1].seconds >= c.seconds * 0.93);
         int64_t most = 0;
         for (unsigned i = 0; i < n; i++) {

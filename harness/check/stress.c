@@ -892,6 +892,9 @@ HRESULT hm__stress_run(IHostMemoryManager *m, const hm_stress_config *config, hm
     uint64_t t0 = hm_now_ns();
     uint64_t every_ms = config->load_every_ms ? config->load_every_ms : 100;
     load_sampler sampler = {.started_ns = t0, .every_ns = every_ms * 1000000u, .next_ns = t0};
+    /* The first point, before any thread runs: the host's load as the run found it, at time 0 however late the
+     * threads start (on a busy machine the first worker ran 50 ms and more after t0). */
+    sample_load(m, report, &sampler, true);
     unsigned started = 0;
     for (unsigned i = 0; i < config->threads; i++) {
         workers[i] = (worker){.id = (int)i + 1, .m = m, .shared_heap = shared, .mailbox = mailbox,
