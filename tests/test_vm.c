@@ -9,11 +9,13 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -668,6 +670,55 @@ static void test_zero_option(void **state)
     assert_null(m);
 }
 
+/* The sim backend clears a decommit's written pages in place and keeps them mapped, so the next touch takes no page
+ * fault, as long as few are resident: whether it drops them (MADV_DONTNEED) goes by how many pages are resident, not
+ * by the size of the range, up to 16 MiB of them (more are dropped: the memory one discard keeps stays bounded). A
+ * large commit that was hardly touched used to drop its pages, and the fuzz target then faulted them in again on
+ * every input. Either way the pages read as zero when committed again. */
+static bool page_resident(const unsigned char *page)
+{
+    unsigned char v = 0;
+    assert_int_equal(mincore((void *)page, KB(4), &v), 0);
+    return v & 1;
+}
+
+static void test_sim_discard_in_place(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t region, written; /* bytes reserved and committed; bytes written from its start */
+        bool resident;          /* the written pages still mapped after the decommit */
+    } cases[] = {
+        {KB(1024), KB(12), true},               /* small, as always */
+        {KB(32 << 10), KB(12), true},           /* large, hardly touched: was dropped */
+        {KB(32 << 10), KB(16 << 10) + KB(4), false}, /* more than 16 MiB resident: dropped */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        IHostMemoryManager *m;
+        assert_int_equal(HostMemCreateBuiltinManager("deterministic=1,backend=sim,span=256M", &m), S_OK);
+        unsigned char *p, *q;
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, cases[i].region, MEM_RESERVE | MEM_COMMIT,
+                                                         PAGE_READWRITE, eTaskCritical, (void **)&p), S_OK);
+        for (size_t at = 0; at < cases[i].written; at += KB(4))
+            p[at] = 0xab, p[at + KB(4) - 1] = 0xcd;
+        p[cases[i].region - 1] = 0xef; /* the last page, past a 16 MiB look */
+        assert_int_equal(IHostMemoryManager_VirtualFree(m, p, 0, MEM_DECOMMIT), S_OK);
+        unsigned char *written[] = {p, p + cases[i].written - KB(4), p + cases[i].region - KB(4)};
+        for (size_t k = 0; k < sizeof written / sizeof written[0]; k++)
+            if (page_resident(written[k]) != cases[i].resident)
+                fail_msg("case %zu: the written page %p is %s after the decommit", i, (void *)written[k],
+                         cases[i].resident ? "dropped" : "still mapped");
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, p, cases[i].region, MEM_COMMIT, PAGE_READWRITE,
+                                                         eTaskCritical, (void **)&q), S_OK);
+        for (size_t k = 0; k < sizeof written / sizeof written[0]; k++)
+            for (size_t b = 0; b < KB(4); b++)
+                if (written[k][b])
+                    fail_msg("case %zu: byte %zu of the recommitted page %p reads %#x", i, b, (void *)written[k],
+                             written[k][b]);
+        IHostMemoryManager_Release(m);
+    }
+}
+
 /* Touching reserved or decommitted pages faults (real backend), and PAGE_GUARD is one-shot. */
 static int child_touch(void *address, int write)
 {
@@ -827,6 +878,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_access_faults, setup_os, teardown),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_zero_option),
+        cmocka_unit_test(test_sim_discard_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
