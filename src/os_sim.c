@@ -84,15 +84,20 @@ static int sim_discard(uintptr_t addr, size_t size)
      * libhostmem.a must fit it in glibc's small static TLS surplus when it is dlopened. */
     unsigned char resident[SIM_LOOK];
     size_t pages = size / HM_PAGE_SIZE, found = 0;
-    bool looked = true;
+    bool looked = true, counted = pages > SIM_LOOK;
+    uint64_t busy = 0; /* counted: the looks (the first 64) that found resident pages; the others need no second */
     /* Larger than one look: counted first, so that a range is either cleared in place or dropped whole, never
      * half cleared when the kernel refuses a part. */
-    for (size_t at = 0; pages > SIM_LOOK && at < pages && looked && found <= SIM_LOOK; at += SIM_LOOK) {
+    for (size_t at = 0, k = 0; counted && at < pages && looked && found <= SIM_LOOK; at += SIM_LOOK, k++) {
         size_t n = pages - at < SIM_LOOK ? pages - at : SIM_LOOK;
         looked = mincore((void *)(addr + at * HM_PAGE_SIZE), n * HM_PAGE_SIZE, resident) == 0;
-        found += looked ? count_resident(resident, n) : 0;
+        size_t here = looked ? count_resident(resident, n) : 0;
+        found += here;
+        busy |= here && k < 64 ? (uint64_t)1 << k : 0;
     }
-    for (size_t at = 0; looked && found <= SIM_LOOK && at < pages; at += SIM_LOOK) {
+    for (size_t at = 0, k = 0; looked && found <= SIM_LOOK && at < pages; at += SIM_LOOK, k++) {
+        if (counted && k < 64 && !(busy >> k & 1))
+            continue;
         size_t n = pages - at < SIM_LOOK ? pages - at : SIM_LOOK;
         uintptr_t piece = addr + at * HM_PAGE_SIZE;
         looked = mincore((void *)piece, n * HM_PAGE_SIZE, resident) == 0;

@@ -691,6 +691,7 @@ static void test_sim_discard_in_place(void **state)
     } cases[] = {
         {KB(1024), KB(12), true},               /* small, as always */
         {KB(32 << 10), KB(12), true},           /* large, hardly touched: was dropped */
+        {KB(48 << 10), KB(12), true},           /* the same, with nothing resident in its middle 16 MiB */
         {KB(32 << 10), KB(16 << 10) + KB(4), false}, /* more than 16 MiB resident: dropped */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
