@@ -883,15 +883,15 @@ void hm__vm_reset(hm_vm *vm)
         span *s = vm->spans[i];
         if (s->dedicated) {
             region *r = s->only;
-            bool zero = true; /* a spare must read as zero: one whose discard failed is unmapped */
+            /* Kept (for a reservation at the same place next time) unless large or many: unmapped whole, and then
+             * not cleared first. A spare must read as zero: one whose discard failed is unmapped. */
+            bool keep = s->size <= SPARE_DEDICATED_MAX_SIZE && dedicated_kept < SPARE_DEDICATED_MAX;
             if (r) {
-                zero = discard_committed(vm, r, 0, r->pages) == 0;
+                keep = keep && discard_committed(vm, r, 0, r->pages) == 0;
                 free_region_runs(vm, r, NULL);
             }
             s->only = NULL;
-            /* Kept (for a reservation at the same place next time) unless large or many: unmapped whole. */
-            if (!zero || s->size > SPARE_DEDICATED_MAX_SIZE || dedicated_kept == SPARE_DEDICATED_MAX ||
-                !spare_keep(vm, s)) {
+            if (!keep || !spare_keep(vm, s)) {
                 span_free(vm, s);
                 continue;
             }

@@ -9,11 +9,13 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -668,6 +670,48 @@ static void test_zero_option(void **state)
     assert_null(m);
 }
 
+/* The sim backend clears a decommit's written pages: in place below 16 MiB (they stay mapped, so the next touch
+ * takes no page fault), dropped (MADV_DONTNEED) from 16 MiB. Each written page holds one byte, at an offset of its
+ * own: the in-place zero test reads a page 32 bytes a step, and must see a byte in any lane of any step. */
+static bool page_resident(const unsigned char *page)
+{
+    unsigned char v = 0;
+    assert_int_equal(mincore((void *)page, KB(4), &v), 0);
+    return v & 1;
+}
+
+static void test_sim_decommit_zeroes(void **state)
+{
+    (void)state;
+    static const size_t offsets[] = {0, 7, 8, 31, 32, 40, 63, 64, 96, 127, 128, 1000, 2048, 4064, 4088, 4095};
+    static const struct {
+        size_t region;
+        bool resident; /* the written pages still mapped after the decommit */
+    } cases[] = {{KB(1024), true}, {KB(16 << 10) - KB(4), true}, {KB(16 << 10), false}, {KB(32 << 10), false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        IHostMemoryManager *m;
+        assert_int_equal(HostMemCreateBuiltinManager("deterministic=1,backend=sim,span=256M", &m), S_OK);
+        unsigned char *p, *q;
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, NULL, cases[i].region, MEM_RESERVE | MEM_COMMIT,
+                                                         PAGE_READWRITE, eTaskCritical, (void **)&p), S_OK);
+        size_t n = sizeof offsets / sizeof offsets[0];
+        for (size_t k = 0; k < n; k++)
+            p[k * KB(4) + offsets[k]] = 0xab;
+        assert_int_equal(IHostMemoryManager_VirtualFree(m, p, 0, MEM_DECOMMIT), S_OK);
+        for (size_t k = 0; k < n; k++)
+            if (page_resident(p + k * KB(4)) != cases[i].resident)
+                fail_msg("case %zu: the written page %p is %s after the decommit", i, (void *)(p + k * KB(4)),
+                         cases[i].resident ? "dropped" : "still mapped");
+        assert_int_equal(IHostMemoryManager_VirtualAlloc(m, p, cases[i].region, MEM_COMMIT, PAGE_READWRITE,
+                                                         eTaskCritical, (void **)&q), S_OK);
+        for (size_t k = 0; k < n; k++)
+            if (p[k * KB(4) + offsets[k]])
+                fail_msg("case %zu: byte %zu of the recommitted page %p reads %#x", i, offsets[k],
+                         (void *)(p + k * KB(4)), p[k * KB(4) + offsets[k]]);
+        IHostMemoryManager_Release(m);
+    }
+}
+
 /* Touching reserved or decommitted pages faults (real backend), and PAGE_GUARD is one-shot. */
 static int child_touch(void *address, int write)
 {
@@ -827,6 +871,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_access_faults, setup_os, teardown),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_zero_option),
+        cmocka_unit_test(test_sim_decommit_zeroes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

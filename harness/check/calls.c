@@ -151,6 +151,38 @@ static void call_noted(fuzz_run *r, unsigned slot)
     r->fault_count = r->faults ? HostMemFaultsLogCount(r->faults) : 0;
 }
 
+/* The arguments a note_call format takes, by kind: found once per format (a format is a string literal, so its
+ * address names it), not on every call, where the parsing (strchr, strspn, each checked by ASan) was most of
+ * note_call's cost. A direct-mapped cache: two formats that meet in one entry only cost a parse again. */
+enum { ARG_UNSIGNED, ARG_LONG, ARG_SIZE, ARG_POINTER, ARG_STRING };
+typedef struct {
+    const char *fmt;
+    unsigned char n, kind[DEFERRED_ARGS];
+} format_shape;
+
+HM_MODEL_UNTRACED static const format_shape *shape_of(const char *fmt)
+{
+    static format_shape cache[128];
+    format_shape *s = &cache[((uintptr_t)fmt >> 3) % (sizeof cache / sizeof cache[0])];
+    if (s->fmt == fmt)
+        return s;
+    s->n = 0;
+    for (const char *p = strchr(fmt, '%'); p && s->n < DEFERRED_ARGS; p = strchr(p + 1, '%')) {
+        if (p[1] == '%') {
+            p++;
+            continue;
+        }
+        const char *c = p + 1 + strspn(p + 1, "#0123456789lz");
+        s->kind[s->n++] = *c == 's'     ? ARG_STRING
+                          : *c == 'p'   ? ARG_POINTER
+                          : c[-1] == 'l' ? ARG_LONG
+                          : c[-1] == 'z' ? ARG_SIZE
+                                         : ARG_UNSIGNED; /* %d, %u, %x: int and unsigned share their representation */
+    }
+    s->fmt = fmt;
+    return s;
+}
+
 /* Describes the call about to be made; the arguments are kept, and formatted only when needed (format_deferred). */
 static void note_call(fuzz_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note_call(fuzz_run *r, const char *fmt, ...)
@@ -158,26 +190,18 @@ static void note_call(fuzz_run *r, const char *fmt, ...)
     unsigned slot = r->calls % HISTORY;
     r->pending[slot].kind = NOTE_DEFERRED;
     r->pending[slot].fmt = fmt;
+    const format_shape *shape = shape_of(fmt);
     va_list ap;
     va_start(ap, fmt);
-    size_t n = 0;
-    for (const char *p = strchr(fmt, '%'); p && n < DEFERRED_ARGS; p = strchr(p + 1, '%')) {
-        if (p[1] == '%') {
-            p++;
-            continue;
+    for (size_t n = 0; n < shape->n; n++) {
+        deferred_arg *a = &r->pending[slot].args[n];
+        switch (shape->kind[n]) {
+        case ARG_STRING: a->s = va_arg(ap, const char *); break;
+        case ARG_POINTER: a->u = (uintptr_t)va_arg(ap, void *); break;
+        case ARG_LONG: a->u = va_arg(ap, unsigned long); break;
+        case ARG_SIZE: a->u = va_arg(ap, size_t); break;
+        default: a->u = va_arg(ap, unsigned); break;
         }
-        const char *c = p + 1 + strspn(p + 1, "#0123456789lz");
-        deferred_arg *a = &r->pending[slot].args[n++];
-        if (*c == 's')
-            a->s = va_arg(ap, const char *);
-        else if (*c == 'p')
-            a->u = (uintptr_t)va_arg(ap, void *);
-        else if (c[-1] == 'l')
-            a->u = va_arg(ap, unsigned long);
-        else if (c[-1] == 'z')
-            a->u = va_arg(ap, size_t);
-        else
-            a->u = va_arg(ap, unsigned); /* %d, %u, %x: int and unsigned share their representation */
     }
     va_end(ap);
     call_noted(r, slot);
