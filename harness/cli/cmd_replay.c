@@ -196,7 +196,9 @@ int hm__cmd_replay(int argc, char **argv)
     if (!no_trace_env && SUCCEEDED(hm_trace_open(path, &header))) {
         const hm_trace_env *recorded = hm_trace_reader_env(header);
         env_options = hm__cli_host_from_env(recorded, &choice, !no_inject, true,
-                                            notes ? notes : json || emit_faults ? stderr : stdout); /* stdout: the spec alone */
+                                            notes                 ? notes
+                                            : json || emit_faults ? stderr
+                                                                  : stdout); /* stdout: the spec alone */
         if (recorded->faults && *recorded->faults && !given.faults && !choice.faults)
             env.recorded_faults = recorded->faults;
     }
@@ -210,14 +212,15 @@ int hm__cmd_replay(int argc, char **argv)
     if (default_options)
         choice.options = HM_REPLAY_BUILTIN_OPTIONS;
     env.host = choice.library ? choice.library : HM_TRACE_BUILTIN_HOST;
-    env.host_source = given.library ? "command line" : choice.library || header ? "trace" : "default";
-    if (!given.library && !choice.library && header) {
-        /* The built-in manager: the trace's when it names it, the default when its plugin is not here. */
-        const char *h = hm_trace_reader_env(header)->host;
-        env.host_source = h && strcmp(h, HM_TRACE_BUILTIN_HOST) == 0 ? "trace" : "default";
-    }
+    /* The built-in manager is the trace's when its header names it, the default when the recorded plugin is gone. */
+    const char *recorded_host = header ? hm_trace_reader_env(header)->host : NULL;
+    bool builtin_recorded = recorded_host && strcmp(recorded_host, HM_TRACE_BUILTIN_HOST) == 0;
+    env.host_source = given.library ? "command line" : choice.library || builtin_recorded ? "trace" : "default";
     env.options = choice.options;
-    env.options_source = given.options ? "command line" : default_options ? "default" : choice.options ? "trace" : "none";
+    env.options_source = given.options     ? "command line"
+                         : default_options ? "default"
+                         : choice.options  ? "trace"
+                                           : "none";
     if (!env.options)
         env.options = "";
     env.faults = choice.faults;
