@@ -81,6 +81,7 @@ done
 echo "fuzz_calls against the deliberately broken hosts (each must be caught):"
 declare -A expect=(
   [no_zero_recommit]="freshly committed pages read as zero"
+  [dirty_page]="it holds 0x5a5a5a5a5a5a5a5a.*freshly committed pages read as zero"
   [merged_regions]="expected \{Base"
   [overlapping_heap]="overlaps live block|changed behind the runtime's back"
   [release_anywhere]="returned S_OK .*Windows' rules say HRESULT_FROM_WIN32\(ERROR_INVALID_ADDRESS\)"
@@ -94,7 +95,7 @@ declare -A expect=(
 declare -A host_options=([lock_in_callback]="limit=64M")
 # (racy_heap is not here: the fuzzer calls from one thread; hostmem stress --workload heap catches it, in ctest.)
 hosts=$(cd "$out/hosts" && pwd)
-for bug in no_zero_recommit merged_regions overlapping_heap release_anywhere crash_on_query misaligned size_wrap \
+for bug in no_zero_recommit dirty_page merged_regions overlapping_heap release_anywhere crash_on_query misaligned size_wrap \
            short_block lock_in_callback leaky; do
   log="$out/fuzz_calls-broken-$bug.log"
   if HOSTMEM_FUZZ_HOST="$hosts/libhostmem_broken_$bug.so" HOSTMEM_FUZZ_HOST_OPTIONS="${host_options[$bug]:-}" \

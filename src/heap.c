@@ -1183,11 +1183,18 @@ static bool slot_in_use(chunk *c, uint32_t slot) { return slot_size_of(c, slot) 
  * handed out, and a chunk with no live slot has nothing to report. */
 static size_t collect_leaks(heap *h, hm_leak **out, bool quiescent)
 {
-    site_total *totals = calloc(h->nsites, sizeof *totals);
     *out = NULL;
+    chunk_set *all = &h->all;
+    if (quiescent) { /* most heaps die empty: then no table to total into is needed */
+        size_t i = 0;
+        while (i <= all->mask && !(all->slots[i] && all->slots[i]->live))
+            i++;
+        if (i > all->mask)
+            return 0;
+    }
+    site_total *totals = calloc(h->nsites, sizeof *totals);
     if (!totals)
         return 0;
-    chunk_set *all = &h->all;
     for (size_t i = 0; i <= all->mask; i++) {
         chunk *c = all->slots[i];
         uint32_t limit = !c ? 0 : !quiescent ? c->slots : !c->live ? 0 : c->bump < c->slots ? c->bump : c->slots;

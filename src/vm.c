@@ -850,6 +850,12 @@ void hm__vm_destroy(hm_vm *vm)
     free(vm);
 }
 
+/* At a reset, the committed pages of neighbouring reservations in a shared span are discarded with one call (the
+ * pages between them are zero and inaccessible already: discarding them too changes nothing), up to this many bytes
+ * a call: each call is a system call or two, and one under the simulated backend's in-place limit (os_sim.c) keeps
+ * the pages mapped for the next life. */
+#define RESET_DISCARD_MAX ((size_t)8 << 20)
+
 /* Dedicated spans hm__vm_reset keeps mapped: at most this many, none larger. */
 #define SPARE_DEDICATED_MAX 16
 #define SPARE_DEDICATED_MAX_SIZE ((size_t)256 << 20)
@@ -902,14 +908,25 @@ void hm__vm_reset(hm_vm *vm)
          * a release leaves them (only its own slots: clearing the table between regions would touch pages never
          * used). */
         bool zero = true;
+        uintptr_t lo = 0, hi = 0; /* committed pages not discarded yet, of one or more regions */
         for (size_t g = bit_find(s->used, 0, s->granules, true); g < s->granules;) {
             region *r = &s->slots[g];
             size_t n = (r->pages + PAGES_PER_GRANULE - 1) / PAGES_PER_GRANULE;
-            if (discard_committed(vm, r, 0, r->pages) != 0)
-                zero = false;
+            size_t a = 0, b = 0;
+            if (committed_bounds(r, 0, r->pages, &a, &b)) {
+                uintptr_t ra = r->base + (a << PAGE_SHIFT), rb = r->base + (b << PAGE_SHIFT);
+                if (hi && rb - lo > RESET_DISCARD_MAX) {
+                    zero = os_decommit(vm, lo, hi - lo) == 0 && zero;
+                    hi = 0;
+                }
+                lo = hi ? lo : ra;
+                hi = rb;
+            }
             region_detach(vm, r); /* clears r: n was read first */
             g = bit_find(s->used, g + n, s->granules, true);
         }
+        if (hi)
+            zero = os_decommit(vm, lo, hi - lo) == 0 && zero;
         s->lowest_free = 0;
         s->used_count = 0;
         if (!zero || !spare_keep(vm, s)) /* kept for span_create when it reads as zero, or back to the OS */

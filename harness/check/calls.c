@@ -19,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #define MAX_OPS 400
@@ -422,16 +424,59 @@ static space look(fuzz_run *r, uintptr_t address, size_t size)
 
 static uint64_t pattern(uint32_t stamp) { return stamp ? 0x9e3779b97f4a7c15ull * stamp | 1 : 0; }
 
+/* Whether a page that is not resident reads as zero: true of the built-in manager's memory (private anonymous
+ * mappings) when there is no swap, where a page with contents could also be out of memory. Not known of a plugin's
+ * (a host may map a file). Asked once. */
+static bool residency_tells_zero(const fuzz_run *r)
+{
+    static _Atomic int no_swap = -1; /* (a race to ask it first is harmless: same answer) */
+    if (no_swap < 0) {
+        struct sysinfo si;
+        no_swap = sysinfo(&si) == 0 && si.totalswap == 0;
+    }
+    return r->strict && no_swap;
+}
+
+#define RESIDENCY_WINDOW 512   /* pages whose residency one mincore() call finds */
+#define RESIDENCY_MIN_PAGES 16 /* a smaller range of the built-in's is sampled: a system call costs a page fault */
+
+/* Reads the readable committed pages of [p0, p1) (their first and last 8 bytes) and compares them with what the
+ * harness wrote, or zero. Pages the harness wrote are all read. The others must read as zero, and reading one the
+ * host never touched costs a page fault (and a discard later a zero page to look at) for no news, so which are read
+ * depends on what is known:
+ *   - every page the kernel holds in memory (mincore): only the host can have written one. For a plugin, and for a
+ *     range of the built-in's of more than RESIDENCY_MIN_PAGES pages;
+ *   - every 8th page, for what residency cannot tell: a plugin's pages (a host may map a file, whose pages out of
+ *     memory are not zero), the built-in's small ranges, and anything when the machine has swap. */
 HM_MODEL_UNTRACED static void check_contents(fuzz_run *r, const hm_model_region *g, size_t p0, size_t p1)
 {
+    unsigned char resident[RESIDENCY_WINDOW];
+    size_t known_from = 0, known_to = 0; /* pages whose residency is in resident[] */
+    bool zero_known = residency_tells_zero(r);
+    bool by_residency = !zero_known || p1 - p0 > RESIDENCY_MIN_PAGES;
+    bool every_8th = !(zero_known && by_residency);
     for (size_t p = p0; p < p1 && !r->failed; p++) {
         const hm_model_page *pg = &g->page[p];
         if (!pg->protect || pg->stamp == HM_STAMP_UNKNOWN || !hm__model_protect_readable(pg->protect))
             continue;
-        /* Reading a page the harness never wrote costs a page fault for little news: every 8th one is enough to
-         * catch a host that hands out dirty memory. */
-        if (!pg->written && p % 8 != 0)
-            continue;
+        if (!pg->written && !(every_8th && p % 8 == 0)) {
+            if (!by_residency)
+                continue;
+            if (p < known_from || p >= known_to) {
+                size_t n = p1 - p < RESIDENCY_WINDOW ? p1 - p : RESIDENCY_WINDOW;
+                if (mincore((void *)(g->base + p * HM_MODEL_PAGE), n * HM_MODEL_PAGE, resident) != 0) {
+                    by_residency = false; /* (not a mapping the kernel knows: the host's answers say otherwise) */
+                    every_8th = true;
+                    if (p % 8 != 0)
+                        continue;
+                } else {
+                    known_from = p;
+                    known_to = p + n;
+                }
+            }
+            if (by_residency && !(resident[p - known_from] & 1))
+                continue;
+        }
         const volatile uint64_t *first = (const uint64_t *)(g->base + p * HM_MODEL_PAGE);
         const volatile uint64_t *last = (const uint64_t *)(g->base + (p + 1) * HM_MODEL_PAGE - 8);
         uint64_t want = pattern(pg->stamp), a = *first, b = *last;

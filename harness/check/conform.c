@@ -14,6 +14,7 @@
 #define INVALID_ADDRESS HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
 #define BAD_LENGTH HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
 #define KB(x) ((size_t)(x) << 10)
+#define MB(x) ((size_t)(x) << 20)
 
 static void verdict(hm_rule_ctx *c, hm_rule_status status, const char *expected, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -271,6 +272,27 @@ static void rule_commit_zeroed(hm_rule_ctx *c)
     EXPECT_HR(c, "recommit", IHostMemoryManager_VirtualAlloc(c->m, p, KB(64), MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
     for (size_t i = 0; i < KB(64); i += 509)
         EXPECT(c, p[i] == 0, "pages read as zero after decommit and recommit", "byte %zu is %#x", i, (unsigned char)p[i]);
+}
+
+/* Where the first byte of [p, p + size) that is not zero is, or size. Every byte: a host that recycles pages may
+ * leave a single stale one anywhere (a sample of bytes or pages would miss it). */
+static size_t first_nonzero(const unsigned char *p, size_t size)
+{
+    for (size_t i = 0; i < size; i++)
+        if (p[i])
+            return i;
+    return size;
+}
+
+/* The runtime's usual call: reserve and commit in one. */
+static void rule_reserve_commit_zeroed(hm_rule_ctx *c)
+{
+    unsigned char *p = reserve(c, MB(1), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!p)
+        return;
+    size_t at = first_nonzero(p, MB(1));
+    EXPECT(c, at == MB(1), "every byte of a 1 MiB reservation committed in the same call reads as zero",
+           "byte %#zx (page %zu) is %#x", at, at / KB(4), at < MB(1) ? p[at] : 0);
 }
 
 static void rule_commit_keeps_contents(hm_rule_ctx *c)
@@ -1440,6 +1462,7 @@ static const hm_rule rules[] = {
     R("vm.reserve.top-down", "MEM_TOP_DOWN places a reservation above an earlier one", "docs/semantics.md: VirtualAlloc", rule_reserve_top_down),
     R("vm.commit.at-null", "MEM_COMMIT at NULL reserves and commits", "docs/semantics.md: VirtualAlloc", rule_commit_at_null),
     R("vm.commit.zeroed", "committed pages read as zero, also after decommit and recommit", "docs/semantics.md: VirtualAlloc", rule_commit_zeroed),
+    R("vm.alloc.reserve-commit-zeroed", "a reservation committed in the same call reads as zero, every byte", "docs/semantics.md: VirtualAlloc", rule_reserve_commit_zeroed),
     R("vm.commit.keeps-contents", "recommitting committed pages keeps their contents", "docs/semantics.md: VirtualAlloc", rule_commit_keeps_contents),
     R("vm.commit.sets-protection", "recommitting sets the new protection", "docs/semantics.md: VirtualAlloc", rule_commit_sets_protection),
     R("vm.commit.rounds-to-pages", "a commit covers every page its range touches and returns the page-rounded address", "docs/semantics.md: VirtualAlloc", rule_commit_rounds),

@@ -1,6 +1,8 @@
 /* Deliberately broken hosts, to prove hostmem's checks find real bugs. Each is hostmem's own manager behind a
  * decorator with one bug, chosen at compile time by BROKEN_<NAME>:
  *   NO_ZERO_RECOMMIT   committed pages keep stale contents (never zeroed again after a decommit)
+ *   DIRTY_PAGE         a reservation committed in the same call has a stale page (8 bytes in its 4th page): one
+ *                      the harness never wrote, and not one an every-8th-page sample reads
  *   MERGED_REGIONS     VirtualQuery runs a region on into the next allocation when it looks alike
  *   OVERLAPPING_HEAP   every 16th heap allocation returns a block that is still in use
  *   RELEASE_ANYWHERE   MEM_RELEASE accepts any address inside a reservation
@@ -281,6 +283,13 @@ static HRESULT STDMETHODCALLTYPE VirtualAlloc_(IHostMemoryManager *i, void *a, S
     HRESULT hr = IHostMemoryManager_VirtualAlloc(impl_from_IHostMemoryManager(i)->inner, a, s, t, p, l, pp);
 #ifdef BROKEN_LOCK_IN_CALLBACK
     pthread_mutex_unlock(&host_lock);
+#endif
+#ifdef BROKEN_DIRTY_PAGE
+    /* Pages from a cache of released ones, handed out again without being cleared: a reservation committed in the
+     * same call gets a 4th page (index 3) holding 8 stale bytes. */
+    if (SUCCEEDED(hr) && (t & MEM_RESERVE) && (t & MEM_COMMIT) && s > 3 * 0x1000 &&
+        (p == PAGE_READWRITE || p == PAGE_EXECUTE_READWRITE))
+        *(volatile unsigned long long *)((char *)*pp + 3 * 0x1000) = 0x5A5A5A5A5A5A5A5Aull;
 #endif
 #ifdef BROKEN_NO_ZERO_RECOMMIT
     /* Stale data where fresh zero pages belong: what a host that decommits with mprotect alone would show. */
