@@ -157,8 +157,8 @@ void hm__stress_format_call(const hm_stress_call *c, char *buf, size_t len)
                        r = (unsigned long long)c->result;
     switch (c->op) {
     case HM_STRESS_RESERVE:
-        snprintf(buf, len, "VirtualAlloc(NULL, %#llx, MEM_RESERVE, PAGE_READWRITE, %s) -> %s %#llx", s,
-                 level_name(c->level), hr, r);
+        snprintf(buf, len, "VirtualAlloc(NULL, %#llx, %s, PAGE_READWRITE, %s) -> %s %#llx", s,
+                 c->arg & MEM_COMMIT ? "MEM_RESERVE|MEM_COMMIT" : "MEM_RESERVE", level_name(c->level), hr, r);
         break;
     case HM_STRESS_COMMIT:
         snprintf(buf, len, "VirtualAlloc(%#llx, %#llx, MEM_COMMIT, PAGE_READWRITE, %s) -> %s", a, s,
@@ -297,19 +297,41 @@ static bool check_refusal(worker *w, HRESULT hr, EMemoryCriticalLevel level, uin
                    call, (unsigned long long)size, (unsigned long long)(after < before ? after : before));
 }
 
+/* One reservation in four is committed in the same call, as a runtime mostly asks: every page must read as zero (a
+ * host that recycles pages without clearing them is caught here, whichever page it left dirty). */
 static bool do_reserve(worker *w, uint64_t x)
 {
     void *p = NULL;
     EMemoryCriticalLevel level = (EMemoryCriticalLevel)(x % 3);
+    DWORD type = (x >> 20) % 4 == 0 ? MEM_RESERVE | MEM_COMMIT : MEM_RESERVE;
+    uint64_t before = w->check_refusals && (type & MEM_COMMIT) && level == eProcessCritical ? available_now(w) : 0;
     uint64_t t0 = w->verify ? hm_now_ns() : 0;
-    HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, NULL, PAGES * PAGE, MEM_RESERVE, PAGE_READWRITE, level, &p);
-    count_call(w, HM_STRESS_RESERVE, hr, t0, NULL, PAGES * PAGE, level, 0, p);
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(w->m, NULL, PAGES * PAGE, type, PAGE_READWRITE, level, &p);
+    count_call(w, HM_STRESS_RESERVE, hr, t0, NULL, PAGES * PAGE, level, type, p);
+    if ((type & MEM_COMMIT) &&
+        !check_refusal(w, hr, level, before, "VirtualAlloc(MEM_RESERVE|MEM_COMMIT)", PAGES * PAGE))
+        return false;
     if (SUCCEEDED(hr)) {
         if (w->verify && (!p || ((uintptr_t)p & 0xFFFF)))
             return violate(w, "a reservation came back at %p, not 64 KiB aligned", p);
         reservation *r = &w->res[w->nres++];
         memset(r, 0, sizeof *r);
         r->base = p;
+        if (type & MEM_COMMIT) {
+            unsigned char fill = (unsigned char)(x >> 40) | 1;
+            for (int k = 0; k < PAGES; k++) {
+                unsigned char *pg = (unsigned char *)r->base + k * PAGE;
+                if (w->verify && (host_byte(pg, 0) || host_byte(pg, PAGE - 1)))
+                    return violate(w, "a freshly committed page %p (page %d of a reservation committed in the same "
+                                      "call) is not zero", (void *)pg, k);
+                r->committed[k] = true;
+                r->protect[k] = PAGE_READWRITE;
+                r->fill[k] = fill;
+                host_set_byte(pg, 0, fill);
+                host_set_byte(pg, PAGE - 1, fill);
+            }
+            hold(w, PAGES * PAGE);
+        }
     } else if (w->verify && p) {
         return violate(w, "a failed VirtualAlloc left *ppMem = %p", p);
     }
