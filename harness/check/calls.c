@@ -438,7 +438,9 @@ static bool residency_tells_zero(const fuzz_run *r)
 }
 
 #define RESIDENCY_WINDOW 512   /* pages whose residency one mincore() call finds */
-#define RESIDENCY_MIN_PAGES 16 /* a smaller range of the built-in's is sampled: a system call costs a page fault */
+/* A smaller range of the built-in's is sampled instead: checked again after every call near it, its sampled page
+ * faults once and stays, where a mincore() would be paid at every check. */
+#define RESIDENCY_MIN_PAGES 16
 
 /* Reads the readable committed pages of [p0, p1) (their first and last 8 bytes) and compares them with what the
  * harness wrote, or zero. Pages the harness wrote are all read. The others must read as zero, and reading one the
@@ -465,7 +467,7 @@ HM_MODEL_UNTRACED static void check_contents(fuzz_run *r, const hm_model_region 
             if (p < known_from || p >= known_to) {
                 size_t n = p1 - p < RESIDENCY_WINDOW ? p1 - p : RESIDENCY_WINDOW;
                 if (mincore((void *)(g->base + p * HM_MODEL_PAGE), n * HM_MODEL_PAGE, resident) != 0) {
-                    by_residency = false; /* (not a mapping the kernel knows: the host's answers say otherwise) */
+                    by_residency = false; /* not mapped, although committed: the reads below say so */
                     every_8th = true;
                     if (p % 8 != 0)
                         continue;
