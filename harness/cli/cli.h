@@ -71,6 +71,8 @@ int hm__cli_trace_copy(const char *in, const char *out, hm_trace_encoding encodi
 
 /* Writes s as a JSON string (escaped), or null when s is NULL. */
 void hm__cli_json_string(FILE *f, const char *s);
+/* `, "key": ` and the value as hm__cli_json_string writes it: one member after the first of an object. */
+void hm__cli_json_member(FILE *f, const char *key, const char *value);
 
 /* Every numeric option: "123", "64K", "1M", "2G" (binary suffixes), from min to max. Anything else (a sign, a
  * fraction, hex, junk, an overflow, out of range) prints "hostmem COMMAND: OPTION 'TEXT' is ...: it wants ..." to

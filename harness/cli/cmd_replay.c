@@ -45,19 +45,12 @@ static void print_env_json(FILE *f, const env_used *e)
 {
     fprintf(f, ", \"environment_used\": {\"host\": ");
     hm__cli_json_string(f, e->host);
-    fprintf(f, ", \"host_options\": ");
-    hm__cli_json_string(f, e->options);
-    fprintf(f, ", \"faults\": ");
-    if (e->faults)
-        hm__cli_json_string(f, e->faults);
-    else
-        fprintf(f, "null");
+    hm__cli_json_member(f, "host_options", e->options);
+    hm__cli_json_member(f, "faults", e->faults); /* null when none */
     fprintf(f, ", \"source\": {\"host\": \"%s\", \"host_options\": \"%s\", \"faults\": \"%s\"}", e->host_source,
             e->options_source, e->faults_source);
-    if (e->recorded_faults) {
-        fprintf(f, ", \"recorded_faults_not_applied\": ");
-        hm__cli_json_string(f, e->recorded_faults);
-    }
+    if (e->recorded_faults)
+        hm__cli_json_member(f, "recorded_faults_not_applied", e->recorded_faults);
     fprintf(f, ", \"notes\": [");
     const char *line = e->notes ? e->notes : "";
     for (bool first = true; *line; first = false) {
@@ -135,8 +128,8 @@ static int replay_isolated(const char *path, const hm_replay_options *opts, unsi
         if (json) {
             printf("{\"trace\": ");
             hm__cli_json_string(stdout, path);
-            printf(", \"diverged\": false, \"host_failure\": ");
-            hm__cli_json_string(stdout, how.message);
+            printf(", \"diverged\": false");
+            hm__cli_json_member(stdout, "host_failure", how.message);
             print_env_json(stdout, env);
             printf("}\n");
         }
@@ -259,39 +252,30 @@ int hm__cmd_replay(int argc, char **argv)
                res.calls, res.host_calls, res.injected, res.notifications_recorded, res.notifications_seen, res.lost,
                res.implied, res.concurrent, res.diverged ? "true" : "false");
         if (res.incomplete) {
-            printf(", \"incomplete\": {\"calls\": %" PRIu64 ", \"reason\": ", res.incomplete_calls);
-            hm__cli_json_string(stdout, res.incomplete_reason);
+            printf(", \"incomplete\": {\"calls\": %" PRIu64, res.incomplete_calls);
+            hm__cli_json_member(stdout, "reason", res.incomplete_reason);
             printf("}");
         }
         if (res.unreproducible) {
-            printf(", \"unreproducible\": {\"seq\": %" PRIu64 ", \"reason\": ", res.unreproducible_seq);
-            hm__cli_json_string(stdout, res.unreproducible_reason);
+            printf(", \"unreproducible\": {\"seq\": %" PRIu64, res.unreproducible_seq);
+            hm__cli_json_member(stdout, "reason", res.unreproducible_reason);
             printf("}");
         }
         if (res.diverged) {
-            printf(", \"divergence\": {\"seq\": %" PRIu64 ", \"method\": ", res.divergence_seq);
-            hm__cli_json_string(stdout, hm_trace_method_name(res.divergence_method));
-            printf(", \"field\": ");
-            hm__cli_json_string(stdout, res.field);
-            printf(", \"expected\": ");
-            hm__cli_json_string(stdout, res.expected);
-            printf(", \"actual\": ");
-            hm__cli_json_string(stdout, res.actual);
+            printf(", \"divergence\": {\"seq\": %" PRIu64, res.divergence_seq);
+            hm__cli_json_member(stdout, "method", hm_trace_method_name(res.divergence_method));
+            hm__cli_json_member(stdout, "field", res.field);
+            hm__cli_json_member(stdout, "expected", res.expected);
+            hm__cli_json_member(stdout, "actual", res.actual);
             /* "recorded" and "this_host" say whose answer each is; "expected"/"actual" stay for older readers. */
-            printf(", \"recorded\": ");
-            hm__cli_json_string(stdout, res.expected);
-            printf(", \"this_host\": ");
-            hm__cli_json_string(stdout, res.actual);
-            printf(", \"signature\": ");
-            hm__cli_json_string(stdout, res.signature);
-            printf(", \"report\": ");
-            hm__cli_json_string(stdout, res.report);
+            hm__cli_json_member(stdout, "recorded", res.expected);
+            hm__cli_json_member(stdout, "this_host", res.actual);
+            hm__cli_json_member(stdout, "signature", res.signature);
+            hm__cli_json_member(stdout, "report", res.report);
             printf("}");
         }
-        if (res.fault_spec) {
-            printf(", \"faults\": ");
-            hm__cli_json_string(stdout, res.fault_spec);
-        }
+        if (res.fault_spec)
+            hm__cli_json_member(stdout, "faults", res.fault_spec);
         print_env_json(stdout, &env);
         printf("}\n");
     } else {

@@ -21,3 +21,9 @@ void hm__cli_json_string(FILE *f, const char *s)
     }
     fputc('"', f);
 }
+
+void hm__cli_json_member(FILE *f, const char *key, const char *value)
+{
+    fprintf(f, ", \"%s\": ", key);
+    hm__cli_json_string(f, value);
+}
