@@ -14,7 +14,6 @@
 #define INVALID_ADDRESS HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
 #define BAD_LENGTH HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
 #define KB(x) ((size_t)(x) << 10)
-#define MB(x) ((size_t)(x) << 20)
 
 static void verdict(hm_rule_ctx *c, hm_rule_status status, const char *expected, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -287,12 +286,12 @@ static size_t first_nonzero(const unsigned char *p, size_t size)
 /* The runtime's usual call: reserve and commit in one. */
 static void rule_reserve_commit_zeroed(hm_rule_ctx *c)
 {
-    unsigned char *p = reserve(c, MB(1), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    unsigned char *p = reserve(c, KB(256), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
     if (!p)
         return;
-    size_t at = first_nonzero(p, MB(1));
-    EXPECT(c, at == MB(1), "every byte of a 1 MiB reservation committed in the same call reads as zero",
-           "byte %#zx (page %zu) is %#x", at, at / KB(4), at < MB(1) ? p[at] : 0);
+    size_t at = first_nonzero(p, KB(256));
+    EXPECT(c, at == KB(256), "every byte of a 256 KiB reservation committed in the same call reads as zero",
+           "byte %#zx (page %zu) is %#x", at, at / KB(4), at < KB(256) ? p[at] : 0);
 }
 
 static void rule_commit_keeps_contents(hm_rule_ctx *c)
