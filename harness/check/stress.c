@@ -297,6 +297,29 @@ static bool check_refusal(worker *w, HRESULT hr, EMemoryCriticalLevel level, uin
                    call, (unsigned long long)size, (unsigned long long)(after < before ? after : before));
 }
 
+/* After a successful commit of pages [page, page + count) of r (with_reserve: made in the same call as r): each page
+ * committed for the first time must read as zero; then every page takes the step's fill byte at both ends. */
+static bool take_commit(worker *w, uint64_t x, reservation *r, int page, int count, bool with_reserve)
+{
+    unsigned char fill = (unsigned char)(x >> 40) | 1;
+    for (int k = page; k < page + count; k++) {
+        unsigned char *pg = (unsigned char *)r->base + k * PAGE;
+        if (!r->committed[k]) {
+            if (w->verify && (host_byte(pg, 0) || host_byte(pg, PAGE - 1)))
+                return with_reserve ? violate(w, "a freshly committed page %p (page %d of a reservation committed in "
+                                                 "the same call) is not zero", (void *)pg, k)
+                                    : violate(w, "a freshly committed page %p is not zero", (void *)pg);
+            hold(w, PAGE);
+        }
+        r->committed[k] = true;
+        r->protect[k] = PAGE_READWRITE; /* committing again sets the protection */
+        r->fill[k] = fill;
+        host_set_byte(pg, 0, fill);
+        host_set_byte(pg, PAGE - 1, fill);
+    }
+    return true;
+}
+
 /* One reservation in four is committed in the same call, as a runtime mostly asks: every page must read as zero (a
  * host that recycles pages without clearing them is caught here, whichever page it left dirty). */
 static bool do_reserve(worker *w, uint64_t x)
@@ -317,21 +340,8 @@ static bool do_reserve(worker *w, uint64_t x)
         reservation *r = &w->res[w->nres++];
         memset(r, 0, sizeof *r);
         r->base = p;
-        if (type & MEM_COMMIT) {
-            unsigned char fill = (unsigned char)(x >> 40) | 1;
-            for (int k = 0; k < PAGES; k++) {
-                unsigned char *pg = (unsigned char *)r->base + k * PAGE;
-                if (w->verify && (host_byte(pg, 0) || host_byte(pg, PAGE - 1)))
-                    return violate(w, "a freshly committed page %p (page %d of a reservation committed in the same "
-                                      "call) is not zero", (void *)pg, k);
-                r->committed[k] = true;
-                r->protect[k] = PAGE_READWRITE;
-                r->fill[k] = fill;
-                host_set_byte(pg, 0, fill);
-                host_set_byte(pg, PAGE - 1, fill);
-            }
-            hold(w, PAGES * PAGE);
-        }
+        if (type & MEM_COMMIT)
+            return take_commit(w, x, r, 0, PAGES, true);
     } else if (w->verify && p) {
         return violate(w, "a failed VirtualAlloc left *ppMem = %p", p);
     }
@@ -354,20 +364,7 @@ static bool do_commit(worker *w, uint64_t x, reservation *r, int page, int count
         return !w->verify || verify_unchanged(w, r, page, count, "VirtualAlloc(MEM_COMMIT)", hr);
     if (w->verify && c != at)
         return violate(w, "VirtualAlloc(%p, MEM_COMMIT) gave back %p", (void *)at, c);
-    unsigned char fill = (unsigned char)(x >> 40) | 1;
-    for (int k = page; k < page + count; k++) {
-        unsigned char *pg = (unsigned char *)r->base + k * PAGE;
-        if (w->verify && !r->committed[k] && (host_byte(pg, 0) || host_byte(pg, PAGE - 1)))
-            return violate(w, "a freshly committed page %p is not zero", (void *)pg);
-        if (!r->committed[k])
-            hold(w, PAGE);
-        r->committed[k] = true;
-        r->protect[k] = PAGE_READWRITE; /* committing again sets the protection */
-        r->fill[k] = fill;
-        host_set_byte(pg, 0, fill);
-        host_set_byte(pg, PAGE - 1, fill);
-    }
-    return true;
+    return take_commit(w, x, r, page, count, false);
 }
 
 static bool do_decommit(worker *w, reservation *r, int page, int count)
