@@ -39,11 +39,46 @@ static void pause_ms(long ms)
     nanosleep(&t, NULL);
 }
 
+/* Runs body(arg) in a child whose hang reports go to a pipe; the report (NUL-terminated) lands in text, the child's
+ * wait status in *status. Returns what the read returned (0: no report). */
+static ssize_t in_child(void (*body)(const void *arg), const void *arg, char *text, size_t len, int *status)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        report_fd = fds[1];
+        body(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], text, len - 1);
+    text[got > 0 ? got : 0] = '\0';
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, status, 0), pid);
+    return got;
+}
+
 typedef struct {
     const char *name;
     double first_seconds; /* a call armed, waited on a little and returned, before the one that hangs */
     double hang_seconds;  /* the call that hangs, armed with this */
 } hang_case;
+
+/* In the child: an optional call that returns, then one that hangs. */
+static void arm_then_hang(const void *arg)
+{
+    const hang_case *c = arg;
+    if (c->first_seconds > 0) {
+        hm__watchdog_arm("the call that returns", c->first_seconds, report_hang, NULL);
+        pause_ms(50); /* the watchdog is waiting for its deadline now */
+        hm__watchdog_disarm();
+    }
+    hm__watchdog_arm("the call that hangs", c->hang_seconds, report_hang, NULL);
+    pause_ms(20000);
+}
 
 /* A call that hangs is reported under its name within its time (plus scheduling slack), also when the watchdog was
  * last waiting for a much later deadline of an earlier call that returned: the arm must wake it. The process then
@@ -58,30 +93,10 @@ static void hang_is_reported_on_time(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const hang_case *c = &cases[i];
-        int fds[2];
-        assert_int_equal(pipe(fds), 0);
-        double start = now_seconds();
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            close(fds[0]);
-            report_fd = fds[1];
-            if (c->first_seconds > 0) {
-                hm__watchdog_arm("the call that returns", c->first_seconds, report_hang, NULL);
-                pause_ms(50); /* the watchdog is waiting for its deadline now */
-                hm__watchdog_disarm();
-            }
-            hm__watchdog_arm("the call that hangs", c->hang_seconds, report_hang, NULL);
-            pause_ms(20000);
-            _exit(0);
-        }
-        close(fds[1]);
-        char text[200] = "";
-        ssize_t got = read(fds[0], text, sizeof text - 1);
-        text[got > 0 ? got : 0] = '\0';
-        close(fds[0]);
+        char text[200];
         int status = 0;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
+        double start = now_seconds();
+        in_child(arm_then_hang, c, text, sizeof text, &status);
         double took = now_seconds() - start;
         print_message("%s: '%s', %.2f s\n", c->name, text, took);
         assert_string_equal(text, "the call that hangs after 0.2 s");
@@ -90,33 +105,26 @@ static void hang_is_reported_on_time(void **state)
     }
 }
 
+/* In the child: 0.6 s of calls, each far shorter than its 0.1 s, then a wait past the last deadline. */
+static void quick_calls(const void *arg)
+{
+    (void)arg;
+    double end = now_seconds() + 0.6;
+    while (now_seconds() < end) {
+        hm__watchdog_arm("a quick call", 0.1, report_hang, NULL);
+        hm__watchdog_disarm();
+    }
+    pause_ms(300);
+}
+
 /* Calls that return within their time are never reported, however many and however close together, nor after the
  * last one (the watchdog wakes at a deadline that is past and finds nothing armed). */
 static void returned_calls_are_not_reported(void **state)
 {
     (void)state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        report_fd = fds[1];
-        double end = now_seconds() + 0.6;
-        while (now_seconds() < end) { /* 0.6 s of calls, each far shorter than its 0.1 s */
-            hm__watchdog_arm("a quick call", 0.1, report_hang, NULL);
-            hm__watchdog_disarm();
-        }
-        pause_ms(300); /* past the last deadline */
-        _exit(0);
-    }
-    close(fds[1]);
-    char text[200] = "";
-    ssize_t got = read(fds[0], text, sizeof text - 1);
-    close(fds[0]);
+    char text[200];
     int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_int_equal(got, 0);
+    assert_int_equal(in_child(quick_calls, NULL, text, sizeof text, &status), 0);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
