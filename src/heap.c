@@ -185,10 +185,14 @@ static inline uint64_t block_size(chunk *c, uint32_t slot)
  * the granule number itself: a heap's chunks are mostly neighbours in the address space (the manager places them
  * so), so they land in distinct entries, each at its home, where Free's fast path looks (and only there). A quarter
  * full: the chunks of a thread that shares the address space with up to three others still find their homes. */
+#define CHUNK_SET_FIRST_BITS 6
 typedef struct chunk_set {
-    chunk **slots;
+    chunk **slots; /* first_slots until the set outgrows them, then a malloc'd array */
     size_t mask, count;
     unsigned bits;
+    /* In the set's owner (heap or local): a heap is one allocation, not five (each one costs a fuzz run a
+     * microsecond under ASan). */
+    chunk *first_slots[(size_t)1 << CHUNK_SET_FIRST_BITS];
 } chunk_set;
 
 typedef struct thread_locals thread_locals;
@@ -231,7 +235,7 @@ struct heap {
     chunk *spares;    /* empty chunks kept for reuse by any thread and class (heap lock) */
     size_t spare_count;
     size_t chunks_in_use, peak_chunks_in_use; /* small chunks serving a local (heap lock) */
-    site *sites;
+    site *sites; /* first_sites until a ninth site, then a malloc'd array */
     size_t nsites, cap_sites;
     /* Taken, inside the heap lock, where a chunk joins or leaves `all` or is laid out anew, and by hm__heap_usage,
      * which counts the live blocks by walking the chunks (no counters for Alloc and Free to keep) without the heap
@@ -240,6 +244,10 @@ struct heap {
     pthread_mutex_t chunks_lock;
     hm_fork_entry fork_lock, fork_chunks; /* lock and chunks_lock, held across fork() */
     bool dying; /* chunks_lock: the heap is giving its chunks back */
+    bool first_local_taken; /* heap lock */
+    site first_sites[8];
+    /* The first local (a single-threaded heap's only one) lives in the heap: one allocation, not two. */
+    local first_local;
 };
 
 static inline uint64_t relaxed(_Atomic uint64_t *word) { return atomic_load_explicit(word, memory_order_relaxed); }
@@ -288,26 +296,36 @@ static inline bool slot_of_block(const chunk *c, uintptr_t p, uint32_t *out)
 /* The 64 KiB granule a chunk starts at: its header lies in the chunk's first 64 KiB. */
 static inline uintptr_t chunk_base(const chunk *c) { return (uintptr_t)c & ~(uintptr_t)(CHUNK_SIZE - 1); }
 
-static inline size_t chunk_set_home(const chunk_set *s, uintptr_t base)
+static inline size_t granule_home(uintptr_t base, size_t mask) { return (size_t)(base >> 16) & mask; }
+
+static inline size_t chunk_set_home(const chunk_set *s, uintptr_t base) { return granule_home(base, s->mask); }
+
+/* An empty set on its first slots (the owner was zeroed). */
+static void chunk_set_init(chunk_set *s)
 {
-    return (size_t)(base >> 16) & s->mask;
+    s->slots = s->first_slots;
+    s->bits = CHUNK_SET_FIRST_BITS;
+    s->mask = ((size_t)1 << s->bits) - 1;
+    s->count = 0;
 }
 
-static int chunk_set_init(chunk_set *s, unsigned bits)
+static void chunk_set_free(chunk_set *s)
 {
-    s->slots = calloc((size_t)1 << bits, sizeof *s->slots);
-    s->mask = ((size_t)1 << bits) - 1;
-    s->bits = bits;
-    s->count = 0;
-    return s->slots ? 0 : -1;
+    if (s->slots != s->first_slots)
+        free(s->slots);
+}
+
+static void slots_put(chunk **slots, size_t mask, chunk *c)
+{
+    size_t k = granule_home(chunk_base(c), mask);
+    while (slots[k])
+        k = (k + 1) & mask;
+    slots[k] = c;
 }
 
 static void chunk_set_put(chunk_set *s, chunk *c)
 {
-    size_t k = chunk_set_home(s, chunk_base(c));
-    while (s->slots[k])
-        k = (k + 1) & s->mask;
-    s->slots[k] = c;
+    slots_put(s->slots, s->mask, c);
     s->count++;
 }
 
@@ -316,14 +334,17 @@ static int chunk_set_reserve(chunk_set *s)
 {
     if ((s->count + 1) * 4 <= s->mask + 1)
         return 0;
-    chunk_set grown;
-    if (chunk_set_init(&grown, s->bits + 1) != 0)
+    size_t mask = s->mask * 2 + 1;
+    chunk **grown = calloc(mask + 1, sizeof *grown);
+    if (!grown)
         return -1;
     for (size_t i = 0; i <= s->mask; i++)
         if (s->slots[i])
-            chunk_set_put(&grown, s->slots[i]);
-    free(s->slots);
-    *s = grown;
+            slots_put(grown, mask, s->slots[i]);
+    chunk_set_free(s);
+    s->slots = grown;
+    s->mask = mask;
+    s->bits++;
     return 0;
 }
 
@@ -748,17 +769,26 @@ static void threads_fork_register(void) { hm__fork_register_mutex(&threads_fork,
 static void fork_lock(void *obj) { heap_lock(obj); }
 static void fork_unlock(void *obj) { heap_unlock(obj); }
 
+/* A new local of h: the heap's own first_local the first time. Heap lock held, or no other user yet. */
 static local *local_new(heap *h)
 {
-    local *l = hm__os_aligned_alloc(CACHE_LINE, sizeof *l);
-    if (l)
+    local *l = &h->first_local; /* zeroed with the heap */
+    if (h->first_local_taken) {
+        if (!(l = hm__os_aligned_alloc(CACHE_LINE, sizeof *l)))
+            return NULL;
         memset(l, 0, sizeof *l);
-    if (!l || chunk_set_init(&l->chunks, 6) != 0) {
-        hm__os_aligned_free(l);
-        return NULL;
     }
+    h->first_local_taken = true;
+    chunk_set_init(&l->chunks);
     l->heap = h;
     return l;
+}
+
+static void local_free(heap *h, local *l)
+{
+    chunk_set_free(&l->chunks);
+    if (l != &h->first_local)
+        hm__os_aligned_free(l);
 }
 
 /* Publishes l in the heap's list (read by statistics without the lock). Heap lock held, or no other user yet. */
@@ -854,9 +884,11 @@ static uint32_t site_intern(heap *h, const char *file, int line)
             return (uint32_t)i;
     if (h->nsites == h->cap_sites) {
         size_t cap = h->cap_sites * 2;
-        site *grown = realloc(h->sites, cap * sizeof *grown);
+        site *grown = realloc(h->sites == h->first_sites ? NULL : h->sites, cap * sizeof *grown);
         if (!grown)
             return 0;
+        if (h->sites == h->first_sites)
+            memcpy(grown, h->first_sites, sizeof h->first_sites);
         h->sites = grown;
         h->cap_sites = cap;
     }
@@ -1277,8 +1309,7 @@ static void heap_destroy(heap *h)
     }
     for (local *l = atomic_load(&h->locals), *next; l; l = next) {
         next = l->next_in_heap;
-        free(l->chunks.slots);
-        hm__os_aligned_free(l);
+        local_free(h, l);
     }
     hm_page_source source = h->source;
     /* The report outlives the heap's strings only for the duration of the call below. */
@@ -1286,8 +1317,9 @@ static void heap_destroy(heap *h)
     free(leaks);
     for (size_t i = 1; i < h->nsites; i++)
         free(h->sites[i].file);
-    free(h->sites);
-    free(h->all.slots);
+    if (h->sites != h->first_sites)
+        free(h->sites);
+    chunk_set_free(&h->all);
     pthread_mutex_destroy(&h->chunks_lock);
     hm__os_aligned_free(h);
 }
@@ -1328,21 +1360,12 @@ HRESULT hm__heap_create(const hm_page_source *source, DWORD malloc_type, IHostMa
         return E_INVALIDARG;
     pthread_once(&classes_once, build_classes);
     heap *h = hm__os_aligned_alloc(CACHE_LINE, sizeof(heap));
-    site *sites = calloc(8, sizeof *sites);
-    if (h)
-        memset(h, 0, sizeof *h);
-    bool threadsafe = (malloc_type & MALLOC_THREADSAFE) != 0;
-    local *only = h && !threadsafe ? local_new(h) : NULL;
-    if (!h || !sites || chunk_set_init(&h->all, 6) != 0 || (!threadsafe && !only)) {
-        if (only)
-            free(only->chunks.slots);
-        hm__os_aligned_free(only);
-        if (h)
-            free(h->all.slots);
-        hm__os_aligned_free(h);
-        free(sites);
+    if (!h)
         return E_OUTOFMEMORY;
-    }
+    memset(h, 0, sizeof *h);
+    bool threadsafe = (malloc_type & MALLOC_THREADSAFE) != 0;
+    chunk_set_init(&h->all);
+    local *only = threadsafe ? NULL : local_new(h); /* the heap's first_local: cannot fail */
     pthread_mutex_init(&h->chunks_lock, NULL);
     hm__fork_register_mutex(&h->fork_chunks, &h->chunks_lock, HM_FORK_HEAP_CHUNKS);
     h->IHostMalloc_iface.lpVtbl = threadsafe ? &heap_vtbl_safe : &heap_vtbl_single;
@@ -1360,8 +1383,8 @@ HRESULT hm__heap_create(const hm_page_source *source, DWORD malloc_type, IHostMa
         h->fast_only = hm_tracking() ? &no_local : only;
         local_publish(h, only);
     }
-    h->sites = sites;
-    h->cap_sites = 8;
+    h->sites = h->first_sites;
+    h->cap_sites = sizeof h->first_sites / sizeof h->first_sites[0];
     h->sites[0] = (site){(char *)"(Alloc)", 0};
     h->nsites = 1;
     *out = &h->IHostMalloc_iface;
