@@ -16,7 +16,8 @@ ci/build.sh "$out" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
 export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
 status=0
 
-# fuzz TARGET LOG [libFuzzer flags...]: runs a target from a copy of its seeds; returns libFuzzer's status.
+# fuzz TARGET LOG [libFuzzer flags...]: runs a target (of the build in $fuzz_dir, default the one above) from a copy
+# of its seeds; returns libFuzzer's status.
 fuzz() {
   local target=$1 log=$2
   shift 2
@@ -26,7 +27,7 @@ fuzz() {
   local dict=()
   [ -f "fuzz/$target.dict" ] && dict=("-dict=fuzz/$target.dict")
   local rc=0
-  "$out/fuzz/fuzz_$target" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "$@" "$work" >"$log" 2>&1 ||
+  "${fuzz_dir:-$out/fuzz}/fuzz_$target" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "$@" "$work" >"$log" 2>&1 ||
     rc=$?
   rm -rf "$work"
   return $rc
@@ -52,6 +53,32 @@ for target in fault_spec trace_parser calls calls_faults; do
   echo "corpus/$target: $(ls "corpus/$target" | wc -l) seeds, a minimal set keeps $(ls "$kept" | wc -l)"
   rm -rf "$kept"
 done
+
+# The OSS-Fuzz / ClusterFuzzLite build (fuzz/build.sh with OSS-Fuzz's ASan flags): it builds, fuzz_calls runs from the
+# seeds clean, and only the code under test counts as coverage (the driver and its model are left out: no function
+# of theirs among the instrumented ones, src/'s are).
+oss="$root/fuzz-oss-fuzz"
+oss_flags="-O1 -fno-omit-frame-pointer -gline-tables-only -fsanitize=address -fsanitize-address-use-after-scope"
+oss_flags="$oss_flags -fsanitize=fuzzer-no-link"
+oss_log="$oss/fuzz_calls.log"
+mkdir -p "$oss"
+if ! CC=clang CXX=clang++ CFLAGS="$oss_flags" CXXFLAGS="$oss_flags" WORK="$oss" OUT="$oss/out" fuzz/build.sh \
+     >"$oss/build.log" 2>&1; then
+  echo "fuzz/build.sh FAILED; the end of its log:"
+  tail -20 "$oss/build.log"
+  status=1
+elif ! fuzz_dir="$oss/out" fuzz calls "$oss_log" -runs=4000 -seed=1 -print_coverage=1 -artifact_prefix="$oss/crash-calls-"; then
+  echo "fuzz/build.sh's fuzz_calls FAILED; the end of its log:"
+  tail -40 "$oss_log"
+  status=1
+elif grep -Eq "^(UN)?COVERED_FUNC: .*harness/check/(calls|model)\.c" "$oss_log" ||
+     ! grep -Eq "^COVERED_FUNC: .*src/vm\.c" "$oss_log"; then
+  echo "fuzz/build.sh's fuzz_calls: the driver is in the coverage, or src/ is not: $(grep -Eo "Loaded 1 modules +\([0-9]+" "$oss_log")"
+  status=1
+else
+  echo "fuzz/build.sh (OSS-Fuzz's ASan flags): fuzz_calls 4 000 runs clean;" \
+       "$(grep -Eo "[0-9]+ inline 8-bit counters" "$oss_log" | head -1), the driver and its model out of the coverage"
+fi
 
 # AFL++: the same targets built with afl-clang-fast (AFL++'s libFuzzer driver: persistent mode, shared-memory test
 # cases), each fuzzed for a bounded time from its seeds; any saved crash fails.
