@@ -857,7 +857,7 @@ static inline local *local_cached(heap *h) { return h->threadsafe ? local_cached
 /* What the fast paths get for a thread without a cached local (and, for every thread, while a tool watches): no
  * chunk of any class, an empty chunk set, so that they take their slow path without testing for it. */
 static chunk *const no_chunk_slots[1];
-static local no_local = {.chunks = {(chunk **)no_chunk_slots, 0, 0, 0}};
+static local no_local = {.chunks = {.slots = (chunk **)no_chunk_slots}};
 
 static inline local *local_fast_safe(heap *h)
 {
