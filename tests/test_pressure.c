@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "support/support.h"
+
 static int report_fd = -1; /* the child's end of the pipe its hang report goes to */
 
 static void report_hang(const char *what, double seconds, void *ctx)
@@ -43,20 +45,16 @@ static void pause_ms(long ms)
  * wait status in *status. Returns what the read returned (0: no report). */
 static ssize_t in_child(void (*body)(const void *arg), const void *arg, char *text, size_t len, int *status)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_with_pipe(&fd);
     if (pid == 0) {
-        close(fds[0]);
-        report_fd = fds[1];
+        report_fd = fd;
         body(arg);
         _exit(0);
     }
-    close(fds[1]);
-    ssize_t got = read(fds[0], text, len - 1);
+    ssize_t got = read(fd, text, len - 1);
     text[got > 0 ? got : 0] = '\0';
-    close(fds[0]);
+    close(fd);
     assert_int_equal(waitpid(pid, status, 0), pid);
     return got;
 }

@@ -464,19 +464,15 @@ static void test_killed_threads_replay_cleanly(void **state)
     char first[sizeof ((hm_replay_result *)0)->report + 32] = "";
     for (unsigned run = 0; run < RUNS; run++) {
         const char *path = tmp_path("killed-threads.raw");
-        int fds[2];
-        assert_int_equal(pipe(fds), 0);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
+        int fd;
+        pid_t pid = fork_with_pipe(&fd);
         if (pid == 0) {
-            close(fds[0]);
-            record_threads_signalling(path, run, 1 << 30, fds[1]);
+            record_threads_signalling(path, run, 1 << 30, fd);
             _exit(5);
         }
-        close(fds[1]);
         char one;
-        assert_int_equal(read(fds[0], &one, 1), 1);
-        close(fds[0]);
+        assert_int_equal(read(fd, &one, 1), 1);
+        close(fd);
         usleep(1000 + 1000 * (run % 8)); /* 1 to 8 ms of recording */
         kill(pid, SIGKILL);
         int status;

@@ -716,29 +716,25 @@ typedef void (*recording_loop)(IHostMemoryManager *m, int fd);
  * until it reaches target, kills it with SIGKILL and returns the last count it reported before it died. */
 static unsigned long record_then_kill(const char *path, recording_loop loop, unsigned long target)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_with_pipe(&fd);
     if (pid == 0) {
-        close(fds[0]);
         IHostMemoryManager *inner, *m;
         if (FAILED(HostMemCreateBuiltinManager("deterministic=1,backend=sim", &inner)) ||
             FAILED(HostMemWrapRecorder(inner, path, &m)))
             _exit(3);
-        loop(m, fds[1]);
+        loop(m, fd);
         _exit(5); /* the loops never return */
     }
-    close(fds[1]);
     unsigned long done = 0;
-    while (done < target && read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+    while (done < target && read(fd, &done, sizeof done) == (ssize_t)sizeof done)
         ;
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
-    while (read(fds[0], &done, sizeof done) == (ssize_t)sizeof done)
+    while (read(fd, &done, sizeof done) == (ssize_t)sizeof done)
         ;
-    close(fds[0]);
+    close(fd);
     assert_true(WIFSIGNALED(status));
     return done;
 }

@@ -245,12 +245,9 @@ static void test_every_truncation(void **state)
  * 8 in these tests), or -1 when the child failed. */
 static int record_limited(const char *path, off_t limit, unsigned calls, bool release)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_with_pipe(&fd);
     if (pid == 0) {
-        close(fds[0]);
         signal(SIGXFSZ, SIG_IGN);
         struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
         if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
@@ -272,14 +269,13 @@ static int record_limited(const char *path, off_t limit, unsigned calls, bool re
             if (release)
                 IHostMemoryManager_Release(m);
         }
-        if (write(fds[1], &recorded, sizeof recorded) != (ssize_t)sizeof recorded)
+        if (write(fd, &recorded, sizeof recorded) != (ssize_t)sizeof recorded)
             _exit(13);
         _exit(0);
     }
-    close(fds[1]);
     uint64_t recorded = 0;
-    ssize_t got = read(fds[0], &recorded, sizeof recorded);
-    close(fds[0]);
+    ssize_t got = read(fd, &recorded, sizeof recorded);
+    close(fd);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != (ssize_t)sizeof recorded)

@@ -67,3 +67,14 @@ char *read_file(const char *path, size_t *len)
     *len = (size_t)n;
     return buf;
 }
+
+pid_t fork_with_pipe(int *fd)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    close(fds[pid == 0 ? 0 : 1]);
+    *fd = fds[pid == 0 ? 1 : 0];
+    return pid;
+}
